@@ -1,0 +1,300 @@
+import NIOCore
+
+/// Protocol constants shared by the encoder, the decoder and docs/PROTOCOL.md.
+package enum WireConstants {
+    /// The two magic bytes every frame starts with: ASCII "BK".
+    package static let magic: UInt16 = 0x424B
+    /// The protocol version this build speaks.
+    package static let protocolVersion: UInt8 = 1
+    /// Size of the fixed frame header in bytes.
+    package static let headerSize = 14
+    /// Default maximum body length (16 MiB).
+    package static let defaultMaxBodyLength: UInt32 = 16 * 1024 * 1024
+}
+
+/// Frame opcodes. Values are stable and documented in docs/PROTOCOL.md.
+package enum Opcode: UInt8, Sendable, CaseIterable {
+    case hello = 0x01
+    case helloOK = 0x02
+    case publish = 0x03
+    case publishAck = 0x04
+    case subscribe = 0x05
+    case subscribeOK = 0x06
+    case deliver = 0x07
+    case credit = 0x08
+    case commit = 0x09
+    case commitOK = 0x0A
+    case unsubscribe = 0x0B
+    case unsubscribeOK = 0x0C
+    case listTopics = 0x0D
+    case topicList = 0x0E
+    case ping = 0x0F
+    case pong = 0x10
+    case error = 0x11
+}
+
+/// One record header: a UTF-8 name and opaque bytes.
+package struct WireHeader: Equatable, Sendable {
+    package var name: String
+    package var value: ByteBuffer
+    package init(name: String, value: ByteBuffer) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// A record as a producer sends it.
+package struct WireRecord: Equatable, Sendable {
+    /// Optional key; `nil` is encoded as length -1.
+    package var key: ByteBuffer?
+    package var headers: [WireHeader]
+    package var value: ByteBuffer
+    /// Producer timestamp in milliseconds since the Unix epoch; 0 lets the broker stamp it.
+    package var timestamp: Int64
+    package init(key: ByteBuffer? = nil, headers: [WireHeader] = [], value: ByteBuffer, timestamp: Int64 = 0) {
+        self.key = key
+        self.headers = headers
+        self.value = value
+        self.timestamp = timestamp
+    }
+}
+
+/// A record as the broker delivers it: the stored record plus its offset.
+package struct DeliveredRecord: Equatable, Sendable {
+    package var offset: Int64
+    package var record: WireRecord
+    package init(offset: Int64, record: WireRecord) {
+        self.offset = offset
+        self.record = record
+    }
+}
+
+/// HELLO: the first frame a client sends.
+package struct Hello: Equatable, Sendable {
+    package var protocolVersion: UInt8
+    package var clientID: String
+    /// The bearer token, as UTF-8 bytes.
+    package var credential: ByteBuffer
+    package init(protocolVersion: UInt8 = WireConstants.protocolVersion, clientID: String, credential: ByteBuffer) {
+        self.protocolVersion = protocolVersion
+        self.clientID = clientID
+        self.credential = credential
+    }
+}
+
+/// HELLO_OK: the broker accepted the client.
+package struct HelloOK: Equatable, Sendable {
+    package var sessionID: UInt64
+    package var role: String
+    package var clearance: String
+    /// Largest frame body the broker accepts, in bytes.
+    package var maxFrameBytes: UInt32
+    /// Largest number of records one PUBLISH may carry.
+    package var maxRecordsPerPublish: UInt32
+    package init(sessionID: UInt64, role: String, clearance: String, maxFrameBytes: UInt32, maxRecordsPerPublish: UInt32) {
+        self.sessionID = sessionID
+        self.role = role
+        self.clearance = clearance
+        self.maxFrameBytes = maxFrameBytes
+        self.maxRecordsPerPublish = maxRecordsPerPublish
+    }
+}
+
+/// PUBLISH: append records to one topic.
+package struct Publish: Equatable, Sendable {
+    package var topic: String
+    package var records: [WireRecord]
+    package init(topic: String, records: [WireRecord]) {
+        self.topic = topic
+        self.records = records
+    }
+}
+
+/// The outcome of one published record.
+package struct PublishResult: Equatable, Sendable {
+    /// 0 (`ErrorCode.ok`) on success; otherwise a stable error code.
+    package var code: ErrorCode
+    /// The record's offset on success; -1 otherwise.
+    package var offset: Int64
+    /// Result flags (bit 0: duplicate).
+    package var flags: UInt8
+    /// For RATE_LIMITED: milliseconds to wait; 0 otherwise.
+    package var retryAfterMillis: UInt32
+    /// Human-readable detail; empty on success.
+    package var message: String
+    package init(code: ErrorCode, offset: Int64, flags: UInt8 = 0, retryAfterMillis: UInt32 = 0, message: String = "") {
+        self.code = code
+        self.offset = offset
+        self.flags = flags
+        self.retryAfterMillis = retryAfterMillis
+        self.message = message
+    }
+    package static func ok(offset: Int64) -> PublishResult { PublishResult(code: .ok, offset: offset) }
+}
+
+/// PUBLISH_ACK: one result per record, in the order of the PUBLISH.
+package struct PublishAck: Equatable, Sendable {
+    package var results: [PublishResult]
+    package init(results: [PublishResult]) { self.results = results }
+}
+
+/// Where a subscription starts reading.
+package enum StartPosition: Equatable, Sendable {
+    case earliest
+    case latest
+    case offset(Int64)
+    /// The group's committed offset; earliest when the group has none.
+    case committed
+}
+
+/// SUBSCRIBE: start a push subscription.
+package struct Subscribe: Equatable, Sendable {
+    package var topic: String
+    /// Consumer group; empty for none.
+    package var group: String
+    package var start: StartPosition
+    /// Records the broker may push before more CREDIT arrives.
+    package var initialCredit: UInt32
+    package init(topic: String, group: String = "", start: StartPosition, initialCredit: UInt32) {
+        self.topic = topic
+        self.group = group
+        self.start = start
+        self.initialCredit = initialCredit
+    }
+}
+
+/// SUBSCRIBE_OK: the subscription exists.
+package struct SubscribeOK: Equatable, Sendable {
+    package var subscriptionID: UInt32
+    /// The first offset that will be delivered.
+    package var startOffset: Int64
+    /// The topic's next offset at subscribe time (high watermark).
+    package var endOffset: Int64
+    package init(subscriptionID: UInt32, startOffset: Int64, endOffset: Int64) {
+        self.subscriptionID = subscriptionID
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+    }
+}
+
+/// DELIVER: records pushed on a subscription, in offset order.
+package struct Deliver: Equatable, Sendable {
+    package var subscriptionID: UInt32
+    package var records: [DeliveredRecord]
+    package init(subscriptionID: UInt32, records: [DeliveredRecord]) {
+        self.subscriptionID = subscriptionID
+        self.records = records
+    }
+}
+
+/// CREDIT: allow the broker to push `credit` more records.
+package struct Credit: Equatable, Sendable {
+    package var subscriptionID: UInt32
+    package var credit: UInt32
+    package init(subscriptionID: UInt32, credit: UInt32) {
+        self.subscriptionID = subscriptionID
+        self.credit = credit
+    }
+}
+
+/// COMMIT: store a consumer group's next offset to read.
+package struct Commit: Equatable, Sendable {
+    package var group: String
+    package var topic: String
+    /// The next offset the group will read (last processed + 1).
+    package var offset: Int64
+    package init(group: String, topic: String, offset: Int64) {
+        self.group = group
+        self.topic = topic
+        self.offset = offset
+    }
+}
+
+/// One topic in TOPIC_LIST.
+package struct TopicInfo: Equatable, Sendable {
+    package var name: String
+    package var sensitivity: String
+    package var startOffset: Int64
+    package var endOffset: Int64
+    /// Bit 0: the caller may publish; bit 1: the caller may subscribe.
+    package var access: UInt8
+    package init(name: String, sensitivity: String, startOffset: Int64, endOffset: Int64, access: UInt8) {
+        self.name = name
+        self.sensitivity = sensitivity
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+        self.access = access
+    }
+}
+
+/// ERROR: a request failed, or the connection is about to close.
+package struct ErrorFrame: Equatable, Sendable {
+    package var code: ErrorCode
+    /// For RATE_LIMITED: milliseconds to wait; 0 otherwise.
+    package var retryAfterMillis: UInt32
+    package var message: String
+    package init(code: ErrorCode, message: String, retryAfterMillis: UInt32 = 0) {
+        self.code = code
+        self.message = message
+        self.retryAfterMillis = retryAfterMillis
+    }
+}
+
+/// Every frame body brokerd speaks.
+package enum Frame: Equatable, Sendable {
+    case hello(Hello)
+    case helloOK(HelloOK)
+    case publish(Publish)
+    case publishAck(PublishAck)
+    case subscribe(Subscribe)
+    case subscribeOK(SubscribeOK)
+    case deliver(Deliver)
+    case credit(Credit)
+    case commit(Commit)
+    case commitOK
+    /// UNSUBSCRIBE: end a subscription by id.
+    case unsubscribe(subscriptionID: UInt32)
+    case unsubscribeOK
+    case listTopics
+    case topicList([TopicInfo])
+    case ping(nonce: UInt64)
+    case pong(nonce: UInt64)
+    case error(ErrorFrame)
+
+    /// The opcode this frame is encoded with.
+    package var opcode: Opcode {
+        switch self {
+        case .hello: .hello
+        case .helloOK: .helloOK
+        case .publish: .publish
+        case .publishAck: .publishAck
+        case .subscribe: .subscribe
+        case .subscribeOK: .subscribeOK
+        case .deliver: .deliver
+        case .credit: .credit
+        case .commit: .commit
+        case .commitOK: .commitOK
+        case .unsubscribe: .unsubscribe
+        case .unsubscribeOK: .unsubscribeOK
+        case .listTopics: .listTopics
+        case .topicList: .topicList
+        case .ping: .ping
+        case .pong: .pong
+        case .error: .error
+        }
+    }
+}
+
+/// A frame with its correlation id and flags, as it travels on the wire.
+package struct TaggedFrame: Equatable, Sendable {
+    /// Chosen by the requester; echoed in the response. Server pushes (DELIVER) and unsolicited ERRORs use 0.
+    package var correlationID: UInt32
+    /// Reserved; must be 0 in version 1.
+    package var flags: UInt16
+    package var frame: Frame
+    package init(correlationID: UInt32, flags: UInt16 = 0, frame: Frame) {
+        self.correlationID = correlationID
+        self.flags = flags
+        self.frame = frame
+    }
+}
