@@ -1,1 +1,128 @@
+import Logging
+import LogStore
 import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import TopicRouter
+import WireProtocol
+
+/// The broker: opens every declared topic's log, listens for clients, and shuts down gracefully.
+///
+/// Run it as a `Service` in a `ServiceGroup` (brokerd does), or call `start()` / `shutdown()` directly (tests do).
+package final class BrokerServer: Service, Sendable {
+    private let config: BrokerConfig
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let readPool: NIOThreadPool
+    private let state: Mutex<State>
+
+    private enum State {
+        case idle
+        case running(channel: any Channel, core: BrokerCore)
+        case stopped
+    }
+
+    /// - Parameters:
+    ///   - config: a validated config whose principals all have token hashes.
+    ///   - logger: the broker's logger; connection loggers derive from it.
+    package init(config: BrokerConfig, logger: Logger, eventLoopThreads: Int = System.coreCount) {
+        self.config = config
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
+        self.readPool = NIOThreadPool(numberOfThreads: 2)
+        self.state = Mutex(.idle)
+    }
+
+    /// The address the broker listens on once started (useful with port 0).
+    package var localAddress: SocketAddress? {
+        self.state.withLock { state in
+            if case .running(let channel, _) = state { return channel.localAddress }
+            return nil
+        }
+    }
+
+    /// Opens the logs (running recovery) and binds the listener. Returns once clients can connect.
+    package func start() async throws {
+        let policy = try Policy(config: self.config)
+        let dataDir = self.config.server.dataDir
+        try makeDirectory(dataDir)
+        let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger)
+        var logs: [String: any TopicLog] = [:]
+        for topic in self.config.topics {
+            logs[topic.name] = try await backend.openTopic(name: topic.name, config: TopicLogConfig(topic))
+            self.logger.info("topic open", metadata: [
+                "brokerd.topic": "\(topic.name)", "brokerd.class": "\(topic.sensitivity)",
+                "brokerd.start": "\(logs[topic.name]!.startOffset)", "brokerd.end": "\(logs[topic.name]!.endOffset)",
+            ])
+        }
+        let offsets = try OffsetStore(path: dataDir + "/consumer-offsets.log")
+        let core = BrokerCore(policy: policy, backend: backend, logs: logs, offsets: offsets, logger: self.logger)
+        self.readPool.start()
+
+        let readPool = self.readPool
+        let logger = self.logger
+        let maxBody = UInt32(self.config.server.maxFrameBytes)
+        let connectionIDs = Atomic<UInt64>(1)
+        let channel: any Channel
+        do {
+            channel = try await ServerBootstrap(group: self.group)
+                .serverChannelOption(.backlog, value: 1024)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .childChannelInitializer { channel in
+                    let id = connectionIDs.wrappingAdd(1, ordering: .relaxed).oldValue
+                    return channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandlers([
+                            ByteToMessageHandler(FrameDecoder(maxBodyLength: maxBody)),
+                            MessageToByteHandler(FrameEncoder()),
+                            ConnectionHandler(core: core, readPool: readPool, connectionID: id, logger: logger),
+                        ])
+                    }
+                }
+                .bind(host: self.config.server.listenHost, port: self.config.server.listenPort)
+                .get()
+        } catch {
+            await backend.closeAll()
+            throw error
+        }
+        self.state.withLock { $0 = .running(channel: channel, core: core) }
+        self.logger.info("brokerd listening", metadata: ["brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+    }
+
+    /// Graceful stop: stop accepting, finish in-flight appends, close connections, sync, write clean markers.
+    package func shutdown() async {
+        let running: (any Channel, BrokerCore)? = self.state.withLock { state in
+            defer { state = .stopped }
+            if case .running(let channel, let core) = state { return (channel, core) }
+            return nil
+        }
+        if let (channel, core) = running {
+            self.logger.info("shutting down: no new connections")
+            try? await channel.close()
+            await core.drainAppends(timeout: .seconds(10))
+            await core.backend.closeAll()
+            self.logger.info("logs closed cleanly")
+        }
+        try? await self.group.shutdownGracefully()
+        try? await self.readPool.shutdownGracefully()
+    }
+
+    /// `Service` entry point: start, wait for graceful shutdown (SIGTERM/SIGINT), then stop.
+    package func run() async throws {
+        try await self.start()
+        try? await gracefulShutdown()
+        await self.shutdown()
+    }
+}
+
+/// Creates a directory and its parents if missing.
+func makeDirectory(_ path: String) throws {
+    var current = path.hasPrefix("/") ? "" : "."
+    for component in path.split(separator: "/") {
+        current += "/" + component
+        if mkdir(current, 0o755) != 0 && errno != EEXIST {
+            throw IOError(errnoCode: errno, reason: "mkdir \(current)")
+        }
+    }
+}

@@ -1,0 +1,419 @@
+import Logging
+import LogStore
+import NIOCore
+import NIOPosix
+import Synchronization
+import TopicRouter
+import WireProtocol
+
+/// Serves one client connection. Confined to its channel's event loop; shared state lives in `BrokerCore`.
+final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = TaggedFrame
+    typealias OutboundOut = TaggedFrame
+
+    private let core: BrokerCore
+    private let readPool: NIOThreadPool
+    private var logger: Logger
+    private var machine = ConnectionStateMachine()
+    private var context: ChannelHandlerContext?
+    private var handshakeTimeout: Scheduled<Void>?
+    private var subscriptions: [UInt32: Subscription] = [:]
+    private var nextSubscriptionID: UInt32 = 1
+    /// Appends from this connection to one topic run in request order.
+    private var publishChains: [String: EventLoopFuture<Void>] = [:]
+    private var counted = false
+
+    /// Maximum bytes one read for a subscription fetches (bounds per-subscription memory).
+    static let readMaxBytes = 1 << 20
+
+    init(core: BrokerCore, readPool: NIOThreadPool, connectionID: UInt64, logger: Logger) {
+        self.core = core
+        self.readPool = readPool
+        var logger = logger
+        logger[metadataKey: "brokerd.connection_id"] = "\(connectionID)"
+        self.logger = logger
+    }
+
+    // MARK: channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let remote = context.remoteAddress.map { "\($0)" } ?? "unknown"
+        self.logger[metadataKey: "brokerd.remote"] = "\(remote)"
+        guard self.core.connectionOpened() else {
+            self.logger.warning("connection refused: limit reached", metadata: ["brokerd.max_connections": "\(self.core.settings.maxConnections)"])
+            self.machine.decodeFailed()
+            self.sendErrorAndClose(ErrorFrame(code: .internal, message: "connection limit reached (\(self.core.settings.maxConnections))"), correlationID: 0)
+            return
+        }
+        self.counted = true
+        self.logger.info("connection opened")
+        let seconds = Int64(self.core.settings.handshakeTimeoutSeconds)
+        self.handshakeTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(seconds)) {
+            guard self.machine.principal == nil else { return }
+            self.logger.notice("handshake timeout: no HELLO", metadata: ["brokerd.timeout_s": "\(seconds)"])
+            self.machine.decodeFailed()
+            self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "no HELLO within \(seconds) s"), correlationID: 0)
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.handshakeTimeout?.cancel()
+        for (_, subscription) in self.subscriptions { self.endSubscription(subscription) }
+        self.subscriptions.removeAll()
+        if self.counted {
+            self.counted = false
+            self.core.connectionClosed()
+            self.logger.info("connection closed", metadata: ["brokerd.client_id": "\(self.machine.principal?.clientID ?? "-")"])
+        }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let wireError = error as? WireProtocolError {
+            self.logger.notice("bad frame, closing", metadata: ["brokerd.error": "\(wireError)"])
+            self.machine.decodeFailed()
+            self.sendErrorAndClose(ErrorFrame(code: wireError.code, message: wireError.message), correlationID: wireError.correlationID ?? 0)
+        } else if let ioError = error as? IOError, ioError.errnoCode == ECONNRESET || ioError.errnoCode == EPIPE {
+            context.close(promise: nil)
+        } else {
+            self.logger.warning("connection error, closing", metadata: ["brokerd.error": "\(error)"])
+            context.close(promise: nil)
+        }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let tagged = self.unwrapInboundIn(data)
+        switch self.machine.frameReceived(tagged) {
+        case .authenticate(let hello, let correlationID):
+            self.authenticate(hello, correlationID: correlationID)
+        case .serve(let request, let principal):
+            self.serve(request, principal: principal)
+        case .sendError(let error, let correlationID):
+            self.send(.error(error), correlationID: correlationID)
+        case .sendErrorAndClose(let error, let correlationID):
+            self.logger.notice("refused before authentication", metadata: ["brokerd.error": "\(error.code.name): \(error.message)"])
+            self.sendErrorAndClose(error, correlationID: correlationID)
+        case .ignore:
+            break
+        }
+    }
+
+    // MARK: authentication
+
+    private func authenticate(_ hello: Hello, correlationID: UInt32) {
+        let token = Array(hello.credential.readableBytesView)
+        switch self.core.policy.authenticate(clientID: hello.clientID, token: token) {
+        case .authenticated(let principal):
+            self.machine.authenticationSucceeded(principal)
+            self.handshakeTimeout?.cancel()
+            self.logger[metadataKey: "brokerd.client_id"] = "\(principal.clientID)"
+            self.logger.info("authenticated", metadata: ["brokerd.role": "\(principal.role)"])
+            let ok = HelloOK(
+                sessionID: self.core.makeSessionID(),
+                role: principal.role,
+                clearance: principal.clearance,
+                maxFrameBytes: UInt32(self.core.settings.maxFrameBytes),
+                maxRecordsPerPublish: UInt32(self.core.settings.maxRecordsPerPublish)
+            )
+            self.send(.helloOK(ok), correlationID: correlationID)
+        case .refused(let reason):
+            self.machine.authenticationFailed()
+            self.logger.notice("authentication failed", metadata: ["brokerd.client_id": "\(hello.clientID)", "brokerd.reason": "\(reason)"])
+            self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "authentication failed"), correlationID: correlationID)
+        }
+    }
+
+    // MARK: requests
+
+    private func serve(_ request: TaggedFrame, principal: Principal) {
+        let correlationID = request.correlationID
+        switch request.frame {
+        case .publish(let publish):
+            self.publish(publish, correlationID: correlationID, principal: principal)
+        case .subscribe(let subscribe):
+            self.subscribe(subscribe, correlationID: correlationID, principal: principal)
+        case .credit(let credit):
+            guard let subscription = self.subscriptions[credit.subscriptionID] else {
+                self.send(.error(ErrorFrame(code: .unknownSubscription, message: "no subscription \(credit.subscriptionID) on this connection")), correlationID: correlationID)
+                return
+            }
+            self.run(subscription.machine.creditReceived(credit.credit), for: subscription)
+        case .unsubscribe(let subscriptionID):
+            guard let subscription = self.subscriptions.removeValue(forKey: subscriptionID) else {
+                self.send(.error(ErrorFrame(code: .unknownSubscription, message: "no subscription \(subscriptionID) on this connection")), correlationID: correlationID)
+                return
+            }
+            self.endSubscription(subscription)
+            self.send(.unsubscribeOK, correlationID: correlationID)
+        case .commit(let commit):
+            self.commit(commit, correlationID: correlationID, principal: principal)
+        case .listTopics:
+            self.send(.topicList(self.topicList(for: principal)), correlationID: correlationID)
+        case .ping(let nonce):
+            self.send(.pong(nonce: nonce), correlationID: correlationID)
+        case .hello, .helloOK, .publishAck, .subscribeOK, .deliver, .commitOK, .unsubscribeOK, .topicList, .pong, .error:
+            self.send(.error(ErrorFrame(code: .invalidRequest, message: "\(request.frame.opcode) is not a request a client may send")), correlationID: correlationID)
+        }
+    }
+
+    private func publish(_ publish: Publish, correlationID: UInt32, principal: Principal) {
+        if case .refuse(let code, let reason) = self.core.policy.publishDecision(principal: principal, topic: publish.topic) {
+            self.logger.notice("publish refused", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(reason)"])
+            self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
+            return
+        }
+        guard let log = self.core.log(for: publish.topic) else {
+            self.send(.error(ErrorFrame(code: .unknownTopic, message: "topic '\(publish.topic)' has no open log")), correlationID: correlationID)
+            return
+        }
+        let limit = self.core.settings.maxRecordsPerPublish
+        guard (1...limit).contains(publish.records.count) else {
+            self.send(.error(ErrorFrame(code: .invalidRequest, message: "a PUBLISH carries 1 to \(limit) records; this one has \(publish.records.count)")), correlationID: correlationID)
+            return
+        }
+        guard self.core.beginAppend() else {
+            self.send(.error(ErrorFrame(code: .shuttingDown, message: "the broker is shutting down")), correlationID: correlationID)
+            return
+        }
+        let now = currentTimeMillis()
+        let records = publish.records.map { LogRecord(wire: $0, receivedAtMillis: now) }
+        let eventLoop = self.context!.eventLoop
+        let previous = self.publishChains[publish.topic] ?? eventLoop.makeSucceededVoidFuture()
+        let appended = previous.flatMap {
+            eventLoop.makeFutureWithTask { try await log.append(records) }
+        }
+        self.publishChains[publish.topic] = appended.map { _ in () }.recover { _ in () }
+        let topic = publish.topic
+        let count = records.count
+        appended.assumeIsolated().whenComplete { result in
+            self.core.endAppend(topic: topic)
+            let results: [PublishResult]
+            switch result {
+            case .success(let appendResult):
+                results = (0..<count).map { .ok(offset: appendResult.baseOffset + Int64($0)) }
+            case .failure(let error):
+                let storeError = error as? LogStoreError ?? LogStoreError(.storageFailure, "\(error)")
+                self.logger.error("append failed", metadata: ["brokerd.topic": "\(topic)", "brokerd.error": "\(storeError)"])
+                let failed = PublishResult(code: ErrorCode(storeError), offset: -1, message: storeError.message)
+                results = Array(repeating: failed, count: count)
+            }
+            self.send(.publishAck(PublishAck(results: results)), correlationID: correlationID)
+        }
+    }
+
+    private func subscribe(_ request: Subscribe, correlationID: UInt32, principal: Principal) {
+        if case .refuse(let code, let reason) = self.core.policy.subscribeDecision(principal: principal, topic: request.topic) {
+            self.logger.notice("subscription refused", metadata: ["brokerd.topic": "\(request.topic)", "brokerd.code": "\(ErrorCode(code).name)", "brokerd.reason": "\(reason)"])
+            self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
+            return
+        }
+        guard let log = self.core.log(for: request.topic) else {
+            self.send(.error(ErrorFrame(code: .unknownTopic, message: "topic '\(request.topic)' has no open log")), correlationID: correlationID)
+            return
+        }
+        let start: Int64
+        switch request.start {
+        case .earliest:
+            start = log.startOffset
+        case .latest:
+            start = log.endOffset
+        case .offset(let offset):
+            guard offset <= log.endOffset, offset >= 0 else {
+                self.send(.error(ErrorFrame(code: .offsetOutOfRange, message: "offset \(offset) is outside \(log.startOffset)...\(log.endOffset) of '\(request.topic)'")), correlationID: correlationID)
+                return
+            }
+            start = max(offset, log.startOffset)
+        case .committed:
+            guard !request.group.isEmpty else {
+                self.send(.error(ErrorFrame(code: .invalidRequest, message: "start 'committed' needs a consumer group")), correlationID: correlationID)
+                return
+            }
+            let committed = self.core.offsets.committed(group: request.group, topic: request.topic) ?? log.startOffset
+            start = min(max(committed, log.startOffset), log.endOffset)
+        }
+        let id = self.nextSubscriptionID
+        self.nextSubscriptionID &+= 1
+        let eventLoop = self.context!.eventLoop
+        let subscription = Subscription(
+            id: id,
+            correlationID: correlationID,
+            topic: request.topic,
+            log: log,
+            machine: SubscriptionStateMachine(startOffset: start, endOffset: log.endOffset, initialCredit: request.initialCredit),
+            listener: SubscriptionListener(eventLoop: eventLoop)
+        )
+        let boundSelf = NIOLoopBound(self, eventLoop: eventLoop)
+        subscription.listener.onAdvance = { endOffset in
+            let handler = boundSelf.value
+            guard let subscription = handler.subscriptions[id] else { return }
+            handler.run(subscription.machine.dataAvailable(endOffset: endOffset), for: subscription)
+        }
+        self.subscriptions[id] = subscription
+        self.core.addListener(subscription.listener, topic: request.topic)
+        self.logger.info("subscribed", metadata: ["brokerd.topic": "\(request.topic)", "brokerd.subscription": "\(id)", "brokerd.start": "\(start)"])
+        self.send(.subscribeOK(SubscribeOK(subscriptionID: id, startOffset: start, endOffset: log.endOffset)), correlationID: correlationID)
+        // The log may have advanced between reading endOffset and registering the listener.
+        self.run(subscription.machine.dataAvailable(endOffset: log.endOffset), for: subscription)
+    }
+
+    private func commit(_ commit: Commit, correlationID: UInt32, principal: Principal) {
+        if case .refuse(let code, let reason) = self.core.policy.subscribeDecision(principal: principal, topic: commit.topic) {
+            self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
+            return
+        }
+        guard let log = self.core.log(for: commit.topic) else {
+            self.send(.error(ErrorFrame(code: .unknownTopic, message: "topic '\(commit.topic)' has no open log")), correlationID: correlationID)
+            return
+        }
+        guard !commit.group.isEmpty, commit.offset >= 0, commit.offset <= log.endOffset else {
+            self.send(.error(ErrorFrame(code: .invalidRequest, message: "commit needs a group and an offset in 0...\(log.endOffset); got group '\(commit.group)' offset \(commit.offset)")), correlationID: correlationID)
+            return
+        }
+        let offsets = self.core.offsets
+        let eventLoop = self.context!.eventLoop
+        self.readPool.runIfActive(eventLoop: eventLoop) {
+            try offsets.commit(group: commit.group, topic: commit.topic, offset: commit.offset)
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success:
+                self.send(.commitOK, correlationID: correlationID)
+            case .failure(let error):
+                self.logger.error("commit failed", metadata: ["brokerd.group": "\(commit.group)", "brokerd.error": "\(error)"])
+                self.send(.error(ErrorFrame(code: .storageFailure, message: "commit not stored: \(error)")), correlationID: correlationID)
+            }
+        }
+    }
+
+    private func topicList(for principal: Principal) -> [TopicInfo] {
+        self.core.policy.config.topics.map { topic in
+            let log = self.core.log(for: topic.name)
+            var access: UInt8 = 0
+            if self.core.policy.publishDecision(principal: principal, topic: topic.name) == .allow { access |= 1 }
+            if self.core.policy.subscribeDecision(principal: principal, topic: topic.name) == .allow { access |= 2 }
+            return TopicInfo(
+                name: topic.name,
+                sensitivity: topic.sensitivity,
+                startOffset: log?.startOffset ?? 0,
+                endOffset: log?.endOffset ?? 0,
+                access: access
+            )
+        }
+    }
+
+    // MARK: delivery
+
+    private func run(_ action: SubscriptionStateMachine.Action, for subscription: Subscription) {
+        guard case .read(let from, let maxRecords) = action, let eventLoop = self.context?.eventLoop else { return }
+        let log = subscription.log
+        self.readPool.runIfActive(eventLoop: eventLoop) {
+            try log.read(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
+        }.assumeIsolated().whenComplete { result in
+            guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
+            switch result {
+            case .success(let records):
+                let (count, next) = subscription.machine.readCompleted(
+                    offsets: records.first?.offset,
+                    count: records.count,
+                    endOffset: log.endOffset
+                )
+                if count > 0 {
+                    let delivered = records.prefix(count)
+                    subscription.machine.delivered(upTo: delivered.last!.offset)
+                    let frame = Deliver(subscriptionID: subscription.id, records: delivered.map(DeliveredRecord.init(stored:)))
+                    self.send(.deliver(frame), correlationID: 0)
+                }
+                self.run(next, for: subscription)
+            case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
+                self.logger.notice("subscription fell behind retention; skipping ahead", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.from": "\(from)", "brokerd.log_start": "\(log.startOffset)"])
+                self.run(subscription.machine.fellBehind(logStart: log.startOffset), for: subscription)
+            case .failure(let error):
+                self.logger.error("read failed; ending subscription", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.error": "\(error)"])
+                self.subscriptions[subscription.id] = nil
+                self.endSubscription(subscription)
+                let code = (error as? LogStoreError).map(ErrorCode.init) ?? .storageFailure
+                self.send(.error(ErrorFrame(code: code, message: "subscription \(subscription.id) ended: \(error)")), correlationID: subscription.correlationID)
+            }
+        }
+    }
+
+    private func endSubscription(_ subscription: Subscription) {
+        subscription.machine.end()
+        subscription.listener.onAdvance = nil
+        self.core.removeListener(subscription.listener, topic: subscription.topic)
+    }
+
+    // MARK: output
+
+    private func send(_ frame: Frame, correlationID: UInt32) {
+        guard let context = self.context, context.channel.isActive else { return }
+        context.writeAndFlush(self.wrapOutboundOut(TaggedFrame(correlationID: correlationID, frame: frame)), promise: nil)
+    }
+
+    private func sendErrorAndClose(_ error: ErrorFrame, correlationID: UInt32) {
+        guard let context = self.context else { return }
+        let frame = TaggedFrame(correlationID: correlationID, frame: .error(error))
+        context.writeAndFlush(self.wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+}
+
+/// One push subscription on a connection. Event-loop confined, like its handler.
+final class Subscription {
+    let id: UInt32
+    /// The SUBSCRIBE's correlation id; an ERROR that ends the subscription carries it.
+    let correlationID: UInt32
+    let topic: String
+    let log: any TopicLog
+    var machine: SubscriptionStateMachine
+    let listener: SubscriptionListener
+
+    init(id: UInt32, correlationID: UInt32, topic: String, log: any TopicLog, machine: SubscriptionStateMachine, listener: SubscriptionListener) {
+        self.id = id
+        self.correlationID = correlationID
+        self.topic = topic
+        self.log = log
+        self.machine = machine
+        self.listener = listener
+    }
+}
+
+/// Hops "the topic advanced" onto the subscription's event loop, coalescing bursts into one hop.
+final class SubscriptionListener: TopicListener {
+    private let eventLoop: any EventLoop
+    private let scheduled = Atomic<Bool>(false)
+    private let latestEnd = Atomic<Int64>(0)
+    /// Set and cleared on the event loop only.
+    private let callback: NIOLoopBoundBox<((Int64) -> Void)?>
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+        self.callback = NIOLoopBoundBox(nil, eventLoop: eventLoop)
+    }
+
+    /// Called on the event loop with the newest visible end.
+    var onAdvance: ((Int64) -> Void)? {
+        get { self.callback.value }
+        set { self.callback.value = newValue }
+    }
+
+    func topicAdvanced(endOffset: Int64) {
+        var current = self.latestEnd.load(ordering: .relaxed)
+        while current < endOffset {
+            let (exchanged, original) = self.latestEnd.compareExchange(expected: current, desired: endOffset, ordering: .relaxed)
+            if exchanged { break }
+            current = original
+        }
+        guard !self.scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        self.eventLoop.execute {
+            self.scheduled.store(false, ordering: .releasing)
+            let end = self.latestEnd.load(ordering: .relaxed)
+            self.callback.value?(end)
+        }
+    }
+}

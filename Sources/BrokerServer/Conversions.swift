@@ -1,0 +1,80 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import LogStore
+import TopicRouter
+import WireProtocol
+
+extension LogRecord {
+    /// The stored form of a published record; a zero timestamp is stamped with the broker's receive time.
+    init(wire: WireRecord, receivedAtMillis: Int64) {
+        self.init(
+            key: wire.key,
+            headers: wire.headers.map { LogHeader(name: $0.name, value: $0.value) },
+            value: wire.value,
+            timestamp: wire.timestamp == 0 ? receivedAtMillis : wire.timestamp
+        )
+    }
+}
+
+extension DeliveredRecord {
+    /// The wire form of a stored record.
+    init(stored: StoredRecord) {
+        self.init(
+            offset: stored.offset,
+            record: WireRecord(
+                key: stored.record.key,
+                headers: stored.record.headers.map { WireHeader(name: $0.name, value: $0.value) },
+                value: stored.record.value,
+                timestamp: stored.record.timestamp
+            )
+        )
+    }
+}
+
+extension ErrorCode {
+    /// The wire code for a policy refusal.
+    init(_ refusal: RefusalCode) {
+        switch refusal {
+        case .unauthenticated: self = .unauthenticated
+        case .notCleared: self = .notCleared
+        case .notAuthorized: self = .notAuthorized
+        case .unknownTopic: self = .unknownTopic
+        }
+    }
+
+    /// The wire code for a storage error.
+    init(_ error: LogStoreError) {
+        switch error.kind {
+        case .offsetOutOfRange: self = .offsetOutOfRange
+        case .tooLarge, .invalidArgument: self = .invalidRequest
+        case .storageFailure, .corruptBatch, .closed: self = .storageFailure
+        }
+    }
+}
+
+extension TopicLogConfig {
+    /// Storage settings for a declared topic.
+    init(_ topic: TopicPolicy) {
+        self.init()
+        self.segmentBytes = topic.segmentBytes
+        self.segmentMaxAgeMillis = topic.segmentMaxAgeMillis
+        self.retentionBytes = topic.retentionBytes
+        self.retentionMillis = topic.retentionMillis
+        switch topic.fsync {
+        case .always: self.fsync = .always
+        case .interval(let milliseconds): self.fsync = .interval(milliseconds: milliseconds)
+        case .never: self.fsync = .never
+        }
+        self.compression = topic.compression == .lz4 ? .lz4 : .none
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+func currentTimeMillis() -> Int64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_REALTIME, &ts)
+    return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+}

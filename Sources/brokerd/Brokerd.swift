@@ -1,0 +1,90 @@
+import ArgumentParser
+import BrokerServer
+import Logging
+import ServiceLifecycle
+import TopicRouter
+
+/// brokerd: the broker daemon. A thin shell over `BrokerServer`.
+@main
+struct Brokerd: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "brokerd",
+        abstract: "A durable message broker for regulated healthcare event pipelines.",
+        discussion: """
+            With no arguments brokerd runs the embedded default config (the closed-loop healthcare scenario) on \
+            127.0.0.1:7420 with data in ./brokerd-data, and generates tokens for its principals into \
+            <data-dir>/credentials.toml (mode 0600) on first start.
+            """
+    )
+
+    @Option(name: .long, help: "TOML config file (default: the embedded config).")
+    var config: String?
+
+    @Option(name: .long, help: "Data directory (overrides the config's server.data_dir).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "HOST:PORT to listen on (overrides the config's server.listen).")
+    var listen: String?
+
+    @Flag(name: .long, help: "Print the embedded default config and exit.")
+    var printDefaultConfig = false
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String = "info"
+
+    func run() async throws {
+        if self.printDefaultConfig {
+            print(ConfigLoader.embeddedDefault, terminator: "")
+            return
+        }
+        guard let level = Logger.Level(rawValue: self.logLevel) else {
+            throw ValidationError("unknown log level '\(self.logLevel)'")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "brokerd")
+
+        let text: String
+        if let path = self.config {
+            guard let contents = try readConfigFile(path) else {
+                throw ValidationError("config file \(path) does not exist")
+            }
+            text = contents
+        } else {
+            text = ConfigLoader.embeddedDefault
+        }
+        var config: BrokerConfig
+        do {
+            config = try ConfigLoader.parse(text)
+        } catch {
+            throw ValidationError("config \(self.config ?? "(embedded)"): \(error)")
+        }
+        if let dataDir = self.dataDir { config.server.dataDir = dataDir }
+        if let listen = self.listen {
+            guard let (host, port) = parseHostPort(listen) else {
+                throw ValidationError("--listen wants HOST:PORT, got '\(listen)'")
+            }
+            config.server.listenHost = host
+            config.server.listenPort = port
+        }
+        let (filled, generated) = try CredentialBootstrap.fillMissingTokens(config, logger: logger)
+        if let generated {
+            print("brokerd: generated tokens for the default principals in \(generated) (mode 0600)")
+        } else if filled.principals.contains(where: { _ in self.config == nil }) {
+            print("brokerd: principals' tokens are in \(CredentialBootstrap.credentialsPath(dataDir: filled.server.dataDir))")
+        }
+        let server = BrokerServer(config: filled, logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                cancellationSignals: [],
+                logger: logger
+            )
+        )
+        try await group.run()
+    }
+}
