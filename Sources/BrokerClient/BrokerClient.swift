@@ -1,1 +1,321 @@
 import NIOCore
+import NIOPosix
+import Synchronization
+import WireProtocol
+
+/// An error the broker answered with, or a client-side failure mapped onto a wire code.
+package struct BrokerClientError: Error, Equatable, Sendable, CustomStringConvertible {
+    package var code: ErrorCode
+    package var message: String
+    /// For RATE_LIMITED: how long the broker asks the client to wait.
+    package var retryAfterMillis: UInt32
+    package init(code: ErrorCode, message: String, retryAfterMillis: UInt32 = 0) {
+        self.code = code
+        self.message = message
+        self.retryAfterMillis = retryAfterMillis
+    }
+    package var description: String { "\(self.code.name): \(self.message)" }
+
+    static let connectionClosed = BrokerClientError(code: .internal, message: "connection closed")
+}
+
+/// An async/await client for brokerd: HELLO on connect, pipelined requests, credit-managed subscriptions.
+package final class BrokerClient: Sendable {
+    private let channel: any Channel
+    private let handler: NIOLoopBound<ClientHandler>
+    private let correlationIDs = Atomic<UInt32>(1)
+    /// The broker's HELLO_OK: session id, role, clearance and limits.
+    package let session: HelloOK
+
+    private init(channel: any Channel, handler: NIOLoopBound<ClientHandler>, session: HelloOK) {
+        self.channel = channel
+        self.handler = handler
+        self.session = session
+    }
+
+    /// Connects and authenticates. Throws `BrokerClientError` with UNAUTHENTICATED when the broker refuses.
+    package static func connect(
+        host: String,
+        port: Int,
+        clientID: String,
+        token: String,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        maxFrameBytes: UInt32 = WireConstants.defaultMaxBodyLength
+    ) async throws -> BrokerClient {
+        let connected = try await ClientBootstrap(group: group)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .connect(host: host, port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let handler = ClientHandler()
+                    try channel.pipeline.syncOperations.addHandlers([
+                        ByteToMessageHandler(FrameDecoder(maxBodyLength: maxFrameBytes)),
+                        MessageToByteHandler(FrameEncoder()),
+                        handler,
+                    ])
+                    return Connected(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
+                }
+            }
+        let hello = Hello(clientID: clientID, credential: ByteBuffer(string: token))
+        let answer: Frame
+        do {
+            answer = try await Self.request(.hello(hello), correlationID: 1, channel: connected.channel, handler: connected.handler)
+        } catch {
+            try? await connected.channel.close()
+            throw error
+        }
+        guard case .helloOK(let session) = answer else {
+            try? await connected.channel.close()
+            throw BrokerClientError(code: .malformedFrame, message: "expected HELLO_OK, got \(answer.opcode)")
+        }
+        let client = BrokerClient(channel: connected.channel, handler: connected.handler, session: session)
+        client.correlationIDs.store(2, ordering: .relaxed)
+        return client
+    }
+
+    private struct Connected: Sendable {
+        var channel: any Channel
+        var handler: NIOLoopBound<ClientHandler>
+    }
+
+    /// Publishes records to a topic; returns one result per record, in order.
+    /// Throws for a refusal of the whole request (NOT_AUTHORIZED, UNKNOWN_TOPIC, INVALID_REQUEST...).
+    package func publish(topic: String, records: [WireRecord]) async throws -> [PublishResult] {
+        let answer = try await self.request(.publish(Publish(topic: topic, records: records)))
+        guard case .publishAck(let ack) = answer, ack.results.count == records.count else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected PUBLISH_ACK with \(records.count) results, got \(answer.opcode)")
+        }
+        return ack.results
+    }
+
+    /// Subscribes; the returned sequence grants credit as records are consumed.
+    /// - Parameter credit: records the broker may have in flight to this client (the memory bound).
+    package func subscribe(
+        topic: String,
+        group: String = "",
+        start: StartPosition,
+        credit: UInt32 = 256
+    ) async throws -> BrokerSubscription {
+        let (stream, continuation) = AsyncThrowingStream<DeliveredRecord, any Error>.makeStream()
+        let correlationID = self.nextCorrelationID()
+        let request = Subscribe(topic: topic, group: group, start: start, initialCredit: credit)
+        let answer = try await Self.request(
+            .subscribe(request),
+            correlationID: correlationID,
+            channel: self.channel,
+            handler: self.handler,
+            sink: continuation
+        )
+        guard case .subscribeOK(let ok) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected SUBSCRIBE_OK, got \(answer.opcode)")
+        }
+        return BrokerSubscription(client: self, info: ok, stream: stream, credit: credit)
+    }
+
+    /// Durably stores the group's next offset to read on the topic.
+    package func commit(group: String, topic: String, offset: Int64) async throws {
+        let answer = try await self.request(.commit(Commit(group: group, topic: topic, offset: offset)))
+        guard case .commitOK = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected COMMIT_OK, got \(answer.opcode)")
+        }
+    }
+
+    /// Every topic with this principal's access bits.
+    package func listTopics() async throws -> [TopicInfo] {
+        let answer = try await self.request(.listTopics)
+        guard case .topicList(let topics) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected TOPIC_LIST, got \(answer.opcode)")
+        }
+        return topics
+    }
+
+    /// Round-trips a PING.
+    package func ping() async throws {
+        let nonce = UInt64.random(in: 0...UInt64.max)
+        let answer = try await self.request(.ping(nonce: nonce))
+        guard case .pong(nonce) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected PONG \(nonce), got \(answer)")
+        }
+    }
+
+    /// Ends a subscription on the broker.
+    package func unsubscribe(_ subscriptionID: UInt32) async throws {
+        let answer = try await self.request(.unsubscribe(subscriptionID: subscriptionID))
+        guard case .unsubscribeOK = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected UNSUBSCRIBE_OK, got \(answer.opcode)")
+        }
+    }
+
+    /// Sends any request frame and returns the broker's answer (an ERROR answer is thrown).
+    package func request(_ frame: Frame) async throws -> Frame {
+        try await Self.request(frame, correlationID: self.nextCorrelationID(), channel: self.channel, handler: self.handler)
+    }
+
+    /// Grants more credit to a subscription (no answer expected).
+    func grantCredit(subscriptionID: UInt32, credit: UInt32) {
+        let frame = TaggedFrame(correlationID: self.nextCorrelationID(), frame: .credit(Credit(subscriptionID: subscriptionID, credit: credit)))
+        self.channel.writeAndFlush(frame, promise: nil)
+    }
+
+    /// Closes the connection; pending requests fail and subscriptions finish with an error.
+    package func close() async {
+        try? await self.channel.close()
+    }
+
+    private func nextCorrelationID() -> UInt32 {
+        var id = self.correlationIDs.wrappingAdd(1, ordering: .relaxed).oldValue
+        if id == 0 { id = self.correlationIDs.wrappingAdd(1, ordering: .relaxed).oldValue }
+        return id
+    }
+
+    private static func request(
+        _ frame: Frame,
+        correlationID: UInt32,
+        channel: any Channel,
+        handler: NIOLoopBound<ClientHandler>,
+        sink: AsyncThrowingStream<DeliveredRecord, any Error>.Continuation? = nil
+    ) async throws -> Frame {
+        let promise = channel.eventLoop.makePromise(of: Frame.self)
+        channel.eventLoop.execute {
+            handler.value.register(correlationID: correlationID, promise: promise, sink: sink)
+            channel.writeAndFlush(TaggedFrame(correlationID: correlationID, frame: frame)).whenFailure { error in
+                promise.fail(error)
+            }
+        }
+        let answer = try await promise.futureResult.get()
+        if case .error(let error) = answer {
+            throw BrokerClientError(code: error.code, message: error.message, retryAfterMillis: error.retryAfterMillis)
+        }
+        return answer
+    }
+}
+
+/// The records of one subscription, in offset order. Iterating grants credit back to the broker as records
+/// are consumed, so at most `credit` records are ever buffered in this client.
+package struct BrokerSubscription: AsyncSequence, Sendable {
+    package typealias Element = DeliveredRecord
+    private let client: BrokerClient
+    /// The broker's SUBSCRIBE_OK: subscription id, first offset, end offset at subscribe time.
+    package let info: SubscribeOK
+    private let stream: AsyncThrowingStream<DeliveredRecord, any Error>
+    private let credit: UInt32
+
+    init(client: BrokerClient, info: SubscribeOK, stream: AsyncThrowingStream<DeliveredRecord, any Error>, credit: UInt32) {
+        self.client = client
+        self.info = info
+        self.stream = stream
+        self.credit = credit
+    }
+
+    package func makeAsyncIterator() -> Iterator {
+        Iterator(client: self.client, subscriptionID: self.info.subscriptionID, base: self.stream.makeAsyncIterator(), credit: self.credit)
+    }
+
+    /// Grants credit back in chunks of half the window once the records are handed to the caller.
+    package struct Iterator: AsyncIteratorProtocol {
+        private let client: BrokerClient
+        private let subscriptionID: UInt32
+        private var base: AsyncThrowingStream<DeliveredRecord, any Error>.AsyncIterator
+        private let refill: UInt32
+        private var consumed: UInt32 = 0
+
+        init(client: BrokerClient, subscriptionID: UInt32, base: AsyncThrowingStream<DeliveredRecord, any Error>.AsyncIterator, credit: UInt32) {
+            self.client = client
+            self.subscriptionID = subscriptionID
+            self.base = base
+            self.refill = Swift.max(1, credit / 2)
+        }
+
+        package mutating func next() async throws -> DeliveredRecord? {
+            guard let record = try await self.base.next() else { return nil }
+            self.consumed += 1
+            if self.consumed >= self.refill {
+                self.client.grantCredit(subscriptionID: self.subscriptionID, credit: self.consumed)
+                self.consumed = 0
+            }
+            return record
+        }
+    }
+}
+
+/// Matches answers to requests by correlation id and routes DELIVER frames to subscriptions.
+/// Confined to the channel's event loop.
+final class ClientHandler: ChannelInboundHandler {
+    typealias InboundIn = TaggedFrame
+
+    private var pending: [UInt32: EventLoopPromise<Frame>] = [:]
+    /// SUBSCRIBE correlation id → the stream its records go to, until SUBSCRIBE_OK names the subscription.
+    private var pendingSinks: [UInt32: AsyncThrowingStream<DeliveredRecord, any Error>.Continuation] = [:]
+    private var sinks: [UInt32: AsyncThrowingStream<DeliveredRecord, any Error>.Continuation] = [:]
+    /// SUBSCRIBE correlation id → subscription id, so an ERROR that ends a subscription finds it.
+    private var subscriptionByCorrelation: [UInt32: UInt32] = [:]
+    private var closedError: (any Error)?
+
+    func register(
+        correlationID: UInt32,
+        promise: EventLoopPromise<Frame>,
+        sink: AsyncThrowingStream<DeliveredRecord, any Error>.Continuation?
+    ) {
+        if let closedError {
+            promise.fail(closedError)
+            sink?.finish(throwing: closedError)
+            return
+        }
+        self.pending[correlationID] = promise
+        if let sink { self.pendingSinks[correlationID] = sink }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let tagged = self.unwrapInboundIn(data)
+        switch tagged.frame {
+        case .deliver(let deliver):
+            guard let sink = self.sinks[deliver.subscriptionID] else { return }
+            for record in deliver.records { sink.yield(record) }
+        case .subscribeOK(let ok):
+            if let sink = self.pendingSinks.removeValue(forKey: tagged.correlationID) {
+                self.sinks[ok.subscriptionID] = sink
+                self.subscriptionByCorrelation[tagged.correlationID] = ok.subscriptionID
+            }
+            self.pending.removeValue(forKey: tagged.correlationID)?.succeed(tagged.frame)
+        case .unsubscribeOK:
+            self.pending.removeValue(forKey: tagged.correlationID)?.succeed(tagged.frame)
+        case .error(let error) where tagged.correlationID == 0:
+            // The broker is closing this connection.
+            self.failAll(BrokerClientError(code: error.code, message: error.message))
+        case .error(let error):
+            if let promise = self.pending.removeValue(forKey: tagged.correlationID) {
+                self.pendingSinks.removeValue(forKey: tagged.correlationID)?.finish(throwing: BrokerClientError(code: error.code, message: error.message))
+                promise.succeed(tagged.frame)
+            } else if let subscriptionID = self.subscriptionByCorrelation.removeValue(forKey: tagged.correlationID) {
+                // The broker ended a live subscription.
+                self.sinks.removeValue(forKey: subscriptionID)?.finish(throwing: BrokerClientError(code: error.code, message: error.message))
+            }
+        default:
+            self.pending.removeValue(forKey: tagged.correlationID)?.succeed(tagged.frame)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let wire = error as? WireProtocolError {
+            self.failAll(BrokerClientError(code: wire.code, message: wire.message))
+        } else {
+            self.failAll(error)
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.failAll(BrokerClientError.connectionClosed)
+        context.fireChannelInactive()
+    }
+
+    private func failAll(_ error: any Error) {
+        if self.closedError == nil { self.closedError = error }
+        let pending = self.pending
+        self.pending.removeAll()
+        for (_, promise) in pending { promise.fail(error) }
+        for (_, sink) in self.pendingSinks { sink.finish(throwing: error) }
+        for (_, sink) in self.sinks { sink.finish(throwing: error) }
+        self.pendingSinks.removeAll()
+        self.sinks.removeAll()
+    }
+}
