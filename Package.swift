@@ -75,7 +75,8 @@ let package = Package(
         .executableTarget(
             name: "brokerctl",
             dependencies: [
-                "BrokerClient",
+                "BrokerClient", "WireProtocol", "TopicRouter",
+                .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
