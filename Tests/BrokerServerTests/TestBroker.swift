@@ -1,0 +1,189 @@
+import BrokerClient
+import BrokerServer
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import TopicRouter
+import WireProtocol
+
+/// A real broker on 127.0.0.1 with an ephemeral port and a temp data directory, for integration tests.
+final class TestBroker: Sendable {
+    static let tokens: [String: String] = [
+        "learning-portal": "tok-learning-portal-0123456789",
+        "crm-automation": "tok-crm-automation-0123456789",
+        "support-desk": "tok-support-desk-0123456789",
+        "ops-admin": "tok-ops-admin-0123456789",
+    ]
+
+    let dataDir: String
+    let config: BrokerConfig
+    let server: BrokerServer
+    let port: Int
+
+    private init(dataDir: String, config: BrokerConfig, server: BrokerServer, port: Int) {
+        self.dataDir = dataDir
+        self.config = config
+        self.server = server
+        self.port = port
+    }
+
+    /// The scenario config: a non-PHI, a pseudonymous and a PHI topic; producer, CRM, support, operator.
+    static func makeConfig(dataDir: String, handshakeTimeoutSeconds: Int = 10, maxFrameBytes: Int = 1 << 20) -> BrokerConfig {
+        var server = ServerSettings()
+        server.listenHost = "127.0.0.1"
+        server.listenPort = 0
+        server.dataDir = dataDir
+        server.handshakeTimeoutSeconds = handshakeTimeoutSeconds
+        server.maxFrameBytes = maxFrameBytes
+        var education = TopicPolicy(name: "education.completed", sensitivity: "non_phi")
+        education.segmentBytes = 4096  // several segments even in small tests
+        let milestone = TopicPolicy(name: "support.milestone", sensitivity: "pseudonymous")
+        var referral = TopicPolicy(name: "clinical.referral", sensitivity: "phi")
+        referral.compression = .none
+        let roles = [
+            RolePolicy(name: "producer", clearance: "phi", publish: ["*"], subscribe: []),
+            RolePolicy(name: "crm", clearance: "non_phi", publish: [], subscribe: ["education.*", "support.*"]),
+            RolePolicy(name: "patient_support", clearance: "phi", publish: [], subscribe: ["support.*", "clinical.*"]),
+            RolePolicy(name: "operator", clearance: "phi", publish: ["*"], subscribe: ["*"]),
+        ]
+        let roleOf = ["learning-portal": "producer", "crm-automation": "crm", "support-desk": "patient_support", "ops-admin": "operator"]
+        let principals = self.tokens.keys.sorted().map {
+            PrincipalEntry(clientID: $0, role: roleOf[$0]!, tokenHash: Credentials.hash(token: self.tokens[$0]!))
+        }
+        return BrokerConfig(
+            server: server,
+            classes: ["non_phi", "deidentified", "pseudonymous", "phi"],
+            topics: [education, milestone, referral],
+            roles: roles,
+            principals: principals
+        )
+    }
+
+    static func makeTempDir() -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("brokerd-test-\(UUID().uuidString)").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    /// Starts a broker; reuse `dataDir` to restart on the same files.
+    static func start(dataDir: String? = nil, configure: (inout BrokerConfig) -> Void = { _ in }) async throws -> TestBroker {
+        let dir = dataDir ?? self.makeTempDir()
+        var config = self.makeConfig(dataDir: dir)
+        configure(&config)
+        var logger = Logger(label: "brokerd-test")
+        logger.logLevel = .warning
+        let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2)
+        try await server.start()
+        guard let port = server.localAddress?.port else { fatalError("no port") }
+        return TestBroker(dataDir: dir, config: config, server: server, port: port)
+    }
+
+    func client(_ clientID: String) async throws -> BrokerClient {
+        try await BrokerClient.connect(host: "127.0.0.1", port: self.port, clientID: clientID, token: Self.tokens[clientID]!)
+    }
+
+    func stop() async {
+        await self.server.shutdown()
+    }
+
+    func removeData() {
+        try? FileManager.default.removeItem(atPath: self.dataDir)
+    }
+}
+
+/// An education-completed event as the learning portal sends it.
+func educationEvent(_ n: Int) -> WireRecord {
+    let json = #"{"event_type":"account.education.completed","account_id":"acct_\#(n)","module_id":"onboarding-101"}"#
+    return WireRecord(
+        key: ByteBuffer(string: "acct_\(n)"),
+        headers: [WireHeader(name: "event_type", value: ByteBuffer(string: "account.education.completed"))],
+        value: ByteBuffer(string: json),
+        timestamp: 1_776_000_000_000 + Int64(n)
+    )
+}
+
+/// Collects `count` records from a subscription, failing after `timeout`.
+func collect(_ subscription: BrokerSubscription, count: Int, timeout: Duration = .seconds(20)) async throws -> [DeliveredRecord] {
+    try await withThrowingTaskGroup(of: [DeliveredRecord].self) { group in
+        group.addTask {
+            var records: [DeliveredRecord] = []
+            for try await record in subscription {
+                records.append(record)
+                if records.count == count { break }
+            }
+            return records
+        }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw TimeoutError(what: "waiting for \(count) records")
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        return first
+    }
+}
+
+struct TimeoutError: Error, CustomStringConvertible {
+    var what: String
+    var description: String { "timed out \(self.what)" }
+}
+
+/// A raw TCP connection speaking bytes, for hostile-client tests.
+final class RawConnection: Sendable {
+    private let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
+
+    private init(channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>) {
+        self.channel = channel
+    }
+
+    static func connect(port: Int) async throws -> RawConnection {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return RawConnection(channel: channel)
+    }
+
+    /// Writes raw bytes, then reads until the peer closes or `timeout`; returns the frames read and whether it closed.
+    func exchange(_ bytes: [UInt8], timeout: Duration = .seconds(10), until stop: @escaping @Sendable ([TaggedFrame]) -> Bool = { _ in false }) async throws -> (frames: [TaggedFrame], closed: Bool) {
+        try await self.channel.executeThenClose { inbound, outbound in
+            if !bytes.isEmpty { try await outbound.write(ByteBuffer(bytes: bytes)) }
+            return try await withThrowingTaskGroup(of: ([TaggedFrame], Bool)?.self) { group in
+                group.addTask {
+                    var buffer = ByteBuffer()
+                    var decoder = FrameDecoder()
+                    var frames: [TaggedFrame] = []
+                    for try await chunk in inbound {
+                        var chunk = chunk
+                        buffer.writeBuffer(&chunk)
+                        while let frame = try decoder.decode(buffer: &buffer) { frames.append(frame) }
+                        if stop(frames) { return (frames, false) }
+                    }
+                    return (frames, true)
+                }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return nil
+                }
+                let result = try await group.next()!
+                group.cancelAll()
+                guard let result else { throw TimeoutError(what: "waiting for the broker to answer or close") }
+                return (result.0, result.1)
+            }
+        }
+    }
+}
+
+/// Encodes frames to bytes.
+func encode(_ frames: TaggedFrame...) -> [UInt8] {
+    var buffer = ByteBuffer()
+    for frame in frames { FrameCodec.encode(frame, into: &buffer) }
+    return Array(buffer.readableBytesView)
+}
+
+func hello(_ clientID: String, token: String? = nil, correlationID: UInt32 = 1) -> TaggedFrame {
+    TaggedFrame(correlationID: correlationID, frame: .hello(Hello(clientID: clientID, credential: ByteBuffer(string: token ?? TestBroker.tokens[clientID] ?? "x"))))
+}
