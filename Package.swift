@@ -95,7 +95,7 @@ let package = Package(
         .testTarget(
             name: "BrokerServerTests",
             dependencies: [
-                "BrokerServer", "BrokerClient", "WireProtocol",
+                "BrokerServer", "BrokerClient", "WireProtocol", "TopicRouter",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

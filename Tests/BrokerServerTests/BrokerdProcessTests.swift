@@ -1,0 +1,132 @@
+import BrokerClient
+import Foundation
+import Synchronization
+import Testing
+import TopicRouter
+import WireProtocol
+
+/// The brokerd executable as users run it: embedded default config, generated credentials, SIGTERM.
+@Suite("brokerd process")
+struct BrokerdProcessTests {
+    /// The brokerd binary built next to the test bundle.
+    static var brokerdPath: String {
+        let beside = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for dir in [beside, beside.deletingLastPathComponent()] {
+            let candidate = dir.appendingPathComponent("brokerd").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/brokerd").path
+    }
+
+    /// A running brokerd child process and the port it reported.
+    final class Daemon: Sendable {
+        let process: Process
+        let port: Int
+        let output: OutputBuffer
+
+        init(process: Process, port: Int, output: OutputBuffer) {
+            self.process = process
+            self.port = port
+            self.output = output
+        }
+
+        static func start(dataDir: String) async throws -> Daemon {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: BrokerdProcessTests.brokerdPath)
+            process.arguments = ["--data-dir", dataDir, "--listen", "127.0.0.1:0"]
+            let pipe = Pipe()
+            process.standardError = pipe
+            process.standardOutput = pipe
+            let output = OutputBuffer()
+            pipe.fileHandleForReading.readabilityHandler = { handle in
+                let data = handle.availableData
+                output.append(data)
+            }
+            try process.run()
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: .seconds(30))
+            while clock.now < deadline {
+                let text = output.text
+                if let range = text.range(of: #"brokerd\.address=\[?IPv4\]?127\.0\.0\.1/127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
+                    let port = Int(text[range].split(separator: ":").last!)!
+                    return Daemon(process: process, port: port, output: output)
+                }
+                if !process.isRunning { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            process.terminate()
+            throw TimeoutError(what: "brokerd to listen; output:\n\(output.text)")
+        }
+
+        /// Sends SIGTERM and waits for the exit status.
+        func terminate() async throws -> Int32 {
+            kill(self.process.processIdentifier, SIGTERM)
+            let clock = ContinuousClock()
+            let deadline = clock.now.advanced(by: .seconds(30))
+            while self.process.isRunning, clock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            if self.process.isRunning {
+                self.process.interrupt()
+                throw TimeoutError(what: "brokerd to exit after SIGTERM")
+            }
+            return self.process.terminationStatus
+        }
+    }
+
+    @Test("brokerd generates 0600 credentials, serves the default scenario, stops on SIGTERM and resumes exactly")
+    func sigtermAndResume() async throws {
+        let dataDir = TestBroker.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let daemon = try await Daemon.start(dataDir: dataDir)
+        let credentialsPath = dataDir + "/credentials.toml"
+        let attributes = try FileManager.default.attributesOfItem(atPath: credentialsPath)
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        let tokens = try Credentials.parseCredentials(String(contentsOfFile: credentialsPath, encoding: .utf8))
+        #expect(Set(tokens.keys).isSuperset(of: ["learning-portal", "crm-automation", "support-desk"]))
+
+        let producer = try await BrokerClient.connect(host: "127.0.0.1", port: daemon.port, clientID: "learning-portal", token: tokens["learning-portal"]!)
+        let results = try await producer.publish(topic: "education.completed", records: (0..<25).map(educationEvent))
+        #expect(results.map(\.offset) == Array(0..<25))
+        let crm = try await BrokerClient.connect(host: "127.0.0.1", port: daemon.port, clientID: "crm-automation", token: tokens["crm-automation"]!)
+        do {
+            _ = try await crm.subscribe(topic: "clinical.referral", start: .earliest)
+            Issue.record("crm must not read the PHI topic")
+        } catch let error as BrokerClientError {
+            #expect(error.code == .notCleared)
+        }
+        #expect(try await daemon.terminate() == 0)
+        #expect(daemon.output.text.contains("logs closed cleanly"))
+
+        // Restart on the same data: the same tokens still work and nothing was lost.
+        let again = try await Daemon.start(dataDir: dataDir)
+        let consumer = try await BrokerClient.connect(host: "127.0.0.1", port: again.port, clientID: "crm-automation", token: tokens["crm-automation"]!)
+        let got = try await collect(try await consumer.subscribe(topic: "education.completed", start: .earliest), count: 25)
+        #expect(got.map(\.record) == (0..<25).map(educationEvent))
+        await consumer.close()
+        #expect(try await again.terminate() == 0)
+    }
+
+    @Test("brokerd --print-default-config prints a config that parses")
+    func printDefaultConfig() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.brokerdPath)
+        process.arguments = ["--print-default-config"]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0)
+        let config = try ConfigLoader.parse(String(decoding: data, as: UTF8.self))
+        #expect(config.topics.map(\.name).contains("clinical.referral"))
+    }
+}
+
+/// Collects a child process's output from its pipe's reader thread.
+final class OutputBuffer: Sendable {
+    private let storage = Mutex("")
+    var text: String { self.storage.withLock { $0 } }
+    func append(_ data: Data) {
+        self.storage.withLock { $0 += String(decoding: data, as: UTF8.self) }
+    }
+}
