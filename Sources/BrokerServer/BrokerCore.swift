@@ -20,6 +20,7 @@ final class BrokerCore: Sendable {
     let offsets: OffsetStore
     let logger: Logger
     private let logs: [String: any TopicLog]
+    private let appenders: [String: TopicAppender]
     private let listeners: Mutex<[String: [ObjectIdentifier: any TopicListener]]>
     private let inFlightAppends = Atomic<Int>(0)
     private let shuttingDown = Atomic<Bool>(false)
@@ -31,6 +32,7 @@ final class BrokerCore: Sendable {
         self.settings = policy.config.server
         self.backend = backend
         self.logs = logs
+        self.appenders = logs.mapValues { TopicAppender(log: $0) }
         self.offsets = offsets
         self.logger = logger
         self.listeners = Mutex([:])
@@ -39,6 +41,11 @@ final class BrokerCore: Sendable {
     /// The open log of a declared topic.
     func log(for topic: String) -> (any TopicLog)? {
         self.logs[topic]
+    }
+
+    /// The ordered, batching appender of a declared topic.
+    func appender(for topic: String) -> TopicAppender? {
+        self.appenders[topic]
     }
 
     /// A fresh session id for HELLO_OK.

@@ -19,8 +19,6 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var handshakeTimeout: Scheduled<Void>?
     private var subscriptions: [UInt32: Subscription] = [:]
     private var nextSubscriptionID: UInt32 = 1
-    /// Appends from this connection to one topic run in request order.
-    private var publishChains: [String: EventLoopFuture<Void>] = [:]
     private var counted = false
 
     /// Maximum bytes one read for a subscription fetches (bounds per-subscription memory).
@@ -167,7 +165,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
             return
         }
-        guard let log = self.core.log(for: publish.topic) else {
+        guard let appender = self.core.appender(for: publish.topic) else {
             self.send(.error(ErrorFrame(code: .unknownTopic, message: "topic '\(publish.topic)' has no open log")), correlationID: correlationID)
             return
         }
@@ -183,14 +181,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let now = currentTimeMillis()
         let records = publish.records.map { LogRecord(wire: $0, receivedAtMillis: now) }
         let eventLoop = self.context!.eventLoop
-        let previous = self.publishChains[publish.topic] ?? eventLoop.makeSucceededVoidFuture()
-        let appended = previous.flatMap {
-            eventLoop.makeFutureWithTask { try await log.append(records) }
-        }
-        self.publishChains[publish.topic] = appended.map { _ in () }.recover { _ in () }
+        let appended = eventLoop.makePromise(of: AppendResult.self)
+        appender.enqueue(records) { result in appended.completeWith(result.mapError { $0 }) }
         let topic = publish.topic
         let count = records.count
-        appended.assumeIsolated().whenComplete { result in
+        appended.futureResult.assumeIsolated().whenComplete { result in
             self.core.endAppend(topic: topic)
             let results: [PublishResult]
             switch result {

@@ -1,0 +1,83 @@
+import DequeModule
+import LogStore
+import Synchronization
+
+/// Orders and batches appends to one topic.
+///
+/// Publishes are queued in arrival order (the event loop enqueues synchronously, so one connection's publishes keep
+/// their order); one drain task at a time takes everything queued, up to `maxBatchBytes`, and appends it as a single
+/// batch. While that append waits for its fdatasync, new publishes queue up and share the next one: group commit
+/// across connections without reordering within one.
+final class TopicAppender: Sendable {
+    typealias Completion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
+
+    private struct Pending {
+        var records: [LogRecord]
+        var bytes: Int
+        var completion: Completion
+    }
+
+    private struct State {
+        var queue: Deque<Pending> = []
+        var draining = false
+    }
+
+    let log: any TopicLog
+    private let maxBatchBytes: Int
+    private let state = Mutex(State())
+
+    init(log: any TopicLog, maxBatchBytes: Int = 4 << 20) {
+        self.log = log
+        self.maxBatchBytes = maxBatchBytes
+    }
+
+    /// Queues records; `completion` runs (on any thread) once they are appended or failed.
+    func enqueue(_ records: [LogRecord], completion: @escaping Completion) {
+        let bytes = records.reduce(0) { $0 + $1.approximateSize }
+        let startDrain = self.state.withLock { state in
+            state.queue.append(Pending(records: records, bytes: bytes, completion: completion))
+            if state.draining { return false }
+            state.draining = true
+            return true
+        }
+        if startDrain {
+            Task { await self.drain() }
+        }
+    }
+
+    private func drain() async {
+        while true {
+            let batch: [Pending] = self.state.withLock { state in
+                var taken: [Pending] = []
+                var bytes = 0
+                while let next = state.queue.first, taken.isEmpty || bytes + next.bytes <= self.maxBatchBytes {
+                    bytes += next.bytes
+                    taken.append(state.queue.removeFirst())
+                }
+                if taken.isEmpty { state.draining = false }
+                return taken
+            }
+            if batch.isEmpty { return }
+            let records = batch.count == 1 ? batch[0].records : batch.flatMap(\.records)
+            do {
+                let result = try await self.log.append(records)
+                var base = result.baseOffset
+                for pending in batch {
+                    pending.completion(.success(AppendResult(baseOffset: base, count: pending.records.count)))
+                    base += Int64(pending.records.count)
+                }
+            } catch {
+                for pending in batch { pending.completion(.failure(error)) }
+            }
+        }
+    }
+}
+
+extension LogRecord {
+    /// Bytes of payload this record carries (key, header names and values, value), for batch sizing.
+    var approximateSize: Int {
+        var size = self.value.readableBytes + (self.key?.readableBytes ?? 0) + 16
+        for header in self.headers { size += header.name.utf8.count + header.value.readableBytes + 8 }
+        return size
+    }
+}
