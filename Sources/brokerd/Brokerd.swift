@@ -73,7 +73,7 @@ struct Brokerd: AsyncParsableCommand {
         let (filled, generated) = try CredentialBootstrap.fillMissingTokens(config, logger: logger)
         if let generated {
             print("brokerd: generated tokens for the default principals in \(generated) (mode 0600)")
-        } else if filled.principals.contains(where: { _ in self.config == nil }) {
+        } else if self.config == nil {
             print("brokerd: principals' tokens are in \(CredentialBootstrap.credentialsPath(dataDir: filled.server.dataDir))")
         }
         let server = BrokerServer(config: filled, logger: logger)
