@@ -3,7 +3,7 @@ import PackageDescription
 
 let package = Package(
     name: "brokerd",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "brokerd", targets: ["brokerd"]),
         .executable(name: "brokerctl", targets: ["brokerctl"]),
