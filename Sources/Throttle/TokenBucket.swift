@@ -63,6 +63,13 @@ package struct TokenBucket: Sendable, Equatable {
         return .limited(retryAfterNanos: self.nanosUntil(level: needed.partialValue))
     }
 
+    /// Nanoseconds until the bucket is full again (0 when it is): a full bucket is the same as a new one.
+    package func nanosUntilIdle(nowNanos: UInt64) -> UInt64 {
+        var copy = self
+        copy.refill(nowNanos: nowNanos)
+        return copy.level >= copy.capacity ? 0 : copy.nanosUntil(level: copy.capacity)
+    }
+
     /// Nanoseconds until the level reaches `target` (≤ capacity), rounded up.
     private func nanosUntil(level target: UInt64) -> UInt64 {
         // Refill after t ns adds (t·rate + carry) / 10⁹ nano-tokens; solve for the smallest t.
