@@ -1,0 +1,162 @@
+import ArgumentParser
+import Foundation
+
+/// The named scenarios, with the defaults each one runs with.
+enum Scenario: String, CaseIterable, Sendable {
+    case durablePublish = "durable-publish"
+    case pipelinedSingle = "pipelined-single"
+    case syncLatency = "sync-latency"
+    case e2eLatency = "e2e-latency"
+    case consume = "consume"
+    case manyConnections = "many-connections"
+
+    var summary: String {
+        switch self {
+        case .durablePublish: "4 producers, batches of 100 records, fsync=always, LZ4: publish throughput"
+        case .pipelinedSingle: "1 connection, 1 record per PUBLISH, 1000 in flight, fsync=always: publish throughput"
+        case .syncLatency: "1 record at a time waiting for its ack, fsync=always; also the cost of one fdatasync"
+        case .e2eLatency: "publish at a fixed --rate while a consumer reads: publish-to-deliver latency"
+        case .consume: "fill a topic with --records records, then read them from earliest: consume throughput"
+        case .manyConnections: "open --connections authenticated idle connections: broker memory per connection"
+        }
+    }
+}
+
+/// Which broker to measure, and who to be.
+struct TargetOptions: ParsableArguments {
+    @Flag(name: .long, help: "Start a broker in this process on a temp data directory.")
+    var embedded = false
+
+    @Flag(name: .long, help: "Start the brokerd built beside brokerbench as a child process on a temp data directory.")
+    var spawn = false
+
+    @Option(name: .long, help: "Drive the broker at HOST:PORT.")
+    var server: String?
+
+    @Option(name: .long, help: "With --server: client id allowed to publish and subscribe the bench topics.")
+    var clientID: String?
+
+    @Option(name: .long, help: "With --server: its token.")
+    var token: String?
+
+    @Option(name: .long, help: "With --server: the broker's pid, to report its CPU time and RSS.")
+    var brokerPid: Int32?
+
+    @Option(name: .long, help: "Data directory for --embedded/--spawn (default: a new temp directory, removed after).")
+    var dataDir: String?
+
+    @Option(name: .long, help: "Topic names are PREFIX.0, PREFIX.1, ... (with --server they must exist).")
+    var topicPrefix: String = "bench"
+
+    func validate() throws {
+        let modes = [self.embedded, self.spawn, self.server != nil].filter { $0 }.count
+        guard modes == 1 else { throw ValidationError("choose exactly one of --embedded, --spawn, --server HOST:PORT") }
+        if self.server != nil, self.clientID == nil || self.token == nil {
+            throw ValidationError("--server needs --client-id and --token")
+        }
+    }
+}
+
+/// The shape of the load; unset values take the scenario's defaults.
+struct LoadOptions: ParsableArguments {
+    @Option(name: .long, help: "Producer connections.")
+    var producers: Int?
+
+    @Option(name: .long, help: "Consumer connections (e2e-latency, consume).")
+    var consumers: Int?
+
+    @Option(name: .long, help: "Topics the load is spread over.")
+    var topics: Int = 1
+
+    @Option(name: .long, help: "Record value size in bytes (JSON-like text).")
+    var recordSize: Int = 256
+
+    @Option(name: .long, help: "Records per PUBLISH.")
+    var batch: Int?
+
+    @Option(name: .long, help: "PUBLISH requests in flight per producer connection.")
+    var inFlight: Int?
+
+    @Option(name: .long, help: "fsync policy of the topics brokerbench creates: always, never, interval:MS.")
+    var fsync: String = "always"
+
+    @Option(name: .long, help: "Compression of the topics brokerbench creates: lz4 or none.")
+    var compression: String = "lz4"
+
+    @Option(name: .long, help: "Measured seconds (after the warm-up).")
+    var duration: Double = 10
+
+    @Option(name: .long, help: "Stop after this many records (consume: how many to fill and read).")
+    var records: Int?
+
+    @Option(name: .long, help: "Warm-up seconds not counted.")
+    var warmup: Double = 2
+
+    @Option(name: .long, help: "e2e-latency: records per second to publish.")
+    var rate: Int = 10_000
+
+    @Option(name: .long, help: "many-connections: how many connections to open.")
+    var connections: Int = 10_000
+
+    @Option(name: .long, help: "Records each consumer may have in flight (credit).")
+    var credit: Int = 4096
+
+    func resolved(for scenario: Scenario) throws -> BenchParameters {
+        guard self.recordSize >= 16, self.recordSize <= 1 << 20 else { throw ValidationError("--record-size wants 16...1048576") }
+        guard self.topics >= 1 else { throw ValidationError("--topics wants at least 1") }
+        guard self.duration > 0, self.warmup >= 0 else { throw ValidationError("--duration wants > 0 and --warmup >= 0") }
+        guard ["lz4", "none"].contains(self.compression) else { throw ValidationError("--compression wants lz4 or none") }
+        guard self.fsync == "always" || self.fsync == "never" || self.fsync.hasPrefix("interval:") else {
+            throw ValidationError("--fsync wants always, never or interval:MS")
+        }
+        var parameters = BenchParameters(
+            producers: 1, consumers: 1, topics: self.topics, recordSize: self.recordSize, batch: 1, inFlight: 1,
+            fsync: self.fsync, compression: self.compression, duration: self.duration, records: self.records,
+            warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit
+        )
+        switch scenario {
+        case .durablePublish:
+            parameters.producers = 4
+            parameters.batch = 100
+            parameters.inFlight = 4
+        case .pipelinedSingle:
+            parameters.inFlight = 1000
+        case .syncLatency:
+            break
+        case .e2eLatency:
+            parameters.inFlight = 64
+        case .consume:
+            parameters.batch = 1000
+            parameters.inFlight = 4
+            parameters.records = self.records ?? 1_000_000
+        case .manyConnections:
+            break
+        }
+        if let producers = self.producers { parameters.producers = producers }
+        if let consumers = self.consumers { parameters.consumers = consumers }
+        if let batch = self.batch { parameters.batch = batch }
+        if let inFlight = self.inFlight { parameters.inFlight = inFlight }
+        guard parameters.producers >= 1, parameters.consumers >= 1, parameters.batch >= 1, parameters.inFlight >= 1 else {
+            throw ValidationError("--producers, --consumers, --batch and --in-flight want at least 1")
+        }
+        return parameters
+    }
+}
+
+/// The resolved load of one run (recorded in the JSON result).
+struct BenchParameters: Codable, Sendable {
+    var producers: Int
+    var consumers: Int
+    var topics: Int
+    var recordSize: Int
+    var batch: Int
+    var inFlight: Int
+    var fsync: String
+    var compression: String
+    var duration: Double
+    var records: Int?
+    var warmup: Double
+    var rate: Int
+    var connections: Int
+    var credit: Int
+}

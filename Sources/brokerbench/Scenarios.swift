@@ -1,0 +1,411 @@
+import BrokerClient
+import Foundation
+import Histogram
+import NIOCore
+import Synchronization
+import WireProtocol
+
+/// Monotonic nanoseconds, comparable across processes on this machine (CLOCK_MONOTONIC).
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
+}
+
+/// Latencies in microseconds, 1 µs to 60 s, three significant digits.
+func makeHistogram() -> Histogram<UInt64> {
+    Histogram<UInt64>(lowestDiscernibleValue: 1, highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+}
+
+/// The phases of a timed run: warm-up, then the measured window.
+struct RunClock: Sendable {
+    let start: UInt64
+    let measureFrom: UInt64
+    let end: UInt64
+
+    init(warmup: Double, duration: Double) {
+        self.start = monotonicNanos()
+        self.measureFrom = self.start + UInt64(warmup * 1e9)
+        self.end = self.measureFrom + UInt64(duration * 1e9)
+    }
+
+    var isOver: Bool { monotonicNanos() >= self.end }
+}
+
+/// A shared counter (a class, so tasks can capture it).
+final class Counter: Sendable {
+    private let atomic: Atomic<Int>
+    init(_ value: Int = 0) { self.atomic = Atomic(value) }
+    var value: Int { self.atomic.load(ordering: .relaxed) }
+    /// Adds `amount` (may be negative) and returns the new value.
+    @discardableResult
+    func add(_ amount: Int) -> Int { self.atomic.wrappingAdd(amount, ordering: .relaxed).newValue }
+}
+
+/// Prints the rate so far once a second (on standard error, so the table on standard output stays clean).
+final class Progress: Sendable {
+    let measured = Counter()
+    let all = Counter()
+    private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+
+    func start(clock: RunClock, label: String) {
+        let task = Task {
+            var last = 0
+            var lastTime = monotonicNanos()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                let now = monotonicNanos()
+                let count = self.all.value
+                let rate = Double(count - last) / (Double(now - lastTime) / 1e9)
+                last = count
+                lastTime = now
+                let elapsed = Double(now - clock.start) / 1e9
+                let total = Double(clock.end - clock.start) / 1e9
+                let phase = now < clock.measureFrom ? " (warm-up)" : ""
+                FileHandle.standardError.write(
+                    Data(String(format: "[%5.1fs / %5.1fs] %@: %12.0f rec/s%@\n", elapsed, total, label, rate, phase).utf8)
+                )
+            }
+        }
+        self.task.withLock { $0 = task }
+    }
+
+    func stop() {
+        self.task.withLock { $0?.cancel() }
+    }
+}
+
+/// A JSON-like event of `size` bytes, as the learning portal would send it.
+func makePayload(size: Int) -> ByteBuffer {
+    var text = #"{"event_type":"account.education.completed","source_system":"learning_portal","account_id":"acct_7f3a9c","module_id":"onboarding-101","pad":""#
+    let tail = "\"}"
+    while text.utf8.count + tail.utf8.count < size { text += "x" }
+    text += tail
+    return ByteBuffer(string: String(text.utf8.prefix(size))!)
+}
+
+extension Scenario {
+    func run(on target: BenchTarget, parameters: BenchParameters) async throws -> BenchResult {
+        switch self {
+        case .durablePublish, .pipelinedSingle:
+            return try await PublishLoad(target: target, parameters: parameters, scenario: self).run()
+        case .syncLatency:
+            var result = try await PublishLoad(target: target, parameters: parameters, scenario: self).run()
+            let fsync = try measureFdatasync(directory: target.dataDir ?? NSTemporaryDirectory(), iterations: 2000)
+            result.extra["fdatasync_4k_p50_us"] = Double(fsync.valueAtPercentile(50))
+            result.extra["fdatasync_4k_p99_us"] = Double(fsync.valueAtPercentile(99))
+            if let p99 = result.latency?.p99 {
+                result.extra["ack_p99_minus_fdatasync_p99_us"] = p99 - Double(fsync.valueAtPercentile(99))
+            }
+            return result
+        case .e2eLatency:
+            return try await EndToEndLoad(target: target, parameters: parameters).run()
+        case .consume:
+            return try await ConsumeLoad(target: target, parameters: parameters).run()
+        case .manyConnections:
+            return try await ManyConnections(target: target, parameters: parameters).run()
+        }
+    }
+}
+
+/// Producers publishing as fast as the in-flight window allows; latency is per PUBLISH request, send to ack.
+struct PublishLoad {
+    let target: BenchTarget
+    let parameters: BenchParameters
+    let scenario: Scenario
+
+    func run() async throws -> BenchResult {
+        let p = self.parameters
+        var clients: [BrokerClient] = []
+        for _ in 0..<p.producers { clients.append(try await self.target.connect()) }
+        defer { for client in clients { Task { await client.close() } } }
+        let payload = makePayload(size: p.recordSize)
+        let batch = (0..<p.batch).map { _ in WireRecord(value: payload) }
+        let clock = RunClock(warmup: p.warmup, duration: p.duration)
+        let budget = p.records.map { Counter($0) }
+        let progress = Progress()
+        let errors = Counter(0)
+        progress.start(clock: clock, label: self.scenario.rawValue)
+        let topics = self.target.topics
+        var histogram = makeHistogram()
+        var finishedAt = clock.end
+        try await withThrowingTaskGroup(of: (Histogram<UInt64>, UInt64).self) { group in
+            for (index, client) in clients.enumerated() {
+                let topic = topics[index % topics.count]
+                for _ in 0..<p.inFlight {
+                    group.addTask {
+                        var local = makeHistogram()
+                        var last = monotonicNanos()
+                        while !clock.isOver {
+                            if let budget, budget.add(-batch.count) < 0 { break }
+                            let sent = monotonicNanos()
+                            let results = try await client.publish(topic: topic, records: batch)
+                            last = monotonicNanos()
+                            let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
+                            errors.add(results.count - ok)
+                            progress.all.add(ok)
+                            if sent >= clock.measureFrom {
+                                progress.measured.add(ok)
+                                local.record((last - sent) / 1000)
+                            }
+                        }
+                        return (local, last)
+                    }
+                }
+            }
+            finishedAt = clock.measureFrom
+            for try await (local, last) in group {
+                histogram.add(local)
+                finishedAt = max(finishedAt, last)
+            }
+        }
+        progress.stop()
+        let seconds = Double(min(finishedAt, clock.end) - clock.measureFrom) / 1e9
+        return BenchResult(
+            scenario: self.scenario.rawValue, parameters: p, measuredSeconds: seconds,
+            records: progress.measured.value, recordBytes: p.recordSize,
+            errors: errors.value,
+            latencyLabel: "publish ack latency per request (\(p.batch) record\(p.batch == 1 ? "" : "s"))",
+            histogram: histogram
+        )
+    }
+}
+
+/// Publishes at a fixed rate (one PUBLISH per millisecond tick carrying the records due) while consumers read
+/// from latest; latency is from the tick that sent a record to its arrival at a consumer.
+struct EndToEndLoad {
+    let target: BenchTarget
+    let parameters: BenchParameters
+    static let sentHeader = "bench-sent-ns"
+
+    func run() async throws -> BenchResult {
+        let p = self.parameters
+        let topic = self.target.topics[0]
+        var consumers: [BrokerClient] = []
+        var subscriptions: [BrokerSubscription] = []
+        for _ in 0..<p.consumers {
+            let client = try await self.target.connect()
+            consumers.append(client)
+            subscriptions.append(try await client.subscribe(topic: topic, start: .latest, credit: UInt32(p.credit)))
+        }
+        let producer = try await self.target.connect()
+        let consumerClients = consumers
+        let clock = RunClock(warmup: p.warmup, duration: p.duration)
+        let progress = Progress()
+        progress.start(clock: clock, label: "e2e-latency delivered")
+        let payload = makePayload(size: p.recordSize)
+        let inFlight = Counter(0)
+        let errors = Counter(0)
+        let sentMeasured = Counter(0)
+
+        let histogram = try await withThrowingTaskGroup(of: Histogram<UInt64>?.self) { group in
+            for subscription in subscriptions {
+                group.addTask {
+                    var local = makeHistogram()
+                    do {
+                        for try await delivered in subscription {
+                            let now = monotonicNanos()
+                            guard let header = delivered.record.headers.first(where: { $0.name == Self.sentHeader }),
+                                let sent = header.value.getInteger(at: header.value.readerIndex, as: UInt64.self)
+                            else { continue }
+                            progress.all.add(1)
+                            if sent >= clock.measureFrom {
+                                progress.measured.add(1)
+                                local.record((now - min(sent, now)) / 1000)
+                            }
+                        }
+                    } catch {}  // the connection closes at the end of the run
+                    return local
+                }
+            }
+            group.addTask {
+                var sent = 0
+                let start = monotonicNanos()
+                while !clock.isOver {
+                    let now = monotonicNanos()
+                    let due = Int(Double(now - start) / 1e9 * Double(p.rate)) - sent
+                    if due > 0, inFlight.value < p.inFlight {
+                        var stamp = ByteBuffer()
+                        stamp.writeInteger(now)
+                        let record = WireRecord(headers: [WireHeader(name: Self.sentHeader, value: stamp)], value: payload)
+                        let records = Array(repeating: record, count: min(due, 10_000))
+                        sent += records.count
+                        if now >= clock.measureFrom { sentMeasured.add(records.count) }
+                        inFlight.add(1)
+                        Task {
+                            defer { inFlight.add(-1) }
+                            let results = try? await producer.publish(topic: topic, records: records)
+                            errors.add(results.map { $0.filter { $0.code != .ok }.count } ?? records.count)
+                        }
+                    }
+                    try await Task.sleep(for: .milliseconds(1))
+                }
+                // Let the last records arrive, then end the subscriptions.
+                try await Task.sleep(for: .milliseconds(500))
+                for consumer in consumerClients { await consumer.close() }
+                return nil
+            }
+            var merged = makeHistogram()
+            for try await local in group { if let local { merged.add(local) } }
+            return merged
+        }
+        progress.stop()
+        await producer.close()
+        var result = BenchResult(
+            scenario: Scenario.e2eLatency.rawValue, parameters: p, measuredSeconds: p.duration,
+            records: progress.measured.value, recordBytes: p.recordSize,
+            errors: errors.value,
+            latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: histogram
+        )
+        result.extra["records_sent_measured"] = Double(sentMeasured.value)
+        return result
+    }
+}
+
+/// Fills a topic, then reads it from earliest as fast as credit allows.
+struct ConsumeLoad {
+    let target: BenchTarget
+    let parameters: BenchParameters
+
+    func run() async throws -> BenchResult {
+        let p = self.parameters
+        let total = p.records ?? 1_000_000
+        let topic = self.target.topics[0]
+        FileHandle.standardError.write(Data("filling \(topic) with \(total) records\n".utf8))
+        var fill = p
+        fill.topics = 1
+        fill.warmup = 0
+        fill.duration = 86_400
+        fill.records = total
+        fill.producers = 1
+        _ = try await PublishLoad(target: self.target, parameters: fill, scenario: .consume).run()
+
+        let clock = RunClock(warmup: 0, duration: 86_400)
+        let progress = Progress()
+        progress.start(clock: clock, label: "consume")
+        let start = monotonicNanos()
+        let counts = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<p.consumers {
+                group.addTask {
+                    let client = try await self.target.connect()
+                    let subscription = try await client.subscribe(topic: topic, start: .earliest, credit: UInt32(p.credit))
+                    var count = 0
+                    for try await _ in subscription {
+                        count += 1
+                        if count % 1024 == 0 { progress.all.add(1024) }
+                        if count == total { break }
+                    }
+                    await client.close()
+                    return count
+                }
+            }
+            var sum = 0
+            for try await count in group { sum += count }
+            return sum
+        }
+        let seconds = Double(monotonicNanos() - start) / 1e9
+        progress.stop()
+        return BenchResult(
+            scenario: Scenario.consume.rawValue, parameters: p, measuredSeconds: seconds, records: counts,
+            recordBytes: p.recordSize, errors: p.consumers * total - counts, latencyLabel: "", histogram: nil
+        )
+    }
+}
+
+/// Opens many authenticated idle connections and reports the broker's memory per connection.
+struct ManyConnections {
+    let target: BenchTarget
+    let parameters: BenchParameters
+
+    func run() async throws -> BenchResult {
+        let p = self.parameters
+        raiseFileLimit()
+        if case .embedded = self.target.kind, p.connections * 2 + 256 > currentFileLimit() {
+            throw BenchError("\(p.connections) connections need \(p.connections * 2 + 256) descriptors in one process "
+                + "(limit \(currentFileLimit())); use --spawn so the broker has its own")
+        }
+        let pid = self.target.brokerPid ?? getpid()
+        let before = ResourceSample.read(pid: pid)
+        let start = monotonicNanos()
+        var clients: [BrokerClient] = []
+        var histogram = makeHistogram()
+        clients.reserveCapacity(p.connections)
+        while clients.count < p.connections {
+            let wave = min(64, p.connections - clients.count)
+            let opened = try await withThrowingTaskGroup(of: (BrokerClient, UInt64).self) { group in
+                for _ in 0..<wave {
+                    group.addTask {
+                        let t0 = monotonicNanos()
+                        let client = try await self.target.connect()
+                        return (client, (monotonicNanos() - t0) / 1000)
+                    }
+                }
+                var opened: [(BrokerClient, UInt64)] = []
+                for try await item in group { opened.append(item) }
+                return opened
+            }
+            for (client, micros) in opened {
+                clients.append(client)
+                histogram.record(micros)
+            }
+            if clients.count % 1000 < 64 {
+                FileHandle.standardError.write(Data("\(clients.count) connections open\n".utf8))
+            }
+        }
+        let openSeconds = Double(monotonicNanos() - start) / 1e9
+        try await Task.sleep(for: .seconds(2))
+        // They are alive: a sample answers PING.
+        for client in clients.prefix(100) { try await client.ping() }
+        let after = ResourceSample.read(pid: pid)
+        for client in clients { await client.close() }
+        var result = BenchResult(
+            scenario: Scenario.manyConnections.rawValue, parameters: p, measuredSeconds: openSeconds,
+            records: clients.count, recordBytes: 0, errors: 0,
+            latencyLabel: "connect + HELLO latency", histogram: histogram
+        )
+        if let before, let after {
+            result.extra["broker_rss_before_mb"] = Double(before.rssBytes) / 1_048_576
+            result.extra["broker_rss_with_connections_mb"] = Double(after.rssBytes) / 1_048_576
+            result.extra["broker_bytes_per_connection"] = Double(after.rssBytes - before.rssBytes) / Double(max(1, clients.count))
+        }
+        return result
+    }
+}
+
+/// Times `iterations` 4 KiB writes each followed by fdatasync, as the disk's reference cost.
+func measureFdatasync(directory: String, iterations: Int) throws -> Histogram<UInt64> {
+    let path = directory + "/brokerbench-fdatasync-\(getpid()).tmp"
+    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    guard fd >= 0 else { throw BenchError("open \(path): \(String(cString: strerror(errno)))") }
+    defer {
+        close(fd)
+        unlink(path)
+    }
+    let block = [UInt8](repeating: 0x5A, count: 4096)
+    var histogram = makeHistogram()
+    for index in 0..<iterations {
+        let t0 = monotonicNanos()
+        let written = block.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, off_t(index * 4096)) }
+        guard written == 4096, fdatasync(fd) == 0 else { throw BenchError("write/fdatasync \(path): \(String(cString: strerror(errno)))") }
+        histogram.record((monotonicNanos() - t0) / 1000)
+    }
+    return histogram
+}
+
+func raiseFileLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+}
+
+func currentFileLimit() -> Int {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+    return Int(limit.rlim_cur)
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
