@@ -93,6 +93,13 @@ let package = Package(
             ]
         ),
 
+        // libFuzzer harnesses (`make fuzz`); an ordinary build links them as empty executables.
+        .executableTarget(
+            name: "FuzzFrames",
+            dependencies: ["WireProtocol", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .executableTarget(name: "FuzzConfig", dependencies: ["TopicRouter"]),
+
         .testTarget(
             name: "WireProtocolTests",
             dependencies: [
