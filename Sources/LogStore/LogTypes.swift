@@ -1,7 +1,5 @@
 import NIOCore
 
-// SKELETON: the LogStore helper fills in the implementation. Signatures are the contract.
-
 /// One record header as stored.
 package struct LogHeader: Equatable, Sendable {
     package var name: String
@@ -66,6 +64,9 @@ package struct TopicLogConfig: Equatable, Sendable {
     package var compression: CompressionCodec = .lz4
     /// One sparse index entry per this many log bytes.
     package var indexIntervalBytes: Int = 4096
+    /// Largest uncompressed records body of one batch; larger appends fail with `.tooLarge`. Capped by the
+    /// format's own limit, ``BatchFormat/maxBodyBytes``.
+    package var maxBatchBodyBytes: Int = BatchFormat.maxBodyBytes
     package init() {}
 }
 
