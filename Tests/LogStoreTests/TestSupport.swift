@@ -83,12 +83,17 @@ final class FaultyFileIO: FileIO {
 
     var logFdatasyncs: Int { self.state.withLock { $0.logFdatasyncs } }
 
+    /// True for a segment's `.log` file (not, say, `consumer-offsets.log`).
+    static func isSegmentLog(_ path: String) -> Bool {
+        SegmentName.baseOffset(of: String(path.split(separator: "/").last ?? ""), suffix: "log") != nil
+    }
+
     func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 {
         try self.posix.open(path, flags: flags, mode: mode)
     }
     func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
     func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
-        if path.hasSuffix(".log") {
+        if Self.isSegmentLog(path) {
             let fail = self.state.withLock { state -> Int32? in
                 if let errno = state.failLogWrite { return errno }
                 state.logWrites += 1
@@ -104,7 +109,7 @@ final class FaultyFileIO: FileIO {
         try self.posix.pread(fd, into: buffer, at: offset, path: path)
     }
     func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
-        if path.hasSuffix(".log") {
+        if Self.isSegmentLog(path) {
             let (fail, hold, first) = self.state.withLock { state in
                 state.logFdatasyncs += 1
                 return (state.failLogFdatasync, state.holdFirstSyncUntilWrites, state.logFdatasyncs == 1)
