@@ -59,11 +59,19 @@ package final class FileLogBackend: LogBackend {
     }
 
     private func openOnQueue(name: String, config: TopicLogConfig) throws(LogStoreError) -> FileTopicLog {
-        if let existing = self.logs.withLock({ $0[name] }), !existing.isClosing {
-            guard existing.config == config else {
-                throw LogStoreError(.invalidArgument, "topic '\(name)' is already open with a different configuration")
+        if let existing = self.logs.withLock({ $0[name] }) {
+            switch existing.closeState {
+            case (false, _):
+                guard existing.config == config else {
+                    throw LogStoreError(.invalidArgument, "topic '\(name)' is already open with a different configuration")
+                }
+                return existing
+            case (true, false):
+                // Its close may still write the clean marker; opening now could leave a stale one behind.
+                throw LogStoreError(.closed, "topic '\(name)' is still closing; open it again once close() returned")
+            case (true, true):
+                break
             }
-            return existing
         }
         let log = try FileTopicLog.open(
             name: name, directory: self.directory + "/" + name, config: config, io: self.io, logger: self.logger,
@@ -73,10 +81,7 @@ package final class FileLogBackend: LogBackend {
     }
 
     package func closeAll() async {
-        let logs = self.logs.withLock { logs in
-            defer { logs = [:] }
-            return Array(logs.values)
-        }
+        let logs = self.logs.withLock { Array($0.values) }
         for log in logs {
             do {
                 try await log.close()
@@ -84,6 +89,10 @@ package final class FileLogBackend: LogBackend {
                 self.logger.error(
                     "closing topic log failed", metadata: ["brokerd.topic": "\(log.name)", "brokerd.error": "\(error)"])
             }
+        }
+        // Entries go only once closed, so an open racing with closeAll sees "still closing", never a second log.
+        self.logs.withLock { open in
+            for log in logs where open[log.name] === log { open[log.name] = nil }
         }
     }
 

@@ -56,8 +56,8 @@ final class FileTopicLog: TopicLog {
     private let end: Atomic<Int64>
     private let state: Mutex<State>
 
-    /// True once `close()` was called.
-    var isClosing: Bool { self.state.withLock { $0.closing } }
+    /// `(closing, closed)`: `close()` was called / has finished.
+    var closeState: (closing: Bool, closed: Bool) { self.state.withLock { ($0.closing, $0.closed) } }
 
     var startOffset: Int64 { self.start.load(ordering: .acquiring) }
     var endOffset: Int64 { self.end.load(ordering: .acquiring) }
