@@ -463,6 +463,51 @@ struct FileTopicLogTests {
         }
     }
 
+    @Test("reads run safely while appends roll segments and retention deletes them")
+    func readsDuringAppendsAndRetention() async throws {
+        try await withTemporaryDirectory { dir in
+            var config = TopicLogConfig.test(segmentBytes: 400, fsync: .never, indexIntervalBytes: 64)
+            config.retentionBytes = 1200
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let log = try await backend.openTopic(name: "t", config: config)
+            let reader = Task.detached { () -> (reads: Int, skips: Int, mismatches: Int) in
+                var next: Int64 = 0
+                var reads = 0
+                var skips = 0
+                var mismatches = 0
+                // Bounded: stops when the writer is done and everything up to its end was read.
+                while reads < 100_000 {
+                    do {
+                        let page = try log.read(from: next, maxRecords: 5, maxBytes: 300)
+                        reads += 1
+                        for stored in page where stored.record != testRecord(stored.offset) { mismatches += 1 }
+                        if let last = page.last {
+                            #expect(page.map(\.offset) == Array(next...last.offset))
+                            next = last.offset + 1
+                        } else if next >= 400 {
+                            break
+                        } else {
+                            await Task.yield()
+                        }
+                    } catch let error as LogStoreError where error.kind == .offsetOutOfRange && next < log.startOffset {
+                        skips += 1
+                        next = log.startOffset
+                    }
+                }
+                return (reads, skips, mismatches)
+            }
+            for start in stride(from: Int64(0), to: 400, by: 4) {
+                _ = try await log.append(testRecords(start..<start + 4))
+            }
+            let (reads, _, mismatches) = try await reader.value
+            #expect(reads > 0)
+            #expect(mismatches == 0)
+            #expect(log.startOffset > 0)
+            #expect(log.endOffset == 400)
+            await backend.closeAll()
+        }
+    }
+
     @Test("bad topic names are refused", arguments: ["", ".", "..", "a/b", "a b", "ü", String(repeating: "x", count: 201)])
     func badNames(name: String) async throws {
         try await withTemporaryDirectory { dir in
