@@ -60,6 +60,7 @@ package struct PosixFileIO: FileIO {
     /// Creates the POSIX file I/O.
     package init() {}
 
+    /// See ``FileIO``; retries on EINTR where that is safe.
     package func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 {
         while true {
             let fd = Glibc.open(path, flags | O_CLOEXEC, mode_t(mode))
@@ -69,6 +70,7 @@ package struct PosixFileIO: FileIO {
         }
     }
 
+    /// See ``FileIO``.
     package func close(_ fd: Int32, path: String) throws(FileIOError) {
         // Never retry close on EINTR on Linux: the descriptor is released either way.
         if Glibc.close(fd) != 0 && Glibc.errno != EINTR {
@@ -76,6 +78,7 @@ package struct PosixFileIO: FileIO {
         }
     }
 
+    /// See ``FileIO``; retries on EINTR where that is safe.
     package func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String)
         throws(FileIOError) -> Int
     {
@@ -87,6 +90,7 @@ package struct PosixFileIO: FileIO {
         }
     }
 
+    /// See ``FileIO``; retries on EINTR where that is safe.
     package func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
         throws(FileIOError) -> Int
     {
@@ -98,18 +102,21 @@ package struct PosixFileIO: FileIO {
         }
     }
 
+    /// See ``FileIO``.
     package func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
         if Glibc.fdatasync(fd) != 0 {
             throw FileIOError(operation: "fdatasync", path: path, errno: Glibc.errno)
         }
     }
 
+    /// See ``FileIO``.
     package func fsync(_ fd: Int32, path: String) throws(FileIOError) {
         if Glibc.fsync(fd) != 0 {
             throw FileIOError(operation: "fsync", path: path, errno: Glibc.errno)
         }
     }
 
+    /// See ``FileIO``; retries on EINTR where that is safe.
     package func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) {
         while Glibc.ftruncate(fd, off_t(size)) != 0 {
             if Glibc.errno == EINTR { continue }
@@ -117,6 +124,7 @@ package struct PosixFileIO: FileIO {
         }
     }
 
+    /// See ``FileIO``.
     package func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 {
         var info = stat()
         if Glibc.fstat(fd, &info) != 0 {
@@ -125,18 +133,21 @@ package struct PosixFileIO: FileIO {
         return Int64(info.st_size)
     }
 
+    /// See ``FileIO``.
     package func rename(_ from: String, to: String) throws(FileIOError) {
         if Glibc.rename(from, to) != 0 {
             throw FileIOError(operation: "rename to \(to)", path: from, errno: Glibc.errno)
         }
     }
 
+    /// See ``FileIO``.
     package func unlink(_ path: String) throws(FileIOError) {
         if Glibc.unlink(path) != 0 {
             throw FileIOError(operation: "unlink", path: path, errno: Glibc.errno)
         }
     }
 
+    /// See ``FileIO``.
     package func mkdir(_ path: String) throws(FileIOError) {
         if Glibc.mkdir(path, 0o755) == 0 { return }
         let error = Glibc.errno
@@ -145,6 +156,7 @@ package struct PosixFileIO: FileIO {
         throw FileIOError(operation: "mkdir", path: path, errno: error)
     }
 
+    /// See ``FileIO``.
     package func listDirectory(_ path: String) throws(FileIOError) -> [String] {
         guard let dir = Glibc.opendir(path) else {
             throw FileIOError(operation: "opendir", path: path, errno: Glibc.errno)

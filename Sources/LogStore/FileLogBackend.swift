@@ -45,6 +45,7 @@ package final class FileLogBackend: LogBackend {
         }
     }
 
+    /// Opens (creating and recovering as needed) the topic's log; see the type's note on opening twice.
     package func openTopic(name: String, config: TopicLogConfig) async throws(LogStoreError) -> any TopicLog {
         try Self.validate(name: name)
         try Self.validate(config, topic: name)
@@ -80,6 +81,7 @@ package final class FileLogBackend: LogBackend {
         return log
     }
 
+    /// Closes every topic this backend opened; failures are logged at error level.
     package func closeAll() async {
         let logs = self.logs.withLock { Array($0.values) }
         for log in logs {

@@ -19,6 +19,8 @@ package final class OffsetStore: Sendable {
     private struct FileState {
         var fd: Int32
         var size: Int64
+        /// Bytes a compacted file would have: one entry per key.
+        var liveBytes: Int64 = 0
         var failure: LogStoreError?
     }
 
@@ -91,6 +93,7 @@ package final class OffsetStore: Sendable {
                 try io.fdatasync(state.fd, path: path)
             }
             state.size = validEnd
+            state.liveBytes = offsets.keys.reduce(0) { $0 + Self.entrySize($1) }
             try io.syncDirectory(self.directory)
         } catch {
             if state.fd >= 0 { try? io.close(state.fd, path: path) }
@@ -133,12 +136,20 @@ package final class OffsetStore: Sendable {
                 throw failure
             }
             state.size += Int64(entry.readableBytes)
-            let snapshot = self.offsets.withLock { offsets in
-                offsets[key] = offset
-                return offsets
+            let isNew = self.offsets.withLock { offsets in offsets.updateValue(offset, forKey: key) == nil }
+            if isNew { state.liveBytes += Int64(entry.readableBytes) }
+            if self.compactionDue(state) {
+                self.compactIfNeeded(&state, offsets: self.offsets.withLock { $0 })
             }
-            self.compactIfNeeded(&state, offsets: snapshot)
         }
+    }
+
+    private static func entrySize(_ key: Key) -> Int64 {
+        Int64(Self.entryHeaderSize + 2 + key.group.utf8.count + 2 + key.topic.utf8.count + 8)
+    }
+
+    private func compactionDue(_ state: FileState) -> Bool {
+        state.failure == nil && state.size > max(4 * state.liveBytes, self.compactionMinimumBytes)
     }
 
     /// Encodes one entry: length, CRC-32C of the payload, payload (group, topic, offset).
@@ -194,14 +205,13 @@ package final class OffsetStore: Sendable {
     /// Rewrites the file with only the live entries when it is more than 4x their size (and above the minimum).
     /// A failure before the rename leaves the old file in use; after it, the store enters the failed state.
     private func compactIfNeeded(_ state: inout FileState, offsets: [Key: Int64]) {
-        guard state.failure == nil else { return }
+        guard self.compactionDue(state) else { return }
         var snapshot = ByteBuffer()
         for (key, offset) in offsets.sorted(by: { ($0.key.group, $0.key.topic) < ($1.key.group, $1.key.topic) }) {
             var entry = Self.encodeEntry(key, offset: offset)
             snapshot.writeBuffer(&entry)
         }
         let live = Int64(snapshot.readableBytes)
-        guard state.size > max(4 * live, self.compactionMinimumBytes) else { return }
         let temp = self.path + ".compact"
         do {
             let fd = try self.io.open(temp, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
@@ -225,6 +235,7 @@ package final class OffsetStore: Sendable {
             try? self.io.close(state.fd, path: self.path)
             state.fd = fd
             state.size = live
+            state.liveBytes = live
             self.logger.debug("offset store compacted", metadata: ["brokerd.file": "\(self.path)", "brokerd.bytes": "\(live)"])
         } catch {
             state.failure = LogStoreError(.storageFailure, "offset store: after compaction: \(error)")

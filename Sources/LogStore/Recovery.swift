@@ -243,6 +243,10 @@ struct Recovery {
         var scan = Scan(validEnd: from, nextOffset: expectedOffset, bytesSinceIndexEntry: 0)
         var position = from
         while position < end {
+            guard position <= Int64(UInt32.max) else {
+                scan.problem = "batch position \(position) beyond the 32-bit index range"
+                break
+            }
             guard let header = try segment.readHeader(at: position, limit: end) else {
                 scan.problem = "\(end - position) bytes, shorter than a batch header"
                 break
