@@ -164,12 +164,14 @@ final class FileTopicLog: TopicLog {
             if state.firstTimestamp == nil { state.firstTimestamp = body.firstTimestamp }
             state.maxTimestamp = max(state.maxTimestamp ?? body.maxTimestamp, body.maxTimestamp)
         }
+        self.state.withLock { $0.totalBytes += size }
+        // Before completing the append, so a caller sees retention's effect of its own append.
+        self.enforceRetention()
         let result = AppendResult(baseOffset: baseOffset, count: Int(body.recordCount))
         let newEnd = baseOffset + Int64(body.recordCount)
         switch self.config.fsync {
         case .always:
             let startLoop: Bool? = self.state.withLock { state in
-                state.totalBytes += size
                 if state.failure != nil { return nil }
                 state.pendingSyncs.append(PendingSync(segment: segment, result: result, continuation: continuation))
                 if state.syncRunning { return false }
@@ -186,7 +188,6 @@ final class FileTopicLog: TopicLog {
             }
         case .interval(let milliseconds):
             let schedule: UInt64? = self.state.withLock { state in
-                state.totalBytes += size
                 if !state.dirtySegments.contains(where: { $0 === segment }) { state.dirtySegments.append(segment) }
                 if state.syncScheduled { return nil }
                 state.syncScheduled = true
@@ -200,11 +201,9 @@ final class FileTopicLog: TopicLog {
                 self.syncQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(delay))) { self.runIntervalSync() }
             }
         case .never:
-            self.state.withLock { $0.totalBytes += size }
             self.end.store(newEnd, ordering: .releasing)
             continuation.resume(returning: .success(result))
         }
-        self.enforceRetention()
     }
 
     /// Sync queue, `.always`: one fdatasync for everything written so far, repeated while appends keep arriving.
