@@ -508,6 +508,61 @@ struct FileTopicLogTests {
         }
     }
 
+    @Test("an empty trailing segment and an orphan index are handled on an unclean open")
+    func emptyTrailingSegment() async throws {
+        try await withTemporaryDirectory { dir in
+            let config = TopicLogConfig.test(segmentBytes: 500)
+            let end: Int64
+            do {
+                let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+                let log = try await backend.openTopic(name: "t", config: config)
+                try await Self.fill(log, batches: 20)
+                end = log.endOffset
+                await backend.closeAll()
+            }
+            try FileManager.default.removeItem(atPath: dir + "/t/" + cleanShutdownMarkerName)
+            try writeFile(dir + "/t/" + SegmentName.stem(end) + ".log", [])
+            try writeFile(dir + "/t/" + SegmentName.stem(end + 1000) + ".index", [0, 0, 0, 1, 0, 0, 0, 2])
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let log = try await backend.openTopic(name: "t", config: config)
+            #expect(log.endOffset == end)
+            #expect(!(try fileNames(dir + "/t").contains(SegmentName.stem(end + 1000) + ".index")))
+            #expect(try await log.append(testRecords(end..<end + 2)) == AppendResult(baseOffset: end, count: 2))
+            let bytes = try fileBytes(dir + "/t/" + SegmentName.stem(end) + ".log")
+            #expect(BatchHeader.peek(ByteBuffer(bytes: bytes))?.baseOffset == end)
+            Self.expectRecords(try readAll(log, from: 0), 0..<end + 2)
+            await backend.closeAll()
+        }
+    }
+
+    @Test(".interval syncs in the background without a close, and a failed background sync fails later appends")
+    func intervalBackgroundSync() async throws {
+        try await withTemporaryDirectory { dir in
+            let io = FaultyFileIO()
+            let logs = CapturedLogs()
+            let backend = try FileLogBackend(directory: dir, logger: logs.logger, io: io)
+            let log = try await backend.openTopic(name: "t", config: .test(fsync: .interval(milliseconds: 1)))
+            _ = try await log.append(testRecords(0..<1))
+            // Bounded wait for the scheduled sync (not a timing assertion: it only has to happen at all).
+            for _ in 0..<5000 where io.logFdatasyncs == 0 { try await Task.sleep(for: .milliseconds(2)) }
+            #expect(io.logFdatasyncs >= 1)
+            io.state.withLock { $0.failLogFdatasync = EIO }
+            _ = try await log.append(testRecords(1..<2))
+            for _ in 0..<5000 where !logs.contains(level: .error, "topic log failed") {
+                try await Task.sleep(for: .milliseconds(2))
+            }
+            #expect(logs.contains(level: .error, "topic log failed"))
+            do {
+                _ = try await log.append(testRecords(2..<3))
+                Issue.record("append after a failed background sync succeeded")
+            } catch let error as LogStoreError {
+                #expect(error.kind == .storageFailure)
+            }
+            Self.expectRecords(try readAll(log, from: 0), 0..<2)
+            await backend.closeAll()
+        }
+    }
+
     @Test("bad topic names are refused", arguments: ["", ".", "..", "a/b", "a b", "ü", String(repeating: "x", count: 201)])
     func badNames(name: String) async throws {
         try await withTemporaryDirectory { dir in
