@@ -247,7 +247,8 @@ package enum BatchCodec {
         }
         stored.clear()
         var records: [LogRecord] = []
-        records.reserveCapacity(Int(header.recordCount))
+        // A record takes at least 20 bytes; never trust the count alone for an allocation.
+        records.reserveCapacity(min(Int(header.recordCount), body.readableBytes / 20 + 1))
         for index in 0..<Int(header.recordCount) {
             guard let record = self.readRecord(&body) else {
                 throw BatchDecodeError("record \(index) of \(header.recordCount) is truncated")

@@ -388,6 +388,9 @@ final class FileTopicLog: TopicLog {
     ) throws(LogStoreError) -> Bool {
         let (size, index) = segment.snapshot
         var position: Int64 = 0
+        // Batches must follow each other without gaps, so a damaged header can never make a scan skip records.
+        var expected = segment.baseOffset
+        var previous: Int64?
         do {
             if let entry = Segment.floorEntry(index, relativeOffset: offset - segment.baseOffset) {
                 let header = try segment.readHeader(at: Int64(entry.position), limit: size)
@@ -395,6 +398,7 @@ final class FileTopicLog: TopicLog {
                     header.baseOffset == segment.baseOffset + Int64(entry.relativeOffset)
                 {
                     position = Int64(entry.position)
+                    expected = header.baseOffset
                 } else {
                     self.logger.warning(
                         "index entry does not point at its batch; scanning the segment",
@@ -406,12 +410,20 @@ final class FileTopicLog: TopicLog {
                     throw self.corrupt(segment, position, "fewer than \(BatchFormat.headerSize) bytes before the end")
                 }
                 if let problem = header.structuralProblem { throw self.corrupt(segment, position, problem) }
+                guard header.baseOffset == expected else {
+                    // The previous header's count (or this base offset) is damaged; blame the earlier batch.
+                    throw self.corrupt(
+                        segment, previous ?? position,
+                        "batch at \(position) starts at offset \(header.baseOffset), expected \(expected)")
+                }
                 if header.baseOffset >= end { return true }
                 let total = Int64(header.totalSize)
                 guard position + total <= size else {
                     throw self.corrupt(segment, position, "batch of \(total) bytes runs past the end \(size)")
                 }
                 if header.nextOffset <= offset {
+                    previous = position
+                    expected = header.nextOffset
                     position += total
                     continue
                 }
@@ -431,6 +443,8 @@ final class FileTopicLog: TopicLog {
                     records.append(StoredRecord(offset: recordOffset, record: record))
                 }
                 if records.count >= maxRecords || bytes >= maxBytes { return true }
+                previous = position
+                expected = header.nextOffset
                 position += total
             }
         } catch let error as FileIOError {

@@ -55,11 +55,7 @@ package final class OffsetStore: Sendable {
         compactionMinimumBytes: Int64 = 64 * 1024
     ) throws(LogStoreError) {
         self.path = path
-        if let slash = path.lastIndex(of: "/") {
-            self.directory = slash == path.startIndex ? "/" : String(path[..<slash])
-        } else {
-            self.directory = "."
-        }
+        self.directory = parentDirectory(of: path)
         self.io = io
         self.logger = logger
         self.compactionMinimumBytes = compactionMinimumBytes

@@ -37,7 +37,11 @@ struct Recovery {
 
     /// Recovers the directory and returns its segments, oldest first (at least one: the active segment).
     func run() throws(LogStoreError) -> [Segment] {
-        try self.wrap("mkdir") { () throws(FileIOError) in try self.io.mkdir(self.directory) }
+        try self.wrap("mkdir") { () throws(FileIOError) in
+            try self.io.mkdir(self.directory)
+            // Make a new topic directory's own entry durable.
+            try self.io.syncDirectory(parentDirectory(of: self.directory))
+        }
         let names = try self.wrap("listing") { () throws(FileIOError) in try self.io.listDirectory(self.directory) }
         let clean = names.contains(cleanShutdownMarkerName)
         let bases = names.compactMap { SegmentName.baseOffset(of: $0, suffix: "log") }.sorted()
@@ -289,6 +293,12 @@ struct Recovery {
         }
         return scan
     }
+}
+
+/// The directory containing `path` (`.` for a bare name, `/` for a top-level entry).
+func parentDirectory(of path: String) -> String {
+    guard let slash = path.lastIndex(of: "/") else { return "." }
+    return slash == path.startIndex ? "/" : String(path[..<slash])
 }
 
 extension Segment {

@@ -247,6 +247,44 @@ struct FileTopicLogTests {
         }
     }
 
+    @Test(
+        "a damaged header field in a closed segment never serves wrong or skipped records",
+        arguments: [0, 3, 4, 13, 17, 20, 21, 29, 41])
+    func damagedHeaderNeverServesWrongRecords(field: Int) async throws {
+        try await withTemporaryDirectory { dir in
+            let config = TopicLogConfig.test(segmentBytes: 800, indexIntervalBytes: 100)
+            do {
+                let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+                let log = try await backend.openTopic(name: "t", config: config)
+                try await Self.fill(log, batches: 30)
+                await backend.closeAll()
+            }
+            let names = try fileNames(dir + "/t").filter { $0.hasSuffix(".log") }
+            let path = dir + "/t/" + names[0]
+            var bytes = try fileBytes(path)
+            var position = 0
+            for _ in 0..<3 { position += BatchHeader.peek(ByteBuffer(bytes: bytes[position...]))!.totalSize }
+            bytes[position + field] ^= 0x02
+            try writeFile(path, bytes)
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let log = try await backend.openTopic(name: "t", config: config)
+            let secondBase = SegmentName.baseOffset(of: names[1], suffix: "log")!
+            var corruptSeen = false
+            for from in 0..<secondBase {
+                do {
+                    let records = try log.read(from: from, maxRecords: 50, maxBytes: 1 << 20)
+                    #expect(records.first?.offset == from, "read from \(from)")
+                    Self.expectRecords(records, from..<from + Int64(records.count))
+                } catch let error as LogStoreError {
+                    #expect(error.kind == .corruptBatch)
+                    corruptSeen = true
+                }
+            }
+            #expect(corruptSeen)
+            await backend.closeAll()
+        }
+    }
+
     enum IndexDamage: String, CaseIterable, Sendable {
         case deleted, oddSize, notMonotonic, pointsPastEnd, wrongPositions
     }
