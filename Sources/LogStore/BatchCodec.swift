@@ -87,7 +87,9 @@ package struct BatchHeader: Equatable, Sendable {
         }
         if self.recordCount == 0 { return "zero records" }
         if self.baseOffset < 0 { return "negative base offset \(self.baseOffset)" }
-        if Int(self.bodyLength) > BatchFormat.maxBodyBytes { return "body length \(self.bodyLength) above format limit" }
+        if Int(self.bodyLength) > BatchFormat.maxBodyBytes {
+            return "body length \(self.bodyLength) above format limit"
+        }
         return nil
     }
 }
@@ -129,7 +131,9 @@ package enum BatchCodec {
         codec: CompressionCodec,
         maxBodyBytes: Int = BatchFormat.maxBodyBytes
     ) throws(LogStoreError) -> EncodedBatchBody {
-        guard let first = records.first else { throw LogStoreError(.invalidArgument, "a batch needs at least one record") }
+        guard let first = records.first else {
+            throw LogStoreError(.invalidArgument, "a batch needs at least one record")
+        }
         guard records.count <= Int(UInt32.max) else {
             throw LogStoreError(.tooLarge, "batch of \(records.count) records exceeds \(UInt32.max)")
         }
@@ -141,7 +145,10 @@ package enum BatchCodec {
             if size > limit { break }
         }
         guard size <= limit else {
-            throw LogStoreError(.tooLarge, "batch body of more than \(limit) bytes (limit \(limit)) in \(records.count) records")
+            throw LogStoreError(
+                .tooLarge,
+                "batch body of more than \(limit) bytes (limit \(limit)) in \(records.count) records"
+            )
         }
         var body = ByteBufferAllocator().buffer(capacity: size)
         var maxTimestamp = first.timestamp
@@ -212,7 +219,9 @@ package enum BatchCodec {
     /// Checks the CRC of a whole stored batch (exactly `header.totalSize` readable bytes).
     package static func verify(_ batch: ByteBuffer) throws(BatchDecodeError) -> BatchHeader {
         guard let header = BatchHeader.peek(batch) else {
-            throw BatchDecodeError("\(batch.readableBytes) bytes, shorter than the \(BatchFormat.headerSize)-byte header")
+            throw BatchDecodeError(
+                "\(batch.readableBytes) bytes, shorter than the \(BatchFormat.headerSize)-byte header"
+            )
         }
         if let problem = header.structuralProblem { throw BatchDecodeError(problem) }
         guard batch.readableBytes == header.totalSize else {
@@ -232,7 +241,10 @@ package enum BatchCodec {
     /// Verifies and decodes a whole stored batch.
     package static func decode(_ batch: ByteBuffer) throws(BatchDecodeError) -> (BatchHeader, [LogRecord]) {
         let header = try self.verify(batch)
-        var stored = batch.getSlice(at: batch.readerIndex + BatchFormat.headerSize, length: header.totalSize - BatchFormat.headerSize)!
+        var stored = batch.getSlice(
+            at: batch.readerIndex + BatchFormat.headerSize,
+            length: header.totalSize - BatchFormat.headerSize
+        )!
         var body: ByteBuffer
         switch header.codec {
         case .lz4:

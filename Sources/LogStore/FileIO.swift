@@ -185,7 +185,11 @@ extension FileIO {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[done...])
             let written = try self.pwrite(fd, rest, at: offset + Int64(done), path: path)
             if written <= 0 {
-                throw FileIOError(operation: "pwrite (short write, \(done) of \(bytes.count) bytes)", path: path, errno: 0)
+                throw FileIOError(
+                    operation: "pwrite (short write, \(done) of \(bytes.count) bytes)",
+                    path: path,
+                    errno: 0
+                )
             }
             done += written
         }

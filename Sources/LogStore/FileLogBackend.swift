@@ -49,11 +49,14 @@ package final class FileLogBackend: LogBackend {
     package func openTopic(name: String, config: TopicLogConfig) async throws(LogStoreError) -> any TopicLog {
         try Self.validate(name: name)
         try Self.validate(config, topic: name)
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<FileTopicLog, LogStoreError>, Never>) in
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<FileTopicLog, LogStoreError>, Never>) in
             self.openQueue.async {
-                continuation.resume(returning: Result { () throws(LogStoreError) -> FileTopicLog in
-                    try self.openOnQueue(name: name, config: config)
-                })
+                continuation.resume(
+                    returning: Result { () throws(LogStoreError) -> FileTopicLog in
+                        try self.openOnQueue(name: name, config: config)
+                    }
+                )
             }
         }
         return try result.get()
@@ -64,7 +67,10 @@ package final class FileLogBackend: LogBackend {
             switch existing.closeState {
             case (false, _):
                 guard existing.config == config else {
-                    throw LogStoreError(.invalidArgument, "topic '\(name)' is already open with a different configuration")
+                    throw LogStoreError(
+                        .invalidArgument,
+                        "topic '\(name)' is already open with a different configuration"
+                    )
                 }
                 return existing
             case (true, false):
@@ -75,8 +81,13 @@ package final class FileLogBackend: LogBackend {
             }
         }
         let log = try FileTopicLog.open(
-            name: name, directory: self.directory + "/" + name, config: config, io: self.io, logger: self.logger,
-            clock: self.nowMillis)
+            name: name,
+            directory: self.directory + "/" + name,
+            config: config,
+            io: self.io,
+            logger: self.logger,
+            clock: self.nowMillis
+        )
         self.logs.withLock { $0[name] = log }
         return log
     }
@@ -89,7 +100,9 @@ package final class FileLogBackend: LogBackend {
                 try await log.close()
             } catch {
                 self.logger.error(
-                    "closing topic log failed", metadata: ["brokerd.topic": "\(log.name)", "brokerd.error": "\(error)"])
+                    "closing topic log failed",
+                    metadata: ["brokerd.topic": "\(log.name)", "brokerd.error": "\(error)"]
+                )
             }
         }
         // Entries go only once closed, so an open racing with closeAll sees "still closing", never a second log.
@@ -101,13 +114,16 @@ package final class FileLogBackend: LogBackend {
     /// Topic names become directory names: 1...200 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
     package static func validate(name: String) throws(LogStoreError) {
         let allowed = name.utf8.allSatisfy { byte in
-            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
+            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                || (byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z"))
                 || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9")) || byte == UInt8(ascii: ".")
                 || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
         }
         guard !name.isEmpty, name.utf8.count <= 200, allowed, name != ".", name != ".." else {
             throw LogStoreError(
-                .invalidArgument, "topic name '\(name)' must be 1...200 characters of [A-Za-z0-9._-] and not '.' or '..'")
+                .invalidArgument,
+                "topic name '\(name)' must be 1...200 characters of [A-Za-z0-9._-] and not '.' or '..'"
+            )
         }
     }
 
@@ -125,9 +141,13 @@ package final class FileLogBackend: LogBackend {
         guard config.maxBatchBodyBytes >= 1 else {
             throw refuse("maxBatchBodyBytes \(config.maxBatchBodyBytes) must be at least 1")
         }
-        if let age = config.segmentMaxAgeMillis, age < 1 { throw refuse("segmentMaxAgeMillis \(age) must be at least 1") }
+        if let age = config.segmentMaxAgeMillis, age < 1 {
+            throw refuse("segmentMaxAgeMillis \(age) must be at least 1")
+        }
         if let bytes = config.retentionBytes, bytes < 0 { throw refuse("retentionBytes \(bytes) must not be negative") }
-        if let millis = config.retentionMillis, millis < 0 { throw refuse("retentionMillis \(millis) must not be negative") }
+        if let millis = config.retentionMillis, millis < 0 {
+            throw refuse("retentionMillis \(millis) must not be negative")
+        }
         if case .interval(let milliseconds) = config.fsync, milliseconds < 1 {
             throw refuse("fsync interval \(milliseconds) ms must be at least 1")
         }

@@ -63,8 +63,13 @@ final class FileTopicLog: TopicLog {
     var endOffset: Int64 { self.end.load(ordering: .acquiring) }
 
     private init(
-        name: String, directory: String, config: TopicLogConfig, io: any FileIO, logger: Logger,
-        clock: @escaping @Sendable () -> Int64, segments: [Segment]
+        name: String,
+        directory: String,
+        config: TopicLogConfig,
+        io: any FileIO,
+        logger: Logger,
+        clock: @escaping @Sendable () -> Int64,
+        segments: [Segment]
     ) {
         self.name = name
         self.directory = directory
@@ -84,15 +89,31 @@ final class FileTopicLog: TopicLog {
 
     /// Opens (creating if needed) the topic directory and recovers it. Blocking: call it off the cooperative pool.
     static func open(
-        name: String, directory: String, config: TopicLogConfig, io: any FileIO, logger: Logger,
+        name: String,
+        directory: String,
+        config: TopicLogConfig,
+        io: any FileIO,
+        logger: Logger,
         clock: @escaping @Sendable () -> Int64
     ) throws(LogStoreError) -> FileTopicLog {
         var logger = logger
         logger[metadataKey: "brokerd.topic"] = "\(name)"
-        let recovery = Recovery(directory: directory, io: io, logger: logger, indexIntervalBytes: config.indexIntervalBytes)
+        let recovery = Recovery(
+            directory: directory,
+            io: io,
+            logger: logger,
+            indexIntervalBytes: config.indexIntervalBytes
+        )
         let segments = try recovery.run()
         let log = FileTopicLog(
-            name: name, directory: directory, config: config, io: io, logger: logger, clock: clock, segments: segments)
+            name: name,
+            directory: directory,
+            config: config,
+            io: io,
+            logger: logger,
+            clock: clock,
+            segments: segments
+        )
         log.enforceRetention()
         return log
     }
@@ -100,7 +121,11 @@ final class FileTopicLog: TopicLog {
     // MARK: Append
 
     func append(_ records: [LogRecord]) async throws(LogStoreError) -> AppendResult {
-        let body = try BatchCodec.encodeBody(records, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
+        let body = try BatchCodec.encodeBody(
+            records,
+            codec: self.config.compression,
+            maxBodyBytes: self.config.maxBatchBodyBytes
+        )
         if let refusal = self.state.withLock({ self.refusal($0) }) { throw refusal }
         let result = await withCheckedContinuation { (continuation: AppendContinuation) in
             self.writeQueue.async { self.writeBatch(body, continuation: continuation) }
@@ -130,7 +155,9 @@ final class FileTopicLog: TopicLog {
             continuation.resume(returning: .failure(error))
             return
         }
-        let (position, baseOffset, sinceIndex) = segment.state.withLock { ($0.size, $0.nextOffset, $0.bytesSinceIndexEntry) }
+        let (position, baseOffset, sinceIndex) = segment.state.withLock {
+            ($0.size, $0.nextOffset, $0.bytesSinceIndexEntry)
+        }
         let batch = BatchCodec.assemble(body, baseOffset: baseOffset)
         var newEntry: IndexEntry?
         if sinceIndex >= Int64(self.config.indexIntervalBytes) {
@@ -141,8 +168,11 @@ final class FileTopicLog: TopicLog {
             if let newEntry {
                 let count = segment.state.withLock { $0.index.count }
                 try self.io.writeAll(
-                    segment.indexFD, IndexEntry.encode([newEntry]), at: Int64(count * IndexEntry.size),
-                    path: segment.indexPath)
+                    segment.indexFD,
+                    IndexEntry.encode([newEntry]),
+                    at: Int64(count * IndexEntry.size),
+                    path: segment.indexPath
+                )
             }
         } catch {
             // Leave no half-written batch behind if we can help it; recovery truncates it otherwise.
@@ -267,7 +297,9 @@ final class FileTopicLog: TopicLog {
         var reason: String?
         if size >= self.config.segmentBytes {
             reason = "size \(size) >= \(self.config.segmentBytes)"
-        } else if let maxAge = self.config.segmentMaxAgeMillis, let first = firstTimestamp, self.clock() - first >= maxAge {
+        } else if let maxAge = self.config.segmentMaxAgeMillis, let first = firstTimestamp,
+            self.clock() - first >= maxAge
+        {
             reason = "first batch older than \(maxAge) ms"
         } else if nextOffset - active.baseOffset + Int64(incomingRecords) > Int64(UInt32.max) {
             reason = "relative offsets would exceed 32 bits"
@@ -289,7 +321,8 @@ final class FileTopicLog: TopicLog {
         self.state.withLock { $0.segments.append(segment) }
         self.logger.debug(
             "segment rolled",
-            metadata: ["brokerd.segment": "\(segment.logPath)", "brokerd.reason": "\(reason)"])
+            metadata: ["brokerd.segment": "\(segment.logPath)", "brokerd.reason": "\(reason)"]
+        )
         return segment
     }
 
@@ -310,7 +343,8 @@ final class FileTopicLog: TopicLog {
         if first {
             self.logger.error(
                 "topic log failed; refusing appends until reopened",
-                metadata: ["brokerd.error": "\(error.message)"])
+                metadata: ["brokerd.error": "\(error.message)"]
+            )
         }
         let failure = self.state.withLock { $0.failure! }
         for pending in pending { pending.continuation.resume(returning: .failure(failure)) }
@@ -329,7 +363,8 @@ final class FileTopicLog: TopicLog {
                 let oldest = state.segments[0]
                 let (size, newest) = oldest.state.withLock { ($0.size, $0.maxTimestamp) }
                 let overBytes = self.config.retentionBytes.map { state.totalBytes > $0 } ?? false
-                let tooOld = self.config.retentionMillis.map { limit in newest.map { now - $0 > limit } ?? true } ?? false
+                let tooOld =
+                    self.config.retentionMillis.map { limit in newest.map { now - $0 > limit } ?? true } ?? false
                 guard overBytes || tooOld else { return nil }
                 state.segments.removeFirst()
                 state.totalBytes -= size
@@ -339,7 +374,8 @@ final class FileTopicLog: TopicLog {
             guard let victim else { return }
             self.logger.info(
                 "retention deleted segment",
-                metadata: ["brokerd.segment": "\(victim.logPath)", "brokerd.start": "\(self.startOffset)"])
+                metadata: ["brokerd.segment": "\(victim.logPath)", "brokerd.start": "\(self.startOffset)"]
+            )
             for path in [victim.logPath, victim.indexPath] {
                 do {
                     try self.io.unlink(path)
@@ -358,7 +394,10 @@ final class FileTopicLog: TopicLog {
         if closed { throw LogStoreError(.closed, "topic '\(self.name)' log is closed") }
         let start = segments[0].baseOffset
         guard offset >= start, offset <= end else {
-            throw LogStoreError(.offsetOutOfRange, "offset \(offset) is outside \(start)...\(end) of topic '\(self.name)'")
+            throw LogStoreError(
+                .offsetOutOfRange,
+                "offset \(offset) is outside \(start)...\(end) of topic '\(self.name)'"
+            )
         }
         guard offset < end, maxRecords > 0 else { return [] }
         // Last segment whose base is at or below the offset.
@@ -374,8 +413,15 @@ final class FileTopicLog: TopicLog {
             let segment = segments[segmentIndex]
             if segment.baseOffset >= end { break }
             let done = try self.read(
-                segment, isActive: segmentIndex == segments.count - 1, from: offset, end: end, maxRecords: maxRecords,
-                maxBytes: maxBytes, into: &records, bytes: &bytes)
+                segment,
+                isActive: segmentIndex == segments.count - 1,
+                from: offset,
+                end: end,
+                maxRecords: maxRecords,
+                maxBytes: maxBytes,
+                into: &records,
+                bytes: &bytes
+            )
             if done { break }
         }
         return records
@@ -383,8 +429,14 @@ final class FileTopicLog: TopicLog {
 
     /// Reads batches of one segment into `records`; true when the read is complete.
     private func read(
-        _ segment: Segment, isActive: Bool, from offset: Int64, end: Int64, maxRecords: Int, maxBytes: Int,
-        into records: inout [StoredRecord], bytes: inout Int
+        _ segment: Segment,
+        isActive: Bool,
+        from offset: Int64,
+        end: Int64,
+        maxRecords: Int,
+        maxBytes: Int,
+        into records: inout [StoredRecord],
+        bytes: inout Int
     ) throws(LogStoreError) -> Bool {
         let (size, index) = segment.snapshot
         var position: Int64 = 0
@@ -402,7 +454,8 @@ final class FileTopicLog: TopicLog {
                 } else {
                     self.logger.warning(
                         "index entry does not point at its batch; scanning the segment",
-                        metadata: ["brokerd.segment": "\(segment.indexPath)", "brokerd.position": "\(entry.position)"])
+                        metadata: ["brokerd.segment": "\(segment.indexPath)", "brokerd.position": "\(entry.position)"]
+                    )
                 }
             }
             while position < size {
@@ -413,8 +466,10 @@ final class FileTopicLog: TopicLog {
                 guard header.baseOffset == expected else {
                     // The previous header's count (or this base offset) is damaged; blame the earlier batch.
                     throw self.corrupt(
-                        segment, previous ?? position,
-                        "batch at \(position) starts at offset \(header.baseOffset), expected \(expected)")
+                        segment,
+                        previous ?? position,
+                        "batch at \(position) starts at offset \(header.baseOffset), expected \(expected)"
+                    )
                 }
                 if header.baseOffset >= end { return true }
                 let total = Int64(header.totalSize)
@@ -463,13 +518,16 @@ final class FileTopicLog: TopicLog {
 
     private func corrupt(_ segment: Segment, _ position: Int64, _ reason: String) -> LogStoreError {
         LogStoreError(
-            .corruptBatch, "topic '\(self.name)': corrupt batch at position \(position) of \(segment.logPath): \(reason)")
+            .corruptBatch,
+            "topic '\(self.name)': corrupt batch at position \(position) of \(segment.logPath): \(reason)"
+        )
     }
 
     // MARK: Close
 
     func close() async throws(LogStoreError) {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<Result<Void, LogStoreError>, Never>) in
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<Void, LogStoreError>, Never>) in
             self.writeQueue.async {
                 let first = self.state.withLock { state in
                     defer { state.closing = true }

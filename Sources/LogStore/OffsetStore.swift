@@ -70,7 +70,12 @@ package final class OffsetStore: Sendable {
             let fd = state.fd
             content.writeWithUnsafeMutableBytes(minimumWritableBytes: Int(size)) { raw in
                 do throws(FileIOError) {
-                    return try io.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<Int(size)]), at: 0, path: path)
+                    return try io.readFully(
+                        fd,
+                        into: UnsafeMutableRawBufferPointer(rebasing: raw[..<Int(size)]),
+                        at: 0,
+                        path: path
+                    )
                 } catch {
                     readFailure = error
                     return 0
@@ -84,7 +89,8 @@ package final class OffsetStore: Sendable {
                     metadata: [
                         "brokerd.file": "\(path)", "brokerd.position": "\(validEnd)",
                         "brokerd.bytes_cut": "\(size - validEnd)", "brokerd.reason": "\(problem ?? "?")",
-                    ])
+                    ]
+                )
                 try io.ftruncate(state.fd, to: validEnd, path: path)
                 try io.fdatasync(state.fd, path: path)
             }
@@ -128,7 +134,10 @@ package final class OffsetStore: Sendable {
                 try? self.io.ftruncate(state.fd, to: state.size, path: self.path)
                 let failure = LogStoreError(.storageFailure, "offset store: commit failed: \(error)")
                 state.failure = failure
-                self.logger.error("offset store failed; refusing commits until reopened", metadata: ["brokerd.error": "\(error)"])
+                self.logger.error(
+                    "offset store failed; refusing commits until reopened",
+                    metadata: ["brokerd.error": "\(error)"]
+                )
                 throw failure
             }
             state.size += Int64(entry.readableBytes)
@@ -222,7 +231,10 @@ package final class OffsetStore: Sendable {
             try self.io.rename(temp, to: self.path)
         } catch {
             try? self.io.unlink(temp)
-            self.logger.error("offset store compaction failed; keeping the old file", metadata: ["brokerd.error": "\(error)"])
+            self.logger.error(
+                "offset store compaction failed; keeping the old file",
+                metadata: ["brokerd.error": "\(error)"]
+            )
             return
         }
         do {
@@ -232,7 +244,10 @@ package final class OffsetStore: Sendable {
             state.fd = fd
             state.size = live
             state.liveBytes = live
-            self.logger.debug("offset store compacted", metadata: ["brokerd.file": "\(self.path)", "brokerd.bytes": "\(live)"])
+            self.logger.debug(
+                "offset store compacted",
+                metadata: ["brokerd.file": "\(self.path)", "brokerd.bytes": "\(live)"]
+            )
         } catch {
             state.failure = LogStoreError(.storageFailure, "offset store: after compaction: \(error)")
             self.logger.error("offset store failed after compaction", metadata: ["brokerd.error": "\(error)"])

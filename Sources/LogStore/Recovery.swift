@@ -61,12 +61,19 @@ struct Recovery {
             if !clean {
                 self.logger.notice(
                     "no clean-shutdown marker: validating the active segment",
-                    metadata: ["brokerd.directory": "\(self.directory)"])
+                    metadata: ["brokerd.directory": "\(self.directory)"]
+                )
             }
             for (i, base) in bases.enumerated() {
                 let isActive = i == bases.count - 1
                 segments.append(
-                    try self.openSegment(base: base, isActive: isActive, nextBase: isActive ? nil : bases[i + 1], clean: clean))
+                    try self.openSegment(
+                        base: base,
+                        isActive: isActive,
+                        nextBase: isActive ? nil : bases[i + 1],
+                        clean: clean
+                    )
+                )
             }
         }
         // The next shutdown must prove itself clean again: the marker goes, durably, before any append.
@@ -94,8 +101,14 @@ struct Recovery {
                 throw error
             }
             return Segment(
-                baseOffset: baseOffset, logPath: logPath, indexPath: indexPath, logFD: logFD, indexFD: indexFD, io: io,
-                state: Segment.State(size: 0, nextOffset: baseOffset, index: [], bytesSinceIndexEntry: 0))
+                baseOffset: baseOffset,
+                logPath: logPath,
+                indexPath: indexPath,
+                logFD: logFD,
+                indexFD: indexFD,
+                io: io,
+                state: Segment.State(size: 0, nextOffset: baseOffset, index: [], bytesSinceIndexEntry: 0)
+            )
         } catch {
             throw LogStoreError(.storageFailure, "creating segment \(logPath) failed: \(error)")
         }
@@ -113,7 +126,9 @@ struct Recovery {
         try io.syncDirectory(directory)
     }
 
-    private func openSegment(base: Int64, isActive: Bool, nextBase: Int64?, clean: Bool) throws(LogStoreError) -> Segment {
+    private func openSegment(base: Int64, isActive: Bool, nextBase: Int64?, clean: Bool) throws(LogStoreError)
+        -> Segment
+    {
         let stem = self.directory + "/" + SegmentName.stem(base)
         let logPath = stem + ".log"
         let indexPath = stem + ".index"
@@ -129,8 +144,14 @@ struct Recovery {
         }
         // From here the segment owns the descriptors and closes them if recovery throws.
         let segment = Segment(
-            baseOffset: base, logPath: logPath, indexPath: indexPath, logFD: logFD, indexFD: indexFD, io: self.io,
-            state: Segment.State(size: 0, nextOffset: base, index: [], bytesSinceIndexEntry: 0))
+            baseOffset: base,
+            logPath: logPath,
+            indexPath: indexPath,
+            logFD: logFD,
+            indexFD: indexFD,
+            io: self.io,
+            state: Segment.State(size: 0, nextOffset: base, index: [], bytesSinceIndexEntry: 0)
+        )
         do {
             try self.recover(segment, isActive: isActive, nextBase: nextBase, clean: clean)
         } catch {
@@ -154,7 +175,8 @@ struct Recovery {
         } else {
             self.logger.warning(
                 "index damaged; rebuilding it from the log",
-                metadata: ["brokerd.file": "\(segment.indexPath)", "brokerd.reason": "\(problem ?? "?")"])
+                metadata: ["brokerd.file": "\(segment.indexPath)", "brokerd.reason": "\(problem ?? "?")"]
+            )
             entries = []
         }
         var rebuilt = decoded == nil
@@ -164,7 +186,8 @@ struct Recovery {
         if scan.problem != nil && scan.validEnd == scanStart && !entries.isEmpty {
             self.logger.warning(
                 "last index entry does not point at its batch; rebuilding the index from the log",
-                metadata: ["brokerd.file": "\(segment.indexPath)", "brokerd.reason": "\(scan.problem ?? "?")"])
+                metadata: ["brokerd.file": "\(segment.indexPath)", "brokerd.reason": "\(scan.problem ?? "?")"]
+            )
             entries = []
             rebuilt = true
             scan = try self.scan(segment, from: 0, to: fileSize, expectedOffset: segment.baseOffset, validateCRC: false)
@@ -172,7 +195,8 @@ struct Recovery {
         if scan.problem != nil && isActive {
             self.logger.warning(
                 "clean marker present but the active segment does not parse; validating it",
-                metadata: ["brokerd.file": "\(segment.logPath)", "brokerd.reason": "\(scan.problem ?? "?")"])
+                metadata: ["brokerd.file": "\(segment.logPath)", "brokerd.reason": "\(scan.problem ?? "?")"]
+            )
             try self.validateActive(segment, fileSize: fileSize)
             return
         }
@@ -182,12 +206,17 @@ struct Recovery {
                 metadata: [
                     "brokerd.file": "\(segment.logPath)", "brokerd.position": "\(scan.validEnd)",
                     "brokerd.reason": "\(problem)",
-                ])
+                ]
+            )
         }
         if let nextBase, scan.problem == nil, scan.nextOffset != nextBase {
             self.logger.warning(
                 "segment does not end where the next one starts",
-                metadata: ["brokerd.file": "\(segment.logPath)", "brokerd.end": "\(scan.nextOffset)", "brokerd.next": "\(nextBase)"])
+                metadata: [
+                    "brokerd.file": "\(segment.logPath)", "brokerd.end": "\(scan.nextOffset)",
+                    "brokerd.next": "\(nextBase)",
+                ]
+            )
         }
         if rebuilt || !scan.entries.isEmpty {
             entries += scan.entries
@@ -215,7 +244,8 @@ struct Recovery {
                 metadata: [
                     "brokerd.file": "\(segment.logPath)", "brokerd.position": "\(scan.validEnd)",
                     "brokerd.bytes_cut": "\(fileSize - scan.validEnd)", "brokerd.reason": "\(scan.problem ?? "?")",
-                ])
+                ]
+            )
             try self.io.ftruncate(segment.logFD, to: scan.validEnd, path: segment.logPath)
             try self.io.fdatasync(segment.logFD, path: segment.logPath)
         }
@@ -282,7 +312,11 @@ struct Recovery {
             }
             if scan.bytesSinceIndexEntry >= Int64(self.indexIntervalBytes) {
                 scan.entries.append(
-                    IndexEntry(relativeOffset: UInt32(header.baseOffset - segment.baseOffset), position: UInt32(position)))
+                    IndexEntry(
+                        relativeOffset: UInt32(header.baseOffset - segment.baseOffset),
+                        position: UInt32(position)
+                    )
+                )
                 scan.bytesSinceIndexEntry = 0
             }
             scan.bytesSinceIndexEntry += Int64(header.totalSize)
@@ -309,7 +343,11 @@ extension Segment {
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
             do throws(FileIOError) {
                 return try self.io.readFully(
-                    self.indexFD, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<size]), at: 0, path: self.indexPath)
+                    self.indexFD,
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[..<size]),
+                    at: 0,
+                    path: self.indexPath
+                )
             } catch {
                 failure = error
                 return 0

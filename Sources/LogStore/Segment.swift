@@ -93,7 +93,15 @@ final class Segment: Sendable {
     let io: any FileIO
     let state: Mutex<State>
 
-    init(baseOffset: Int64, logPath: String, indexPath: String, logFD: Int32, indexFD: Int32, io: any FileIO, state: State) {
+    init(
+        baseOffset: Int64,
+        logPath: String,
+        indexPath: String,
+        logFD: Int32,
+        indexFD: Int32,
+        io: any FileIO,
+        state: State
+    ) {
         self.baseOffset = baseOffset
         self.logPath = logPath
         self.indexPath = indexPath
@@ -120,8 +128,11 @@ final class Segment: Sendable {
         buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
             do throws(FileIOError) {
                 return try self.io.readFully(
-                    self.logFD, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<count]), at: position,
-                    path: self.logPath)
+                    self.logFD,
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[..<count]),
+                    at: position,
+                    path: self.logPath
+                )
             } catch {
                 failure = error
                 return 0

@@ -13,7 +13,9 @@ struct BatchCodecTests {
                 LogRecord(
                     key: buffer("k"),
                     headers: (0..<300).map { LogHeader(name: "header-\($0)", value: buffer("v\($0)")) },
-                    value: buffer("payload"), timestamp: 5)
+                    value: buffer("payload"),
+                    timestamp: 5
+                )
             ]
         ),
         (
@@ -22,16 +24,30 @@ struct BatchCodecTests {
                 LogRecord(
                     key: buffer((0...255).map { UInt8($0) }),
                     headers: [LogHeader(name: "bin", value: buffer([0, 0xFF, 0x80, 0x7F]))],
-                    value: buffer((0...255).reversed().map { UInt8($0) }), timestamp: -1)
+                    value: buffer((0...255).reversed().map { UInt8($0) }),
+                    timestamp: -1
+                )
             ]
         ),
-        ("empty key and header value", [LogRecord(key: ByteBuffer(), headers: [LogHeader(name: "", value: ByteBuffer())], value: buffer("v"), timestamp: 9)]),
+        (
+            "empty key and header value",
+            [
+                LogRecord(
+                    key: ByteBuffer(),
+                    headers: [LogHeader(name: "", value: ByteBuffer())],
+                    value: buffer("v"),
+                    timestamp: 9
+                )
+            ]
+        ),
         ("compressible stream", testRecords(0..<200, padding: 100)),
     ]
 
     @Test(
         "round trip",
-        arguments: [CompressionCodec.none, .lz4], Self.recordSets.indices)
+        arguments: [CompressionCodec.none, .lz4],
+        Self.recordSets.indices
+    )
     func roundTrip(codec: CompressionCodec, set: Int) throws {
         let (name, records) = Self.recordSets[set]
         let batch = try BatchCodec.encode(records, baseOffset: 1234, codec: codec)

@@ -13,7 +13,8 @@ struct CRC32CTests {
             ([UInt8](repeating: 0xFF, count: 32), UInt32(0x62A8_AB43)),
             ((0..<32).map { UInt8($0) }, UInt32(0x46DD_794E)),
             ((0..<32).map { UInt8(31 - $0) }, UInt32(0x113F_DB5C)),
-        ])
+        ]
+    )
     func vectors(input: [UInt8], expected: UInt32) {
         #expect(CRC32C.checksum(input) == expected)
     }

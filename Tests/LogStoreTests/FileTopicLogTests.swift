@@ -17,7 +17,9 @@ struct FileTopicLogTests {
         for i in 0..<batches {
             let start = log.endOffset
             let count = Int64(i % 4 + 1)
-            let result = try await log.append(testRecords(start..<start + count, timestamp: timestamp, padding: padding))
+            let result = try await log.append(
+                testRecords(start..<start + count, timestamp: timestamp, padding: padding)
+            )
             #expect(result == AppendResult(baseOffset: start, count: Int(count)))
             bases.append(start)
         }
@@ -36,7 +38,9 @@ struct FileTopicLogTests {
         try await withTemporaryDirectory { dir in
             let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
             let log = try await backend.openTopic(
-                name: "t", config: .test(segmentBytes: 1500, indexIntervalBytes: 200))
+                name: "t",
+                config: .test(segmentBytes: 1500, indexIntervalBytes: 200)
+            )
             try await Self.fill(log, batches: 120, padding: 20)
             let end = log.endOffset
             #expect(end == 300)
@@ -100,12 +104,16 @@ struct FileTopicLogTests {
             #expect(
                 try fileNames(dir + "/t").filter { $0.hasSuffix(".log") } == [
                     "00000000000000000000.log", "00000000000000000003.log",
-                ])
+                ]
+            )
             await backend.closeAll()
         }
     }
 
-    @Test("reopen after a clean close returns everything and appends continue", arguments: [CompressionCodec.none, .lz4])
+    @Test(
+        "reopen after a clean close returns everything and appends continue",
+        arguments: [CompressionCodec.none, .lz4]
+    )
     func reopenAfterCleanClose(codec: CompressionCodec) async throws {
         try await withTemporaryDirectory { dir in
             let logs = CapturedLogs()
@@ -179,14 +187,20 @@ struct FileTopicLogTests {
                     #expect(logs.contains(level: .warning, "truncating torn or corrupt tail"), "cut at \(cut)")
                     #expect(logs.all.contains { $0.metadata["brokerd.bytes_cut"] == "\(cut - lastStart)" })
                 }
-                #expect(try await log.append(testRecords(lastBase..<lastBase + 2)) == AppendResult(baseOffset: lastBase, count: 2))
+                #expect(
+                    try await log.append(testRecords(lastBase..<lastBase + 2))
+                        == AppendResult(baseOffset: lastBase, count: 2)
+                )
                 Self.expectRecords(try readAll(log, from: 0), 0..<lastBase + 2)
                 await backend.closeAll()
             }
         }
     }
 
-    @Test("a flipped byte in the last batch of an uncleanly closed log is cut", arguments: [0, 4, 5, 9, 12, 25, 41, 42, -1])
+    @Test(
+        "a flipped byte in the last batch of an uncleanly closed log is cut",
+        arguments: [0, 4, 5, 9, 12, 25, 41, 42, -1]
+    )
     func flippedByteInLastBatch(relative: Int) async throws {
         try await withTemporaryDirectory { dir in
             var (bytes, lastStart, lastBase) = try await Self.pristineSegment(dir: dir, batches: 5, codec: .lz4)
@@ -249,7 +263,8 @@ struct FileTopicLogTests {
 
     @Test(
         "a damaged header field in a closed segment never serves wrong or skipped records",
-        arguments: [0, 3, 4, 13, 17, 20, 21, 29, 41])
+        arguments: [0, 3, 4, 13, 17, 20, 21, 29, 41]
+    )
     func damagedHeaderNeverServesWrongRecords(field: Int) async throws {
         try await withTemporaryDirectory { dir in
             let config = TopicLogConfig.test(segmentBytes: 800, indexIntervalBytes: 100)
@@ -329,7 +344,10 @@ struct FileTopicLogTests {
                 #expect(try fileBytes(dir + "/t/" + name) == originals[name], "\(name) after \(damage)")
             }
             for offset in stride(from: Int64(0), to: log.endOffset, by: 3) {
-                Self.expectRecords(try log.read(from: offset, maxRecords: 2, maxBytes: 1 << 20), offset..<min(offset + 2, log.endOffset))
+                Self.expectRecords(
+                    try log.read(from: offset, maxRecords: 2, maxBytes: 1 << 20),
+                    offset..<min(offset + 2, log.endOffset)
+                )
             }
             await backend.closeAll()
         }
@@ -363,7 +381,11 @@ struct FileTopicLogTests {
             config.retentionMillis = 5_000
             let oldEnd: Int64
             do {
-                let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger, nowMillis: clock.function)
+                let backend = try FileLogBackend(
+                    directory: dir,
+                    logger: CapturedLogs().logger,
+                    nowMillis: clock.function
+                )
                 let log = try await backend.openTopic(name: "t", config: config)
                 try await Self.fill(log, batches: 12, timestamp: 10_000)
                 oldEnd = log.endOffset
@@ -417,7 +439,12 @@ struct FileTopicLogTests {
             #expect(io.logFdatasyncs == syncsAfterFailure, "no fdatasync retried after the failure")
             #expect(log.endOffset == end)
             Self.expectRecords(try readAll(log, from: 0), 0..<end)
-            #expect(logs.all.contains { $0.level == .error && $0.metadata["brokerd.topic"] == "t" && ($0.metadata["brokerd.error"] ?? "").contains("errno 5") })
+            #expect(
+                logs.all.contains {
+                    $0.level == .error && $0.metadata["brokerd.topic"] == "t"
+                        && ($0.metadata["brokerd.error"] ?? "").contains("errno 5")
+                }
+            )
             await #expect(throws: LogStoreError.self) { try await log.close() }
             await backend.closeAll()
             // A reopen recovers; the record whose append failed may or may not have survived in the page cache.
@@ -481,9 +508,12 @@ struct FileTopicLogTests {
         }
     }
 
-    @Test(".interval and .never appends are readable at once and durable after close", arguments: [
-        FsyncPolicy.interval(milliseconds: 5), .never,
-    ])
+    @Test(
+        ".interval and .never appends are readable at once and durable after close",
+        arguments: [
+            FsyncPolicy.interval(milliseconds: 5), .never,
+        ]
+    )
     func relaxedPolicies(policy: FsyncPolicy) async throws {
         try await withTemporaryDirectory { dir in
             let config = TopicLogConfig.test(segmentBytes: 1000, fsync: policy)
@@ -601,7 +631,10 @@ struct FileTopicLogTests {
         }
     }
 
-    @Test("bad topic names are refused", arguments: ["", ".", "..", "a/b", "a b", "ü", String(repeating: "x", count: 201)])
+    @Test(
+        "bad topic names are refused",
+        arguments: ["", ".", "..", "a/b", "a b", "ü", String(repeating: "x", count: 201)]
+    )
     func badNames(name: String) async throws {
         try await withTemporaryDirectory { dir in
             let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)

@@ -54,8 +54,13 @@ struct CapturingHandler: LogHandler {
         set { self.metadata[key] = newValue }
     }
     func log(
-        level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String, file: String,
-        function: String, line: UInt
+        level: Logger.Level,
+        message: Logger.Message,
+        metadata: Logger.Metadata?,
+        source: String,
+        file: String,
+        function: String,
+        line: UInt
     ) {
         var merged: [String: String] = [:]
         for (key, value) in self.metadata { merged[key] = "\(value)" }
@@ -92,7 +97,8 @@ final class FaultyFileIO: FileIO {
         try self.posix.open(path, flags: flags, mode: mode)
     }
     func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
-    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
+    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int
+    {
         if Self.isSegmentLog(path) {
             let fail = self.state.withLock { state -> Int32? in
                 if let errno = state.failLogWrite { return errno }
@@ -155,7 +161,9 @@ func testRecords(_ range: Range<Int64>, timestamp: Int64 = 1_700_000_000_000, pa
 
 extension TopicLogConfig {
     static func test(
-        segmentBytes: Int64 = 64 * 1024, fsync: FsyncPolicy = .never, compression: CompressionCodec = .none,
+        segmentBytes: Int64 = 64 * 1024,
+        fsync: FsyncPolicy = .never,
+        compression: CompressionCodec = .none,
         indexIntervalBytes: Int = 4096
     ) -> TopicLogConfig {
         var config = TopicLogConfig()
