@@ -438,13 +438,13 @@ final class FileTopicLog: TopicLog {
         into records: inout [StoredRecord],
         bytes: inout Int
     ) throws(LogStoreError) -> Bool {
-        let (size, index) = segment.snapshot
+        let (size, startEntry) = segment.lookup(relativeOffset: offset - segment.baseOffset)
         var position: Int64 = 0
         // Batches must follow each other without gaps, so a damaged header can never make a scan skip records.
         var expected = segment.baseOffset
         var previous: Int64?
         do {
-            if let entry = Segment.floorEntry(index, relativeOffset: offset - segment.baseOffset) {
+            if let entry = startEntry {
                 let header = try segment.readHeader(at: Int64(entry.position), limit: size)
                 if let header, header.structuralProblem == nil,
                     header.baseOffset == segment.baseOffset + Int64(entry.relativeOffset)

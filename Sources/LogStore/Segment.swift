@@ -116,9 +116,10 @@ final class Segment: Sendable {
         try? self.io.close(self.indexFD, path: self.indexPath)
     }
 
-    /// Current size and index, for a reader.
-    var snapshot: (size: Int64, index: [IndexEntry]) {
-        self.state.withLock { ($0.size, $0.index) }
+    /// Current size and the index entry to start a scan for `relativeOffset` from, for a reader. Searching under
+    /// the lock (instead of copying the index out) keeps the writer's appends to the index from copying it.
+    func lookup(relativeOffset: Int64) -> (size: Int64, entry: IndexEntry?) {
+        self.state.withLock { ($0.size, Self.floorEntry($0.index, relativeOffset: relativeOffset)) }
     }
 
     /// Reads `count` bytes at `position` (fewer at end of file).
