@@ -1,11 +1,12 @@
 import NIOCore
 
-// SKELETON: the LogStore helper fills in the implementation. Signatures are the contract.
-
 /// One record header as stored.
 package struct LogHeader: Equatable, Sendable {
+    /// Header name (UTF-8 on disk).
     package var name: String
+    /// Header value bytes.
     package var value: ByteBuffer
+    /// Creates a header.
     package init(name: String, value: ByteBuffer) {
         self.name = name
         self.value = value
@@ -14,11 +15,15 @@ package struct LogHeader: Equatable, Sendable {
 
 /// A record as stored in a batch.
 package struct LogRecord: Equatable, Sendable {
+    /// Optional key; nil and empty are distinct.
     package var key: ByteBuffer?
+    /// Headers in order; names may repeat.
     package var headers: [LogHeader]
+    /// The payload.
     package var value: ByteBuffer
     /// Milliseconds since the Unix epoch.
     package var timestamp: Int64
+    /// Creates a record.
     package init(key: ByteBuffer?, headers: [LogHeader], value: ByteBuffer, timestamp: Int64) {
         self.key = key
         self.headers = headers
@@ -29,8 +34,11 @@ package struct LogRecord: Equatable, Sendable {
 
 /// A record read back with its offset.
 package struct StoredRecord: Equatable, Sendable {
+    /// The record's offset in its topic.
     package var offset: Int64
+    /// The record.
     package var record: LogRecord
+    /// Creates a stored record.
     package init(offset: Int64, record: LogRecord) {
         self.offset = offset
         self.record = record
@@ -49,12 +57,15 @@ package enum FsyncPolicy: Equatable, Sendable {
 
 /// Batch body compression.
 package enum CompressionCodec: UInt8, Equatable, Sendable {
+    /// Bodies are stored as is.
     case none = 0
+    /// Bodies are LZ4-compressed (block format) when that makes them smaller.
     case lz4 = 1
 }
 
 /// Per-topic storage settings.
 package struct TopicLogConfig: Equatable, Sendable {
+    /// Roll the active segment once it holds at least this many bytes (1...Int32.max).
     package var segmentBytes: Int64 = 64 * 1024 * 1024
     /// Roll the active segment when its first batch is older than this; nil disables.
     package var segmentMaxAgeMillis: Int64? = nil
@@ -62,17 +73,26 @@ package struct TopicLogConfig: Equatable, Sendable {
     package var retentionBytes: Int64? = nil
     /// Delete closed segments whose newest record is older than this; nil keeps everything.
     package var retentionMillis: Int64? = nil
+    /// When appends are made durable.
     package var fsync: FsyncPolicy = .always
+    /// Codec for new batch bodies.
     package var compression: CompressionCodec = .lz4
     /// One sparse index entry per this many log bytes.
     package var indexIntervalBytes: Int = 4096
+    /// Largest uncompressed records body of one batch; larger appends fail with `.tooLarge`. Capped by the
+    /// format's own limit, ``BatchFormat/maxBodyBytes``.
+    package var maxBatchBodyBytes: Int = BatchFormat.maxBodyBytes
+    /// The defaults above.
     package init() {}
 }
 
 /// Offsets assigned to an appended batch: `baseOffset ..< baseOffset + count`.
 package struct AppendResult: Equatable, Sendable {
+    /// Offset of the first appended record.
     package var baseOffset: Int64
+    /// Number of records appended.
     package var count: Int
+    /// Creates a result.
     package init(baseOffset: Int64, count: Int) {
         self.baseOffset = baseOffset
         self.count = count
@@ -81,6 +101,7 @@ package struct AppendResult: Equatable, Sendable {
 
 /// A storage failure, with what an operator needs to act on it.
 package struct LogStoreError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What kind of failure this is.
     package enum Kind: Equatable, Sendable {
         /// An I/O call failed (write, fsync, open...). The log refuses appends after a failed fsync.
         case storageFailure
@@ -95,12 +116,16 @@ package struct LogStoreError: Error, Equatable, Sendable, CustomStringConvertibl
         /// The topic name or configuration is not acceptable.
         case invalidArgument
     }
+    /// The kind of failure.
     package var kind: Kind
+    /// What failed, naming the topic, file, position, limit or errno as applicable.
     package var message: String
+    /// Creates an error.
     package init(_ kind: Kind, _ message: String) {
         self.kind = kind
         self.message = message
     }
+    /// `"<kind>: <message>"`.
     package var description: String { "\(self.kind): \(self.message)" }
 }
 

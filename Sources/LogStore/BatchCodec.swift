@@ -1,0 +1,345 @@
+import CLZ4
+import NIOCore
+
+/// The on-disk record batch format (documented byte for byte in docs/STORAGE.md). All integers are big-endian.
+///
+/// ```
+/// 0  length          UInt32  bytes after this field: 38 + stored body length
+/// 4  magic           UInt8   0xB1 (format version 1)
+/// 5  crc             UInt32  CRC-32C of bytes 9 ..< 4 + length
+/// 9  attributes      UInt8   bits 0-1: codec of the stored body (0 none, 1 lz4); bits 2-7: 0
+/// 10 baseOffset      Int64   offset of the first record
+/// 18 recordCount     UInt32  number of records (>= 1)
+/// 22 firstTimestamp  Int64   timestamp of the first record (ms since the epoch)
+/// 30 maxTimestamp    Int64   largest record timestamp
+/// 38 bodyLength      UInt32  length of the records body before compression
+/// 42 body            records, LZ4-compressed when attributes say so
+/// ```
+package enum BatchFormat {
+    /// Size of the fixed batch header.
+    package static let headerSize = 42
+    /// The magic / version byte.
+    package static let magic: UInt8 = 0xB1
+    /// Position of the CRC field in the header.
+    package static let crcPosition = 5
+    /// First byte covered by the CRC.
+    package static let crcCoverageStart = 9
+    /// Bytes of the header counted by `length` (everything after the length field).
+    package static let headerBytesAfterLength = 38
+    /// Mask of the codec bits in `attributes`.
+    package static let codecMask: UInt8 = 0x03
+    /// Largest uncompressed records body the format accepts (LZ4's maximum input, `LZ4_MAX_INPUT_SIZE`).
+    package static let maxBodyBytes = 0x7E00_0000
+}
+
+/// The fixed header of a stored batch.
+package struct BatchHeader: Equatable, Sendable {
+    /// Bytes after the length field.
+    package var length: UInt32
+    /// Format version byte.
+    package var magic: UInt8
+    /// Stored CRC-32C.
+    package var crc: UInt32
+    /// Attribute bits (codec in bits 0-1).
+    package var attributes: UInt8
+    /// Offset of the first record.
+    package var baseOffset: Int64
+    /// Number of records.
+    package var recordCount: UInt32
+    /// Timestamp of the first record.
+    package var firstTimestamp: Int64
+    /// Largest record timestamp.
+    package var maxTimestamp: Int64
+    /// Uncompressed body length.
+    package var bodyLength: UInt32
+
+    /// Total bytes of the batch on disk.
+    package var totalSize: Int { 4 + Int(self.length) }
+    /// One past the last record's offset.
+    package var nextOffset: Int64 { self.baseOffset + Int64(self.recordCount) }
+    /// The codec the body is stored with, if the bits name a known one.
+    package var codec: CompressionCodec? { CompressionCodec(rawValue: self.attributes & BatchFormat.codecMask) }
+
+    /// Parses the 42 header bytes at the reader index without consuming them. Returns nil when there are fewer
+    /// bytes. Does not validate; see ``structuralProblem``.
+    package static func peek(_ buffer: ByteBuffer) -> BatchHeader? {
+        guard buffer.readableBytes >= BatchFormat.headerSize else { return nil }
+        let i = buffer.readerIndex
+        return BatchHeader(
+            length: buffer.getInteger(at: i, as: UInt32.self)!,
+            magic: buffer.getInteger(at: i + 4, as: UInt8.self)!,
+            crc: buffer.getInteger(at: i + 5, as: UInt32.self)!,
+            attributes: buffer.getInteger(at: i + 9, as: UInt8.self)!,
+            baseOffset: buffer.getInteger(at: i + 10, as: Int64.self)!,
+            recordCount: buffer.getInteger(at: i + 18, as: UInt32.self)!,
+            firstTimestamp: buffer.getInteger(at: i + 22, as: Int64.self)!,
+            maxTimestamp: buffer.getInteger(at: i + 30, as: Int64.self)!,
+            bodyLength: buffer.getInteger(at: i + 38, as: UInt32.self)!
+        )
+    }
+
+    /// Why this header cannot start a valid batch (checks that need no body), or nil.
+    package var structuralProblem: String? {
+        if self.magic != BatchFormat.magic { return "bad magic 0x\(String(self.magic, radix: 16))" }
+        if self.length < UInt32(BatchFormat.headerBytesAfterLength) { return "length \(self.length) below header size" }
+        if self.codec == nil || self.attributes & ~BatchFormat.codecMask != 0 {
+            return "unknown attributes 0x\(String(self.attributes, radix: 16))"
+        }
+        if self.recordCount == 0 { return "zero records" }
+        if self.baseOffset < 0 { return "negative base offset \(self.baseOffset)" }
+        if Int(self.bodyLength) > BatchFormat.maxBodyBytes {
+            return "body length \(self.bodyLength) above format limit"
+        }
+        return nil
+    }
+}
+
+/// A batch body encoded (and maybe compressed) but not yet given its base offset.
+package struct EncodedBatchBody: Sendable {
+    /// The body bytes as they will be stored.
+    package var storedBody: ByteBuffer
+    /// Attributes (the codec actually used).
+    package var attributes: UInt8
+    /// Number of records.
+    package var recordCount: UInt32
+    /// Timestamp of the first record.
+    package var firstTimestamp: Int64
+    /// Largest record timestamp.
+    package var maxTimestamp: Int64
+    /// Uncompressed body length.
+    package var bodyLength: UInt32
+    /// Total size of the batch once assembled.
+    package var batchSize: Int { BatchFormat.headerSize + self.storedBody.readableBytes }
+}
+
+/// Why a stored batch could not be decoded.
+package struct BatchDecodeError: Error, Equatable, Sendable {
+    /// What is wrong with it.
+    package var reason: String
+    /// Creates the error.
+    package init(_ reason: String) { self.reason = reason }
+}
+
+/// Encodes and decodes record batches. Pure: no file I/O.
+package enum BatchCodec {
+    /// Encodes `records` into a body, compressing with `codec` when that makes it smaller (otherwise the body is
+    /// stored uncompressed and the attributes say `none`).
+    /// - Throws: `.invalidArgument` for no records, `.tooLarge` when the body exceeds `maxBodyBytes` (capped at the
+    ///   format limit) or a field exceeds its length field.
+    package static func encodeBody(
+        _ records: [LogRecord],
+        codec: CompressionCodec,
+        maxBodyBytes: Int = BatchFormat.maxBodyBytes
+    ) throws(LogStoreError) -> EncodedBatchBody {
+        guard let first = records.first else {
+            throw LogStoreError(.invalidArgument, "a batch needs at least one record")
+        }
+        guard records.count <= Int(UInt32.max) else {
+            throw LogStoreError(.tooLarge, "batch of \(records.count) records exceeds \(UInt32.max)")
+        }
+        let limit = min(maxBodyBytes, BatchFormat.maxBodyBytes)
+        var size = 0
+        for record in records {
+            size += 8 + 4 + (record.key?.readableBytes ?? 0) + 4 + record.value.readableBytes + 4
+            for header in record.headers { size += 8 + header.name.utf8.count + header.value.readableBytes }
+            if size > limit { break }
+        }
+        guard size <= limit else {
+            throw LogStoreError(
+                .tooLarge,
+                "batch body of more than \(limit) bytes (limit \(limit)) in \(records.count) records"
+            )
+        }
+        var body = ByteBufferAllocator().buffer(capacity: size)
+        var maxTimestamp = first.timestamp
+        for record in records {
+            maxTimestamp = max(maxTimestamp, record.timestamp)
+            body.writeInteger(record.timestamp)
+            if let key = record.key {
+                body.writeInteger(Int32(key.readableBytes))
+                body.writeImmutableBuffer(key)
+            } else {
+                body.writeInteger(Int32(-1))
+            }
+            body.writeInteger(UInt32(record.value.readableBytes))
+            body.writeImmutableBuffer(record.value)
+            body.writeInteger(UInt32(record.headers.count))
+            for header in record.headers {
+                body.writeInteger(UInt32(header.name.utf8.count))
+                body.writeString(header.name)
+                body.writeInteger(UInt32(header.value.readableBytes))
+                body.writeImmutableBuffer(header.value)
+            }
+        }
+        var stored = body
+        var usedCodec = CompressionCodec.none
+        if codec == .lz4, let compressed = self.compress(body) {
+            stored = compressed
+            usedCodec = .lz4
+        }
+        return EncodedBatchBody(
+            storedBody: stored,
+            attributes: usedCodec.rawValue,
+            recordCount: UInt32(records.count),
+            firstTimestamp: first.timestamp,
+            maxTimestamp: maxTimestamp,
+            bodyLength: UInt32(body.readableBytes)
+        )
+    }
+
+    /// Assembles the full batch (header with CRC, then body) for `baseOffset`.
+    package static func assemble(_ body: EncodedBatchBody, baseOffset: Int64) -> ByteBuffer {
+        var batch = ByteBufferAllocator().buffer(capacity: body.batchSize)
+        batch.writeInteger(UInt32(BatchFormat.headerBytesAfterLength + body.storedBody.readableBytes))
+        batch.writeInteger(BatchFormat.magic)
+        batch.writeInteger(UInt32(0))  // CRC, set below
+        batch.writeInteger(body.attributes)
+        batch.writeInteger(baseOffset)
+        batch.writeInteger(body.recordCount)
+        batch.writeInteger(body.firstTimestamp)
+        batch.writeInteger(body.maxTimestamp)
+        batch.writeInteger(body.bodyLength)
+        batch.writeImmutableBuffer(body.storedBody)
+        let crc = batch.withUnsafeReadableBytes { raw in
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[BatchFormat.crcCoverageStart...]))
+        }
+        batch.setInteger(crc, at: batch.readerIndex + BatchFormat.crcPosition)
+        return batch
+    }
+
+    /// Encodes a whole batch in one step.
+    package static func encode(
+        _ records: [LogRecord],
+        baseOffset: Int64,
+        codec: CompressionCodec
+    ) throws(LogStoreError) -> ByteBuffer {
+        self.assemble(try self.encodeBody(records, codec: codec), baseOffset: baseOffset)
+    }
+
+    /// Checks the CRC of a whole stored batch (exactly `header.totalSize` readable bytes).
+    package static func verify(_ batch: ByteBuffer) throws(BatchDecodeError) -> BatchHeader {
+        guard let header = BatchHeader.peek(batch) else {
+            throw BatchDecodeError(
+                "\(batch.readableBytes) bytes, shorter than the \(BatchFormat.headerSize)-byte header"
+            )
+        }
+        if let problem = header.structuralProblem { throw BatchDecodeError(problem) }
+        guard batch.readableBytes == header.totalSize else {
+            throw BatchDecodeError("length says \(header.totalSize) bytes, have \(batch.readableBytes)")
+        }
+        let crc = batch.withUnsafeReadableBytes { raw in
+            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[BatchFormat.crcCoverageStart...]))
+        }
+        guard crc == header.crc else {
+            throw BatchDecodeError(
+                "CRC mismatch: stored 0x\(String(header.crc, radix: 16)), computed 0x\(String(crc, radix: 16))"
+            )
+        }
+        return header
+    }
+
+    /// Verifies and decodes a whole stored batch.
+    package static func decode(_ batch: ByteBuffer) throws(BatchDecodeError) -> (BatchHeader, [LogRecord]) {
+        let header = try self.verify(batch)
+        var stored = batch.getSlice(
+            at: batch.readerIndex + BatchFormat.headerSize,
+            length: header.totalSize - BatchFormat.headerSize
+        )!
+        var body: ByteBuffer
+        switch header.codec {
+        case .lz4:
+            body = try self.decompress(stored, length: Int(header.bodyLength))
+        case .none?:
+            guard stored.readableBytes == Int(header.bodyLength) else {
+                throw BatchDecodeError("body is \(stored.readableBytes) bytes, header says \(header.bodyLength)")
+            }
+            body = stored
+        case nil:
+            throw BatchDecodeError("unknown codec")
+        }
+        stored.clear()
+        var records: [LogRecord] = []
+        // A record takes at least 20 bytes; never trust the count alone for an allocation.
+        records.reserveCapacity(min(Int(header.recordCount), body.readableBytes / 20 + 1))
+        for index in 0..<Int(header.recordCount) {
+            guard let record = self.readRecord(&body) else {
+                throw BatchDecodeError("record \(index) of \(header.recordCount) is truncated")
+            }
+            records.append(record)
+        }
+        guard body.readableBytes == 0 else {
+            throw BatchDecodeError("\(body.readableBytes) bytes left after \(header.recordCount) records")
+        }
+        return (header, records)
+    }
+
+    private static func readRecord(_ body: inout ByteBuffer) -> LogRecord? {
+        guard let timestamp = body.readInteger(as: Int64.self), let keyLength = body.readInteger(as: Int32.self) else {
+            return nil
+        }
+        var key: ByteBuffer? = nil
+        if keyLength >= 0 {
+            guard let slice = body.readSlice(length: Int(keyLength)) else { return nil }
+            key = slice
+        } else if keyLength != -1 {
+            return nil
+        }
+        guard let valueLength = body.readInteger(as: UInt32.self),
+            let value = body.readSlice(length: Int(valueLength)),
+            let headerCount = body.readInteger(as: UInt32.self),
+            Int(headerCount) <= body.readableBytes / 8
+        else { return nil }
+        var headers: [LogHeader] = []
+        headers.reserveCapacity(Int(headerCount))
+        for _ in 0..<headerCount {
+            guard let nameLength = body.readInteger(as: UInt32.self),
+                let nameBytes = body.readSlice(length: Int(nameLength)),
+                let valueLength = body.readInteger(as: UInt32.self),
+                let headerValue = body.readSlice(length: Int(valueLength))
+            else { return nil }
+            headers.append(LogHeader(name: String(buffer: nameBytes), value: headerValue))
+        }
+        return LogRecord(key: key, headers: headers, value: value, timestamp: timestamp)
+    }
+
+    /// LZ4-compresses `body`; nil when that does not make it smaller.
+    private static func compress(_ body: ByteBuffer) -> ByteBuffer? {
+        let inputSize = body.readableBytes
+        guard inputSize > 0 else { return nil }
+        let bound = Int(LZ4_compressBound(Int32(inputSize)))
+        var output = ByteBufferAllocator().buffer(capacity: bound)
+        let written = body.withUnsafeReadableBytes { input in
+            output.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { out in
+                let size = LZ4_compress_default(
+                    input.baseAddress!.assumingMemoryBound(to: CChar.self),
+                    out.baseAddress!.assumingMemoryBound(to: CChar.self),
+                    Int32(inputSize),
+                    Int32(out.count)
+                )
+                return max(Int(size), 0)
+            }
+        }
+        guard written > 0, written < inputSize else { return nil }
+        return output
+    }
+
+    private static func decompress(_ stored: ByteBuffer, length: Int) throws(BatchDecodeError) -> ByteBuffer {
+        guard stored.readableBytes > 0 else { throw BatchDecodeError("empty LZ4 body") }
+        var output = ByteBufferAllocator().buffer(capacity: max(length, 1))
+        let produced = stored.withUnsafeReadableBytes { input in
+            output.writeWithUnsafeMutableBytes(minimumWritableBytes: max(length, 1)) { out in
+                let size = LZ4_decompress_safe(
+                    input.baseAddress!.assumingMemoryBound(to: CChar.self),
+                    out.baseAddress!.assumingMemoryBound(to: CChar.self),
+                    Int32(input.count),
+                    Int32(length)
+                )
+                return max(Int(size), 0)
+            }
+        }
+        guard produced == length else {
+            throw BatchDecodeError("LZ4 body decompressed to \(produced) bytes, header says \(length)")
+        }
+        return output
+    }
+}

@@ -1,0 +1,231 @@
+import Glibc
+import NIOCore
+
+/// A failed file-system call: which call, on what, and the `errno` it set.
+package struct FileIOError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The call that failed (`"fdatasync"`, `"pwrite"`, ...).
+    package var operation: String
+    /// The file or directory it was about (the caller's name for an fd).
+    package var path: String
+    /// The `errno` value; 0 for a failure without one (a short write).
+    package var errno: Int32
+    /// Creates an error.
+    package init(operation: String, path: String, errno: Int32) {
+        self.operation = operation
+        self.path = path
+        self.errno = errno
+    }
+    /// `strerror` text of `errno`.
+    package var errnoText: String {
+        self.errno == 0 ? "no errno" : String(cString: strerror(self.errno))
+    }
+    /// "fdatasync /data/t/00000000000000000000.log: Input/output error (errno 5)".
+    package var description: String { "\(self.operation) \(self.path): \(self.errnoText) (errno \(self.errno))" }
+}
+
+/// Every file operation LogStore performs, so tests can inject faults (and a later issue can simulate power loss).
+///
+/// File descriptors are plain `Int32`; each call names the path it concerns so errors can say it. Implementations
+/// must be thread-safe: calls arrive concurrently from writer queues and reader threads.
+package protocol FileIO: Sendable {
+    /// Opens `path` with `open(2)` flags (O_CLOEXEC is added by the implementation) and returns the fd.
+    func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32
+    /// Closes a descriptor.
+    func close(_ fd: Int32, path: String) throws(FileIOError)
+    /// Writes at `offset`; returns the bytes written (may be short).
+    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int
+    /// Reads at `offset` into `buffer`; returns the bytes read (0 at end of file).
+    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
+    /// `fdatasync(2)`: file data (and the metadata needed to read it) reaches stable storage.
+    func fdatasync(_ fd: Int32, path: String) throws(FileIOError)
+    /// `fsync(2)`: data and all metadata; also used on directories to make entries durable.
+    func fsync(_ fd: Int32, path: String) throws(FileIOError)
+    /// Sets the file size.
+    func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError)
+    /// The file size (`fstat`).
+    func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64
+    /// Atomically renames `from` to `to`.
+    func rename(_ from: String, to: String) throws(FileIOError)
+    /// Removes a file.
+    func unlink(_ path: String) throws(FileIOError)
+    /// Creates a directory (mode 0o755); succeeds if it already exists as a directory.
+    func mkdir(_ path: String) throws(FileIOError)
+    /// Names of the entries of a directory, without "." and "..", unsorted.
+    func listDirectory(_ path: String) throws(FileIOError) -> [String]
+}
+
+/// The real POSIX implementation of ``FileIO``.
+package struct PosixFileIO: FileIO {
+    /// Creates the POSIX file I/O.
+    package init() {}
+
+    /// See ``FileIO``; retries on EINTR where that is safe.
+    package func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 {
+        while true {
+            let fd = Glibc.open(path, flags | O_CLOEXEC, mode_t(mode))
+            if fd >= 0 { return fd }
+            if Glibc.errno == EINTR { continue }
+            throw FileIOError(operation: "open", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``.
+    package func close(_ fd: Int32, path: String) throws(FileIOError) {
+        // Never retry close on EINTR on Linux: the descriptor is released either way.
+        if Glibc.close(fd) != 0 && Glibc.errno != EINTR {
+            throw FileIOError(operation: "close", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``; retries on EINTR where that is safe.
+    package func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
+    {
+        while true {
+            let written = Glibc.pwrite(fd, bytes.baseAddress, bytes.count, off_t(offset))
+            if written >= 0 { return written }
+            if Glibc.errno == EINTR { continue }
+            throw FileIOError(operation: "pwrite", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``; retries on EINTR where that is safe.
+    package func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
+    {
+        while true {
+            let read = Glibc.pread(fd, buffer.baseAddress, buffer.count, off_t(offset))
+            if read >= 0 { return read }
+            if Glibc.errno == EINTR { continue }
+            throw FileIOError(operation: "pread", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``.
+    package func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
+        if Glibc.fdatasync(fd) != 0 {
+            throw FileIOError(operation: "fdatasync", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``.
+    package func fsync(_ fd: Int32, path: String) throws(FileIOError) {
+        if Glibc.fsync(fd) != 0 {
+            throw FileIOError(operation: "fsync", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``; retries on EINTR where that is safe.
+    package func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) {
+        while Glibc.ftruncate(fd, off_t(size)) != 0 {
+            if Glibc.errno == EINTR { continue }
+            throw FileIOError(operation: "ftruncate", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``.
+    package func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 {
+        var info = stat()
+        if Glibc.fstat(fd, &info) != 0 {
+            throw FileIOError(operation: "fstat", path: path, errno: Glibc.errno)
+        }
+        return Int64(info.st_size)
+    }
+
+    /// See ``FileIO``.
+    package func rename(_ from: String, to: String) throws(FileIOError) {
+        if Glibc.rename(from, to) != 0 {
+            throw FileIOError(operation: "rename to \(to)", path: from, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``.
+    package func unlink(_ path: String) throws(FileIOError) {
+        if Glibc.unlink(path) != 0 {
+            throw FileIOError(operation: "unlink", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``.
+    package func mkdir(_ path: String) throws(FileIOError) {
+        if Glibc.mkdir(path, 0o755) == 0 { return }
+        let error = Glibc.errno
+        var info = Glibc.stat()
+        if error == EEXIST && lstat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR { return }
+        throw FileIOError(operation: "mkdir", path: path, errno: error)
+    }
+
+    /// See ``FileIO``.
+    package func listDirectory(_ path: String) throws(FileIOError) -> [String] {
+        guard let dir = Glibc.opendir(path) else {
+            throw FileIOError(operation: "opendir", path: path, errno: Glibc.errno)
+        }
+        defer { Glibc.closedir(dir) }
+        var names: [String] = []
+        while true {
+            Glibc.errno = 0
+            guard let entry = Glibc.readdir(dir) else {
+                if Glibc.errno != 0 { throw FileIOError(operation: "readdir", path: path, errno: Glibc.errno) }
+                return names
+            }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix { $0 != 0 }, as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+    }
+}
+
+extension FileIO {
+    /// Writes all of `bytes` at `offset`, looping over short writes; a write that makes no progress is an error.
+    func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) {
+        var done = 0
+        while done < bytes.count {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[done...])
+            let written = try self.pwrite(fd, rest, at: offset + Int64(done), path: path)
+            if written <= 0 {
+                throw FileIOError(
+                    operation: "pwrite (short write, \(done) of \(bytes.count) bytes)",
+                    path: path,
+                    errno: 0
+                )
+            }
+            done += written
+        }
+    }
+
+    /// Writes all readable bytes of `buffer` at `offset`.
+    func writeAll(_ fd: Int32, _ buffer: ByteBuffer, at offset: Int64, path: String) throws(FileIOError) {
+        let failure = buffer.withUnsafeReadableBytes { raw -> FileIOError? in
+            do throws(FileIOError) {
+                try self.writeAll(fd, raw, at: offset, path: path)
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Reads up to `buffer.count` bytes at `offset`, looping over short reads; returns fewer only at end of file.
+    func readFully(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
+    {
+        var done = 0
+        while done < buffer.count {
+            let rest = UnsafeMutableRawBufferPointer(rebasing: buffer[done...])
+            let read = try self.pread(fd, into: rest, at: offset + Int64(done), path: path)
+            if read == 0 { break }
+            done += read
+        }
+        return done
+    }
+
+    /// Opens a directory and fsyncs it, making created, renamed or removed entries durable.
+    func syncDirectory(_ path: String) throws(FileIOError) {
+        let fd = try self.open(path, flags: O_RDONLY | O_DIRECTORY, mode: 0)
+        defer { try? self.close(fd, path: path) }
+        try self.fsync(fd, path: path)
+    }
+}

@@ -1,0 +1,573 @@
+import Dispatch
+import Glibc
+import Logging
+import NIOCore
+import Synchronization
+
+/// The name of the clean-shutdown marker file in a topic directory.
+package let cleanShutdownMarkerName = "clean-shutdown"
+
+/// A topic's segmented log on disk (see docs/STORAGE.md).
+///
+/// Appends are serialised on a per-topic writer `DispatchQueue` (never the cooperative pool); fdatasync runs on a
+/// second per-topic queue so that, under `.always`, appends written while one fdatasync runs share the next one
+/// (group commit). Reads are synchronous and run on the caller's thread against reference-counted segments.
+final class FileTopicLog: TopicLog {
+    private typealias AppendContinuation = CheckedContinuation<Result<AppendResult, LogStoreError>, Never>
+
+    /// An append written but waiting for the fdatasync that covers it (`.always`).
+    private struct PendingSync {
+        var segment: Segment
+        var result: AppendResult
+        var continuation: AppendContinuation
+    }
+
+    private struct State {
+        var segments: [Segment]
+        /// Bytes of all segments.
+        var totalBytes: Int64
+        /// Set once a write or sync failed; every later append fails with it.
+        var failure: LogStoreError?
+        /// No new appends are accepted.
+        var closing = false
+        /// `close()` finished; reads fail with `.closed`.
+        var closed = false
+        /// `.always`: appends written and waiting for a sync.
+        var pendingSyncs: [PendingSync] = []
+        /// `.always`: a sync loop is running or queued on the sync queue.
+        var syncRunning = false
+        /// `.interval`: segments written since the last sync.
+        var dirtySegments: [Segment] = []
+        /// `.interval`: a sync is scheduled.
+        var syncScheduled = false
+        /// `.interval`: when the last sync started (uptime nanoseconds).
+        var lastSyncUptime: UInt64 = 0
+    }
+
+    let name: String
+    let directory: String
+    let config: TopicLogConfig
+    private let io: any FileIO
+    private let logger: Logger
+    private let clock: @Sendable () -> Int64
+    private let writeQueue: DispatchQueue
+    private let syncQueue: DispatchQueue
+    private let start: Atomic<Int64>
+    private let end: Atomic<Int64>
+    private let state: Mutex<State>
+
+    /// `(closing, closed)`: `close()` was called / has finished.
+    var closeState: (closing: Bool, closed: Bool) { self.state.withLock { ($0.closing, $0.closed) } }
+
+    var startOffset: Int64 { self.start.load(ordering: .acquiring) }
+    var endOffset: Int64 { self.end.load(ordering: .acquiring) }
+
+    private init(
+        name: String,
+        directory: String,
+        config: TopicLogConfig,
+        io: any FileIO,
+        logger: Logger,
+        clock: @escaping @Sendable () -> Int64,
+        segments: [Segment]
+    ) {
+        self.name = name
+        self.directory = directory
+        self.config = config
+        self.io = io
+        self.logger = logger
+        self.clock = clock
+        self.writeQueue = DispatchQueue(label: "brokerd.logstore.write.\(name)")
+        self.syncQueue = DispatchQueue(label: "brokerd.logstore.sync.\(name)")
+        let total = segments.reduce(Int64(0)) { $0 + $1.state.withLock { $0.size } }
+        self.start = Atomic(segments[0].baseOffset)
+        self.end = Atomic(segments[segments.count - 1].state.withLock { $0.nextOffset })
+        self.state = Mutex(State(segments: segments, totalBytes: total))
+    }
+
+    // MARK: Open and recovery
+
+    /// Opens (creating if needed) the topic directory and recovers it. Blocking: call it off the cooperative pool.
+    static func open(
+        name: String,
+        directory: String,
+        config: TopicLogConfig,
+        io: any FileIO,
+        logger: Logger,
+        clock: @escaping @Sendable () -> Int64
+    ) throws(LogStoreError) -> FileTopicLog {
+        var logger = logger
+        logger[metadataKey: "brokerd.topic"] = "\(name)"
+        let recovery = Recovery(
+            directory: directory,
+            io: io,
+            logger: logger,
+            indexIntervalBytes: config.indexIntervalBytes
+        )
+        let segments = try recovery.run()
+        let log = FileTopicLog(
+            name: name,
+            directory: directory,
+            config: config,
+            io: io,
+            logger: logger,
+            clock: clock,
+            segments: segments
+        )
+        log.enforceRetention()
+        return log
+    }
+
+    // MARK: Append
+
+    func append(_ records: [LogRecord]) async throws(LogStoreError) -> AppendResult {
+        let body = try BatchCodec.encodeBody(
+            records,
+            codec: self.config.compression,
+            maxBodyBytes: self.config.maxBatchBodyBytes
+        )
+        if let refusal = self.state.withLock({ self.refusal($0) }) { throw refusal }
+        let result = await withCheckedContinuation { (continuation: AppendContinuation) in
+            self.writeQueue.async { self.writeBatch(body, continuation: continuation) }
+        }
+        return try result.get()
+    }
+
+    /// Why an append is refused now, if it is.
+    private func refusal(_ state: State) -> LogStoreError? {
+        if let failure = state.failure { return failure }
+        if state.closing { return LogStoreError(.closed, "topic '\(self.name)' log is closed") }
+        return nil
+    }
+
+    /// Writer queue: rolls if needed, writes the batch, then completes it per the fsync policy.
+    private func writeBatch(_ body: EncodedBatchBody, continuation: AppendContinuation) {
+        dispatchPrecondition(condition: .onQueue(self.writeQueue))
+        if let refusal = self.state.withLock({ self.refusal($0) }) {
+            continuation.resume(returning: .failure(refusal))
+            return
+        }
+        let segment: Segment
+        do {
+            segment = try self.rollIfNeeded(incomingRecords: body.recordCount)
+        } catch {
+            self.fail(error)
+            continuation.resume(returning: .failure(error))
+            return
+        }
+        let (position, baseOffset, sinceIndex) = segment.state.withLock {
+            ($0.size, $0.nextOffset, $0.bytesSinceIndexEntry)
+        }
+        let batch = BatchCodec.assemble(body, baseOffset: baseOffset)
+        var newEntry: IndexEntry?
+        if sinceIndex >= Int64(self.config.indexIntervalBytes) {
+            newEntry = IndexEntry(relativeOffset: UInt32(baseOffset - segment.baseOffset), position: UInt32(position))
+        }
+        do {
+            try self.io.writeAll(segment.logFD, batch, at: position, path: segment.logPath)
+            if let newEntry {
+                let count = segment.state.withLock { $0.index.count }
+                try self.io.writeAll(
+                    segment.indexFD,
+                    IndexEntry.encode([newEntry]),
+                    at: Int64(count * IndexEntry.size),
+                    path: segment.indexPath
+                )
+            }
+        } catch {
+            // Leave no half-written batch behind if we can help it; recovery truncates it otherwise.
+            try? self.io.ftruncate(segment.logFD, to: position, path: segment.logPath)
+            let failure = self.storageFailure("write of batch at offset \(baseOffset)", error)
+            self.fail(failure)
+            continuation.resume(returning: .failure(failure))
+            return
+        }
+        let size = Int64(batch.readableBytes)
+        segment.state.withLock { state in
+            state.size += size
+            state.nextOffset += Int64(body.recordCount)
+            if let newEntry {
+                state.index.append(newEntry)
+                state.bytesSinceIndexEntry = 0
+            }
+            state.bytesSinceIndexEntry += size
+            if state.firstTimestamp == nil { state.firstTimestamp = body.firstTimestamp }
+            state.maxTimestamp = max(state.maxTimestamp ?? body.maxTimestamp, body.maxTimestamp)
+        }
+        self.state.withLock { $0.totalBytes += size }
+        // Before completing the append, so a caller sees retention's effect of its own append.
+        self.enforceRetention()
+        let result = AppendResult(baseOffset: baseOffset, count: Int(body.recordCount))
+        let newEnd = baseOffset + Int64(body.recordCount)
+        switch self.config.fsync {
+        case .always:
+            let startLoop: Bool? = self.state.withLock { state in
+                if state.failure != nil { return nil }
+                state.pendingSyncs.append(PendingSync(segment: segment, result: result, continuation: continuation))
+                if state.syncRunning { return false }
+                state.syncRunning = true
+                return true
+            }
+            switch startLoop {
+            case nil:
+                continuation.resume(returning: .failure(self.state.withLock { $0.failure! }))
+            case true?:
+                self.syncQueue.async { self.runGroupCommitLoop() }
+            case false?:
+                break
+            }
+        case .interval(let milliseconds):
+            let schedule: UInt64? = self.state.withLock { state in
+                if !state.dirtySegments.contains(where: { $0 === segment }) { state.dirtySegments.append(segment) }
+                if state.syncScheduled { return nil }
+                state.syncScheduled = true
+                let due = state.lastSyncUptime &+ UInt64(milliseconds) * 1_000_000
+                let now = DispatchTime.now().uptimeNanoseconds
+                return due > now ? due - now : 0
+            }
+            self.end.store(newEnd, ordering: .releasing)
+            continuation.resume(returning: .success(result))
+            if let delay = schedule {
+                self.syncQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(delay))) { self.runIntervalSync() }
+            }
+        case .never:
+            self.end.store(newEnd, ordering: .releasing)
+            continuation.resume(returning: .success(result))
+        }
+    }
+
+    /// Sync queue, `.always`: one fdatasync for everything written so far, repeated while appends keep arriving.
+    private func runGroupCommitLoop() {
+        while true {
+            let group: [PendingSync] = self.state.withLock { state in
+                if state.pendingSyncs.isEmpty {
+                    state.syncRunning = false
+                    return []
+                }
+                defer { state.pendingSyncs.removeAll(keepingCapacity: true) }
+                return state.pendingSyncs
+            }
+            guard let last = group.last else { return }
+            var synced: [Segment] = []
+            var failure: LogStoreError?
+            for pending in group where !synced.contains(where: { $0 === pending.segment }) {
+                do {
+                    try self.io.fdatasync(pending.segment.logFD, path: pending.segment.logPath)
+                } catch {
+                    failure = self.storageFailure("fdatasync", error)
+                    break
+                }
+                synced.append(pending.segment)
+            }
+            if let failure {
+                self.fail(failure)
+                for pending in group { pending.continuation.resume(returning: .failure(failure)) }
+                continue
+            }
+            self.end.store(last.result.baseOffset + Int64(last.result.count), ordering: .releasing)
+            for pending in group { pending.continuation.resume(returning: .success(pending.result)) }
+        }
+    }
+
+    /// Sync queue, `.interval`: fdatasync every segment written since the last sync.
+    private func runIntervalSync() {
+        let dirty: [Segment]? = self.state.withLock { state in
+            state.syncScheduled = false
+            if state.closed || state.failure != nil { return nil }
+            state.lastSyncUptime = DispatchTime.now().uptimeNanoseconds
+            defer { state.dirtySegments = [] }
+            return state.dirtySegments
+        }
+        for segment in dirty ?? [] {
+            do {
+                try self.io.fdatasync(segment.logFD, path: segment.logPath)
+            } catch {
+                self.fail(self.storageFailure("fdatasync", error))
+                return
+            }
+        }
+    }
+
+    /// Writer queue: the active segment, after rolling to a new one if it is full, too old, or would overflow the
+    /// 32-bit relative offsets of its index.
+    private func rollIfNeeded(incomingRecords: UInt32) throws(LogStoreError) -> Segment {
+        let active = self.state.withLock { $0.segments[$0.segments.count - 1] }
+        let (size, nextOffset, firstTimestamp) = active.state.withLock { ($0.size, $0.nextOffset, $0.firstTimestamp) }
+        guard size > 0 else { return active }
+        var reason: String?
+        if size >= self.config.segmentBytes {
+            reason = "size \(size) >= \(self.config.segmentBytes)"
+        } else if let maxAge = self.config.segmentMaxAgeMillis, let first = firstTimestamp,
+            self.clock() - first >= maxAge
+        {
+            reason = "first batch older than \(maxAge) ms"
+        } else if nextOffset - active.baseOffset + Int64(incomingRecords) > Int64(UInt32.max) {
+            reason = "relative offsets would exceed 32 bits"
+        }
+        guard let reason else { return active }
+        // A closed segment is durable before the next one exists: recovery checkpoints at the active segment.
+        do {
+            try self.io.fdatasync(active.logFD, path: active.logPath)
+            try self.io.fdatasync(active.indexFD, path: active.indexPath)
+        } catch {
+            throw self.storageFailure("fdatasync before roll", error)
+        }
+        let segment = try Recovery.createSegment(directory: self.directory, baseOffset: nextOffset, io: self.io)
+        do {
+            try self.io.syncDirectory(self.directory)
+        } catch {
+            throw self.storageFailure("fsync of directory after roll", error)
+        }
+        self.state.withLock { $0.segments.append(segment) }
+        self.logger.debug(
+            "segment rolled",
+            metadata: ["brokerd.segment": "\(segment.logPath)", "brokerd.reason": "\(reason)"]
+        )
+        return segment
+    }
+
+    // MARK: Failure
+
+    private func storageFailure(_ what: String, _ error: FileIOError) -> LogStoreError {
+        LogStoreError(.storageFailure, "topic '\(self.name)': \(what) failed: \(error)")
+    }
+
+    /// Enters the failed state (first failure wins) and fails every append waiting for a sync.
+    private func fail(_ error: LogStoreError) {
+        let (first, pending): (Bool, [PendingSync]) = self.state.withLock { state in
+            let first = state.failure == nil
+            if first { state.failure = error }
+            defer { state.pendingSyncs = [] }
+            return (first, state.pendingSyncs)
+        }
+        if first {
+            self.logger.error(
+                "topic log failed; refusing appends until reopened",
+                metadata: ["brokerd.error": "\(error.message)"]
+            )
+        }
+        let failure = self.state.withLock { $0.failure! }
+        for pending in pending { pending.continuation.resume(returning: .failure(failure)) }
+    }
+
+    // MARK: Retention
+
+    /// Deletes the oldest closed segments while the topic exceeds `retentionBytes` or the segment's newest record
+    /// is older than `retentionMillis`. O(1) when nothing is due.
+    private func enforceRetention() {
+        guard self.config.retentionBytes != nil || self.config.retentionMillis != nil else { return }
+        let now = self.clock()
+        while true {
+            let victim: Segment? = self.state.withLock { state in
+                guard state.segments.count > 1 else { return nil }
+                let oldest = state.segments[0]
+                let (size, newest) = oldest.state.withLock { ($0.size, $0.maxTimestamp) }
+                let overBytes = self.config.retentionBytes.map { state.totalBytes > $0 } ?? false
+                let tooOld =
+                    self.config.retentionMillis.map { limit in newest.map { now - $0 > limit } ?? true } ?? false
+                guard overBytes || tooOld else { return nil }
+                state.segments.removeFirst()
+                state.totalBytes -= size
+                self.start.store(state.segments[0].baseOffset, ordering: .releasing)
+                return oldest
+            }
+            guard let victim else { return }
+            self.logger.info(
+                "retention deleted segment",
+                metadata: ["brokerd.segment": "\(victim.logPath)", "brokerd.start": "\(self.startOffset)"]
+            )
+            for path in [victim.logPath, victim.indexPath] {
+                do {
+                    try self.io.unlink(path)
+                } catch {
+                    self.logger.error("retention could not unlink", metadata: ["brokerd.error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    // MARK: Read
+
+    func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord] {
+        let end = self.endOffset
+        let (segments, closed) = self.state.withLock { ($0.segments, $0.closed) }
+        if closed { throw LogStoreError(.closed, "topic '\(self.name)' log is closed") }
+        let start = segments[0].baseOffset
+        guard offset >= start, offset <= end else {
+            throw LogStoreError(
+                .offsetOutOfRange,
+                "offset \(offset) is outside \(start)...\(end) of topic '\(self.name)'"
+            )
+        }
+        guard offset < end, maxRecords > 0 else { return [] }
+        // Last segment whose base is at or below the offset.
+        var low = 0
+        var high = segments.count
+        while low < high {
+            let mid = (low + high) / 2
+            if segments[mid].baseOffset <= offset { low = mid + 1 } else { high = mid }
+        }
+        var records: [StoredRecord] = []
+        var bytes = 0
+        for segmentIndex in max(low - 1, 0)..<segments.count {
+            let segment = segments[segmentIndex]
+            if segment.baseOffset >= end { break }
+            let done = try self.read(
+                segment,
+                isActive: segmentIndex == segments.count - 1,
+                from: offset,
+                end: end,
+                maxRecords: maxRecords,
+                maxBytes: maxBytes,
+                into: &records,
+                bytes: &bytes
+            )
+            if done { break }
+        }
+        return records
+    }
+
+    /// Reads batches of one segment into `records`; true when the read is complete.
+    private func read(
+        _ segment: Segment,
+        isActive: Bool,
+        from offset: Int64,
+        end: Int64,
+        maxRecords: Int,
+        maxBytes: Int,
+        into records: inout [StoredRecord],
+        bytes: inout Int
+    ) throws(LogStoreError) -> Bool {
+        let (size, startEntry) = segment.lookup(relativeOffset: offset - segment.baseOffset)
+        var position: Int64 = 0
+        // Batches must follow each other without gaps, so a damaged header can never make a scan skip records.
+        var expected = segment.baseOffset
+        var previous: Int64?
+        do {
+            if let entry = startEntry {
+                let header = try segment.readHeader(at: Int64(entry.position), limit: size)
+                if let header, header.structuralProblem == nil,
+                    header.baseOffset == segment.baseOffset + Int64(entry.relativeOffset)
+                {
+                    position = Int64(entry.position)
+                    expected = header.baseOffset
+                } else {
+                    self.logger.warning(
+                        "index entry does not point at its batch; scanning the segment",
+                        metadata: ["brokerd.segment": "\(segment.indexPath)", "brokerd.position": "\(entry.position)"]
+                    )
+                }
+            }
+            while position < size {
+                guard let header = try segment.readHeader(at: position, limit: size) else {
+                    throw self.corrupt(segment, position, "fewer than \(BatchFormat.headerSize) bytes before the end")
+                }
+                if let problem = header.structuralProblem { throw self.corrupt(segment, position, problem) }
+                guard header.baseOffset == expected else {
+                    // The previous header's count (or this base offset) is damaged; blame the earlier batch.
+                    throw self.corrupt(
+                        segment,
+                        previous ?? position,
+                        "batch at \(position) starts at offset \(header.baseOffset), expected \(expected)"
+                    )
+                }
+                if header.baseOffset >= end { return true }
+                let total = Int64(header.totalSize)
+                guard position + total <= size else {
+                    throw self.corrupt(segment, position, "batch of \(total) bytes runs past the end \(size)")
+                }
+                if header.nextOffset <= offset {
+                    previous = position
+                    expected = header.nextOffset
+                    position += total
+                    continue
+                }
+                if !records.isEmpty && bytes + header.totalSize > maxBytes { return true }
+                let batch = try segment.read(at: position, count: header.totalSize)
+                let decoded: [LogRecord]
+                do {
+                    decoded = try BatchCodec.decode(batch).1
+                } catch {
+                    throw self.corrupt(segment, position, error.reason)
+                }
+                bytes += header.totalSize
+                for (i, record) in decoded.enumerated() {
+                    let recordOffset = header.baseOffset + Int64(i)
+                    if recordOffset < offset { continue }
+                    if recordOffset >= end || records.count >= maxRecords { return true }
+                    records.append(StoredRecord(offset: recordOffset, record: record))
+                }
+                if records.count >= maxRecords || bytes >= maxBytes { return true }
+                previous = position
+                expected = header.nextOffset
+                position += total
+            }
+        } catch let error as FileIOError {
+            throw self.storageFailure("read", error)
+        } catch let error as LogStoreError {
+            if error.kind == .corruptBatch && !records.isEmpty {
+                // Serve what precedes the corrupt batch; the next read starting there reports it.
+                return true
+            }
+            throw error
+        } catch {
+            throw LogStoreError(.storageFailure, "topic '\(self.name)': read failed: \(error)")
+        }
+        return false
+    }
+
+    private func corrupt(_ segment: Segment, _ position: Int64, _ reason: String) -> LogStoreError {
+        LogStoreError(
+            .corruptBatch,
+            "topic '\(self.name)': corrupt batch at position \(position) of \(segment.logPath): \(reason)"
+        )
+    }
+
+    // MARK: Close
+
+    func close() async throws(LogStoreError) {
+        let result = await withCheckedContinuation {
+            (continuation: CheckedContinuation<Result<Void, LogStoreError>, Never>) in
+            self.writeQueue.async {
+                let first = self.state.withLock { state in
+                    defer { state.closing = true }
+                    return !state.closing
+                }
+                guard first else {
+                    continuation.resume(returning: .success(()))
+                    return
+                }
+                // Everything queued before the close is written; the sync queue finishes its group commits first.
+                self.syncQueue.async { continuation.resume(returning: self.finishClose()) }
+            }
+        }
+        try result.get()
+    }
+
+    /// Sync queue: final sync, clean marker, release of the segments.
+    private func finishClose() -> Result<Void, LogStoreError> {
+        let (segments, failure) = self.state.withLock { state in
+            defer {
+                state.closed = true
+                state.segments = []
+                state.dirtySegments = []
+            }
+            return (state.segments, state.failure)
+        }
+        if let failure {
+            self.logger.warning("failed topic log closed without a clean marker; the next open recovers it")
+            return .failure(failure)
+        }
+        let active = segments[segments.count - 1]
+        do {
+            try self.io.fdatasync(active.logFD, path: active.logPath)
+            try self.io.fdatasync(active.indexFD, path: active.indexPath)
+            try Recovery.writeCleanMarker(directory: self.directory, endOffset: self.endOffset, io: self.io)
+        } catch {
+            let failure = self.storageFailure("close", error)
+            self.fail(failure)
+            return .failure(failure)
+        }
+        return .success(())
+    }
+}

@@ -1,0 +1,201 @@
+import Foundation
+import Glibc
+import Logging
+import NIOCore
+import Synchronization
+import Testing
+
+@testable import LogStore
+
+/// A fresh directory under the system temp dir, removed when the test body returns.
+func withTemporaryDirectory<T>(_ body: (String) async throws -> T) async throws -> T {
+    let path = NSTemporaryDirectory() + "logstore-tests-" + UUID().uuidString
+    try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: path) }
+    return try await body(path)
+}
+
+/// A clock the test moves by hand.
+final class ManualClock: Sendable {
+    private let now: Atomic<Int64>
+    init(_ start: Int64) { self.now = Atomic(start) }
+    var millis: Int64 {
+        get { self.now.load(ordering: .relaxed) }
+        set { self.now.store(newValue, ordering: .relaxed) }
+    }
+    func advance(by millis: Int64) { self.now.add(millis, ordering: .relaxed) }
+    var function: @Sendable () -> Int64 { { self.now.load(ordering: .relaxed) } }
+}
+
+/// Log lines captured in memory.
+final class CapturedLogs: Sendable {
+    struct Line: Sendable {
+        var level: Logger.Level
+        var message: String
+        var metadata: [String: String]
+    }
+    private let lines = Mutex<[Line]>([])
+    var all: [Line] { self.lines.withLock { $0 } }
+    func append(_ line: Line) { self.lines.withLock { $0.append(line) } }
+    var logger: Logger {
+        Logger(label: "test") { _ in CapturingHandler(sink: self) }
+    }
+    func contains(level: Logger.Level, _ fragment: String) -> Bool {
+        self.all.contains { $0.level == level && $0.message.contains(fragment) }
+    }
+}
+
+struct CapturingHandler: LogHandler {
+    let sink: CapturedLogs
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .trace
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { self.metadata[key] }
+        set { self.metadata[key] = newValue }
+    }
+    func log(
+        level: Logger.Level,
+        message: Logger.Message,
+        metadata: Logger.Metadata?,
+        source: String,
+        file: String,
+        function: String,
+        line: UInt
+    ) {
+        var merged: [String: String] = [:]
+        for (key, value) in self.metadata { merged[key] = "\(value)" }
+        for (key, value) in metadata ?? [:] { merged[key] = "\(value)" }
+        self.sink.append(.init(level: level, message: "\(message)", metadata: merged))
+    }
+}
+
+/// Real POSIX I/O with counters and injectable faults.
+final class FaultyFileIO: FileIO {
+    struct State {
+        var logFdatasyncs = 0
+        var logWrites = 0
+        /// fdatasync of `.log` files fails with this errno while set.
+        var failLogFdatasync: Int32?
+        /// pwrite of `.log` files fails with this errno while set.
+        var failLogWrite: Int32?
+        /// fdatasync of the offsets file fails with this errno while set.
+        var failOtherFdatasync: Int32?
+        /// The first `.log` fdatasync waits until this many `.log` writes happened (group commit test).
+        var holdFirstSyncUntilWrites: Int?
+    }
+    let state = Mutex(State())
+    private let posix = PosixFileIO()
+
+    var logFdatasyncs: Int { self.state.withLock { $0.logFdatasyncs } }
+
+    /// True for a segment's `.log` file (not, say, `consumer-offsets.log`).
+    static func isSegmentLog(_ path: String) -> Bool {
+        SegmentName.baseOffset(of: String(path.split(separator: "/").last ?? ""), suffix: "log") != nil
+    }
+
+    func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 {
+        try self.posix.open(path, flags: flags, mode: mode)
+    }
+    func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
+    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int
+    {
+        if Self.isSegmentLog(path) {
+            let fail = self.state.withLock { state -> Int32? in
+                if let errno = state.failLogWrite { return errno }
+                state.logWrites += 1
+                return nil
+            }
+            if let fail { throw FileIOError(operation: "pwrite", path: path, errno: fail) }
+        }
+        return try self.posix.pwrite(fd, bytes, at: offset, path: path)
+    }
+    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
+    {
+        try self.posix.pread(fd, into: buffer, at: offset, path: path)
+    }
+    func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
+        if Self.isSegmentLog(path) {
+            let (fail, hold, first) = self.state.withLock { state in
+                state.logFdatasyncs += 1
+                return (state.failLogFdatasync, state.holdFirstSyncUntilWrites, state.logFdatasyncs == 1)
+            }
+            if let fail { throw FileIOError(operation: "fdatasync", path: path, errno: fail) }
+            if first, let hold {
+                // Bounded wait: the test's appends are all queued long before this runs out.
+                for _ in 0..<10_000 where self.state.withLock({ $0.logWrites }) < hold { usleep(1000) }
+            }
+        } else if let fail = self.state.withLock({ $0.failOtherFdatasync }) {
+            throw FileIOError(operation: "fdatasync", path: path, errno: fail)
+        }
+        try self.posix.fdatasync(fd, path: path)
+    }
+    func fsync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fsync(fd, path: path) }
+    func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) {
+        try self.posix.ftruncate(fd, to: size, path: path)
+    }
+    func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 { try self.posix.fileSize(fd, path: path) }
+    func rename(_ from: String, to: String) throws(FileIOError) { try self.posix.rename(from, to: to) }
+    func unlink(_ path: String) throws(FileIOError) { try self.posix.unlink(path) }
+    func mkdir(_ path: String) throws(FileIOError) { try self.posix.mkdir(path) }
+    func listDirectory(_ path: String) throws(FileIOError) -> [String] { try self.posix.listDirectory(path) }
+}
+
+func buffer(_ string: String) -> ByteBuffer { ByteBuffer(string: string) }
+
+func buffer(_ bytes: [UInt8]) -> ByteBuffer { ByteBuffer(bytes: bytes) }
+
+/// Record `i` of a test stream: a recognisable value, a key on even records, a header on every third.
+func testRecord(_ i: Int64, timestamp: Int64 = 1_700_000_000_000, padding: Int = 0) -> LogRecord {
+    LogRecord(
+        key: i % 2 == 0 ? buffer("key-\(i)") : nil,
+        headers: i % 3 == 0 ? [LogHeader(name: "seq", value: buffer("\(i)"))] : [],
+        value: buffer("value-\(i)" + String(repeating: "x", count: padding)),
+        timestamp: timestamp
+    )
+}
+
+func testRecords(_ range: Range<Int64>, timestamp: Int64 = 1_700_000_000_000, padding: Int = 0) -> [LogRecord] {
+    range.map { testRecord($0, timestamp: timestamp, padding: padding) }
+}
+
+extension TopicLogConfig {
+    static func test(
+        segmentBytes: Int64 = 64 * 1024,
+        fsync: FsyncPolicy = .never,
+        compression: CompressionCodec = .none,
+        indexIntervalBytes: Int = 4096
+    ) -> TopicLogConfig {
+        var config = TopicLogConfig()
+        config.segmentBytes = segmentBytes
+        config.fsync = fsync
+        config.compression = compression
+        config.indexIntervalBytes = indexIntervalBytes
+        return config
+    }
+}
+
+func fileNames(_ directory: String) throws -> [String] {
+    try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+}
+
+func fileBytes(_ path: String) throws -> [UInt8] {
+    Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+}
+
+func writeFile(_ path: String, _ bytes: [UInt8]) throws {
+    try Data(bytes).write(to: URL(fileURLWithPath: path))
+}
+
+/// Reads everything from `offset` to the end in small pages.
+func readAll(_ log: any TopicLog, from offset: Int64) throws -> [StoredRecord] {
+    var result: [StoredRecord] = []
+    var next = offset
+    while next < log.endOffset {
+        let page = try log.read(from: next, maxRecords: 1000, maxBytes: 1 << 20)
+        guard let last = page.last else { break }
+        result += page
+        next = last.offset + 1
+    }
+    return result
+}
