@@ -33,6 +33,31 @@ package enum Opcode: UInt8, Sendable, CaseIterable {
     case error = 0x11
 }
 
+extension Opcode: CustomStringConvertible {
+    /// The upper-snake-case name used in docs/PROTOCOL.md, error messages and logs (e.g. `PUBLISH_ACK`).
+    package var description: String {
+        switch self {
+        case .hello: "HELLO"
+        case .helloOK: "HELLO_OK"
+        case .publish: "PUBLISH"
+        case .publishAck: "PUBLISH_ACK"
+        case .subscribe: "SUBSCRIBE"
+        case .subscribeOK: "SUBSCRIBE_OK"
+        case .deliver: "DELIVER"
+        case .credit: "CREDIT"
+        case .commit: "COMMIT"
+        case .commitOK: "COMMIT_OK"
+        case .unsubscribe: "UNSUBSCRIBE"
+        case .unsubscribeOK: "UNSUBSCRIBE_OK"
+        case .listTopics: "LIST_TOPICS"
+        case .topicList: "TOPIC_LIST"
+        case .ping: "PING"
+        case .pong: "PONG"
+        case .error: "ERROR"
+        }
+    }
+}
+
 /// One record header: a UTF-8 name and opaque bytes.
 package struct WireHeader: Equatable, Sendable {
     package var name: String
