@@ -419,11 +419,12 @@ struct BodyReader {
     /// Offset of the next unread byte from the start of the body.
     var bodyOffset: Int { self.buffer.readerIndex - self.startIndex }
 
-    /// A MALFORMED_FRAME error for this body; `detail` should name the field and offset.
+    /// A MALFORMED_FRAME error for this body; `detail` should name the field and its body offset (counted from the
+    /// first body byte; add 14 for the offset in the frame).
     func malformed(_ detail: String) -> WireProtocolError {
         WireProtocolError(
             code: .malformedFrame,
-            message: "\(self.opcode) body: \(detail) (frame offset = body offset + \(WireConstants.headerSize))"
+            message: "\(self.opcode) body: \(detail)"
         )
     }
 
