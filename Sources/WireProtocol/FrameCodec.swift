@@ -18,6 +18,7 @@ package struct WireProtocolError: Error, Equatable, Sendable, CustomStringConver
         self.correlationID = correlationID
     }
 
+    /// `CODE_NAME (correlation id N): message`.
     package var description: String {
         if let correlationID = self.correlationID {
             return "\(self.code.name) (correlation id \(correlationID)): \(self.message)"
@@ -91,7 +92,8 @@ package enum FrameCodec {
             if let key = record.key, key.readableBytes > Self.maxKeyBytes {
                 throw WireProtocolError(
                     code: .invalidRequest,
-                    message: "\(opcode) field '\(prefix()).key' is \(key.readableBytes) bytes; the limit is \(Self.maxKeyBytes)"
+                    message: "\(opcode) field '\(prefix()).key' is \(key.readableBytes) bytes; "
+                        + "the limit is \(Self.maxKeyBytes)"
                 )
             }
             for (index, header) in record.headers.enumerated() {
@@ -497,7 +499,8 @@ struct BodyReader {
         return try self.slice(field(), length: Int(length), lengthOffset: lengthOffset)
     }
 
-    private mutating func slice(_ field: String, length: Int, lengthOffset: Int) throws(WireProtocolError) -> ByteBuffer {
+    private mutating func slice(_ field: String, length: Int, lengthOffset: Int) throws(WireProtocolError) -> ByteBuffer
+    {
         guard let slice = self.buffer.readSlice(length: length) else {
             throw self.malformed(
                 "field '\(field)' at body offset \(lengthOffset) declares \(length) bytes but only "
@@ -574,13 +577,16 @@ struct BodyReader {
 /// opcode, flags and body length against `maxBodyLength`; only then does it wait for the body. Nothing is consumed
 /// until a whole frame is decoded. Every error after the header was read carries the frame's correlation id.
 package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    /// One decoded frame with its correlation id.
     package typealias InboundOut = TaggedFrame
     /// Largest body accepted; a longer declared length is FRAME_TOO_LARGE before any body byte is buffered.
     package let maxBodyLength: UInt32
+    /// Creates a decoder refusing bodies longer than `maxBodyLength` (the broker passes `server.max_frame_bytes`).
     package init(maxBodyLength: UInt32 = WireConstants.defaultMaxBodyLength) {
         self.maxBodyLength = maxBodyLength
     }
 
+    /// The next whole frame, or nil (nothing consumed) when more bytes are needed; throws `WireProtocolError`.
     package mutating func decode(buffer: inout ByteBuffer) throws -> TaggedFrame? {
         let start = buffer.readerIndex
         if let magic = buffer.getInteger(at: start, as: UInt16.self), magic != WireConstants.magic {
@@ -623,7 +629,8 @@ package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         guard bodyLength <= self.maxBodyLength else {
             throw failure(
                 .frameTooLarge,
-                "frame bytes 10-13: \(opcode) body length \(bodyLength) exceeds the limit of \(self.maxBodyLength) bytes"
+                "frame bytes 10-13: \(opcode) body length \(bodyLength) exceeds the limit of "
+                    + "\(self.maxBodyLength) bytes"
             )
         }
         let frameLength = WireConstants.headerSize + Int(bodyLength)
@@ -642,6 +649,7 @@ package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         }
     }
 
+    /// At end of stream: decodes what is whole; a partial frame left at EOF is dropped with the connection.
     package mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> TaggedFrame? {
         try self.decode(buffer: &buffer)
     }
@@ -652,8 +660,11 @@ package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
 /// Validates first (`FrameCodec.validate`), so an over-long identifier fails the write with INVALID_REQUEST
 /// instead of trapping or sending a corrupt frame.
 package struct FrameEncoder: MessageToByteEncoder {
+    /// The frame to write.
     package typealias OutboundIn = TaggedFrame
+    /// Creates an encoder.
     package init() {}
+    /// Validates `data`, then appends its bytes to `out`; throws INVALID_REQUEST (writing nothing) when invalid.
     package func encode(data: TaggedFrame, out: inout ByteBuffer) throws {
         try FrameCodec.validate(data)
         FrameCodec.encode(data, into: &out)

@@ -13,7 +13,9 @@ struct FrameCodecTests {
 
     static let manyHeaders = WireRecord(
         key: nil,
-        headers: (0..<300).map { WireHeader(name: "h\($0)", value: ByteBuffer(bytes: [UInt8(truncatingIfNeeded: $0)])) },
+        headers: (0..<300).map {
+            WireHeader(name: "h\($0)", value: ByteBuffer(bytes: [UInt8(truncatingIfNeeded: $0)]))
+        },
         value: ByteBuffer(),
         timestamp: 0
     )
@@ -21,12 +23,21 @@ struct FrameCodecTests {
     /// Every opcode at least once, plus the edge cases of each field encoding.
     static let samples: [Sample] = [
         Sample("HELLO", .hello(Hello(clientID: "lms-1", credential: bytes("s3cret")))),
-        Sample("HELLO empty credential, other version", .hello(Hello(protocolVersion: 9, clientID: "", credential: ByteBuffer()))),
+        Sample(
+            "HELLO empty credential, other version",
+            .hello(Hello(protocolVersion: 9, clientID: "", credential: ByteBuffer()))
+        ),
         Sample("HELLO non-ASCII client id", .hello(Hello(clientID: "Zürich-東京-🚑", credential: bytes("t")))),
         Sample(
             "HELLO_OK max values",
             .helloOK(
-                HelloOK(sessionID: .max, role: "ops", clearance: "restricted", maxFrameBytes: .max, maxRecordsPerPublish: .max)
+                HelloOK(
+                    sessionID: .max,
+                    role: "ops",
+                    clearance: "restricted",
+                    maxFrameBytes: .max,
+                    maxRecordsPerPublish: .max
+                )
             )
         ),
         Sample("PUBLISH one record", .publish(Publish(topic: "education.completed", records: [Self.record]))),
@@ -55,7 +66,13 @@ struct FrameCodecTests {
                 PublishAck(results: [
                     .ok(offset: 0),
                     .ok(offset: .max),
-                    PublishResult(code: .rateLimited, offset: -1, flags: 0xFF, retryAfterMillis: .max, message: "slow down ⏳"),
+                    PublishResult(
+                        code: .rateLimited,
+                        offset: -1,
+                        flags: 0xFF,
+                        retryAfterMillis: .max,
+                        message: "slow down ⏳"
+                    ),
                     PublishResult(code: ErrorCode(rawValue: .max), offset: .min, message: "future code"),
                 ])
             )
@@ -64,7 +81,10 @@ struct FrameCodecTests {
         Sample("SUBSCRIBE latest", .subscribe(Subscribe(topic: "t", group: "g", start: .latest, initialCredit: 1))),
         Sample("SUBSCRIBE offset max", .subscribe(Subscribe(topic: "t", start: .offset(.max), initialCredit: .max))),
         Sample("SUBSCRIBE offset min", .subscribe(Subscribe(topic: "t", start: .offset(.min), initialCredit: 5))),
-        Sample("SUBSCRIBE committed", .subscribe(Subscribe(topic: "t", group: "grüppe", start: .committed, initialCredit: 9))),
+        Sample(
+            "SUBSCRIBE committed",
+            .subscribe(Subscribe(topic: "t", group: "grüppe", start: .committed, initialCredit: 9))
+        ),
         Sample("SUBSCRIBE_OK", .subscribeOK(SubscribeOK(subscriptionID: .max, startOffset: 0, endOffset: .max))),
         Sample(
             "DELIVER",
@@ -157,7 +177,9 @@ struct FrameCodecTests {
     @Test("decodeBody reads byte fields as slices and leaves the body consumed")
     func decodeBodyDirectly() throws {
         var body = ByteBuffer(bytes: [0, 0, 0, 1, 0, 0, 0, 2])
-        #expect(try FrameCodec.decodeBody(opcode: .credit, body: &body) == .credit(Credit(subscriptionID: 1, credit: 2)))
+        #expect(
+            try FrameCodec.decodeBody(opcode: .credit, body: &body) == .credit(Credit(subscriptionID: 1, credit: 2))
+        )
         #expect(body.readableBytes == 0)
     }
 
@@ -168,11 +190,15 @@ struct FrameCodecTests {
         let full = Array(encoded(sample.frame).readableBytesView)
         let body = Array(full[WireConstants.headerSize...])
         // Long bodies: check every cut near the start and end, and a stride through the middle, to stay fast.
-        let cuts = body.count <= 512
+        let cuts =
+            body.count <= 512
             ? Array(0..<body.count)
-            : Array(0..<256) + Array(stride(from: 256, to: body.count - 256, by: 97)) + Array((body.count - 256)..<body.count)
+            : Array(0..<256) + Array(stride(from: 256, to: body.count - 256, by: 97))
+                + Array((body.count - 256)..<body.count)
         for cut in cuts {
-            let error = decodeError(rawFrame(opcode: sample.frame.frame.opcode, correlationID: 5, body: Array(body[..<cut])))
+            let error = decodeError(
+                rawFrame(opcode: sample.frame.frame.opcode, correlationID: 5, body: Array(body[..<cut]))
+            )
             #expect(error?.code == .malformedFrame, "cut at \(cut) of \(body.count)")
             #expect(error?.correlationID == 5)
         }
@@ -193,7 +219,10 @@ struct FrameCodecTests {
         // PING needs an 8-byte nonce; give it 4.
         let error = decodeError(rawFrame(opcode: .ping, body: [0, 0, 0, 1]))
         #expect(error?.code == .malformedFrame)
-        #expect(error?.message == "PING body: field 'nonce' at body offset 0 needs 8 bytes but only 4 remain (body length 4)")
+        #expect(
+            error?.message
+                == "PING body: field 'nonce' at body offset 0 needs 8 bytes but only 4 remain (body length 4)"
+        )
     }
 
     static let invalidUTF8Cases: [(name: String, bytes: [UInt8], badIndex: Int)] = [
@@ -215,7 +244,10 @@ struct FrameCodecTests {
         #expect(error?.code == .malformedFrame)
         #expect(error?.correlationID == 12)
         #expect(
-            error?.message.hasPrefix("HELLO body: field 'clientID' at body offset 3 is not valid UTF-8 (invalid byte at body offset \(3 + badIndex))")
+            error?.message.hasPrefix(
+                "HELLO body: field 'clientID' at body offset 3 is not valid UTF-8 "
+                    + "(invalid byte at body offset \(3 + badIndex))"
+            )
                 == true,
             "\(String(describing: error))"
         )
@@ -233,12 +265,17 @@ struct FrameCodecTests {
         body += [0, 0, 0, 0, 0, 0, 0, 0]  // timestamp
         let error = decodeError(rawFrame(opcode: .publish, body: body))
         #expect(error?.code == .malformedFrame)
-        #expect(error?.message.contains("field 'records[0].headers[0].name' at body offset 17 is not valid UTF-8") == true)
+        #expect(
+            error?.message.contains("field 'records[0].headers[0].name' at body offset 17 is not valid UTF-8") == true
+        )
     }
 
     /// Bodies whose declared array count could never fit: each must fail on the count, before allocating.
     static let hostileCounts: [(name: String, opcode: Opcode, body: [UInt8], field: String)] = [
-        ("PUBLISH records", .publish, [0, 1, 0x74, 0xFF, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 19), "recordCount"),
+        (
+            "PUBLISH records", .publish, [0, 1, 0x74, 0xFF, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 19),
+            "recordCount"
+        ),
         ("PUBLISH_ACK results", .publishAck, [0xFF, 0xFF, 0xFF, 0xFF, 0, 0], "resultCount"),
         ("DELIVER records", .deliver, [0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF], "recordCount"),
         ("TOPIC_LIST topics", .topicList, [0x7F, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 40), "topicCount"),
@@ -263,14 +300,34 @@ struct FrameCodecTests {
         // TOPIC_LIST with two minimal topics: 2 × 21 bytes.
         let topic: [UInt8] = [0, 0, 0, 0] + [UInt8](repeating: 0, count: 17)
         let frame = try decodeOnce(rawFrame(opcode: .topicList, body: [0, 0, 0, 2] + topic + topic)).get()
-        #expect(frame?.frame == .topicList(Array(repeating: TopicInfo(name: "", sensitivity: "", startOffset: 0, endOffset: 0, access: 0), count: 2)))
+        #expect(
+            frame?.frame
+                == .topicList(
+                    Array(
+                        repeating: TopicInfo(name: "", sensitivity: "", startOffset: 0, endOffset: 0, access: 0),
+                        count: 2
+                    )
+                )
+        )
     }
 
     static let badFields: [(name: String, opcode: Opcode, body: [UInt8], detail: String)] = [
-        ("key length -2", .publish, [0, 1, 0x74, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFE] + [UInt8](repeating: 0, count: 16), "has length -2"),
-        ("blob longer than body", .hello, [1, 0, 0, 0, 0, 1, 0], "field 'credential' at body offset 3 declares 256 bytes but only 0 remain"),
-        ("string longer than body", .commit, [0, 9, 0x61], "field 'group' at body offset 0 declares 9 UTF-8 bytes but only 1 remain"),
-        ("unknown start tag", .subscribe, [0, 1, 0x74, 0, 0, 4, 0, 0, 0, 1], "field 'start.tag' at body offset 5 is 4"),
+        (
+            "key length -2", .publish,
+            [0, 1, 0x74, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFE] + [UInt8](repeating: 0, count: 16), "has length -2"
+        ),
+        (
+            "blob longer than body", .hello, [1, 0, 0, 0, 0, 1, 0],
+            "field 'credential' at body offset 3 declares 256 bytes but only 0 remain"
+        ),
+        (
+            "string longer than body", .commit, [0, 9, 0x61],
+            "field 'group' at body offset 0 declares 9 UTF-8 bytes but only 1 remain"
+        ),
+        (
+            "unknown start tag", .subscribe, [0, 1, 0x74, 0, 0, 4, 0, 0, 0, 1],
+            "field 'start.tag' at body offset 5 is 4"
+        ),
     ]
 
     @Test("bad field values are MALFORMED_FRAME naming field and offset", arguments: Self.badFields)
@@ -285,15 +342,26 @@ struct FrameCodecTests {
     @Test("validate refuses an identifier longer than 65535 UTF-8 bytes, naming the field")
     func validateLongIdentifier() {
         let long = String(repeating: "é", count: 40_000)  // 80,000 bytes
-        let record = WireRecord(headers: [WireHeader(name: "ok", value: ByteBuffer()), WireHeader(name: long, value: ByteBuffer())], value: ByteBuffer())
+        let record = WireRecord(
+            headers: [WireHeader(name: "ok", value: ByteBuffer()), WireHeader(name: long, value: ByteBuffer())],
+            value: ByteBuffer()
+        )
         let frames: [(TaggedFrame, String)] = [
             (TaggedFrame(correlationID: 1, frame: .publish(Publish(topic: long, records: []))), "topic"),
-            (TaggedFrame(correlationID: 1, frame: .publish(Publish(topic: "t", records: [record]))), "records[0].headers[1].name"),
+            (
+                TaggedFrame(correlationID: 1, frame: .publish(Publish(topic: "t", records: [record]))),
+                "records[0].headers[1].name"
+            ),
             (TaggedFrame(correlationID: 1, frame: .hello(Hello(clientID: long, credential: ByteBuffer()))), "clientID"),
             (TaggedFrame(correlationID: 1, frame: .commit(Commit(group: "g", topic: long, offset: 0))), "topic"),
         ]
         for (frame, field) in frames {
-            #expect(throws: WireProtocolError(code: .invalidRequest, message: "\(frame.frame.opcode) field '\(field)' is 80000 UTF-8 bytes; the limit is 65535")) {
+            #expect(
+                throws: WireProtocolError(
+                    code: .invalidRequest,
+                    message: "\(frame.frame.opcode) field '\(field)' is 80000 UTF-8 bytes; the limit is 65535"
+                )
+            ) {
                 try FrameCodec.validate(frame)
             }
             var out = ByteBuffer()
@@ -317,7 +385,14 @@ struct FrameCodecTests {
         }
         // 65,535 bytes would split an "é"; the cut keeps 1 + 2 × 32,767 = 65,535 bytes exactly here.
         #expect(error.message == "a" + String(repeating: "é", count: 32_767))
-        let odd = TaggedFrame(correlationID: 3, frame: .publishAck(PublishAck(results: [PublishResult(code: .internal, offset: -1, message: String(repeating: "é", count: 40_000))])))
+        let odd = TaggedFrame(
+            correlationID: 3,
+            frame: .publishAck(
+                PublishAck(results: [
+                    PublishResult(code: .internal, offset: -1, message: String(repeating: "é", count: 40_000))
+                ])
+            )
+        )
         var oddBuffer = encoded(odd)
         guard case .publishAck(let ack) = try decoder.decode(buffer: &oddBuffer)?.frame else {
             Issue.record("no PUBLISH_ACK")

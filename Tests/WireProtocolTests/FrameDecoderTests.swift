@@ -61,7 +61,10 @@ struct FrameDecoderTests {
 
     @Test("a body of exactly maxBodyLength is accepted")
     func exactlyAtLimit() throws {
-        let frame = TaggedFrame(correlationID: 2, frame: .hello(Hello(clientID: "c", credential: ByteBuffer(repeating: 7, count: 100))))
+        let frame = TaggedFrame(
+            correlationID: 2,
+            frame: .hello(Hello(clientID: "c", credential: ByteBuffer(repeating: 7, count: 100)))
+        )
         let bytes = Array(encoded(frame).readableBytesView)
         let limit = UInt32(bytes.count - WireConstants.headerSize)
         #expect(try decodeOnce(bytes, maxBodyLength: limit).get() == frame)
@@ -73,25 +76,35 @@ struct FrameDecoderTests {
         let channel = EmbeddedChannel(handler: ByteToMessageHandler(FrameDecoder(maxBodyLength: 16)))
         defer { _ = try? channel.finish() }
         let bytes = header(opcode: Opcode.hello.rawValue, correlationID: 77, bodyLength: 17)
-        #expect(throws: WireProtocolError(code: .frameTooLarge, message: "frame bytes 10-13: HELLO body length 17 exceeds the limit of 16 bytes", correlationID: 77)) {
+        #expect(
+            throws: WireProtocolError(
+                code: .frameTooLarge,
+                message: "frame bytes 10-13: HELLO body length 17 exceeds the limit of 16 bytes",
+                correlationID: 77
+            )
+        ) {
             try channel.writeInbound(ByteBuffer(bytes: bytes))
         }
     }
 
-    static let badHeaders: [(name: String, bytes: [UInt8], code: ErrorCode, correlationID: UInt32?, message: String)] = [
+    static let expectedMagic = "expected 0x424B (\"BK\"); the peer does not speak the brokerd protocol"
+
+    typealias BadHeader = (name: String, bytes: [UInt8], code: ErrorCode, correlationID: UInt32?, message: String)
+
+    static let badHeaders: [BadHeader] = [
         (
             "bad magic (HTTP)",
             Array("GET / HTTP/1.1\r\n".utf8),
             .malformedFrame,
             nil,
-            "frame bytes 0-1: magic is 0x4745, expected 0x424B (\"BK\"); the peer does not speak the brokerd protocol"
+            "frame bytes 0-1: magic is 0x4745, " + Self.expectedMagic
         ),
         (
             "bad magic, only two bytes so far",
             [0x4B, 0x42],
             .malformedFrame,
             nil,
-            "frame bytes 0-1: magic is 0x4B42, expected 0x424B (\"BK\"); the peer does not speak the brokerd protocol"
+            "frame bytes 0-1: magic is 0x4B42, " + Self.expectedMagic
         ),
         (
             "unsupported version",
@@ -133,7 +146,9 @@ struct FrameDecoderTests {
 
     @Test("a whole frame with a nonzero-flag header built by the encoder is refused")
     func encoderFlagsRoundTrip() {
-        let error = decodeError(Array(encoded(TaggedFrame(correlationID: 8, flags: 1, frame: .listTopics)).readableBytesView))
+        let error = decodeError(
+            Array(encoded(TaggedFrame(correlationID: 8, flags: 1, frame: .listTopics)).readableBytesView)
+        )
         #expect(error?.code == .malformedFrame)
         #expect(error?.correlationID == 8)
     }
@@ -146,7 +161,10 @@ struct FrameDecoderTests {
         let error = decodeError(header(opcode: Opcode.ping.rawValue, correlationID: 31, bodyLength: 3) + [1, 2, 3])
         #expect(error?.code == .malformedFrame)
         #expect(error?.correlationID == 31)
-        #expect(error?.message == "PING body: field 'nonce' at body offset 0 needs 8 bytes but only 3 remain (body length 3)")
+        #expect(
+            error?.message
+                == "PING body: field 'nonce' at body offset 0 needs 8 bytes but only 3 remain (body length 3)"
+        )
     }
 
     @Test("error descriptions carry the code name and the correlation id")

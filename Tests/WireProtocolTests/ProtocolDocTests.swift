@@ -33,7 +33,9 @@ struct ProtocolDocTests {
             .deliver(
                 Deliver(
                     subscriptionID: 1,
-                    records: [DeliveredRecord(offset: 42, record: WireRecord(value: bytes("{}"), timestamp: Self.timestamp))]
+                    records: [
+                        DeliveredRecord(offset: 42, record: WireRecord(value: bytes("{}"), timestamp: Self.timestamp))
+                    ]
                 )
             ),
             correlationID: 0
@@ -69,7 +71,9 @@ struct ProtocolDocTests {
                 let hex = line.split(separator: "|", maxSplits: 1).first ?? ""
                 for token in hex.split(whereSeparator: \.isWhitespace) {
                     guard token.count == 2, let byte = UInt8(token, radix: 16) else {
-                        throw DocError(description: "line \(number + 1): '\(token)' is not a hex byte in block \(block.name)")
+                        throw DocError(
+                            description: "line \(number + 1): '\(token)' is not a hex byte in block \(block.name)"
+                        )
                     }
                     current?.bytes.append(byte)
                 }

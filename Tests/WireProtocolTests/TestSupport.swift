@@ -168,7 +168,9 @@ struct FrameGenerator {
                 Subscribe(topic: self.string(), group: self.string(), start: start, initialCredit: self.int())
             )
         case .subscribeOK:
-            frame = .subscribeOK(SubscribeOK(subscriptionID: self.int(), startOffset: self.int(), endOffset: self.int()))
+            frame = .subscribeOK(
+                SubscribeOK(subscriptionID: self.int(), startOffset: self.int(), endOffset: self.int())
+            )
         case .deliver:
             let count = Int.random(in: 0...4, using: &self.random)
             frame = .deliver(
