@@ -55,7 +55,7 @@ package enum FrameCodec {
     /// Appends the complete frame (header + body) to `buffer`.
     ///
     /// Writes straight into `buffer`: the body length is reserved, the body written, then the length patched.
-    /// Human-readable `message` fields longer than 65,535 UTF-8 bytes are cut at a character boundary (they are
+    /// Human-readable `message` fields longer than 65,535 UTF-8 bytes are cut at a Unicode scalar boundary (they are
     /// diagnostics and often quote peer input). Identifier strings (topic, group, client id, header names, ...)
     /// are never cut: one longer than 65,535 bytes is a programming error and traps; call `validate(_:)` first
     /// when the frame carries strings you did not check (`FrameEncoder` does).
@@ -237,7 +237,7 @@ package enum FrameCodec {
         buffer.writeString(string)
     }
 
-    /// u16 length + UTF-8 bytes, cut at the last whole character that fits in 65,535 bytes.
+    /// u16 length + UTF-8 bytes, cut after the last whole Unicode scalar that fits in 65,535 bytes.
     private static func writeMessage(_ string: String, into buffer: inout ByteBuffer) {
         let utf8 = string.utf8
         guard utf8.count > Self.maxStringBytes else {

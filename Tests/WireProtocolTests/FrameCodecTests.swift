@@ -371,7 +371,7 @@ struct FrameCodecTests {
         #expect(throws: Never.self) { try FrameCodec.validate(Self.samples[8].frame) }
     }
 
-    @Test("an over-long message is cut at a character boundary, never mid-character")
+    @Test("an over-long message is cut at a scalar boundary, never inside a UTF-8 sequence")
     func longMessageIsCut() throws {
         let message = "a" + String(repeating: "é", count: 40_000)  // 1 + 80,000 bytes
         let frame = TaggedFrame(correlationID: 3, frame: .error(ErrorFrame(code: .internal, message: message)))
