@@ -1,25 +1,42 @@
 /// Stable numeric error codes carried by ERROR frames and per-record publish results.
 /// New codes may be added; existing values never change. Documented in docs/PROTOCOL.md.
 package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    /// The number on the wire.
     package var rawValue: UInt16
+    /// Wraps a wire number; unknown numbers are kept (their `name` is `CODE_<n>`).
     package init(rawValue: UInt16) { self.rawValue = rawValue }
 
     /// Success (only in per-record results).
     package static let ok = ErrorCode(rawValue: 0)
+    /// Bad credentials, no HELLO first, a frame before HELLO_OK, or the handshake timeout. The connection closes.
     package static let unauthenticated = ErrorCode(rawValue: 1)
+    /// The topic is above the role's clearance or outside its subscribe patterns.
     package static let notCleared = ErrorCode(rawValue: 2)
+    /// The topic is outside the role's publish patterns.
     package static let notAuthorized = ErrorCode(rawValue: 3)
+    /// The topic is not declared or has no open log.
     package static let unknownTopic = ErrorCode(rawValue: 4)
+    /// The bytes are not a valid frame. The connection closes.
     package static let malformedFrame = ErrorCode(rawValue: 5)
+    /// The declared body length is above the receiver's limit. The connection closes.
     package static let frameTooLarge = ErrorCode(rawValue: 6)
+    /// The protocol version is not 1. The connection closes.
     package static let unsupportedVersion = ErrorCode(rawValue: 7)
+    /// The broker could not read or write its log or offset store.
     package static let storageFailure = ErrorCode(rawValue: 8)
+    /// Reserved for rate limits; `retryAfterMillis` says when to retry.
     package static let rateLimited = ErrorCode(rawValue: 9)
+    /// Reserved for records held back by policy.
     package static let quarantined = ErrorCode(rawValue: 10)
+    /// A broker-side fault (also: connection limit reached).
     package static let `internal` = ErrorCode(rawValue: 11)
+    /// CREDIT or UNSUBSCRIBE named a subscription that does not exist on this connection.
     package static let unknownSubscription = ErrorCode(rawValue: 12)
+    /// The requested offset is outside the log.
     package static let offsetOutOfRange = ErrorCode(rawValue: 13)
+    /// A well-formed request the broker will not serve (limits, missing group, wrong direction).
     package static let invalidRequest = ErrorCode(rawValue: 14)
+    /// The broker is stopping and takes no new publishes.
     package static let shuttingDown = ErrorCode(rawValue: 15)
 
     /// The upper-snake-case name used in docs, logs and brokerctl output.
@@ -45,5 +62,6 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         }
     }
 
+    /// Same as `name`.
     package var description: String { self.name }
 }

@@ -33,10 +33,38 @@ package enum Opcode: UInt8, Sendable, CaseIterable {
     case error = 0x11
 }
 
+extension Opcode: CustomStringConvertible {
+    /// The upper-snake-case name used in docs/PROTOCOL.md, error messages and logs (e.g. `PUBLISH_ACK`).
+    package var description: String {
+        switch self {
+        case .hello: "HELLO"
+        case .helloOK: "HELLO_OK"
+        case .publish: "PUBLISH"
+        case .publishAck: "PUBLISH_ACK"
+        case .subscribe: "SUBSCRIBE"
+        case .subscribeOK: "SUBSCRIBE_OK"
+        case .deliver: "DELIVER"
+        case .credit: "CREDIT"
+        case .commit: "COMMIT"
+        case .commitOK: "COMMIT_OK"
+        case .unsubscribe: "UNSUBSCRIBE"
+        case .unsubscribeOK: "UNSUBSCRIBE_OK"
+        case .listTopics: "LIST_TOPICS"
+        case .topicList: "TOPIC_LIST"
+        case .ping: "PING"
+        case .pong: "PONG"
+        case .error: "ERROR"
+        }
+    }
+}
+
 /// One record header: a UTF-8 name and opaque bytes.
 package struct WireHeader: Equatable, Sendable {
+    /// The header name, UTF-8 (at most 65,535 bytes on the wire).
     package var name: String
+    /// The header value, opaque bytes.
     package var value: ByteBuffer
+    /// Creates a header.
     package init(name: String, value: ByteBuffer) {
         self.name = name
         self.value = value
@@ -47,10 +75,13 @@ package struct WireHeader: Equatable, Sendable {
 package struct WireRecord: Equatable, Sendable {
     /// Optional key; `nil` is encoded as length -1.
     package var key: ByteBuffer?
+    /// The record headers, in order; names may repeat.
     package var headers: [WireHeader]
+    /// The payload, opaque to the broker.
     package var value: ByteBuffer
     /// Producer timestamp in milliseconds since the Unix epoch; 0 lets the broker stamp it.
     package var timestamp: Int64
+    /// Creates a record; a zero timestamp lets the broker stamp its receive time.
     package init(key: ByteBuffer? = nil, headers: [WireHeader] = [], value: ByteBuffer, timestamp: Int64 = 0) {
         self.key = key
         self.headers = headers
@@ -61,8 +92,11 @@ package struct WireRecord: Equatable, Sendable {
 
 /// A record as the broker delivers it: the stored record plus its offset.
 package struct DeliveredRecord: Equatable, Sendable {
+    /// The record's offset in its topic.
     package var offset: Int64
+    /// The record as it was stored.
     package var record: WireRecord
+    /// Creates a delivered record.
     package init(offset: Int64, record: WireRecord) {
         self.offset = offset
         self.record = record
@@ -71,10 +105,13 @@ package struct DeliveredRecord: Equatable, Sendable {
 
 /// HELLO: the first frame a client sends.
 package struct Hello: Equatable, Sendable {
+    /// The protocol version the client speaks; must be `WireConstants.protocolVersion`.
     package var protocolVersion: UInt8
+    /// The principal's client id.
     package var clientID: String
     /// The bearer token, as UTF-8 bytes.
     package var credential: ByteBuffer
+    /// Creates a HELLO for this build's protocol version by default.
     package init(protocolVersion: UInt8 = WireConstants.protocolVersion, clientID: String, credential: ByteBuffer) {
         self.protocolVersion = protocolVersion
         self.clientID = clientID
@@ -84,14 +121,24 @@ package struct Hello: Equatable, Sendable {
 
 /// HELLO_OK: the broker accepted the client.
 package struct HelloOK: Equatable, Sendable {
+    /// Identifies the session in broker logs; unique per broker process.
     package var sessionID: UInt64
+    /// The principal's role.
     package var role: String
+    /// The role's clearance class.
     package var clearance: String
     /// Largest frame body the broker accepts, in bytes.
     package var maxFrameBytes: UInt32
     /// Largest number of records one PUBLISH may carry.
     package var maxRecordsPerPublish: UInt32
-    package init(sessionID: UInt64, role: String, clearance: String, maxFrameBytes: UInt32, maxRecordsPerPublish: UInt32) {
+    /// Creates a HELLO_OK.
+    package init(
+        sessionID: UInt64,
+        role: String,
+        clearance: String,
+        maxFrameBytes: UInt32,
+        maxRecordsPerPublish: UInt32
+    ) {
         self.sessionID = sessionID
         self.role = role
         self.clearance = clearance
@@ -102,8 +149,11 @@ package struct HelloOK: Equatable, Sendable {
 
 /// PUBLISH: append records to one topic.
 package struct Publish: Equatable, Sendable {
+    /// The topic to append to.
     package var topic: String
+    /// The records, appended in this order at consecutive offsets.
     package var records: [WireRecord]
+    /// Creates a PUBLISH.
     package init(topic: String, records: [WireRecord]) {
         self.topic = topic
         self.records = records
@@ -122,6 +172,7 @@ package struct PublishResult: Equatable, Sendable {
     package var retryAfterMillis: UInt32
     /// Human-readable detail; empty on success.
     package var message: String
+    /// Creates a result.
     package init(code: ErrorCode, offset: Int64, flags: UInt8 = 0, retryAfterMillis: UInt32 = 0, message: String = "") {
         self.code = code
         self.offset = offset
@@ -129,19 +180,25 @@ package struct PublishResult: Equatable, Sendable {
         self.retryAfterMillis = retryAfterMillis
         self.message = message
     }
+    /// A successful result for the record appended at `offset`.
     package static func ok(offset: Int64) -> PublishResult { PublishResult(code: .ok, offset: offset) }
 }
 
 /// PUBLISH_ACK: one result per record, in the order of the PUBLISH.
 package struct PublishAck: Equatable, Sendable {
+    /// One result per published record, in the PUBLISH's order.
     package var results: [PublishResult]
+    /// Creates a PUBLISH_ACK.
     package init(results: [PublishResult]) { self.results = results }
 }
 
 /// Where a subscription starts reading.
 package enum StartPosition: Equatable, Sendable {
+    /// The log's first retained offset.
     case earliest
+    /// The log's end: only records published after subscribing.
     case latest
+    /// This offset (clamped up to the first retained one).
     case offset(Int64)
     /// The group's committed offset; earliest when the group has none.
     case committed
@@ -149,12 +206,15 @@ package enum StartPosition: Equatable, Sendable {
 
 /// SUBSCRIBE: start a push subscription.
 package struct Subscribe: Equatable, Sendable {
+    /// The topic to read.
     package var topic: String
     /// Consumer group; empty for none.
     package var group: String
+    /// Where reading starts.
     package var start: StartPosition
     /// Records the broker may push before more CREDIT arrives.
     package var initialCredit: UInt32
+    /// Creates a SUBSCRIBE.
     package init(topic: String, group: String = "", start: StartPosition, initialCredit: UInt32) {
         self.topic = topic
         self.group = group
@@ -165,11 +225,13 @@ package struct Subscribe: Equatable, Sendable {
 
 /// SUBSCRIBE_OK: the subscription exists.
 package struct SubscribeOK: Equatable, Sendable {
+    /// Names the subscription in DELIVER, CREDIT and UNSUBSCRIBE; per connection.
     package var subscriptionID: UInt32
     /// The first offset that will be delivered.
     package var startOffset: Int64
     /// The topic's next offset at subscribe time (high watermark).
     package var endOffset: Int64
+    /// Creates a SUBSCRIBE_OK.
     package init(subscriptionID: UInt32, startOffset: Int64, endOffset: Int64) {
         self.subscriptionID = subscriptionID
         self.startOffset = startOffset
@@ -179,8 +241,11 @@ package struct SubscribeOK: Equatable, Sendable {
 
 /// DELIVER: records pushed on a subscription, in offset order.
 package struct Deliver: Equatable, Sendable {
+    /// The subscription these records belong to.
     package var subscriptionID: UInt32
+    /// The records, in ascending offset order.
     package var records: [DeliveredRecord]
+    /// Creates a DELIVER.
     package init(subscriptionID: UInt32, records: [DeliveredRecord]) {
         self.subscriptionID = subscriptionID
         self.records = records
@@ -189,8 +254,11 @@ package struct Deliver: Equatable, Sendable {
 
 /// CREDIT: allow the broker to push `credit` more records.
 package struct Credit: Equatable, Sendable {
+    /// The subscription to credit.
     package var subscriptionID: UInt32
+    /// How many more records the broker may push.
     package var credit: UInt32
+    /// Creates a CREDIT.
     package init(subscriptionID: UInt32, credit: UInt32) {
         self.subscriptionID = subscriptionID
         self.credit = credit
@@ -199,10 +267,13 @@ package struct Credit: Equatable, Sendable {
 
 /// COMMIT: store a consumer group's next offset to read.
 package struct Commit: Equatable, Sendable {
+    /// The consumer group; must not be empty.
     package var group: String
+    /// The topic.
     package var topic: String
     /// The next offset the group will read (last processed + 1).
     package var offset: Int64
+    /// Creates a COMMIT.
     package init(group: String, topic: String, offset: Int64) {
         self.group = group
         self.topic = topic
@@ -212,12 +283,17 @@ package struct Commit: Equatable, Sendable {
 
 /// One topic in TOPIC_LIST.
 package struct TopicInfo: Equatable, Sendable {
+    /// The topic name.
     package var name: String
+    /// The topic's sensitivity class.
     package var sensitivity: String
+    /// The first retained offset.
     package var startOffset: Int64
+    /// The next offset to be written.
     package var endOffset: Int64
     /// Bit 0: the caller may publish; bit 1: the caller may subscribe.
     package var access: UInt8
+    /// Creates a topic entry.
     package init(name: String, sensitivity: String, startOffset: Int64, endOffset: Int64, access: UInt8) {
         self.name = name
         self.sensitivity = sensitivity
@@ -229,10 +305,13 @@ package struct TopicInfo: Equatable, Sendable {
 
 /// ERROR: a request failed, or the connection is about to close.
 package struct ErrorFrame: Equatable, Sendable {
+    /// The stable error code.
     package var code: ErrorCode
     /// For RATE_LIMITED: milliseconds to wait; 0 otherwise.
     package var retryAfterMillis: UInt32
+    /// What failed and why, for people; cut at 65,535 UTF-8 bytes when encoded.
     package var message: String
+    /// Creates an ERROR body.
     package init(code: ErrorCode, message: String, retryAfterMillis: UInt32 = 0) {
         self.code = code
         self.message = message
@@ -242,23 +321,39 @@ package struct ErrorFrame: Equatable, Sendable {
 
 /// Every frame body brokerd speaks.
 package enum Frame: Equatable, Sendable {
+    /// HELLO: the client introduces itself.
     case hello(Hello)
+    /// HELLO_OK: authenticated.
     case helloOK(HelloOK)
+    /// PUBLISH: append records.
     case publish(Publish)
+    /// PUBLISH_ACK: per-record results.
     case publishAck(PublishAck)
+    /// SUBSCRIBE: start a push subscription.
     case subscribe(Subscribe)
+    /// SUBSCRIBE_OK: the subscription exists.
     case subscribeOK(SubscribeOK)
+    /// DELIVER: records pushed on a subscription.
     case deliver(Deliver)
+    /// CREDIT: grant more records.
     case credit(Credit)
+    /// COMMIT: store a group's next offset.
     case commit(Commit)
+    /// COMMIT_OK: the offset is stored (empty body).
     case commitOK
     /// UNSUBSCRIBE: end a subscription by id.
     case unsubscribe(subscriptionID: UInt32)
+    /// UNSUBSCRIBE_OK: the subscription ended (empty body).
     case unsubscribeOK
+    /// LIST_TOPICS: ask for TOPIC_LIST (empty body).
     case listTopics
+    /// TOPIC_LIST: every declared topic.
     case topicList([TopicInfo])
+    /// PING: the broker answers PONG with the same nonce.
     case ping(nonce: UInt64)
+    /// PONG: the answer to PING.
     case pong(nonce: UInt64)
+    /// ERROR: a request failed, or the connection is closing.
     case error(ErrorFrame)
 
     /// The opcode this frame is encoded with.
@@ -291,7 +386,9 @@ package struct TaggedFrame: Equatable, Sendable {
     package var correlationID: UInt32
     /// Reserved; must be 0 in version 1.
     package var flags: UInt16
+    /// The frame body.
     package var frame: Frame
+    /// Creates a tagged frame; `flags` must stay 0 in protocol version 1.
     package init(correlationID: UInt32, flags: UInt16 = 0, frame: Frame) {
         self.correlationID = correlationID
         self.flags = flags

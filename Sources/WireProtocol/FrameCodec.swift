@@ -1,51 +1,678 @@
 import NIOCore
 
-// SKELETON: the WireProtocol helper replaces the bodies below. Signatures are the contract.
-
 /// A decode or encode failure, with the wire error code the broker answers with.
 package struct WireProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The stable wire code (MALFORMED_FRAME, FRAME_TOO_LARGE, UNSUPPORTED_VERSION, or INVALID_REQUEST for a frame
+    /// this side refuses to encode).
     package var code: ErrorCode
+    /// What is wrong, naming the field and its offset, so a person can fix the peer.
     package var message: String
-    package init(code: ErrorCode, message: String) {
+    /// The offending frame's correlation id, set by `FrameDecoder` whenever the 14-byte header was read, so the
+    /// broker can echo it in its ERROR. `nil` when the failure happened before a header could be read (bad magic).
+    package var correlationID: UInt32?
+
+    /// Creates an error; `correlationID` is filled in by the decoder once the frame header was read.
+    package init(code: ErrorCode, message: String, correlationID: UInt32? = nil) {
         self.code = code
         self.message = message
+        self.correlationID = correlationID
     }
-    package var description: String { "\(self.code.name): \(self.message)" }
+
+    /// `CODE_NAME (correlation id N): message`.
+    package var description: String {
+        if let correlationID = self.correlationID {
+            return "\(self.code.name) (correlation id \(correlationID)): \(self.message)"
+        }
+        return "\(self.code.name): \(self.message)"
+    }
 }
 
 /// Encodes and decodes frame bodies and headers.
+///
+/// The byte layout of every frame is specified in docs/PROTOCOL.md; `ProtocolDocTests` keeps the two in step.
 package enum FrameCodec {
-    /// Appends the complete frame (header + body) to `buffer`.
-    package static func encode(_ frame: TaggedFrame, into buffer: inout ByteBuffer) {
-        fatalError("unimplemented")
+    /// Longest string the wire can carry: strings are prefixed with a u16 byte length.
+    package static let maxStringBytes = Int(UInt16.max)
+    /// Longest record key: the key length is an i32 whose value -1 means "no key".
+    package static let maxKeyBytes = Int(Int32.max)
+
+    /// Fewest bytes one array element can occupy; a declared count is checked against these before any allocation.
+    enum MinimumSize {
+        /// key length (4) + header count (4) + value length (4) + timestamp (8).
+        static let record = 20
+        /// name length (2) + value length (4).
+        static let header = 6
+        /// offset (8) + record (20).
+        static let deliveredRecord = 8 + Self.record
+        /// code (2) + offset (8) + flags (1) + retryAfterMillis (4) + message length (2).
+        static let publishResult = 17
+        /// name length (2) + sensitivity length (2) + startOffset (8) + endOffset (8) + access (1).
+        static let topicInfo = 21
     }
 
+    // MARK: encoding
+
+    /// Appends the complete frame (header + body) to `buffer`.
+    ///
+    /// Writes straight into `buffer`: the body length is reserved, the body written, then the length patched.
+    /// Human-readable `message` fields longer than 65,535 UTF-8 bytes are cut at a Unicode scalar boundary (they are
+    /// diagnostics and often quote peer input). Identifier strings (topic, group, client id, header names, ...)
+    /// are never cut: one longer than 65,535 bytes is a programming error and traps; call `validate(_:)` first
+    /// when the frame carries strings you did not check (`FrameEncoder` does).
+    package static func encode(_ frame: TaggedFrame, into buffer: inout ByteBuffer) {
+        buffer.writeMultipleIntegers(
+            WireConstants.magic,
+            WireConstants.protocolVersion,
+            frame.frame.opcode.rawValue,
+            frame.flags,
+            frame.correlationID
+        )
+        let lengthIndex = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        let bodyStart = buffer.writerIndex
+        Self.encodeBody(frame.frame, into: &buffer)
+        // A ByteBuffer's capacity is bounded by UInt32.max, so the body length always fits.
+        buffer.setInteger(UInt32(buffer.writerIndex - bodyStart), at: lengthIndex)
+    }
+
+    /// Checks that every string and key of `frame` fits its length prefix, so `encode` neither traps nor cuts an
+    /// identifier. Throws INVALID_REQUEST naming the field, its length and the limit.
+    package static func validate(_ frame: TaggedFrame) throws(WireProtocolError) {
+        let opcode = frame.frame.opcode
+        func check(_ string: String, _ field: @autoclosure () -> String) throws(WireProtocolError) {
+            let count = string.utf8.count
+            guard count <= Self.maxStringBytes else {
+                throw WireProtocolError(
+                    code: .invalidRequest,
+                    message: "\(opcode) field '\(field())' is \(count) UTF-8 bytes; the limit is \(Self.maxStringBytes)"
+                )
+            }
+        }
+        func check(_ record: WireRecord, _ prefix: @autoclosure () -> String) throws(WireProtocolError) {
+            if let key = record.key, key.readableBytes > Self.maxKeyBytes {
+                throw WireProtocolError(
+                    code: .invalidRequest,
+                    message: "\(opcode) field '\(prefix()).key' is \(key.readableBytes) bytes; "
+                        + "the limit is \(Self.maxKeyBytes)"
+                )
+            }
+            for (index, header) in record.headers.enumerated() {
+                try check(header.name, "\(prefix()).headers[\(index)].name")
+            }
+        }
+        switch frame.frame {
+        case .hello(let hello):
+            try check(hello.clientID, "clientID")
+        case .helloOK(let ok):
+            try check(ok.role, "role")
+            try check(ok.clearance, "clearance")
+        case .publish(let publish):
+            try check(publish.topic, "topic")
+            for (index, record) in publish.records.enumerated() {
+                try check(record, "records[\(index)]")
+            }
+        case .subscribe(let subscribe):
+            try check(subscribe.topic, "topic")
+            try check(subscribe.group, "group")
+        case .deliver(let deliver):
+            for (index, delivered) in deliver.records.enumerated() {
+                try check(delivered.record, "records[\(index)]")
+            }
+        case .commit(let commit):
+            try check(commit.group, "group")
+            try check(commit.topic, "topic")
+        case .topicList(let topics):
+            for (index, topic) in topics.enumerated() {
+                try check(topic.name, "topics[\(index)].name")
+                try check(topic.sensitivity, "topics[\(index)].sensitivity")
+            }
+        case .publishAck, .subscribeOK, .credit, .commitOK, .unsubscribe, .unsubscribeOK, .listTopics, .ping, .pong,
+            .error:
+            // Only messages (cut, never refused), fixed-size fields, or nothing.
+            break
+        }
+    }
+
+    private static func encodeBody(_ frame: Frame, into buffer: inout ByteBuffer) {
+        switch frame {
+        case .hello(let hello):
+            buffer.writeInteger(hello.protocolVersion)
+            Self.writeIdentifier(hello.clientID, into: &buffer)
+            Self.writeBlob(hello.credential, into: &buffer)
+        case .helloOK(let ok):
+            buffer.writeInteger(ok.sessionID)
+            Self.writeIdentifier(ok.role, into: &buffer)
+            Self.writeIdentifier(ok.clearance, into: &buffer)
+            buffer.writeMultipleIntegers(ok.maxFrameBytes, ok.maxRecordsPerPublish)
+        case .publish(let publish):
+            Self.writeIdentifier(publish.topic, into: &buffer)
+            buffer.writeInteger(UInt32(publish.records.count))
+            for record in publish.records {
+                Self.writeRecord(record, into: &buffer)
+            }
+        case .publishAck(let ack):
+            buffer.writeInteger(UInt32(ack.results.count))
+            for result in ack.results {
+                buffer.writeMultipleIntegers(result.code.rawValue, result.offset, result.flags, result.retryAfterMillis)
+                Self.writeMessage(result.message, into: &buffer)
+            }
+        case .subscribe(let subscribe):
+            Self.writeIdentifier(subscribe.topic, into: &buffer)
+            Self.writeIdentifier(subscribe.group, into: &buffer)
+            switch subscribe.start {
+            case .earliest:
+                buffer.writeInteger(UInt8(0))
+            case .latest:
+                buffer.writeInteger(UInt8(1))
+            case .offset(let offset):
+                buffer.writeMultipleIntegers(UInt8(2), offset)
+            case .committed:
+                buffer.writeInteger(UInt8(3))
+            }
+            buffer.writeInteger(subscribe.initialCredit)
+        case .subscribeOK(let ok):
+            buffer.writeMultipleIntegers(ok.subscriptionID, ok.startOffset, ok.endOffset)
+        case .deliver(let deliver):
+            buffer.writeMultipleIntegers(deliver.subscriptionID, UInt32(deliver.records.count))
+            for delivered in deliver.records {
+                buffer.writeInteger(delivered.offset)
+                Self.writeRecord(delivered.record, into: &buffer)
+            }
+        case .credit(let credit):
+            buffer.writeMultipleIntegers(credit.subscriptionID, credit.credit)
+        case .commit(let commit):
+            Self.writeIdentifier(commit.group, into: &buffer)
+            Self.writeIdentifier(commit.topic, into: &buffer)
+            buffer.writeInteger(commit.offset)
+        case .unsubscribe(let subscriptionID):
+            buffer.writeInteger(subscriptionID)
+        case .topicList(let topics):
+            buffer.writeInteger(UInt32(topics.count))
+            for topic in topics {
+                Self.writeIdentifier(topic.name, into: &buffer)
+                Self.writeIdentifier(topic.sensitivity, into: &buffer)
+                buffer.writeMultipleIntegers(topic.startOffset, topic.endOffset, topic.access)
+            }
+        case .ping(let nonce), .pong(let nonce):
+            buffer.writeInteger(nonce)
+        case .error(let error):
+            buffer.writeMultipleIntegers(error.code.rawValue, error.retryAfterMillis)
+            Self.writeMessage(error.message, into: &buffer)
+        case .commitOK, .unsubscribeOK, .listTopics:
+            break
+        }
+    }
+
+    private static func writeRecord(_ record: WireRecord, into buffer: inout ByteBuffer) {
+        if let key = record.key {
+            precondition(key.readableBytes <= Self.maxKeyBytes, "record key longer than \(Self.maxKeyBytes) bytes")
+            buffer.writeInteger(Int32(key.readableBytes))
+            buffer.writeImmutableBuffer(key)
+        } else {
+            buffer.writeInteger(Int32(-1))
+        }
+        buffer.writeInteger(UInt32(record.headers.count))
+        for header in record.headers {
+            Self.writeIdentifier(header.name, into: &buffer)
+            Self.writeBlob(header.value, into: &buffer)
+        }
+        Self.writeBlob(record.value, into: &buffer)
+        buffer.writeInteger(record.timestamp)
+    }
+
+    /// u32 length + bytes. A ByteBuffer never holds more than UInt32.max bytes, so the length always fits.
+    private static func writeBlob(_ blob: ByteBuffer, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(blob.readableBytes))
+        buffer.writeImmutableBuffer(blob)
+    }
+
+    /// u16 length + UTF-8 bytes; traps when longer than 65,535 bytes (see `validate(_:)`).
+    private static func writeIdentifier(_ string: String, into buffer: inout ByteBuffer) {
+        let count = string.utf8.count
+        precondition(
+            count <= Self.maxStringBytes,
+            "string of \(count) UTF-8 bytes exceeds the wire limit of \(Self.maxStringBytes); call FrameCodec.validate"
+        )
+        buffer.writeInteger(UInt16(count))
+        buffer.writeString(string)
+    }
+
+    /// u16 length + UTF-8 bytes, cut after the last whole Unicode scalar that fits in 65,535 bytes.
+    private static func writeMessage(_ string: String, into buffer: inout ByteBuffer) {
+        let utf8 = string.utf8
+        guard utf8.count > Self.maxStringBytes else {
+            buffer.writeInteger(UInt16(utf8.count))
+            buffer.writeString(string)
+            return
+        }
+        var end = utf8.index(utf8.startIndex, offsetBy: Self.maxStringBytes)
+        // Step back over UTF-8 continuation bytes (0b10xxxxxx) so the cut lands on a scalar boundary.
+        while end > utf8.startIndex, utf8[end] & 0xC0 == 0x80 {
+            end = utf8.index(before: end)
+        }
+        let prefix = utf8[..<end]
+        buffer.writeInteger(UInt16(prefix.count))
+        buffer.writeBytes(prefix)
+    }
+
+    // MARK: decoding
+
     /// Decodes a frame body of the given opcode; `body` must be consumed exactly.
+    ///
+    /// Every field checks the remaining bytes before it is read, and every array count is checked against the
+    /// smallest possible element size before anything is allocated. Byte fields (keys, values, header values,
+    /// credentials) are slices of `body`, not copies. Bytes left over after the last field are MALFORMED_FRAME.
+    /// Errors name the opcode, the field and its body offset (the frame offset is the body offset + 14).
     package static func decodeBody(opcode: Opcode, body: inout ByteBuffer) throws(WireProtocolError) -> Frame {
-        fatalError("unimplemented")
+        var reader = BodyReader(buffer: body, opcode: opcode)
+        defer { body = reader.buffer }
+        let frame: Frame
+        switch opcode {
+        case .hello:
+            let version = try reader.integer("protocolVersion", as: UInt8.self)
+            let clientID = try reader.string("clientID")
+            let credential = try reader.blob("credential")
+            frame = .hello(Hello(protocolVersion: version, clientID: clientID, credential: credential))
+        case .helloOK:
+            let sessionID = try reader.integer("sessionID", as: UInt64.self)
+            let role = try reader.string("role")
+            let clearance = try reader.string("clearance")
+            let maxFrameBytes = try reader.integer("maxFrameBytes", as: UInt32.self)
+            let maxRecords = try reader.integer("maxRecordsPerPublish", as: UInt32.self)
+            frame = .helloOK(
+                HelloOK(
+                    sessionID: sessionID,
+                    role: role,
+                    clearance: clearance,
+                    maxFrameBytes: maxFrameBytes,
+                    maxRecordsPerPublish: maxRecords
+                )
+            )
+        case .publish:
+            let topic = try reader.string("topic")
+            let count = try reader.count("recordCount", minimumElementSize: MinimumSize.record)
+            var records: [WireRecord] = []
+            records.reserveCapacity(count)
+            for index in 0..<count {
+                records.append(try reader.record("records[\(index)]"))
+            }
+            frame = .publish(Publish(topic: topic, records: records))
+        case .publishAck:
+            let count = try reader.count("resultCount", minimumElementSize: MinimumSize.publishResult)
+            var results: [PublishResult] = []
+            results.reserveCapacity(count)
+            for index in 0..<count {
+                let code = try reader.integer("results[\(index)].code", as: UInt16.self)
+                let offset = try reader.integer("results[\(index)].offset", as: Int64.self)
+                let flags = try reader.integer("results[\(index)].flags", as: UInt8.self)
+                let retry = try reader.integer("results[\(index)].retryAfterMillis", as: UInt32.self)
+                let message = try reader.string("results[\(index)].message")
+                results.append(
+                    PublishResult(
+                        code: ErrorCode(rawValue: code),
+                        offset: offset,
+                        flags: flags,
+                        retryAfterMillis: retry,
+                        message: message
+                    )
+                )
+            }
+            frame = .publishAck(PublishAck(results: results))
+        case .subscribe:
+            let topic = try reader.string("topic")
+            let group = try reader.string("group")
+            let tagOffset = reader.bodyOffset
+            let start: StartPosition
+            switch try reader.integer("start.tag", as: UInt8.self) {
+            case 0: start = .earliest
+            case 1: start = .latest
+            case 2: start = .offset(try reader.integer("start.offset", as: Int64.self))
+            case 3: start = .committed
+            case let tag:
+                throw reader.malformed(
+                    "field 'start.tag' at body offset \(tagOffset) is \(tag); "
+                        + "known tags are 0 earliest, 1 latest, 2 offset, 3 committed"
+                )
+            }
+            let credit = try reader.integer("initialCredit", as: UInt32.self)
+            frame = .subscribe(Subscribe(topic: topic, group: group, start: start, initialCredit: credit))
+        case .subscribeOK:
+            let id = try reader.integer("subscriptionID", as: UInt32.self)
+            let startOffset = try reader.integer("startOffset", as: Int64.self)
+            let endOffset = try reader.integer("endOffset", as: Int64.self)
+            frame = .subscribeOK(SubscribeOK(subscriptionID: id, startOffset: startOffset, endOffset: endOffset))
+        case .deliver:
+            let id = try reader.integer("subscriptionID", as: UInt32.self)
+            let count = try reader.count("recordCount", minimumElementSize: MinimumSize.deliveredRecord)
+            var records: [DeliveredRecord] = []
+            records.reserveCapacity(count)
+            for index in 0..<count {
+                let offset = try reader.integer("records[\(index)].offset", as: Int64.self)
+                records.append(DeliveredRecord(offset: offset, record: try reader.record("records[\(index)]")))
+            }
+            frame = .deliver(Deliver(subscriptionID: id, records: records))
+        case .credit:
+            let id = try reader.integer("subscriptionID", as: UInt32.self)
+            let credit = try reader.integer("credit", as: UInt32.self)
+            frame = .credit(Credit(subscriptionID: id, credit: credit))
+        case .commit:
+            let group = try reader.string("group")
+            let topic = try reader.string("topic")
+            let offset = try reader.integer("offset", as: Int64.self)
+            frame = .commit(Commit(group: group, topic: topic, offset: offset))
+        case .commitOK:
+            frame = .commitOK
+        case .unsubscribe:
+            frame = .unsubscribe(subscriptionID: try reader.integer("subscriptionID", as: UInt32.self))
+        case .unsubscribeOK:
+            frame = .unsubscribeOK
+        case .listTopics:
+            frame = .listTopics
+        case .topicList:
+            let count = try reader.count("topicCount", minimumElementSize: MinimumSize.topicInfo)
+            var topics: [TopicInfo] = []
+            topics.reserveCapacity(count)
+            for index in 0..<count {
+                let name = try reader.string("topics[\(index)].name")
+                let sensitivity = try reader.string("topics[\(index)].sensitivity")
+                let startOffset = try reader.integer("topics[\(index)].startOffset", as: Int64.self)
+                let endOffset = try reader.integer("topics[\(index)].endOffset", as: Int64.self)
+                let access = try reader.integer("topics[\(index)].access", as: UInt8.self)
+                topics.append(
+                    TopicInfo(
+                        name: name,
+                        sensitivity: sensitivity,
+                        startOffset: startOffset,
+                        endOffset: endOffset,
+                        access: access
+                    )
+                )
+            }
+            frame = .topicList(topics)
+        case .ping:
+            frame = .ping(nonce: try reader.integer("nonce", as: UInt64.self))
+        case .pong:
+            frame = .pong(nonce: try reader.integer("nonce", as: UInt64.self))
+        case .error:
+            let code = try reader.integer("code", as: UInt16.self)
+            let retry = try reader.integer("retryAfterMillis", as: UInt32.self)
+            let message = try reader.string("message")
+            frame = .error(ErrorFrame(code: ErrorCode(rawValue: code), message: message, retryAfterMillis: retry))
+        }
+        try reader.finish()
+        return frame
+    }
+}
+
+/// Reads the fields of one frame body, checking the remaining bytes before every read.
+///
+/// Errors are MALFORMED_FRAME and say which field of which opcode failed at which body offset.
+struct BodyReader {
+    var buffer: ByteBuffer
+    let opcode: Opcode
+    private let startIndex: Int
+
+    init(buffer: ByteBuffer, opcode: Opcode) {
+        self.buffer = buffer
+        self.opcode = opcode
+        self.startIndex = buffer.readerIndex
+    }
+
+    /// Offset of the next unread byte from the start of the body.
+    var bodyOffset: Int { self.buffer.readerIndex - self.startIndex }
+
+    /// A MALFORMED_FRAME error for this body; `detail` should name the field and its body offset (counted from the
+    /// first body byte; add 14 for the offset in the frame).
+    func malformed(_ detail: String) -> WireProtocolError {
+        WireProtocolError(
+            code: .malformedFrame,
+            message: "\(self.opcode) body: \(detail)"
+        )
+    }
+
+    private func truncated(_ field: String, needs: Int) -> WireProtocolError {
+        self.malformed(
+            "field '\(field)' at body offset \(self.bodyOffset) needs \(needs) bytes but only "
+                + "\(self.buffer.readableBytes) remain (body length \(self.bodyOffset + self.buffer.readableBytes))"
+        )
+    }
+
+    /// A big-endian fixed-width integer.
+    mutating func integer<T: FixedWidthInteger>(
+        _ field: @autoclosure () -> String,
+        as type: T.Type = T.self
+    ) throws(WireProtocolError) -> T {
+        guard let value = self.buffer.readInteger(as: T.self) else {
+            throw self.truncated(field(), needs: MemoryLayout<T>.size)
+        }
+        return value
+    }
+
+    /// A u16 byte length followed by that many bytes of valid UTF-8.
+    mutating func string(_ field: @autoclosure () -> String) throws(WireProtocolError) -> String {
+        let lengthOffset = self.bodyOffset
+        let length = Int(try self.integer("\(field()).length", as: UInt16.self))
+        guard length <= self.buffer.readableBytes else {
+            throw self.malformed(
+                "field '\(field())' at body offset \(lengthOffset) declares \(length) UTF-8 bytes but only "
+                    + "\(self.buffer.readableBytes) remain"
+            )
+        }
+        let decoded: String? = self.buffer.withUnsafeReadableBytes { raw in
+            let bytes = UnsafeRawBufferPointer(rebasing: raw.prefix(length))
+            // String(decoding:) repairs invalid input with U+FFFD; the result equals the input only if it was valid.
+            var string = String(decoding: bytes, as: UTF8.self)
+            return string.withUTF8 { $0.elementsEqual(bytes) } ? string : nil
+        }
+        guard let decoded else {
+            let stringOffset = self.bodyOffset
+            let badIndex = self.buffer.withUnsafeReadableBytes { raw in
+                Self.firstInvalidUTF8Index(UnsafeRawBufferPointer(rebasing: raw.prefix(length)))
+            }
+            throw self.malformed(
+                "field '\(field())' at body offset \(stringOffset) is not valid UTF-8 "
+                    + "(invalid byte at body offset \(stringOffset + badIndex))"
+            )
+        }
+        self.buffer.moveReaderIndex(forwardBy: length)
+        return decoded
+    }
+
+    /// A u32 byte length followed by that many bytes, returned as a slice of the body.
+    mutating func blob(_ field: @autoclosure () -> String) throws(WireProtocolError) -> ByteBuffer {
+        let lengthOffset = self.bodyOffset
+        let length = try self.integer("\(field()).length", as: UInt32.self)
+        return try self.slice(field(), length: Int(length), lengthOffset: lengthOffset)
+    }
+
+    /// An i32 length (-1 = no key) followed by that many bytes.
+    mutating func key(_ field: @autoclosure () -> String) throws(WireProtocolError) -> ByteBuffer? {
+        let lengthOffset = self.bodyOffset
+        let length = try self.integer("\(field()).length", as: Int32.self)
+        if length == -1 { return nil }
+        guard length >= 0 else {
+            throw self.malformed(
+                "field '\(field())' at body offset \(lengthOffset) has length \(length); only -1 (no key) or 0 and "
+                    + "above are allowed"
+            )
+        }
+        return try self.slice(field(), length: Int(length), lengthOffset: lengthOffset)
+    }
+
+    private mutating func slice(_ field: String, length: Int, lengthOffset: Int) throws(WireProtocolError) -> ByteBuffer
+    {
+        guard let slice = self.buffer.readSlice(length: length) else {
+            throw self.malformed(
+                "field '\(field)' at body offset \(lengthOffset) declares \(length) bytes but only "
+                    + "\(self.buffer.readableBytes) remain"
+            )
+        }
+        return slice
+    }
+
+    /// A u32 element count, refused unless `count * minimumElementSize` bytes remain: a hostile count cannot make
+    /// the decoder allocate more than the body could possibly describe.
+    mutating func count(_ field: @autoclosure () -> String, minimumElementSize: Int) throws(WireProtocolError) -> Int {
+        let countOffset = self.bodyOffset
+        let count = Int(try self.integer(field(), as: UInt32.self))
+        let remaining = self.buffer.readableBytes
+        guard count <= remaining / minimumElementSize else {
+            throw self.malformed(
+                "field '\(field())' at body offset \(countOffset) declares \(count) elements of at least "
+                    + "\(minimumElementSize) bytes each, but only \(remaining) bytes remain"
+            )
+        }
+        return count
+    }
+
+    /// One record: key, headers, value, timestamp.
+    mutating func record(_ prefix: @autoclosure () -> String) throws(WireProtocolError) -> WireRecord {
+        let key = try self.key("\(prefix()).key")
+        let headerCount = try self.count(
+            "\(prefix()).headerCount",
+            minimumElementSize: FrameCodec.MinimumSize.header
+        )
+        var headers: [WireHeader] = []
+        headers.reserveCapacity(headerCount)
+        for index in 0..<headerCount {
+            let name = try self.string("\(prefix()).headers[\(index)].name")
+            let value = try self.blob("\(prefix()).headers[\(index)].value")
+            headers.append(WireHeader(name: name, value: value))
+        }
+        let value = try self.blob("\(prefix()).value")
+        let timestamp = try self.integer("\(prefix()).timestamp", as: Int64.self)
+        return WireRecord(key: key, headers: headers, value: value, timestamp: timestamp)
+    }
+
+    /// Requires the body to be consumed exactly.
+    func finish() throws(WireProtocolError) {
+        guard self.buffer.readableBytes == 0 else {
+            throw self.malformed(
+                "\(self.buffer.readableBytes) trailing bytes after the last field, at body offset \(self.bodyOffset)"
+            )
+        }
+    }
+
+    /// Index of the first byte that does not start a well-formed UTF-8 scalar; only called on invalid input.
+    private static func firstInvalidUTF8Index(_ bytes: UnsafeRawBufferPointer) -> Int {
+        var parser = Unicode.UTF8.ForwardParser()
+        var iterator = bytes.makeIterator()
+        var index = 0
+        while true {
+            switch parser.parseScalar(from: &iterator) {
+            case .valid(let scalar):
+                index += scalar.count
+            case .error:
+                return index
+            case .emptyInput:
+                return index
+            }
+        }
     }
 }
 
 /// Splits a byte stream into `TaggedFrame`s; rejects oversized lengths before buffering a body.
+///
+/// Checks, in order: magic (as soon as 2 bytes are there), then, once the whole 14-byte header is there, version,
+/// opcode, flags and body length against `maxBodyLength`; only then does it wait for the body. Nothing is consumed
+/// until a whole frame is decoded. Every error after the header was read carries the frame's correlation id.
 package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    /// One decoded frame with its correlation id.
     package typealias InboundOut = TaggedFrame
+    /// Largest body accepted; a longer declared length is FRAME_TOO_LARGE before any body byte is buffered.
     package let maxBodyLength: UInt32
+    /// Creates a decoder refusing bodies longer than `maxBodyLength` (the broker passes `server.max_frame_bytes`).
     package init(maxBodyLength: UInt32 = WireConstants.defaultMaxBodyLength) {
         self.maxBodyLength = maxBodyLength
     }
+
+    /// The next whole frame, or nil (nothing consumed) when more bytes are needed; throws `WireProtocolError`.
     package mutating func decode(buffer: inout ByteBuffer) throws -> TaggedFrame? {
-        fatalError("unimplemented")
+        let start = buffer.readerIndex
+        if let magic = buffer.getInteger(at: start, as: UInt16.self), magic != WireConstants.magic {
+            throw WireProtocolError(
+                code: .malformedFrame,
+                message: "frame bytes 0-1: magic is 0x\(hex(magic, digits: 4)), expected 0x424B (\"BK\"); "
+                    + "the peer does not speak the brokerd protocol"
+            )
+        }
+        guard
+            let (_, version, opcodeByte, flags, correlationID, bodyLength) = buffer.getMultipleIntegers(
+                at: start,
+                as: (UInt16, UInt8, UInt8, UInt16, UInt32, UInt32).self
+            )
+        else {
+            return nil
+        }
+        func failure(_ code: ErrorCode, _ message: String) -> WireProtocolError {
+            WireProtocolError(code: code, message: message, correlationID: correlationID)
+        }
+        guard version == WireConstants.protocolVersion else {
+            throw failure(
+                .unsupportedVersion,
+                "frame byte 2: protocol version \(version) is not supported; this build speaks version "
+                    + "\(WireConstants.protocolVersion)"
+            )
+        }
+        guard let opcode = Opcode(rawValue: opcodeByte) else {
+            throw failure(
+                .malformedFrame,
+                "frame byte 3: unknown opcode 0x\(hex(opcodeByte, digits: 2)); version 1 defines 0x01...0x11"
+            )
+        }
+        guard flags == 0 else {
+            throw failure(
+                .malformedFrame,
+                "frame bytes 4-5: flags are 0x\(hex(flags, digits: 4)) on a \(opcode) frame; version 1 requires 0"
+            )
+        }
+        guard bodyLength <= self.maxBodyLength else {
+            throw failure(
+                .frameTooLarge,
+                "frame bytes 10-13: \(opcode) body length \(bodyLength) exceeds the limit of "
+                    + "\(self.maxBodyLength) bytes"
+            )
+        }
+        let frameLength = WireConstants.headerSize + Int(bodyLength)
+        guard buffer.readableBytes >= frameLength else {
+            return nil
+        }
+        buffer.moveReaderIndex(forwardBy: WireConstants.headerSize)
+        var body = buffer.readSlice(length: Int(bodyLength))!  // length checked just above
+        do {
+            let frame = try FrameCodec.decodeBody(opcode: opcode, body: &body)
+            return TaggedFrame(correlationID: correlationID, flags: flags, frame: frame)
+        } catch {
+            var error = error
+            error.correlationID = correlationID
+            throw error
+        }
     }
+
+    /// At end of stream: decodes what is whole; a partial frame left at EOF is dropped with the connection.
     package mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> TaggedFrame? {
         try self.decode(buffer: &buffer)
     }
 }
 
 /// Encodes `TaggedFrame`s for a channel pipeline.
+///
+/// Validates first (`FrameCodec.validate`), so an over-long identifier fails the write with INVALID_REQUEST
+/// instead of trapping or sending a corrupt frame.
 package struct FrameEncoder: MessageToByteEncoder {
+    /// The frame to write.
     package typealias OutboundIn = TaggedFrame
+    /// Creates an encoder.
     package init() {}
+    /// Validates `data`, then appends its bytes to `out`; throws INVALID_REQUEST (writing nothing) when invalid.
     package func encode(data: TaggedFrame, out: inout ByteBuffer) throws {
+        try FrameCodec.validate(data)
         FrameCodec.encode(data, into: &out)
     }
+}
+
+/// Upper-case hex, zero-padded to `digits`.
+private func hex<T: BinaryInteger>(_ value: T, digits: Int) -> String {
+    let text = String(value, radix: 16, uppercase: true)
+    return String(repeating: "0", count: max(0, digits - text.count)) + text
 }
