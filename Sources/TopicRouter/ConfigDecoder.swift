@@ -31,7 +31,7 @@ enum ConfigDecoder {
         } catch {
             throw ConfigError("invalid TOML: \(error)")
         }
-        let top = TableReader(table: root, label: "the top level", section: "", index: 0, locator: locator)
+        let top = TableReader(table: root, label: "the top-level table", section: "", index: 0, locator: locator)
         try top.checkKeys(Self.rootKeys)
 
         guard let classes = try top.stringArray("classes") else {
@@ -202,15 +202,18 @@ enum ConfigDecoder {
 /// Typed access to one TOML table, with errors that name the table and point at the key's line.
 struct TableReader {
     let table: TOMLTable
-    /// How messages name the table: `the top level`, `[server]`, `[[topics]] 'education.completed'`.
+    /// How messages name the table: `the top-level table`, `[server]`, `[[topics]] 'education.completed'`.
     let label: String
     let section: String
     let index: Int
     let locator: ConfigLineLocator
 
-    /// The line of `key` in this table, or of the table's header.
+    /// The line of `key` in this table, or of the table's header. At the top level a key may also be a
+    /// `[key]` or `[[key]]` header of its own.
     func line(_ key: String?) -> Int? {
-        self.locator.line(table: self.section, index: self.index, key: key)
+        if let line = self.locator.line(table: self.section, index: self.index, key: key) { return line }
+        guard self.section.isEmpty, let key else { return nil }
+        return self.locator.line(table: key, index: 0, key: nil)
     }
 
     /// Rejects the first key (in file order) that is not in `allowed`, suggesting the closest allowed key.

@@ -139,21 +139,22 @@ package struct Policy: Sendable {
 
     /// NOT_CLEARED when above clearance or outside subscribe patterns; UNKNOWN_TOPIC when not declared.
     ///
-    /// Conditions are checked in this order and the first failing one is named:
-    /// 1. the topic is declared (else UNKNOWN_TOPIC);
+    /// Conditions are checked in this order and the first failing one is named in the reason:
+    /// 1. the topic is declared (else UNKNOWN_TOPIC: "topic 'x' is not declared");
     /// 2. the principal's role is declared in this policy (else NOT_CLEARED);
-    /// 3. one of the role's `subscribe` patterns matches the topic (else NOT_CLEARED);
-    /// 4. the topic's class ranks at or below the role's clearance (else NOT_CLEARED).
-    /// The role's clearance is taken from the policy, not from `principal.clearance`.
+    /// 3. the topic's class ranks at or below the role's clearance (else NOT_CLEARED: "topic 'clinical.referral'
+    ///    is class 'phi'; role 'crm' is cleared up to 'non_phi'");
+    /// 4. one of the role's `subscribe` patterns matches the topic (else NOT_CLEARED: "role 'crm' has no
+    ///    subscribe pattern matching 'x'").
+    /// Clearance comes first because it is the class-based control compliance reasons about: a refusal of PHI to
+    /// a role not cleared for it is reported as exactly that, whatever its patterns say. The role's clearance is
+    /// taken from the policy, not from `principal.clearance`.
     package func subscribeDecision(principal: Principal, topic: String) -> Decision {
         guard let declared = self.topicsByName[topic] else {
             return .refuse(.unknownTopic, reason: "topic '\(topic)' is not declared")
         }
         guard let role = self.roles[principal.role] else {
             return .refuse(.notCleared, reason: "role '\(principal.role)' is not declared")
-        }
-        guard role.subscribe.contains(where: { $0.matches(topic) }) else {
-            return .refuse(.notCleared, reason: "role '\(role.name)' has no subscribe pattern matching '\(topic)'")
         }
         let topicRank = self.classRank[declared.sensitivity]!  // validated: every topic class is declared
         guard topicRank <= role.clearanceRank else {
@@ -162,6 +163,9 @@ package struct Policy: Sendable {
                 reason: "topic '\(topic)' is class '\(declared.sensitivity)'; "
                     + "role '\(role.name)' is cleared up to '\(role.clearance)'"
             )
+        }
+        guard role.subscribe.contains(where: { $0.matches(topic) }) else {
+            return .refuse(.notCleared, reason: "role '\(role.name)' has no subscribe pattern matching '\(topic)'")
         }
         return .allow
     }
