@@ -49,8 +49,15 @@ enum ConfigDecoder {
                     line: top.line("server")
                 )
             }
-            server = try Self.decodeServer(TableReader(table: table, label: "[server]", section: "server", index: 0,
-                                                       locator: locator))
+            server = try Self.decodeServer(
+                TableReader(
+                    table: table,
+                    label: "[server]",
+                    section: "server",
+                    index: 0,
+                    locator: locator
+                )
+            )
         }
         let topics = try Self.entries("topics", of: top, locator: locator).map { (reader) throws(ConfigError) in
             try Self.decodeTopic(reader)
@@ -118,7 +125,10 @@ enum ConfigDecoder {
 
     private static func decodeTopic(_ reader: TableReader) throws(ConfigError) -> TopicPolicy {
         try reader.checkKeys(Self.topicKeys)
-        var topic = TopicPolicy(name: try reader.requiredString("name"), sensitivity: try reader.requiredString("class"))
+        var topic = TopicPolicy(
+            name: try reader.requiredString("name"),
+            sensitivity: try reader.requiredString("class")
+        )
         if let fsync = try reader.string("fsync") {
             guard let setting = Self.parseFsync(fsync) else {
                 throw ConfigError(

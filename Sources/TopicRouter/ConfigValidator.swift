@@ -30,7 +30,10 @@ enum ConfigValidator {
                 )
             }
             guard classes.insert(name).inserted else {
-                throw ConfigError("class '\(name)' is listed twice in 'classes'; each class has one rank", line: classLine)
+                throw ConfigError(
+                    "class '\(name)' is listed twice in 'classes'; each class has one rank",
+                    line: classLine
+                )
             }
         }
         let declaredClasses = config.classes.joined(separator: ", ")
@@ -196,7 +199,12 @@ enum ConfigValidator {
         }
     }
 
-    private static func requirePositive(_ value: Int64, _ key: String, of topic: String, line: Int?) throws(ConfigError) {
+    private static func requirePositive(
+        _ value: Int64,
+        _ key: String,
+        of topic: String,
+        line: Int?
+    ) throws(ConfigError) {
         guard value > 0 else {
             throw ConfigError("topic '\(topic)': \(key) must be positive, got \(value)", line: line)
         }

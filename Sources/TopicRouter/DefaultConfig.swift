@@ -146,9 +146,10 @@ enum DefaultConfig {
         #   role        required  one of the roles above
         #   token_hash  "sha256:" + 64 lowercase hex digits: the SHA-256 of the client's token, e.g. from
         #               `printf %s "$TOKEN" | sha256sum`. The broker stores only this hash.
-        # token_hash is omitted ONLY in this embedded default: on first start brokerd generates a random token for
-        # each such principal into <data_dir>/credentials.toml (mode 0600) and reuses it afterwards. A production
-        # config gives every principal a token_hash.
+        # A principal without token_hash gets a generated token: on first start brokerd writes a random token for
+        # each such principal to <data_dir>/credentials.toml (mode 0600) and reuses it afterwards. Only this
+        # embedded default relies on that; a production config gives every principal a token_hash, so no secret
+        # is ever written to disk.
 
         [[principals]]
         client_id = "learning-portal"

@@ -1,7 +1,9 @@
 /// Byte ↔ text encodings the module needs (hex for digests, base64url for tokens), without Foundation.
 enum ByteEncoding {
     private static let hexDigits = Array("0123456789abcdef".utf8)
-    private static let base64URLAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    private static let base64URLAlphabet = Array(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8
+    )
 
     /// Lowercase hex, two digits per byte.
     static func lowercaseHex<Bytes: Sequence<UInt8>>(_ bytes: Bytes) -> String {

@@ -200,244 +200,343 @@ struct ConfigLoaderTests {
         ErrorCase(label: "invalid TOML", text: base(replacing: 5, with: "name = "), message: "invalid TOML", line: 5),
         ErrorCase(label: "NUL byte", text: base(replacing: 8, with: "name = \"r\u{0}\""), message: "NUL byte", line: 8),
         ErrorCase(
-            label: "missing classes", text: document(Array(baseLines.dropFirst())),
-            message: "missing top-level key 'classes'", line: nil
+            label: "missing classes",
+            text: document(Array(baseLines.dropFirst())),
+            message: "missing top-level key 'classes'",
+            line: nil
         ),
         ErrorCase(
             label: "[topics] instead of [[topics]]",
             text: document([#"classes = ["x"]"#, "[topics]", #"name = "a""#]),
-            message: "'topics' must be an array of tables", line: 2
+            message: "'topics' must be an array of tables",
+            line: 2
         ),
         ErrorCase(
-            label: "server not a table", text: document([#"classes = ["x"]"#, "server = 1"]),
-            message: "'server' must be a table", line: 2
+            label: "server not a table",
+            text: document([#"classes = ["x"]"#, "server = 1"]),
+            message: "'server' must be a table",
+            line: 2
         ),
         // Unknown keys everywhere.
         ErrorCase(
-            label: "unknown topic key", text: base(inserting: "retention = 5", after: 6),
-            message: "unknown key 'retention' in [[topics]] 'a.b'; did you mean retention_ms?", line: 7
+            label: "unknown topic key",
+            text: base(inserting: "retention = 5", after: 6),
+            message: "unknown key 'retention' in [[topics]] 'a.b'; did you mean retention_ms?",
+            line: 7
         ),
         ErrorCase(
-            label: "unknown server key", text: base(replacing: 3, with: #"listn = "127.0.0.1:1""#),
-            message: "unknown key 'listn' in [server]; did you mean listen?", line: 3
+            label: "unknown server key",
+            text: base(replacing: 3, with: #"listn = "127.0.0.1:1""#),
+            message: "unknown key 'listn' in [server]; did you mean listen?",
+            line: 3
         ),
         ErrorCase(
-            label: "unknown top-level table", text: base(replacing: 2, with: "[srever]"),
-            message: "unknown key 'srever' in the top-level table; did you mean server?", line: 2
+            label: "unknown top-level table",
+            text: base(replacing: 2, with: "[srever]"),
+            message: "unknown key 'srever' in the top-level table; did you mean server?",
+            line: 2
         ),
         ErrorCase(
-            label: "unknown top-level key", text: base(inserting: "clases = 1", after: 1),
-            message: "unknown key 'clases' in the top-level table; did you mean classes?", line: 2
+            label: "unknown top-level key",
+            text: base(inserting: "clases = 1", after: 1),
+            message: "unknown key 'clases' in the top-level table; did you mean classes?",
+            line: 2
         ),
         ErrorCase(
-            label: "unknown role key", text: base(replacing: 10, with: #"subscribes = ["a.*"]"#),
-            message: "unknown key 'subscribes' in [[roles]] 'r'; did you mean subscribe?", line: 10
+            label: "unknown role key",
+            text: base(replacing: 10, with: #"subscribes = ["a.*"]"#),
+            message: "unknown key 'subscribes' in [[roles]] 'r'; did you mean subscribe?",
+            line: 10
         ),
         ErrorCase(
-            label: "unknown principal key", text: base(replacing: 14, with: #"token = "x""#),
-            message: "unknown key 'token' in [[principals]] 'c'; did you mean token_hash?", line: 14
+            label: "unknown principal key",
+            text: base(replacing: 14, with: #"token = "x""#),
+            message: "unknown key 'token' in [[principals]] 'c'; did you mean token_hash?",
+            line: 14
         ),
         ErrorCase(
-            label: "unknown key without a near match", text: base(inserting: "colour = 1", after: 9),
+            label: "unknown key without a near match",
+            text: base(inserting: "colour = 1", after: 9),
             message: "unknown key 'colour' in [[roles]] 'r'; allowed keys: name, clearance, publish, subscribe",
             line: 10
         ),
         // Types and formats.
         ErrorCase(
-            label: "string for an integer", text: base(inserting: #"segment_bytes = "big""#, after: 6),
-            message: "'segment_bytes' in [[topics]] 'a.b' must be an integer, got a string", line: 7
+            label: "string for an integer",
+            text: base(inserting: #"segment_bytes = "big""#, after: 6),
+            message: "'segment_bytes' in [[topics]] 'a.b' must be an integer, got a string",
+            line: 7
         ),
         ErrorCase(
-            label: "float for an integer", text: base(inserting: "max_frame_bytes = 1.5", after: 3),
-            message: "'max_frame_bytes' in [server] must be an integer, got a floating-point number", line: 4
+            label: "float for an integer",
+            text: base(inserting: "max_frame_bytes = 1.5", after: 3),
+            message: "'max_frame_bytes' in [server] must be an integer, got a floating-point number",
+            line: 4
         ),
         ErrorCase(
-            label: "string for an array", text: base(replacing: 10, with: #"subscribe = "a.*""#),
-            message: "'subscribe' in [[roles]] 'r' must be an array of strings, got a string", line: 10
+            label: "string for an array",
+            text: base(replacing: 10, with: #"subscribe = "a.*""#),
+            message: "'subscribe' in [[roles]] 'r' must be an array of strings, got a string",
+            line: 10
         ),
         ErrorCase(
-            label: "integer in a pattern array", text: base(replacing: 10, with: #"subscribe = ["a.*", 1]"#),
-            message: "'subscribe' in [[roles]] 'r' must be an array of strings; element 2 is an integer", line: 10
+            label: "integer in a pattern array",
+            text: base(replacing: 10, with: #"subscribe = ["a.*", 1]"#),
+            message: "'subscribe' in [[roles]] 'r' must be an array of strings; element 2 is an integer",
+            line: 10
         ),
         ErrorCase(
-            label: "boolean for a string", text: base(replacing: 6, with: "class = true"),
-            message: "'class' in [[topics]] 'a.b' must be a string, got a boolean", line: 6
+            label: "boolean for a string",
+            text: base(replacing: 6, with: "class = true"),
+            message: "'class' in [[topics]] 'a.b' must be a string, got a boolean",
+            line: 6
         ),
         ErrorCase(
-            label: "missing topic name", text: base(replacing: 5, with: ""),
-            message: "missing key 'name' in [[topics]] #1", line: 4
+            label: "missing topic name",
+            text: base(replacing: 5, with: ""),
+            message: "missing key 'name' in [[topics]] #1",
+            line: 4
         ),
         ErrorCase(
-            label: "missing principal role", text: base(replacing: 13, with: ""),
-            message: "missing key 'role' in [[principals]] 'c'", line: 11
+            label: "missing principal role",
+            text: base(replacing: 13, with: ""),
+            message: "missing key 'role' in [[principals]] 'c'",
+            line: 11
         ),
         ErrorCase(
-            label: "bad fsync", text: base(inserting: #"fsync = "sometimes""#, after: 6),
-            message: #"'fsync' in [[topics]] 'a.b' must be "always", "never" or "interval:<milliseconds>""#, line: 7
+            label: "bad fsync",
+            text: base(inserting: #"fsync = "sometimes""#, after: 6),
+            message: #"'fsync' in [[topics]] 'a.b' must be "always", "never" or "interval:<milliseconds>""#,
+            line: 7
         ),
         ErrorCase(
-            label: "zero fsync interval", text: base(inserting: #"fsync = "interval:0""#, after: 6),
-            message: "the fsync interval must be a positive number of milliseconds", line: 7
+            label: "zero fsync interval",
+            text: base(inserting: #"fsync = "interval:0""#, after: 6),
+            message: "the fsync interval must be a positive number of milliseconds",
+            line: 7
         ),
         ErrorCase(
-            label: "bad compression", text: base(inserting: #"compression = "zstd""#, after: 6),
-            message: #"'compression' in [[topics]] 'a.b' must be "lz4" or "none", got "zstd""#, line: 7
+            label: "bad compression",
+            text: base(inserting: #"compression = "zstd""#, after: 6),
+            message: #"'compression' in [[topics]] 'a.b' must be "lz4" or "none", got "zstd""#,
+            line: 7
         ),
         // Listen.
         ErrorCase(
-            label: "listen without port", text: base(replacing: 3, with: #"listen = "localhost""#),
-            message: "'listen' in [server] must be HOST:PORT", line: 3
+            label: "listen without port",
+            text: base(replacing: 3, with: #"listen = "localhost""#),
+            message: "'listen' in [server] must be HOST:PORT",
+            line: 3
         ),
         ErrorCase(
-            label: "listen port too large", text: base(replacing: 3, with: #"listen = "127.0.0.1:65536""#),
-            message: "port in 0…65535", line: 3
+            label: "listen port too large",
+            text: base(replacing: 3, with: #"listen = "127.0.0.1:65536""#),
+            message: "port in 0…65535",
+            line: 3
         ),
         ErrorCase(
-            label: "unbracketed IPv6 listen", text: base(replacing: 3, with: #"listen = "::1:7420""#),
-            message: "\"[::1]:7420\"", line: 3
+            label: "unbracketed IPv6 listen",
+            text: base(replacing: 3, with: #"listen = "::1:7420""#),
+            message: "\"[::1]:7420\"",
+            line: 3
         ),
         ErrorCase(
-            label: "listen with empty host", text: base(replacing: 3, with: #"listen = ":7420""#),
-            message: "must be HOST:PORT", line: 3
+            label: "listen with empty host",
+            text: base(replacing: 3, with: #"listen = ":7420""#),
+            message: "must be HOST:PORT",
+            line: 3
         ),
         // Classes.
         ErrorCase(
-            label: "empty classes", text: base(replacing: 1, with: "classes = []"),
-            message: "'classes' is empty", line: 1
+            label: "empty classes",
+            text: base(replacing: 1, with: "classes = []"),
+            message: "'classes' is empty",
+            line: 1
         ),
         ErrorCase(
-            label: "duplicate class", text: base(replacing: 1, with: #"classes = ["non_phi", "phi", "non_phi"]"#),
-            message: "class 'non_phi' is listed twice", line: 1
+            label: "duplicate class",
+            text: base(replacing: 1, with: #"classes = ["non_phi", "phi", "non_phi"]"#),
+            message: "class 'non_phi' is listed twice",
+            line: 1
         ),
         // Topics.
         ErrorCase(
             label: "duplicate topic",
             text: base(appending: ["[[topics]]", #"name = "a.b""#, #"class = "phi""#]),
-            message: "duplicate topic 'a.b'", line: 16
+            message: "duplicate topic 'a.b'",
+            line: 16
         ),
         ErrorCase(
-            label: "topic name with a space", text: base(replacing: 5, with: #"name = "a b""#),
-            message: "invalid topic name 'a b'", line: 5
+            label: "topic name with a space",
+            text: base(replacing: 5, with: #"name = "a b""#),
+            message: "invalid topic name 'a b'",
+            line: 5
         ),
         ErrorCase(
-            label: "topic name with a slash", text: base(replacing: 5, with: #"name = "a/b""#),
-            message: "invalid topic name 'a/b'", line: 5
+            label: "topic name with a slash",
+            text: base(replacing: 5, with: #"name = "a/b""#),
+            message: "invalid topic name 'a/b'",
+            line: 5
         ),
         ErrorCase(
-            label: "empty topic name", text: base(replacing: 5, with: #"name = """#),
-            message: "invalid topic name ''", line: 5
+            label: "empty topic name",
+            text: base(replacing: 5, with: #"name = """#),
+            message: "invalid topic name ''",
+            line: 5
         ),
         ErrorCase(
-            label: "topic name of dots", text: base(replacing: 5, with: #"name = "..""#),
-            message: "a name of only dots", line: 5
+            label: "topic name of dots",
+            text: base(replacing: 5, with: #"name = "..""#),
+            message: "a name of only dots",
+            line: 5
         ),
         ErrorCase(
-            label: "reserved topic name", text: base(replacing: 5, with: #"name = "__offsets""#),
-            message: "topic name '__offsets' is reserved", line: 5
+            label: "reserved topic name",
+            text: base(replacing: 5, with: #"name = "__offsets""#),
+            message: "topic name '__offsets' is reserved",
+            line: 5
         ),
         ErrorCase(
-            label: "undeclared topic class", text: base(replacing: 6, with: #"class = "secret""#),
+            label: "undeclared topic class",
+            text: base(replacing: 6, with: #"class = "secret""#),
             message: "topic 'a.b' has class 'secret', which is not declared; declared classes: non_phi, phi",
             line: 6
         ),
         ErrorCase(
-            label: "zero segment_bytes", text: base(inserting: "segment_bytes = 0", after: 6),
-            message: "topic 'a.b': segment_bytes must be positive, got 0", line: 7
+            label: "zero segment_bytes",
+            text: base(inserting: "segment_bytes = 0", after: 6),
+            message: "topic 'a.b': segment_bytes must be positive, got 0",
+            line: 7
         ),
         ErrorCase(
-            label: "negative retention_ms", text: base(inserting: "retention_ms = -1", after: 6),
-            message: "topic 'a.b': retention_ms must be positive, got -1", line: 7
+            label: "negative retention_ms",
+            text: base(inserting: "retention_ms = -1", after: 6),
+            message: "topic 'a.b': retention_ms must be positive, got -1",
+            line: 7
         ),
         ErrorCase(
-            label: "zero retention_bytes", text: base(inserting: "retention_bytes = 0", after: 6),
-            message: "retention_bytes must be positive", line: 7
+            label: "zero retention_bytes",
+            text: base(inserting: "retention_bytes = 0", after: 6),
+            message: "retention_bytes must be positive",
+            line: 7
         ),
         ErrorCase(
-            label: "zero segment_max_age_ms", text: base(inserting: "segment_max_age_ms = 0", after: 6),
-            message: "segment_max_age_ms must be positive", line: 7
+            label: "zero segment_max_age_ms",
+            text: base(inserting: "segment_max_age_ms = 0", after: 6),
+            message: "segment_max_age_ms must be positive",
+            line: 7
         ),
         // Server sizes.
         ErrorCase(
-            label: "zero max_frame_bytes", text: base(inserting: "max_frame_bytes = 0", after: 3),
-            message: "[server] max_frame_bytes must be in 1024…4294967295, got 0", line: 4
+            label: "zero max_frame_bytes",
+            text: base(inserting: "max_frame_bytes = 0", after: 3),
+            message: "[server] max_frame_bytes must be in 1024…4294967295, got 0",
+            line: 4
         ),
         ErrorCase(
-            label: "zero max_records_per_publish", text: base(inserting: "max_records_per_publish = 0", after: 3),
-            message: "[server] max_records_per_publish must be in 1…", line: 4
+            label: "zero max_records_per_publish",
+            text: base(inserting: "max_records_per_publish = 0", after: 3),
+            message: "[server] max_records_per_publish must be in 1…",
+            line: 4
         ),
         ErrorCase(
-            label: "zero max_connections", text: base(inserting: "max_connections = 0", after: 3),
-            message: "[server] max_connections must be in 1…", line: 4
+            label: "zero max_connections",
+            text: base(inserting: "max_connections = 0", after: 3),
+            message: "[server] max_connections must be in 1…",
+            line: 4
         ),
         ErrorCase(
-            label: "zero handshake timeout", text: base(inserting: "handshake_timeout_seconds = 0", after: 3),
-            message: "[server] handshake_timeout_seconds must be in 1…86400, got 0", line: 4
+            label: "zero handshake timeout",
+            text: base(inserting: "handshake_timeout_seconds = 0", after: 3),
+            message: "[server] handshake_timeout_seconds must be in 1…86400, got 0",
+            line: 4
         ),
         ErrorCase(
-            label: "empty data_dir", text: base(inserting: #"data_dir = """#, after: 3),
-            message: "[server] data_dir is empty", line: 4
+            label: "empty data_dir",
+            text: base(inserting: #"data_dir = """#, after: 3),
+            message: "[server] data_dir is empty",
+            line: 4
         ),
         // Roles.
         ErrorCase(
             label: "duplicate role",
             text: base(appending: ["[[roles]]", #"name = "r""#, #"clearance = "phi""#]),
-            message: "duplicate role 'r'", line: 16
+            message: "duplicate role 'r'",
+            line: 16
         ),
         ErrorCase(
-            label: "undeclared clearance", text: base(replacing: 9, with: #"clearance = "top_secret""#),
+            label: "undeclared clearance",
+            text: base(replacing: 9, with: #"clearance = "top_secret""#),
             message:
                 "role 'r' has clearance 'top_secret', which is not a declared class; declared classes: non_phi, phi",
             line: 9
         ),
         ErrorCase(
-            label: "empty pattern", text: base(replacing: 10, with: #"subscribe = ["a.*", ""]"#),
-            message: "role 'r' has an empty subscribe pattern", line: 10
+            label: "empty pattern",
+            text: base(replacing: 10, with: #"subscribe = ["a.*", ""]"#),
+            message: "role 'r' has an empty subscribe pattern",
+            line: 10
         ),
         ErrorCase(
-            label: "pattern with a slash", text: base(inserting: #"publish = ["a/*"]"#, after: 9),
-            message: "role 'r' has invalid publish pattern 'a/*'", line: 10
+            label: "pattern with a slash",
+            text: base(inserting: #"publish = ["a/*"]"#, after: 9),
+            message: "role 'r' has invalid publish pattern 'a/*'",
+            line: 10
         ),
         ErrorCase(
-            label: "pattern with a question mark", text: base(replacing: 10, with: #"subscribe = ["a.?"]"#),
-            message: "invalid subscribe pattern 'a.?'", line: 10
+            label: "pattern with a question mark",
+            text: base(replacing: 10, with: #"subscribe = ["a.?"]"#),
+            message: "invalid subscribe pattern 'a.?'",
+            line: 10
         ),
         ErrorCase(
-            label: "invalid role name", text: base(replacing: 8, with: #"name = "r r""#),
-            message: "invalid role name 'r r'", line: 8
+            label: "invalid role name",
+            text: base(replacing: 8, with: #"name = "r r""#),
+            message: "invalid role name 'r r'",
+            line: 8
         ),
         // Principals.
         ErrorCase(
             label: "duplicate principal",
             text: base(appending: ["[[principals]]", #"client_id = "c""#, #"role = "r""#]),
-            message: "duplicate principal 'c'", line: 16
+            message: "duplicate principal 'c'",
+            line: 16
         ),
         ErrorCase(
-            label: "undeclared principal role", text: base(replacing: 13, with: #"role = "admin""#),
-            message: "principal 'c' has role 'admin', which is not declared; declared roles: r", line: 13
+            label: "undeclared principal role",
+            text: base(replacing: 13, with: #"role = "admin""#),
+            message: "principal 'c' has role 'admin', which is not declared; declared roles: r",
+            line: 13
         ),
         ErrorCase(
-            label: "invalid client id", text: base(replacing: 12, with: #"client_id = "c d""#),
-            message: "invalid client id 'c d'", line: 12
+            label: "invalid client id",
+            text: base(replacing: 12, with: #"client_id = "c d""#),
+            message: "invalid client id 'c d'",
+            line: 12
         ),
         ErrorCase(
             label: "uppercase token hash",
             text: base(replacing: 14, with: "token_hash = \"sha256:\(String(repeating: "A", count: 64))\""),
-            message: "token_hash must be \"sha256:\" followed by 64 lowercase hex digits", line: 14
+            message: "token_hash must be \"sha256:\" followed by 64 lowercase hex digits",
+            line: 14
         ),
         ErrorCase(
             label: "short token hash",
             text: base(replacing: 14, with: "token_hash = \"sha256:\(String(repeating: "a", count: 63))\""),
-            message: "token_hash must be", line: 14
+            message: "token_hash must be",
+            line: 14
         ),
         ErrorCase(
             label: "wrong hash algorithm",
             text: base(replacing: 14, with: "token_hash = \"md5:\(String(repeating: "a", count: 64))\""),
-            message: "token_hash must be", line: 14
+            message: "token_hash must be",
+            line: 14
         ),
         ErrorCase(
             label: "bare hex token hash",
             text: base(replacing: 14, with: "token_hash = \"\(String(repeating: "a", count: 64))\""),
-            message: "token_hash must be", line: 14
+            message: "token_hash must be",
+            line: 14
         ),
     ]
 

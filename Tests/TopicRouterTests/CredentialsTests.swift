@@ -88,7 +88,10 @@ struct CredentialsTests {
             ("[tokens]\n\"a\" = \"t\"\n[extra]\nx = 1\n", "credentials: unexpected key 'extra'", 3),
             ("note = \"hi\"\n[tokens]\n\"a\" = \"t\"\n", "credentials: unexpected key 'note'", 1),
             ("tokens = 5\n", "credentials: 'tokens' must be a table, got an integer", 1),
-            ("[tokens]\n\"a\" = \"t\"\n\"b\" = 7\n", "credentials: the token of 'b' must be a string, got an integer", 3),
+            (
+                "[tokens]\n\"a\" = \"t\"\n\"b\" = 7\n",
+                "credentials: the token of 'b' must be a string, got an integer", 3
+            ),
             ("[tokens]\n\"a\" = \"\"\n", "credentials: the token of 'a' is empty", 2),
             ("[tokens]\n\"a\" = \"t\u{0}\"\n", "credentials: the file contains a NUL byte", 2),
         ]

@@ -6,17 +6,21 @@ import Testing
 let scenarioPolicy: Policy = {
     let config = try! ConfigLoader.parse(ConfigLoader.embeddedDefault)
     let hashes = Dictionary(
-        uniqueKeysWithValues: config.principals.map { ($0.clientID, Credentials.hash(token: "token-of-\($0.clientID)")) }
+        uniqueKeysWithValues: config.principals.map {
+            ($0.clientID, Credentials.hash(token: "token-of-\($0.clientID)"))
+        }
     )
     return try! Policy(config: config.withTokenHashes(hashes))
 }()
 
 /// The principal `clientID` authenticates as in the scenario.
 func scenarioPrincipal(_ clientID: String) -> Principal {
-    guard case .authenticated(let principal) = scenarioPolicy.authenticate(
-        clientID: clientID,
-        token: Array("token-of-\(clientID)".utf8)
-    ) else {
+    guard
+        case .authenticated(let principal) = scenarioPolicy.authenticate(
+            clientID: clientID,
+            token: Array("token-of-\(clientID)".utf8)
+        )
+    else {
         fatalError("\(clientID) does not authenticate in the scenario")
     }
     return principal
@@ -118,7 +122,10 @@ struct PolicyTests {
             ),
             ("support-desk", "clinical.referral", .refuse(.notAuthorized, "role 'patient_support' has no publish")),
             ("support-portal", "education.completed", .refuse(.notAuthorized, "role 'support_portal'")),
-            ("learning-portal", "education.started", .refuse(.unknownTopic, "topic 'education.started' is not declared")),
+            (
+                "learning-portal", "education.started",
+                .refuse(.unknownTopic, "topic 'education.started' is not declared")
+            ),
             ("ops-admin", "nope", .refuse(.unknownTopic, "topic 'nope' is not declared")),
         ]
     )
@@ -144,10 +151,15 @@ struct PolicyTests {
 
     @Test("the right token authenticates as the principal with its role and clearance")
     func rightToken() {
-        let decision = scenarioPolicy.authenticate(clientID: "crm-automation", token: Array("token-of-crm-automation".utf8))
+        let decision = scenarioPolicy.authenticate(
+            clientID: "crm-automation",
+            token: Array("token-of-crm-automation".utf8)
+        )
         #expect(decision == .authenticated(Principal(clientID: "crm-automation", role: "crm", clearance: "non_phi")))
         let support = scenarioPolicy.authenticate(clientID: "support-desk", token: Array("token-of-support-desk".utf8))
-        #expect(support == .authenticated(Principal(clientID: "support-desk", role: "patient_support", clearance: "phi")))
+        #expect(
+            support == .authenticated(Principal(clientID: "support-desk", role: "patient_support", clearance: "phi"))
+        )
     }
 
     @Test(
@@ -178,7 +190,9 @@ struct PolicyTests {
             Issue.record("binary token refused")
             return
         }
-        #expect(policy.authenticate(clientID: clientID, token: Array(token.dropLast())) == .refused(reason: "wrong token"))
+        #expect(
+            policy.authenticate(clientID: clientID, token: Array(token.dropLast())) == .refused(reason: "wrong token")
+        )
     }
 
     @Test("topic(named:) finds declared topics only")
