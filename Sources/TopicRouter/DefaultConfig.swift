@@ -44,9 +44,12 @@ enum DefaultConfig {
         #                                 lose acknowledged records; "never": left to the operating system
         #   compression         optional  "lz4" (default) or "none": how record batches are stored
         #   segment_bytes       optional  roll to a new log segment at this size (default 67108864 = 64 MiB)
-        #   segment_max_age_ms  optional  also roll a segment once it is this old (default: no age limit)
-        #   retention_bytes     optional  delete the oldest segments while the topic is larger (default: keep)
-        #   retention_ms        optional  delete segments whose records are all older than this (default: keep)
+        #   segment_max_age_ms  optional  also roll the active segment once its first batch is this old
+        #                                 (default: no age limit)
+        #   retention_bytes     optional  delete the oldest closed segments while the topic is larger than this
+        #                                 (default: keep everything)
+        #   retention_ms        optional  delete closed segments whose newest record is older than this
+        #                                 (default: keep everything)
         # All sizes and durations are positive integers.
 
         # A learning portal reports completed education modules: account-level, no patient data.
