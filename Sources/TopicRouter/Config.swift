@@ -1,29 +1,40 @@
-// SKELETON: the TopicRouter helper fills in the implementation. Signatures are the contract.
-
 /// How a topic's appends are made durable (mirrors LogStore's policy without importing it).
 package enum FsyncSetting: Equatable, Sendable {
+    /// Sync before every acknowledgement (`fsync = "always"`).
     case always
+    /// Sync at most every `milliseconds` (`fsync = "interval:50"`); acknowledged records may be lost on a crash.
     case interval(milliseconds: Int)
+    /// Leave syncing to the OS (`fsync = "never"`).
     case never
 }
 
 /// Batch compression for a topic.
 package enum CompressionSetting: String, Equatable, Sendable {
+    /// Batches are stored as sent.
     case none
+    /// Batches are LZ4-compressed.
     case lz4
 }
 
 /// A topic as declared in config.
 package struct TopicPolicy: Equatable, Sendable {
+    /// The topic's name (`[A-Za-z0-9._-]+`, not starting with `__`).
     package var name: String
     /// Name of its sensitivity class (one of `BrokerConfig.classes`).
     package var sensitivity: String
+    /// When appends are made durable (`fsync`).
     package var fsync: FsyncSetting = .always
+    /// Batch compression (`compression`).
     package var compression: CompressionSetting = .lz4
+    /// A segment is rolled once it reaches this size (`segment_bytes`).
     package var segmentBytes: Int64 = 64 * 1024 * 1024
+    /// A segment is rolled once it is this old, if set (`segment_max_age_ms`).
     package var segmentMaxAgeMillis: Int64? = nil
+    /// Oldest segments are deleted while the log is larger than this, if set (`retention_bytes`).
     package var retentionBytes: Int64? = nil
+    /// Segments whose newest record is older than this are deleted, if set (`retention_ms`).
     package var retentionMillis: Int64? = nil
+    /// A topic with the defaults above.
     package init(name: String, sensitivity: String) {
         self.name = name
         self.sensitivity = sensitivity
@@ -33,10 +44,15 @@ package struct TopicPolicy: Equatable, Sendable {
 /// A role: how far it is cleared and which topic patterns it may use.
 /// Patterns are topic names where `*` matches any run of characters (e.g. `support.*`).
 package struct RolePolicy: Equatable, Sendable {
+    /// The role's name.
     package var name: String
+    /// The most sensitive class it may read (one of `BrokerConfig.classes`).
     package var clearance: String
+    /// Patterns of the topics it may publish to.
     package var publish: [String]
+    /// Patterns of the topics it may subscribe to (further limited by `clearance`).
     package var subscribe: [String]
+    /// Creates a role.
     package init(name: String, clearance: String, publish: [String], subscribe: [String]) {
         self.name = name
         self.clearance = clearance
@@ -48,9 +64,13 @@ package struct RolePolicy: Equatable, Sendable {
 /// A principal: a client id, its role, and the hash of its token (`sha256:<64 hex>`), or nil when the
 /// broker must generate its token on first start (embedded default config only).
 package struct PrincipalEntry: Equatable, Sendable {
+    /// The client id sent in HELLO.
     package var clientID: String
+    /// The name of its role.
     package var role: String
+    /// `sha256:<64 lowercase hex>` of its token, or nil until brokerd generates one.
     package var tokenHash: String?
+    /// Creates a principal entry.
     package init(clientID: String, role: String, tokenHash: String?) {
         self.clientID = clientID
         self.role = role
@@ -60,26 +80,44 @@ package struct PrincipalEntry: Equatable, Sendable {
 
 /// Server settings from the `[server]` table.
 package struct ServerSettings: Equatable, Sendable {
+    /// Address to listen on, without brackets for IPv6 (`listen`'s host).
     package var listenHost: String = "127.0.0.1"
+    /// TCP port to listen on; 0 picks a free one (`listen`'s port).
     package var listenPort: Int = 7420
+    /// Where logs, offsets and generated credentials live (`data_dir`).
     package var dataDir: String = "./brokerd-data"
+    /// The largest frame the broker accepts or sends (`max_frame_bytes`).
     package var maxFrameBytes: Int = 16 * 1024 * 1024
+    /// The most records one PUBLISH may carry (`max_records_per_publish`).
     package var maxRecordsPerPublish: Int = 10_000
+    /// Connections beyond this are refused (`max_connections`).
     package var maxConnections: Int = 10_000
     /// Seconds a connection may take to send a valid HELLO.
     package var handshakeTimeoutSeconds: Int = 10
+    /// The defaults above.
     package init() {}
 }
 
 /// The whole parsed configuration.
 package struct BrokerConfig: Equatable, Sendable {
+    /// The `[server]` table.
     package var server: ServerSettings
     /// Sensitivity classes from least to most sensitive.
     package var classes: [String]
+    /// The `[[topics]]`, in file order.
     package var topics: [TopicPolicy]
+    /// The `[[roles]]`, in file order.
     package var roles: [RolePolicy]
+    /// The `[[principals]]`, in file order.
     package var principals: [PrincipalEntry]
-    package init(server: ServerSettings, classes: [String], topics: [TopicPolicy], roles: [RolePolicy], principals: [PrincipalEntry]) {
+    /// Creates a configuration (not validated; `Policy.init` validates).
+    package init(
+        server: ServerSettings,
+        classes: [String],
+        topics: [TopicPolicy],
+        roles: [RolePolicy],
+        principals: [PrincipalEntry]
+    ) {
         self.server = server
         self.classes = classes
         self.topics = topics
@@ -90,23 +128,32 @@ package struct BrokerConfig: Equatable, Sendable {
 
 /// A config error with where it is and what to do.
 package struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// What is wrong and, after a `;`, what to do about it.
     package var message: String
     /// 1-based line in the TOML text when known.
     package var line: Int?
+    /// Creates an error.
     package init(_ message: String, line: Int? = nil) {
         self.message = message
         self.line = line
     }
+    /// `line N: message`, or the message alone.
     package var description: String { self.line.map { "line \($0): \(self.message)" } ?? self.message }
 }
 
 /// Parses and validates TOML config text.
 package enum ConfigLoader {
     /// The embedded default config (the closed-loop healthcare scenario); its principals have no token hash.
-    package static var embeddedDefault: String { fatalError("unimplemented") }
+    package static var embeddedDefault: String { DefaultConfig.text }
 
     /// Parses and validates; every reference (class, role, topic) must resolve.
+    ///
+    /// Principals may omit `token_hash` here (brokerd generates their tokens); `Policy.init` then requires one.
+    /// The first problem found is thrown, with its 1-based line when it can be located.
     package static func parse(_ text: String) throws(ConfigError) -> BrokerConfig {
-        fatalError("unimplemented")
+        let locator = ConfigLineLocator(text: text)
+        let config = try ConfigDecoder.decode(text, locator: locator)
+        try ConfigValidator.validate(config, locator: locator)
+        return config
     }
 }

@@ -1,0 +1,333 @@
+import TOMLKit
+
+/// Turns TOML text into a `BrokerConfig`: syntax, unknown keys, value types and value formats.
+///
+/// Cross-references and ranges (classes declared, names unique, sizes positive, …) are `ConfigValidator`'s job,
+/// so that configs built in code get the same checks.
+enum ConfigDecoder {
+    static let rootKeys = ["classes", "server", "topics", "roles", "principals"]
+    static let serverKeys = [
+        "listen", "data_dir", "max_frame_bytes", "max_records_per_publish", "max_connections",
+        "handshake_timeout_seconds",
+    ]
+    static let topicKeys = [
+        "name", "class", "fsync", "compression", "segment_bytes", "segment_max_age_ms", "retention_bytes",
+        "retention_ms",
+    ]
+    static let roleKeys = ["name", "clearance", "publish", "subscribe"]
+    static let principalKeys = ["client_id", "role", "token_hash"]
+
+    /// Parses `text`; `locator` supplies lines for errors TOMLKit cannot place.
+    static func decode(_ text: String, locator: ConfigLineLocator) throws(ConfigError) -> BrokerConfig {
+        if let nul = text.utf8.firstIndex(of: 0) {
+            let line = text.utf8[..<nul].reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
+            throw ConfigError("the config contains a NUL byte; it must be UTF-8 text", line: line)
+        }
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: text)
+        } catch let error as TOMLParseError {
+            throw ConfigError("invalid TOML: \(error.description)", line: error.source.begin.line)
+        } catch {
+            throw ConfigError("invalid TOML: \(error)")
+        }
+        let top = TableReader(table: root, label: "the top-level table", section: "", index: 0, locator: locator)
+        try top.checkKeys(Self.rootKeys)
+
+        guard let classes = try top.stringArray("classes") else {
+            throw ConfigError(
+                "missing top-level key 'classes'; list the sensitivity classes from least to most sensitive, "
+                    + "e.g. classes = [\"non_phi\", \"deidentified\", \"pseudonymous\", \"phi\"]",
+                line: nil
+            )
+        }
+        var server = ServerSettings()
+        if let value = root["server"] {
+            guard let table = value.table else {
+                throw ConfigError(
+                    "'server' must be a table, got \(TableReader.describe(value)); write a [server] section",
+                    line: top.line("server")
+                )
+            }
+            server = try Self.decodeServer(
+                TableReader(
+                    table: table,
+                    label: "[server]",
+                    section: "server",
+                    index: 0,
+                    locator: locator
+                )
+            )
+        }
+        let topics = try Self.entries("topics", of: top, locator: locator).map { (reader) throws(ConfigError) in
+            try Self.decodeTopic(reader)
+        }
+        let roles = try Self.entries("roles", of: top, locator: locator).map { (reader) throws(ConfigError) in
+            try Self.decodeRole(reader)
+        }
+        let principals = try Self.entries("principals", of: top, locator: locator).map {
+            (reader) throws(ConfigError) in try Self.decodePrincipal(reader)
+        }
+        return BrokerConfig(server: server, classes: classes, topics: topics, roles: roles, principals: principals)
+    }
+
+    /// Readers for each `[[key]]` entry, labelled `[[key]] '<name>'` (or `#n` when the entry has no name).
+    private static func entries(
+        _ key: String,
+        of top: TableReader,
+        locator: ConfigLineLocator
+    ) throws(ConfigError) -> [TableReader] {
+        guard let value = top.table[key] else { return [] }
+        guard let array = value.array else {
+            throw ConfigError(
+                "'\(key)' must be an array of tables, got \(TableReader.describe(value)); "
+                    + "write [[\(key)]] (double brackets) before each entry",
+                line: top.line(key)
+            )
+        }
+        let nameKey = key == "principals" ? "client_id" : "name"
+        var readers: [TableReader] = []
+        for index in 0..<array.count {
+            guard let table = array[index].table else {
+                throw ConfigError(
+                    "entry \(index + 1) of '\(key)' must be a table, got \(TableReader.describe(array[index])); "
+                        + "write [[\(key)]] (double brackets) before each entry",
+                    line: top.line(key)
+                )
+            }
+            let label = table[nameKey]?.string.map { "[[\(key)]] '\($0)'" } ?? "[[\(key)]] #\(index + 1)"
+            readers.append(TableReader(table: table, label: label, section: key, index: index, locator: locator))
+        }
+        return readers
+    }
+
+    private static func decodeServer(_ reader: TableReader) throws(ConfigError) -> ServerSettings {
+        try reader.checkKeys(Self.serverKeys)
+        var server = ServerSettings()
+        if let listen = try reader.string("listen") {
+            guard let (host, port) = Self.parseListen(listen) else {
+                throw ConfigError(
+                    "'listen' in [server] must be HOST:PORT with a port in 0…65535 "
+                        + "(e.g. \"127.0.0.1:7420\" or \"[::1]:7420\"), got \"\(listen)\"",
+                    line: reader.line("listen")
+                )
+            }
+            server.listenHost = host
+            server.listenPort = port
+        }
+        if let dataDir = try reader.string("data_dir") { server.dataDir = dataDir }
+        if let value = try reader.integer("max_frame_bytes") { server.maxFrameBytes = value }
+        if let value = try reader.integer("max_records_per_publish") { server.maxRecordsPerPublish = value }
+        if let value = try reader.integer("max_connections") { server.maxConnections = value }
+        if let value = try reader.integer("handshake_timeout_seconds") { server.handshakeTimeoutSeconds = value }
+        return server
+    }
+
+    private static func decodeTopic(_ reader: TableReader) throws(ConfigError) -> TopicPolicy {
+        try reader.checkKeys(Self.topicKeys)
+        var topic = TopicPolicy(
+            name: try reader.requiredString("name"),
+            sensitivity: try reader.requiredString("class")
+        )
+        if let fsync = try reader.string("fsync") {
+            guard let setting = Self.parseFsync(fsync) else {
+                throw ConfigError(
+                    "'fsync' in \(reader.label) must be \"always\", \"never\" or \"interval:<milliseconds>\" "
+                        + "(e.g. \"interval:50\"), got \"\(fsync)\"",
+                    line: reader.line("fsync")
+                )
+            }
+            topic.fsync = setting
+        }
+        if let compression = try reader.string("compression") {
+            guard let setting = CompressionSetting(rawValue: compression) else {
+                throw ConfigError(
+                    "'compression' in \(reader.label) must be \"lz4\" or \"none\", got \"\(compression)\"",
+                    line: reader.line("compression")
+                )
+            }
+            topic.compression = setting
+        }
+        if let value = try reader.integer("segment_bytes") { topic.segmentBytes = Int64(value) }
+        topic.segmentMaxAgeMillis = try reader.integer("segment_max_age_ms").map(Int64.init)
+        topic.retentionBytes = try reader.integer("retention_bytes").map(Int64.init)
+        topic.retentionMillis = try reader.integer("retention_ms").map(Int64.init)
+        return topic
+    }
+
+    private static func decodeRole(_ reader: TableReader) throws(ConfigError) -> RolePolicy {
+        try reader.checkKeys(Self.roleKeys)
+        return RolePolicy(
+            name: try reader.requiredString("name"),
+            clearance: try reader.requiredString("clearance"),
+            publish: try reader.stringArray("publish") ?? [],
+            subscribe: try reader.stringArray("subscribe") ?? []
+        )
+    }
+
+    private static func decodePrincipal(_ reader: TableReader) throws(ConfigError) -> PrincipalEntry {
+        try reader.checkKeys(Self.principalKeys)
+        return PrincipalEntry(
+            clientID: try reader.requiredString("client_id"),
+            role: try reader.requiredString("role"),
+            tokenHash: try reader.string("token_hash")
+        )
+    }
+
+    /// `HOST:PORT` or `[IPV6]:PORT`, port 0…65535 in decimal digits; a bare IPv6 host must be bracketed.
+    static func parseListen(_ text: String) -> (host: String, port: Int)? {
+        guard let colon = text.lastIndex(of: ":") else { return nil }
+        var host = Substring(text[..<colon])
+        let digits = text[text.index(after: colon)...]
+        guard !digits.isEmpty, digits.count <= 5, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+            let port = Int(digits), (0...65535).contains(port)
+        else { return nil }
+        if host.hasPrefix("[") {
+            guard host.hasSuffix("]"), host.count > 2 else { return nil }
+            host = host.dropFirst().dropLast()
+            guard host.contains(":") else { return nil }
+        } else {
+            guard !host.isEmpty, !host.contains(":"), !host.contains("]") else { return nil }
+        }
+        guard !host.contains(where: { $0 == " " || $0 == "\t" || $0 == "/" }) else { return nil }
+        return (String(host), port)
+    }
+
+    /// `always`, `never`, or `interval:<decimal milliseconds>`.
+    static func parseFsync(_ text: String) -> FsyncSetting? {
+        switch text {
+        case "always": return .always
+        case "never": return .never
+        default:
+            guard text.hasPrefix("interval:") else { return nil }
+            let digits = text.dropFirst("interval:".count)
+            guard !digits.isEmpty, digits.count <= 12, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+                let milliseconds = Int(digits)
+            else { return nil }
+            return .interval(milliseconds: milliseconds)
+        }
+    }
+}
+
+/// Typed access to one TOML table, with errors that name the table and point at the key's line.
+struct TableReader {
+    let table: TOMLTable
+    /// How messages name the table: `the top-level table`, `[server]`, `[[topics]] 'education.completed'`.
+    let label: String
+    let section: String
+    let index: Int
+    let locator: ConfigLineLocator
+
+    /// The line of `key` in this table, or of the table's header. At the top level a key may also be a
+    /// `[key]` or `[[key]]` header of its own.
+    func line(_ key: String?) -> Int? {
+        if let line = self.locator.line(table: self.section, index: self.index, key: key) { return line }
+        guard self.section.isEmpty, let key else { return nil }
+        return self.locator.line(table: key, index: 0, key: nil)
+    }
+
+    /// Rejects the first key (in file order) that is not in `allowed`, suggesting the closest allowed key.
+    func checkKeys(_ allowed: [String]) throws(ConfigError) {
+        let unknown = self.table.keys.filter { !allowed.contains($0) }
+        let ordered = unknown.sorted { (self.line($0) ?? Int.max, $0) < (self.line($1) ?? Int.max, $1) }
+        guard let key = ordered.first else { return }
+        let advice: String
+        if let suggestion = Self.suggestion(for: key, among: allowed) {
+            advice = "did you mean \(suggestion)?"
+        } else {
+            advice = "allowed keys: \(allowed.joined(separator: ", "))"
+        }
+        throw ConfigError("unknown key '\(key)' in \(self.label); \(advice)", line: self.line(key))
+    }
+
+    /// A string value, nil when the key is absent.
+    func string(_ key: String) throws(ConfigError) -> String? {
+        guard let value = self.table[key] else { return nil }
+        guard let string = value.string else { throw self.typeError(key, expected: "a string", got: value) }
+        return string
+    }
+
+    /// A string value that must be present.
+    func requiredString(_ key: String) throws(ConfigError) -> String {
+        guard let string = try self.string(key) else {
+            throw ConfigError("missing key '\(key)' in \(self.label)", line: self.line(nil))
+        }
+        return string
+    }
+
+    /// An integer value, nil when the key is absent.
+    func integer(_ key: String) throws(ConfigError) -> Int? {
+        guard let value = self.table[key] else { return nil }
+        guard let integer = value.int else { throw self.typeError(key, expected: "an integer", got: value) }
+        return integer
+    }
+
+    /// An array of strings, nil when the key is absent.
+    func stringArray(_ key: String) throws(ConfigError) -> [String]? {
+        guard let value = self.table[key] else { return nil }
+        guard let array = value.array else {
+            throw self.typeError(key, expected: "an array of strings", got: value)
+        }
+        var strings: [String] = []
+        for index in 0..<array.count {
+            guard let string = array[index].string else {
+                throw ConfigError(
+                    "'\(key)' in \(self.label) must be an array of strings; element \(index + 1) is "
+                        + Self.describe(array[index]),
+                    line: self.line(key)
+                )
+            }
+            strings.append(string)
+        }
+        return strings
+    }
+
+    private func typeError(_ key: String, expected: String, got value: TOMLValueConvertible) -> ConfigError {
+        ConfigError("'\(key)' in \(self.label) must be \(expected), got \(Self.describe(value))", line: self.line(key))
+    }
+
+    /// "a string", "an integer", … for messages.
+    static func describe(_ value: TOMLValueConvertible) -> String {
+        switch value.type {
+        case .string: return "a string"
+        case .int: return "an integer"
+        case .double: return "a floating-point number"
+        case .bool: return "a boolean"
+        case .array: return "an array"
+        case .table: return "a table"
+        case .date, .time, .dateTime: return "a date/time"
+        }
+    }
+
+    /// The allowed key a typo most likely meant: one that extends or is extended by it, else one within a small
+    /// edit distance; the closest wins, earlier in `allowed` on ties.
+    static func suggestion(for key: String, among allowed: [String]) -> String? {
+        let lowered = key.lowercased()
+        var best: (candidate: String, distance: Int)? = nil
+        let limit = max(2, lowered.count / 3)
+        for candidate in allowed {
+            let distance = Self.editDistance(Array(lowered.utf8), Array(candidate.utf8))
+            let related = candidate.hasPrefix(lowered) || lowered.hasPrefix(candidate)
+            guard related || distance <= limit else { continue }
+            if best == nil || distance < best!.distance { best = (candidate, distance) }
+        }
+        return best?.candidate
+    }
+
+    /// Levenshtein distance, two rows.
+    static func editDistance(_ a: [UInt8], _ b: [UInt8]) -> Int {
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var previous = Array(0...b.count)
+        var current = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            current[0] = i
+            for j in 1...b.count {
+                let substitution = previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)
+                current[j] = min(substitution, previous[j] + 1, current[j - 1] + 1)
+            }
+            swap(&previous, &current)
+        }
+        return previous[b.count]
+    }
+}

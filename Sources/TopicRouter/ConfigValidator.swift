@@ -1,0 +1,228 @@
+/// Semantic checks on a decoded (or hand-built) configuration: names well-formed and unique, every reference
+/// resolving, sizes positive. Runs after `ConfigDecoder` in `ConfigLoader.parse` (with a locator, so errors carry
+/// lines) and again in `Policy.init` (without one).
+enum ConfigValidator {
+    /// Longest topic name: topics become directory names, and 249 leaves room for suffixes under NAME_MAX (255).
+    static let maxTopicNameLength = 249
+    /// Longest class, role or client id.
+    static let maxIdentifierLength = 255
+    /// `max_frame_bytes` must leave room for a HELLO with a token.
+    static let minFrameBytes = 1024
+
+    /// Throws the first problem, in the order server, classes, topics, roles, principals.
+    static func validate(_ config: BrokerConfig, locator: ConfigLineLocator?) throws(ConfigError) {
+        try Self.validateServer(config.server, locator: locator)
+        let classLine = locator?.line(table: "", key: "classes")
+        guard !config.classes.isEmpty else {
+            throw ConfigError(
+                "'classes' is empty; list the sensitivity classes from least to most sensitive, "
+                    + "e.g. [\"non_phi\", \"deidentified\", \"pseudonymous\", \"phi\"]",
+                line: classLine
+            )
+        }
+        var classes = Set<String>()
+        for name in config.classes {
+            guard Self.isIdentifier(name, extra: []) else {
+                throw ConfigError(
+                    "invalid class name '\(name)' in 'classes'; use 1…\(Self.maxIdentifierLength) of "
+                        + "A-Z a-z 0-9 . _ -",
+                    line: classLine
+                )
+            }
+            guard classes.insert(name).inserted else {
+                throw ConfigError(
+                    "class '\(name)' is listed twice in 'classes'; each class has one rank",
+                    line: classLine
+                )
+            }
+        }
+        let declaredClasses = config.classes.joined(separator: ", ")
+
+        var topics = Set<String>()
+        for (index, topic) in config.topics.enumerated() {
+            func line(_ key: String) -> Int? { locator?.line(table: "topics", index: index, key: key) }
+            try Self.validateTopicName(topic.name, line: line("name"))
+            guard topics.insert(topic.name).inserted else {
+                throw ConfigError("duplicate topic '\(topic.name)'; topic names must be unique", line: line("name"))
+            }
+            guard classes.contains(topic.sensitivity) else {
+                throw ConfigError(
+                    "topic '\(topic.name)' has class '\(topic.sensitivity)', which is not declared; "
+                        + "declared classes: \(declaredClasses)",
+                    line: line("class")
+                )
+            }
+            if case .interval(let milliseconds) = topic.fsync, milliseconds <= 0 {
+                throw ConfigError(
+                    "topic '\(topic.name)': the fsync interval must be a positive number of milliseconds, "
+                        + "got \(milliseconds)",
+                    line: line("fsync")
+                )
+            }
+            try Self.requirePositive(topic.segmentBytes, "segment_bytes", of: topic.name, line: line("segment_bytes"))
+            let optionals: [(String, Int64?)] = [
+                ("segment_max_age_ms", topic.segmentMaxAgeMillis), ("retention_bytes", topic.retentionBytes),
+                ("retention_ms", topic.retentionMillis),
+            ]
+            for case (let key, let value?) in optionals {
+                try Self.requirePositive(value, key, of: topic.name, line: line(key))
+            }
+        }
+
+        var roles = Set<String>()
+        for (index, role) in config.roles.enumerated() {
+            func line(_ key: String) -> Int? { locator?.line(table: "roles", index: index, key: key) }
+            guard Self.isIdentifier(role.name, extra: []) else {
+                throw ConfigError(
+                    "invalid role name '\(role.name)'; use 1…\(Self.maxIdentifierLength) of A-Z a-z 0-9 . _ -",
+                    line: line("name")
+                )
+            }
+            guard roles.insert(role.name).inserted else {
+                throw ConfigError("duplicate role '\(role.name)'; role names must be unique", line: line("name"))
+            }
+            guard classes.contains(role.clearance) else {
+                throw ConfigError(
+                    "role '\(role.name)' has clearance '\(role.clearance)', which is not a declared class; "
+                        + "declared classes: \(declaredClasses)",
+                    line: line("clearance")
+                )
+            }
+            for (key, patterns) in [("publish", role.publish), ("subscribe", role.subscribe)] {
+                for pattern in patterns {
+                    guard !pattern.isEmpty else {
+                        throw ConfigError(
+                            "role '\(role.name)' has an empty \(key) pattern; use \"*\" for every topic",
+                            line: line(key)
+                        )
+                    }
+                    guard pattern.utf8.allSatisfy({ Self.isNameByte($0) || $0 == UInt8(ascii: "*") }) else {
+                        throw ConfigError(
+                            "role '\(role.name)' has invalid \(key) pattern '\(pattern)'; patterns use "
+                                + "A-Z a-z 0-9 . _ - and * (any run of characters)",
+                            line: line(key)
+                        )
+                    }
+                }
+            }
+        }
+        let declaredRoles = config.roles.map(\.name).joined(separator: ", ")
+
+        var clients = Set<String>()
+        for (index, principal) in config.principals.enumerated() {
+            func line(_ key: String) -> Int? { locator?.line(table: "principals", index: index, key: key) }
+            guard Self.isIdentifier(principal.clientID, extra: [UInt8(ascii: "@")]) else {
+                throw ConfigError(
+                    "invalid client id '\(principal.clientID)'; use 1…\(Self.maxIdentifierLength) of "
+                        + "A-Z a-z 0-9 . _ - @",
+                    line: line("client_id")
+                )
+            }
+            guard clients.insert(principal.clientID).inserted else {
+                throw ConfigError(
+                    "duplicate principal '\(principal.clientID)'; client ids must be unique",
+                    line: line("client_id")
+                )
+            }
+            guard roles.contains(principal.role) else {
+                throw ConfigError(
+                    "principal '\(principal.clientID)' has role '\(principal.role)', which is not declared; "
+                        + "declared roles: \(declaredRoles.isEmpty ? "(none)" : declaredRoles)",
+                    line: line("role")
+                )
+            }
+            if let tokenHash = principal.tokenHash, Self.decodeTokenHash(tokenHash) == nil {
+                throw ConfigError(
+                    Self.badTokenHashMessage(clientID: principal.clientID, tokenHash),
+                    line: line("token_hash")
+                )
+            }
+        }
+    }
+
+    /// The 32 digest bytes of `sha256:<64 lowercase hex>`, or nil when it is not exactly that.
+    static func decodeTokenHash(_ text: String) -> [UInt8]? {
+        guard text.hasPrefix("sha256:") else { return nil }
+        let hex = text.dropFirst("sha256:".count)
+        guard hex.utf8.count == 64 else { return nil }
+        return ByteEncoding.decodeLowercaseHex(hex)
+    }
+
+    /// The error for a malformed `token_hash` (the hash itself is not secret, but it is not repeated either).
+    static func badTokenHashMessage(clientID: String, _ tokenHash: String) -> String {
+        "principal '\(clientID)': token_hash must be \"sha256:\" followed by 64 lowercase hex digits "
+            + "(\(tokenHash.utf8.count) characters given); compute it with printf %s \"$TOKEN\" | sha256sum"
+    }
+
+    private static func validateServer(_ server: ServerSettings, locator: ConfigLineLocator?) throws(ConfigError) {
+        func line(_ key: String) -> Int? { locator?.line(table: "server", key: key) }
+        guard !server.listenHost.isEmpty, (0...65535).contains(server.listenPort) else {
+            throw ConfigError(
+                "[server] listen: port \(server.listenPort) on '\(server.listenHost)' is not usable; "
+                    + "the host must be non-empty and the port in 0…65535",
+                line: line("listen")
+            )
+        }
+        guard !server.dataDir.isEmpty else {
+            throw ConfigError("[server] data_dir is empty; give a directory path", line: line("data_dir"))
+        }
+        let limits: [(key: String, value: Int, range: ClosedRange<Int>)] = [
+            ("max_frame_bytes", server.maxFrameBytes, Self.minFrameBytes...Int(UInt32.max)),
+            ("max_records_per_publish", server.maxRecordsPerPublish, 1...Int(UInt32.max)),
+            ("max_connections", server.maxConnections, 1...Int(Int32.max)),
+            ("handshake_timeout_seconds", server.handshakeTimeoutSeconds, 1...86_400),
+        ]
+        for limit in limits where !limit.range.contains(limit.value) {
+            throw ConfigError(
+                "[server] \(limit.key) must be in \(limit.range.lowerBound)…\(limit.range.upperBound), "
+                    + "got \(limit.value)",
+                line: line(limit.key)
+            )
+        }
+    }
+
+    private static func validateTopicName(_ name: String, line: Int?) throws(ConfigError) {
+        guard !name.isEmpty, name.utf8.count <= Self.maxTopicNameLength, name.utf8.allSatisfy(Self.isNameByte) else {
+            throw ConfigError(
+                "invalid topic name '\(name)'; use 1…\(Self.maxTopicNameLength) of A-Z a-z 0-9 . _ -",
+                line: line
+            )
+        }
+        guard !name.hasPrefix("__") else {
+            throw ConfigError(
+                "topic name '\(name)' is reserved: names starting with '__' are for the broker's own use",
+                line: line
+            )
+        }
+        guard !name.utf8.allSatisfy({ $0 == UInt8(ascii: ".") }) else {
+            throw ConfigError("invalid topic name '\(name)'; a name of only dots is not a usable directory", line: line)
+        }
+    }
+
+    private static func requirePositive(
+        _ value: Int64,
+        _ key: String,
+        of topic: String,
+        line: Int?
+    ) throws(ConfigError) {
+        guard value > 0 else {
+            throw ConfigError("topic '\(topic)': \(key) must be positive, got \(value)", line: line)
+        }
+    }
+
+    /// `[A-Za-z0-9._-]`, the alphabet of topic, class and role names.
+    static func isNameByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    private static func isIdentifier(_ text: String, extra: [UInt8]) -> Bool {
+        !text.isEmpty && text.utf8.count <= Self.maxIdentifierLength
+            && text.utf8.allSatisfy { Self.isNameByte($0) || extra.contains($0) }
+    }
+}
