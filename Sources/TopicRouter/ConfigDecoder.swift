@@ -23,6 +23,7 @@ enum ConfigDecoder {
             let line = text.utf8[..<nul].reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
             throw ConfigError("the config contains a NUL byte; it must be UTF-8 text", line: line)
         }
+        try TOMLPrecheck.check(text)
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
