@@ -1,4 +1,7 @@
 import ArgumentParser
+#if canImport(Glibc)
+import Glibc
+#endif
 import BrokerServer
 import Logging
 import ServiceLifecycle
@@ -76,6 +79,7 @@ struct Brokerd: AsyncParsableCommand {
         } else if self.config == nil {
             print("brokerd: principals' tokens are in \(CredentialBootstrap.credentialsPath(dataDir: filled.server.dataDir))")
         }
+        fflush(nil)  // say it now, also when stdout is a pipe or a file (systemd, tests): nil flushes every stream
         let server = BrokerServer(config: filled, logger: logger)
         let group = ServiceGroup(
             configuration: .init(
