@@ -120,7 +120,8 @@ package struct LogStoreError: Error, Equatable, Sendable, CustomStringConvertibl
     package enum Kind: Equatable, Sendable {
         /// An I/O call failed (write, fsync, open...). The log refuses appends after a failed fsync.
         case storageFailure
-        /// A stored batch failed its CRC or length check and is not served.
+        /// Stored data failed its CRC, length or structure check: a log batch (not served), a durable table file that
+        /// is not one, or a dedupe snapshot (the caller rebuilds it from the logs).
         case corruptBatch
         /// The requested offset is outside `startOffset...endOffset`.
         case offsetOutOfRange
