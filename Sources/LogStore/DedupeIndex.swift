@@ -157,6 +157,13 @@ package struct DedupeIndex: Sendable {
         return self.insert(digest: digest, entry: entry, nowMillis: nowMillis)
     }
 
+    /// Records `entry` (with its own expiry) for `key`; see ``insert(digest:entry:nowMillis:)``.
+    package mutating func insert(_ key: ByteBuffer, entry: DedupeEntry, nowMillis: Int64) throws(LogStoreError)
+        -> DedupeEviction?
+    {
+        self.insert(digest: try self.digest(key), entry: entry, nowMillis: nowMillis)
+    }
+
     /// Adds an entry with an explicit expiry (restoring a snapshot, rebuilding from a log where the expiry comes
     /// from the record's time).
     ///

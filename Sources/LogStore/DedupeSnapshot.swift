@@ -99,7 +99,9 @@ package struct DedupeSnapshot: Equatable, Sendable {
             CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[..<(size - Self.trailerSize)]))
         }
         guard stored == computed else {
-            throw corrupt("CRC mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))")
+            throw corrupt(
+                "CRC mismatch (stored 0x\(String(stored, radix: 16)), computed 0x\(String(computed, radix: 16)))"
+            )
         }
         let (k0, k1) = buffer.readMultipleIntegers(as: (UInt64, UInt64).self)!
         let (topicEnd, quarantineEnd, takenAt) = buffer.readMultipleIntegers(as: (Int64, Int64, Int64).self)!
@@ -186,7 +188,12 @@ package struct DedupeSnapshot: Equatable, Sendable {
             var failure: FileIOError?
             let read = content.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
                 do throws(FileIOError) {
-                    return try io.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<size]), at: 0, path: path)
+                    return try io.readFully(
+                        fd,
+                        into: UnsafeMutableRawBufferPointer(rebasing: raw[..<size]),
+                        at: 0,
+                        path: path
+                    )
                 } catch {
                     failure = error
                     return 0

@@ -389,7 +389,12 @@ package final class DurableTable: Sendable {
         var readFailure: FileIOError?
         content.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { raw in
             do throws(FileIOError) {
-                return try io.readFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: raw[..<size]), at: 0, path: path)
+                return try io.readFully(
+                    fd,
+                    into: UnsafeMutableRawBufferPointer(rebasing: raw[..<size]),
+                    at: 0,
+                    path: path
+                )
             } catch {
                 readFailure = error
                 return 0

@@ -58,7 +58,8 @@ package final class OffsetStore: Sendable {
     /// The durable-table entry a commit writes (for tests and docs).
     package static func encodeEntry(group: String, topic: String, offset: Int64) throws(LogStoreError) -> ByteBuffer {
         try Self.validate(group: group, topic: topic)
-        return try DurableTable.encodeEntry([.put(key: Self.key(group: group, topic: topic), value: Self.value(offset))])
+        return try DurableTable.encodeEntry([.put(key: Self.key(group: group, topic: topic), value: Self.value(offset))]
+        )
     }
 
     /// The table key of (group, topic): `"<UTF-8 length of group>:" + group + topic`, which is injective.

@@ -63,7 +63,9 @@ struct DedupeIndexTests {
             #expect(try index.insert(key, offset: 1, location: .topic, nowMillis: 0) == nil)
             #expect(try index.lookup(key, nowMillis: 1)?.offset == 1)
         } else {
-            #expect(throws: LogStoreError(.invalidArgument, "dedupe key of \(length) bytes; a dedupe key has 1...256 bytes")) {
+            #expect(
+                throws: LogStoreError(.invalidArgument, "dedupe key of \(length) bytes; a dedupe key has 1...256 bytes")
+            ) {
                 try index.lookup(key, nowMillis: 0)
             }
             #expect(throws: LogStoreError.self) { try index.insert(key, offset: 1, location: .topic, nowMillis: 0) }
@@ -152,16 +154,30 @@ struct DedupeIndexTests {
         _ = try index.insert(buffer("k"), offset: 17, location: .quarantine, nowMillis: 0)
         _ = try index.insert(buffer("j"), offset: 1, location: .topic, nowMillis: 10)
         #expect(try index.insert(buffer("k"), offset: 900, location: .topic, nowMillis: 500) == nil)
-        #expect(try index.lookup(buffer("k"), nowMillis: 500) == DedupeEntry(offset: 900, location: .topic, expiresAtMillis: 1000))
+        #expect(
+            try index.lookup(buffer("k"), nowMillis: 500)
+                == DedupeEntry(offset: 900, location: .topic, expiresAtMillis: 1000)
+        )
         #expect(try index.insert(buffer("k"), offset: 18, location: .quarantine, nowMillis: 501) == nil)
         #expect(try index.lookup(buffer("k"), nowMillis: 501)?.offset == 900)
         #expect(index.count == 2)
         // k is still the oldest.
         let eviction = try index.insert(buffer("x"), offset: 5, location: .topic, nowMillis: 502)
         #expect(eviction?.digest == (try index.digest(buffer("k"))))
+        // An explicit entry for a new key.
+        let explicit = DedupeEntry(offset: 40, location: .quarantine, expiresAtMillis: 700)
+        _ = try index.insert(buffer("y"), entry: explicit, nowMillis: 503)
+        #expect(try index.lookup(buffer("y"), nowMillis: 699) == explicit)
+        #expect(try index.lookup(buffer("y"), nowMillis: 700) == nil)
         // An entry already expired is not stored.
         let digest = try index.digest(buffer("late"))
-        #expect(index.insert(digest: digest, entry: DedupeEntry(offset: 1, location: .topic, expiresAtMillis: 502), nowMillis: 502) == nil)
+        #expect(
+            index.insert(
+                digest: digest,
+                entry: DedupeEntry(offset: 1, location: .topic, expiresAtMillis: 502),
+                nowMillis: 502
+            ) == nil
+        )
         #expect(index.lookup(digest: digest, nowMillis: 0) == nil)
     }
 

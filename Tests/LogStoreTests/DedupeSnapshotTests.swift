@@ -104,7 +104,9 @@ struct DedupeSnapshotTests {
             var content = wrongCount.encode()
             content.setInteger(UInt32(20), at: DedupeSnapshot.headerSize - 4)
             let crcAt = content.writerIndex - 4
-            let crc = content.withUnsafeReadableBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<crcAt])) }
+            let crc = content.withUnsafeReadableBytes {
+                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<crcAt]))
+            }
             content.setInteger(crc, at: crcAt)
             try writeFile(path, Array(content.readableBytesView))
             #expect(throws: LogStoreError.self) { try DedupeSnapshot.load(directory: dir) }
@@ -216,7 +218,11 @@ struct DedupeSnapshotTests {
                 let entry = try index.lookup(buffer("k\(i)"), nowMillis: 4_000)
                 #expect(entry?.location == .topic, "k\(i)")
                 #expect(entry?.expiresAtMillis == (i < 10 ? 61_000 : 62_000))
-                #expect(try topic.read(from: entry!.offset, maxRecords: 1, maxBytes: 1000).first?.record.header(named: DedupeIndex.headerName) == buffer("k\(i)"))
+                #expect(
+                    try topic.read(from: entry!.offset, maxRecords: 1, maxBytes: 1000).first?.record.header(
+                        named: DedupeIndex.headerName
+                    ) == buffer("k\(i)")
+                )
             }
             // q0: replayed into the topic, keeps the window of its first sighting.
             #expect(
@@ -262,7 +268,13 @@ struct DedupeSnapshotTests {
             _ = try await topic.append([Self.record(String(repeating: "x", count: 257), timestamp: 1)])
             for i in 0..<5 { _ = try await topic.append([Self.record("k\(i)", timestamp: 1)]) }
             var index = try DedupeIndex(windowMillis: 60_000, maxKeys: 3)
-            let result = try index.apply(log: topic, from: 0, location: .topic, nowMillis: 2, key: DedupeIndex.topicRecordKey)
+            let result = try index.apply(
+                log: topic,
+                from: 0,
+                location: .topic,
+                nowMillis: 2,
+                key: DedupeIndex.topicRecordKey
+            )
             #expect(result == DedupeRebuildResult(scannedTo: 7, missing: nil, applied: 5, invalidKeys: 2, evicted: 2))
             #expect(index.evictedBeforeExpiry == 2)
             await backend.closeAll()

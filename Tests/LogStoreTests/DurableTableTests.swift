@@ -63,7 +63,9 @@ struct DurableTableTests {
     func tornTail() async throws {
         try await withTemporaryDirectory { dir in
             let path = dir + "/table"
-            let batch: [DurableTable.Change] = [.put(key: "a", value: [2, 2]), .delete(key: "b"), .put(key: "c", value: [3])]
+            let batch: [DurableTable.Change] = [
+                .put(key: "a", value: [2, 2]), .delete(key: "b"), .put(key: "c", value: [3]),
+            ]
             do {
                 let table = try DurableTable(path: path, logger: CapturedLogs().logger)
                 try table.put("a", [1])
@@ -94,7 +96,10 @@ struct DurableTableTests {
         }
     }
 
-    @Test("a flipped bit anywhere in the last entry ends the replay before it", arguments: [0, 3, 4, 7, 8, 9, 10, 14, 19])
+    @Test(
+        "a flipped bit anywhere in the last entry ends the replay before it",
+        arguments: [0, 3, 4, 7, 8, 9, 10, 14, 19]
+    )
     func corruptEntry(position: Int) async throws {
         try await withTemporaryDirectory { dir in
             let path = dir + "/table"
@@ -222,10 +227,17 @@ struct DurableTableTests {
             let table = try DurableTable(path: dir + "/table", logger: CapturedLogs().logger)
             let size = table.fileBytes
             let longKey = String(repeating: "k", count: DurableTable.maxKeyBytes + 1)
-            #expect(throws: LogStoreError(.invalidArgument, "durable table \(dir)/table: key of \(longKey.utf8.count) bytes, limit \(DurableTable.maxKeyBytes)")) {
+            #expect(
+                throws: LogStoreError(
+                    .invalidArgument,
+                    "durable table \(dir)/table: key of \(longKey.utf8.count) bytes, limit \(DurableTable.maxKeyBytes)"
+                )
+            ) {
                 try table.put(longKey, [])
             }
-            #expect(throws: LogStoreError.self) { try table.put("v", [UInt8](repeating: 0, count: DurableTable.maxValueBytes + 1)) }
+            #expect(throws: LogStoreError.self) {
+                try table.put("v", [UInt8](repeating: 0, count: DurableTable.maxValueBytes + 1))
+            }
             let many = (0...DurableTable.maxOperations).map { DurableTable.Change.delete(key: "\($0)") }
             #expect(throws: LogStoreError.self) { try table.apply(many) }
             #expect(table.fileBytes == size)

@@ -86,7 +86,10 @@ struct OffsetStoreTests {
                     try store.commit(group: "group", topic: "topic-a", offset: Int64(offset))
                     try store.commit(group: "group", topic: "topic-b", offset: Int64(offset * 2))
                     let size = try fileBytes(path).count
-                    #expect(size <= 4 * (DurableTable.fileHeaderSize + 2 * entrySize) + entrySize, "after commit \(offset)")
+                    #expect(
+                        size <= 4 * (DurableTable.fileHeaderSize + 2 * entrySize) + entrySize,
+                        "after commit \(offset)"
+                    )
                 }
                 #expect(store.committed(group: "group", topic: "topic-b") == 398)
             }
