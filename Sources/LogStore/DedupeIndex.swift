@@ -83,14 +83,14 @@ package struct DedupeIndex: Sendable {
     /// Creates an empty index.
     /// - Parameters:
     ///   - windowMillis: how long a key guards against duplicates (at least 1 ms).
-    ///   - maxKeys: most keys kept (at least 1).
+    ///   - maxKeys: most keys kept (1...UInt32.max, the snapshot's count field).
     ///   - hashKey: the digest key; a fresh random one unless restoring from a snapshot.
     package init(windowMillis: Int64, maxKeys: Int, hashKey: DedupeHashKey = .random()) throws(LogStoreError) {
         guard windowMillis >= 1 else {
             throw LogStoreError(.invalidArgument, "dedupe window \(windowMillis) ms must be at least 1 ms")
         }
-        guard maxKeys >= 1 else {
-            throw LogStoreError(.invalidArgument, "dedupe maxKeys \(maxKeys) must be at least 1")
+        guard maxKeys >= 1, maxKeys <= Int(UInt32.max) else {
+            throw LogStoreError(.invalidArgument, "dedupe maxKeys \(maxKeys) must be in 1...\(UInt32.max)")
         }
         self.windowMillis = windowMillis
         self.maxKeys = maxKeys

@@ -146,7 +146,9 @@ package struct DedupeSnapshot: Equatable, Sendable {
         let temp = path + ".tmp"
         let content = self.encode()
         do {
-            let fd = try io.open(temp, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
+            // Owner-only: the file holds the secret digest key. A leftover temp file may have other permissions.
+            try? io.unlink(temp)
+            let fd = try io.open(temp, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
             do {
                 try io.writeAll(fd, content, at: 0, path: temp)
                 try io.fsync(fd, path: temp)

@@ -28,6 +28,8 @@ struct DedupeSnapshotTests {
             #expect(snapshot.entries.count == 20)
             try snapshot.write(directory: dir)
             #expect(try fileNames(dir) == ["dedupe.snapshot"])
+            let attributes = try FileManager.default.attributesOfItem(atPath: dir + "/dedupe.snapshot")
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600, "it holds the digest key")
             #expect(
                 try fileBytes(dir + "/dedupe.snapshot").count
                     == DedupeSnapshot.headerSize + 20 * DedupeSnapshot.entrySize + DedupeSnapshot.trailerSize
