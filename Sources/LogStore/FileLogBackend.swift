@@ -45,6 +45,11 @@ package final class FileLogBackend: LogBackend {
         }
     }
 
+    /// The directory of a topic's files (segments, clean marker, `dedupe.snapshot`).
+    package func topicDirectory(name: String) -> String {
+        self.directory + "/" + name
+    }
+
     /// Opens (creating and recovering as needed) the topic's log; see the type's note on opening twice.
     package func openTopic(name: String, config: TopicLogConfig) async throws(LogStoreError) -> any TopicLog {
         try Self.validate(name: name)
@@ -82,7 +87,7 @@ package final class FileLogBackend: LogBackend {
         }
         let log = try FileTopicLog.open(
             name: name,
-            directory: self.directory + "/" + name,
+            directory: self.topicDirectory(name: name),
             config: config,
             io: self.io,
             logger: self.logger,

@@ -353,13 +353,18 @@ final class FileTopicLog: TopicLog {
     // MARK: Retention
 
     /// Deletes the oldest closed segments while the topic exceeds `retentionBytes` or the segment's newest record
-    /// is older than `retentionMillis`. O(1) when nothing is due.
+    /// is older than `retentionMillis`, but never a segment holding an offset at or above `retentionFloor()`.
+    /// O(1) when nothing is due.
     private func enforceRetention() {
         guard self.config.retentionBytes != nil || self.config.retentionMillis != nil else { return }
         let now = self.clock()
+        // Called outside the state lock: the floor may take the caller's own locks.
+        let floor = self.config.retentionFloor?()
         while true {
             let victim: Segment? = self.state.withLock { state in
                 guard state.segments.count > 1 else { return nil }
+                // The oldest segment holds offsets below the next segment's base.
+                if let floor, state.segments[1].baseOffset > floor { return nil }
                 let oldest = state.segments[0]
                 let (size, newest) = oldest.state.withLock { ($0.size, $0.maxTimestamp) }
                 let overBytes = self.config.retentionBytes.map { state.totalBytes > $0 } ?? false

@@ -82,8 +82,23 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// Largest uncompressed records body of one batch; larger appends fail with `.tooLarge`. Capped by the
     /// format's own limit, ``BatchFormat/maxBodyBytes``.
     package var maxBatchBodyBytes: Int = BatchFormat.maxBodyBytes
+    /// Retention never deletes a segment that contains an offset at or above `retentionFloor()` (for example the
+    /// `topicEnd` of the topic's latest dedupe snapshot, so keys not yet in a snapshot stay rebuildable). nil: no
+    /// floor. Called once per retention pass (on open and after each write), on the writer queue and outside the
+    /// log's locks; it must be cheap and must not wait for this log.
+    package var retentionFloor: (@Sendable () -> Int64)? = nil
     /// The defaults above.
     package init() {}
+
+    /// Equal when every setting is equal; two floors count as equal when both are set or both nil (functions
+    /// cannot be compared), so reopening a topic with another floor function keeps the first one.
+    package static func == (lhs: TopicLogConfig, rhs: TopicLogConfig) -> Bool {
+        lhs.segmentBytes == rhs.segmentBytes && lhs.segmentMaxAgeMillis == rhs.segmentMaxAgeMillis
+            && lhs.retentionBytes == rhs.retentionBytes && lhs.retentionMillis == rhs.retentionMillis
+            && lhs.fsync == rhs.fsync && lhs.compression == rhs.compression
+            && lhs.indexIntervalBytes == rhs.indexIntervalBytes && lhs.maxBatchBodyBytes == rhs.maxBatchBodyBytes
+            && (lhs.retentionFloor == nil) == (rhs.retentionFloor == nil)
+    }
 }
 
 /// Offsets assigned to an appended batch: `baseOffset ..< baseOffset + count`.
@@ -105,7 +120,8 @@ package struct LogStoreError: Error, Equatable, Sendable, CustomStringConvertibl
     package enum Kind: Equatable, Sendable {
         /// An I/O call failed (write, fsync, open...). The log refuses appends after a failed fsync.
         case storageFailure
-        /// A stored batch failed its CRC or length check and is not served.
+        /// Stored data failed its CRC, length or structure check: a log batch (not served), a durable table file that
+        /// is not one, or a dedupe snapshot (the caller rebuilds it from the logs).
         case corruptBatch
         /// The requested offset is outside `startOffset...endOffset`.
         case offsetOutOfRange

@@ -674,4 +674,74 @@ struct FileTopicLogTests {
             }
         }
     }
+
+    @Test("retention never deletes a segment holding an offset at or above the floor", arguments: [false, true])
+    func retentionFloor(byAge: Bool) async throws {
+        try await withTemporaryDirectory { dir in
+            let floor = ManualClock(0)  // used as a settable Int64
+            let clock = ManualClock(1_800_000_000_000)  // every test record is older than retentionMillis
+            var config = TopicLogConfig.test(segmentBytes: 300)
+            if byAge { config.retentionMillis = 1 } else { config.retentionBytes = 600 }
+            config.retentionFloor = floor.function
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger, nowMillis: clock.function)
+            let log = try await backend.openTopic(name: "t", config: config)
+            try await Self.fill(log, batches: 30)
+            #expect(log.startOffset == 0, "floor 0 keeps everything")
+            let segments = try fileNames(dir + "/t").filter { $0.hasSuffix(".log") }
+                .compactMap { SegmentName.baseOffset(of: $0, suffix: "log") }
+            #expect(segments.count > 4)
+            // A floor inside the third segment: the first two may go, the third (holding the floor) stays.
+            floor.millis = segments[2] + 1
+            try await Self.fill(log, batches: 1)
+            #expect(log.startOffset == segments[2])
+            // A floor exactly at a segment's base: the segment before it holds only offsets below, so it may go.
+            floor.millis = segments[4]
+            try await Self.fill(log, batches: 1)
+            #expect(log.startOffset == segments[4])
+            Self.expectRecords(try readAll(log, from: log.startOffset), log.startOffset..<log.endOffset)
+            await backend.closeAll()
+
+            // On open, too.
+            floor.millis = 0
+            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger, nowMillis: clock.function)
+            let again = try await reopened.openTopic(name: "t", config: config)
+            #expect(again.startOffset == segments[4])
+            await reopened.closeAll()
+        }
+    }
+
+    @Test("configs compare equal regardless of the floor function, but not when only one has a floor")
+    func configEquality() {
+        var a = TopicLogConfig.test()
+        var b = TopicLogConfig.test()
+        #expect(a == b)
+        a.retentionFloor = { 1 }
+        #expect(a != b)
+        b.retentionFloor = { 2 }
+        #expect(a == b)
+        b.retentionBytes = 5
+        #expect(a != b)
+    }
+
+    @Test("scan visits every record from an offset to the end in order, across segments and pages")
+    func scan() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let log = try await backend.openTopic(name: "t", config: .test(segmentBytes: 400, indexIntervalBytes: 100))
+            try await Self.fill(log, batches: 40)
+            for start in [Int64(0), 1, 17, log.endOffset - 1, log.endOffset] {
+                for page in [1, 3, 1000] {
+                    var seen: [StoredRecord] = []
+                    let end = try log.scan(from: start, pageRecords: page, pageBytes: page * 40) { seen.append($0) }
+                    #expect(end == log.endOffset)
+                    Self.expectRecords(seen, start..<log.endOffset)
+                }
+            }
+            var partial: [Int64] = []
+            #expect(try log.scan(from: 5, to: 9) { partial.append($0.offset) } == 9)
+            #expect(partial == [5, 6, 7, 8])
+            #expect(throws: LogStoreError.self) { try log.scan(from: log.endOffset + 1) { _ in } }
+            await backend.closeAll()
+        }
+    }
 }

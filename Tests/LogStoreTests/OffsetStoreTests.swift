@@ -38,7 +38,7 @@ struct OffsetStoreTests {
                 try store.commit(group: "g", topic: "t", offset: 3)
             }
             let bytes = try fileBytes(path)
-            let last = OffsetStore.encodeEntry(group: "g", topic: "t", offset: 3).readableBytes
+            let last = try OffsetStore.encodeEntry(group: "g", topic: "t", offset: 3).readableBytes
             let lastStart = bytes.count - last
             for cut in lastStart..<bytes.count {
                 try writeFile(path, Array(bytes[..<cut]))
@@ -65,7 +65,8 @@ struct OffsetStoreTests {
                 try store.commit(group: "g", topic: "t", offset: 2)
             }
             var bytes = try fileBytes(path)
-            let entry = bytes.count / 2
+            // The second of two equal-sized entries.
+            let entry = bytes.count - (try OffsetStore.encodeEntry(group: "g", topic: "t", offset: 2).readableBytes)
             bytes[entry + position] ^= 0x08
             try writeFile(path, bytes)
             let store = try OffsetStore(path: path, logger: CapturedLogs().logger)
@@ -78,14 +79,17 @@ struct OffsetStoreTests {
     func compaction() async throws {
         try await withTemporaryDirectory { dir in
             let path = dir + "/offsets.log"
-            let entrySize = OffsetStore.encodeEntry(group: "group", topic: "topic-a", offset: 0).readableBytes
+            let entrySize = try OffsetStore.encodeEntry(group: "group", topic: "topic-a", offset: 0).readableBytes
             do {
                 let store = try OffsetStore(path: path, logger: CapturedLogs().logger, compactionMinimumBytes: 0)
                 for offset in 0..<200 {
                     try store.commit(group: "group", topic: "topic-a", offset: Int64(offset))
                     try store.commit(group: "group", topic: "topic-b", offset: Int64(offset * 2))
                     let size = try fileBytes(path).count
-                    #expect(size <= 4 * 2 * entrySize + entrySize, "after commit \(offset)")
+                    #expect(
+                        size <= 4 * (DurableTable.fileHeaderSize + 2 * entrySize) + entrySize,
+                        "after commit \(offset)"
+                    )
                 }
                 #expect(store.committed(group: "group", topic: "topic-b") == 398)
             }

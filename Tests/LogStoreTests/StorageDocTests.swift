@@ -6,17 +6,19 @@ import Testing
 
 @Suite("docs/STORAGE.md")
 struct StorageDocTests {
-    /// The bytes of the first fenced `hex` block of docs/STORAGE.md (the address column is skipped).
-    static func documentedHex() throws -> [UInt8] {
+    /// The bytes of the `number`th (from 0) fenced `hex` block of docs/STORAGE.md (the address column is skipped).
+    static func documentedHex(_ number: Int = 0) throws -> [UInt8] {
         let docURL = URL(fileURLWithPath: #filePath)
             .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("docs/STORAGE.md")
         let text = try String(contentsOf: docURL, encoding: .utf8)
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        guard let start = lines.firstIndex(where: { $0.trimmingCharacters(in: .whitespaces) == "```hex" }) else {
-            Issue.record("no ```hex block in \(docURL.path)")
+        let starts = lines.indices.filter { lines[$0].trimmingCharacters(in: .whitespaces) == "```hex" }
+        guard number < starts.count else {
+            Issue.record("no ```hex block number \(number) in \(docURL.path)")
             return []
         }
+        let start = starts[number]
         var bytes: [UInt8] = []
         for line in lines[(start + 1)...] {
             if line.hasPrefix("```") { break }
@@ -46,5 +48,17 @@ struct StorageDocTests {
         let (header, decoded) = try BatchCodec.decode(ByteBuffer(bytes: documented))
         #expect(decoded == [record])
         #expect(header.baseOffset == 42)
+    }
+
+    @Test("the worked example offset-store file is exactly what a first commit writes")
+    func offsetStoreExample() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/offsets"
+            let store = try OffsetStore(path: path, logger: CapturedLogs().logger)
+            try store.commit(group: "g", topic: "t", offset: 42)
+            let documented = try Self.documentedHex(1)
+            #expect(documented.count == 39)
+            #expect(try fileBytes(path) == documented)
+        }
     }
 }

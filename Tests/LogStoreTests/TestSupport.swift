@@ -80,6 +80,10 @@ final class FaultyFileIO: FileIO {
         var failLogWrite: Int32?
         /// fdatasync of the offsets file fails with this errno while set.
         var failOtherFdatasync: Int32?
+        /// fdatasyncs of files other than segment logs (offset store, durable tables).
+        var otherFdatasyncs = 0
+        /// rename fails with this errno while set.
+        var failRename: Int32?
         /// The first `.log` fdatasync waits until this many `.log` writes happened (group commit test).
         var holdFirstSyncUntilWrites: Int?
     }
@@ -125,7 +129,10 @@ final class FaultyFileIO: FileIO {
                 // Bounded wait: the test's appends are all queued long before this runs out.
                 for _ in 0..<10_000 where self.state.withLock({ $0.logWrites }) < hold { usleep(1000) }
             }
-        } else if let fail = self.state.withLock({ $0.failOtherFdatasync }) {
+        } else if let fail = self.state.withLock({ state in
+            state.otherFdatasyncs += 1
+            return state.failOtherFdatasync
+        }) {
             throw FileIOError(operation: "fdatasync", path: path, errno: fail)
         }
         try self.posix.fdatasync(fd, path: path)
@@ -135,7 +142,12 @@ final class FaultyFileIO: FileIO {
         try self.posix.ftruncate(fd, to: size, path: path)
     }
     func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 { try self.posix.fileSize(fd, path: path) }
-    func rename(_ from: String, to: String) throws(FileIOError) { try self.posix.rename(from, to: to) }
+    func rename(_ from: String, to: String) throws(FileIOError) {
+        if let fail = self.state.withLock({ $0.failRename }) {
+            throw FileIOError(operation: "rename to \(to)", path: from, errno: fail)
+        }
+        try self.posix.rename(from, to: to)
+    }
     func unlink(_ path: String) throws(FileIOError) { try self.posix.unlink(path) }
     func mkdir(_ path: String) throws(FileIOError) { try self.posix.mkdir(path) }
     func listDirectory(_ path: String) throws(FileIOError) -> [String] { try self.posix.listDirectory(path) }

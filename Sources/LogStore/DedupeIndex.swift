@@ -1,0 +1,299 @@
+import NIOCore
+
+/// Where the record that first carried a dedupe key was stored.
+package enum DedupeLocation: UInt8, Equatable, Sendable {
+    /// In the topic itself, at the entry's offset.
+    case topic = 0
+    /// In `__quarantine`, at the entry's offset.
+    case quarantine = 1
+}
+
+/// What a dedupe index knows about one key.
+package struct DedupeEntry: Equatable, Sendable {
+    /// Offset of the original record (in the topic or in `__quarantine`, per ``location``).
+    package var offset: Int64
+    /// Which log ``offset`` is in.
+    package var location: DedupeLocation
+    /// The entry is no longer a duplicate guard at and after this time (ms since the epoch).
+    package var expiresAtMillis: Int64
+
+    /// Creates an entry.
+    package init(offset: Int64, location: DedupeLocation, expiresAtMillis: Int64) {
+        self.offset = offset
+        self.location = location
+        self.expiresAtMillis = expiresAtMillis
+    }
+}
+
+/// An entry dropped before its window ended because the index was full. The caller must log it and count it
+/// (a metric): from now on a record with that key is no longer recognised as a duplicate.
+package struct DedupeEviction: Equatable, Sendable {
+    /// Digest of the evicted key (the key itself is not kept).
+    package var digest: DedupeDigest
+    /// The evicted entry.
+    package var entry: DedupeEntry
+    /// How much of its window the entry still had, in ms (> 0).
+    package var remainingMillis: Int64
+}
+
+/// A topic's dedupe keys: digest → ``DedupeEntry``, with window expiry and a bound on the number of keys.
+///
+/// Pure (no I/O, time is an input). Keys are 1...256 bytes and are kept only as a 128-bit keyed digest
+/// (SipHash-2-4-128, see ``DedupeHashKey`` and docs/STORAGE.md for the collision bound and memory per key).
+///
+/// * **Window.** An entry inserted at `now` expires at `now + windowMillis`: a lookup at exactly that time no
+///   longer finds it. Expired entries are dropped lazily, oldest insertion first, by every mutating call — O(1)
+///   amortised. An entry's expiry is fixed when it is first inserted; re-inserting a live key keeps it.
+/// * **Bound.** At most `maxKeys` entries. Inserting a new key into a full index first evicts the **oldest**
+///   entry (by insertion), even though its window has not ended; the insert returns it as a ``DedupeEviction``
+///   and ``evictedBeforeExpiry`` counts it. Nothing is dropped silently.
+/// * **Not thread-safe** (a value type): keep it behind the caller's lock.
+package struct DedupeIndex: Sendable {
+    /// Longest dedupe key in bytes.
+    package static let maxKeyBytes = 256
+    /// The record header that carries a record's dedupe key.
+    package static let headerName = "dedupe-key"
+
+    private struct Slot {
+        var entry: DedupeEntry
+        /// Matches the order-queue item that tracks this slot; older items for the digest are stale.
+        var sequence: UInt64
+    }
+
+    private struct OrderItem {
+        var digest: DedupeDigest
+        var sequence: UInt64
+    }
+
+    /// How long a key guards against duplicates, in ms.
+    package let windowMillis: Int64
+    /// Most entries kept.
+    package let maxKeys: Int
+    /// The secret key of the digests.
+    package let hashKey: DedupeHashKey
+    /// Entries evicted by the bound before their window ended, since the index was created.
+    package private(set) var evictedBeforeExpiry: Int = 0
+    /// Entries dropped because their window ended, since the index was created.
+    package private(set) var expired: Int = 0
+
+    private var slots: [DedupeDigest: Slot] = [:]
+    private var order = FIFOQueue<OrderItem>()
+    private var nextSequence: UInt64 = 0
+
+    /// Creates an empty index.
+    /// - Parameters:
+    ///   - windowMillis: how long a key guards against duplicates (at least 1 ms).
+    ///   - maxKeys: most keys kept (1...UInt32.max, the snapshot's count field).
+    ///   - hashKey: the digest key; a fresh random one unless restoring from a snapshot.
+    package init(windowMillis: Int64, maxKeys: Int, hashKey: DedupeHashKey = .random()) throws(LogStoreError) {
+        guard windowMillis >= 1 else {
+            throw LogStoreError(.invalidArgument, "dedupe window \(windowMillis) ms must be at least 1 ms")
+        }
+        guard maxKeys >= 1, maxKeys <= Int(UInt32.max) else {
+            throw LogStoreError(.invalidArgument, "dedupe maxKeys \(maxKeys) must be in 1...\(UInt32.max)")
+        }
+        self.windowMillis = windowMillis
+        self.maxKeys = maxKeys
+        self.hashKey = hashKey
+    }
+
+    /// Number of entries held, including expired ones not dropped yet (call ``removeExpired(nowMillis:)`` first
+    /// for an exact count of live ones).
+    package var count: Int { self.slots.count }
+
+    // MARK: Digests
+
+    /// The digest of `key` under this index's hash key; throws `.invalidArgument` unless it has 1...256 bytes.
+    package func digest(_ key: ByteBuffer) throws(LogStoreError) -> DedupeDigest {
+        try Self.validate(keyLength: key.readableBytes)
+        return key.withUnsafeReadableBytes { SipHash128.digest($0, key: self.hashKey) }
+    }
+
+    /// The digest of `key` under this index's hash key; throws `.invalidArgument` unless it has 1...256 bytes.
+    package func digest(_ key: [UInt8]) throws(LogStoreError) -> DedupeDigest {
+        try Self.validate(keyLength: key.count)
+        return SipHash128.digest(key, key: self.hashKey)
+    }
+
+    private static func validate(keyLength: Int) throws(LogStoreError) {
+        guard keyLength >= 1, keyLength <= Self.maxKeyBytes else {
+            throw LogStoreError(
+                .invalidArgument,
+                "dedupe key of \(keyLength) bytes; a dedupe key has 1...\(Self.maxKeyBytes) bytes"
+            )
+        }
+    }
+
+    // MARK: Lookup and insert
+
+    /// The live entry of `key`, or nil when it is unknown or its window has ended at `nowMillis`.
+    package mutating func lookup(_ key: ByteBuffer, nowMillis: Int64) throws(LogStoreError) -> DedupeEntry? {
+        self.lookup(digest: try self.digest(key), nowMillis: nowMillis)
+    }
+
+    /// The live entry of `digest`, or nil when it is unknown or its window has ended at `nowMillis`.
+    package mutating func lookup(digest: DedupeDigest, nowMillis: Int64) -> DedupeEntry? {
+        self.removeExpired(nowMillis: nowMillis)
+        guard let slot = self.slots[digest], slot.entry.expiresAtMillis > nowMillis else { return nil }
+        return slot.entry
+    }
+
+    /// Records that the record with `key` was stored at `offset` in `location` at `nowMillis`; the entry expires at
+    /// `nowMillis + windowMillis`. See ``insert(digest:entry:nowMillis:)`` for a key that is already live and for
+    /// the eviction this may cause.
+    package mutating func insert(
+        _ key: ByteBuffer,
+        offset: Int64,
+        location: DedupeLocation,
+        nowMillis: Int64
+    ) throws(LogStoreError) -> DedupeEviction? {
+        let digest = try self.digest(key)
+        let entry = DedupeEntry(
+            offset: offset,
+            location: location,
+            expiresAtMillis: nowMillis.addingReportingOverflow(self.windowMillis).overflow
+                ? Int64.max : nowMillis + self.windowMillis
+        )
+        return self.insert(digest: digest, entry: entry, nowMillis: nowMillis)
+    }
+
+    /// Records `entry` (with its own expiry) for `key`; see ``insert(digest:entry:nowMillis:)``.
+    package mutating func insert(_ key: ByteBuffer, entry: DedupeEntry, nowMillis: Int64) throws(LogStoreError)
+        -> DedupeEviction?
+    {
+        self.insert(digest: try self.digest(key), entry: entry, nowMillis: nowMillis)
+    }
+
+    /// Adds an entry with an explicit expiry (restoring a snapshot, rebuilding from a log where the expiry comes
+    /// from the record's time).
+    ///
+    /// * An entry already expired at `nowMillis` is not stored; returns nil.
+    /// * If `digest` is live, its expiry and age are kept and its offset and location are replaced — except that a
+    ///   `.quarantine` entry never replaces a `.topic` one (a replayed record enters the topic after its quarantine
+    ///   entry, so the topic location is the newer fact whatever order a rebuild sees them in).
+    /// * Otherwise, when the index is full, the oldest entry is evicted first and returned (and counted in
+    ///   ``evictedBeforeExpiry``).
+    package mutating func insert(digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64) -> DedupeEviction? {
+        self.removeExpired(nowMillis: nowMillis)
+        if let existing = self.slots[digest] {
+            if existing.entry.expiresAtMillis > nowMillis {
+                if !(existing.entry.location == .topic && entry.location == .quarantine) {
+                    self.slots[digest]!.entry.offset = entry.offset
+                    self.slots[digest]!.entry.location = entry.location
+                }
+                return nil
+            }
+            // Expired but not yet dropped (its order item is not at the front): drop it; its item goes stale.
+            self.slots[digest] = nil
+            self.expired += 1
+        }
+        guard entry.expiresAtMillis > nowMillis else { return nil }
+        var eviction: DedupeEviction?
+        while self.slots.count >= self.maxKeys, let oldest = self.order.popFirst() {
+            guard let slot = self.slots[oldest.digest], slot.sequence == oldest.sequence else { continue }
+            self.slots[oldest.digest] = nil
+            if slot.entry.expiresAtMillis > nowMillis {
+                self.evictedBeforeExpiry += 1
+                eviction = DedupeEviction(
+                    digest: oldest.digest,
+                    entry: slot.entry,
+                    remainingMillis: slot.entry.expiresAtMillis - nowMillis
+                )
+            } else {
+                self.expired += 1
+            }
+        }
+        let sequence = self.nextSequence
+        self.nextSequence += 1
+        self.slots[digest] = Slot(entry: entry, sequence: sequence)
+        self.order.append(OrderItem(digest: digest, sequence: sequence))
+        return eviction
+    }
+
+    /// Moves a key's record (a quarantined record replayed into its topic): replaces offset and location, keeps
+    /// the expiry. Returns the updated entry, or nil when the key is not held (unknown, or expired and dropped).
+    package mutating func update(_ key: ByteBuffer, offset: Int64, location: DedupeLocation) throws(LogStoreError)
+        -> DedupeEntry?
+    {
+        self.update(digest: try self.digest(key), offset: offset, location: location)
+    }
+
+    /// See ``update(_:offset:location:)``.
+    package mutating func update(digest: DedupeDigest, offset: Int64, location: DedupeLocation) -> DedupeEntry? {
+        guard self.slots[digest] != nil else { return nil }
+        self.slots[digest]!.entry.offset = offset
+        self.slots[digest]!.entry.location = location
+        return self.slots[digest]!.entry
+    }
+
+    /// Drops entries whose window has ended, oldest insertion first, stopping at the first live one. Returns how
+    /// many were dropped. (With a wall clock that stepped back, a later insertion can expire earlier; it is then
+    /// dropped when it reaches the front, and lookups already treat it as absent.)
+    @discardableResult
+    package mutating func removeExpired(nowMillis: Int64) -> Int {
+        var dropped = 0
+        while let front = self.order.first {
+            guard let slot = self.slots[front.digest], slot.sequence == front.sequence else {
+                _ = self.order.popFirst()
+                continue
+            }
+            guard slot.entry.expiresAtMillis <= nowMillis else { break }
+            _ = self.order.popFirst()
+            self.slots[front.digest] = nil
+            dropped += 1
+        }
+        self.expired += dropped
+        return dropped
+    }
+
+    /// Every entry held, oldest insertion first (what a snapshot stores; restoring in this order keeps the
+    /// eviction order).
+    package var entriesInInsertionOrder: [(digest: DedupeDigest, entry: DedupeEntry)] {
+        var result: [(digest: DedupeDigest, entry: DedupeEntry)] = []
+        result.reserveCapacity(self.slots.count)
+        for item in self.order {
+            guard let slot = self.slots[item.digest], slot.sequence == item.sequence else { continue }
+            result.append((digest: item.digest, entry: slot.entry))
+        }
+        return result
+    }
+}
+
+/// A first-in first-out queue: an array with a moving head, compacted once the consumed prefix is at least half of
+/// it, so `append` and `popFirst` are O(1) amortised.
+struct FIFOQueue<Element>: Sequence {
+    private var storage: [Element] = []
+    private var head = 0
+
+    /// Number of elements.
+    var count: Int { self.storage.count - self.head }
+
+    /// The oldest element.
+    var first: Element? { self.head < self.storage.count ? self.storage[self.head] : nil }
+
+    /// Adds an element at the back.
+    mutating func append(_ element: Element) {
+        self.storage.append(element)
+    }
+
+    /// Removes and returns the oldest element.
+    mutating func popFirst() -> Element? {
+        guard self.head < self.storage.count else { return nil }
+        let element = self.storage[self.head]
+        self.head += 1
+        if self.head == self.storage.count {
+            self.storage.removeAll(keepingCapacity: true)
+            self.head = 0
+        } else if self.head >= 1024 && self.head * 2 >= self.storage.count {
+            self.storage.removeFirst(self.head)
+            self.head = 0
+        }
+        return element
+    }
+
+    func makeIterator() -> ArraySlice<Element>.Iterator {
+        self.storage[self.head...].makeIterator()
+    }
+}
+
+extension FIFOQueue: Sendable where Element: Sendable {}

@@ -1,0 +1,285 @@
+import Foundation
+import Glibc
+import NIOCore
+import Testing
+
+@testable import LogStore
+
+@Suite("DedupeSnapshot")
+struct DedupeSnapshotTests {
+    static func sampleIndex() throws -> DedupeIndex {
+        var index = try DedupeIndex(windowMillis: 10_000, maxKeys: 100, hashKey: DedupeHashKey(k0: 0xABCD, k1: 42))
+        for i in 0..<20 {
+            _ = try index.insert(
+                buffer("key-\(i)"),
+                offset: Int64(i * 3),
+                location: i % 4 == 0 ? .quarantine : .topic,
+                nowMillis: 1_000 + Int64(i)
+            )
+        }
+        return index
+    }
+
+    @Test("write then load returns the same snapshot, and restoring gives the same answers")
+    func roundTrip() async throws {
+        try await withTemporaryDirectory { dir in
+            let index = try Self.sampleIndex()
+            let snapshot = index.snapshot(topicEnd: 57, quarantineEnd: 12, takenAtMillis: 1_100)
+            #expect(snapshot.entries.count == 20)
+            try snapshot.write(directory: dir)
+            #expect(try fileNames(dir) == ["dedupe.snapshot"])
+            let attributes = try FileManager.default.attributesOfItem(atPath: dir + "/dedupe.snapshot")
+            #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600, "it holds the digest key")
+            #expect(
+                try fileBytes(dir + "/dedupe.snapshot").count
+                    == DedupeSnapshot.headerSize + 20 * DedupeSnapshot.entrySize + DedupeSnapshot.trailerSize
+            )
+            let loaded = try #require(try DedupeSnapshot.load(directory: dir))
+            #expect(loaded == snapshot)
+            #expect(loaded.topicEnd == 57)
+            #expect(loaded.quarantineEnd == 12)
+
+            let (restored, evictions) = try DedupeIndex.restoring(
+                loaded,
+                windowMillis: 10_000,
+                maxKeys: 100,
+                nowMillis: 1_200
+            )
+            #expect(evictions.isEmpty)
+            #expect(restored.hashKey == index.hashKey)
+            var restoredIndex = restored
+            var original = index
+            for i in 0..<21 {
+                let key = buffer("key-\(i)")
+                #expect(try restoredIndex.lookup(key, nowMillis: 1_200) == original.lookup(key, nowMillis: 1_200))
+            }
+            #expect(try restoredIndex.lookup(buffer("key-4"), nowMillis: 1_200)?.location == .quarantine)
+            #expect(restoredIndex.entriesInInsertionOrder.map(\.digest) == index.entriesInInsertionOrder.map(\.digest))
+        }
+    }
+
+    @Test("an empty index round-trips")
+    func empty() async throws {
+        try await withTemporaryDirectory { dir in
+            let index = try DedupeIndex(windowMillis: 5, maxKeys: 5)
+            let snapshot = index.snapshot(topicEnd: 0, quarantineEnd: 0, takenAtMillis: 0)
+            try snapshot.write(directory: dir)
+            #expect(try DedupeSnapshot.load(directory: dir) == snapshot)
+        }
+    }
+
+    @Test("a missing snapshot loads as nil")
+    func missing() async throws {
+        try await withTemporaryDirectory { dir in
+            let loaded = try DedupeSnapshot.load(directory: dir)
+            #expect(loaded == nil)
+        }
+    }
+
+    @Test("every flipped byte and every truncation is detected as corrupt")
+    func corruption() async throws {
+        try await withTemporaryDirectory { dir in
+            let snapshot = try Self.sampleIndex().snapshot(topicEnd: 57, quarantineEnd: 12, takenAtMillis: 1_100)
+            let bytes = Array(snapshot.encode().readableBytesView)
+            let path = dir + "/" + DedupeSnapshot.fileName
+            for position in 0..<bytes.count {
+                var damaged = bytes
+                damaged[position] ^= 0x01
+                try writeFile(path, damaged)
+                do {
+                    _ = try DedupeSnapshot.load(directory: dir)
+                    Issue.record("flipped byte \(position) not detected")
+                } catch let error as LogStoreError {
+                    #expect(error.kind == .corruptBatch)
+                    #expect(error.message.contains(path))
+                }
+            }
+            for length in stride(from: 0, to: bytes.count, by: 7) {
+                try writeFile(path, Array(bytes[..<length]))
+                #expect(throws: LogStoreError.self, "truncated to \(length)") {
+                    try DedupeSnapshot.load(directory: dir)
+                }
+            }
+            // A well-formed CRC over a wrong count is caught by the size check.
+            var wrongCount = snapshot
+            wrongCount.entries.removeLast()
+            var content = wrongCount.encode()
+            content.setInteger(UInt32(20), at: DedupeSnapshot.headerSize - 4)
+            let crcAt = content.writerIndex - 4
+            let crc = content.withUnsafeReadableBytes {
+                CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[..<crcAt]))
+            }
+            content.setInteger(crc, at: crcAt)
+            try writeFile(path, Array(content.readableBytesView))
+            #expect(throws: LogStoreError.self) { try DedupeSnapshot.load(directory: dir) }
+        }
+    }
+
+    @Test("a failed write keeps the previous snapshot and leaves no temp file")
+    func failedWrite() async throws {
+        try await withTemporaryDirectory { dir in
+            let io = FaultyFileIO()
+            let first = try Self.sampleIndex().snapshot(topicEnd: 1, quarantineEnd: 1, takenAtMillis: 1)
+            try first.write(directory: dir, io: io)
+            io.state.withLock { $0.failRename = EIO }
+            let second = try Self.sampleIndex().snapshot(topicEnd: 2, quarantineEnd: 2, takenAtMillis: 2)
+            #expect(throws: LogStoreError.self) { try second.write(directory: dir, io: io) }
+            #expect(try fileNames(dir) == ["dedupe.snapshot"])
+            #expect(try DedupeSnapshot.load(directory: dir) == first)
+            io.state.withLock { $0.failRename = nil }
+            try second.write(directory: dir, io: io)
+            #expect(try DedupeSnapshot.load(directory: dir) == second)
+        }
+    }
+
+    @Test("restoring skips expired entries and evicts the oldest when the bound was lowered")
+    func restoringWithLowerBound() throws {
+        let snapshot = try Self.sampleIndex().snapshot(topicEnd: 0, quarantineEnd: 0, takenAtMillis: 0)
+        // Entries expire at 11_000 ... 11_019.
+        let (index, evictions) = try DedupeIndex.restoring(
+            snapshot,
+            windowMillis: 10_000,
+            maxKeys: 10,
+            nowMillis: 11_005
+        )
+        #expect(index.count == 10)
+        // i = 0...5 expire at 11_000...11_005; of the 14 live ones the oldest 4 do not fit.
+        #expect(evictions.map(\.entry.offset) == [18, 21, 24, 27])
+        #expect(index.evictedBeforeExpiry == 4)
+        #expect(index.entriesInInsertionOrder.map(\.entry.offset) == (10..<20).map { Int64($0 * 3) })
+    }
+
+    // MARK: Rebuilding from logs
+
+    static func record(_ key: String?, original: String? = nil, timestamp: Int64) -> LogRecord {
+        var headers: [LogHeader] = []
+        if let key { headers.append(LogHeader(name: DedupeIndex.headerName, value: buffer(key))) }
+        if let original { headers.append(LogHeader(name: "original-topic", value: buffer(original))) }
+        return LogRecord(key: nil, headers: headers, value: buffer("v"), timestamp: timestamp)
+    }
+
+    @Test("snapshot plus a scan of both logs' tails rebuilds the index after a restart")
+    func recovery() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let topic = try await backend.openTopic(name: "orders", config: .test(segmentBytes: 300))
+            let quarantine = try await backend.openTopic(name: "__quarantine", config: .test(segmentBytes: 300))
+            var live = try DedupeIndex(windowMillis: 60_000, maxKeys: 1000)
+            // Before the snapshot: k0...k9 in the topic, q0 quarantined.
+            for i in 0..<10 {
+                let result = try await topic.append([Self.record("k\(i)", timestamp: 1_000)])
+                _ = try live.insert(buffer("k\(i)"), offset: result.baseOffset, location: .topic, nowMillis: 1_000)
+            }
+            _ = try await topic.append([Self.record(nil, timestamp: 1_000)])  // no key
+            let q0 = try await quarantine.append([Self.record("q0", original: "orders", timestamp: 1_000)])
+            _ = try live.insert(buffer("q0"), offset: q0.baseOffset, location: .quarantine, nowMillis: 1_000)
+            let snapshot = live.snapshot(
+                topicEnd: topic.endOffset,
+                quarantineEnd: quarantine.endOffset,
+                takenAtMillis: 1_000
+            )
+            try snapshot.write(directory: backend.topicDirectory(name: "orders"))
+            // After the snapshot (lost from memory by the "crash"): k10...k29, q1 quarantined, q0 replayed, and a
+            // quarantined record of another topic with the same key as k3.
+            for i in 10..<30 {
+                _ = try await topic.append([Self.record("k\(i)", timestamp: 2_000)])
+            }
+            _ = try await quarantine.append([Self.record("q1", original: "orders", timestamp: 2_000)])
+            _ = try await quarantine.append([Self.record("k3", original: "other", timestamp: 2_000)])
+            let replay = try await topic.append([Self.record("q0", timestamp: 3_000)])
+
+            // Recovery.
+            let loaded = try #require(try DedupeSnapshot.load(directory: backend.topicDirectory(name: "orders")))
+            var (index, evictions) = try DedupeIndex.restoring(
+                loaded,
+                windowMillis: 60_000,
+                maxKeys: 1000,
+                nowMillis: 4_000
+            )
+            #expect(evictions.isEmpty)
+            let quarantineResult = try index.apply(
+                log: quarantine,
+                from: loaded.quarantineEnd,
+                location: .quarantine,
+                nowMillis: 4_000
+            ) { stored in
+                guard stored.record.header(named: "original-topic") == buffer("orders") else { return nil }
+                return DedupeIndex.topicRecordKey(stored)
+            }
+            #expect(quarantineResult == DedupeRebuildResult(scannedTo: quarantine.endOffset, missing: nil, applied: 1))
+            let topicResult = try index.apply(
+                log: topic,
+                from: loaded.topicEnd,
+                location: .topic,
+                nowMillis: 4_000,
+                key: DedupeIndex.topicRecordKey
+            )
+            #expect(topicResult == DedupeRebuildResult(scannedTo: topic.endOffset, missing: nil, applied: 21))
+
+            for i in 0..<30 {
+                let entry = try index.lookup(buffer("k\(i)"), nowMillis: 4_000)
+                #expect(entry?.location == .topic, "k\(i)")
+                #expect(entry?.expiresAtMillis == (i < 10 ? 61_000 : 62_000))
+                #expect(
+                    try topic.read(from: entry!.offset, maxRecords: 1, maxBytes: 1000).first?.record.header(
+                        named: DedupeIndex.headerName
+                    ) == buffer("k\(i)")
+                )
+            }
+            // q0: replayed into the topic, keeps the window of its first sighting.
+            #expect(
+                try index.lookup(buffer("q0"), nowMillis: 4_000)
+                    == DedupeEntry(offset: replay.baseOffset, location: .topic, expiresAtMillis: 61_000)
+            )
+            #expect(try index.lookup(buffer("q1"), nowMillis: 4_000)?.location == .quarantine)
+            #expect(index.count == 32)
+            await backend.closeAll()
+        }
+    }
+
+    @Test("a rebuild from below the log start reports the missing range instead of failing silently")
+    func rebuildReportsMissing() async throws {
+        try await withTemporaryDirectory { dir in
+            var config = TopicLogConfig.test(segmentBytes: 200)
+            config.retentionBytes = 400
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let topic = try await backend.openTopic(name: "t", config: config)
+            for i in 0..<40 { _ = try await topic.append([Self.record("k\(i)", timestamp: 1_000)]) }
+            #expect(topic.startOffset > 0)
+            var index = try DedupeIndex(windowMillis: 60_000, maxKeys: 1000)
+            let result = try index.apply(
+                log: topic,
+                from: 0,
+                location: .topic,
+                nowMillis: 1_000,
+                key: DedupeIndex.topicRecordKey
+            )
+            #expect(result.missing == 0..<topic.startOffset)
+            #expect(result.applied == Int(topic.endOffset - topic.startOffset))
+            #expect(result.scannedTo == topic.endOffset)
+            await backend.closeAll()
+        }
+    }
+
+    @Test("records with an invalid key are skipped and counted; the bound's evictions are counted")
+    func rebuildInvalidAndEvicted() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let topic = try await backend.openTopic(name: "t", config: .test())
+            _ = try await topic.append([Self.record("", timestamp: 1)])
+            _ = try await topic.append([Self.record(String(repeating: "x", count: 257), timestamp: 1)])
+            for i in 0..<5 { _ = try await topic.append([Self.record("k\(i)", timestamp: 1)]) }
+            var index = try DedupeIndex(windowMillis: 60_000, maxKeys: 3)
+            let result = try index.apply(
+                log: topic,
+                from: 0,
+                location: .topic,
+                nowMillis: 2,
+                key: DedupeIndex.topicRecordKey
+            )
+            #expect(result == DedupeRebuildResult(scannedTo: 7, missing: nil, applied: 5, invalidKeys: 2, evicted: 2))
+            #expect(index.evictedBeforeExpiry == 2)
+            await backend.closeAll()
+        }
+    }
+}
