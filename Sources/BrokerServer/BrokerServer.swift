@@ -87,7 +87,7 @@ package final class BrokerServer: Service, Sendable {
             throw error
         }
         self.state.withLock { $0 = .running(channel: channel, core: core) }
-        self.logger.info("brokerd listening", metadata: ["brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        self.logger.notice("brokerd listening", metadata: ["brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
     }
 
     /// Graceful stop: stop accepting, finish in-flight appends, close connections, sync, write clean markers.

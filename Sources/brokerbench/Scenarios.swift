@@ -75,13 +75,23 @@ final class Progress: Sendable {
     }
 }
 
-/// A JSON-like event of `size` bytes, as the learning portal would send it.
-func makePayload(size: Int) -> ByteBuffer {
-    var text = #"{"event_type":"account.education.completed","source_system":"learning_portal","account_id":"acct_7f3a9c","module_id":"onboarding-101","pad":""#
-    let tail = "\"}"
-    while text.utf8.count + tail.utf8.count < size { text += "x" }
-    text += tail
-    return ByteBuffer(string: String(text.utf8.prefix(size))!)
+/// `count` distinct JSON events of exactly `size` bytes each, as the learning portal would send them: varying
+/// account ids, times, modules and scores, and a random hex trace id as filler, so LZ4 sees realistic text
+/// rather than repeated bytes (records in one batch are all different).
+func makePayloads(size: Int, count: Int = 1024) -> [ByteBuffer] {
+    var generator = SystemRandomNumberGenerator()
+    let hex = Array("0123456789abcdef".utf8)
+    return (0..<count).map { n in
+        let account = String(UInt32.random(in: 0...0xFFFFFF, using: &generator), radix: 16)
+        let text = #"{"event_type":"account.education.completed","source_system":"learning_portal","#
+            + #""account_id":"acct_\#(account)","ts":\#(1_776_089_400_000 + n * 7919),"#
+            + #""module_id":"onboarding-\#(100 + n % 37)","score":\#(n % 101),"trace_id":""#
+        var bytes = Array(text.utf8)
+        let tail = Array(#""}"#.utf8)
+        while bytes.count + tail.count < size { bytes.append(hex[Int.random(in: 0..<16, using: &generator)]) }
+        bytes = Array((bytes + tail).prefix(size))
+        return ByteBuffer(bytes: bytes)
+    }
 }
 
 extension Scenario {
@@ -119,8 +129,8 @@ struct PublishLoad {
         var clients: [BrokerClient] = []
         for _ in 0..<p.producers { clients.append(try await self.target.connect()) }
         defer { for client in clients { Task { await client.close() } } }
-        let payload = makePayload(size: p.recordSize)
-        let batch = (0..<p.batch).map { _ in WireRecord(value: payload) }
+        let payloads = makePayloads(size: p.recordSize)
+        let batches = (0..<16).map { b in (0..<p.batch).map { WireRecord(value: payloads[(b * p.batch + $0) % payloads.count]) } }
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
         let budget = p.records.map { Counter($0) }
         let progress = Progress()
@@ -132,11 +142,14 @@ struct PublishLoad {
         try await withThrowingTaskGroup(of: (Histogram<UInt64>, UInt64).self) { group in
             for (index, client) in clients.enumerated() {
                 let topic = topics[index % topics.count]
-                for _ in 0..<p.inFlight {
+                for worker in 0..<p.inFlight {
                     group.addTask {
                         var local = makeHistogram()
+                        var round = worker
                         var last = monotonicNanos()
                         while !clock.isOver {
+                            let batch = batches[round % batches.count]
+                            round += 1
                             if let budget, budget.add(-batch.count) < 0 { break }
                             let sent = monotonicNanos()
                             let results = try await client.publish(topic: topic, records: batch)
@@ -193,7 +206,7 @@ struct EndToEndLoad {
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
         let progress = Progress()
         progress.start(clock: clock, label: "e2e-latency delivered")
-        let payload = makePayload(size: p.recordSize)
+        let payloads = makePayloads(size: p.recordSize)
         let inFlight = Counter(0)
         let errors = Counter(0)
         let sentMeasured = Counter(0)
@@ -227,8 +240,9 @@ struct EndToEndLoad {
                     if due > 0, inFlight.value < p.inFlight {
                         var stamp = ByteBuffer()
                         stamp.writeInteger(now)
-                        let record = WireRecord(headers: [WireHeader(name: Self.sentHeader, value: stamp)], value: payload)
-                        let records = Array(repeating: record, count: min(due, 10_000))
+                        let records = (0..<min(due, 10_000)).map {
+                            WireRecord(headers: [WireHeader(name: Self.sentHeader, value: stamp)], value: payloads[(sent + $0) % payloads.count])
+                        }
                         sent += records.count
                         if now >= clock.measureFrom { sentMeasured.add(records.count) }
                         inFlight.add(1)
