@@ -158,7 +158,8 @@ package final class BrokerClient: Sendable {
         guard results.map(\.quarantineOffset) == offsets else {
             throw BrokerClientError(
                 code: .malformedFrame,
-                message: "REPLAY_RESULT answers offsets \(results.map(\.quarantineOffset)), but \(offsets) were requested"
+                message: "REPLAY_RESULT answers offsets \(results.map(\.quarantineOffset)), "
+                    + "but \(offsets) were requested"
             )
         }
         return results

@@ -480,7 +480,11 @@ struct FrameCodecTests {
             let decoded = try decoder.decode(buffer: &buffer)?.frame
             switch decoded {
             case .replayResult(let results):
-                #expect(results == [ReplayResult(quarantineOffset: 3, outcome: .notFound, message: String(long.prefix(32_767)))])
+                #expect(
+                    results == [
+                        ReplayResult(quarantineOffset: 3, outcome: .notFound, message: String(long.prefix(32_767)))
+                    ]
+                )
             case .reloadOK(let ok):
                 #expect(ok == ReloadOK(policyVersion: "v1", message: String(long.prefix(32_767))))
             default:

@@ -184,7 +184,10 @@ struct ProtocolDocTests {
     func tablesComplete() throws {
         let document = try Self.document()
         for code in ErrorCode.allKnown {
-            #expect(document.contains("| \(code.rawValue) | \(code.name) |"), "error code \(code.rawValue) \(code.name)")
+            #expect(
+                document.contains("| \(code.rawValue) | \(code.name) |"),
+                "error code \(code.rawValue) \(code.name)"
+            )
         }
         for outcome in ReplayOutcome.allCases {
             #expect(document.contains("| \(outcome.rawValue) | \(outcome) |"), "replay outcome \(outcome)")

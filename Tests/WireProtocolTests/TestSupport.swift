@@ -1,6 +1,5 @@
 import NIOCore
 import Testing
-
 import WireProtocol
 
 /// A named frame for `arguments:` tables, so a failing case says which one.
