@@ -145,6 +145,37 @@ package final class BrokerClient: Sendable {
         }
     }
 
+    /// Replays quarantined records: the broker re-evaluates each `__quarantine` offset against its current policy
+    /// and appends the records that now pass to their original topics. Returns one result per offset, in order;
+    /// a record already replayed reports its earlier result with `ReplayResult.earlierFlag`.
+    /// Throws for a refusal of the whole request (CAPABILITY_REQUIRED without `quarantine.replay`,
+    /// INVALID_REQUEST, STORAGE_FAILURE...), or MALFORMED_FRAME when the answer does not match the request.
+    package func replay(offsets: [Int64]) async throws -> [ReplayResult] {
+        let answer = try await self.request(.quarantineReplay(offsets))
+        guard case .replayResult(let results) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected REPLAY_RESULT, got \(answer.opcode)")
+        }
+        guard results.map(\.quarantineOffset) == offsets else {
+            throw BrokerClientError(
+                code: .malformedFrame,
+                message: "REPLAY_RESULT answers offsets \(results.map(\.quarantineOffset)), "
+                    + "but \(offsets) were requested"
+            )
+        }
+        return results
+    }
+
+    /// Asks the broker to re-read and apply its config file (like SIGHUP on brokerd); returns the policy version
+    /// now in force. Throws CONFIG_REJECTED (the message lists the errors; the old policy stays) or
+    /// CAPABILITY_REQUIRED (the role lacks `admin`).
+    package func reload() async throws -> ReloadOK {
+        let answer = try await self.request(.adminReload)
+        guard case .reloadOK(let ok) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected RELOAD_OK, got \(answer.opcode)")
+        }
+        return ok
+    }
+
     /// Sends any request frame and returns the broker's answer (an ERROR answer is thrown).
     package func request(_ frame: Frame) async throws -> Frame {
         try await Self.request(frame, correlationID: self.nextCorrelationID(), channel: self.channel, handler: self.handler)

@@ -154,7 +154,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.send(.topicList(self.topicList(for: principal)), correlationID: correlationID)
         case .ping(let nonce):
             self.send(.pong(nonce: nonce), correlationID: correlationID)
-        case .hello, .helloOK, .publishAck, .subscribeOK, .deliver, .commitOK, .unsubscribeOK, .topicList, .pong, .error:
+        case .quarantineReplay, .adminReload:
+            // Wire additions of issue 3; the broker side that serves them lands separately.
+            self.send(.error(ErrorFrame(code: .invalidRequest, message: "\(request.frame.opcode) is not served by this broker build")), correlationID: correlationID)
+        case .hello, .helloOK, .publishAck, .subscribeOK, .deliver, .commitOK, .unsubscribeOK, .topicList, .pong, .error,
+            .replayResult, .reloadOK:
             self.send(.error(ErrorFrame(code: .invalidRequest, message: "\(request.frame.opcode) is not a request a client may send")), correlationID: correlationID)
         }
     }

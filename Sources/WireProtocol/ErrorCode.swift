@@ -24,9 +24,9 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     package static let unsupportedVersion = ErrorCode(rawValue: 7)
     /// The broker could not read or write its log or offset store.
     package static let storageFailure = ErrorCode(rawValue: 8)
-    /// Reserved for rate limits; `retryAfterMillis` says when to retry.
+    /// Reserved for rate limits (not sent yet); `retryAfterMillis` says when to retry.
     package static let rateLimited = ErrorCode(rawValue: 9)
-    /// Reserved for records held back by policy.
+    /// Per-record result: the record failed policy and was appended to `__quarantine` instead of its topic.
     package static let quarantined = ErrorCode(rawValue: 10)
     /// A broker-side fault (also: connection limit reached).
     package static let `internal` = ErrorCode(rawValue: 11)
@@ -38,6 +38,18 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     package static let invalidRequest = ErrorCode(rawValue: 14)
     /// The broker is stopping and takes no new publishes.
     package static let shuttingDown = ErrorCode(rawValue: 15)
+    /// ADMIN_RELOAD (or SIGHUP): the new config failed validation; the message lists the errors and the running
+    /// policy is unchanged.
+    package static let configRejected = ErrorCode(rawValue: 16)
+    /// The principal's role lacks the capability an operator request needs (`quarantine.replay`, `admin`).
+    package static let capabilityRequired = ErrorCode(rawValue: 17)
+
+    /// Every code this build knows, in numeric order (the rows of the table in docs/PROTOCOL.md section 8).
+    package static let allKnown: [ErrorCode] = [
+        .ok, .unauthenticated, .notCleared, .notAuthorized, .unknownTopic, .malformedFrame, .frameTooLarge,
+        .unsupportedVersion, .storageFailure, .rateLimited, .quarantined, .internal, .unknownSubscription,
+        .offsetOutOfRange, .invalidRequest, .shuttingDown, .configRejected, .capabilityRequired,
+    ]
 
     /// The upper-snake-case name used in docs, logs and brokerctl output.
     package var name: String {
@@ -58,6 +70,8 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .offsetOutOfRange: "OFFSET_OUT_OF_RANGE"
         case .invalidRequest: "INVALID_REQUEST"
         case .shuttingDown: "SHUTTING_DOWN"
+        case .configRejected: "CONFIG_REJECTED"
+        case .capabilityRequired: "CAPABILITY_REQUIRED"
         default: "CODE_\(self.rawValue)"
         }
     }

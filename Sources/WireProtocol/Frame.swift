@@ -31,6 +31,10 @@ package enum Opcode: UInt8, Sendable, CaseIterable {
     case ping = 0x0F
     case pong = 0x10
     case error = 0x11
+    case quarantineReplay = 0x12
+    case replayResult = 0x13
+    case adminReload = 0x14
+    case reloadOK = 0x15
 }
 
 extension Opcode: CustomStringConvertible {
@@ -54,6 +58,10 @@ extension Opcode: CustomStringConvertible {
         case .ping: "PING"
         case .pong: "PONG"
         case .error: "ERROR"
+        case .quarantineReplay: "QUARANTINE_REPLAY"
+        case .replayResult: "REPLAY_RESULT"
+        case .adminReload: "ADMIN_RELOAD"
+        case .reloadOK: "RELOAD_OK"
         }
     }
 }
@@ -166,7 +174,7 @@ package struct PublishResult: Equatable, Sendable {
     package var code: ErrorCode
     /// The record's offset on success; -1 otherwise.
     package var offset: Int64
-    /// Result flags (bit 0: duplicate).
+    /// Result flags; bit 0 is `PublishResult.duplicateFlag`, the other bits are 0.
     package var flags: UInt8
     /// For RATE_LIMITED: milliseconds to wait; 0 otherwise.
     package var retryAfterMillis: UInt32
@@ -182,6 +190,13 @@ package struct PublishResult: Equatable, Sendable {
     }
     /// A successful result for the record appended at `offset`.
     package static func ok(offset: Int64) -> PublishResult { PublishResult(code: .ok, offset: offset) }
+
+    /// Flags bit 0, DUPLICATE: the record's `dedupe-key` was already seen within the topic's dedupe window, so it
+    /// was not appended again; `offset` is the original record's (in `__quarantine` when `code` is QUARANTINED).
+    package static let duplicateFlag: UInt8 = 0x01
+
+    /// Whether flags bit 0 (DUPLICATE) is set.
+    package var isDuplicate: Bool { self.flags & Self.duplicateFlag != 0 }
 }
 
 /// PUBLISH_ACK: one result per record, in the order of the PUBLISH.
@@ -319,6 +334,86 @@ package struct ErrorFrame: Equatable, Sendable {
     }
 }
 
+/// What a QUARANTINE_REPLAY did with one quarantined record. The wire value is a `u8`; other values are
+/// MALFORMED_FRAME.
+package enum ReplayOutcome: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// The record passed the current policy and was appended to its original topic now.
+    case replayed = 0
+    /// The current policy still refuses the record; it stays in `__quarantine`.
+    case stillQuarantined = 1
+    /// `__quarantine` has no record at that offset.
+    case notFound = 2
+    /// The record at that offset is not a quarantined record (it lacks the `quarantine-*` headers).
+    case invalid = 3
+
+    /// The upper-snake-case name used in docs/PROTOCOL.md and brokerctl output (e.g. `STILL_QUARANTINED`).
+    package var description: String {
+        switch self {
+        case .replayed: "REPLAYED"
+        case .stillQuarantined: "STILL_QUARANTINED"
+        case .notFound: "NOT_FOUND"
+        case .invalid: "INVALID"
+        }
+    }
+}
+
+/// The outcome of replaying one quarantined record, in REPLAY_RESULT.
+package struct ReplayResult: Equatable, Sendable {
+    /// The requested offset in `__quarantine`.
+    package var quarantineOffset: Int64
+    /// What happened (or, with `earlierFlag`, what happened the first time).
+    package var outcome: ReplayOutcome
+    /// Result flags; bit 0 is `ReplayResult.earlierFlag`, the other bits are 0.
+    package var flags: UInt8
+    /// The record's original topic; empty when unknown (NOT_FOUND, INVALID).
+    package var topic: String
+    /// The record's offset in its original topic when REPLAYED; -1 otherwise.
+    package var newOffset: Int64
+    /// The stable reason code when STILL_QUARANTINED (e.g. `FORBIDDEN_FIELD`); empty otherwise.
+    package var reason: String
+    /// Human-readable detail; cut at 65,535 UTF-8 bytes when encoded.
+    package var message: String
+
+    /// Creates a result.
+    package init(
+        quarantineOffset: Int64,
+        outcome: ReplayOutcome,
+        flags: UInt8 = 0,
+        topic: String = "",
+        newOffset: Int64 = -1,
+        reason: String = "",
+        message: String = ""
+    ) {
+        self.quarantineOffset = quarantineOffset
+        self.outcome = outcome
+        self.flags = flags
+        self.topic = topic
+        self.newOffset = newOffset
+        self.reason = reason
+        self.message = message
+    }
+
+    /// Flags bit 0, EARLIER: this offset was replayed before (a record is replayed at most once); `outcome`,
+    /// `topic`, `newOffset` and `reason` are that earlier replay's.
+    package static let earlierFlag: UInt8 = 0x01
+
+    /// Whether flags bit 0 (EARLIER) is set.
+    package var isEarlier: Bool { self.flags & Self.earlierFlag != 0 }
+}
+
+/// RELOAD_OK: the broker re-read its config file and now runs the new policy.
+package struct ReloadOK: Equatable, Sendable {
+    /// The policy version now in force (a hash of the effective config), as stamped in `broker-policy-version`.
+    package var policyVersion: String
+    /// Human-readable summary of the reload; cut at 65,535 UTF-8 bytes when encoded.
+    package var message: String
+    /// Creates a RELOAD_OK.
+    package init(policyVersion: String, message: String = "") {
+        self.policyVersion = policyVersion
+        self.message = message
+    }
+}
+
 /// Every frame body brokerd speaks.
 package enum Frame: Equatable, Sendable {
     /// HELLO: the client introduces itself.
@@ -355,6 +450,14 @@ package enum Frame: Equatable, Sendable {
     case pong(nonce: UInt64)
     /// ERROR: a request failed, or the connection is closing.
     case error(ErrorFrame)
+    /// QUARANTINE_REPLAY: re-evaluate these `__quarantine` offsets against the current policy.
+    case quarantineReplay([Int64])
+    /// REPLAY_RESULT: one result per requested offset, in the request's order.
+    case replayResult([ReplayResult])
+    /// ADMIN_RELOAD: re-read and apply the broker's config file (empty body).
+    case adminReload
+    /// RELOAD_OK: the new config is in force.
+    case reloadOK(ReloadOK)
 
     /// The opcode this frame is encoded with.
     package var opcode: Opcode {
@@ -376,6 +479,10 @@ package enum Frame: Equatable, Sendable {
         case .ping: .ping
         case .pong: .pong
         case .error: .error
+        case .quarantineReplay: .quarantineReplay
+        case .replayResult: .replayResult
+        case .adminReload: .adminReload
+        case .reloadOK: .reloadOK
         }
     }
 }

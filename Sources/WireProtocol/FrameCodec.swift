@@ -48,6 +48,11 @@ package enum FrameCodec {
         static let publishResult = 17
         /// name length (2) + sensitivity length (2) + startOffset (8) + endOffset (8) + access (1).
         static let topicInfo = 21
+        /// One `__quarantine` offset in QUARANTINE_REPLAY.
+        static let replayOffset = 8
+        /// quarantineOffset (8) + outcome (1) + flags (1) + topic length (2) + newOffset (8) + reason length (2)
+        /// + message length (2).
+        static let replayResult = 24
     }
 
     // MARK: encoding
@@ -126,8 +131,15 @@ package enum FrameCodec {
                 try check(topic.name, "topics[\(index)].name")
                 try check(topic.sensitivity, "topics[\(index)].sensitivity")
             }
+        case .replayResult(let results):
+            for (index, result) in results.enumerated() {
+                try check(result.topic, "results[\(index)].topic")
+                try check(result.reason, "results[\(index)].reason")
+            }
+        case .reloadOK(let ok):
+            try check(ok.policyVersion, "policyVersion")
         case .publishAck, .subscribeOK, .credit, .commitOK, .unsubscribe, .unsubscribeOK, .listTopics, .ping, .pong,
-            .error:
+            .error, .quarantineReplay, .adminReload:
             // Only messages (cut, never refused), fixed-size fields, or nothing.
             break
         }
@@ -198,7 +210,24 @@ package enum FrameCodec {
         case .error(let error):
             buffer.writeMultipleIntegers(error.code.rawValue, error.retryAfterMillis)
             Self.writeMessage(error.message, into: &buffer)
-        case .commitOK, .unsubscribeOK, .listTopics:
+        case .quarantineReplay(let offsets):
+            buffer.writeInteger(UInt32(offsets.count))
+            for offset in offsets {
+                buffer.writeInteger(offset)
+            }
+        case .replayResult(let results):
+            buffer.writeInteger(UInt32(results.count))
+            for result in results {
+                buffer.writeMultipleIntegers(result.quarantineOffset, result.outcome.rawValue, result.flags)
+                Self.writeIdentifier(result.topic, into: &buffer)
+                buffer.writeInteger(result.newOffset)
+                Self.writeIdentifier(result.reason, into: &buffer)
+                Self.writeMessage(result.message, into: &buffer)
+            }
+        case .reloadOK(let ok):
+            Self.writeIdentifier(ok.policyVersion, into: &buffer)
+            Self.writeMessage(ok.message, into: &buffer)
+        case .commitOK, .unsubscribeOK, .listTopics, .adminReload:
             break
         }
     }
@@ -398,6 +427,52 @@ package enum FrameCodec {
             let retry = try reader.integer("retryAfterMillis", as: UInt32.self)
             let message = try reader.string("message")
             frame = .error(ErrorFrame(code: ErrorCode(rawValue: code), message: message, retryAfterMillis: retry))
+        case .quarantineReplay:
+            let count = try reader.count("offsetCount", minimumElementSize: MinimumSize.replayOffset)
+            var offsets: [Int64] = []
+            offsets.reserveCapacity(count)
+            for index in 0..<count {
+                offsets.append(try reader.integer("offsets[\(index)]", as: Int64.self))
+            }
+            frame = .quarantineReplay(offsets)
+        case .replayResult:
+            let count = try reader.count("resultCount", minimumElementSize: MinimumSize.replayResult)
+            var results: [ReplayResult] = []
+            results.reserveCapacity(count)
+            for index in 0..<count {
+                let quarantineOffset = try reader.integer("results[\(index)].quarantineOffset", as: Int64.self)
+                let outcomeOffset = reader.bodyOffset
+                let outcomeValue = try reader.integer("results[\(index)].outcome", as: UInt8.self)
+                guard let outcome = ReplayOutcome(rawValue: outcomeValue) else {
+                    throw reader.malformed(
+                        "field 'results[\(index)].outcome' at body offset \(outcomeOffset) is \(outcomeValue); "
+                            + "known outcomes are 0 REPLAYED, 1 STILL_QUARANTINED, 2 NOT_FOUND, 3 INVALID"
+                    )
+                }
+                let flags = try reader.integer("results[\(index)].flags", as: UInt8.self)
+                let topic = try reader.string("results[\(index)].topic")
+                let newOffset = try reader.integer("results[\(index)].newOffset", as: Int64.self)
+                let reason = try reader.string("results[\(index)].reason")
+                let message = try reader.string("results[\(index)].message")
+                results.append(
+                    ReplayResult(
+                        quarantineOffset: quarantineOffset,
+                        outcome: outcome,
+                        flags: flags,
+                        topic: topic,
+                        newOffset: newOffset,
+                        reason: reason,
+                        message: message
+                    )
+                )
+            }
+            frame = .replayResult(results)
+        case .adminReload:
+            frame = .adminReload
+        case .reloadOK:
+            let policyVersion = try reader.string("policyVersion")
+            let message = try reader.string("message")
+            frame = .reloadOK(ReloadOK(policyVersion: policyVersion, message: message))
         }
         try reader.finish()
         return frame
@@ -586,6 +661,10 @@ package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         self.maxBodyLength = maxBodyLength
     }
 
+    /// The opcode range named in "unknown opcode" errors; opcodes are numbered without gaps.
+    private static let lowestOpcode = Opcode.allCases.map(\.rawValue).min()!
+    private static let highestOpcode = Opcode.allCases.map(\.rawValue).max()!
+
     /// The next whole frame, or nil (nothing consumed) when more bytes are needed; throws `WireProtocolError`.
     package mutating func decode(buffer: inout ByteBuffer) throws -> TaggedFrame? {
         let start = buffer.readerIndex
@@ -617,7 +696,8 @@ package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         guard let opcode = Opcode(rawValue: opcodeByte) else {
             throw failure(
                 .malformedFrame,
-                "frame byte 3: unknown opcode 0x\(hex(opcodeByte, digits: 2)); version 1 defines 0x01...0x11"
+                "frame byte 3: unknown opcode 0x\(hex(opcodeByte, digits: 2)); version 1 defines "
+                    + "0x\(hex(Self.lowestOpcode, digits: 2))...0x\(hex(Self.highestOpcode, digits: 2))"
             )
         }
         guard flags == 0 else {

@@ -122,6 +122,34 @@ struct FrameCodecTests {
             .error(ErrorFrame(code: .rateLimited, message: "", retryAfterMillis: .max)),
             correlationID: .max
         ),
+        Sample("QUARANTINE_REPLAY", .quarantineReplay([0, 7, .max, .min, -1])),
+        Sample("QUARANTINE_REPLAY empty", .quarantineReplay([])),
+        Sample(
+            "REPLAY_RESULT every outcome",
+            .replayResult([
+                ReplayResult(quarantineOffset: 7, outcome: .replayed, topic: "education.completed", newOffset: 43),
+                ReplayResult(
+                    quarantineOffset: 8,
+                    outcome: .stillQuarantined,
+                    topic: "edu.done",
+                    reason: "FORBIDDEN_FIELD",
+                    message: "field 'mrn' is forbidden (rule edu.no-phi) ⚕"
+                ),
+                ReplayResult(quarantineOffset: .max, outcome: .notFound, message: "no record at offset"),
+                ReplayResult(quarantineOffset: 0, outcome: .invalid, flags: 0xFF, newOffset: .min),
+                ReplayResult(
+                    quarantineOffset: 7,
+                    outcome: .replayed,
+                    flags: ReplayResult.earlierFlag,
+                    topic: "Zürich-東京",
+                    newOffset: .max
+                ),
+            ])
+        ),
+        Sample("REPLAY_RESULT empty", .replayResult([])),
+        Sample("ADMIN_RELOAD", .adminReload),
+        Sample("RELOAD_OK", .reloadOK(ReloadOK(policyVersion: "sha256:9f2c41", message: "2 topics, 5 roles"))),
+        Sample("RELOAD_OK empty strings", .reloadOK(ReloadOK(policyVersion: "", message: ""))),
     ]
 
     @Test("every opcode has a sample")
@@ -285,6 +313,14 @@ struct FrameCodecTests {
             [0, 1, 0x74, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 12),
             "records[0].headerCount"
         ),
+        (
+            "QUARANTINE_REPLAY offsets", .quarantineReplay, [0, 0, 0, 2] + [UInt8](repeating: 0, count: 15),
+            "offsetCount"
+        ),
+        (
+            "REPLAY_RESULT results", .replayResult, [0, 0, 0, 2] + [UInt8](repeating: 0, count: 47),
+            "resultCount"
+        ),
     ]
 
     @Test("a hostile array count is refused before allocation", arguments: Self.hostileCounts)
@@ -328,6 +364,17 @@ struct FrameCodecTests {
             "unknown start tag", .subscribe, [0, 1, 0x74, 0, 0, 4, 0, 0, 0, 1],
             "field 'start.tag' at body offset 5 is 4"
         ),
+        (
+            "unknown replay outcome", .replayResult,
+            [0, 0, 0, 1] + [UInt8](repeating: 0, count: 8) + [4] + [UInt8](repeating: 0, count: 15),
+            "field 'results[0].outcome' at body offset 12 is 4; known outcomes are 0 REPLAYED"
+        ),
+        (
+            "outcome 0xFF in the second result", .replayResult,
+            [0, 0, 0, 2] + [UInt8](repeating: 0, count: 24) + [UInt8](repeating: 0, count: 8) + [0xFF]
+                + [UInt8](repeating: 0, count: 15),
+            "field 'results[1].outcome' at body offset 36 is 255"
+        ),
     ]
 
     @Test("bad field values are MALFORMED_FRAME naming field and offset", arguments: Self.badFields)
@@ -354,6 +401,24 @@ struct FrameCodecTests {
             ),
             (TaggedFrame(correlationID: 1, frame: .hello(Hello(clientID: long, credential: ByteBuffer()))), "clientID"),
             (TaggedFrame(correlationID: 1, frame: .commit(Commit(group: "g", topic: long, offset: 0))), "topic"),
+            (
+                TaggedFrame(
+                    correlationID: 1,
+                    frame: .replayResult([
+                        ReplayResult(quarantineOffset: 1, outcome: .notFound),
+                        ReplayResult(quarantineOffset: 2, outcome: .replayed, topic: long, newOffset: 9),
+                    ])
+                ),
+                "results[1].topic"
+            ),
+            (
+                TaggedFrame(
+                    correlationID: 1,
+                    frame: .replayResult([ReplayResult(quarantineOffset: 1, outcome: .stillQuarantined, reason: long)])
+                ),
+                "results[0].reason"
+            ),
+            (TaggedFrame(correlationID: 1, frame: .reloadOK(ReloadOK(policyVersion: long))), "policyVersion"),
         ]
         for (frame, field) in frames {
             #expect(
@@ -399,5 +464,69 @@ struct FrameCodecTests {
             return
         }
         #expect(ack.results.first?.message == String(repeating: "é", count: 32_767))  // 65,534 bytes
+    }
+
+    @Test("REPLAY_RESULT and RELOAD_OK messages are cut like the others, and still validate")
+    func longOperatorMessagesAreCut() throws {
+        let long = String(repeating: "é", count: 40_000)
+        let frames: [Frame] = [
+            .replayResult([ReplayResult(quarantineOffset: 3, outcome: .notFound, message: long)]),
+            .reloadOK(ReloadOK(policyVersion: "v1", message: long)),
+        ]
+        for frame in frames {
+            var buffer = ByteBuffer()
+            try FrameEncoder().encode(data: TaggedFrame(correlationID: 4, frame: frame), out: &buffer)
+            var decoder = FrameDecoder()
+            let decoded = try decoder.decode(buffer: &buffer)?.frame
+            switch decoded {
+            case .replayResult(let results):
+                #expect(
+                    results == [
+                        ReplayResult(quarantineOffset: 3, outcome: .notFound, message: String(long.prefix(32_767)))
+                    ]
+                )
+            case .reloadOK(let ok):
+                #expect(ok == ReloadOK(policyVersion: "v1", message: String(long.prefix(32_767))))
+            default:
+                Issue.record("unexpected \(String(describing: decoded))")
+            }
+        }
+    }
+
+    @Test("QUARANTINE_REPLAY bytes: a u32 count, then big-endian i64 offsets")
+    func quarantineReplayLayout() {
+        let body = Array(encoded(TaggedFrame(correlationID: 1, frame: .quarantineReplay([1, -1]))).readableBytesView)
+            .dropFirst(WireConstants.headerSize)
+        #expect(Array(body) == [0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF])
+    }
+
+    @Test("result flags: bit 0 is DUPLICATE on a publish result and EARLIER on a replay result")
+    func resultFlags() {
+        #expect(PublishResult(code: .ok, offset: 3, flags: PublishResult.duplicateFlag).isDuplicate)
+        #expect(PublishResult(code: .quarantined, offset: 3, flags: 0xFF).isDuplicate)
+        #expect(!PublishResult(code: .ok, offset: 3, flags: 0xFE).isDuplicate)
+        #expect(ReplayResult(quarantineOffset: 1, outcome: .replayed, flags: ReplayResult.earlierFlag).isEarlier)
+        #expect(!ReplayResult(quarantineOffset: 1, outcome: .replayed, flags: 0x02).isEarlier)
+        #expect(PublishResult.duplicateFlag == 0x01 && ReplayResult.earlierFlag == 0x01)
+    }
+
+    static let outcomes: [(ReplayOutcome, UInt8, String)] = [
+        (.replayed, 0, "REPLAYED"),
+        (.stillQuarantined, 1, "STILL_QUARANTINED"),
+        (.notFound, 2, "NOT_FOUND"),
+        (.invalid, 3, "INVALID"),
+    ]
+
+    @Test("replay outcomes keep their wire values and names", arguments: Self.outcomes)
+    func replayOutcome(outcome: ReplayOutcome, raw: UInt8, name: String) {
+        #expect(outcome.rawValue == raw)
+        #expect(outcome.description == name)
+        #expect(ReplayOutcome(rawValue: raw) == outcome)
+    }
+
+    @Test("the outcome table covers every case")
+    func outcomeTableComplete() {
+        #expect(Self.outcomes.map(\.0) == ReplayOutcome.allCases)
+        #expect(ReplayOutcome(rawValue: 4) == nil)
     }
 }

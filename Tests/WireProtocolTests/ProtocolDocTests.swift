@@ -40,6 +40,21 @@ struct ProtocolDocTests {
             ),
             correlationID: 0
         ),
+        Sample("QUARANTINE_REPLAY", .quarantineReplay([7]), correlationID: 3),
+        Sample(
+            "REPLAY_RESULT",
+            .replayResult([
+                ReplayResult(
+                    quarantineOffset: 7,
+                    outcome: .stillQuarantined,
+                    topic: "edu.done",
+                    newOffset: -1,
+                    reason: "FORBIDDEN_FIELD",
+                    message: "field mrn"
+                )
+            ]),
+            correlationID: 3
+        ),
     ]
 
     /// The repository's docs/PROTOCOL.md, found from this file's path.
@@ -102,6 +117,61 @@ struct ProtocolDocTests {
         #expect(buffer.readableBytes == 0)
     }
 
+    /// The text of the section whose heading contains `title`, up to the next heading of the same or a higher level.
+    static func section(_ title: String, in document: String) throws -> String {
+        let lines = document.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let start = lines.firstIndex(where: { $0.hasPrefix("#") && $0.contains(title) }) else {
+            throw DocError(description: "no heading containing '\(title)'")
+        }
+        let level = lines[start].prefix(while: { $0 == "#" }).count
+        let end =
+            lines[(start + 1)...].firstIndex { line in
+                let hashes = line.prefix(while: { $0 == "#" }).count
+                return hashes > 0 && hashes <= level && line.dropFirst(hashes).hasPrefix(" ")
+            } ?? lines.endIndex
+        return lines[start..<end].joined(separator: "\n")
+    }
+
+    @Test("every reserved header name and reserved topic is documented in its section")
+    func reservedHeadersDocumented() throws {
+        let section = try Self.section("Record headers the broker reads and writes", in: Self.document())
+        let names =
+            RecordHeaderName.producerSet + RecordHeaderName.brokerSet + RecordHeaderName.replaySet
+            + RecordHeaderName.quarantineSet + [ReservedTopic.quarantine, ReservedTopic.audit]
+        for name in names {
+            #expect(section.contains("`\(name)`"), "header \(name)")
+        }
+        #expect(section.contains("\(RecordHeaderName.maxDedupeKeyBytes) bytes"))
+    }
+
+    @Test("every audit action is documented")
+    func auditActionsDocumented() throws {
+        let section = try Self.section("Record headers the broker reads and writes", in: Self.document())
+        for action in AuditAction.all {
+            #expect(section.contains("| `\(action)` |"), "audit action \(action)")
+        }
+    }
+
+    @Test("header names are lowercase ASCII and the lists do not overlap")
+    func headerNames() {
+        let names =
+            RecordHeaderName.producerSet + RecordHeaderName.brokerSet + RecordHeaderName.replaySet
+            + RecordHeaderName.quarantineSet
+        #expect(Set(names).count == names.count)
+        for name in names {
+            #expect(name.utf8.allSatisfy { (0x61...0x7A).contains($0) || $0 == 0x2D || $0 == 0x5F }, "\(name)")
+        }
+        #expect(RecordHeaderName.brokerSet.allSatisfy { $0.hasPrefix(RecordHeaderName.brokerPrefix) })
+        #expect(!RecordHeaderName.producerSet.contains { $0.hasPrefix(RecordHeaderName.brokerPrefix) })
+    }
+
+    @Test("the section parser stops at the next heading of the same level")
+    func sectionParser() throws {
+        let text = "# A\nx\n## B one\nb\n### B.1\nc\n## C\nd\n"
+        #expect(try Self.section("B one", in: text) == "## B one\nb\n### B.1\nc")
+        #expect(throws: DocError.self) { try Self.section("Z", in: text) }
+    }
+
     @Test("the parser reads hex left of '|' and rejects stray text")
     func parser() throws {
         let text = "intro\n```hex A\n42 4B | magic\n01|v\n```\n```hex B\n0G | bad\n```\n"
@@ -113,9 +183,14 @@ struct ProtocolDocTests {
     @Test("every error code and opcode is in the doc's tables")
     func tablesComplete() throws {
         let document = try Self.document()
-        for raw in UInt16(0)...15 {
-            let code = ErrorCode(rawValue: raw)
-            #expect(document.contains("| \(raw) | \(code.name) |"), "error code \(raw) \(code.name)")
+        for code in ErrorCode.allKnown {
+            #expect(
+                document.contains("| \(code.rawValue) | \(code.name) |"),
+                "error code \(code.rawValue) \(code.name)"
+            )
+        }
+        for outcome in ReplayOutcome.allCases {
+            #expect(document.contains("| \(outcome.rawValue) | \(outcome) |"), "replay outcome \(outcome)")
         }
         for opcode in Opcode.allCases {
             let hex = String(opcode.rawValue, radix: 16, uppercase: true)

@@ -1,6 +1,5 @@
 import NIOCore
 import Testing
-
 import WireProtocol
 
 /// A named frame for `arguments:` tables, so a failing case says which one.
@@ -212,6 +211,28 @@ struct FrameGenerator {
             frame = .error(
                 ErrorFrame(code: ErrorCode(rawValue: self.int()), message: self.string(), retryAfterMillis: self.int())
             )
+        case .quarantineReplay:
+            let count = Int.random(in: 0...4, using: &self.random)
+            frame = .quarantineReplay((0..<count).map { _ in self.int() })
+        case .replayResult:
+            let count = Int.random(in: 0...4, using: &self.random)
+            frame = .replayResult(
+                (0..<count).map { _ in
+                    ReplayResult(
+                        quarantineOffset: self.int(),
+                        outcome: ReplayOutcome.allCases.randomElement(using: &self.random)!,
+                        flags: self.int(),
+                        topic: self.string(),
+                        newOffset: self.int(),
+                        reason: self.string(),
+                        message: self.string()
+                    )
+                }
+            )
+        case .adminReload:
+            frame = .adminReload
+        case .reloadOK:
+            frame = .reloadOK(ReloadOK(policyVersion: self.string(), message: self.string()))
         }
         return TaggedFrame(correlationID: self.int(), frame: frame)
     }
