@@ -129,7 +129,7 @@ enum LatencyPlot {
         let width = 800.0
         let height = 480.0
         let left = 70.0
-        let right = 20.0
+        let right = 40.0
         let top = 40.0
         let bottom = 50.0
         let maxX = 5.0  // up to 99.999%
