@@ -3,6 +3,26 @@ import LogStore
 import NIOCore
 import Synchronization
 import TopicRouter
+import WireProtocol
+
+/// Who to wake when a topic's visible end moves. Every append goes through a `TopicAppender`, which notifies here.
+final class TopicListeners: Sendable {
+    private let table = Mutex<[String: [ObjectIdentifier: any TopicListener]]>([:])
+
+    func add(_ listener: any TopicListener, topic: String) {
+        self.table.withLock { $0[topic, default: [:]][ObjectIdentifier(listener)] = listener }
+    }
+
+    func remove(_ listener: any TopicListener, topic: String) {
+        self.table.withLock { _ = $0[topic]?.removeValue(forKey: ObjectIdentifier(listener)) }
+    }
+
+    /// Calls every listener of `topic`, outside the lock.
+    func notify(topic: String, endOffset: Int64) {
+        let targets = self.table.withLock { Array(($0[topic] ?? [:]).values) }
+        for target in targets { target.topicAdvanced(endOffset: endOffset) }
+    }
+}
 
 /// Something that wants to hear when a topic's visible end moves.
 protocol TopicListener: AnyObject, Sendable {
@@ -10,32 +30,51 @@ protocol TopicListener: AnyObject, Sendable {
     func topicAdvanced(endOffset: Int64)
 }
 
-/// State shared by every connection: the policy, the open topic logs, committed offsets, and listeners.
+/// State shared by every connection: the policy, the open topic logs, committed offsets, the audit ledger and
+/// listeners.
 ///
-/// Immutable after start except the listener table, which sits behind a `Mutex`; notification runs outside the lock.
+/// Immutable after start except the policy and the listener table, each behind a `Mutex`; notification runs outside
+/// the lock.
 final class BrokerCore: Sendable {
-    let policy: Policy
+    private let currentPolicy: Mutex<Policy>
     let settings: ServerSettings
     let backend: any LogBackend
     let offsets: OffsetStore
     let logger: Logger
     private let logs: [String: any TopicLog]
     private let appenders: [String: TopicAppender]
-    private let listeners: Mutex<[String: [ObjectIdentifier: any TopicListener]]>
+    private let listeners: TopicListeners
     private let inFlightAppends = Atomic<Int>(0)
     private let shuttingDown = Atomic<Bool>(false)
     private let nextSessionID = Atomic<UInt64>(1)
     private let openConnections = Atomic<Int>(0)
 
+    /// The ledger of every decision (`__audit`).
+    let audit: AuditLedger
+
+    /// - Parameter logs: every declared topic's log and the reserved topics' (`__quarantine`, `__audit`).
     init(policy: Policy, backend: any LogBackend, logs: [String: any TopicLog], offsets: OffsetStore, logger: Logger) {
-        self.policy = policy
+        self.currentPolicy = Mutex(policy)
         self.settings = policy.config.server
         self.backend = backend
         self.logs = logs
-        self.appenders = logs.mapValues { TopicAppender(log: $0) }
+        let listeners = TopicListeners()
+        self.listeners = listeners
+        let appenders = logs.mapValues { TopicAppender(log: $0, listeners: listeners) }
+        self.appenders = appenders
+        self.audit = AuditLedger(appender: appenders[ReservedTopic.audit]!, logger: logger)
         self.offsets = offsets
         self.logger = logger
-        self.listeners = Mutex([:])
+    }
+
+    /// The policy in force. Read it once per request and decide with that copy.
+    var policy: Policy {
+        self.currentPolicy.withLock { $0 }
+    }
+
+    /// The appender of `__quarantine`.
+    var quarantine: TopicAppender {
+        self.appenders[ReservedTopic.quarantine]!
     }
 
     /// The open log of a declared topic.
@@ -80,10 +119,9 @@ final class BrokerCore: Sendable {
         return true
     }
 
-    /// An append finished (successfully or not); wakes the topic's subscribers.
-    func endAppend(topic: String) {
+    /// An append begun with `beginAppend` finished (successfully or not).
+    func endAppend() {
         self.inFlightAppends.wrappingSubtract(1, ordering: .acquiringAndReleasing)
-        if let log = self.logs[topic] { self.notify(topic: topic, endOffset: log.endOffset) }
     }
 
     /// Stops new appends; returns once in-flight appends finished or `timeout` passed.
@@ -101,15 +139,10 @@ final class BrokerCore: Sendable {
     // MARK: listeners
 
     func addListener(_ listener: any TopicListener, topic: String) {
-        self.listeners.withLock { $0[topic, default: [:]][ObjectIdentifier(listener)] = listener }
+        self.listeners.add(listener, topic: topic)
     }
 
     func removeListener(_ listener: any TopicListener, topic: String) {
-        self.listeners.withLock { _ = $0[topic]?.removeValue(forKey: ObjectIdentifier(listener)) }
-    }
-
-    private func notify(topic: String, endOffset: Int64) {
-        let targets = self.listeners.withLock { Array(($0[topic] ?? [:]).values) }
-        for target in targets { target.topicAdvanced(endOffset: endOffset) }
+        self.listeners.remove(listener, topic: topic)
     }
 }

@@ -49,7 +49,7 @@ package final class BrokerServer: Service, Sendable {
         try makeDirectory(dataDir)
         let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger)
         var logs: [String: any TopicLog] = [:]
-        for topic in self.config.topics {
+        for topic in self.config.topics + policy.reservedTopics {
             logs[topic.name] = try await backend.openTopic(name: topic.name, config: TopicLogConfig(topic))
             self.logger.info("topic open", metadata: [
                 "brokerd.topic": "\(topic.name)", "brokerd.class": "\(topic.sensitivity)",

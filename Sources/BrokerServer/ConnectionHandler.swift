@@ -107,6 +107,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let token = Array(hello.credential.readableBytesView)
         switch self.core.policy.authenticate(clientID: hello.clientID, token: token) {
         case .authenticated(let principal):
+            self.audit(principal.clientID, AuditAction.authSuccess, topic: "", decision: "allow")
             self.machine.authenticationSucceeded(principal)
             self.handshakeTimeout?.cancel()
             self.logger[metadataKey: "brokerd.client_id"] = "\(principal.clientID)"
@@ -120,6 +121,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             )
             self.send(.helloOK(ok), correlationID: correlationID)
         case .refused(let reason):
+            self.audit(hello.clientID, AuditAction.authFailure, topic: "", decision: "refuse", reason: "UNAUTHENTICATED", detail: reason)
             self.machine.authenticationFailed()
             self.logger.notice("authentication failed", metadata: ["brokerd.client_id": "\(hello.clientID)", "brokerd.reason": "\(reason)"])
             self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "authentication failed"), correlationID: correlationID)
@@ -164,8 +166,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func publish(_ publish: Publish, correlationID: UInt32, principal: Principal) {
-        if case .refuse(let code, let reason) = self.core.policy.publishDecision(principal: principal, topic: publish.topic) {
+        let policy = self.core.policy
+        if case .refuse(let code, let reason) = policy.publishDecision(principal: principal, topic: publish.topic) {
             self.logger.notice("publish refused", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(reason)"])
+            self.audit(principal.clientID, AuditAction.publishRefuse, topic: publish.topic, decision: "refuse", reason: ErrorCode(code).name, detail: reason, policy: policy)
             self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
             return
         }
@@ -182,32 +186,45 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.send(.error(ErrorFrame(code: .shuttingDown, message: "the broker is shutting down")), correlationID: correlationID)
             return
         }
-        let now = currentTimeMillis()
-        let records = publish.records.map { LogRecord(wire: $0, receivedAtMillis: now) }
+        let sorted = PublishSorter.sort(publish, principal: principal, policy: policy, receivedAtMillis: currentTimeMillis())
+        for entry in sorted.quarantined {
+            self.logger.notice("record quarantined", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(entry.reason)", "brokerd.rule": "\(entry.rule)"])
+            self.audit(principal.clientID, AuditAction.publishQuarantine, topic: publish.topic, decision: "quarantine", reason: entry.reason, rule: entry.rule, detail: entry.message, policy: policy)
+        }
         let eventLoop = self.context!.eventLoop
-        let appended = eventLoop.makePromise(of: AppendResult.self)
-        appender.enqueue(records) { result in appended.completeWith(result.mapError { $0 }) }
+        let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
+        let quarantined = self.append(sorted.quarantined.map(\.record), to: self.core.quarantine, on: eventLoop)
         let topic = publish.topic
-        let count = records.count
-        appended.futureResult.assumeIsolated().whenComplete { result in
-            self.core.endAppend(topic: topic)
+        accepted.and(quarantined).assumeIsolated().whenComplete { result in
+            self.core.endAppend()
             let results: [PublishResult]
             switch result {
-            case .success(let appendResult):
-                results = (0..<count).map { .ok(offset: appendResult.baseOffset + Int64($0)) }
+            case .success(let (acceptedBase, quarantinedBase)):
+                results = sorted.results(acceptedBase: acceptedBase, quarantinedBase: quarantinedBase)
             case .failure(let error):
                 let storeError = error as? LogStoreError ?? LogStoreError(.storageFailure, "\(error)")
                 self.logger.error("append failed", metadata: ["brokerd.topic": "\(topic)", "brokerd.error": "\(storeError)"])
                 let failed = PublishResult(code: ErrorCode(storeError), offset: -1, message: storeError.message)
-                results = Array(repeating: failed, count: count)
+                results = Array(repeating: failed, count: publish.records.count)
             }
             self.send(.publishAck(PublishAck(results: results)), correlationID: correlationID)
         }
     }
 
+    /// Appends `records` (none: succeeds at once with offset -1) and completes on `eventLoop` with the base offset.
+    private func append(_ records: [LogRecord], to appender: TopicAppender, on eventLoop: any EventLoop) -> EventLoopFuture<Int64> {
+        guard !records.isEmpty else { return eventLoop.makeSucceededFuture(-1) }
+        let promise = eventLoop.makePromise(of: Int64.self)
+        appender.enqueue(records) { result in promise.completeWith(result.map(\.baseOffset).mapError { $0 }) }
+        return promise.futureResult
+    }
+
     private func subscribe(_ request: Subscribe, correlationID: UInt32, principal: Principal) {
-        if case .refuse(let code, let reason) = self.core.policy.subscribeDecision(principal: principal, topic: request.topic) {
+        let policy = self.core.policy
+        let verdict = policy.subscribeVerdict(principal: principal, topic: request.topic)
+        if case .refuse(let code, let reason) = verdict.decision {
             self.logger.notice("subscription refused", metadata: ["brokerd.topic": "\(request.topic)", "brokerd.code": "\(ErrorCode(code).name)", "brokerd.reason": "\(reason)"])
+            self.audit(principal.clientID, AuditAction.subscribeRefuse, topic: request.topic, decision: "refuse", reason: ErrorCode(code).name, rule: verdict.ruleID, detail: reason, policy: policy)
             self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
             return
         }
@@ -242,6 +259,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             id: id,
             correlationID: correlationID,
             topic: request.topic,
+            principal: principal,
             log: log,
             machine: SubscriptionStateMachine(startOffset: start, endOffset: log.endOffset, initialCredit: request.initialCredit),
             listener: SubscriptionListener(eventLoop: eventLoop)
@@ -255,6 +273,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.subscriptions[id] = subscription
         self.core.addListener(subscription.listener, topic: request.topic)
         self.logger.info("subscribed", metadata: ["brokerd.topic": "\(request.topic)", "brokerd.subscription": "\(id)", "brokerd.start": "\(start)"])
+        self.audit(principal.clientID, AuditAction.subscribeAllow, topic: request.topic, decision: "allow", rule: verdict.ruleID, detail: "subscription \(id) from offset \(start)", policy: policy)
         self.send(.subscribeOK(SubscribeOK(subscriptionID: id, startOffset: start, endOffset: log.endOffset)), correlationID: correlationID)
         // The log may have advanced between reading endOffset and registering the listener.
         self.run(subscription.machine.dataAvailable(endOffset: log.endOffset), for: subscription)
@@ -289,11 +308,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func topicList(for principal: Principal) -> [TopicInfo] {
-        self.core.policy.config.topics.map { topic in
+        let policy = self.core.policy
+        return (policy.config.topics + policy.reservedTopics).map { topic in
             let log = self.core.log(for: topic.name)
             var access: UInt8 = 0
-            if self.core.policy.publishDecision(principal: principal, topic: topic.name) == .allow { access |= 1 }
-            if self.core.policy.subscribeDecision(principal: principal, topic: topic.name) == .allow { access |= 2 }
+            if policy.publishDecision(principal: principal, topic: topic.name) == .allow { access |= 1 }
+            if policy.subscribeDecision(principal: principal, topic: topic.name) == .allow { access |= 2 }
             return TopicInfo(
                 name: topic.name,
                 sensitivity: topic.sensitivity,
@@ -315,18 +335,25 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
             switch result {
             case .success(let records):
-                let (count, next) = subscription.machine.readCompleted(
-                    offsets: records.first?.offset,
-                    count: records.count,
+                // Consent is checked now, against the policy in force, not when the subscription started.
+                let policy = self.core.policy
+                let verdicts = records.map {
+                    policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic, headers: $0.record.headers)
+                }
+                let outcome = subscription.machine.readCompleted(
+                    offsets: records.map(\.offset),
+                    deliverable: verdicts.map { $0 == .deliver },
                     endOffset: log.endOffset
                 )
-                if count > 0 {
-                    let delivered = records.prefix(count)
-                    subscription.machine.delivered(upTo: delivered.last!.offset)
-                    let frame = Deliver(subscriptionID: subscription.id, records: delivered.map(DeliveredRecord.init(stored:)))
+                for index in 0..<outcome.consumed {
+                    if case .withhold(let scope, let rule) = verdicts[index] { subscription.withheld(scope: scope, rule: rule) }
+                }
+                if !outcome.deliver.isEmpty {
+                    let frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records[$0]) })
                     self.send(.deliver(frame), correlationID: 0)
                 }
-                self.run(next, for: subscription)
+                if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
+                self.run(outcome.next, for: subscription)
             case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
                 self.logger.notice("subscription fell behind retention; skipping ahead", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.from": "\(from)", "brokerd.log_start": "\(log.startOffset)"])
                 self.run(subscription.machine.fellBehind(logStart: log.startOffset), for: subscription)
@@ -341,9 +368,37 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func endSubscription(_ subscription: Subscription) {
+        self.auditWithheld(subscription, policy: self.core.policy)
         subscription.machine.end()
         subscription.listener.onAdvance = nil
         self.core.removeListener(subscription.listener, topic: subscription.topic)
+    }
+
+    /// Records the subscription's withheld deliveries, one entry per consent scope with its count.
+    private func auditWithheld(_ subscription: Subscription, policy: Policy) {
+        for (scope, tally) in subscription.takeWithheld() {
+            self.audit(
+                subscription.principal.clientID, AuditAction.deliveryWithhold, topic: subscription.topic,
+                decision: "withhold", reason: "CONSENT_SCOPE_NOT_RECEIVABLE", rule: tally.rule,
+                detail: "subscription \(subscription.id): records with consent_scope '\(scope)'", count: tally.count,
+                policy: policy
+            )
+        }
+    }
+
+    // MARK: audit
+
+    private func audit(
+        _ principal: String, _ action: String, topic: String, decision: String, reason: String = "", rule: String = "",
+        detail: String = "", count: Int = 1, policy: Policy? = nil
+    ) {
+        self.core.audit.record(
+            AuditEntry(
+                time: currentTimeMillis(), principal: principal, action: action, topic: topic, decision: decision,
+                reason: reason, rule: rule, policyVersion: (policy ?? self.core.policy).policyVersion, count: count,
+                detail: detail
+            )
+        )
     }
 
     // MARK: output
@@ -368,17 +423,54 @@ final class Subscription {
     /// The SUBSCRIBE's correlation id; an ERROR that ends the subscription carries it.
     let correlationID: UInt32
     let topic: String
+    let principal: Principal
     let log: any TopicLog
     var machine: SubscriptionStateMachine
     let listener: SubscriptionListener
+    /// Withheld deliveries not yet audited, by consent scope.
+    private var withheldByScope: [String: (rule: String, count: Int)] = [:]
+    private var withheldTotal = 0
+    private var lastWithheldAudit: Int64
 
-    init(id: UInt32, correlationID: UInt32, topic: String, log: any TopicLog, machine: SubscriptionStateMachine, listener: SubscriptionListener) {
+    /// Withheld deliveries are audited at most this often per subscription (and when it ends), aggregated.
+    static let withheldAuditIntervalMillis: Int64 = 10_000
+    /// ...or as soon as this many are pending.
+    static let withheldAuditBatch = 1000
+
+    init(
+        id: UInt32, correlationID: UInt32, topic: String, principal: Principal, log: any TopicLog,
+        machine: SubscriptionStateMachine, listener: SubscriptionListener
+    ) {
         self.id = id
         self.correlationID = correlationID
         self.topic = topic
+        self.principal = principal
         self.log = log
         self.machine = machine
         self.listener = listener
+        self.lastWithheldAudit = currentTimeMillis()
+    }
+
+    /// A record was withheld for consent.
+    func withheld(scope: String, rule: String) {
+        self.withheldByScope[scope, default: (rule, 0)].count += 1
+        self.withheldTotal += 1
+    }
+
+    /// Whether the pending withheld counts should be audited now.
+    func withheldAuditDue(nowMillis: Int64) -> Bool {
+        self.withheldTotal >= Self.withheldAuditBatch
+            || (self.withheldTotal > 0 && nowMillis - self.lastWithheldAudit >= Self.withheldAuditIntervalMillis)
+    }
+
+    /// The pending withheld counts, sorted by scope; resets them.
+    func takeWithheld() -> [(scope: String, tally: (rule: String, count: Int))] {
+        defer {
+            self.withheldByScope.removeAll()
+            self.withheldTotal = 0
+            self.lastWithheldAudit = currentTimeMillis()
+        }
+        return self.withheldByScope.keys.sorted().map { ($0, self.withheldByScope[$0]!) }
     }
 }
 

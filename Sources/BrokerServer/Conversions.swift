@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import LogStore
+import NIOCore
 import TopicRouter
 import WireProtocol
 
@@ -31,6 +32,25 @@ extension DeliveredRecord {
                 timestamp: stored.record.timestamp
             )
         )
+    }
+}
+
+extension WireHeader: PolicyHeaderView {
+    package func withUnsafeValueBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try self.value.withUnsafeReadableBytes(body)
+    }
+}
+
+extension LogHeader: PolicyHeaderView {
+    package func withUnsafeValueBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try self.value.withUnsafeReadableBytes(body)
+    }
+}
+
+extension LogHeader {
+    /// A header with a UTF-8 text value.
+    init(_ name: String, _ text: String) {
+        self.init(name: name, value: ByteBuffer(string: text))
     }
 }
 

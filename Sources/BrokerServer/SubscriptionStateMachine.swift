@@ -43,18 +43,36 @@ struct SubscriptionStateMachine {
         return self.nextAction()
     }
 
-    /// A read finished with these offsets (ascending). Returns how many of them to deliver and the next action.
-    mutating func readCompleted(offsets first: Int64?, count: Int, endOffset: Int64) -> (deliver: Int, next: Action) {
+    /// What to do with the records of a finished read.
+    struct ReadOutcome: Equatable {
+        /// How many records, from the first, are done with: delivered or withheld. The next read starts after them.
+        var consumed: Int
+        /// Indices of the records to send, ascending; never more than the credit.
+        var deliver: [Int]
+        var next: Action
+    }
+
+    /// A read finished with records at `offsets` (ascending); `deliverable[i]` says whether policy lets record `i`
+    /// reach this subscriber now. Withheld records are consumed without credit; consumption stops at the first
+    /// deliverable record there is no credit for. Nothing is delivered once the subscription ended.
+    mutating func readCompleted(offsets: [Int64], deliverable: [Bool], endOffset: Int64) -> ReadOutcome {
+        precondition(offsets.count == deliverable.count, "one deliverable flag per record")
         self.readInFlight = false
         if endOffset > self.knownEnd { self.knownEnd = endOffset }
-        guard !self.isEnded else { return (0, .none) }
-        let deliverable = Int(min(UInt64(count), self.credit))
-        if deliverable > 0, let first {
-            self.credit -= UInt64(deliverable)
-            // Offsets may skip (e.g. retention or a compacted range); continue after the last delivered one.
-            self.nextOffset = first + Int64(deliverable)
+        guard !self.isEnded else { return ReadOutcome(consumed: 0, deliver: [], next: .none) }
+        var deliver: [Int] = []
+        var consumed = 0
+        for index in offsets.indices {
+            if deliverable[index] {
+                if UInt64(deliver.count) == self.credit { break }
+                deliver.append(index)
+            }
+            consumed = index + 1
         }
-        return (deliverable, self.nextAction())
+        self.credit -= UInt64(deliver.count)
+        // Offsets may skip (a retention gap); continue after the last consumed one.
+        if consumed > 0 { self.nextOffset = max(self.nextOffset, offsets[consumed - 1] + 1) }
+        return ReadOutcome(consumed: consumed, deliver: deliver, next: self.nextAction())
     }
 
     /// The read found the subscription behind the log start (retention deleted what it wanted); skip ahead.
@@ -62,11 +80,6 @@ struct SubscriptionStateMachine {
         self.readInFlight = false
         if logStart > self.nextOffset { self.nextOffset = logStart }
         return self.nextAction()
-    }
-
-    /// Advances `nextOffset` past the last delivered record when offsets are not contiguous.
-    mutating func delivered(upTo lastOffset: Int64) {
-        if lastOffset + 1 > self.nextOffset { self.nextOffset = lastOffset + 1 }
     }
 
     /// The subscription ended (unsubscribe, error, connection closed). No action follows.

@@ -24,10 +24,13 @@ final class TopicAppender: Sendable {
 
     let log: any TopicLog
     private let maxBatchBytes: Int
+    private let listeners: TopicListeners?
     private let state = Mutex(State())
 
-    init(log: any TopicLog, maxBatchBytes: Int = 4 << 20) {
+    /// - Parameter listeners: woken after every append, so subscribers of this topic read what it added.
+    init(log: any TopicLog, listeners: TopicListeners? = nil, maxBatchBytes: Int = 4 << 20) {
         self.log = log
+        self.listeners = listeners
         self.maxBatchBytes = maxBatchBytes
     }
 
@@ -69,6 +72,7 @@ final class TopicAppender: Sendable {
             } catch {
                 for pending in batch { pending.completion(.failure(error)) }
             }
+            self.listeners?.notify(topic: self.log.name, endOffset: self.log.endOffset)
         }
     }
 }

@@ -16,7 +16,10 @@ struct Brokerctl: AsyncParsableCommand {
             on first start), or the environment: BROKERD_SERVER, BROKERD_CLIENT_ID, BROKERD_TOKEN, \
             BROKERD_CREDENTIALS, BROKERD_AS. Errors print the error code name and message and exit non-zero.
             """,
-        subcommands: [PublishCommand.self, SubscribeCommand.self, TopicsCommand.self]
+        subcommands: [
+            PublishCommand.self, SubscribeCommand.self, TopicsCommand.self, QuarantineCommand.self, AuditCommand.self,
+            AdminCommand.self,
+        ]
     )
 }
 

@@ -14,12 +14,11 @@ struct SubscriptionStateMachineTests {
         #expect(machine.creditReceived(3) == .read(from: 0, maxRecords: 3))
         // One read at a time.
         #expect(machine.creditReceived(5) == .none)
-        let (deliver, next) = machine.readCompleted(offsets: 0, count: 3, endOffset: 10)
-        #expect(deliver == 3)
-        #expect(next == .read(from: 3, maxRecords: 5))
-        let (deliver2, next2) = machine.readCompleted(offsets: 3, count: 5, endOffset: 10)
-        #expect(deliver2 == 5)
-        #expect(next2 == .none)  // credit exhausted
+        let first = machine.readCompleted(offsets: [0, 1, 2], deliverable: [true, true, true], endOffset: 10)
+        #expect(first == .init(consumed: 3, deliver: [0, 1, 2], next: .read(from: 3, maxRecords: 5)))
+        let second = machine.readCompleted(offsets: Array(3...7), deliverable: Array(repeating: true, count: 5), endOffset: 10)
+        #expect(second.deliver.count == 5)
+        #expect(second.next == .none)  // credit exhausted
         #expect(machine.credit == 0)
         #expect(machine.nextOffset == 8)
     }
@@ -28,9 +27,8 @@ struct SubscriptionStateMachineTests {
     func neverExceedsCredit() {
         var machine = SubscriptionStateMachine(startOffset: 5, endOffset: 100, initialCredit: 2)
         #expect(machine.dataAvailable(endOffset: 100) == .read(from: 5, maxRecords: 2))
-        let (deliver, next) = machine.readCompleted(offsets: 5, count: 50, endOffset: 100)
-        #expect(deliver == 2)
-        #expect(next == .none)
+        let outcome = machine.readCompleted(offsets: Array(5..<55), deliverable: Array(repeating: true, count: 50), endOffset: 100)
+        #expect(outcome == .init(consumed: 2, deliver: [0, 1], next: .none))
         #expect(machine.nextOffset == 7)
     }
 
@@ -38,7 +36,7 @@ struct SubscriptionStateMachineTests {
     func caughtUp() {
         var machine = SubscriptionStateMachine(startOffset: 0, endOffset: 2, initialCredit: 100, maxRecordsPerRead: 10)
         #expect(machine.dataAvailable(endOffset: 2) == .read(from: 0, maxRecords: 10))
-        #expect(machine.readCompleted(offsets: 0, count: 2, endOffset: 2).next == .none)
+        #expect(machine.readCompleted(offsets: [0, 1], deliverable: [true, true], endOffset: 2).next == .none)
         #expect(machine.dataAvailable(endOffset: 2) == .none)
         #expect(machine.dataAvailable(endOffset: 3) == .read(from: 2, maxRecords: 10))
     }
@@ -48,9 +46,24 @@ struct SubscriptionStateMachineTests {
         var machine = SubscriptionStateMachine(startOffset: 0, endOffset: 10, initialCredit: 10)
         #expect(machine.dataAvailable(endOffset: 10) == .read(from: 0, maxRecords: 10))
         machine.end()
-        #expect(machine.readCompleted(offsets: 0, count: 10, endOffset: 10).deliver == 0)
+        #expect(machine.readCompleted(offsets: Array(0..<10), deliverable: Array(repeating: true, count: 10), endOffset: 10).deliver == [])
         #expect(machine.creditReceived(10) == .none)
         #expect(machine.dataAvailable(endOffset: 20) == .none)
+    }
+
+    @Test("withheld records cost no credit and are consumed; consumption stops at a deliverable record without credit")
+    func withheldCostNoCredit() {
+        var machine = SubscriptionStateMachine(startOffset: 0, endOffset: 10, initialCredit: 2)
+        #expect(machine.dataAvailable(endOffset: 10) == .read(from: 0, maxRecords: 2))
+        // 0 withheld, 1 deliverable, 2 withheld, 3 deliverable, 4 deliverable (no credit left for it).
+        let outcome = machine.readCompleted(offsets: [0, 1, 2, 3, 4], deliverable: [false, true, false, true, true], endOffset: 10)
+        #expect(outcome == .init(consumed: 4, deliver: [1, 3], next: .none))
+        #expect(machine.nextOffset == 4)
+        #expect(machine.credit == 0)
+        // All withheld: consumed, nothing sent, and the next read follows at once while credit remains.
+        #expect(machine.creditReceived(1) == .read(from: 4, maxRecords: 1))
+        let skipped = machine.readCompleted(offsets: [4, 5], deliverable: [false, false], endOffset: 10)
+        #expect(skipped == .init(consumed: 2, deliver: [], next: .read(from: 6, maxRecords: 1)))
     }
 
     @Test("falling behind retention skips to the log start")

@@ -1,0 +1,84 @@
+import Logging
+import LogStore
+import NIOCore
+import WireProtocol
+
+/// One audited decision (docs/PROTOCOL.md 8.5).
+struct AuditEntry: Equatable, Sendable {
+    var time: Int64
+    var principal: String
+    var action: String
+    var topic: String
+    var decision: String
+    var reason: String = ""
+    var rule: String = ""
+    var policyVersion: String
+    var count: Int = 1
+    var detail: String = ""
+
+    /// The entry as the one-line JSON object stored as the `__audit` record's value.
+    var json: String {
+        var text = "{\"time\":\(self.time)"
+        text += ",\"principal\":" + JSONText.quoted(self.principal)
+        text += ",\"action\":" + JSONText.quoted(self.action)
+        text += ",\"topic\":" + JSONText.quoted(self.topic)
+        text += ",\"decision\":" + JSONText.quoted(self.decision)
+        text += ",\"reason\":" + JSONText.quoted(self.reason)
+        text += ",\"rule\":" + JSONText.quoted(self.rule)
+        text += ",\"policy_version\":" + JSONText.quoted(self.policyVersion)
+        if self.count != 1 { text += ",\"count\":\(self.count)" }
+        text += ",\"detail\":" + JSONText.quoted(self.detail)
+        return text + "}"
+    }
+}
+
+/// Appends audit entries to the reserved `__audit` topic through its ordered, group-committing appender.
+///
+/// `record` never blocks and never fails the decision it records: the decision has been made; a ledger write that
+/// fails (the audit log's storage failed) is logged at error level with the whole entry.
+final class AuditLedger: Sendable {
+    private let appender: TopicAppender
+    private let logger: Logger
+
+    init(appender: TopicAppender, logger: Logger) {
+        self.appender = appender
+        self.logger = logger
+    }
+
+    /// Queues the entry for the ledger; it is durable once the `__audit` append it joins completes.
+    func record(_ entry: AuditEntry) {
+        let record = LogRecord(key: nil, headers: [], value: ByteBuffer(string: entry.json), timestamp: entry.time)
+        let logger = self.logger
+        self.appender.enqueue([record]) { result in
+            if case .failure(let error) = result {
+                logger.error(
+                    "audit entry not written",
+                    metadata: ["brokerd.error": "\(error)", "brokerd.audit_entry": "\(entry.json)"]
+                )
+            }
+        }
+    }
+}
+
+/// Minimal JSON text helpers (strings only): the broker writes JSON, it never parses it here.
+enum JSONText {
+    /// `text` as a JSON string literal, escaping quotes, backslashes and control characters.
+    static func quoted(_ text: String) -> String {
+        var out = "\""
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case _ where scalar.value < 0x20:
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out + "\""
+    }
+}
