@@ -17,8 +17,8 @@ package struct JSONScanError: Error, Equatable, Sendable, CustomStringConvertibl
 package struct JSONKey: Equatable, Sendable, CustomStringConvertible {
     /// The key, escapes decoded.
     package var name: String
-    /// 1 for the keys of the top-level object, 2 for the keys of an object nested in it (directly or in an
-    /// array), and so on.
+    /// How many objects and arrays enclose the key: 1 for the keys of the top-level object, 2 for the keys of an
+    /// object that is the value of a top-level key, 4 in `{"a": [{"k": 1}]}` (object, array, object).
     package var depth: Int
     /// Creates a key.
     package init(_ name: String, depth: Int) {
@@ -45,7 +45,8 @@ package enum JSONKeyScanner {
     package static let maxDepth = 64
 
     /// Validates `bytes` and calls `onKey` with every object key at any depth, in document order: its decoded
-    /// UTF-8 bytes (valid only during the call), its depth (1 = top level) and the offset of its opening quote.
+    /// UTF-8 bytes (valid only during the call), its depth (the number of enclosing objects and arrays, 1 = top
+    /// level) and the offset of its opening quote.
     ///
     /// Keys are reported as they are met, so a caller that sees keys and then an error must discard what it saw.
     package static func scan(
@@ -271,7 +272,7 @@ package enum JSONKeyScanner {
                     escaped = true
                     try self.escape()
                 case 0..<0x20:
-                    throw self.failure("raw control byte \(Self.describe(byte)) in a string; escape it")
+                    throw self.failure("raw control byte \(Self.hex(byte)) in a string; escape it")
                 case 0x80...:
                     try self.multiByteScalar()
                 default:
@@ -340,7 +341,7 @@ package enum JSONKeyScanner {
             case 0xF0: count = 3; low = 0x90
             case 0xF1...0xF3: count = 3
             case 0xF4: count = 3; high = 0x8F
-            default: throw self.failure("invalid UTF-8 lead byte \(Self.describe(lead)) in a string")
+            default: throw self.failure("invalid UTF-8 lead byte \(Self.hex(lead)) in a string")
             }
             guard self.bytes.count - self.index > count else {
                 throw self.failure("truncated UTF-8 sequence in a string")
@@ -384,8 +385,13 @@ package enum JSONKeyScanner {
         /// `'x'` for printable ASCII, `byte 0xNN` otherwise.
         static func describe(_ byte: UInt8) -> String {
             if byte >= 0x21 && byte < 0x7F { return "'\(Character(Unicode.Scalar(byte)))'" }
-            let hex = String(byte, radix: 16, uppercase: true)
-            return "byte 0x\(hex.count == 1 ? "0" : "")\(hex)"
+            return "byte \(Self.hex(byte))"
+        }
+
+        /// `0xNN`.
+        static func hex(_ byte: UInt8) -> String {
+            let digits = String(byte, radix: 16, uppercase: true)
+            return "0x\(digits.count == 1 ? "0" : "")\(digits)"
         }
 
         /// Decodes the escapes of already-validated string content into `out` (never longer than `raw`); returns
