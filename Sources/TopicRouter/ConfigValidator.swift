@@ -107,7 +107,12 @@ enum ConfigValidator {
                 key: "consent_scopes",
                 line: line("consent_scopes")
             )
-            try Self.requireUnique(role.capabilities.map(\.rawValue), of: owner, key: "capabilities", line: line("capabilities"))
+            try Self.requireUnique(
+                role.capabilities.map(\.rawValue),
+                of: owner,
+                key: "capabilities",
+                line: line("capabilities")
+            )
             for (key, patterns) in [("publish", role.publish), ("subscribe", role.subscribe)] {
                 for pattern in patterns {
                     guard !pattern.isEmpty else {
@@ -217,7 +222,12 @@ enum ConfigValidator {
             key: "consent_scopes",
             line: line("consent_scopes")
         )
-        try Self.requireUnique(topic.requiredHeaders, of: owner, key: "required_headers", line: line("required_headers"))
+        try Self.requireUnique(
+            topic.requiredHeaders,
+            of: owner,
+            key: "required_headers",
+            line: line("required_headers")
+        )
         for header in topic.requiredHeaders {
             guard !header.isEmpty, header.utf8.count <= Self.maxFieldNameLength,
                 header.utf8.allSatisfy(Self.isNameByte)
@@ -313,7 +323,8 @@ enum ConfigValidator {
     }
 
     /// No name appears twice in `names`.
-    private static func requireUnique(_ names: [String], of owner: String, key: String, line: Int?) throws(ConfigError) {
+    private static func requireUnique(_ names: [String], of owner: String, key: String, line: Int?) throws(ConfigError)
+    {
         var seen = Set<String>()
         for name in names where !seen.insert(name).inserted {
             throw ConfigError("\(owner) lists '\(name)' twice in \(key)", line: line)

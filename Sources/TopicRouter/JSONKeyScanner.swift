@@ -335,12 +335,20 @@ package enum JSONKeyScanner {
             var high: UInt8 = 0xBF
             switch lead {
             case 0xC2...0xDF: count = 1
-            case 0xE0: count = 2; low = 0xA0
+            case 0xE0:
+                count = 2
+                low = 0xA0
             case 0xE1...0xEC, 0xEE...0xEF: count = 2
-            case 0xED: count = 2; high = 0x9F
-            case 0xF0: count = 3; low = 0x90
+            case 0xED:
+                count = 2
+                high = 0x9F
+            case 0xF0:
+                count = 3
+                low = 0x90
             case 0xF1...0xF3: count = 3
-            case 0xF4: count = 3; high = 0x8F
+            case 0xF4:
+                count = 3
+                high = 0x8F
             default: throw self.failure("invalid UTF-8 lead byte \(Self.hex(lead)) in a string")
             }
             guard self.bytes.count - self.index > count else {

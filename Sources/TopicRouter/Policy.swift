@@ -289,7 +289,8 @@ package struct Policy: Sendable {
                 return SubscribeVerdict(
                     .refuse(
                         .notCleared,
-                        reason: "role '\(role.name)' lacks capability '\(capability.rawValue)' needed to read '\(topic)'"
+                        reason:
+                            "role '\(role.name)' lacks capability '\(capability.rawValue)' needed to read '\(topic)'"
                     ),
                     ruleID: PolicyRule.subscribeCapability
                 )
@@ -308,7 +309,9 @@ package struct Policy: Sendable {
             return SubscribeVerdict(
                 .refuse(
                     .notCleared,
-                    reason: "no common purpose: topic '\(topic)' has [\(compiled.policy.purposes.joined(separator: ", "))], "
+                    reason:
+                        "no common purpose: topic '\(topic)' has "
+                        + "[\(compiled.policy.purposes.joined(separator: ", "))], "
                         + "role '\(role.name)' has [\(role.policy.purposes.joined(separator: ", "))]"
                 ),
                 ruleID: PolicyRule.subscribePurpose
@@ -345,7 +348,10 @@ package struct Policy: Sendable {
         }
         guard compiled.readCapability == nil else {
             return (
-                .refuse(.notAuthorized, reason: "topic '\(topic)' is reserved for the broker; nobody may publish to it"),
+                .refuse(
+                    .notAuthorized,
+                    reason: "topic '\(topic)' is reserved for the broker; nobody may publish to it"
+                ),
                 PolicyRule.publishReservedTopic
             )
         }
@@ -408,7 +414,11 @@ package struct Policy: Sendable {
         value: UnsafeRawBufferPointer
     ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
         guard let compiled = self.topics[topic] else {
-            return .refuse(.unknownTopic, reason: "topic '\(topic)' is not declared", rule: PolicyRule.publishUnknownTopic)
+            return .refuse(
+                .unknownTopic,
+                reason: "topic '\(topic)' is not declared",
+                rule: PolicyRule.publishUnknownTopic
+            )
         }
         guard compiled.readCapability == nil else {
             return .refuse(
@@ -492,17 +502,20 @@ package struct Policy: Sendable {
                 var problem: String? = nil
                 RecordRules.forEachListItem(value) { item in
                     guard !item.isEmpty else {
-                        problem = "header '\(RecordRules.consentScopeHeader)' has an empty entry; list scopes "
+                        problem =
+                            "header '\(RecordRules.consentScopeHeader)' has an empty entry; list scopes "
                             + "separated by single commas"
                         return false
                     }
                     guard let index = self.scopeIndex(item) else {
-                        problem = "consent scope '\(String(decoding: item, as: UTF8.self))' is not declared "
+                        problem =
+                            "consent scope '\(String(decoding: item, as: UTF8.self))' is not declared "
                             + "(declared: \(self.config.consentScopes.joined(separator: ", ")))"
                         return false
                     }
                     guard topic.allowedScopes[index] else {
-                        problem = "consent scope '\(self.config.consentScopes[index])' is not allowed on topic "
+                        problem =
+                            "consent scope '\(self.config.consentScopes[index])' is not allowed on topic "
                             + "'\(topic.policy.name)' (allowed: \(topic.policy.consentScopes.joined(separator: ", ")))"
                         return false
                     }
@@ -606,7 +619,10 @@ package struct Policy: Sendable {
         guard carriesScope else {
             return compiled.requiresConsent ? .withhold(scope: "", rule: PolicyRule.deliveryConsentMissing) : .deliver
         }
-        return .withhold(scope: Self.consentScopes(in: headers).joined(separator: ","), rule: PolicyRule.deliveryConsentScope)
+        return .withhold(
+            scope: Self.consentScopes(in: headers).joined(separator: ","),
+            rule: PolicyRule.deliveryConsentScope
+        )
     }
 
     /// The entries of every `consent_scope` header, trimmed, in order (empty entries dropped).

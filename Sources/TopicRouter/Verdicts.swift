@@ -91,13 +91,17 @@ package enum PolicyRule {
 ///
 /// | code | rule id | when |
 /// |---|---|---|
-/// | `RESERVED_HEADER` | `record.reserved_header` | a header name starts with `broker-`, `quarantine-`, `replayed-` or `replay-` (ASCII case ignored) |
+/// | `RESERVED_HEADER` | `record.reserved_header` | a header name starts with a reserved prefix (below) |
 /// | `INVALID_DEDUPE_KEY` | `record.dedupe_key` | a `dedupe-key` header is empty, longer than 256 bytes, or repeated |
 /// | `MISSING_HEADER` | `topic.required_headers` | a header in the topic's `required_headers` is absent or empty |
-/// | `CONSENT_SCOPE_NOT_ALLOWED` | `topic.consent_scopes` | a `consent_scope` entry is empty, undeclared, or not in the topic's `consent_scopes` |
+/// | `CONSENT_SCOPE_NOT_ALLOWED` | `topic.consent_scopes` | a `consent_scope` entry is empty, undeclared, disallowed |
 /// | `INVALID_JSON` | `topic.payload_json` | `payload = "json"` and the value is not one valid JSON object |
-/// | `FORBIDDEN_FIELD` | `topic.forbidden_fields` | an object key at any depth equals a forbidden field (ASCII case ignored) |
-/// | `FIELD_NOT_ALLOWED` | `topic.allowed_fields` | a top-level key is not in the topic's `allowed_fields` (exact match) |
+/// | `FORBIDDEN_FIELD` | `topic.forbidden_fields` | a key at any depth is a forbidden field (ASCII case ignored) |
+/// | `FIELD_NOT_ALLOWED` | `topic.allowed_fields` | a top-level key is not in `allowed_fields` (exact match) |
+///
+/// Reserved header prefixes (`RecordRules.reservedHeaderPrefixes`, ASCII case ignored): `broker-`, `quarantine-`,
+/// `replayed-`, `replay-`. A topic's consent scopes are its `consent_scopes`; its record must list scopes that are
+/// declared at the top level and allowed on the topic.
 package enum QuarantineReason: String, CaseIterable, Equatable, Hashable, Sendable, CustomStringConvertible {
     /// A producer sent a header only the broker may set.
     case reservedHeader = "RESERVED_HEADER"

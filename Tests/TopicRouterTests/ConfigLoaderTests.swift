@@ -833,7 +833,9 @@ struct ConfigLoaderTests {
         ErrorCase(
             label: "unknown capability",
             text: base(inserting: #"capabilities = ["audit.write"]"#, after: 10),
-            message: "unknown capability 'audit.write' in [[roles]] 'r'; capabilities are quarantine.read, quarantine.replay, audit.read, admin",
+            message:
+                "unknown capability 'audit.write' in [[roles]] 'r'; capabilities are quarantine.read, "
+                + "quarantine.replay, audit.read, admin",
             line: 11
         ),
         ErrorCase(

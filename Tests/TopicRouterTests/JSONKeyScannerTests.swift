@@ -29,15 +29,19 @@ struct JSONKeyScannerTests {
             (#"{"a":1}"#, [JSONKey("a", depth: 1)]),
             (
                 #"{"a": {"b": [1, {"c": null}], "d": {}}, "e": "x"}"#,
-                [JSONKey("a", depth: 1), JSONKey("b", depth: 2), JSONKey("c", depth: 4), JSONKey("d", depth: 2),
-                 JSONKey("e", depth: 1)]
+                [
+                    JSONKey("a", depth: 1), JSONKey("b", depth: 2), JSONKey("c", depth: 4), JSONKey("d", depth: 2),
+                    JSONKey("e", depth: 1),
+                ]
             ),
             (
                 #"{"n": [-0, 0.5, -12.25e+3, 1E9, 7e-2, 123456789012345678901234567890]}"#,
                 [JSONKey("n", depth: 1)]
             ),
-            (#"{"t": true, "f": false, "z": null, "s": "", "arr": [], "o": {}}"#,
-             ["t", "f", "z", "s", "arr", "o"].map { JSONKey($0, depth: 1) }),
+            (
+                #"{"t": true, "f": false, "z": null, "s": "", "arr": [], "o": {}}"#,
+                ["t", "f", "z", "s", "arr", "o"].map { JSONKey($0, depth: 1) }
+            ),
             // Escapes in keys are decoded, so a forbidden name cannot hide behind them.
             (#"{"patient\u005fname": 1}"#, [JSONKey("patient_name", depth: 1)]),
             (#"{"q\"u\\o\/te\b\f\n\r\t": 1}"#, [JSONKey("q\"u\\o/te\u{8}\u{c}\n\r\t", depth: 1)]),
@@ -87,13 +91,40 @@ struct JSONKeyScannerTests {
             (JSONInput(#"{"a": 1} x"#), "1 trailing byte(s) after the JSON object", 9),
             (JSONInput(#"{"a": 1}{}"#), "2 trailing byte(s)", 8),
             (JSONInput("trailing NUL", bytes: Array(#"{"a": 1}"#.utf8) + [0]), "1 trailing byte(s)", 8),
-            (JSONInput("invalid UTF-8 lead byte", bytes: Array(#"{"a": ""#.utf8) + [0xFF] + Array(#""}"#.utf8)), "invalid UTF-8 lead byte 0xFF", 7),
-            (JSONInput("overlong encoding", bytes: Array(#"{"a": ""#.utf8) + [0xC0, 0xAF] + Array(#""}"#.utf8)), "invalid UTF-8 lead byte", 7),
-            (JSONInput("encoded surrogate", bytes: Array(#"{"a": ""#.utf8) + [0xED, 0xA0, 0x80] + Array(#""}"#.utf8)), "invalid UTF-8 sequence", 8),
-            (JSONInput("above U+10FFFF", bytes: Array(#"{"a": ""#.utf8) + [0xF4, 0x90, 0x80, 0x80] + Array(#""}"#.utf8)), "invalid UTF-8 sequence", 8),
-            (JSONInput("truncated UTF-8 at the end", bytes: Array(#"{"a": ""#.utf8) + [0xE4, 0xB8]), "truncated UTF-8 sequence", 7),
-            (JSONInput("bad continuation byte", bytes: Array(#"{"a": ""#.utf8) + [0xE4, 0x41, 0x80] + Array(#""}"#.utf8)), "invalid UTF-8 sequence", 8),
-            (JSONInput("invalid UTF-8 in a key", bytes: Array(#"{""#.utf8) + [0x80] + Array(#"": 1}"#.utf8)), "invalid UTF-8 lead byte", 2),
+            (
+                JSONInput("invalid UTF-8 lead byte", bytes: Array(#"{"a": ""#.utf8) + [0xFF] + Array(#""}"#.utf8)),
+                "invalid UTF-8 lead byte 0xFF", 7
+            ),
+            (
+                JSONInput("overlong encoding", bytes: Array(#"{"a": ""#.utf8) + [0xC0, 0xAF] + Array(#""}"#.utf8)),
+                "invalid UTF-8 lead byte", 7
+            ),
+            (
+                JSONInput(
+                    "encoded surrogate",
+                    bytes: Array(#"{"a": ""#.utf8) + [0xED, 0xA0, 0x80] + Array(#""}"#.utf8)
+                ), "invalid UTF-8 sequence", 8
+            ),
+            (
+                JSONInput(
+                    "above U+10FFFF",
+                    bytes: Array(#"{"a": ""#.utf8) + [0xF4, 0x90, 0x80, 0x80] + Array(#""}"#.utf8)
+                ), "invalid UTF-8 sequence", 8
+            ),
+            (
+                JSONInput("truncated UTF-8 at the end", bytes: Array(#"{"a": ""#.utf8) + [0xE4, 0xB8]),
+                "truncated UTF-8 sequence", 7
+            ),
+            (
+                JSONInput(
+                    "bad continuation byte",
+                    bytes: Array(#"{"a": ""#.utf8) + [0xE4, 0x41, 0x80] + Array(#""}"#.utf8)
+                ), "invalid UTF-8 sequence", 8
+            ),
+            (
+                JSONInput("invalid UTF-8 in a key", bytes: Array(#"{""#.utf8) + [0x80] + Array(#"": 1}"#.utf8)),
+                "invalid UTF-8 lead byte", 2
+            ),
         ]
     )
     func invalid(input: JSONInput, message: String, offset: Int) {

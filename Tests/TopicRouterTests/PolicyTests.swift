@@ -100,7 +100,8 @@ struct PolicyTests {
                 "analytics-lake", "support.milestone",
                 .refuse(
                     .notCleared,
-                    "topic 'support.milestone' is class 'pseudonymous'; role 'analytics' is cleared up to 'deidentified'"
+                    "topic 'support.milestone' is class 'pseudonymous'; role 'analytics' is cleared up to "
+                        + "'deidentified'"
                 ),
                 "subscribe.clearance"
             ),

@@ -80,7 +80,11 @@ struct PolicyVerdictTests {
     static let publishCases: [PublishCase] = [
         // Accepted.
         PublishCase("the scenario's example event", .accept),
-        PublishCase("two scopes, both allowed", headers: recordHeaders(scope: "educational, operational_notice"), .accept),
+        PublishCase(
+            "two scopes, both allowed",
+            headers: recordHeaders(scope: "educational, operational_notice"),
+            .accept
+        ),
         PublishCase(
             "a 256-byte dedupe key",
             headers: recordHeaders(
@@ -211,7 +215,8 @@ struct PolicyVerdictTests {
         PublishCase(
             "an empty required header",
             headers: [
-                PolicyHeader("event_type", ""), PolicyHeader("source_system", "lp"), PolicyHeader("consent_scope", "educational"),
+                PolicyHeader("event_type", ""), PolicyHeader("source_system", "lp"),
+                PolicyHeader("consent_scope", "educational"),
             ],
             .quarantine(.missingHeader, message: "required header 'event_type' is empty")
         ),
@@ -260,7 +265,10 @@ struct PolicyVerdictTests {
         ),
         PublishCase(
             "a second consent_scope header is checked too",
-            headers: recordHeaders(scope: "educational", extra: [PolicyHeader("consent_scope", "promotional_outreach")]),
+            headers: recordHeaders(
+                scope: "educational",
+                extra: [PolicyHeader("consent_scope", "promotional_outreach")]
+            ),
             .quarantine(.consentScopeNotAllowed, message: "'promotional_outreach' is not allowed")
         ),
         PublishCase(
@@ -269,7 +277,10 @@ struct PolicyVerdictTests {
             to: "clinical.referral",
             headers: recordHeaders(scope: "operational_notice"),
             value: "{}",
-            .quarantine(.consentScopeNotAllowed, message: "not allowed on topic 'clinical.referral' (allowed: treatment_support)")
+            .quarantine(
+                .consentScopeNotAllowed,
+                message: "not allowed on topic 'clinical.referral' (allowed: treatment_support)"
+            )
         ),
         // INVALID_JSON.
         PublishCase(
@@ -439,7 +450,9 @@ struct PolicyVerdictTests {
             return
         }
         let unknown = scenarioPolicy.recordVerdict(topic: "gone", headers: [PolicyHeader](), value: [])
-        #expect(unknown == .refuse(.unknownTopic, reason: "topic 'gone' is not declared", rule: "publish.unknown_topic"))
+        #expect(
+            unknown == .refuse(.unknownTopic, reason: "topic 'gone' is not declared", rule: "publish.unknown_topic")
+        )
     }
 
     @Test("a topic with payload = \"any\" and no required headers accepts any bytes")
@@ -471,7 +484,11 @@ struct PolicyVerdictTests {
         }
         // Without consent_scope required, a record without one is delivered.
         #expect(
-            policy.deliveryDecision(principal: scenarioPrincipal("ops-admin"), topic: "raw.bytes", headers: [PolicyHeader]())
+            policy.deliveryDecision(
+                principal: scenarioPrincipal("ops-admin"),
+                topic: "raw.bytes",
+                headers: [PolicyHeader]()
+            )
                 == .deliver
         )
     }
@@ -650,10 +667,17 @@ struct PolicyVerdictTests {
         )
         let policy = try Policy(config: config)
         let principal = Principal(clientID: "c", role: "r", clearance: "phi")
-        #expect(policy.subscribeVerdict(principal: principal, topic: "t.a") == SubscribeVerdict(.allow, ruleID: "subscribe.allowed"))
+        #expect(
+            policy.subscribeVerdict(principal: principal, topic: "t.a")
+                == SubscribeVerdict(.allow, ruleID: "subscribe.allowed")
+        )
         #expect(policy.publishDecision(principal: principal, topic: "t.a") == .allow)
         #expect(
-            policy.deliveryDecision(principal: principal, topic: "t.a", headers: [PolicyHeader("consent_scope", "educational")])
+            policy.deliveryDecision(
+                principal: principal,
+                topic: "t.a",
+                headers: [PolicyHeader("consent_scope", "educational")]
+            )
                 == .deliver
         )
     }
