@@ -69,7 +69,7 @@ package enum PayloadFormat: String, Equatable, Sendable {
 }
 
 /// A privilege beyond topic patterns, granted to a role by `capabilities`.
-package enum Capability: String, CaseIterable, Equatable, Hashable, Sendable, Comparable {
+package enum Capability: String, CaseIterable, Equatable, Hashable, Sendable {
     /// May subscribe to `__quarantine`.
     case quarantineRead = "quarantine.read"
     /// May replay quarantined records to their original topic.
@@ -78,9 +78,6 @@ package enum Capability: String, CaseIterable, Equatable, Hashable, Sendable, Co
     case auditRead = "audit.read"
     /// May run administrative operations (config reload).
     case admin = "admin"
-
-    /// Orders by the config spelling.
-    package static func < (lhs: Capability, rhs: Capability) -> Bool { lhs.rawValue < rhs.rawValue }
 }
 
 /// The defaults of the policy-plane keys, shared by the TOML decoder and the in-code initialisers.

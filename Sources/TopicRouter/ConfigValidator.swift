@@ -312,10 +312,14 @@ enum ConfigValidator {
         line: Int?
     ) throws(ConfigError) {
         if let unknown = names.first(where: { !declared.contains($0) }) {
+            let defaults = key == "purposes" ? PolicyDefaults.purposes : PolicyDefaults.consentScopes
+            let hint =
+                names == defaults
+                ? "; without its own '\(key)' key it takes the default list, so give it one" : ""
             throw ConfigError(
                 "\(owner) names \(key.replacingUnderscores.dropLast()) '\(unknown)', which is not declared; "
                     + "declared \(key.replacingUnderscores): \(declared.sorted().joined(separator: ", ")) "
-                    + "(top-level '\(key)')",
+                    + "(top-level '\(key)')\(hint)",
                 line: line
             )
         }

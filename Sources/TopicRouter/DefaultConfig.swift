@@ -6,8 +6,11 @@ enum DefaultConfig {
         #
         # Print this file with `brokerd --print-default-config`, edit it, and start brokerd with `--config FILE`.
         # Every key brokerd understands appears below. Unknown keys, wrong value types and references to
-        # undeclared classes or roles are errors that stop brokerd, so a typo can never silently weaken the policy.
-        # Names (classes, topics, roles) use A-Z a-z 0-9 . _ - only.
+        # undeclared classes, roles, purposes or consent scopes are errors that stop brokerd, so a typo can never
+        # silently weaken the policy. Names (classes, purposes, consent scopes, topics, roles) use A-Z a-z 0-9 . _ -
+        # only. Every decision the broker takes names the rule that fired and the policy version: "pv-" and 12 hex
+        # digits of a hash of everything below except [server], the same for the same rules however they are
+        # written and different as soon as any rule changes.
 
         # Sensitivity classes, from least to most sensitive (required, non-empty, no duplicates). A role cleared
         # up to a class may read topics of that class and of every class listed before it.
@@ -187,7 +190,8 @@ enum DefaultConfig {
         # NOT_CLEARED naming the first that fails. Each record is then delivered only if at least one of its
         # consent scopes is one the role may receive; other records are withheld (skipped, counted, audited).
         # Publishing needs only a matching publish pattern (NOT_AUTHORIZED otherwise): a source system may write
-        # data more sensitive than it may read back. Roles that only publish declare no purposes or scopes.
+        # data more sensitive than it may read back. Roles that only publish set purposes = [] and
+        # consent_scopes = [] (leaving the keys out would give them the default lists).
 
         # The learning portal: publishes education events, reads nothing.
         [[roles]]

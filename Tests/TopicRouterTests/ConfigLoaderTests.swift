@@ -707,7 +707,8 @@ struct ConfigLoaderTests {
         ErrorCase(
             label: "custom vocabulary without the defaults a topic falls back to",
             text: base(inserting: #"purposes = ["billing"]"#, after: 1),
-            message: "topic 'a.b' names purpose 'care_coordination', which is not declared; declared purposes: billing",
+            message: "topic 'a.b' names purpose 'care_coordination', which is not declared; declared purposes: billing "
+                + "(top-level 'purposes'); without its own 'purposes' key it takes the default list, so give it one",
             line: 5
         ),
         ErrorCase(
