@@ -447,6 +447,7 @@ package struct Policy: Sendable {
         _ headers: Headers
     ) -> PublishVerdict? where Headers.Element: PolicyHeaderView {
         var dedupeKeys = 0
+        var badDedupeKeyLength: Int? = nil
         for header in headers {
             if let prefix = RecordRules.reservedPrefix(of: header.name) {
                 return .quarantine(
@@ -459,21 +460,25 @@ package struct Policy: Sendable {
             guard header.name == RecordRules.dedupeKeyHeader else { continue }
             dedupeKeys += 1
             let length = header.withUnsafeValueBytes { $0.count }
-            if length == 0 || length > RecordRules.maxDedupeKeyBytes {
-                return .quarantine(
-                    .invalidDedupeKey,
-                    rule: PolicyRule.recordDedupeKey,
-                    message: "header '\(RecordRules.dedupeKeyHeader)' is \(length) bytes; a dedupe key is "
-                        + "1…\(RecordRules.maxDedupeKeyBytes) bytes"
-                )
+            if badDedupeKeyLength == nil && (length == 0 || length > RecordRules.maxDedupeKeyBytes) {
+                badDedupeKeyLength = length
             }
         }
+        // Reserved headers are looked for in every header before the dedupe key is judged.
         if dedupeKeys > 1 {
             return .quarantine(
                 .invalidDedupeKey,
                 rule: PolicyRule.recordDedupeKey,
                 message: "header '\(RecordRules.dedupeKeyHeader)' appears \(dedupeKeys) times; a record carries at "
                     + "most one dedupe key"
+            )
+        }
+        if let length = badDedupeKeyLength {
+            return .quarantine(
+                .invalidDedupeKey,
+                rule: PolicyRule.recordDedupeKey,
+                message: "header '\(RecordRules.dedupeKeyHeader)' is \(length) bytes; a dedupe key is "
+                    + "1…\(RecordRules.maxDedupeKeyBytes) bytes"
             )
         }
         for required in topic.policy.requiredHeaders {

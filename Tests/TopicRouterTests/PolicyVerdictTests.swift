@@ -175,6 +175,14 @@ struct PolicyVerdictTests {
             value: "not json",
             .quarantine(.reservedHeader, message: "header 'quarantine-reason' starts with 'quarantine-'")
         ),
+        PublishCase(
+            "a reserved header after a bad dedupe key still wins",
+            headers: recordHeaders(
+                scope: "educational",
+                extra: [PolicyHeader("dedupe-key", ""), PolicyHeader("broker-policy-version", "pv-000000000000")]
+            ),
+            .quarantine(.reservedHeader, message: "header 'broker-policy-version' starts with 'broker-'")
+        ),
         // INVALID_DEDUPE_KEY.
         PublishCase(
             "an empty dedupe key",
@@ -196,6 +204,11 @@ struct PolicyVerdictTests {
                 extra: [PolicyHeader("dedupe-key", "a"), PolicyHeader("dedupe-key", "a")]
             ),
             .quarantine(.invalidDedupeKey, message: "header 'dedupe-key' appears 2 times")
+        ),
+        PublishCase(
+            "a dedupe key is checked before required headers",
+            headers: [PolicyHeader("dedupe-key", String(repeating: "k", count: 300))],
+            .quarantine(.invalidDedupeKey, message: "is 300 bytes")
         ),
         // MISSING_HEADER.
         PublishCase(
