@@ -34,11 +34,74 @@ package struct TopicPolicy: Equatable, Sendable {
     package var retentionBytes: Int64? = nil
     /// Segments whose newest record is older than this are deleted, if set (`retention_ms`).
     package var retentionMillis: Int64? = nil
+    /// Why records of this topic exist (`purposes`, non-empty, each declared in `BrokerConfig.purposes`). A role
+    /// may subscribe only when it shares at least one purpose with the topic.
+    package var purposes: [String] = PolicyDefaults.purposes
+    /// The consent scopes its records may carry (`consent_scopes`, each declared in `BrokerConfig.consentScopes`).
+    package var consentScopes: [String] = PolicyDefaults.consentScopes
+    /// Headers every published record must carry, non-empty (`required_headers`).
+    package var requiredHeaders: [String] = PolicyDefaults.requiredHeaders
+    /// What the record value must be (`payload`).
+    package var payload: PayloadFormat = .json
+    /// The only top-level JSON fields a value may have (`allowed_fields`); nil allows any field.
+    package var allowedFields: [String]? = nil
+    /// JSON field names a value may not contain at any depth, compared ignoring ASCII case (`forbidden_fields`).
+    /// nil takes the class-based default: `PolicyDefaults.forbiddenFields` on every class but the most sensitive
+    /// one, nothing on the most sensitive class (PHI topics may carry identifiers). See `Policy.effectiveTopic`.
+    package var forbiddenFields: [String]? = nil
+    /// How long a dedupe key is remembered, in milliseconds (`dedupe_window_ms`).
+    package var dedupeWindowMillis: Int64 = PolicyDefaults.dedupeWindowMillis
+    /// The most dedupe keys remembered for this topic at once (`dedupe_max_keys`).
+    package var dedupeMaxKeys: Int = PolicyDefaults.dedupeMaxKeys
     /// A topic with the defaults above.
     package init(name: String, sensitivity: String) {
         self.name = name
         self.sensitivity = sensitivity
     }
+}
+
+/// What a topic's record values must be.
+package enum PayloadFormat: String, Equatable, Sendable {
+    /// A JSON object (RFC 8259, UTF-8, nesting at most `JSONKeyScanner.maxDepth`); field rules apply.
+    case json
+    /// Opaque bytes; no payload or field rules apply.
+    case any
+}
+
+/// A privilege beyond topic patterns, granted to a role by `capabilities`.
+package enum Capability: String, CaseIterable, Equatable, Hashable, Sendable {
+    /// May subscribe to `__quarantine`.
+    case quarantineRead = "quarantine.read"
+    /// May replay quarantined records to their original topic.
+    case quarantineReplay = "quarantine.replay"
+    /// May subscribe to `__audit`.
+    case auditRead = "audit.read"
+    /// May run administrative operations (config reload).
+    case admin = "admin"
+}
+
+/// The defaults of the policy-plane keys, shared by the TOML decoder and the in-code initialisers.
+///
+/// The in-code defaults for purposes and scopes are the full default vocabularies so that configs built in code
+/// before the policy plane existed keep deciding as before; the embedded default config states every key.
+package enum PolicyDefaults {
+    /// `purposes` at the top level when absent, and a topic's or role's `purposes` when absent.
+    package static let purposes = [
+        "care_coordination", "patient_support", "commercial_analytics", "safety", "operations",
+    ]
+    /// `consent_scopes` at the top level when absent, and a topic's or role's `consent_scopes` when absent.
+    package static let consentScopes = [
+        "treatment_support", "operational_notice", "educational", "promotional_outreach",
+        "hcp_commercial_engagement",
+    ]
+    /// A topic's `required_headers` when absent.
+    package static let requiredHeaders = ["event_type", "source_system", "consent_scope"]
+    /// A topic's `forbidden_fields` when absent, on every class but the most sensitive.
+    package static let forbiddenFields = ["patient_name", "dob", "mrn", "ssn", "diagnosis", "note"]
+    /// A topic's `dedupe_window_ms` when absent: 24 hours.
+    package static let dedupeWindowMillis: Int64 = 86_400_000
+    /// A topic's `dedupe_max_keys` when absent.
+    package static let dedupeMaxKeys = 1_000_000
 }
 
 /// A role: how far it is cleared and which topic patterns it may use.
@@ -50,14 +113,31 @@ package struct RolePolicy: Equatable, Sendable {
     package var clearance: String
     /// Patterns of the topics it may publish to.
     package var publish: [String]
-    /// Patterns of the topics it may subscribe to (further limited by `clearance`).
+    /// Patterns of the topics it may subscribe to (further limited by `clearance` and `purposes`).
     package var subscribe: [String]
-    /// Creates a role.
-    package init(name: String, clearance: String, publish: [String], subscribe: [String]) {
+    /// The purposes it reads for (`purposes`); it may subscribe only to topics sharing one of them.
+    package var purposes: [String]
+    /// The consent scopes it may receive (`consent_scopes`); records with none of them are withheld from it.
+    package var consentScopes: [String]
+    /// Privileges beyond topic patterns (`capabilities`).
+    package var capabilities: [Capability]
+    /// Creates a role; purposes and scopes default to the full default vocabularies (see `PolicyDefaults`).
+    package init(
+        name: String,
+        clearance: String,
+        publish: [String],
+        subscribe: [String],
+        purposes: [String] = PolicyDefaults.purposes,
+        consentScopes: [String] = PolicyDefaults.consentScopes,
+        capabilities: [Capability] = []
+    ) {
         self.name = name
         self.clearance = clearance
         self.publish = publish
         self.subscribe = subscribe
+        self.purposes = purposes
+        self.consentScopes = consentScopes
+        self.capabilities = capabilities
     }
 }
 
@@ -110,19 +190,27 @@ package struct BrokerConfig: Equatable, Sendable {
     package var roles: [RolePolicy]
     /// The `[[principals]]`, in file order.
     package var principals: [PrincipalEntry]
+    /// The declared purposes (`purposes`); every purpose a topic or role names must be one of them.
+    package var purposes: [String]
+    /// The declared consent scopes (`consent_scopes`); every scope a topic or role names must be one of them.
+    package var consentScopes: [String]
     /// Creates a configuration (not validated; `Policy.init` validates).
     package init(
         server: ServerSettings,
         classes: [String],
         topics: [TopicPolicy],
         roles: [RolePolicy],
-        principals: [PrincipalEntry]
+        principals: [PrincipalEntry],
+        purposes: [String] = PolicyDefaults.purposes,
+        consentScopes: [String] = PolicyDefaults.consentScopes
     ) {
         self.server = server
         self.classes = classes
         self.topics = topics
         self.roles = roles
         self.principals = principals
+        self.purposes = purposes
+        self.consentScopes = consentScopes
     }
 }
 

@@ -5,16 +5,17 @@ import TOMLKit
 /// Cross-references and ranges (classes declared, names unique, sizes positive, …) are `ConfigValidator`'s job,
 /// so that configs built in code get the same checks.
 enum ConfigDecoder {
-    static let rootKeys = ["classes", "server", "topics", "roles", "principals"]
+    static let rootKeys = ["classes", "purposes", "consent_scopes", "server", "topics", "roles", "principals"]
     static let serverKeys = [
         "listen", "data_dir", "max_frame_bytes", "max_records_per_publish", "max_connections",
         "handshake_timeout_seconds",
     ]
     static let topicKeys = [
         "name", "class", "fsync", "compression", "segment_bytes", "segment_max_age_ms", "retention_bytes",
-        "retention_ms",
+        "retention_ms", "purposes", "consent_scopes", "required_headers", "payload", "allowed_fields",
+        "forbidden_fields", "dedupe_window_ms", "dedupe_max_keys",
     ]
-    static let roleKeys = ["name", "clearance", "publish", "subscribe"]
+    static let roleKeys = ["name", "clearance", "publish", "subscribe", "purposes", "consent_scopes", "capabilities"]
     static let principalKeys = ["client_id", "role", "token_hash"]
 
     /// Parses `text`; `locator` supplies lines for errors TOMLKit cannot place.
@@ -69,7 +70,15 @@ enum ConfigDecoder {
         let principals = try Self.entries("principals", of: top, locator: locator).map {
             (reader) throws(ConfigError) in try Self.decodePrincipal(reader)
         }
-        return BrokerConfig(server: server, classes: classes, topics: topics, roles: roles, principals: principals)
+        return BrokerConfig(
+            server: server,
+            classes: classes,
+            topics: topics,
+            roles: roles,
+            principals: principals,
+            purposes: try top.stringArray("purposes") ?? PolicyDefaults.purposes,
+            consentScopes: try top.stringArray("consent_scopes") ?? PolicyDefaults.consentScopes
+        )
     }
 
     /// Readers for each `[[key]]` entry, labelled `[[key]] '<name>'` (or `#n` when the entry has no name).
@@ -153,16 +162,47 @@ enum ConfigDecoder {
         topic.segmentMaxAgeMillis = try reader.integer("segment_max_age_ms").map(Int64.init)
         topic.retentionBytes = try reader.integer("retention_bytes").map(Int64.init)
         topic.retentionMillis = try reader.integer("retention_ms").map(Int64.init)
+        if let purposes = try reader.stringArray("purposes") { topic.purposes = purposes }
+        if let scopes = try reader.stringArray("consent_scopes") { topic.consentScopes = scopes }
+        if let headers = try reader.stringArray("required_headers") { topic.requiredHeaders = headers }
+        if let payload = try reader.string("payload") {
+            guard let format = PayloadFormat(rawValue: payload) else {
+                throw ConfigError(
+                    "'payload' in \(reader.label) must be \"json\" (a JSON object, field rules apply) or \"any\" "
+                        + "(opaque bytes), got \"\(payload)\"",
+                    line: reader.line("payload")
+                )
+            }
+            topic.payload = format
+        }
+        topic.allowedFields = try reader.stringArray("allowed_fields")
+        topic.forbiddenFields = try reader.stringArray("forbidden_fields")
+        if let value = try reader.integer("dedupe_window_ms") { topic.dedupeWindowMillis = Int64(value) }
+        if let value = try reader.integer("dedupe_max_keys") { topic.dedupeMaxKeys = value }
         return topic
     }
 
     private static func decodeRole(_ reader: TableReader) throws(ConfigError) -> RolePolicy {
         try reader.checkKeys(Self.roleKeys)
+        var capabilities: [Capability] = []
+        for name in try reader.stringArray("capabilities") ?? [] {
+            guard let capability = Capability(rawValue: name) else {
+                throw ConfigError(
+                    "unknown capability '\(name)' in \(reader.label); capabilities are "
+                        + Capability.allCases.map(\.rawValue).joined(separator: ", "),
+                    line: reader.line("capabilities")
+                )
+            }
+            capabilities.append(capability)
+        }
         return RolePolicy(
             name: try reader.requiredString("name"),
             clearance: try reader.requiredString("clearance"),
             publish: try reader.stringArray("publish") ?? [],
-            subscribe: try reader.stringArray("subscribe") ?? []
+            subscribe: try reader.stringArray("subscribe") ?? [],
+            purposes: try reader.stringArray("purposes") ?? PolicyDefaults.purposes,
+            consentScopes: try reader.stringArray("consent_scopes") ?? PolicyDefaults.consentScopes,
+            capabilities: capabilities
         )
     }
 

@@ -37,6 +37,9 @@ enum ConfigValidator {
             }
         }
         let declaredClasses = config.classes.joined(separator: ", ")
+        let purposes = try Self.validateVocabulary(config.purposes, key: "purposes", locator: locator)
+        let scopes = try Self.validateVocabulary(config.consentScopes, key: "consent_scopes", locator: locator)
+        let mostSensitive = config.classes[config.classes.count - 1]
 
         var topics = Set<String>()
         for (index, topic) in config.topics.enumerated() {
@@ -67,6 +70,13 @@ enum ConfigValidator {
             for case (let key, let value?) in optionals {
                 try Self.requirePositive(value, key, of: topic.name, line: line(key))
             }
+            try Self.validateTopicRules(
+                topic,
+                purposes: purposes,
+                scopes: scopes,
+                mostSensitive: mostSensitive,
+                line: line
+            )
         }
 
         var roles = Set<String>()
@@ -88,6 +98,21 @@ enum ConfigValidator {
                     line: line("clearance")
                 )
             }
+            let owner = "role '\(role.name)'"
+            try Self.requireDeclared(role.purposes, in: purposes, of: owner, key: "purposes", line: line("purposes"))
+            try Self.requireDeclared(
+                role.consentScopes,
+                in: scopes,
+                of: owner,
+                key: "consent_scopes",
+                line: line("consent_scopes")
+            )
+            try Self.requireUnique(
+                role.capabilities.map(\.rawValue),
+                of: owner,
+                key: "capabilities",
+                line: line("capabilities")
+            )
             for (key, patterns) in [("publish", role.publish), ("subscribe", role.subscribe)] {
                 for pattern in patterns {
                     guard !pattern.isEmpty else {
@@ -137,6 +162,176 @@ enum ConfigValidator {
                     line: line("token_hash")
                 )
             }
+        }
+    }
+
+    /// Largest `dedupe_max_keys`: keys are kept in memory, and 100 million is already several GiB.
+    static let maxDedupeKeys = 100_000_000
+    /// Longest header or field name in a topic's rules.
+    static let maxFieldNameLength = 255
+
+    /// A declared vocabulary (`purposes`, `consent_scopes`): non-empty, identifiers, no duplicates.
+    private static func validateVocabulary(
+        _ names: [String],
+        key: String,
+        locator: ConfigLineLocator?
+    ) throws(ConfigError) -> Set<String> {
+        let line = locator?.line(table: "", key: key)
+        guard !names.isEmpty else {
+            throw ConfigError(
+                "'\(key)' is empty; declare the \(key.replacingUnderscores) the policy may use "
+                    + "(leave the key out for the defaults)",
+                line: line
+            )
+        }
+        var seen = Set<String>()
+        for name in names {
+            guard Self.isIdentifier(name, extra: []) else {
+                throw ConfigError(
+                    "invalid name '\(name)' in '\(key)'; use 1…\(Self.maxIdentifierLength) of A-Z a-z 0-9 . _ -",
+                    line: line
+                )
+            }
+            guard seen.insert(name).inserted else {
+                throw ConfigError("'\(name)' is listed twice in '\(key)'", line: line)
+            }
+        }
+        return seen
+    }
+
+    /// The policy-plane keys of one topic: purposes, consent scopes, headers, payload and field rules, dedupe.
+    private static func validateTopicRules(
+        _ topic: TopicPolicy,
+        purposes: Set<String>,
+        scopes: Set<String>,
+        mostSensitive: String,
+        line: (String) -> Int?
+    ) throws(ConfigError) {
+        let owner = "topic '\(topic.name)'"
+        guard !topic.purposes.isEmpty else {
+            throw ConfigError(
+                "\(owner) has no purposes; every topic states why its records exist, e.g. purposes = [\"operations\"]",
+                line: line("purposes")
+            )
+        }
+        try Self.requireDeclared(topic.purposes, in: purposes, of: owner, key: "purposes", line: line("purposes"))
+        try Self.requireDeclared(
+            topic.consentScopes,
+            in: scopes,
+            of: owner,
+            key: "consent_scopes",
+            line: line("consent_scopes")
+        )
+        try Self.requireUnique(
+            topic.requiredHeaders,
+            of: owner,
+            key: "required_headers",
+            line: line("required_headers")
+        )
+        for header in topic.requiredHeaders {
+            guard !header.isEmpty, header.utf8.count <= Self.maxFieldNameLength,
+                header.utf8.allSatisfy(Self.isNameByte)
+            else {
+                throw ConfigError(
+                    "\(owner) has invalid required header '\(header)'; use 1…\(Self.maxFieldNameLength) of "
+                        + "A-Z a-z 0-9 . _ -",
+                    line: line("required_headers")
+                )
+            }
+            if let prefix = RecordRules.reservedPrefix(of: header) {
+                throw ConfigError(
+                    "\(owner) requires header '\(header)', but headers starting with '\(prefix)' are set by the "
+                        + "broker and refused from producers",
+                    line: line("required_headers")
+                )
+            }
+        }
+        if topic.requiredHeaders.contains(RecordRules.consentScopeHeader) && topic.consentScopes.isEmpty {
+            throw ConfigError(
+                "\(owner) requires header '\(RecordRules.consentScopeHeader)' but allows no consent scopes, so no "
+                    + "record could pass; list the scopes in consent_scopes",
+                line: line("consent_scopes")
+            )
+        }
+        for (key, fields) in [("allowed_fields", topic.allowedFields), ("forbidden_fields", topic.forbiddenFields)] {
+            guard let fields else { continue }
+            try Self.requireUnique(fields, of: owner, key: key, line: line(key))
+            for field in fields where field.isEmpty || field.utf8.count > Self.maxFieldNameLength {
+                throw ConfigError(
+                    "\(owner) has a \(key) entry of \(field.utf8.count) bytes; field names are "
+                        + "1…\(Self.maxFieldNameLength) bytes",
+                    line: line(key)
+                )
+            }
+            if topic.payload == .any && (key == "allowed_fields" || !fields.isEmpty) {
+                throw ConfigError(
+                    "\(owner) has \(key) but payload = \"any\"; field rules need payload = \"json\"",
+                    line: line(key)
+                )
+            }
+        }
+        if let allowed = topic.allowedFields {
+            let forbidden = Self.forbiddenFields(of: topic, mostSensitive: mostSensitive)
+            let folded = Set(forbidden.map(RecordRules.asciiLowercased))
+            if let both = allowed.first(where: { folded.contains(RecordRules.asciiLowercased($0)) }) {
+                throw ConfigError(
+                    "\(owner) lists field '\(both)' in allowed_fields, but it is forbidden "
+                        + "(forbidden_fields: \(forbidden.joined(separator: ", ")))",
+                    line: line("allowed_fields")
+                )
+            }
+        }
+        guard topic.dedupeWindowMillis > 0 else {
+            throw ConfigError(
+                "\(owner): dedupe_window_ms must be positive, got \(topic.dedupeWindowMillis)",
+                line: line("dedupe_window_ms")
+            )
+        }
+        guard (1...Self.maxDedupeKeys).contains(topic.dedupeMaxKeys) else {
+            throw ConfigError(
+                "\(owner): dedupe_max_keys must be in 1…\(Self.maxDedupeKeys), got \(topic.dedupeMaxKeys)",
+                line: line("dedupe_max_keys")
+            )
+        }
+    }
+
+    /// The forbidden fields that apply to `topic`: its own list, or the class-based default (`PolicyDefaults`
+    /// on every class but the most sensitive; nothing on the most sensitive or when the payload is opaque).
+    static func forbiddenFields(of topic: TopicPolicy, mostSensitive: String) -> [String] {
+        if let fields = topic.forbiddenFields { return fields }
+        guard topic.payload == .json, topic.sensitivity != mostSensitive else { return [] }
+        return PolicyDefaults.forbiddenFields
+    }
+
+    /// Every name in `names` is in `declared` and appears once.
+    private static func requireDeclared(
+        _ names: [String],
+        in declared: Set<String>,
+        of owner: String,
+        key: String,
+        line: Int?
+    ) throws(ConfigError) {
+        if let unknown = names.first(where: { !declared.contains($0) }) {
+            let defaults = key == "purposes" ? PolicyDefaults.purposes : PolicyDefaults.consentScopes
+            let hint =
+                names == defaults
+                ? "; without its own '\(key)' key it takes the default list, so give it one" : ""
+            throw ConfigError(
+                "\(owner) names \(key.replacingUnderscores.dropLast()) '\(unknown)', which is not declared; "
+                    + "declared \(key.replacingUnderscores): \(declared.sorted().joined(separator: ", ")) "
+                    + "(top-level '\(key)')\(hint)",
+                line: line
+            )
+        }
+        try Self.requireUnique(names, of: owner, key: key, line: line)
+    }
+
+    /// No name appears twice in `names`.
+    private static func requireUnique(_ names: [String], of owner: String, key: String, line: Int?) throws(ConfigError)
+    {
+        var seen = Set<String>()
+        for name in names where !seen.insert(name).inserted {
+            throw ConfigError("\(owner) lists '\(name)' twice in \(key)", line: line)
         }
     }
 
@@ -224,5 +419,12 @@ enum ConfigValidator {
     private static func isIdentifier(_ text: String, extra: [UInt8]) -> Bool {
         !text.isEmpty && text.utf8.count <= Self.maxIdentifierLength
             && text.utf8.allSatisfy { Self.isNameByte($0) || extra.contains($0) }
+    }
+}
+
+extension String {
+    /// `consent_scopes` → `consent scopes`, for messages.
+    fileprivate var replacingUnderscores: String {
+        String(self.map { $0 == "_" ? " " : $0 })
     }
 }

@@ -6,8 +6,11 @@ enum DefaultConfig {
         #
         # Print this file with `brokerd --print-default-config`, edit it, and start brokerd with `--config FILE`.
         # Every key brokerd understands appears below. Unknown keys, wrong value types and references to
-        # undeclared classes or roles are errors that stop brokerd, so a typo can never silently weaken the policy.
-        # Names (classes, topics, roles) use A-Z a-z 0-9 . _ - only.
+        # undeclared classes, roles, purposes or consent scopes are errors that stop brokerd, so a typo can never
+        # silently weaken the policy. Names (classes, purposes, consent scopes, topics, roles) use A-Z a-z 0-9 . _ -
+        # only. Every decision the broker takes names the rule that fired and the policy version: "pv-" and 12 hex
+        # digits of a hash of everything below except [server], the same for the same rules however they are
+        # written and different as soon as any rule changes.
 
         # Sensitivity classes, from least to most sensitive (required, non-empty, no duplicates). A role cleared
         # up to a class may read topics of that class and of every class listed before it.
@@ -16,6 +19,26 @@ enum DefaultConfig {
         #   pseudonymous  health-related data keyed by a pseudonym, re-identifiable by its owner
         #   phi           protected health information
         classes = ["non_phi", "deidentified", "pseudonymous", "phi"]
+
+        # Purposes: why data moves (optional; the list shown is the default). Every topic states the purposes its
+        # records serve and every reading role the purposes it reads for; a role may subscribe only to a topic
+        # with which it shares at least one purpose, whatever its patterns and clearance say.
+        #   care_coordination     treating and coordinating care for a patient
+        #   patient_support       enrollment, onboarding, adherence and access programs
+        #   commercial_analytics  measuring and planning commercial activity
+        #   safety                pharmacovigilance and product safety
+        #   operations            running the systems themselves
+        purposes = ["care_coordination", "patient_support", "commercial_analytics", "safety", "operations"]
+
+        # Consent scopes: what a person or HCP agreed to (optional; the list shown is the default). A record names
+        # its scopes in its `consent_scope` header ("educational" or "treatment_support, operational_notice"); a
+        # topic lists the scopes its records may carry (others are quarantined); a role lists the scopes it may
+        # receive, and a record none of whose scopes the subscriber's role may receive is withheld from it at
+        # delivery time. Support and promotion are separate scopes, never one "opted in" flag.
+        consent_scopes = [
+            "treatment_support", "operational_notice", "educational", "promotional_outreach",
+            "hcp_commercial_engagement",
+        ]
 
         # Server settings. Every key is optional; the values shown are the defaults.
         [server]
@@ -36,7 +59,9 @@ enum DefaultConfig {
         handshake_timeout_seconds = 10
 
         # Topics. One [[topics]] entry per topic; names are unique, at most 249 characters, and may not start
-        # with "__" (reserved for the broker). Keys:
+        # with "__": `__quarantine` (records that failed policy) and `__audit` (the audit ledger) always exist,
+        # belong to the most sensitive class, are written only by the broker, and are read only by roles with
+        # the `quarantine.read` / `audit.read` capability (and clearance for that class). Keys:
         #   name                required  the topic name
         #   class               required  one of `classes`; decides which roles may read the topic
         #   fsync               optional  "always" (default): records are on disk before they are acknowledged;
@@ -50,17 +75,56 @@ enum DefaultConfig {
         #                                 (default: keep everything)
         #   retention_ms        optional  delete closed segments whose newest record is older than this
         #                                 (default: keep everything)
-        # All sizes and durations are positive integers.
+        #   purposes            optional  non-empty list of declared `purposes` its records serve (default: every
+        #                                 default purpose; state it, it is what subscribers are checked against)
+        #   consent_scopes      optional  declared `consent_scopes` its records may carry; a record whose
+        #                                 `consent_scope` header names any other scope is quarantined
+        #                                 (default: every default scope)
+        #   required_headers    optional  headers every record must carry with a non-empty value, else it is
+        #                                 quarantined (default ["event_type", "source_system", "consent_scope"]);
+        #                                 if it includes consent_scope, consent_scopes may not be empty
+        #   payload             optional  "json" (default): the value must be one JSON object (UTF-8, nesting at
+        #                                 most 64 deep) and the field rules below apply; "any": opaque bytes, no
+        #                                 field rules
+        #   allowed_fields      optional  the only top-level JSON fields a value may have, matched exactly
+        #                                 (default: any field)
+        #   forbidden_fields    optional  JSON field names a value may not contain at any depth (nested objects
+        #                                 and objects in arrays included), matched ignoring ASCII case. Default:
+        #                                 ["patient_name", "dob", "mrn", "ssn", "diagnosis", "note"] on every
+        #                                 class except the most sensitive one (the last of `classes`, here phi),
+        #                                 which may carry identifiers and defaults to []. Set [] to lift it.
+        #   dedupe_window_ms    optional  how long a producer's `dedupe-key` is remembered: a second record with
+        #                                 the same key within the window is not appended and its PUBLISH_ACK
+        #                                 reports the original offset (default 86400000 = 24 h)
+        #   dedupe_max_keys     optional  the most dedupe keys remembered for the topic at once, 1…100000000
+        #                                 (default 1000000)
+        # All sizes and durations are positive integers. A record that fails a rule is not appended to its topic:
+        # it goes to `__quarantine` with the reason and the rule that fired. Whatever the topic, a record may not
+        # carry headers starting with broker-, quarantine-, replayed- or replay- (the broker sets those), nor more
+        # than one `dedupe-key` (1…256 bytes).
 
-        # A learning portal reports completed education modules: account-level, no patient data.
+        # A learning portal reports completed education modules: account-level, no patient data, and only the
+        # fields the scenario's minimal event trigger needs.
         [[topics]]
         name = "education.completed"
         class = "non_phi"
         fsync = "always"
         compression = "lz4"
         segment_bytes = 67108864
+        purposes = ["commercial_analytics", "operations"]
+        consent_scopes = ["hcp_commercial_engagement", "educational", "operational_notice"]
+        required_headers = ["event_type", "source_system", "consent_scope"]
+        payload = "json"
+        allowed_fields = [
+            "event_type", "source_system", "account_id", "timestamp", "sensitivity", "consent_scope",
+            "allowed_recipients", "payload",
+        ]
+        forbidden_fields = ["patient_name", "dob", "mrn", "ssn", "diagnosis", "note"]
+        dedupe_window_ms = 86400000
+        dedupe_max_keys = 1000000
 
         # Patient-support milestones (enrolled, onboarded, refill delayed), keyed by a pseudonymous patient id.
+        # The default forbidden fields apply (pseudonymous is not the most sensitive class).
         [[topics]]
         name = "support.milestone"
         class = "pseudonymous"
@@ -69,6 +133,19 @@ enum DefaultConfig {
         segment_bytes = 67108864
         # Keep about 90 days of milestones.
         retention_ms = 7776000000
+        purposes = ["patient_support", "care_coordination"]
+        consent_scopes = ["treatment_support", "operational_notice"]
+        # Call centers retry; a week of dedupe covers their retry horizon.
+        dedupe_window_ms = 604800000
+
+        # Operational notices to enrolled patients (refill reminder sent, appointment confirmed): no health
+        # information, hence non_phi, but they exist for patient support only, so a commercial role does not read
+        # them even though its clearance would allow it.
+        [[topics]]
+        name = "support.notice"
+        class = "non_phi"
+        purposes = ["patient_support"]
+        consent_scopes = ["operational_notice", "treatment_support"]
 
         # De-identified, aggregated events for closed-loop measurement. Rebuildable from the sources, so it
         # trades a little durability for throughput and keeps at most 10 GiB.
@@ -80,25 +157,41 @@ enum DefaultConfig {
         segment_bytes = 67108864
         segment_max_age_ms = 86400000
         retention_bytes = 10737418240
+        purposes = ["commercial_analytics", "safety"]
+        consent_scopes = ["educational", "hcp_commercial_engagement", "operational_notice"]
+        # Aggregates are recomputed hourly; an hour of dedupe is enough and keeps the key set small.
+        dedupe_window_ms = 3600000
+        dedupe_max_keys = 100000
 
         # Referrals created in the EHR: protected health information, readable only by roles cleared for phi.
+        # As the most sensitive class it may carry identifiers (forbidden_fields defaults to []).
         [[topics]]
         name = "clinical.referral"
         class = "phi"
         fsync = "always"
         compression = "lz4"
         segment_bytes = 67108864
+        purposes = ["care_coordination"]
+        consent_scopes = ["treatment_support"]
 
         # Roles. One [[roles]] entry per role; names are unique. Keys:
-        #   name       required  the role name
-        #   clearance  required  one of `classes`: the most sensitive class this role may read
-        #   publish    optional  topic patterns this role may publish to (default [] = none)
-        #   subscribe  optional  topic patterns this role may read (default [] = none)
+        #   name            required  the role name
+        #   clearance       required  one of `classes`: the most sensitive class this role may read
+        #   publish         optional  topic patterns this role may publish to (default [] = none)
+        #   subscribe       optional  topic patterns this role may read (default [] = none)
+        #   purposes        optional  declared `purposes` it reads for (default: every default purpose)
+        #   consent_scopes  optional  declared `consent_scopes` it may receive (default: every default scope)
+        #   capabilities    optional  any of "quarantine.read" (read `__quarantine`), "quarantine.replay" (replay
+        #                             quarantined records), "audit.read" (read `__audit`), "admin" (reload the
+        #                             config) (default [] = none)
         # In a pattern `*` matches any run of characters, dots included ("education.*", "*.referral", "*");
-        # everything else matches itself. Reading needs BOTH a matching subscribe pattern AND a clearance at or
-        # above the topic's class, otherwise the broker answers NOT_CLEARED. Publishing needs only a matching
-        # publish pattern (NOT_AUTHORIZED otherwise): a source system may write data more sensitive than it may
-        # read back.
+        # everything else matches itself. Reading needs, checked in this order: a matching subscribe pattern, a
+        # clearance at or above the topic's class, and a purpose shared with the topic; the broker answers
+        # NOT_CLEARED naming the first that fails. Each record is then delivered only if at least one of its
+        # consent scopes is one the role may receive; other records are withheld (skipped, counted, audited).
+        # Publishing needs only a matching publish pattern (NOT_AUTHORIZED otherwise): a source system may write
+        # data more sensitive than it may read back. Roles that only publish set purposes = [] and
+        # consent_scopes = [] (leaving the keys out would give them the default lists).
 
         # The learning portal: publishes education events, reads nothing.
         [[roles]]
@@ -106,42 +199,73 @@ enum DefaultConfig {
         clearance = "non_phi"
         publish = ["education.*"]
         subscribe = []
+        purposes = []
+        consent_scopes = []
 
-        # The patient-support portal and call center: publishes milestones and EHR-originated referrals.
+        # The patient-support portal and call center: publishes milestones, notices and EHR-originated referrals.
         [[roles]]
         name = "support_portal"
         clearance = "non_phi"
         publish = ["support.*", "clinical.*"]
         subscribe = []
+        purposes = []
+        consent_scopes = []
 
-        # CRM automation: account-level notes only, so cleared for non_phi.
+        # CRM automation: account-level notes only, so cleared for non_phi, for commercial purposes, and only
+        # records an HCP agreed to for commercial engagement or education.
         [[roles]]
         name = "crm"
         clearance = "non_phi"
         publish = []
         subscribe = ["education.*"]
+        purposes = ["commercial_analytics"]
+        consent_scopes = ["hcp_commercial_engagement", "educational"]
 
-        # BI/analytics warehouse: de-identified or non-PHI feeds only.
+        # BI/analytics warehouse: de-identified or non-PHI feeds only. Its support.* pattern is broad on purpose
+        # in this example: clearance keeps it off support.milestone and purpose keeps it off support.notice.
         [[roles]]
         name = "analytics"
         clearance = "deidentified"
         publish = []
-        subscribe = ["analytics.*", "education.*"]
+        subscribe = ["analytics.*", "education.*", "support.*"]
+        purposes = ["commercial_analytics"]
+        consent_scopes = ["educational", "hcp_commercial_engagement", "operational_notice"]
 
-        # Patient-support tools: the minimum data to coordinate care, PHI included.
+        # Patient-support tools: the minimum data to coordinate care, PHI included, for support and care only.
         [[roles]]
         name = "patient_support"
         clearance = "phi"
         publish = []
         subscribe = ["support.*", "clinical.*"]
+        purposes = ["patient_support", "care_coordination"]
+        consent_scopes = ["treatment_support", "operational_notice"]
 
         # Operators: every topic, both ways (also the only producer of analytics.deidentified in this scenario;
-        # a real de-identification service would get a role of its own with publish = ["analytics.*"]).
+        # a real de-identification service would get a role of its own with publish = ["analytics.*"]). They
+        # review and replay quarantined records and reload the config, but do not read the audit ledger that
+        # records what they did.
         [[roles]]
         name = "operator"
         clearance = "phi"
         publish = ["*"]
         subscribe = ["*"]
+        purposes = ["care_coordination", "patient_support", "commercial_analytics", "safety", "operations"]
+        consent_scopes = [
+            "treatment_support", "operational_notice", "educational", "promotional_outreach",
+            "hcp_commercial_engagement",
+        ]
+        capabilities = ["quarantine.read", "quarantine.replay", "admin"]
+
+        # Auditors: the audit ledger only. `__audit` is of the most sensitive class, so the role is cleared for it;
+        # with no topic patterns it reads nothing else.
+        [[roles]]
+        name = "auditor"
+        clearance = "phi"
+        publish = []
+        subscribe = []
+        purposes = []
+        consent_scopes = []
+        capabilities = ["audit.read"]
 
         # Principals: the identities clients authenticate as (HELLO carries client_id and token). One
         # [[principals]] entry per client; client ids are unique and use A-Z a-z 0-9 . _ - @. Keys:
@@ -177,6 +301,16 @@ enum DefaultConfig {
         [[principals]]
         client_id = "ops-admin"
         role = "operator"
+
+        # Compliance operations: reviews and replays quarantined records.
+        [[principals]]
+        client_id = "quarantine-operator"
+        role = "operator"
+
+        # The compliance office's auditor: reads the audit ledger and nothing else.
+        [[principals]]
+        client_id = "compliance-auditor"
+        role = "auditor"
 
         """#
 }

@@ -44,26 +44,69 @@ package enum AuthDecision: Equatable, Sendable {
     case refused(reason: String)
 }
 
-/// Immutable, validated policy: pure decisions over (principal, topic).
+/// Immutable, validated policy: pure decisions over (principal, topic, record headers, value).
 ///
-/// Everything a decision needs is precomputed at init: topics by name, each role's compiled patterns and
-/// clearance rank, and each principal's decoded token digest. Decisions are then dictionary look-ups plus
-/// pattern matching, with no I/O and no allocation beyond the refusal messages.
+/// Everything a decision needs is precomputed at init: topics (declared and reserved) by name with their class
+/// rank, purposes, allowed consent scopes and field rules; each role's compiled patterns, clearance rank, purposes,
+/// receivable scopes and capabilities; each principal's decoded token digest; and the policy version. Decisions
+/// are then dictionary look-ups, pattern matching and byte comparisons, with no I/O and no allocation except the
+/// message of a refusal, quarantine or withholding.
 package struct Policy: Sendable {
     /// The validated configuration this policy was built from.
     package let config: BrokerConfig
-    private let topicsByName: [String: TopicPolicy]
+    /// `pv-` + 12 lowercase hex digits of the SHA-256 of the effective policy's canonical rendering.
+    ///
+    /// The rendering covers everything that affects a decision: classes in rank order, the purpose and scope
+    /// vocabularies, every topic's class, storage, retention, purposes, scopes, required headers, payload format,
+    /// allowed and effective forbidden fields and dedupe settings, every role's clearance, patterns, purposes,
+    /// scopes and capabilities, and every principal's role and token hash. Sets (and the topic, role and principal
+    /// lists) are sorted and every string is length-prefixed, so the version does not depend on file order, key
+    /// order, whitespace or comments, and changes whenever a rule does. `[server]` settings are not policy and are
+    /// not included.
+    package let policyVersion: String
+    private let topics: [String: CompiledTopic]
     private let classRank: [String: Int]
     private let roles: [String: CompiledRole]
     private let credentials: [String: StoredCredential]
+    /// The declared consent scopes' UTF-8, indexed like `CompiledTopic.allowedScopes` and `CompiledRole.scopes`.
+    private let scopeBytes: [[UInt8]]
+
+    /// The reserved topic that holds quarantined records.
+    package static let quarantineTopic = "__quarantine"
+    /// The reserved topic that holds the audit ledger.
+    package static let auditTopic = "__audit"
+    /// The names of the reserved topics.
+    package static let reservedTopicNames = [quarantineTopic, auditTopic]
+
+    /// A topic ready for decisions.
+    private struct CompiledTopic: Sendable {
+        /// The effective topic (`forbiddenFields` resolved).
+        var policy: TopicPolicy
+        var rank: Int
+        var purposes: Set<String>
+        /// Indexed by consent scope index.
+        var allowedScopes: [Bool]
+        var requiresConsent: Bool
+        /// Forbidden field names, ASCII-lowercased.
+        var forbidden: [[UInt8]]
+        /// Allowed top-level fields, or nil for any.
+        var allowed: [[UInt8]]?
+        /// For a reserved topic, the capability that grants reading it.
+        var readCapability: Capability?
+    }
 
     /// A role ready for decisions.
     private struct CompiledRole: Sendable {
+        var policy: RolePolicy
         var name: String
         var clearance: String
         var clearanceRank: Int
         var publish: [TopicPattern]
         var subscribe: [TopicPattern]
+        var purposes: Set<String>
+        /// Indexed by consent scope index.
+        var scopes: [Bool]
+        var capabilities: Set<Capability>
     }
 
     /// What authentication compares against for one client id.
@@ -85,14 +128,25 @@ package struct Policy: Sendable {
         var credentials: [String: StoredCredential] = [:]
         var rank: [String: Int] = [:]
         for (index, name) in config.classes.enumerated() { rank[name] = index }
+        var scopeIndex: [String: Int] = [:]
+        for (index, name) in config.consentScopes.enumerated() { scopeIndex[name] = index }
+        func scopeFlags(_ names: [String]) -> [Bool] {
+            var flags = [Bool](repeating: false, count: config.consentScopes.count)
+            for name in names { flags[scopeIndex[name]!] = true }  // validated: every scope is declared
+            return flags
+        }
         var roles: [String: CompiledRole] = [:]
         for role in config.roles {
             roles[role.name] = CompiledRole(
+                policy: role,
                 name: role.name,
                 clearance: role.clearance,
                 clearanceRank: rank[role.clearance]!,  // validated: every clearance is a declared class
                 publish: role.publish.map(TopicPattern.init),
-                subscribe: role.subscribe.map(TopicPattern.init)
+                subscribe: role.subscribe.map(TopicPattern.init),
+                purposes: Set(role.purposes),
+                scopes: scopeFlags(role.consentScopes),
+                capabilities: Set(role.capabilities)
             )
         }
         for principal in config.principals {
@@ -111,11 +165,67 @@ package struct Policy: Sendable {
                 principal: Principal(clientID: principal.clientID, role: role.name, clearance: role.clearance)
             )
         }
+        let mostSensitive = config.classes[config.classes.count - 1]  // validated: classes is not empty
+        var topics: [String: CompiledTopic] = [:]
+        for declared in config.topics {
+            var effective = declared
+            effective.forbiddenFields = ConfigValidator.forbiddenFields(of: declared, mostSensitive: mostSensitive)
+            topics[declared.name] = CompiledTopic(
+                policy: effective,
+                rank: rank[declared.sensitivity]!,  // validated: every topic class is declared
+                purposes: Set(declared.purposes),
+                allowedScopes: scopeFlags(declared.consentScopes),
+                requiresConsent: declared.requiredHeaders.contains(RecordRules.consentScopeHeader),
+                forbidden: effective.forbiddenFields!.map { Array(RecordRules.asciiLowercased($0).utf8) },
+                allowed: declared.allowedFields.map { $0.map { Array($0.utf8) } },
+                readCapability: nil
+            )
+        }
+        for (name, capability) in [(Self.quarantineTopic, Capability.quarantineRead), (Self.auditTopic, .auditRead)] {
+            topics[name] = CompiledTopic(
+                policy: Self.reservedTopicPolicy(name, config: config),
+                rank: config.classes.count - 1,
+                purposes: Set(config.purposes),
+                allowedScopes: [Bool](repeating: false, count: config.consentScopes.count),
+                requiresConsent: false,
+                forbidden: [],
+                allowed: nil,
+                readCapability: capability
+            )
+        }
         self.config = config
         self.classRank = rank
         self.roles = roles
         self.credentials = credentials
-        self.topicsByName = Dictionary(config.topics.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.topics = topics
+        self.scopeBytes = config.consentScopes.map { Array($0.utf8) }
+        self.policyVersion = PolicyVersion.compute(config)
+    }
+
+    /// A reserved topic: the most sensitive declared class, fsync always, lz4, opaque payload, no record rules
+    /// (the broker writes it), every declared purpose.
+    private static func reservedTopicPolicy(_ name: String, config: BrokerConfig) -> TopicPolicy {
+        var topic = TopicPolicy(name: name, sensitivity: config.classes[config.classes.count - 1])
+        topic.fsync = .always
+        topic.compression = .lz4
+        topic.purposes = config.purposes
+        topic.consentScopes = []
+        topic.requiredHeaders = []
+        topic.payload = .any
+        topic.allowedFields = nil
+        topic.forbiddenFields = []
+        return topic
+    }
+
+    /// Whether `name` is a reserved topic (`__quarantine`, `__audit`).
+    package static func isReserved(_ name: String) -> Bool {
+        name == Self.quarantineTopic || name == Self.auditTopic
+    }
+
+    /// The reserved topics (`__quarantine`, then `__audit`) as this policy sees them: class = the most sensitive
+    /// declared class, fsync always, lz4. They are never in `config.topics`; the broker opens their logs itself.
+    package var reservedTopics: [TopicPolicy] {
+        Self.reservedTopicNames.map { self.topics[$0]!.policy }
     }
 
     /// Checks the token against the principal's stored hash in constant time.
@@ -137,59 +247,429 @@ package struct Policy: Sendable {
         return .authenticated(stored.principal)
     }
 
-    /// NOT_CLEARED when above clearance or outside subscribe patterns; UNKNOWN_TOPIC when not declared.
-    ///
-    /// Conditions are checked in this order and the first failing one is named in the reason:
-    /// 1. the topic is declared (else UNKNOWN_TOPIC: "topic 'x' is not declared");
-    /// 2. the principal's role is declared in this policy (else NOT_CLEARED);
-    /// 3. the topic's class ranks at or below the role's clearance (else NOT_CLEARED: "topic 'clinical.referral'
-    ///    is class 'phi'; role 'crm' is cleared up to 'non_phi'");
-    /// 4. one of the role's `subscribe` patterns matches the topic (else NOT_CLEARED: "role 'crm' has no
-    ///    subscribe pattern matching 'x'").
-    /// Clearance comes first because it is the class-based control compliance reasons about: a refusal of PHI to
-    /// a role not cleared for it is reported as exactly that, whatever its patterns say. The role's clearance is
-    /// taken from the policy, not from `principal.clearance`.
+    /// `subscribeVerdict`'s decision, without the rule id.
     package func subscribeDecision(principal: Principal, topic: String) -> Decision {
-        guard let declared = self.topicsByName[topic] else {
-            return .refuse(.unknownTopic, reason: "topic '\(topic)' is not declared")
-        }
-        guard let role = self.roles[principal.role] else {
-            return .refuse(.notCleared, reason: "role '\(principal.role)' is not declared")
-        }
-        let topicRank = self.classRank[declared.sensitivity]!  // validated: every topic class is declared
-        guard topicRank <= role.clearanceRank else {
-            return .refuse(
-                .notCleared,
-                reason: "topic '\(topic)' is class '\(declared.sensitivity)'; "
-                    + "role '\(role.name)' is cleared up to '\(role.clearance)'"
+        self.subscribeVerdict(principal: principal, topic: topic).decision
+    }
+
+    /// May `principal` read `topic`? NOT_CLEARED or UNKNOWN_TOPIC otherwise, with the rule that decided.
+    ///
+    /// For a declared topic, conditions are checked in this order and the first failing one is named in the reason:
+    /// 1. the topic is declared or reserved (else UNKNOWN_TOPIC, `subscribe.unknown_topic`: "topic 'x' is not
+    ///    declared");
+    /// 2. the principal's role is declared in this policy (else NOT_CLEARED, `subscribe.role`);
+    /// 3. one of the role's `subscribe` patterns matches the topic (else NOT_CLEARED, `subscribe.pattern`: "role
+    ///    'crm' has no subscribe pattern matching 'x'");
+    /// 4. the topic's class ranks at or below the role's clearance (else NOT_CLEARED, `subscribe.clearance`: "topic
+    ///    'clinical.referral' is class 'phi'; role 'crm' is cleared up to 'non_phi'");
+    /// 5. the role and the topic share a purpose (else NOT_CLEARED, `subscribe.purpose`: "no common purpose: topic
+    ///    'x' has [a, b], role 'y' has [c]").
+    /// All hold: allowed, `subscribe.allowed`.
+    ///
+    /// A reserved topic ignores patterns and purposes: after step 2 the role must hold the topic's capability
+    /// (`quarantine.read` for `__quarantine`, `audit.read` for `__audit`; else NOT_CLEARED "role 'x' lacks capability
+    /// 'audit.read'") and a clearance at the topic's class, the most sensitive one (quarantined records may hold
+    /// anything). Both outcomes carry `subscribe.capability`, or `subscribe.clearance` for the clearance refusal.
+    /// The role's clearance is taken from the policy, not from `principal.clearance`.
+    package func subscribeVerdict(principal: Principal, topic: String) -> SubscribeVerdict {
+        guard let compiled = self.topics[topic] else {
+            return SubscribeVerdict(
+                .refuse(.unknownTopic, reason: "topic '\(topic)' is not declared"),
+                ruleID: PolicyRule.subscribeUnknownTopic
             )
         }
-        guard role.subscribe.contains(where: { $0.matches(topic) }) else {
-            return .refuse(.notCleared, reason: "role '\(role.name)' has no subscribe pattern matching '\(topic)'")
+        guard let role = self.roles[principal.role] else {
+            return SubscribeVerdict(
+                .refuse(.notCleared, reason: "role '\(principal.role)' is not declared"),
+                ruleID: PolicyRule.subscribeRole
+            )
         }
-        return .allow
+        if let capability = compiled.readCapability {
+            guard role.capabilities.contains(capability) else {
+                return SubscribeVerdict(
+                    .refuse(
+                        .notCleared,
+                        reason:
+                            "role '\(role.name)' lacks capability '\(capability.rawValue)' needed to read '\(topic)'"
+                    ),
+                    ruleID: PolicyRule.subscribeCapability
+                )
+            }
+            if let refusal = self.clearanceRefusal(compiled, role) { return refusal }
+            return SubscribeVerdict(.allow, ruleID: PolicyRule.subscribeCapability)
+        }
+        guard role.subscribe.contains(where: { $0.matches(topic) }) else {
+            return SubscribeVerdict(
+                .refuse(.notCleared, reason: "role '\(role.name)' has no subscribe pattern matching '\(topic)'"),
+                ruleID: PolicyRule.subscribePattern
+            )
+        }
+        if let refusal = self.clearanceRefusal(compiled, role) { return refusal }
+        guard !role.purposes.isDisjoint(with: compiled.purposes) else {
+            return SubscribeVerdict(
+                .refuse(
+                    .notCleared,
+                    reason:
+                        "no common purpose: topic '\(topic)' has "
+                        + "[\(compiled.policy.purposes.joined(separator: ", "))], "
+                        + "role '\(role.name)' has [\(role.policy.purposes.joined(separator: ", "))]"
+                ),
+                ruleID: PolicyRule.subscribePurpose
+            )
+        }
+        return SubscribeVerdict(.allow, ruleID: PolicyRule.subscribeAllowed)
     }
 
-    /// NOT_AUTHORIZED when outside publish patterns; UNKNOWN_TOPIC when not declared.
+    private func clearanceRefusal(_ topic: CompiledTopic, _ role: CompiledRole) -> SubscribeVerdict? {
+        guard topic.rank > role.clearanceRank else { return nil }
+        return SubscribeVerdict(
+            .refuse(
+                .notCleared,
+                reason: "topic '\(topic.policy.name)' is class '\(topic.policy.sensitivity)'; "
+                    + "role '\(role.name)' is cleared up to '\(role.clearance)'"
+            ),
+            ruleID: PolicyRule.subscribeClearance
+        )
+    }
+
+    /// NOT_AUTHORIZED when outside publish patterns or reserved; UNKNOWN_TOPIC when not declared.
     ///
-    /// Order: the topic is declared (else UNKNOWN_TOPIC); the role is declared and one of its `publish` patterns
-    /// matches (else NOT_AUTHORIZED). Clearance does not restrict publishing.
+    /// Order: a reserved topic is refused NOT_AUTHORIZED (`publish.reserved_topic`: only the broker writes
+    /// `__quarantine` and `__audit`); the topic is declared (else UNKNOWN_TOPIC, `publish.unknown_topic`); the role
+    /// is declared (else NOT_AUTHORIZED, `publish.role`) and one of its `publish` patterns matches (else
+    /// NOT_AUTHORIZED, `publish.pattern`). Clearance and purposes do not restrict publishing.
     package func publishDecision(principal: Principal, topic: String) -> Decision {
-        guard self.topicsByName[topic] != nil else {
-            return .refuse(.unknownTopic, reason: "topic '\(topic)' is not declared")
+        self.publishAccess(principal: principal, topic: topic).decision
+    }
+
+    private func publishAccess(principal: Principal, topic: String) -> (decision: Decision, rule: String) {
+        guard let compiled = self.topics[topic] else {
+            return (.refuse(.unknownTopic, reason: "topic '\(topic)' is not declared"), PolicyRule.publishUnknownTopic)
+        }
+        guard compiled.readCapability == nil else {
+            return (
+                .refuse(
+                    .notAuthorized,
+                    reason: "topic '\(topic)' is reserved for the broker; nobody may publish to it"
+                ),
+                PolicyRule.publishReservedTopic
+            )
         }
         guard let role = self.roles[principal.role] else {
-            return .refuse(.notAuthorized, reason: "role '\(principal.role)' is not declared")
+            return (.refuse(.notAuthorized, reason: "role '\(principal.role)' is not declared"), PolicyRule.publishRole)
         }
         guard role.publish.contains(where: { $0.matches(topic) }) else {
-            return .refuse(.notAuthorized, reason: "role '\(role.name)' has no publish pattern matching '\(topic)'")
+            return (
+                .refuse(.notAuthorized, reason: "role '\(role.name)' has no publish pattern matching '\(topic)'"),
+                PolicyRule.publishPattern
+            )
         }
-        return .allow
+        return (.allow, PolicyRule.publishPattern)
     }
 
-    /// The declared topic, if any.
+    /// What to do with one record `principal` publishes to `topic`: accept, refuse, or quarantine.
+    ///
+    /// The checks, first failure wins: the topic is declared and not reserved, and a `publish` pattern of the role
+    /// matches (refusals, see `publishDecision`); then the record checks of `recordVerdict`.
+    package func publishVerdict<Headers: Collection>(
+        principal: Principal,
+        topic: String,
+        headers: Headers,
+        value: UnsafeRawBufferPointer
+    ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
+        let access = self.publishAccess(principal: principal, topic: topic)
+        if case .refuse(let code, let reason) = access.decision {
+            return .refuse(code, reason: reason, rule: access.rule)
+        }
+        return self.recordVerdict(topic: topic, headers: headers, value: value)
+    }
+
+    /// `publishVerdict` with the value in an array.
+    package func publishVerdict<Headers: Collection>(
+        principal: Principal,
+        topic: String,
+        headers: Headers,
+        value: [UInt8]
+    ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
+        value.withUnsafeBytes { self.publishVerdict(principal: principal, topic: topic, headers: headers, value: $0) }
+    }
+
+    /// The record checks alone, for a record bound for `topic` (e.g. a quarantined record being replayed under
+    /// the current policy, whoever published it): UNKNOWN_TOPIC or NOT_AUTHORIZED (reserved) refusals, then, first
+    /// failure wins (see `QuarantineReason`):
+    /// 1. no header name starts with a reserved prefix (`RESERVED_HEADER`);
+    /// 2. at most one `dedupe-key` header, 1…256 bytes (`INVALID_DEDUPE_KEY`);
+    /// 3. every required header is present and non-empty, checked in the topic's order (`MISSING_HEADER`);
+    /// 4. every entry of every `consent_scope` header (comma-separated, spaces around entries ignored) is non-empty,
+    ///    declared and in the topic's `consent_scopes` (`CONSENT_SCOPE_NOT_ALLOWED`); this applies even when
+    ///    `consent_scope` is not required;
+    /// 5. with `payload = "json"`, the value is one valid JSON object (`INVALID_JSON`);
+    /// 6. no object key at any depth, arrays included, equals a forbidden field ignoring ASCII case
+    ///    (`FORBIDDEN_FIELD`; nested keys count because `{"payload": {"patient_name": …}}` leaks as much as a
+    ///    top-level one; escapes are decoded first, so `"patient\u005fname"` is caught too);
+    /// 7. with `allowed_fields`, every top-level key is one of them, exactly (`FIELD_NOT_ALLOWED`).
+    package func recordVerdict<Headers: Collection>(
+        topic: String,
+        headers: Headers,
+        value: UnsafeRawBufferPointer
+    ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
+        guard let compiled = self.topics[topic] else {
+            return .refuse(
+                .unknownTopic,
+                reason: "topic '\(topic)' is not declared",
+                rule: PolicyRule.publishUnknownTopic
+            )
+        }
+        guard compiled.readCapability == nil else {
+            return .refuse(
+                .notAuthorized,
+                reason: "topic '\(topic)' is reserved for the broker; nobody may publish to it",
+                rule: PolicyRule.publishReservedTopic
+            )
+        }
+        if let quarantine = self.headerQuarantine(compiled, headers) { return quarantine }
+        guard compiled.policy.payload == .json else { return .accept }
+        return self.payloadVerdict(compiled, value)
+    }
+
+    /// `recordVerdict` with the value in an array.
+    package func recordVerdict<Headers: Collection>(
+        topic: String,
+        headers: Headers,
+        value: [UInt8]
+    ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
+        value.withUnsafeBytes { self.recordVerdict(topic: topic, headers: headers, value: $0) }
+    }
+
+    /// Checks 1–4 of `recordVerdict`.
+    private func headerQuarantine<Headers: Collection>(
+        _ topic: CompiledTopic,
+        _ headers: Headers
+    ) -> PublishVerdict? where Headers.Element: PolicyHeaderView {
+        var dedupeKeys = 0
+        var badDedupeKeyLength: Int? = nil
+        for header in headers {
+            if let prefix = RecordRules.reservedPrefix(of: header.name) {
+                return .quarantine(
+                    .reservedHeader,
+                    rule: PolicyRule.recordReservedHeader,
+                    message: "header '\(header.name)' starts with '\(prefix)', which only the broker may set "
+                        + "(reserved prefixes: \(RecordRules.reservedHeaderPrefixes.joined(separator: ", ")))"
+                )
+            }
+            guard header.name == RecordRules.dedupeKeyHeader else { continue }
+            dedupeKeys += 1
+            let length = header.withUnsafeValueBytes { $0.count }
+            if badDedupeKeyLength == nil && (length == 0 || length > RecordRules.maxDedupeKeyBytes) {
+                badDedupeKeyLength = length
+            }
+        }
+        // Reserved headers are looked for in every header before the dedupe key is judged.
+        if dedupeKeys > 1 {
+            return .quarantine(
+                .invalidDedupeKey,
+                rule: PolicyRule.recordDedupeKey,
+                message: "header '\(RecordRules.dedupeKeyHeader)' appears \(dedupeKeys) times; a record carries at "
+                    + "most one dedupe key"
+            )
+        }
+        if let length = badDedupeKeyLength {
+            return .quarantine(
+                .invalidDedupeKey,
+                rule: PolicyRule.recordDedupeKey,
+                message: "header '\(RecordRules.dedupeKeyHeader)' is \(length) bytes; a dedupe key is "
+                    + "1…\(RecordRules.maxDedupeKeyBytes) bytes"
+            )
+        }
+        for required in topic.policy.requiredHeaders {
+            var present = false
+            for header in headers where header.name == required {
+                present = true
+                if header.withUnsafeValueBytes({ $0.isEmpty }) {
+                    return .quarantine(
+                        .missingHeader,
+                        rule: PolicyRule.topicRequiredHeaders,
+                        message: "required header '\(required)' is empty on a record for topic '\(topic.policy.name)'"
+                    )
+                }
+            }
+            if !present {
+                return .quarantine(
+                    .missingHeader,
+                    rule: PolicyRule.topicRequiredHeaders,
+                    message: "missing required header '\(required)'; topic '\(topic.policy.name)' requires "
+                        + topic.policy.requiredHeaders.joined(separator: ", ")
+                )
+            }
+        }
+        for header in headers where header.name == RecordRules.consentScopeHeader {
+            let problem: String? = header.withUnsafeValueBytes { value in
+                var problem: String? = nil
+                RecordRules.forEachListItem(value) { item in
+                    guard !item.isEmpty else {
+                        problem =
+                            "header '\(RecordRules.consentScopeHeader)' has an empty entry; list scopes "
+                            + "separated by single commas"
+                        return false
+                    }
+                    guard let index = self.scopeIndex(item) else {
+                        problem =
+                            "consent scope '\(String(decoding: item, as: UTF8.self))' is not declared "
+                            + "(declared: \(self.config.consentScopes.joined(separator: ", ")))"
+                        return false
+                    }
+                    guard topic.allowedScopes[index] else {
+                        problem =
+                            "consent scope '\(self.config.consentScopes[index])' is not allowed on topic "
+                            + "'\(topic.policy.name)' (allowed: \(topic.policy.consentScopes.joined(separator: ", ")))"
+                        return false
+                    }
+                    return true
+                }
+                return problem
+            }
+            if let problem {
+                return .quarantine(.consentScopeNotAllowed, rule: PolicyRule.topicConsentScopes, message: problem)
+            }
+        }
+        return nil
+    }
+
+    /// Checks 5–7 of `recordVerdict`, in one scan of the value.
+    private func payloadVerdict(_ topic: CompiledTopic, _ value: UnsafeRawBufferPointer) -> PublishVerdict {
+        var forbidden: (name: String, depth: Int, offset: Int)? = nil
+        var notAllowed: (name: String, offset: Int)? = nil
+        do {
+            try JSONKeyScanner.scan(value) { key, depth, offset in
+                if forbidden == nil && Self.containsIgnoringASCIICase(topic.forbidden, key) {
+                    forbidden = (String(decoding: key, as: UTF8.self), depth, offset)
+                }
+                if depth == 1, notAllowed == nil, let allowed = topic.allowed,
+                    !allowed.contains(where: { $0.elementsEqual(key) })
+                {
+                    notAllowed = (String(decoding: key, as: UTF8.self), offset)
+                }
+            }
+        } catch {
+            return .quarantine(
+                .invalidJSON,
+                rule: PolicyRule.topicPayloadJSON,
+                message: "topic '\(topic.policy.name)' requires a JSON object: \(error)"
+            )
+        }
+        if let forbidden {
+            let place = forbidden.depth == 1 ? "top-level field" : "field nested at depth \(forbidden.depth)"
+            return .quarantine(
+                .forbiddenField,
+                rule: PolicyRule.topicForbiddenFields,
+                message: "\(place) '\(forbidden.name)' (byte \(forbidden.offset)) is forbidden on topic "
+                    + "'\(topic.policy.name)' (forbidden: \(topic.policy.forbiddenFields!.joined(separator: ", ")))"
+            )
+        }
+        if let notAllowed {
+            return .quarantine(
+                .fieldNotAllowed,
+                rule: PolicyRule.topicAllowedFields,
+                message: "top-level field '\(notAllowed.name)' (byte \(notAllowed.offset)) is not allowed on topic "
+                    + "'\(topic.policy.name)' (allowed: \((topic.policy.allowedFields ?? []).joined(separator: ", ")))"
+            )
+        }
+        return .accept
+    }
+
+    private static func containsIgnoringASCIICase(_ names: [[UInt8]], _ key: UnsafeRawBufferPointer) -> Bool {
+        names.contains { RecordRules.equalIgnoringASCIICase($0, key) }
+    }
+
+    /// The index of the declared consent scope spelled exactly `item`.
+    private func scopeIndex(_ item: UnsafeRawBufferPointer) -> Int? {
+        self.scopeBytes.firstIndex { $0.elementsEqual(item) }
+    }
+
+    /// May a record of `topic` with these headers be sent to `principal`, who is subscribed to it?
+    ///
+    /// Consent is checked at delivery time: the record's consent scopes are the entries of its `consent_scope`
+    /// headers (comma-separated). It is delivered when at least one of them is a scope the subscriber's role may
+    /// receive (`consent_scopes` of the role); otherwise it is withheld (`delivery.consent_scope`). A record with no
+    /// `consent_scope` is delivered when the topic does not require one, and withheld when it does
+    /// (`delivery.consent_missing`: such a record should have been quarantined, so if one got in, it is not sent).
+    /// Reserved topics are exempt (their capability governs). A topic or role that is no longer in the policy
+    /// withholds everything (`delivery.unknown_topic`, `delivery.role`); the broker should also end such
+    /// subscriptions, see `subscribeVerdict`.
+    package func deliveryDecision<Headers: Collection>(
+        principal: Principal,
+        topic: String,
+        headers: Headers
+    ) -> DeliveryVerdict where Headers.Element: PolicyHeaderView {
+        guard let compiled = self.topics[topic] else {
+            return .withhold(scope: "", rule: PolicyRule.deliveryUnknownTopic)
+        }
+        if compiled.readCapability != nil { return .deliver }
+        guard let role = self.roles[principal.role] else {
+            return .withhold(scope: "", rule: PolicyRule.deliveryRole)
+        }
+        var carriesScope = false
+        for header in headers where header.name == RecordRules.consentScopeHeader {
+            carriesScope = true
+            let receivable = header.withUnsafeValueBytes { value in
+                var receivable = false
+                RecordRules.forEachListItem(value) { item in
+                    if let index = self.scopeIndex(item), role.scopes[index] { receivable = true }
+                    return !receivable
+                }
+                return receivable
+            }
+            if receivable { return .deliver }
+        }
+        guard carriesScope else {
+            return compiled.requiresConsent ? .withhold(scope: "", rule: PolicyRule.deliveryConsentMissing) : .deliver
+        }
+        return .withhold(
+            scope: Self.consentScopes(in: headers).joined(separator: ","),
+            rule: PolicyRule.deliveryConsentScope
+        )
+    }
+
+    /// The entries of every `consent_scope` header, trimmed, in order (empty entries dropped).
+    package static func consentScopes<Headers: Collection>(in headers: Headers) -> [String]
+    where Headers.Element: PolicyHeaderView {
+        var scopes: [String] = []
+        for header in headers where header.name == RecordRules.consentScopeHeader {
+            header.withUnsafeValueBytes { value in
+                RecordRules.forEachListItem(value) { item in
+                    if !item.isEmpty { scopes.append(String(decoding: item, as: UTF8.self)) }
+                    return true
+                }
+            }
+        }
+        return scopes
+    }
+
+    /// The declared topic (effective: `forbiddenFields` resolved), if any; nil for reserved topics.
     package func topic(named name: String) -> TopicPolicy? {
-        self.topicsByName[name]
+        guard let compiled = self.topics[name], compiled.readCapability == nil else { return nil }
+        return compiled.policy
+    }
+
+    /// The reserved topic called `name` (`__quarantine` or `__audit`), if it is one.
+    package func reservedTopic(named name: String) -> TopicPolicy? {
+        guard let compiled = self.topics[name], compiled.readCapability != nil else { return nil }
+        return compiled.policy
+    }
+
+    /// The declared role, if any.
+    package func role(named name: String) -> RolePolicy? {
+        self.roles[name]?.policy
+    }
+
+    /// The capabilities of the principal's role in this policy (empty when the role is not declared).
+    package func capabilities(of principal: Principal) -> Set<Capability> {
+        self.roles[principal.role]?.capabilities ?? []
+    }
+
+    /// Whether the principal's role in this policy holds `capability`.
+    package func hasCapability(_ principal: Principal, _ capability: Capability) -> Bool {
+        self.roles[principal.role]?.capabilities.contains(capability) ?? false
     }
 }
 

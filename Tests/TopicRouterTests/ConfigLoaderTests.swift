@@ -74,16 +74,59 @@ struct ConfigLoaderTests {
         #expect(classOf["support.milestone"] == "pseudonymous")
         #expect(classOf["analytics.deidentified"] == "deidentified")
         #expect(classOf["clinical.referral"] == "phi")
+        #expect(classOf["support.notice"] == "non_phi")
+        #expect(config.purposes == PolicyDefaults.purposes)
+        #expect(config.consentScopes == PolicyDefaults.consentScopes)
         let roles = Dictionary(uniqueKeysWithValues: config.roles.map { ($0.name, $0) })
-        #expect(roles["crm"] == RolePolicy(name: "crm", clearance: "non_phi", publish: [], subscribe: ["education.*"]))
+        #expect(
+            roles["crm"]
+                == RolePolicy(
+                    name: "crm",
+                    clearance: "non_phi",
+                    publish: [],
+                    subscribe: ["education.*"],
+                    purposes: ["commercial_analytics"],
+                    consentScopes: ["hcp_commercial_engagement", "educational"]
+                )
+        )
         #expect(roles["analytics"]?.clearance == "deidentified")
-        #expect(Set(roles["analytics"]?.subscribe ?? []) == ["analytics.*", "education.*"])
+        #expect(Set(roles["analytics"]?.subscribe ?? []) == ["analytics.*", "education.*", "support.*"])
+        #expect(roles["analytics"]?.purposes == ["commercial_analytics"])
+        #expect(
+            Set(roles["analytics"]?.consentScopes ?? [])
+                == ["educational", "hcp_commercial_engagement", "operational_notice"]
+        )
         #expect(roles["patient_support"]?.clearance == "phi")
         #expect(Set(roles["patient_support"]?.subscribe ?? []) == ["support.*", "clinical.*"])
-        #expect(roles["operator"] == RolePolicy(name: "operator", clearance: "phi", publish: ["*"], subscribe: ["*"]))
+        #expect(Set(roles["patient_support"]?.purposes ?? []) == ["patient_support", "care_coordination"])
+        #expect(Set(roles["patient_support"]?.consentScopes ?? []) == ["treatment_support", "operational_notice"])
+        #expect(
+            roles["operator"]
+                == RolePolicy(
+                    name: "operator",
+                    clearance: "phi",
+                    publish: ["*"],
+                    subscribe: ["*"],
+                    capabilities: [.quarantineRead, .quarantineReplay, .admin]
+                )
+        )
+        #expect(
+            roles["auditor"]
+                == RolePolicy(
+                    name: "auditor",
+                    clearance: "phi",
+                    publish: [],
+                    subscribe: [],
+                    purposes: [],
+                    consentScopes: [],
+                    capabilities: [.auditRead]
+                )
+        )
+        #expect(roles["learning_portal"]?.purposes == [] && roles["learning_portal"]?.consentScopes == [])
         #expect(
             config.principals.map(\.clientID) == [
                 "learning-portal", "support-portal", "crm-automation", "analytics-lake", "support-desk", "ops-admin",
+                "quarantine-operator", "compliance-auditor",
             ]
         )
         #expect(config.principals.allSatisfy { $0.tokenHash == nil })
@@ -92,6 +135,104 @@ struct ConfigLoaderTests {
         #expect(roleOf["support-desk"] == "patient_support")
         #expect(roleOf["ops-admin"] == "operator")
         #expect(roleOf["analytics-lake"] == "analytics")
+        #expect(roleOf["quarantine-operator"] == "operator")
+        #expect(roleOf["compliance-auditor"] == "auditor")
+    }
+
+    @Test("the embedded default's topics state every policy-plane key")
+    func embeddedDefaultTopicRules() throws {
+        let config = try ConfigLoader.parse(ConfigLoader.embeddedDefault)
+        let education = try #require(config.topics.first { $0.name == "education.completed" })
+        #expect(education.purposes == ["commercial_analytics", "operations"])
+        #expect(education.consentScopes == ["hcp_commercial_engagement", "educational", "operational_notice"])
+        #expect(education.requiredHeaders == ["event_type", "source_system", "consent_scope"])
+        #expect(education.payload == .json)
+        #expect(education.allowedFields?.contains("account_id") == true)
+        #expect(education.forbiddenFields == PolicyDefaults.forbiddenFields)
+        #expect(education.dedupeWindowMillis == 86_400_000)
+        #expect(education.dedupeMaxKeys == 1_000_000)
+        let milestone = try #require(config.topics.first { $0.name == "support.milestone" })
+        #expect(milestone.forbiddenFields == nil)
+        #expect(milestone.dedupeWindowMillis == 604_800_000)
+        let analytics = try #require(config.topics.first { $0.name == "analytics.deidentified" })
+        #expect(analytics.dedupeWindowMillis == 3_600_000)
+        #expect(analytics.dedupeMaxKeys == 100_000)
+        let referral = try #require(config.topics.first { $0.name == "clinical.referral" })
+        #expect(referral.purposes == ["care_coordination"])
+        #expect(referral.consentScopes == ["treatment_support"])
+        #expect(referral.allowedFields == nil && referral.forbiddenFields == nil)
+    }
+
+    @Test("every policy-plane key is read")
+    func policyPlaneKeys() throws {
+        let text = document([
+            #"classes = ["non_phi", "phi"]"#,
+            #"purposes = ["p1", "p2"]"#,
+            #"consent_scopes = ["s1", "s2", "s3"]"#,
+            "[[topics]]",
+            #"name = "t""#,
+            #"class = "non_phi""#,
+            #"purposes = ["p2"]"#,
+            #"consent_scopes = ["s1", "s3"]"#,
+            #"required_headers = ["event_type"]"#,
+            #"payload = "json""#,
+            #"allowed_fields = ["a", "b"]"#,
+            #"forbidden_fields = ["secret"]"#,
+            "dedupe_window_ms = 5000",
+            "dedupe_max_keys = 10",
+            "[[topics]]",
+            #"name = "opaque""#,
+            #"class = "phi""#,
+            #"purposes = ["p1"]"#,
+            #"consent_scopes = []"#,
+            "required_headers = []",
+            #"payload = "any""#,
+            "[[roles]]",
+            #"name = "r""#,
+            #"clearance = "phi""#,
+            #"purposes = ["p1"]"#,
+            #"consent_scopes = ["s2"]"#,
+            #"capabilities = ["audit.read", "admin"]"#,
+        ])
+        let config = try ConfigLoader.parse(text)
+        #expect(config.purposes == ["p1", "p2"])
+        #expect(config.consentScopes == ["s1", "s2", "s3"])
+        var expected = TopicPolicy(name: "t", sensitivity: "non_phi")
+        expected.purposes = ["p2"]
+        expected.consentScopes = ["s1", "s3"]
+        expected.requiredHeaders = ["event_type"]
+        expected.allowedFields = ["a", "b"]
+        expected.forbiddenFields = ["secret"]
+        expected.dedupeWindowMillis = 5000
+        expected.dedupeMaxKeys = 10
+        #expect(config.topics[0] == expected)
+        #expect(config.topics[1].payload == .any)
+        #expect(config.topics[1].consentScopes == [] && config.topics[1].requiredHeaders == [])
+        #expect(
+            config.roles[0]
+                == RolePolicy(
+                    name: "r",
+                    clearance: "phi",
+                    publish: [],
+                    subscribe: [],
+                    purposes: ["p1"],
+                    consentScopes: ["s2"],
+                    capabilities: [.auditRead, .admin]
+                )
+        )
+    }
+
+    @Test("forbidden_fields defaults by class: the list below the most sensitive class, nothing on it")
+    func forbiddenFieldsDefault() throws {
+        let text = base(appending: ["[[topics]]", #"name = "p.q""#, #"class = "phi""#])
+        let config = try ConfigLoader.parse(text)
+        #expect(config.topics.allSatisfy { $0.forbiddenFields == nil })
+        let policy = try Policy(config: config)
+        #expect(policy.topic(named: "a.b")?.forbiddenFields == PolicyDefaults.forbiddenFields)
+        #expect(policy.topic(named: "p.q")?.forbiddenFields == [])
+        var opaque = config
+        opaque.topics[0].payload = .any
+        #expect(try Policy(config: opaque).topic(named: "a.b")?.forbiddenFields == [])
     }
 
     @Test("the embedded default's topics show the storage keys")
@@ -537,6 +678,202 @@ struct ConfigLoaderTests {
             text: base(replacing: 14, with: "token_hash = \"\(String(repeating: "a", count: 64))\""),
             message: "token_hash must be",
             line: 14
+        ),
+        // Policy-plane keys: vocabularies, topic rules, role purposes, scopes and capabilities.
+        ErrorCase(
+            label: "top-level purposes not an array",
+            text: base(inserting: #"purposes = "care""#, after: 1),
+            message: "'purposes' in the top-level table must be an array of strings, got a string",
+            line: 2
+        ),
+        ErrorCase(
+            label: "empty purposes vocabulary",
+            text: base(inserting: "purposes = []", after: 1),
+            message: "'purposes' is empty",
+            line: 2
+        ),
+        ErrorCase(
+            label: "duplicate consent scope in the vocabulary",
+            text: base(inserting: #"consent_scopes = ["a", "a"]"#, after: 1),
+            message: "'a' is listed twice in 'consent_scopes'",
+            line: 2
+        ),
+        ErrorCase(
+            label: "invalid purpose name",
+            text: base(inserting: #"purposes = ["has space"]"#, after: 1),
+            message: "invalid name 'has space' in 'purposes'",
+            line: 2
+        ),
+        ErrorCase(
+            label: "custom vocabulary without the defaults a topic falls back to",
+            text: base(inserting: #"purposes = ["billing"]"#, after: 1),
+            message: "topic 'a.b' names purpose 'care_coordination', which is not declared; declared purposes: billing "
+                + "(top-level 'purposes'); without its own 'purposes' key it takes the default list, so give it one",
+            line: 5
+        ),
+        ErrorCase(
+            label: "topic with no purposes",
+            text: base(inserting: "purposes = []", after: 6),
+            message: "topic 'a.b' has no purposes",
+            line: 7
+        ),
+        ErrorCase(
+            label: "topic with an undeclared purpose",
+            text: base(inserting: #"purposes = ["marketing"]"#, after: 6),
+            message: "topic 'a.b' names purpose 'marketing', which is not declared",
+            line: 7
+        ),
+        ErrorCase(
+            label: "topic with a purpose twice",
+            text: base(inserting: #"purposes = ["safety", "safety"]"#, after: 6),
+            message: "topic 'a.b' lists 'safety' twice in purposes",
+            line: 7
+        ),
+        ErrorCase(
+            label: "topic with an undeclared consent scope",
+            text: base(inserting: #"consent_scopes = ["sms"]"#, after: 6),
+            message: "topic 'a.b' names consent scope 'sms', which is not declared",
+            line: 7
+        ),
+        ErrorCase(
+            label: "topic requiring consent_scope but allowing none",
+            text: base(inserting: "consent_scopes = []", after: 6),
+            message: "requires header 'consent_scope' but allows no consent scopes",
+            line: 7
+        ),
+        ErrorCase(
+            label: "required header with a reserved prefix",
+            text: base(inserting: #"required_headers = ["broker-time"]"#, after: 6),
+            message: "requires header 'broker-time', but headers starting with 'broker-' are set by the broker",
+            line: 7
+        ),
+        ErrorCase(
+            label: "required header with a space",
+            text: base(inserting: #"required_headers = ["a b"]"#, after: 6),
+            message: "invalid required header 'a b'",
+            line: 7
+        ),
+        ErrorCase(
+            label: "required header twice",
+            text: base(inserting: #"required_headers = ["a", "a"]"#, after: 6),
+            message: "topic 'a.b' lists 'a' twice in required_headers",
+            line: 7
+        ),
+        ErrorCase(
+            label: "required_headers not an array",
+            text: base(inserting: #"required_headers = "event_type""#, after: 6),
+            message: "'required_headers' in [[topics]] 'a.b' must be an array of strings",
+            line: 7
+        ),
+        ErrorCase(
+            label: "unknown payload format",
+            text: base(inserting: #"payload = "xml""#, after: 6),
+            message: "'payload' in [[topics]] 'a.b' must be \"json\"",
+            line: 7
+        ),
+        ErrorCase(
+            label: "allowed_fields on an opaque payload",
+            text: base(inserting: "payload = \"any\"\nallowed_fields = [\"a\"]", after: 6),
+            message: "has allowed_fields but payload = \"any\"",
+            line: 8
+        ),
+        ErrorCase(
+            label: "non-empty forbidden_fields on an opaque payload",
+            text: base(inserting: "payload = \"any\"\nforbidden_fields = [\"dob\"]", after: 6),
+            message: "has forbidden_fields but payload = \"any\"",
+            line: 8
+        ),
+        ErrorCase(
+            label: "a field both allowed and forbidden (default list, case ignored)",
+            text: base(inserting: #"allowed_fields = ["event_type", "DOB"]"#, after: 6),
+            message: "lists field 'DOB' in allowed_fields, but it is forbidden",
+            line: 7
+        ),
+        ErrorCase(
+            label: "empty forbidden field name",
+            text: base(inserting: #"forbidden_fields = [""]"#, after: 6),
+            message: "has a forbidden_fields entry of 0 bytes",
+            line: 7
+        ),
+        ErrorCase(
+            label: "allowed field twice",
+            text: base(inserting: #"allowed_fields = ["a", "a"]"#, after: 6),
+            message: "lists 'a' twice in allowed_fields",
+            line: 7
+        ),
+        ErrorCase(
+            label: "zero dedupe window",
+            text: base(inserting: "dedupe_window_ms = 0", after: 6),
+            message: "topic 'a.b': dedupe_window_ms must be positive, got 0",
+            line: 7
+        ),
+        ErrorCase(
+            label: "dedupe window of the wrong type",
+            text: base(inserting: #"dedupe_window_ms = "1d""#, after: 6),
+            message: "'dedupe_window_ms' in [[topics]] 'a.b' must be an integer, got a string",
+            line: 7
+        ),
+        ErrorCase(
+            label: "too many dedupe keys",
+            text: base(inserting: "dedupe_max_keys = 100000001", after: 6),
+            message: "topic 'a.b': dedupe_max_keys must be in 1…100000000, got 100000001",
+            line: 7
+        ),
+        ErrorCase(
+            label: "zero dedupe keys",
+            text: base(inserting: "dedupe_max_keys = 0", after: 6),
+            message: "dedupe_max_keys must be in 1…",
+            line: 7
+        ),
+        ErrorCase(
+            label: "misspelt topic key",
+            text: base(inserting: "forbidden_field = []", after: 6),
+            message: "unknown key 'forbidden_field' in [[topics]] 'a.b'; did you mean forbidden_fields?",
+            line: 7
+        ),
+        ErrorCase(
+            label: "unknown capability",
+            text: base(inserting: #"capabilities = ["audit.write"]"#, after: 10),
+            message:
+                "unknown capability 'audit.write' in [[roles]] 'r'; capabilities are quarantine.read, "
+                + "quarantine.replay, audit.read, admin",
+            line: 11
+        ),
+        ErrorCase(
+            label: "capability twice",
+            text: base(inserting: #"capabilities = ["admin", "admin"]"#, after: 10),
+            message: "role 'r' lists 'admin' twice in capabilities",
+            line: 11
+        ),
+        ErrorCase(
+            label: "capabilities not an array",
+            text: base(inserting: #"capabilities = "admin""#, after: 10),
+            message: "'capabilities' in [[roles]] 'r' must be an array of strings",
+            line: 11
+        ),
+        ErrorCase(
+            label: "role with an undeclared purpose",
+            text: base(inserting: #"purposes = ["sales"]"#, after: 10),
+            message: "role 'r' names purpose 'sales', which is not declared",
+            line: 11
+        ),
+        ErrorCase(
+            label: "role with an undeclared consent scope",
+            text: base(inserting: #"consent_scopes = ["sms"]"#, after: 10),
+            message: "role 'r' names consent scope 'sms', which is not declared",
+            line: 11
+        ),
+        ErrorCase(
+            label: "role with a consent scope twice",
+            text: base(inserting: #"consent_scopes = ["educational", "educational"]"#, after: 10),
+            message: "role 'r' lists 'educational' twice in consent_scopes",
+            line: 11
+        ),
+        ErrorCase(
+            label: "misspelt role key",
+            text: base(inserting: #"capability = ["admin"]"#, after: 10),
+            message: "unknown key 'capability' in [[roles]] 'r'; did you mean capabilities?",
+            line: 11
         ),
     ]
 

@@ -54,54 +54,105 @@ enum Expected: Sendable, CustomStringConvertible {
 @Suite("Policy")
 struct PolicyTests {
     @Test(
-        "subscribe decisions over the default scenario",
+        "subscribe verdicts over the default scenario: every outcome and rule id",
         arguments: [
-            ("crm-automation", "education.completed", Expected.allow),
-            ("analytics-lake", "analytics.deidentified", .allow),
-            ("analytics-lake", "education.completed", .allow),
-            ("support-desk", "clinical.referral", .allow),
-            ("support-desk", "support.milestone", .allow),
-            ("ops-admin", "clinical.referral", .allow),
-            ("ops-admin", "education.completed", .allow),
-            // NOT_CLEARED by clearance (checked before patterns).
-            (
-                "crm-automation", "clinical.referral",
-                .refuse(.notCleared, "topic 'clinical.referral' is class 'phi'; role 'crm' is cleared up to 'non_phi'")
-            ),
-            (
-                "crm-automation", "support.milestone",
-                .refuse(.notCleared, "topic 'support.milestone' is class 'pseudonymous'; role 'crm' is cleared up to")
-            ),
-            (
-                "analytics-lake", "clinical.referral",
-                .refuse(.notCleared, "role 'analytics' is cleared up to 'deidentified'")
-            ),
-            ("learning-portal", "support.milestone", .refuse(.notCleared, "is cleared up to 'non_phi'")),
-            // NOT_CLEARED by pattern (cleared for the class, but no subscribe pattern).
-            (
-                "support-desk", "education.completed",
-                .refuse(.notCleared, "role 'patient_support' has no subscribe pattern matching 'education.completed'")
-            ),
-            (
-                "support-desk", "analytics.deidentified",
-                .refuse(.notCleared, "role 'patient_support' has no subscribe pattern matching")
-            ),
-            (
-                "learning-portal", "education.completed",
-                .refuse(.notCleared, "role 'learning_portal' has no subscribe pattern matching 'education.completed'")
-            ),
+            ("crm-automation", "education.completed", Expected.allow, "subscribe.allowed"),
+            ("analytics-lake", "analytics.deidentified", .allow, "subscribe.allowed"),
+            ("analytics-lake", "education.completed", .allow, "subscribe.allowed"),
+            ("support-desk", "clinical.referral", .allow, "subscribe.allowed"),
+            ("support-desk", "support.milestone", .allow, "subscribe.allowed"),
+            ("support-desk", "support.notice", .allow, "subscribe.allowed"),
+            ("ops-admin", "clinical.referral", .allow, "subscribe.allowed"),
+            ("ops-admin", "education.completed", .allow, "subscribe.allowed"),
             // UNKNOWN_TOPIC before anything else.
             (
                 "crm-automation", "education.completed.v2",
-                .refuse(.unknownTopic, "topic 'education.completed.v2' is not declared")
+                .refuse(.unknownTopic, "topic 'education.completed.v2' is not declared"), "subscribe.unknown_topic"
             ),
-            ("ops-admin", "clinical.referrals", .refuse(.unknownTopic, "topic 'clinical.referrals' is not declared")),
-            ("crm-automation", "", .refuse(.unknownTopic, "is not declared")),
-            ("ops-admin", "__consumer_offsets", .refuse(.unknownTopic, "is not declared")),
+            (
+                "ops-admin", "clinical.referrals", .refuse(.unknownTopic, "topic 'clinical.referrals' is not declared"),
+                "subscribe.unknown_topic"
+            ),
+            ("crm-automation", "", .refuse(.unknownTopic, "is not declared"), "subscribe.unknown_topic"),
+            ("ops-admin", "__consumer_offsets", .refuse(.unknownTopic, "is not declared"), "subscribe.unknown_topic"),
+            // NOT_CLEARED by pattern, checked first.
+            (
+                "crm-automation", "clinical.referral",
+                .refuse(.notCleared, "role 'crm' has no subscribe pattern matching 'clinical.referral'"),
+                "subscribe.pattern"
+            ),
+            (
+                "support-desk", "education.completed",
+                .refuse(.notCleared, "role 'patient_support' has no subscribe pattern matching 'education.completed'"),
+                "subscribe.pattern"
+            ),
+            (
+                "learning-portal", "education.completed",
+                .refuse(.notCleared, "role 'learning_portal' has no subscribe pattern matching 'education.completed'"),
+                "subscribe.pattern"
+            ),
+            (
+                "compliance-auditor", "clinical.referral",
+                .refuse(.notCleared, "role 'auditor' has no subscribe pattern matching"), "subscribe.pattern"
+            ),
+            // NOT_CLEARED by clearance: the pattern matches, the class is too sensitive.
+            (
+                "analytics-lake", "support.milestone",
+                .refuse(
+                    .notCleared,
+                    "topic 'support.milestone' is class 'pseudonymous'; role 'analytics' is cleared up to "
+                        + "'deidentified'"
+                ),
+                "subscribe.clearance"
+            ),
+            // NOT_CLEARED by purpose: pattern and clearance hold, but analytics reads for commercial purposes only.
+            (
+                "analytics-lake", "support.notice",
+                .refuse(
+                    .notCleared,
+                    "no common purpose: topic 'support.notice' has [patient_support], role 'analytics' has "
+                        + "[commercial_analytics]"
+                ),
+                "subscribe.purpose"
+            ),
+            // Reserved topics: the capability decides, whatever the patterns say.
+            ("ops-admin", "__quarantine", .allow, "subscribe.capability"),
+            ("quarantine-operator", "__quarantine", .allow, "subscribe.capability"),
+            ("compliance-auditor", "__audit", .allow, "subscribe.capability"),
+            (
+                "ops-admin", "__audit",
+                .refuse(.notCleared, "role 'operator' lacks capability 'audit.read' needed to read '__audit'"),
+                "subscribe.capability"
+            ),
+            (
+                "compliance-auditor", "__quarantine",
+                .refuse(.notCleared, "role 'auditor' lacks capability 'quarantine.read'"), "subscribe.capability"
+            ),
+            (
+                "crm-automation", "__audit", .refuse(.notCleared, "role 'crm' lacks capability 'audit.read'"),
+                "subscribe.capability"
+            ),
         ]
     )
-    func subscribe(clientID: String, topic: String, expected: Expected) {
-        expected.check(scenarioPolicy.subscribeDecision(principal: scenarioPrincipal(clientID), topic: topic))
+    func subscribe(clientID: String, topic: String, expected: Expected, rule: String) {
+        let principal = scenarioPrincipal(clientID)
+        let verdict = scenarioPolicy.subscribeVerdict(principal: principal, topic: topic)
+        expected.check(verdict.decision)
+        #expect(verdict.ruleID == rule)
+        #expect(scenarioPolicy.subscribeDecision(principal: principal, topic: topic) == verdict.decision)
+    }
+
+    @Test("a reserved topic also needs clearance for the most sensitive class")
+    func reservedTopicClearance() throws {
+        var config = scenarioPolicy.config
+        let index = try #require(config.roles.firstIndex { $0.name == "auditor" })
+        config.roles[index].clearance = "deidentified"
+        let policy = try Policy(config: config)
+        let auditor = Principal(clientID: "compliance-auditor", role: "auditor", clearance: "deidentified")
+        let verdict = policy.subscribeVerdict(principal: auditor, topic: "__audit")
+        #expect(verdict.ruleID == "subscribe.clearance")
+        Expected.refuse(.notCleared, "topic '__audit' is class 'phi'; role 'auditor' is cleared up to 'deidentified'")
+            .check(verdict.decision)
     }
 
     @Test(
@@ -127,6 +178,13 @@ struct PolicyTests {
                 .refuse(.unknownTopic, "topic 'education.started' is not declared")
             ),
             ("ops-admin", "nope", .refuse(.unknownTopic, "topic 'nope' is not declared")),
+            // Nobody writes the broker's own topics.
+            (
+                "ops-admin", "__quarantine",
+                .refuse(.notAuthorized, "topic '__quarantine' is reserved for the broker; nobody may publish to it")
+            ),
+            ("ops-admin", "__audit", .refuse(.notAuthorized, "topic '__audit' is reserved for the broker")),
+            ("compliance-auditor", "__audit", .refuse(.notAuthorized, "is reserved for the broker")),
         ]
     )
     func publish(clientID: String, topic: String, expected: Expected) {
@@ -136,17 +194,18 @@ struct PolicyTests {
     @Test("decisions for a role the policy does not know are refusals")
     func undeclaredRole() {
         let stranger = Principal(clientID: "x", role: "ghost", clearance: "phi")
-        Expected.refuse(.notCleared, "role 'ghost' is not declared")
-            .check(scenarioPolicy.subscribeDecision(principal: stranger, topic: "education.completed"))
+        let verdict = scenarioPolicy.subscribeVerdict(principal: stranger, topic: "education.completed")
+        Expected.refuse(.notCleared, "role 'ghost' is not declared").check(verdict.decision)
+        #expect(verdict.ruleID == "subscribe.role")
         Expected.refuse(.notAuthorized, "role 'ghost' is not declared")
             .check(scenarioPolicy.publishDecision(principal: stranger, topic: "education.completed"))
     }
 
     @Test("the role's clearance comes from the policy, not from the principal value")
     func clearanceFromPolicy() {
-        let inflated = Principal(clientID: "crm-automation", role: "crm", clearance: "phi")
-        Expected.refuse(.notCleared, "cleared up to 'non_phi'")
-            .check(scenarioPolicy.subscribeDecision(principal: inflated, topic: "clinical.referral"))
+        let inflated = Principal(clientID: "analytics-lake", role: "analytics", clearance: "phi")
+        Expected.refuse(.notCleared, "cleared up to 'deidentified'")
+            .check(scenarioPolicy.subscribeDecision(principal: inflated, topic: "support.milestone"))
     }
 
     @Test("the right token authenticates as the principal with its role and clearance")
@@ -197,6 +256,8 @@ struct PolicyTests {
 
     @Test("topic(named:) finds declared topics only")
     func topicLookup() {
+        #expect(scenarioPolicy.topic(named: "__quarantine") == nil)
+        #expect(scenarioPolicy.topic(named: "__audit") == nil)
         #expect(scenarioPolicy.topic(named: "support.milestone")?.sensitivity == "pseudonymous")
         #expect(scenarioPolicy.topic(named: "analytics.deidentified")?.fsync == .interval(milliseconds: 50))
         #expect(scenarioPolicy.topic(named: "support.*") == nil)
