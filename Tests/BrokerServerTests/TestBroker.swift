@@ -94,10 +94,14 @@ final class TestBroker: Sendable {
 
 /// An education-completed event as the learning portal sends it.
 func educationEvent(_ n: Int) -> WireRecord {
-    let json = #"{"event_type":"account.education.completed","account_id":"acct_\#(n)","module_id":"onboarding-101"}"#
+    let json = #"{"event_type":"account.education.completed","source_system":"learning_portal","account_id":"acct_\#(n)","payload":{"module_id":"onboarding-101","completion_status":"completed"}}"#
     return WireRecord(
         key: ByteBuffer(string: "acct_\(n)"),
-        headers: [WireHeader(name: "event_type", value: ByteBuffer(string: "account.education.completed"))],
+        headers: [
+            WireHeader(name: "event_type", value: ByteBuffer(string: "account.education.completed")),
+            WireHeader(name: "source_system", value: ByteBuffer(string: "learning_portal")),
+            WireHeader(name: "consent_scope", value: ByteBuffer(string: "educational")),
+        ],
         value: ByteBuffer(string: json),
         timestamp: 1_776_000_000_000 + Int64(n)
     )
@@ -186,4 +190,18 @@ func encode(_ frames: TaggedFrame...) -> [UInt8] {
 
 func hello(_ clientID: String, token: String? = nil, correlationID: UInt32 = 1) -> TaggedFrame {
     TaggedFrame(correlationID: correlationID, frame: .hello(Hello(clientID: clientID, credential: ByteBuffer(string: token ?? TestBroker.tokens[clientID] ?? "x"))))
+}
+
+extension WireRecord {
+    /// The record as its producer sent it: without the `broker-*` provenance headers the broker appends.
+    var producerPart: WireRecord {
+        var copy = self
+        copy.headers.removeAll { $0.name.hasPrefix("broker-") }
+        return copy
+    }
+
+    /// The text of the first header with this name.
+    func header(_ name: String) -> String? {
+        self.headers.first { $0.name == name }.map { String(decoding: $0.value.readableBytesView, as: UTF8.self) }
+    }
 }
