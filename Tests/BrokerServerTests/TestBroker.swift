@@ -71,16 +71,38 @@ final class TestBroker: Sendable {
         let dir = dataDir ?? self.makeTempDir()
         var config = self.makeConfig(dataDir: dir)
         configure(&config)
+        return try await self.start(config: config)
+    }
+
+    /// A broker on the embedded default config (the closed-loop scenario: purposes, scopes, field rules,
+    /// capabilities), every principal's token being `token(for:)`.
+    static func startScenario(dataDir: String? = nil) async throws -> TestBroker {
+        var config = try ConfigLoader.parse(ConfigLoader.embeddedDefault)
+        config = config.withTokenHashes(
+            Dictionary(uniqueKeysWithValues: config.principals.map { ($0.clientID, Credentials.hash(token: self.token(for: $0.clientID))) })
+        )
+        config.server.listenHost = "127.0.0.1"
+        config.server.listenPort = 0
+        config.server.dataDir = dataDir ?? self.makeTempDir()
+        return try await self.start(config: config)
+    }
+
+    private static func start(config: BrokerConfig) async throws -> TestBroker {
         var logger = Logger(label: "brokerd-test")
         logger.logLevel = .warning
         let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2)
         try await server.start()
         guard let port = server.localAddress?.port else { fatalError("no port") }
-        return TestBroker(dataDir: dir, config: config, server: server, port: port)
+        return TestBroker(dataDir: config.server.dataDir, config: config, server: server, port: port)
+    }
+
+    /// The token tests use for a principal.
+    static func token(for clientID: String) -> String {
+        self.tokens[clientID] ?? "tok-\(clientID)-0123456789"
     }
 
     func client(_ clientID: String) async throws -> BrokerClient {
-        try await BrokerClient.connect(host: "127.0.0.1", port: self.port, clientID: clientID, token: Self.tokens[clientID]!)
+        try await BrokerClient.connect(host: "127.0.0.1", port: self.port, clientID: clientID, token: Self.token(for: clientID))
     }
 
     func stop() async {
