@@ -94,6 +94,13 @@ func makePayloads(size: Int, count: Int = 1024) -> [ByteBuffer] {
     }
 }
 
+/// The headers the broker's default topic policy requires (event_type, source_system, consent_scope).
+let benchHeaders = [
+    WireHeader(name: "event_type", value: ByteBuffer(string: "account.education.completed")),
+    WireHeader(name: "source_system", value: ByteBuffer(string: "learning_portal")),
+    WireHeader(name: "consent_scope", value: ByteBuffer(string: "educational")),
+]
+
 extension Scenario {
     func run(on target: BenchTarget, parameters: BenchParameters) async throws -> BenchResult {
         switch self {
@@ -130,7 +137,7 @@ struct PublishLoad {
         for _ in 0..<p.producers { clients.append(try await self.target.connect()) }
         defer { for client in clients { Task { await client.close() } } }
         let payloads = makePayloads(size: p.recordSize)
-        let batches = (0..<16).map { b in (0..<p.batch).map { WireRecord(value: payloads[(b * p.batch + $0) % payloads.count]) } }
+        let batches = (0..<16).map { b in (0..<p.batch).map { WireRecord(headers: benchHeaders, value: payloads[(b * p.batch + $0) % payloads.count]) } }
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
         let budget = p.records.map { Counter($0) }
         let progress = Progress()
@@ -155,6 +162,9 @@ struct PublishLoad {
                             let results = try await client.publish(topic: topic, records: batch)
                             last = monotonicNanos()
                             let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
+                            if ok < results.count, let failed = results.first(where: { $0.code != .ok }) {
+                                reportFirstError(failed)
+                            }
                             errors.add(results.count - ok)
                             progress.all.add(ok)
                             if sent >= clock.measureFrom {
@@ -241,7 +251,10 @@ struct EndToEndLoad {
                         var stamp = ByteBuffer()
                         stamp.writeInteger(now)
                         let records = (0..<min(due, 10_000)).map {
-                            WireRecord(headers: [WireHeader(name: Self.sentHeader, value: stamp)], value: payloads[(sent + $0) % payloads.count])
+                            WireRecord(
+                                headers: benchHeaders + [WireHeader(name: Self.sentHeader, value: stamp)],
+                                value: payloads[(sent + $0) % payloads.count]
+                            )
                         }
                         sent += records.count
                         if now >= clock.measureFrom { sentMeasured.add(records.count) }
@@ -417,6 +430,18 @@ func currentFileLimit() -> Int {
     var limit = rlimit()
     guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
     return Int(limit.rlim_cur)
+}
+
+private let errorReported = Mutex(false)
+
+/// Prints the first failed record result of the run (a policy or storage problem the figures would hide).
+func reportFirstError(_ result: PublishResult) {
+    let first = errorReported.withLock { reported in
+        defer { reported = true }
+        return !reported
+    }
+    guard first else { return }
+    FileHandle.standardError.write(Data("first failed record: \(result.code.name): \(result.message)\n".utf8))
 }
 
 struct BenchError: Error, CustomStringConvertible {
