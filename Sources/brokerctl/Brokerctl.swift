@@ -132,7 +132,10 @@ struct PublishCommand: AsyncParsableCommand {
                 let results = try await client.publish(topic: self.topic, records: pending)
                 for result in results {
                     if result.code == .ok {
-                        print("offset=\(result.offset)")
+                        print("offset=\(result.offset)" + (result.isDuplicate ? " duplicate" : ""))
+                    } else if result.code == .quarantined {
+                        failures += 1
+                        print("QUARANTINED quarantine_offset=\(result.offset)" + (result.isDuplicate ? " duplicate" : "") + ": \(result.message)")
                     } else {
                         failures += 1
                         print("\(result.code.name): \(result.message)")
