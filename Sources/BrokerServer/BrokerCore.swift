@@ -30,20 +30,49 @@ protocol TopicListener: AnyObject, Sendable {
     func topicAdvanced(endOffset: Int64)
 }
 
-/// State shared by every connection: the policy, the open topic logs, committed offsets, the audit ledger and
-/// listeners.
+/// A reload that changed nothing, and why (CONFIG_REJECTED on the wire).
+package struct ReloadRejected: Error, Equatable, CustomStringConvertible {
+    package var message: String
+    package var description: String { self.message }
+}
+
+/// The open topics: each log with its appender. Topics are added by a config reload, never removed while running.
+final class TopicTable: Sendable {
+    private let entries: Mutex<[String: (log: any TopicLog, appender: TopicAppender)]>
+    private let listeners: TopicListeners
+
+    init(logs: [String: any TopicLog], listeners: TopicListeners) {
+        self.listeners = listeners
+        self.entries = Mutex(logs.mapValues { ($0, TopicAppender(log: $0, listeners: listeners)) })
+    }
+
+    func log(for topic: String) -> (any TopicLog)? { self.entries.withLock { $0[topic]?.log } }
+    func appender(for topic: String) -> TopicAppender? { self.entries.withLock { $0[topic]?.appender } }
+
+    /// Adds a topic opened after start; keeps the existing entry if the name is already open.
+    func add(_ log: any TopicLog) {
+        let appender = TopicAppender(log: log, listeners: self.listeners)
+        self.entries.withLock { entries in
+            if entries[log.name] == nil { entries[log.name] = (log, appender) }
+        }
+    }
+}
+
+/// State shared by every connection: the policy, the open topic logs, committed offsets, the audit ledger,
+/// the connections to tell when the policy changes, and topic listeners.
 ///
-/// Immutable after start except the policy and the listener table, each behind a `Mutex`; notification runs outside
-/// the lock.
+/// Shared mutable parts (policy, topic table, connection registry, listeners) each sit behind a `Mutex`; callbacks
+/// run outside the locks.
 final class BrokerCore: Sendable {
-    private let currentPolicy: Mutex<Policy>
+    private let currentPolicy: Mutex<(policy: Policy, generation: UInt64)>
     let settings: ServerSettings
     let backend: any LogBackend
     let offsets: OffsetStore
     let logger: Logger
-    private let logs: [String: any TopicLog]
-    private let appenders: [String: TopicAppender]
+    private let topics: TopicTable
     private let listeners: TopicListeners
+    /// Connection id → how to tell that connection the policy changed (it hops to its own event loop).
+    private let policyWatchers = Mutex<[UInt64: @Sendable () -> Void]>([:])
     private let inFlightAppends = Atomic<Int>(0)
     private let shuttingDown = Atomic<Bool>(false)
     private let nextSessionID = Atomic<UInt64>(1)
@@ -52,39 +81,134 @@ final class BrokerCore: Sendable {
     /// The ledger of every decision (`__audit`).
     let audit: AuditLedger
 
-    /// - Parameter logs: every declared topic's log and the reserved topics' (`__quarantine`, `__audit`).
-    init(policy: Policy, backend: any LogBackend, logs: [String: any TopicLog], offsets: OffsetStore, logger: Logger) {
-        self.currentPolicy = Mutex(policy)
+    /// Replays quarantined records, at most once each.
+    let replayer: QuarantineReplayer
+
+    /// Re-reads the config for a reload; nil when there is nothing to re-read (the embedded default).
+    let reloadSource: (@Sendable () throws -> BrokerConfig)?
+    /// One reload at a time.
+    private let reloading = Mutex(false)
+
+    /// - Parameters:
+    ///   - logs: every declared topic's log and the reserved topics' (`__quarantine`, `__audit`).
+    ///   - replays: the durable record of quarantine replays.
+    ///   - reloadSource: produces the new config on SIGHUP or ADMIN_RELOAD.
+    init(
+        policy: Policy, backend: any LogBackend, logs: [String: any TopicLog], offsets: OffsetStore,
+        replays: DurableTable, reloadSource: (@Sendable () throws -> BrokerConfig)?, logger: Logger
+    ) {
+        self.currentPolicy = Mutex((policy, 1))
         self.settings = policy.config.server
         self.backend = backend
-        self.logs = logs
         let listeners = TopicListeners()
         self.listeners = listeners
-        let appenders = logs.mapValues { TopicAppender(log: $0, listeners: listeners) }
-        self.appenders = appenders
-        self.audit = AuditLedger(appender: appenders[ReservedTopic.audit]!, logger: logger)
+        let topics = TopicTable(logs: logs, listeners: listeners)
+        self.topics = topics
+        self.audit = AuditLedger(appender: topics.appender(for: ReservedTopic.audit)!, logger: logger)
+        self.replayer = QuarantineReplayer(table: replays, quarantineLog: logs[ReservedTopic.quarantine]!) {
+            topics.appender(for: $0)
+        }
+        self.reloadSource = reloadSource
         self.offsets = offsets
         self.logger = logger
     }
 
     /// The policy in force. Read it once per request and decide with that copy.
     var policy: Policy {
+        self.currentPolicy.withLock { $0.policy }
+    }
+
+    /// The policy in force and its generation, which grows by one with every applied reload.
+    var policyState: (policy: Policy, generation: UInt64) {
         self.currentPolicy.withLock { $0 }
     }
 
     /// The appender of `__quarantine`.
     var quarantine: TopicAppender {
-        self.appenders[ReservedTopic.quarantine]!
+        self.topics.appender(for: ReservedTopic.quarantine)!
     }
 
-    /// The open log of a declared topic.
+    /// The open log of a topic.
     func log(for topic: String) -> (any TopicLog)? {
-        self.logs[topic]
+        self.topics.log(for: topic)
     }
 
-    /// The ordered, batching appender of a declared topic.
+    /// The ordered, batching appender of a topic.
     func appender(for topic: String) -> TopicAppender? {
-        self.appenders[topic]
+        self.topics.appender(for: topic)
+    }
+
+    // MARK: reload
+
+    /// Tell this connection (by calling `notify`, from any thread) whenever the policy changes.
+    func watchPolicy(connectionID: UInt64, _ notify: @escaping @Sendable () -> Void) {
+        self.policyWatchers.withLock { $0[connectionID] = notify }
+    }
+
+    func unwatchPolicy(connectionID: UInt64) {
+        self.policyWatchers.withLock { _ = $0.removeValue(forKey: connectionID) }
+    }
+
+    /// Re-reads the config and applies it atomically: validated first (a bad config changes nothing), new topics'
+    /// logs opened, then the policy swapped and every connection told, so subscriptions the new policy refuses end
+    /// at once. Audited either way. Storage and `[server]` settings of running topics apply at the next start.
+    func reload(requestedBy principal: String) async -> Result<ReloadOK, ReloadRejected> {
+        let claimed = self.reloading.withLock { busy in
+            defer { busy = true }
+            return !busy
+        }
+        guard claimed else {
+            return .failure(ReloadRejected(message: "a reload is already in progress; try again"))
+        }
+        defer { self.reloading.withLock { $0 = false } }
+        let old = self.policy
+        func reject(_ message: String) -> Result<ReloadOK, ReloadRejected> {
+            self.logger.error("config reload rejected; the running policy stays", metadata: ["brokerd.reason": "\(message)"])
+            self.audit.record(AuditEntry(
+                time: currentTimeMillis(), principal: principal, action: AuditAction.configReloadReject, topic: "",
+                decision: "refuse", reason: "CONFIG_REJECTED", policyVersion: old.policyVersion, detail: message
+            ))
+            return .failure(ReloadRejected(message: message))
+        }
+        guard let source = self.reloadSource else {
+            return reject("brokerd runs on the embedded default config; start it with --config FILE to reload")
+        }
+        let policy: Policy
+        do {
+            policy = try Policy(config: try source())
+        } catch {
+            return reject("\(error)")
+        }
+        var added: [String] = []
+        var notes: [String] = []
+        for topic in policy.config.topics {
+            if let running = old.topic(named: topic.name) {
+                if TopicLogConfig(running) != TopicLogConfig(topic) {
+                    notes.append("storage settings of '\(topic.name)' apply at the next start")
+                }
+                continue
+            }
+            guard self.log(for: topic.name) == nil else { continue }
+            do {
+                self.topics.add(try await self.backend.openTopic(name: topic.name, config: TopicLogConfig(topic)))
+                added.append(topic.name)
+            } catch {
+                return reject("cannot open the log of new topic '\(topic.name)': \(error)")
+            }
+        }
+        if policy.config.server != old.config.server { notes.append("[server] settings apply at the next start") }
+        self.currentPolicy.withLock { $0 = (policy, $0.generation + 1) }
+        let message = "policy \(policy.policyVersion) replaces \(old.policyVersion)"
+            + (added.isEmpty ? "" : "; topics opened: \(added.joined(separator: ", "))")
+            + (notes.isEmpty ? "" : "; " + notes.joined(separator: "; "))
+        self.logger.notice("config reloaded", metadata: ["brokerd.policy_version": "\(policy.policyVersion)", "brokerd.detail": "\(message)"])
+        self.audit.record(AuditEntry(
+            time: currentTimeMillis(), principal: principal, action: AuditAction.configReloadAccept, topic: "",
+            decision: "allow", policyVersion: policy.policyVersion, detail: message
+        ))
+        let watchers = self.policyWatchers.withLock { Array($0.values) }
+        for notify in watchers { notify() }
+        return .success(ReloadOK(policyVersion: policy.policyVersion, message: message))
     }
 
     /// A fresh session id for HELLO_OK.

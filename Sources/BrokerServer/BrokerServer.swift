@@ -12,6 +12,7 @@ import WireProtocol
 /// Run it as a `Service` in a `ServiceGroup` (brokerd does), or call `start()` / `shutdown()` directly (tests do).
 package final class BrokerServer: Service, Sendable {
     private let config: BrokerConfig
+    private let reloadSource: (@Sendable () throws -> BrokerConfig)?
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let readPool: NIOThreadPool
@@ -26,8 +27,16 @@ package final class BrokerServer: Service, Sendable {
     /// - Parameters:
     ///   - config: a validated config whose principals all have token hashes.
     ///   - logger: the broker's logger; connection loggers derive from it.
-    package init(config: BrokerConfig, logger: Logger, eventLoopThreads: Int = System.coreCount) {
+    ///   - reloadSource: produces the config a reload applies (brokerd re-reads its --config file); nil: reloads
+    ///     are rejected.
+    package init(
+        config: BrokerConfig,
+        logger: Logger,
+        eventLoopThreads: Int = System.coreCount,
+        reloadSource: (@Sendable () throws -> BrokerConfig)? = nil
+    ) {
         self.config = config
+        self.reloadSource = reloadSource
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         self.readPool = NIOThreadPool(numberOfThreads: 2)
@@ -57,7 +66,11 @@ package final class BrokerServer: Service, Sendable {
             ])
         }
         let offsets = try OffsetStore(path: dataDir + "/consumer-offsets.log")
-        let core = BrokerCore(policy: policy, backend: backend, logs: logs, offsets: offsets, logger: self.logger)
+        let replays = try DurableTable(path: dataDir + "/quarantine-replays.table", label: "quarantine replays", logger: self.logger)
+        let core = BrokerCore(
+            policy: policy, backend: backend, logs: logs, offsets: offsets, replays: replays,
+            reloadSource: self.reloadSource, logger: self.logger
+        )
         self.readPool.start()
 
         let readPool = self.readPool
@@ -106,6 +119,16 @@ package final class BrokerServer: Service, Sendable {
         }
         try? await self.group.shutdownGracefully()
         try? await self.readPool.shutdownGracefully()
+    }
+
+    /// Re-reads the config and applies it (what SIGHUP does); `requestedBy` names who asked, for the audit ledger.
+    package func reload(requestedBy: String) async -> Result<ReloadOK, ReloadRejected> {
+        let core: BrokerCore? = self.state.withLock { state in
+            if case .running(_, let core) = state { return core }
+            return nil
+        }
+        guard let core else { return .failure(ReloadRejected(message: "the broker is not running")) }
+        return await core.reload(requestedBy: requestedBy)
     }
 
     /// `Service` entry point: start, wait for graceful shutdown (SIGTERM/SIGINT), then stop.

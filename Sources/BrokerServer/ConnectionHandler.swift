@@ -12,6 +12,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     typealias OutboundOut = TaggedFrame
 
     private let core: BrokerCore
+    private let connectionID: UInt64
     private let readPool: NIOThreadPool
     private var logger: Logger
     private var machine = ConnectionStateMachine()
@@ -25,6 +26,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     static let readMaxBytes = 1 << 20
 
     init(core: BrokerCore, readPool: NIOThreadPool, connectionID: UInt64, logger: Logger) {
+        self.connectionID = connectionID
         self.core = core
         self.readPool = readPool
         var logger = logger
@@ -61,6 +63,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         self.handshakeTimeout?.cancel()
+        self.core.unwatchPolicy(connectionID: self.connectionID)
         for (_, subscription) in self.subscriptions { self.endSubscription(subscription) }
         self.subscriptions.removeAll()
         if self.counted {
@@ -110,6 +113,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.audit(principal.clientID, AuditAction.authSuccess, topic: "", decision: "allow")
             self.machine.authenticationSucceeded(principal)
             self.handshakeTimeout?.cancel()
+            let bound = NIOLoopBound(self, eventLoop: self.context!.eventLoop)
+            let eventLoop = self.context!.eventLoop
+            self.core.watchPolicy(connectionID: self.connectionID) {
+                eventLoop.execute { bound.value.policyChanged() }
+            }
             self.logger[metadataKey: "brokerd.client_id"] = "\(principal.clientID)"
             self.logger.info("authenticated", metadata: ["brokerd.role": "\(principal.role)"])
             let ok = HelloOK(
@@ -156,9 +164,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.send(.topicList(self.topicList(for: principal)), correlationID: correlationID)
         case .ping(let nonce):
             self.send(.pong(nonce: nonce), correlationID: correlationID)
-        case .quarantineReplay, .adminReload:
-            // Wire additions of issue 3; the broker side that serves them lands separately.
-            self.send(.error(ErrorFrame(code: .invalidRequest, message: "\(request.frame.opcode) is not served by this broker build")), correlationID: correlationID)
+        case .quarantineReplay(let offsets):
+            self.replay(offsets, correlationID: correlationID, principal: principal)
+        case .adminReload:
+            self.reload(correlationID: correlationID, principal: principal)
         case .hello, .helloOK, .publishAck, .subscribeOK, .deliver, .commitOK, .unsubscribeOK, .topicList, .pong, .error,
             .replayResult, .reloadOK:
             self.send(.error(ErrorFrame(code: .invalidRequest, message: "\(request.frame.opcode) is not a request a client may send")), correlationID: correlationID)
@@ -219,8 +228,106 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         return promise.futureResult
     }
 
-    private func subscribe(_ request: Subscribe, correlationID: UInt32, principal: Principal) {
+    private func replay(_ offsets: [Int64], correlationID: UInt32, principal: Principal) {
         let policy = self.core.policy
+        guard policy.hasCapability(principal, .quarantineReplay) else {
+            self.send(.error(ErrorFrame(code: .capabilityRequired, message: "role '\(principal.role)' lacks capability 'quarantine.replay'")), correlationID: correlationID)
+            return
+        }
+        let limit = self.core.settings.maxRecordsPerPublish
+        guard (1...limit).contains(offsets.count) else {
+            self.send(.error(ErrorFrame(code: .invalidRequest, message: "a QUARANTINE_REPLAY names 1 to \(limit) offsets; this one has \(offsets.count)")), correlationID: correlationID)
+            return
+        }
+        guard self.core.beginAppend() else {
+            self.send(.error(ErrorFrame(code: .shuttingDown, message: "the broker is shutting down")), correlationID: correlationID)
+            return
+        }
+        let core = self.core
+        let loopBound = NIOLoopBound(self, eventLoop: self.context!.eventLoop)
+        let eventLoop = self.context!.eventLoop
+        Task {
+            let results = await core.replayer.replay(offsets, by: principal.clientID, policy: policy) { result in
+                let detail = result.outcome == .replayed ? "quarantine offset \(result.quarantineOffset) -> \(result.topic) offset \(result.newOffset)" : "quarantine offset \(result.quarantineOffset): \(result.message)"
+                core.audit.record(AuditEntry(
+                    time: currentTimeMillis(), principal: principal.clientID, action: AuditAction.quarantineReplay,
+                    topic: result.topic, decision: "\(result.outcome)", reason: result.reason,
+                    policyVersion: policy.policyVersion, detail: detail + (result.isEarlier ? " (replayed earlier)" : "")
+                ))
+            }
+            core.endAppend()
+            eventLoop.execute {
+                loopBound.value.send(.replayResult(results), correlationID: correlationID)
+            }
+        }
+    }
+
+    private func reload(correlationID: UInt32, principal: Principal) {
+        guard self.core.policy.hasCapability(principal, .admin) else {
+            self.send(.error(ErrorFrame(code: .capabilityRequired, message: "role '\(principal.role)' lacks capability 'admin'")), correlationID: correlationID)
+            return
+        }
+        let core = self.core
+        let bound = NIOLoopBound(self, eventLoop: self.context!.eventLoop)
+        let eventLoop = self.context!.eventLoop
+        Task {
+            let result = await core.reload(requestedBy: principal.clientID)
+            eventLoop.execute {
+                switch result {
+                case .success(let ok): bound.value.send(.reloadOK(ok), correlationID: correlationID)
+                case .failure(let rejected): bound.value.send(.error(ErrorFrame(code: .configRejected, message: rejected.message)), correlationID: correlationID)
+                }
+            }
+        }
+    }
+
+    /// The policy changed (a reload): this connection's principal and every live subscription are judged again.
+    /// A principal no longer declared is disconnected; a subscription no longer allowed ends at once with
+    /// NOT_CLEARED, and nothing more of it is sent — reads already in flight are checked again when they complete.
+    private func policyChanged() {
+        guard let current = self.machine.principal else { return }
+        let (policy, generation) = self.core.policyState
+        guard let entry = policy.config.principals.first(where: { $0.clientID == current.clientID }),
+            let role = policy.role(named: entry.role)
+        else {
+            for subscription in self.subscriptions.values { self.revoke(subscription, reason: "principal '\(current.clientID)' was removed by a config reload", rule: "reload.principal", policy: policy) }
+            self.logger.notice("principal removed by reload; closing")
+            self.machine.decodeFailed()
+            self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "principal '\(current.clientID)' was removed by a config reload"), correlationID: 0)
+            return
+        }
+        let principal = Principal(clientID: current.clientID, role: role.name, clearance: role.clearance)
+        if principal != current { self.machine.principalChanged(principal) }
+        for subscription in Array(self.subscriptions.values) {
+            _ = self.recheck(subscription, policy: policy, generation: generation)
+        }
+    }
+
+    /// Judges a subscription again under `policy`; ends it (ERROR NOT_CLEARED, audited) when refused.
+    /// Returns whether it may go on.
+    private func recheck(_ subscription: Subscription, policy: Policy, generation: UInt64) -> Bool {
+        guard subscription.checkedGeneration != generation else { return true }
+        guard let principal = self.machine.principal else { return false }
+        subscription.principal = principal
+        let verdict = policy.subscribeVerdict(principal: principal, topic: subscription.topic)
+        guard case .refuse(_, let reason) = verdict.decision else {
+            subscription.checkedGeneration = generation
+            return true
+        }
+        self.revoke(subscription, reason: reason, rule: verdict.ruleID, policy: policy)
+        return false
+    }
+
+    private func revoke(_ subscription: Subscription, reason: String, rule: String, policy: Policy) {
+        guard self.subscriptions.removeValue(forKey: subscription.id) != nil else { return }
+        self.endSubscription(subscription)
+        self.logger.notice("subscription revoked", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.subscription": "\(subscription.id)", "brokerd.reason": "\(reason)"])
+        self.audit(subscription.principal.clientID, AuditAction.subscriptionRevoke, topic: subscription.topic, decision: "revoke", reason: "NOT_CLEARED", rule: rule, detail: "subscription \(subscription.id): \(reason)", policy: policy)
+        self.send(.error(ErrorFrame(code: .notCleared, message: "subscription \(subscription.id) revoked: \(reason)")), correlationID: subscription.correlationID)
+    }
+
+    private func subscribe(_ request: Subscribe, correlationID: UInt32, principal: Principal) {
+        let (policy, generation) = self.core.policyState
         let verdict = policy.subscribeVerdict(principal: principal, topic: request.topic)
         if case .refuse(let code, let reason) = verdict.decision {
             self.logger.notice("subscription refused", metadata: ["brokerd.topic": "\(request.topic)", "brokerd.code": "\(ErrorCode(code).name)", "brokerd.reason": "\(reason)"])
@@ -262,6 +369,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             principal: principal,
             log: log,
             machine: SubscriptionStateMachine(startOffset: start, endOffset: log.endOffset, initialCredit: request.initialCredit),
+            checkedGeneration: generation,
             listener: SubscriptionListener(eventLoop: eventLoop)
         )
         let boundSelf = NIOLoopBound(self, eventLoop: eventLoop)
@@ -335,8 +443,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
             switch result {
             case .success(let records):
-                // Consent is checked now, against the policy in force, not when the subscription started.
-                let policy = self.core.policy
+                // Consent is checked now, against the policy in force, not when the subscription started; a reload
+                // since the subscription was last judged is applied before anything read is sent.
+                let (policy, generation) = self.core.policyState
+                guard self.recheck(subscription, policy: policy, generation: generation) else { return }
                 let verdicts = records.map {
                     policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic, headers: $0.record.headers)
                 }
@@ -423,7 +533,10 @@ final class Subscription {
     /// The SUBSCRIBE's correlation id; an ERROR that ends the subscription carries it.
     let correlationID: UInt32
     let topic: String
-    let principal: Principal
+    /// The subscriber as the policy last judged it (a reload may change its role).
+    var principal: Principal
+    /// The policy generation this subscription was last allowed under.
+    var checkedGeneration: UInt64
     let log: any TopicLog
     var machine: SubscriptionStateMachine
     let listener: SubscriptionListener
@@ -439,8 +552,9 @@ final class Subscription {
 
     init(
         id: UInt32, correlationID: UInt32, topic: String, principal: Principal, log: any TopicLog,
-        machine: SubscriptionStateMachine, listener: SubscriptionListener
+        machine: SubscriptionStateMachine, checkedGeneration: UInt64, listener: SubscriptionListener
     ) {
+        self.checkedGeneration = checkedGeneration
         self.id = id
         self.correlationID = correlationID
         self.topic = topic

@@ -82,6 +82,11 @@ struct ConnectionStateMachine {
         if case .authenticating = self.state { self.state = .authenticated(principal) }
     }
 
+    /// A config reload changed the authenticated principal's role (or its clearance).
+    mutating func principalChanged(_ principal: Principal) {
+        if case .authenticated = self.state { self.state = .authenticated(principal) }
+    }
+
     /// The credential check failed; the handler sends UNAUTHENTICATED and closes.
     mutating func authenticationFailed() {
         self.state = .closed

@@ -5,6 +5,7 @@ import Glibc
 import BrokerServer
 import Logging
 import ServiceLifecycle
+import UnixSignals
 import TopicRouter
 
 /// brokerd: the broker daemon. A thin shell over `BrokerServer`.
@@ -35,21 +36,9 @@ struct Brokerd: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
-    func run() async throws {
-        if self.printDefaultConfig {
-            print(ConfigLoader.embeddedDefault, terminator: "")
-            return
-        }
-        guard let level = Logger.Level(rawValue: self.logLevel) else {
-            throw ValidationError("unknown log level '\(self.logLevel)'")
-        }
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
-        let logger = Logger(label: "brokerd")
-
+    /// Reads and validates the config (the file, or the embedded default), applies --data-dir and --listen, and
+    /// gives principals without a token hash their generated token.
+    func loadConfig(logger: Logger) throws -> (config: BrokerConfig, generatedFile: String?) {
         let text: String
         if let path = self.config {
             guard let contents = try readConfigFile(path) else {
@@ -73,14 +62,49 @@ struct Brokerd: AsyncParsableCommand {
             config.server.listenHost = host
             config.server.listenPort = port
         }
-        let (filled, generated) = try CredentialBootstrap.fillMissingTokens(config, logger: logger)
+        return try CredentialBootstrap.fillMissingTokens(config, logger: logger)
+    }
+
+    func run() async throws {
+        if self.printDefaultConfig {
+            print(ConfigLoader.embeddedDefault, terminator: "")
+            return
+        }
+        guard let level = Logger.Level(rawValue: self.logLevel) else {
+            throw ValidationError("unknown log level '\(self.logLevel)'")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "brokerd")
+
+        let (filled, generated) = try self.loadConfig(logger: logger)
         if let generated {
             print("brokerd: generated tokens for the default principals in \(generated) (mode 0600)")
         } else if self.config == nil {
             print("brokerd: principals' tokens are in \(CredentialBootstrap.credentialsPath(dataDir: filled.server.dataDir))")
         }
         fflush(nil)  // say it now, also when stdout is a pipe or a file (systemd, tests): nil flushes every stream
-        let server = BrokerServer(config: filled, logger: logger)
+        // A reload re-reads --config with the same command-line overrides; the embedded default has nothing to re-read.
+        let reloadSource: (@Sendable () throws -> BrokerConfig)?
+        if self.config != nil {
+            let command = self
+            reloadSource = { try command.loadConfig(logger: logger).config }
+        } else {
+            reloadSource = nil
+        }
+        let server = BrokerServer(config: filled, logger: logger, reloadSource: reloadSource)
+        let hangups = await UnixSignalsSequence(trapping: .sighup)
+        Task {
+            for await _ in hangups {
+                switch await server.reload(requestedBy: "brokerd (SIGHUP)") {
+                case .success(let ok): logger.notice("SIGHUP: config reloaded", metadata: ["brokerd.detail": "\(ok.message)"])
+                case .failure(let rejected): logger.error("SIGHUP: config reload rejected", metadata: ["brokerd.reason": "\(rejected.message)"])
+                }
+            }
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: server)],

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import TopicRouter
+import Synchronization
 import WireProtocol
 
 /// A real broker on 127.0.0.1 with an ephemeral port and a temp data directory, for integration tests.
@@ -75,22 +76,26 @@ final class TestBroker: Sendable {
     }
 
     /// A broker on the embedded default config (the closed-loop scenario: purposes, scopes, field rules,
-    /// capabilities), every principal's token being `token(for:)`.
-    static func startScenario(dataDir: String? = nil) async throws -> TestBroker {
-        var config = try ConfigLoader.parse(ConfigLoader.embeddedDefault)
-        config = config.withTokenHashes(
-            Dictionary(uniqueKeysWithValues: config.principals.map { ($0.clientID, Credentials.hash(token: self.token(for: $0.clientID))) })
-        )
-        config.server.listenHost = "127.0.0.1"
-        config.server.listenPort = 0
-        config.server.dataDir = dataDir ?? self.makeTempDir()
-        return try await self.start(config: config)
+    /// capabilities), every principal's token being `token(for:)`. A reload re-reads `configText`.
+    static func startScenario(dataDir: String? = nil, configText: ConfigText = ConfigText()) async throws -> TestBroker {
+        let dir = dataDir ?? self.makeTempDir()
+        let load: @Sendable () throws -> BrokerConfig = {
+            var config = try ConfigLoader.parse(configText.text)
+            config = config.withTokenHashes(
+                Dictionary(uniqueKeysWithValues: config.principals.map { ($0.clientID, Credentials.hash(token: TestBroker.token(for: $0.clientID))) })
+            )
+            config.server.listenHost = "127.0.0.1"
+            config.server.listenPort = 0
+            config.server.dataDir = dir
+            return config
+        }
+        return try await self.start(config: try load(), reloadSource: load)
     }
 
-    private static func start(config: BrokerConfig) async throws -> TestBroker {
+    private static func start(config: BrokerConfig, reloadSource: (@Sendable () throws -> BrokerConfig)? = nil) async throws -> TestBroker {
         var logger = Logger(label: "brokerd-test")
         logger.logLevel = .warning
-        let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2)
+        let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2, reloadSource: reloadSource)
         try await server.start()
         guard let port = server.localAddress?.port else { fatalError("no port") }
         return TestBroker(dataDir: config.server.dataDir, config: config, server: server, port: port)
@@ -212,6 +217,23 @@ func encode(_ frames: TaggedFrame...) -> [UInt8] {
 
 func hello(_ clientID: String, token: String? = nil, correlationID: UInt32 = 1) -> TaggedFrame {
     TaggedFrame(correlationID: correlationID, frame: .hello(Hello(clientID: clientID, credential: ByteBuffer(string: token ?? TestBroker.tokens[clientID] ?? "x"))))
+}
+
+/// Config text a test can change before asking for a reload; starts as the embedded default.
+final class ConfigText: Sendable {
+    private let storage = Mutex(ConfigLoader.embeddedDefault)
+    var text: String { self.storage.withLock { $0 } }
+
+    /// Replaces the first occurrence of `old` after `anchor` (which must exist) with `new`.
+    func edit(after anchor: String, replacing old: String, with new: String) {
+        self.storage.withLock { text in
+            let start = text.range(of: anchor)!.upperBound
+            let range = text.range(of: old, range: start..<text.endIndex)!
+            text.replaceSubrange(range, with: new)
+        }
+    }
+
+    func set(_ text: String) { self.storage.withLock { $0 = text } }
 }
 
 extension WireRecord {
