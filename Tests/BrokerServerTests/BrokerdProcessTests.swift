@@ -31,10 +31,10 @@ struct BrokerdProcessTests {
             self.output = output
         }
 
-        static func start(dataDir: String) async throws -> Daemon {
+        static func start(dataDir: String, arguments: [String] = []) async throws -> Daemon {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: BrokerdProcessTests.brokerdPath)
-            process.arguments = ["--data-dir", dataDir, "--listen", "127.0.0.1:0"]
+            process.arguments = ["--data-dir", dataDir, "--listen", "127.0.0.1:0"] + arguments
             let pipe = Pipe()
             process.standardError = pipe
             process.standardOutput = pipe
@@ -104,6 +104,44 @@ struct BrokerdProcessTests {
         #expect(got.map(\.record.producerPart) == (0..<25).map(educationEvent))
         await consumer.close()
         #expect(try await again.terminate() == 0)
+    }
+
+    @Test("SIGHUP re-reads --config: a rejected file changes nothing; an accepted one revokes a live subscription")
+    func sighupReload() async throws {
+        let dataDir = TestBroker.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let configPath = dataDir + "/brokerd.toml"
+        try ConfigLoader.embeddedDefault.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let daemon = try await Daemon.start(dataDir: dataDir, arguments: ["--config", configPath])
+        let tokens = try Credentials.parseCredentials(String(contentsOfFile: dataDir + "/credentials.toml", encoding: .utf8))
+        let crm = try await BrokerClient.connect(host: "127.0.0.1", port: daemon.port, clientID: "crm-automation", token: tokens["crm-automation"]!)
+        let subscription = try await crm.subscribe(topic: "education.completed", start: .earliest)
+
+        func waitForOutput(_ text: String) async throws {
+            let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+            while !daemon.output.text.contains(text), ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(daemon.output.text.contains(text), "brokerd never said '\(text)'")
+        }
+        try "classes = [".write(toFile: configPath, atomically: true, encoding: .utf8)
+        kill(daemon.process.processIdentifier, SIGHUP)
+        try await waitForOutput("SIGHUP: config reload rejected")
+
+        let revoked = ConfigLoader.embeddedDefault.replacingOccurrences(
+            of: "subscribe = [\"education.*\"]\npurposes = [\"commercial_analytics\"]",
+            with: "subscribe = []\npurposes = [\"commercial_analytics\"]"
+        )
+        #expect(revoked != ConfigLoader.embeddedDefault)
+        try revoked.write(toFile: configPath, atomically: true, encoding: .utf8)
+        kill(daemon.process.processIdentifier, SIGHUP)
+        try await waitForOutput("SIGHUP: config reloaded")
+        do {
+            for try await _ in subscription { Issue.record("nothing was published; nothing may arrive") }
+            Issue.record("the subscription must end with an error")
+        } catch let error as BrokerClientError {
+            #expect(error.code == .notCleared)
+        }
+        await crm.close()
+        #expect(try await daemon.terminate() == 0)
     }
 
     @Test("brokerd --print-default-config prints a config that parses")
