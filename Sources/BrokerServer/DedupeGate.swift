@@ -160,8 +160,7 @@ package struct DedupeSnapshotCoverage: Equatable, Sendable {
     package var keys: Int
 }
 
-/// What ``DedupeGate/open(topic:windowMillis:maxKeys:directory:topicLog:quarantineLog:floor:snapshotPolicy:io:logger:nowMillis:)``
-/// found and did.
+/// What `DedupeGate.open` found and did (``DedupeGate/recovery``).
 package struct DedupeRecoveryReport: Equatable, Sendable {
     /// The state `dedupe.snapshot` was in.
     package enum SnapshotState: Equatable, Sendable {
@@ -494,7 +493,9 @@ package final class DedupeGate: Sendable {
     @discardableResult
     package func replayed(_ ticket: DedupeTicket, newOffset: Int64) -> DedupeEntry? {
         let outcome: (settled: Bool, entry: DedupeEntry?) = self.state.withLock { state in
-            guard ticket.kind == .replay, state.pending.removeValue(forKey: ticket.id) != nil else { return (false, nil) }
+            guard ticket.kind == .replay, state.pending.removeValue(forKey: ticket.id) != nil else {
+                return (false, nil)
+            }
             return (true, self.move(&state, digest: ticket.digest, to: newOffset))
         }
         if !outcome.settled { self.misuse(ticket, "finished as a replay") }
@@ -593,7 +594,12 @@ package final class DedupeGate: Sendable {
     ) {
         state.index.removeExpired(nowMillis: now)
         let ends = self.coveredEnds(state)
-        let capture = Capture(index: state.index, topicEnd: ends.topic, quarantineEnd: ends.quarantine, takenAtMillis: now)
+        let capture = Capture(
+            index: state.index,
+            topicEnd: ends.topic,
+            quarantineEnd: ends.quarantine,
+            takenAtMillis: now
+        )
         state.snapshotChanges = state.changes
         state.snapshotTopicEnd = ends.topic
         state.snapshotQuarantineEnd = ends.quarantine
@@ -683,7 +689,7 @@ package final class DedupeGate: Sendable {
 
     private func logEviction(_ eviction: DedupeEviction, cause: String) {
         self.logger.warning(
-            "dedupe index full: evicted a key before its window ended; a record with that key is no longer detected as a duplicate",
+            "dedupe index full: evicted a key before its window ended; its duplicates are no longer detected",
             metadata: [
                 "brokerd.digest": "\(eviction.digest)",
                 "brokerd.original_offset": "\(eviction.entry.offset)",
@@ -822,9 +828,17 @@ extension DedupeGate {
                 $0.entry.offset >= ($0.entry.location == .topic ? topicEnd : quarantineEnd)
             }
             dropped = before - snapshot.entries.count
+            // A window lowered since the snapshot applies to restored keys too (a raised one cannot: the first
+            // sighting's time is not stored, only its expiry).
+            let (latest, overflow) = now.addingReportingOverflow(windowMillis)
+            if !overflow {
+                for i in snapshot.entries.indices where snapshot.entries[i].entry.expiresAtMillis > latest {
+                    snapshot.entries[i].entry.expiresAtMillis = latest
+                }
+            }
             if dropped > 0 || snapshot.topicEnd > topicEnd || snapshot.quarantineEnd > quarantineEnd {
                 logger.warning(
-                    "dedupe snapshot covers records beyond the logs' ends (a tail lost in a crash); forgetting their keys",
+                    "dedupe snapshot covers records beyond the logs' ends (tail lost in a crash); keys forgotten",
                     metadata: [
                         "brokerd.snapshot_topic_end": "\(snapshot.topicEnd)", "brokerd.topic_end": "\(topicEnd)",
                         "brokerd.snapshot_quarantine_end": "\(snapshot.quarantineEnd)",
@@ -858,7 +872,12 @@ extension DedupeGate {
         }
 
         let topicBytes = Array(topic.utf8)
-        let quarantineScan = try index.apply(log: quarantineLog, from: quarantineFrom, location: .quarantine, nowMillis: now) {
+        let quarantineScan = try index.apply(
+            log: quarantineLog,
+            from: quarantineFrom,
+            location: .quarantine,
+            nowMillis: now
+        ) {
             Self.quarantineRecordKey($0, topic: topicBytes)
         }
         let topicScan = try index.apply(log: topicLog, from: topicFrom, location: .topic, nowMillis: now) {
@@ -867,7 +886,7 @@ extension DedupeGate {
         for (name, scan) in [("__quarantine", quarantineScan), (topic, topicScan)] {
             if let missing = scan.missing {
                 logger.error(
-                    "dedupe keys lost: records were deleted by retention before a dedupe snapshot covered them; a record with one of their keys is no longer detected as a duplicate",
+                    "dedupe keys lost: retention deleted records no snapshot covered; duplicates go undetected",
                     metadata: [
                         "brokerd.log": "\(name)", "brokerd.lost_from": "\(missing.lowerBound)",
                         "brokerd.lost_to": "\(missing.upperBound)",
@@ -877,7 +896,10 @@ extension DedupeGate {
             if scan.evicted > 0 {
                 logger.warning(
                     "dedupe index full while rebuilding: evicted keys before their window ended",
-                    metadata: ["brokerd.log": "\(name)", "brokerd.evicted": "\(scan.evicted)", "brokerd.max_keys": "\(maxKeys)"]
+                    metadata: [
+                        "brokerd.log": "\(name)", "brokerd.evicted": "\(scan.evicted)",
+                        "brokerd.max_keys": "\(maxKeys)",
+                    ]
                 )
             }
             if scan.invalidKeys > 0 {
@@ -899,7 +921,8 @@ extension DedupeGate {
             "dedupe keys recovered",
             metadata: [
                 "brokerd.snapshot": "\(snapshotState)", "brokerd.restored": "\(restored)",
-                "brokerd.applied_topic": "\(topicScan.applied)", "brokerd.applied_quarantine": "\(quarantineScan.applied)",
+                "brokerd.applied_topic": "\(topicScan.applied)",
+                "brokerd.applied_quarantine": "\(quarantineScan.applied)",
                 "brokerd.keys": "\(index.count)",
             ]
         )

@@ -73,9 +73,12 @@ private final class GateFixture: Sendable {
     static func make(root: String? = nil, topicConfig: TopicLogConfig? = nil) async throws -> GateFixture {
         let root = root ?? (NSTemporaryDirectory() + "dedupe-gate-tests-" + UUID().uuidString)
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        let backend = try FileLogBackend(directory: root + "/topics", logger: Logger(label: "unused") { _ in
-            SwiftLogNoOpLogHandler()
-        })
+        let backend = try FileLogBackend(
+            directory: root + "/topics",
+            logger: Logger(label: "unused") { _ in
+                SwiftLogNoOpLogHandler()
+            }
+        )
         var config = topicConfig ?? TopicLogConfig()
         config.fsync = .never
         let topicLog = try await backend.openTopic(name: Self.topic, config: config)
@@ -102,10 +105,14 @@ private final class GateFixture: Sendable {
         )
     }
 
-    func openGate(maxKeys: Int = 1000, floor: DedupeFloor? = nil) async throws -> DedupeGate {
+    func openGate(
+        maxKeys: Int = 1000,
+        windowMillis: Int64 = GateFixture.window,
+        floor: DedupeFloor? = nil
+    ) async throws -> DedupeGate {
         try await DedupeGate.open(
             topic: Self.topic,
-            windowMillis: Self.window,
+            windowMillis: windowMillis,
             maxKeys: maxKeys,
             directory: self.directory,
             topicLog: self.topicLog,
@@ -208,7 +215,9 @@ struct DedupeGateTests {
             let offset = try await fixture.append(fixture.topicRecord(key: "order-1"), to: fixture.topicLog)
             #expect(offset == 1)
             let committed = try #require(gate.commit(ticket, offset: offset, location: .topic))
-            #expect(committed == DedupeEntry(offset: 1, location: .topic, expiresAtMillis: fixture.clock.millis + 60_000))
+            #expect(
+                committed == DedupeEntry(offset: 1, location: .topic, expiresAtMillis: fixture.clock.millis + 60_000)
+            )
 
             let again = try gate.reserve(key: key("order-1"))
             #expect(duplicateEntry(again) == committed)
@@ -227,7 +236,9 @@ struct DedupeGateTests {
         try await withFixture { fixture in
             let gate = try fixture.makeGate()
             let ticket = try #require(admittedTicket(try gate.reserve(key: key("k"))))
-            let entry = try #require(gate.commit(ticket, offset: 0, location: .topic, atMillis: fixture.clock.millis - 10))
+            let entry = try #require(
+                gate.commit(ticket, offset: 0, location: .topic, atMillis: fixture.clock.millis - 10)
+            )
             #expect(entry.expiresAtMillis == fixture.clock.millis - 10 + GateFixture.window)
         }
     }
@@ -421,9 +432,33 @@ struct DedupeGateTests {
             #expect(report.topicScan.applied == 0 && report.quarantineScan.applied == 0)
             #expect(try reopened.lookup(key: key("a"))?.offset == 0)
             #expect(try reopened.lookup(key: key("b"))?.offset == 1)
-            #expect(try reopened.lookup(key: key("q")) == DedupeEntry(offset: 0, location: .quarantine, expiresAtMillis: fixture.clock.millis + 60_000))
+            #expect(
+                try reopened.lookup(key: key("q"))
+                    == DedupeEntry(offset: 0, location: .quarantine, expiresAtMillis: fixture.clock.millis + 60_000)
+            )
             #expect(reopened.retentionFloor == 2)
             #expect(admittedTicket(try reopened.reserve(key: key("c"))) != nil)
+        }
+    }
+
+    @Test("reopening with a lower window or bound applies them to the restored keys, evictions logged and counted")
+    func reopenWithLowerLimits() async throws {
+        try await withFixture { fixture in
+            let gate = try fixture.makeGate()
+            for name in ["a", "b", "c"] {
+                _ = try await fixture.publish(gate, key: name)
+                fixture.clock.advance(by: 10)
+            }
+            try await gate.snapshot()
+            let reopened = try await fixture.openGate(maxKeys: 2, windowMillis: 1000)
+            #expect(reopened.recovery?.evictedWhileRestoring == 1)
+            #expect(reopened.evictedBeforeExpiry == 1)
+            #expect(fixture.logs.lines(.warning, containing: "more live keys than max_keys").count == 1)
+            #expect(try reopened.lookup(key: key("a")) == nil)  // the oldest went
+            #expect(try reopened.lookup(key: key("c"))?.expiresAtMillis == fixture.clock.millis + 1000)
+            fixture.clock.advance(by: 1000)
+            #expect(try reopened.lookup(key: key("b")) == nil)
+            #expect(try reopened.lookup(key: key("c")) == nil)
         }
     }
 
@@ -512,7 +547,10 @@ struct DedupeGateTests {
             try await fixture.append(fixture.topicRecord(key: nil), to: fixture.topicLog)  // 0
             try await fixture.append(fixture.topicRecord(key: "t1"), to: fixture.topicLog)  // 1
             try await fixture.append(fixture.quarantineRecord(key: "q1"), to: fixture.quarantineLog)  // q0
-            try await fixture.append(fixture.quarantineRecord(key: "other", topic: "billing"), to: fixture.quarantineLog)  // q1
+            try await fixture.append(
+                fixture.quarantineRecord(key: "other", topic: "billing"),
+                to: fixture.quarantineLog
+            )  // q1
             try await fixture.append(fixture.quarantineRecord(key: "r1"), to: fixture.quarantineLog)  // q2
             try await fixture.append(fixture.topicRecord(key: "t2"), to: fixture.topicLog)  // 2
             // r1 was replayed into the topic (window from its original time): the topic location wins.
@@ -532,10 +570,19 @@ struct DedupeGateTests {
             #expect(report.quarantineScan.applied == 2)
             #expect(report.topicScan.missing == nil && report.quarantineScan.missing == nil)
             let expiry = now + GateFixture.window
-            #expect(try gate.lookup(key: key("t1")) == DedupeEntry(offset: 1, location: .topic, expiresAtMillis: expiry))
-            #expect(try gate.lookup(key: key("t2")) == DedupeEntry(offset: 2, location: .topic, expiresAtMillis: expiry))
-            #expect(try gate.lookup(key: key("q1")) == DedupeEntry(offset: 0, location: .quarantine, expiresAtMillis: expiry))
-            #expect(try gate.lookup(key: key("r1")) == DedupeEntry(offset: 3, location: .topic, expiresAtMillis: expiry))
+            #expect(
+                try gate.lookup(key: key("t1")) == DedupeEntry(offset: 1, location: .topic, expiresAtMillis: expiry)
+            )
+            #expect(
+                try gate.lookup(key: key("t2")) == DedupeEntry(offset: 2, location: .topic, expiresAtMillis: expiry)
+            )
+            #expect(
+                try gate.lookup(key: key("q1"))
+                    == DedupeEntry(offset: 0, location: .quarantine, expiresAtMillis: expiry)
+            )
+            #expect(
+                try gate.lookup(key: key("r1")) == DedupeEntry(offset: 3, location: .topic, expiresAtMillis: expiry)
+            )
             #expect(try gate.lookup(key: key("old-ts"))?.offset == 4)
             #expect(try gate.lookup(key: key("other")) == nil)
             #expect(try gate.lookup(key: key("expired")) == nil)
