@@ -382,6 +382,13 @@ package final class DedupeGate: Sendable {
         return self.state.withLock { $0.index.lookup(digest: digest, nowMillis: now) }
     }
 
+    /// The lookup of ``lookup(key:)`` for a header value as stored.
+    package func lookup(key: ByteBuffer) throws(LogStoreError) -> DedupeEntry? {
+        let digest = try self.digest(key)
+        let now = self.nowMillis()
+        return self.state.withLock { $0.index.lookup(digest: digest, nowMillis: now) }
+    }
+
     // MARK: Reserve, commit, release
 
     /// Decides what to do with a record carrying `key` (the `dedupe-key` header's bytes); see ``DedupeReservation``.
@@ -483,6 +490,12 @@ package final class DedupeGate: Sendable {
     /// snapshot's covered ends below the replayed record until ``replayed(_:newOffset:)`` or ``release(_:)``.
     /// Reservations of the key are unaffected (until the replay lands it is still quarantined).
     package func beginReplay(key: [UInt8]) throws(LogStoreError) -> DedupeTicket {
+        let digest = try self.digest(key)
+        return self.state.withLock { self.issueTicket(&$0, digest: digest, kind: .replay) }
+    }
+
+    /// ``beginReplay(key:)`` for a header value as stored (the quarantined record's `dedupe-key`).
+    package func beginReplay(key: ByteBuffer) throws(LogStoreError) -> DedupeTicket {
         let digest = try self.digest(key)
         return self.state.withLock { self.issueTicket(&$0, digest: digest, kind: .replay) }
     }

@@ -224,6 +224,7 @@ struct DedupeGateTests {
             // The same key given as the stored header value.
             #expect(duplicateEntry(try gate.reserve(key: ByteBuffer(string: "order-1"))) == committed)
             #expect(try gate.lookup(key: key("order-1")) == committed)
+            #expect(try gate.lookup(key: ByteBuffer(string: "order-1")) == committed)
             // Another key is independent.
             let other = try #require(admittedTicket(try gate.reserve(key: key("order-2"))))
             gate.release(other)
@@ -371,7 +372,7 @@ struct DedupeGateTests {
             fixture.clock.advance(by: 1000)
 
             // The ticket form.
-            let ticket = try gate.beginReplay(key: key("a"))
+            let ticket = try gate.beginReplay(key: ByteBuffer(string: "a"))
             #expect(duplicateEntry(try gate.reserve(key: key("a")))?.location == .quarantine)  // still quarantined
             let offset = try await fixture.append(fixture.topicRecord(key: "a"), to: fixture.topicLog)
             let moved = try #require(gate.replayed(ticket, newOffset: offset))
