@@ -36,24 +36,76 @@ package struct ReloadRejected: Error, Equatable, CustomStringConvertible {
     package var description: String { self.message }
 }
 
-/// The open topics: each log with its appender. Topics are added by a config reload, never removed while running.
+/// The open topics: each log with its appender and, for declared topics, its dedupe gate. Topics are added by a
+/// config reload, never removed while running.
 final class TopicTable: Sendable {
-    private let entries: Mutex<[String: (log: any TopicLog, appender: TopicAppender)]>
-    private let listeners: TopicListeners
+    struct Entry: Sendable {
+        let log: any TopicLog
+        let appender: TopicAppender
+        /// Declared topics only; reserved topics are written by the broker and carry no producer keys.
+        let gate: DedupeGate?
+    }
 
-    init(logs: [String: any TopicLog], listeners: TopicListeners) {
-        self.listeners = listeners
-        self.entries = Mutex(logs.mapValues { ($0, TopicAppender(log: $0, listeners: listeners)) })
+    let listeners = TopicListeners()
+    private let entries = Mutex<[String: Entry]>([:])
+    /// Every declared topic's dedupe floor: `__quarantine` keeps what any of them has not yet snapshotted.
+    private let floors = Mutex<[DedupeFloor]>([])
+    private let backend: FileLogBackend
+    private let logger: Logger
+
+    init(backend: FileLogBackend, logger: Logger) {
+        self.backend = backend
+        self.logger = logger
     }
 
     func log(for topic: String) -> (any TopicLog)? { self.entries.withLock { $0[topic]?.log } }
     func appender(for topic: String) -> TopicAppender? { self.entries.withLock { $0[topic]?.appender } }
+    func gate(for topic: String) -> DedupeGate? { self.entries.withLock { $0[topic]?.gate } }
+    var gates: [DedupeGate] { self.entries.withLock { $0.values.compactMap(\.gate) } }
 
-    /// Adds a topic opened after start; keeps the existing entry if the name is already open.
-    func add(_ log: any TopicLog) {
-        let appender = TopicAppender(log: log, listeners: self.listeners)
+    /// Opens `__quarantine` and `__audit` (first: the gates of declared topics read `__quarantine`).
+    func openReserved(_ topics: [TopicPolicy]) async throws {
+        for topic in topics {
+            var config = TopicLogConfig(topic)
+            if topic.name == ReservedTopic.quarantine {
+                // Weak: the table owns the log that owns this closure. Without the table, retention keeps everything.
+                config.retentionFloor = { [weak self] in
+                    self.map { table in DedupeFloor.quarantineFloor(table.floors.withLock { $0 }) } ?? 0
+                }
+            }
+            self.add(try await self.open(topic, config: config), gate: nil)
+        }
+    }
+
+    /// Opens a declared topic's log and its dedupe gate, recovering both; retention waits for the gate's snapshots.
+    func openDeclared(_ topic: TopicPolicy) async throws {
+        guard self.log(for: topic.name) == nil, let quarantine = self.log(for: ReservedTopic.quarantine) else { return }
+        let floor = DedupeFloor()
+        var config = TopicLogConfig(topic)
+        config.retentionFloor = floor.topicFloor
+        let log = try await self.open(topic, config: config)
+        let gate = try await DedupeGate.open(
+            topic: topic.name, windowMillis: topic.dedupeWindowMillis, maxKeys: topic.dedupeMaxKeys,
+            directory: self.backend.topicDirectory(name: topic.name), topicLog: log, quarantineLog: quarantine,
+            floor: floor, logger: self.logger
+        )
+        self.floors.withLock { $0.append(floor) }
+        self.add(log, gate: gate)
+    }
+
+    private func open(_ topic: TopicPolicy, config: TopicLogConfig) async throws -> any TopicLog {
+        let log = try await self.backend.openTopic(name: topic.name, config: config)
+        self.logger.info("topic open", metadata: [
+            "brokerd.topic": "\(topic.name)", "brokerd.class": "\(topic.sensitivity)",
+            "brokerd.start": "\(log.startOffset)", "brokerd.end": "\(log.endOffset)",
+        ])
+        return log
+    }
+
+    private func add(_ log: any TopicLog, gate: DedupeGate?) {
+        let entry = Entry(log: log, appender: TopicAppender(log: log, listeners: self.listeners), gate: gate)
         self.entries.withLock { entries in
-            if entries[log.name] == nil { entries[log.name] = (log, appender) }
+            if entries[log.name] == nil { entries[log.name] = entry }
         }
     }
 }
@@ -69,8 +121,7 @@ final class BrokerCore: Sendable {
     let backend: any LogBackend
     let offsets: OffsetStore
     let logger: Logger
-    private let topics: TopicTable
-    private let listeners: TopicListeners
+    let topics: TopicTable
     /// Connection id → how to tell that connection the policy changed (it hops to its own event loop).
     private let policyWatchers = Mutex<[UInt64: @Sendable () -> Void]>([:])
     private let inFlightAppends = Atomic<Int>(0)
@@ -90,24 +141,19 @@ final class BrokerCore: Sendable {
     private let reloading = Mutex(false)
 
     /// - Parameters:
-    ///   - logs: every declared topic's log and the reserved topics' (`__quarantine`, `__audit`).
+    ///   - topics: every declared topic and the reserved topics (`__quarantine`, `__audit`), open.
     ///   - replays: the durable record of quarantine replays.
     ///   - reloadSource: produces the new config on SIGHUP or ADMIN_RELOAD.
     init(
-        policy: Policy, backend: any LogBackend, logs: [String: any TopicLog], offsets: OffsetStore,
+        policy: Policy, backend: any LogBackend, topics: TopicTable, offsets: OffsetStore,
         replays: DurableTable, reloadSource: (@Sendable () throws -> BrokerConfig)?, logger: Logger
     ) {
         self.currentPolicy = Mutex((policy, 1))
         self.settings = policy.config.server
         self.backend = backend
-        let listeners = TopicListeners()
-        self.listeners = listeners
-        let topics = TopicTable(logs: logs, listeners: listeners)
         self.topics = topics
         self.audit = AuditLedger(appender: topics.appender(for: ReservedTopic.audit)!, logger: logger)
-        self.replayer = QuarantineReplayer(table: replays, quarantineLog: logs[ReservedTopic.quarantine]!) {
-            topics.appender(for: $0)
-        }
+        self.replayer = QuarantineReplayer(table: replays, quarantineLog: topics.log(for: ReservedTopic.quarantine)!, topics: topics)
         self.reloadSource = reloadSource
         self.offsets = offsets
         self.logger = logger
@@ -136,6 +182,11 @@ final class BrokerCore: Sendable {
     /// The ordered, batching appender of a topic.
     func appender(for topic: String) -> TopicAppender? {
         self.topics.appender(for: topic)
+    }
+
+    /// The dedupe gate of a declared topic.
+    func gate(for topic: String) -> DedupeGate? {
+        self.topics.gate(for: topic)
     }
 
     // MARK: reload
@@ -183,14 +234,16 @@ final class BrokerCore: Sendable {
         var notes: [String] = []
         for topic in policy.config.topics {
             if let running = old.topic(named: topic.name) {
-                if TopicLogConfig(running) != TopicLogConfig(topic) {
-                    notes.append("storage settings of '\(topic.name)' apply at the next start")
+                if TopicLogConfig(running) != TopicLogConfig(topic) || running.dedupeWindowMillis != topic.dedupeWindowMillis
+                    || running.dedupeMaxKeys != topic.dedupeMaxKeys
+                {
+                    notes.append("storage and dedupe settings of '\(topic.name)' apply at the next start")
                 }
                 continue
             }
             guard self.log(for: topic.name) == nil else { continue }
             do {
-                self.topics.add(try await self.backend.openTopic(name: topic.name, config: TopicLogConfig(topic)))
+                try await self.topics.openDeclared(topic)
                 added.append(topic.name)
             } catch {
                 return reject("cannot open the log of new topic '\(topic.name)': \(error)")
@@ -263,10 +316,10 @@ final class BrokerCore: Sendable {
     // MARK: listeners
 
     func addListener(_ listener: any TopicListener, topic: String) {
-        self.listeners.add(listener, topic: topic)
+        self.topics.listeners.add(listener, topic: topic)
     }
 
     func removeListener(_ listener: any TopicListener, topic: String) {
-        self.listeners.remove(listener, topic: topic)
+        self.topics.listeners.remove(listener, topic: topic)
     }
 }

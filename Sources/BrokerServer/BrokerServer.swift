@@ -17,6 +17,8 @@ package final class BrokerServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let readPool: NIOThreadPool
     private let state: Mutex<State>
+    /// Snapshots the dedupe gates of quiet topics (busy ones snapshot as they commit), so retention floors advance.
+    private let maintenance = Mutex<Task<Void, Never>?>(nil)
 
     private enum State {
         case idle
@@ -57,20 +59,21 @@ package final class BrokerServer: Service, Sendable {
         let dataDir = self.config.server.dataDir
         try makeDirectory(dataDir)
         let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger)
-        var logs: [String: any TopicLog] = [:]
-        for topic in self.config.topics + policy.reservedTopics {
-            logs[topic.name] = try await backend.openTopic(name: topic.name, config: TopicLogConfig(topic))
-            self.logger.info("topic open", metadata: [
-                "brokerd.topic": "\(topic.name)", "brokerd.class": "\(topic.sensitivity)",
-                "brokerd.start": "\(logs[topic.name]!.startOffset)", "brokerd.end": "\(logs[topic.name]!.endOffset)",
-            ])
+        let topics = TopicTable(backend: backend, logger: self.logger)
+        let core: BrokerCore
+        do {
+            try await topics.openReserved(policy.reservedTopics)
+            for topic in self.config.topics { try await topics.openDeclared(topic) }
+            let offsets = try OffsetStore(path: dataDir + "/consumer-offsets.log")
+            let replays = try DurableTable(path: dataDir + "/quarantine-replays.table", label: "quarantine replays", logger: self.logger)
+            core = BrokerCore(
+                policy: policy, backend: backend, topics: topics, offsets: offsets, replays: replays,
+                reloadSource: self.reloadSource, logger: self.logger
+            )
+        } catch {
+            await backend.closeAll()
+            throw error
         }
-        let offsets = try OffsetStore(path: dataDir + "/consumer-offsets.log")
-        let replays = try DurableTable(path: dataDir + "/quarantine-replays.table", label: "quarantine replays", logger: self.logger)
-        let core = BrokerCore(
-            policy: policy, backend: backend, logs: logs, offsets: offsets, replays: replays,
-            reloadSource: self.reloadSource, logger: self.logger
-        )
         self.readPool.start()
 
         let readPool = self.readPool
@@ -100,6 +103,13 @@ package final class BrokerServer: Service, Sendable {
             throw error
         }
         self.state.withLock { $0 = .running(channel: channel, core: core) }
+        let maintenance = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(5))
+                for gate in core.topics.gates { gate.snapshotIfDue() }
+            }
+        }
+        self.maintenance.withLock { $0 = maintenance }
         self.logger.notice("brokerd listening", metadata: ["brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
     }
 
@@ -112,8 +122,12 @@ package final class BrokerServer: Service, Sendable {
         }
         if let (channel, core) = running {
             self.logger.info("shutting down: no new connections")
+            self.maintenance.withLock { $0?.cancel() }
             try? await channel.close()
             await core.drainAppends(timeout: .seconds(10))
+            for gate in core.topics.gates {
+                do { try await gate.close() } catch { self.logger.error("dedupe snapshot not written at shutdown", metadata: ["brokerd.error": "\(error)"]) }
+            }
             await core.backend.closeAll()
             self.logger.info("logs closed cleanly")
         }

@@ -195,7 +195,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.send(.error(ErrorFrame(code: .shuttingDown, message: "the broker is shutting down")), correlationID: correlationID)
             return
         }
-        let sorted = PublishSorter.sort(publish, principal: principal, policy: policy, receivedAtMillis: currentTimeMillis())
+        let receivedAt = currentTimeMillis()
+        var sorted = PublishSorter.sort(publish, principal: principal, policy: policy, receivedAtMillis: receivedAt)
+        let gate = self.core.gate(for: publish.topic)
+        if let gate { sorted.reserveKeys(gate) }
         for entry in sorted.quarantined {
             self.logger.notice("record quarantined", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(entry.reason)", "brokerd.rule": "\(entry.rule)"])
             self.audit(principal.clientID, AuditAction.publishQuarantine, topic: publish.topic, decision: "quarantine", reason: entry.reason, rule: entry.rule, detail: entry.message, policy: policy)
@@ -206,17 +209,43 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let topic = publish.topic
         accepted.and(quarantined).assumeIsolated().whenComplete { result in
             self.core.endAppend()
-            let results: [PublishResult]
             switch result {
             case .success(let (acceptedBase, quarantinedBase)):
-                results = sorted.results(acceptedBase: acceptedBase, quarantinedBase: quarantinedBase)
+                if let gate {
+                    sorted.commitKeys(gate, acceptedBase: acceptedBase, quarantinedBase: quarantinedBase, receivedAtMillis: receivedAt)
+                }
+                let results = sorted.results(acceptedBase: acceptedBase, quarantinedBase: quarantinedBase)
+                self.sendPublishAck(results, after: sorted.waiting, correlationID: correlationID)
             case .failure(let error):
+                if let gate { sorted.releaseKeys(gate) }
                 let storeError = error as? LogStoreError ?? LogStoreError(.storageFailure, "\(error)")
                 self.logger.error("append failed", metadata: ["brokerd.topic": "\(topic)", "brokerd.error": "\(storeError)"])
                 let failed = PublishResult(code: ErrorCode(storeError), offset: -1, message: storeError.message)
-                results = Array(repeating: failed, count: publish.records.count)
+                self.send(.publishAck(PublishAck(results: Array(repeating: failed, count: publish.records.count))), correlationID: correlationID)
             }
+        }
+    }
+
+    /// Sends the PUBLISH_ACK once every record that waited on another append of its dedupe key has its answer.
+    /// (The waits start after this request's own appends were committed, so a key repeated inside one request
+    /// resolves at once.)
+    private func sendPublishAck(_ results: [PublishResult], after waiting: [Int: DedupeWaiter], correlationID: UInt32) {
+        guard !waiting.isEmpty, let eventLoop = self.context?.eventLoop else {
             self.send(.publishAck(PublishAck(results: results)), correlationID: correlationID)
+            return
+        }
+        let pending = NIOLoopBoundBox((results: results, remaining: waiting.count), eventLoop: eventLoop)
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        for (index, waiter) in waiting {
+            waiter.whenResolved { resolution in
+                eventLoop.execute {
+                    pending.value.results[index] = PublishSorter.result(after: resolution)
+                    pending.value.remaining -= 1
+                    if pending.value.remaining == 0 {
+                        bound.value.send(.publishAck(PublishAck(results: pending.value.results)), correlationID: correlationID)
+                    }
+                }
+            }
         }
     }
 

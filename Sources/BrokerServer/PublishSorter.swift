@@ -1,4 +1,5 @@
 import LogStore
+import NIOCore
 import TopicRouter
 import WireProtocol
 
@@ -9,6 +10,8 @@ struct PublishSorter {
     struct Accepted {
         var index: Int
         var record: LogRecord
+        var dedupeKey: ByteBuffer?
+        var ticket: DedupeTicket? = nil
     }
 
     struct Quarantined {
@@ -17,6 +20,8 @@ struct PublishSorter {
         var reason: String
         var rule: String
         var message: String
+        var dedupeKey: ByteBuffer?
+        var ticket: DedupeTicket? = nil
     }
 
     /// A record refused on its own (the request as a whole was allowed): not appended anywhere.
@@ -29,6 +34,10 @@ struct PublishSorter {
     private(set) var accepted: [Accepted] = []
     private(set) var quarantined: [Quarantined] = []
     private(set) var refused: [Refused] = []
+    /// Records not appended because their dedupe key is known: the original's entry.
+    private(set) var duplicates: [Int: DedupeEntry] = [:]
+    /// Records whose dedupe key is being appended by another request right now: wait, then answer.
+    private(set) var waiting: [Int: DedupeWaiter] = [:]
     let count: Int
 
     /// Sorts `publish`, whose topic the principal may publish to (the caller checked `publishDecision`).
@@ -40,6 +49,9 @@ struct PublishSorter {
                 policy.recordVerdict(topic: publish.topic, headers: wire.headers, value: $0)
             }
             var record = LogRecord(wire: wire, receivedAtMillis: receivedAtMillis)
+            // Exactly one `dedupe-key` header makes a key; the router quarantines a repeated or malformed one.
+            let keys = wire.headers.filter { $0.name == RecordHeaderName.dedupeKey }
+            let key = keys.count == 1 ? keys[0].value : nil
             switch verdict {
             case .accept:
                 record.headers += [
@@ -47,7 +59,7 @@ struct PublishSorter {
                     LogHeader(RecordHeaderName.brokerProducer, principal.clientID),
                     LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
                 ]
-                sorter.accepted.append(Accepted(index: index, record: record))
+                sorter.accepted.append(Accepted(index: index, record: record, dedupeKey: key))
             case .quarantine(let reason, let rule, let message):
                 record.headers += [
                     LogHeader(RecordHeaderName.quarantineTopic, publish.topic),
@@ -59,13 +71,83 @@ struct PublishSorter {
                     LogHeader(RecordHeaderName.quarantineMessage, message),
                 ]
                 sorter.quarantined.append(
-                    Quarantined(index: index, record: record, reason: reason.rawValue, rule: rule, message: message)
+                    Quarantined(index: index, record: record, reason: reason.rawValue, rule: rule, message: message, dedupeKey: key)
                 )
             case .refuse(let code, let reason, _):
                 sorter.refused.append(Refused(index: index, code: ErrorCode(code), message: reason))
             }
         }
         return sorter
+    }
+
+    /// Reserves every dedupe key with the topic's gate: records whose key is known or in flight leave the append
+    /// lists (answered as duplicates, or after the other append settles); the others carry their ticket.
+    mutating func reserveKeys(_ gate: DedupeGate) {
+        func reserve(_ key: ByteBuffer?, index: Int) -> DedupeTicket?? {
+            guard let key, let reservation = try? gate.reserve(key: key) else { return .some(nil) }
+            switch reservation {
+            case .admitted(let ticket): return .some(ticket)
+            case .duplicate(let entry): self.duplicates[index] = entry
+            case .inFlight(let waiter): self.waiting[index] = waiter
+            }
+            return nil
+        }
+        self.accepted = self.accepted.compactMap { entry in
+            var entry = entry
+            guard let ticket = reserve(entry.dedupeKey, index: entry.index) else { return nil }
+            entry.ticket = ticket
+            return entry
+        }
+        self.quarantined = self.quarantined.compactMap { entry in
+            var entry = entry
+            guard let ticket = reserve(entry.dedupeKey, index: entry.index) else { return nil }
+            entry.ticket = ticket
+            return entry
+        }
+    }
+
+    /// The appends succeeded at these bases: remember the keys (the window starts at the receive time).
+    func commitKeys(_ gate: DedupeGate, acceptedBase: Int64, quarantinedBase: Int64, receivedAtMillis: Int64) {
+        for (position, entry) in self.accepted.enumerated() {
+            if let ticket = entry.ticket {
+                gate.commit(ticket, offset: acceptedBase + Int64(position), location: .topic, atMillis: receivedAtMillis)
+            }
+        }
+        for (position, entry) in self.quarantined.enumerated() {
+            if let ticket = entry.ticket {
+                gate.commit(ticket, offset: quarantinedBase + Int64(position), location: .quarantine, atMillis: receivedAtMillis)
+            }
+        }
+    }
+
+    /// The appends failed: forget the reservations.
+    func releaseKeys(_ gate: DedupeGate) {
+        for ticket in self.accepted.compactMap(\.ticket) + self.quarantined.compactMap(\.ticket) { gate.release(ticket) }
+    }
+
+    /// The answer for a record that waited on another append of its key.
+    static func result(after resolution: DedupeResolution) -> PublishResult {
+        switch resolution {
+        case .duplicate(let entry):
+            return Self.duplicate(of: entry)
+        case .retry:
+            return PublishResult(
+                code: .storageFailure, offset: -1,
+                message: "another record with this dedupe-key was being appended and failed; retry"
+            )
+        }
+    }
+
+    private static func duplicate(of entry: DedupeEntry) -> PublishResult {
+        switch entry.location {
+        case .topic:
+            return PublishResult(code: .ok, offset: entry.offset, flags: PublishResult.duplicateFlag)
+        case .quarantine:
+            return PublishResult(
+                code: .quarantined, offset: entry.offset, flags: PublishResult.duplicateFlag,
+                message: "DUPLICATE: the record with this dedupe-key was quarantined at offset \(entry.offset)"
+            )
+        }
     }
 
     /// One result per record: OK with its topic offset, QUARANTINED with its `__quarantine` offset and the reason,
@@ -85,6 +167,7 @@ struct PublishSorter {
         for entry in self.refused {
             results[entry.index] = PublishResult(code: entry.code, offset: -1, message: entry.message)
         }
+        for (index, entry) in self.duplicates { results[index] = Self.duplicate(of: entry) }
         return results
     }
 }

@@ -18,12 +18,12 @@ import WireProtocol
 actor QuarantineReplayer {
     private let table: DurableTable
     private let quarantineLog: any TopicLog
-    private let appenders: @Sendable (String) -> TopicAppender?
+    private let topics: TopicTable
 
-    init(table: DurableTable, quarantineLog: any TopicLog, appenders: @escaping @Sendable (String) -> TopicAppender?) {
+    init(table: DurableTable, quarantineLog: any TopicLog, topics: TopicTable) {
         self.table = table
         self.quarantineLog = quarantineLog
-        self.appenders = appenders
+        self.topics = topics
     }
 
     /// One result per offset, in order; `onResult` sees each with the policy version it was decided under (for the
@@ -85,7 +85,7 @@ actor QuarantineReplayer {
         case .accept:
             break
         }
-        guard let appender = self.appenders(topic) else {
+        guard let appender = self.topics.appender(for: topic) else {
             return ReplayResult(quarantineOffset: offset, outcome: .stillQuarantined, topic: topic, reason: "UNKNOWN_TOPIC", message: "topic '\(topic)' has no open log")
         }
         record.headers += [
@@ -96,9 +96,20 @@ actor QuarantineReplayer {
             LogHeader(RecordHeaderName.replayedBy, operatorID),
             LogHeader(RecordHeaderName.replayPolicyVersion, policy.policyVersion),
         ]
+        // A dedupe key moves with the record: from its quarantine entry to the topic offset.
+        let keys = record.headers.filter { $0.name == RecordHeaderName.dedupeKey }
+        let gate = keys.count == 1 ? self.topics.gate(for: topic) : nil
+        let ticket = gate.flatMap { try? $0.beginReplay(key: keys[0].value) }
         do {
             try self.table.put(Self.intentKey(offset), Array("\(topic)\t\(appender.log.endOffset)".utf8))
-            let appended = try await appender.append([record])
+            let appended: AppendResult
+            do {
+                appended = try await appender.append([record])
+            } catch {
+                if let gate, let ticket { gate.release(ticket) }
+                throw error
+            }
+            if let gate, let ticket { gate.replayed(ticket, newOffset: appended.baseOffset) }
             let result = ReplayResult(quarantineOffset: offset, outcome: .replayed, topic: topic, newOffset: appended.baseOffset, message: "appended to \(topic) at offset \(appended.baseOffset)")
             try self.table.apply([.put(key: Self.doneKey(offset), value: Self.encodeDone(result)), .delete(key: Self.intentKey(offset))])
             return result
@@ -110,7 +121,7 @@ actor QuarantineReplayer {
     /// The record a stopped replay appended, if any: scans the topic from the intent's end offset.
     private func findReplayed(_ offset: Int64, intent: [UInt8]) -> ReplayResult? {
         let parts = String(decoding: intent, as: UTF8.self).split(separator: "\t", maxSplits: 1)
-        guard parts.count == 2, let from = Int64(parts[1]), let log = self.appenders(String(parts[0]))?.log else { return nil }
+        guard parts.count == 2, let from = Int64(parts[1]), let log = self.topics.log(for: String(parts[0])) else { return nil }
         var found: Int64?
         _ = try? log.scan(from: max(from, log.startOffset)) { stored in
             if found == nil, stored.record.headers.text(RecordHeaderName.replayedFrom) == "\(offset)" { found = stored.offset }
