@@ -1,6 +1,7 @@
 import Dispatch
 import LogStore
 import Logging
+import Metrics
 import NIOCore
 import Synchronization
 
@@ -285,6 +286,10 @@ package final class DedupeGate: Sendable {
     private let nowMillis: @Sendable () -> Int64
     private let queue: DispatchQueue
     private let state: Mutex<State>
+    /// Counts keys evicted before their window ended (`brokerd_dedupe_evicted_before_expiry_total{topic}`).
+    private let evictions: Counter
+    /// The metric that counts keys forgotten before their window ended, per topic.
+    package static let evictionMetric = "brokerd_dedupe_evicted_before_expiry_total"
 
     /// A gate with an empty index and a fresh digest key, for a topic whose logs hold no keyed record of it yet (a new
     /// topic). Anything else must use `open`, which recovers the keys; this initializer does no I/O.
@@ -299,7 +304,8 @@ package final class DedupeGate: Sendable {
         snapshotPolicy: SnapshotPolicy = SnapshotPolicy(),
         io: any FileIO = PosixFileIO(),
         logger: Logger,
-        nowMillis: @escaping @Sendable () -> Int64 = wallClockMillis
+        nowMillis: @escaping @Sendable () -> Int64 = wallClockMillis,
+        metrics: any MetricsFactory = MetricsSystem.factory
     ) throws(LogStoreError) {
         self.init(
             topic: topic,
@@ -311,6 +317,7 @@ package final class DedupeGate: Sendable {
             io: io,
             logger: logger,
             nowMillis: nowMillis,
+            metrics: metrics,
             queue: Self.makeQueue(topic: topic),
             index: try DedupeIndex(windowMillis: windowMillis, maxKeys: maxKeys),
             recovery: nil,
@@ -328,6 +335,7 @@ package final class DedupeGate: Sendable {
         io: any FileIO,
         logger: Logger,
         nowMillis: @escaping @Sendable () -> Int64,
+        metrics: any MetricsFactory,
         queue: DispatchQueue,
         index: DedupeIndex,
         recovery: DedupeRecoveryReport?,
@@ -348,6 +356,7 @@ package final class DedupeGate: Sendable {
         logger[metadataKey: "brokerd.topic"] = "\(topic)"
         self.logger = logger
         self.nowMillis = nowMillis
+        self.evictions = Counter(label: Self.evictionMetric, dimensions: [("topic", topic)], factory: metrics)
         self.queue = queue
         var state = State(index: index, snapshotAtMillis: nowMillis())
         state.snapshotOwed = snapshotOwed
@@ -701,6 +710,7 @@ package final class DedupeGate: Sendable {
     }
 
     private func logEviction(_ eviction: DedupeEviction, cause: String) {
+        self.evictions.increment()
         self.logger.warning(
             "dedupe index full: evicted a key before its window ended; its duplicates are no longer detected",
             metadata: [
@@ -740,7 +750,8 @@ extension DedupeGate {
         snapshotPolicy: SnapshotPolicy = SnapshotPolicy(),
         io: any FileIO = PosixFileIO(),
         logger: Logger,
-        nowMillis: @escaping @Sendable () -> Int64 = wallClockMillis
+        nowMillis: @escaping @Sendable () -> Int64 = wallClockMillis,
+        metrics: any MetricsFactory = MetricsSystem.factory
     ) async throws(LogStoreError) -> DedupeGate {
         var topicLogger = logger
         topicLogger[metadataKey: "brokerd.topic"] = "\(topic)"
@@ -779,6 +790,7 @@ extension DedupeGate {
             io: io,
             logger: logger,
             nowMillis: nowMillis,
+            metrics: metrics,
             queue: queue,
             index: state.index,
             recovery: state.report,

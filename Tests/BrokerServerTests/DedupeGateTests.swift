@@ -3,6 +3,7 @@ import LogStore
 import Logging
 import NIOCore
 import Synchronization
+import MetricsTestKit
 import Testing
 
 @testable import BrokerServer
@@ -58,6 +59,7 @@ private final class GateFixture: Sendable {
     let root: String
     let clock = GateClock(1_000_000)
     let logs = GateLogs()
+    let metrics = TestMetrics()
     let floor = DedupeFloor()
     let backend: FileLogBackend
     let topicLog: any TopicLog
@@ -101,7 +103,8 @@ private final class GateFixture: Sendable {
             floor: self.floor,
             snapshotPolicy: policy,
             logger: self.logs.logger,
-            nowMillis: self.clock.function
+            nowMillis: self.clock.function,
+            metrics: self.metrics
         )
     }
 
@@ -406,6 +409,9 @@ struct DedupeGateTests {
             #expect(warnings.first?.metadata["brokerd.remaining_window_ms"] == "59000")
             #expect(warnings.first?.metadata["brokerd.original_offset"] == "0")
             #expect(warnings.first?.metadata["brokerd.topic"] == GateFixture.topic)
+            // ...and exported as a metric, once per eviction.
+            let counter = try fixture.metrics.expectCounter(DedupeGate.evictionMetric, [("topic", GateFixture.topic)])
+            #expect(counter.totalValue == 1)
             // k1 is forgotten (accepted again); k2 and k3 are still guarded.
             #expect(admittedTicket(try gate.reserve(key: key("k1"))) != nil)
             #expect(duplicateEntry(try gate.reserve(key: key("k3"))) != nil)
