@@ -59,26 +59,3 @@ final class AuditLedger: Sendable {
         }
     }
 }
-
-/// Minimal JSON text helpers (strings only): the broker writes JSON, it never parses it here.
-enum JSONText {
-    /// `text` as a JSON string literal, escaping quotes, backslashes and control characters.
-    static func quoted(_ text: String) -> String {
-        var out = "\""
-        out.reserveCapacity(text.utf8.count + 2)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                let hex = String(scalar.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
-}

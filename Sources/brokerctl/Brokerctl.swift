@@ -236,7 +236,7 @@ struct TopicsCommand: AsyncParsableCommand {
             await client.close()
             if self.json {
                 for topic in topics {
-                    print("{\"name\":\(jsonString(topic.name)),\"sensitivity\":\(jsonString(topic.sensitivity)),\"start\":\(topic.startOffset),\"end\":\(topic.endOffset),\"publish\":\(topic.access & 1 != 0),\"subscribe\":\(topic.access & 2 != 0)}")
+                    print("{\"name\":\(JSONText.quoted(topic.name)),\"sensitivity\":\(JSONText.quoted(topic.sensitivity)),\"start\":\(topic.startOffset),\"end\":\(topic.endOffset),\"publish\":\(topic.access & 1 != 0),\"subscribe\":\(topic.access & 2 != 0)}")
                 }
                 return
             }
@@ -263,24 +263,8 @@ func textLine(_ delivered: DeliveredRecord) -> String {
 
 func jsonLine(_ delivered: DeliveredRecord) -> String {
     let record = delivered.record
-    let headers = record.headers.map { "\(jsonString($0.name)):\(jsonString(String(decoding: $0.value.readableBytesView, as: UTF8.self)))" }
-    let key = record.key.map { jsonString(String(decoding: $0.readableBytesView, as: UTF8.self)) } ?? "null"
-    let value = jsonString(String(decoding: record.value.readableBytesView, as: UTF8.self))
+    let headers = record.headers.map { "\(JSONText.quoted($0.name)):\(JSONText.quoted(String(decoding: $0.value.readableBytesView, as: UTF8.self)))" }
+    let key = record.key.map { JSONText.quoted(String(decoding: $0.readableBytesView, as: UTF8.self)) } ?? "null"
+    let value = JSONText.quoted(String(decoding: record.value.readableBytesView, as: UTF8.self))
     return "{\"offset\":\(delivered.offset),\"timestamp\":\(record.timestamp),\"key\":\(key),\"headers\":{\(headers.joined(separator: ","))},\"value\":\(value)}"
-}
-
-func jsonString(_ text: String) -> String {
-    var out = "\""
-    for scalar in text.unicodeScalars {
-        switch scalar {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        case "\r": out += "\\r"
-        case "\t": out += "\\t"
-        case _ where scalar.value < 0x20: out += String(format: "\\u%04x", scalar.value)
-        default: out.unicodeScalars.append(scalar)
-        }
-    }
-    return out + "\""
 }

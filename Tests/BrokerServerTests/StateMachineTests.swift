@@ -1,3 +1,4 @@
+import Foundation
 import NIOCore
 import Testing
 import TopicRouter
@@ -122,5 +123,24 @@ struct ConnectionStateMachineTests {
             return
         }
         #expect(error.code == .unsupportedVersion)
+    }
+}
+
+@Suite("AuditEntry")
+struct AuditEntryTests {
+    @Test("an entry is one JSON object with the documented keys; count is omitted when 1")
+    func json() throws {
+        var entry = AuditEntry(
+            time: 1_700_000_000_000, principal: "crm-automation", action: "subscribe.refuse", topic: "clinical.referral",
+            decision: "refuse", reason: "NOT_CLEARED", rule: "subscribe.pattern", policyVersion: "pv-0123456789ab",
+            detail: "role 'crm' has no subscribe pattern matching \"clinical.referral\""
+        )
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(entry.json.utf8)) as? [String: Any])
+        #expect(Set(object.keys) == ["time", "principal", "action", "topic", "decision", "reason", "rule", "policy_version", "detail"])
+        #expect(object["time"] as? Int64 == 1_700_000_000_000)
+        #expect(object["detail"] as? String == entry.detail)
+        entry.count = 3
+        let counted = try #require(try JSONSerialization.jsonObject(with: Data(entry.json.utf8)) as? [String: Any])
+        #expect(counted["count"] as? Int == 3)
     }
 }
