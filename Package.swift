@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(
             name: "BrokerServerTests",
             dependencies: [
-                "BrokerServer", "BrokerClient", "WireProtocol", "TopicRouter",
+                "BrokerServer", "BrokerClient", "WireProtocol", "TopicRouter", "LogStore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -13,6 +13,7 @@ import WireProtocol
 package final class BrokerServer: Service, Sendable {
     private let config: BrokerConfig
     private let reloadSource: (@Sendable () throws -> BrokerConfig)?
+    private let io: any FileIO
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let readPool: NIOThreadPool
@@ -31,14 +32,17 @@ package final class BrokerServer: Service, Sendable {
     ///   - logger: the broker's logger; connection loggers derive from it.
     ///   - reloadSource: produces the config a reload applies (brokerd re-reads its --config file); nil: reloads
     ///     are rejected.
+    ///   - io: the file I/O the topic logs use (tests inject faults here).
     package init(
         config: BrokerConfig,
         logger: Logger,
         eventLoopThreads: Int = System.coreCount,
-        reloadSource: (@Sendable () throws -> BrokerConfig)? = nil
+        reloadSource: (@Sendable () throws -> BrokerConfig)? = nil,
+        io: any FileIO = PosixFileIO()
     ) {
         self.config = config
         self.reloadSource = reloadSource
+        self.io = io
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         self.readPool = NIOThreadPool(numberOfThreads: 2)
@@ -58,7 +62,7 @@ package final class BrokerServer: Service, Sendable {
         let policy = try Policy(config: self.config)
         let dataDir = self.config.server.dataDir
         try makeDirectory(dataDir)
-        let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger)
+        let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger, io: self.io)
         let topics = TopicTable(backend: backend, logger: self.logger)
         let core: BrokerCore
         do {

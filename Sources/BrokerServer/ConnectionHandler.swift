@@ -199,30 +199,29 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         var sorted = PublishSorter.sort(publish, principal: principal, policy: policy, receivedAtMillis: receivedAt)
         let gate = self.core.gate(for: publish.topic)
         if let gate { sorted.reserveKeys(gate) }
-        for entry in sorted.quarantined {
-            self.logger.notice("record quarantined", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(entry.reason)", "brokerd.rule": "\(entry.rule)"])
-            self.audit(principal.clientID, AuditAction.publishQuarantine, topic: publish.topic, decision: "quarantine", reason: entry.reason, rule: entry.rule, detail: entry.message, policy: policy)
-        }
         let eventLoop = self.context!.eventLoop
         let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
         let quarantined = self.append(sorted.quarantined.map(\.record), to: self.core.quarantine, on: eventLoop)
         let topic = publish.topic
-        accepted.and(quarantined).assumeIsolated().whenComplete { result in
+        // Each append settles on its own: a failure of one never reports the other's records as failed.
+        EventLoopFuture.whenAllComplete([accepted, quarantined], on: eventLoop).assumeIsolated().whenSuccess { settled in
             self.core.endAppend()
-            switch result {
-            case .success(let (acceptedBase, quarantinedBase)):
-                if let gate {
-                    sorted.commitKeys(gate, acceptedBase: acceptedBase, quarantinedBase: quarantinedBase, receivedAtMillis: receivedAt)
-                }
-                let results = sorted.results(acceptedBase: acceptedBase, quarantinedBase: quarantinedBase)
-                self.sendPublishAck(results, after: sorted.waiting, correlationID: correlationID)
-            case .failure(let error):
-                if let gate { sorted.releaseKeys(gate) }
-                let storeError = error as? LogStoreError ?? LogStoreError(.storageFailure, "\(error)")
-                self.logger.error("append failed", metadata: ["brokerd.topic": "\(topic)", "brokerd.error": "\(storeError)"])
-                let failed = PublishResult(code: ErrorCode(storeError), offset: -1, message: storeError.message)
-                self.send(.publishAck(PublishAck(results: Array(repeating: failed, count: publish.records.count))), correlationID: correlationID)
+            let outcomes = settled.map { $0.mapError { $0 as? LogStoreError ?? LogStoreError(.storageFailure, "\($0)") } }
+            let acceptedResult = outcomes[0], quarantinedResult = outcomes[1]
+            if let gate {
+                sorted.settleKeys(gate, accepted: acceptedResult, quarantined: quarantinedResult, receivedAtMillis: receivedAt)
             }
+            for case .failure(let error) in [acceptedResult, quarantinedResult] {
+                self.logger.error("append failed", metadata: ["brokerd.topic": "\(topic)", "brokerd.error": "\(error)"])
+            }
+            if case .success = quarantinedResult {
+                for entry in sorted.quarantined {
+                    self.logger.notice("record quarantined", metadata: ["brokerd.topic": "\(topic)", "brokerd.reason": "\(entry.reason)", "brokerd.rule": "\(entry.rule)"])
+                    self.audit(principal.clientID, AuditAction.publishQuarantine, topic: topic, decision: "quarantine", reason: entry.reason, rule: entry.rule, detail: entry.message, policy: policy)
+                }
+            }
+            let results = sorted.results(accepted: acceptedResult, quarantined: quarantinedResult)
+            self.sendPublishAck(results, after: sorted.waiting, correlationID: correlationID)
         }
     }
 

@@ -106,23 +106,32 @@ struct PublishSorter {
         }
     }
 
-    /// The appends succeeded at these bases: remember the keys (the window starts at the receive time).
-    func commitKeys(_ gate: DedupeGate, acceptedBase: Int64, quarantinedBase: Int64, receivedAtMillis: Int64) {
+    /// The two appends settled (each on its own: one may fail while the other succeeded). Keys of records that
+    /// were appended are remembered (the window starts at the receive time); the others' reservations are released.
+    func settleKeys(
+        _ gate: DedupeGate,
+        accepted: Result<Int64, LogStoreError>,
+        quarantined: Result<Int64, LogStoreError>,
+        receivedAtMillis: Int64
+    ) {
         for (position, entry) in self.accepted.enumerated() {
-            if let ticket = entry.ticket {
-                gate.commit(ticket, offset: acceptedBase + Int64(position), location: .topic, atMillis: receivedAtMillis)
+            guard let ticket = entry.ticket else { continue }
+            switch accepted {
+            case .success(let base):
+                gate.commit(ticket, offset: base + Int64(position), location: .topic, atMillis: receivedAtMillis)
+            case .failure:
+                gate.release(ticket)
             }
         }
         for (position, entry) in self.quarantined.enumerated() {
-            if let ticket = entry.ticket {
-                gate.commit(ticket, offset: quarantinedBase + Int64(position), location: .quarantine, atMillis: receivedAtMillis)
+            guard let ticket = entry.ticket else { continue }
+            switch quarantined {
+            case .success(let base):
+                gate.commit(ticket, offset: base + Int64(position), location: .quarantine, atMillis: receivedAtMillis)
+            case .failure:
+                gate.release(ticket)
             }
         }
-    }
-
-    /// The appends failed: forget the reservations.
-    func releaseKeys(_ gate: DedupeGate) {
-        for ticket in self.accepted.compactMap(\.ticket) + self.quarantined.compactMap(\.ticket) { gate.release(ticket) }
     }
 
     /// The answer for a record that waited on another append of its key.
@@ -151,23 +160,36 @@ struct PublishSorter {
     }
 
     /// One result per record: OK with its topic offset, QUARANTINED with its `__quarantine` offset and the reason,
-    /// or the refusal. The bases are the first offsets the two appends were given (ignored when nothing was sent).
-    func results(acceptedBase: Int64, quarantinedBase: Int64) -> [PublishResult] {
+    /// the refusal, the duplicate's original, or the storage error of the append it was part of. The bases are the
+    /// first offsets the two appends were given (ignored when nothing was sent).
+    func results(accepted: Result<Int64, LogStoreError>, quarantined: Result<Int64, LogStoreError>) -> [PublishResult] {
         var results = [PublishResult](repeating: PublishResult(code: .internal, offset: -1), count: self.count)
         for (position, entry) in self.accepted.enumerated() {
-            results[entry.index] = .ok(offset: acceptedBase + Int64(position))
+            results[entry.index] = accepted.map { PublishResult.ok(offset: $0 + Int64(position)) }.failed
         }
         for (position, entry) in self.quarantined.enumerated() {
-            results[entry.index] = PublishResult(
-                code: .quarantined,
-                offset: quarantinedBase + Int64(position),
-                message: "\(entry.reason): \(entry.message) (rule \(entry.rule))"
-            )
+            results[entry.index] = quarantined.map {
+                PublishResult(
+                    code: .quarantined,
+                    offset: $0 + Int64(position),
+                    message: "\(entry.reason): \(entry.message) (rule \(entry.rule))"
+                )
+            }.failed
         }
         for entry in self.refused {
             results[entry.index] = PublishResult(code: entry.code, offset: -1, message: entry.message)
         }
         for (index, entry) in self.duplicates { results[index] = Self.duplicate(of: entry) }
         return results
+    }
+}
+
+extension Result where Success == PublishResult, Failure == LogStoreError {
+    /// The result, or the storage error as a record result.
+    fileprivate var failed: PublishResult {
+        switch self {
+        case .success(let result): result
+        case .failure(let error): PublishResult(code: ErrorCode(error), offset: -1, message: error.message)
+        }
     }
 }

@@ -2,6 +2,7 @@ import BrokerClient
 import BrokerServer
 import Foundation
 import Logging
+import LogStore
 import NIOCore
 import NIOPosix
 import TopicRouter
@@ -77,7 +78,11 @@ final class TestBroker: Sendable {
 
     /// A broker on the embedded default config (the closed-loop scenario: purposes, scopes, field rules,
     /// capabilities), every principal's token being `token(for:)`. A reload re-reads `configText`.
-    static func startScenario(dataDir: String? = nil, configText: ConfigText = ConfigText()) async throws -> TestBroker {
+    static func startScenario(
+        dataDir: String? = nil,
+        configText: ConfigText = ConfigText(),
+        io: any FileIO = PosixFileIO()
+    ) async throws -> TestBroker {
         let dir = dataDir ?? self.makeTempDir()
         let load: @Sendable () throws -> BrokerConfig = {
             var config = try ConfigLoader.parse(configText.text)
@@ -89,13 +94,17 @@ final class TestBroker: Sendable {
             config.server.dataDir = dir
             return config
         }
-        return try await self.start(config: try load(), reloadSource: load)
+        return try await self.start(config: try load(), reloadSource: load, io: io)
     }
 
-    private static func start(config: BrokerConfig, reloadSource: (@Sendable () throws -> BrokerConfig)? = nil) async throws -> TestBroker {
+    private static func start(
+        config: BrokerConfig,
+        reloadSource: (@Sendable () throws -> BrokerConfig)? = nil,
+        io: any FileIO = PosixFileIO()
+    ) async throws -> TestBroker {
         var logger = Logger(label: "brokerd-test")
-        logger.logLevel = .warning
-        let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2, reloadSource: reloadSource)
+        logger.logLevel = .critical  // storage-fault tests log errors on purpose
+        let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2, reloadSource: reloadSource, io: io)
         try await server.start()
         guard let port = server.localAddress?.port else { fatalError("no port") }
         return TestBroker(dataDir: config.server.dataDir, config: config, server: server, port: port)
@@ -217,6 +226,38 @@ func encode(_ frames: TaggedFrame...) -> [UInt8] {
 
 func hello(_ clientID: String, token: String? = nil, correlationID: UInt32 = 1) -> TaggedFrame {
     TaggedFrame(correlationID: correlationID, frame: .hello(Hello(clientID: clientID, credential: ByteBuffer(string: token ?? TestBroker.tokens[clientID] ?? "x"))))
+}
+
+/// Real POSIX file I/O whose fdatasync fails with EIO, while armed, for paths containing a given text.
+final class FailingSyncIO: FileIO {
+    private let posix = PosixFileIO()
+    private let failing = Mutex<String?>(nil)
+
+    /// fdatasync of every path containing `text` fails from now on (nil: none).
+    func failSyncs(ofPathsContaining text: String?) { self.failing.withLock { $0 = text } }
+
+    func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
+        if let text = self.failing.withLock({ $0 }), path.contains(text) {
+            throw FileIOError(operation: "fdatasync", path: path, errno: EIO)
+        }
+        try self.posix.fdatasync(fd, path: path)
+    }
+
+    func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 { try self.posix.open(path, flags: flags, mode: mode) }
+    func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
+    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
+        try self.posix.pwrite(fd, bytes, at: offset, path: path)
+    }
+    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
+        try self.posix.pread(fd, into: buffer, at: offset, path: path)
+    }
+    func fsync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fsync(fd, path: path) }
+    func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) { try self.posix.ftruncate(fd, to: size, path: path) }
+    func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 { try self.posix.fileSize(fd, path: path) }
+    func rename(_ from: String, to: String) throws(FileIOError) { try self.posix.rename(from, to: to) }
+    func unlink(_ path: String) throws(FileIOError) { try self.posix.unlink(path) }
+    func mkdir(_ path: String) throws(FileIOError) { try self.posix.mkdir(path) }
+    func listDirectory(_ path: String) throws(FileIOError) -> [String] { try self.posix.listDirectory(path) }
 }
 
 /// Config text a test can change before asking for a reload; starts as the embedded default.
