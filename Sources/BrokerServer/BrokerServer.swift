@@ -114,7 +114,10 @@ package final class BrokerServer: Service, Sendable {
             }
         }
         self.maintenance.withLock { $0 = maintenance }
-        self.logger.notice("brokerd listening", metadata: ["brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")"])
+        self.logger.notice("brokerd listening", metadata: [
+            "brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+            "brokerd.policy_version": "\(policy.policyVersion)",
+        ])
     }
 
     /// Graceful stop: stop accepting, finish in-flight appends, close connections, sync, write clean markers.

@@ -176,9 +176,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func publish(_ publish: Publish, correlationID: UInt32, principal: Principal) {
         let policy = self.core.policy
-        if case .refuse(let code, let reason) = policy.publishDecision(principal: principal, topic: publish.topic) {
+        // The whole-request checks only (topic, pattern): with no headers and no value the record checks never run.
+        if case .refuse(let code, let reason, let rule) = policy.publishVerdict(principal: principal, topic: publish.topic, headers: [PolicyHeader](), value: []) {
             self.logger.notice("publish refused", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(reason)"])
-            self.audit(principal.clientID, AuditAction.publishRefuse, topic: publish.topic, decision: "refuse", reason: ErrorCode(code).name, detail: reason, policy: policy)
+            self.audit(principal.clientID, AuditAction.publishRefuse, topic: publish.topic, decision: "refuse", reason: ErrorCode(code).name, rule: rule, detail: reason, policy: policy)
             self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
             return
         }
@@ -259,6 +260,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func replay(_ offsets: [Int64], correlationID: UInt32, principal: Principal) {
         let policy = self.core.policy
         guard policy.hasCapability(principal, .quarantineReplay) else {
+            self.audit(principal.clientID, AuditAction.quarantineReplay, topic: "", decision: "refuse", reason: "CAPABILITY_REQUIRED", detail: "role '\(principal.role)' lacks capability 'quarantine.replay'; offsets \(offsets)", policy: policy)
             self.send(.error(ErrorFrame(code: .capabilityRequired, message: "role '\(principal.role)' lacks capability 'quarantine.replay'")), correlationID: correlationID)
             return
         }
@@ -292,6 +294,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func reload(correlationID: UInt32, principal: Principal) {
         guard self.core.policy.hasCapability(principal, .admin) else {
+            self.audit(principal.clientID, AuditAction.configReloadReject, topic: "", decision: "refuse", reason: "CAPABILITY_REQUIRED", detail: "role '\(principal.role)' lacks capability 'admin'")
             self.send(.error(ErrorFrame(code: .capabilityRequired, message: "role '\(principal.role)' lacks capability 'admin'")), correlationID: correlationID)
             return
         }
@@ -320,6 +323,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         else {
             for subscription in self.subscriptions.values { self.revoke(subscription, reason: "principal '\(current.clientID)' was removed by a config reload", rule: "reload.principal", policy: policy) }
             self.logger.notice("principal removed by reload; closing")
+            self.audit(current.clientID, AuditAction.authFailure, topic: "", decision: "revoke", reason: "UNAUTHENTICATED", rule: "reload.principal", detail: "principal removed by a config reload; connection closed", policy: policy)
             self.machine.decodeFailed()
             self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "principal '\(current.clientID)' was removed by a config reload"), correlationID: 0)
             return

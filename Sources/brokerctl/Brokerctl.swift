@@ -49,7 +49,9 @@ struct ConnectionOptions: ParsableArguments {
         let host = String(address[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         var clientID = self.clientID ?? env["BROKERD_CLIENT_ID"]
         var token = self.token ?? env["BROKERD_TOKEN"]
-        if let file = self.credentials ?? env["BROKERD_CREDENTIALS"] {
+        // An identity given on the command line wins over a credentials file named only in the environment.
+        let explicit = self.clientID != nil || self.token != nil
+        if let file = self.credentials ?? (explicit ? nil : env["BROKERD_CREDENTIALS"]) {
             guard let principal = self.principal ?? env["BROKERD_AS"] ?? clientID else {
                 throw CLIError("--credentials needs --as PRINCIPAL")
             }

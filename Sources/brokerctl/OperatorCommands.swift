@@ -142,7 +142,8 @@ struct QuarantineReplay: AsyncParsableCommand {
     var allMatching = false
 
     func validate() throws {
-        guard self.offsets.isEmpty != self.allMatching else {
+        // Exactly one of the two: offsets given, or --all-matching.
+        guard self.offsets.isEmpty == self.allMatching else {
             throw ValidationError("give OFFSET... or --all-matching [--topic T] [--reason R], not both")
         }
     }

@@ -102,3 +102,33 @@ struct DedupeOverTCPTests {
         await broker.stop()
     }
 }
+
+@Suite("Storage faults over TCP")
+struct StorageFaultTests {
+    @Test("when __quarantine cannot sync, records appended to the topic are still acknowledged, and their keys kept")
+    func quarantineSyncFails() async throws {
+        let io = FailingSyncIO()
+        let broker = try await TestBroker.startScenario(io: io)
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        io.failSyncs(ofPathsContaining: "/\(ReservedTopic.quarantine)/")
+        let records = [
+            DedupeOverTCPTests.keyed(0, key: "evt-1"),
+            DedupeOverTCPTests.keyed(1, key: "evt-2", payload: #""dob":"1961-02-03""#),
+        ]
+        let results = try await producer.publish(topic: "education.completed", records: records)
+        #expect(results[0] == .ok(offset: 0))
+        #expect(results[1].code == .storageFailure)
+        // The appended record's key is known; the failed one's is not (a retry may append it once storage is back).
+        let retry = try await producer.publish(topic: "education.completed", records: [records[0]])
+        #expect(retry[0].offset == 0 && retry[0].isDuplicate)
+        // The topic keeps working and its record is readable.
+        let more = try await producer.publish(topic: "education.completed", records: [DedupeOverTCPTests.keyed(2, key: "evt-3")])
+        #expect(more[0] == .ok(offset: 1))
+        let crm = try await broker.client("crm-automation")
+        #expect(try await PolicyPlaneTests.readAll(crm, "education.completed").map(\.offset) == [0, 1])
+        await producer.close()
+        await crm.close()
+        await broker.stop()
+    }
+}
