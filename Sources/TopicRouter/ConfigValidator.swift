@@ -2,8 +2,8 @@
 /// resolving, sizes positive. Runs after `ConfigDecoder` in `ConfigLoader.parse` (with a locator, so errors carry
 /// lines) and again in `Policy.init` (without one).
 enum ConfigValidator {
-    /// Longest topic name: topics become directory names, and 249 leaves room for suffixes under NAME_MAX (255).
-    static let maxTopicNameLength = 249
+    /// Longest topic name: topics become directory names, and LogStore accepts at most 200 characters.
+    static let maxTopicNameLength = 200
     /// Longest class, role or client id.
     static let maxIdentifierLength = 255
     /// `max_frame_bytes` must leave room for a HELLO with a token.

@@ -58,7 +58,7 @@ enum DefaultConfig {
         # Seconds a new connection has to send a valid HELLO before it is closed (1…86400).
         handshake_timeout_seconds = 10
 
-        # Topics. One [[topics]] entry per topic; names are unique, at most 249 characters, and may not start
+        # Topics. One [[topics]] entry per topic; names are unique, at most 200 characters, and may not start
         # with "__": `__quarantine` (records that failed policy) and `__audit` (the audit ledger) always exist,
         # belong to the most sensitive class, are written only by the broker, and are read only by roles with
         # the `quarantine.read` / `audit.read` capability (and clearance for that class). Keys:

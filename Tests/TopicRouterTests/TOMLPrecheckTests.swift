@@ -45,3 +45,15 @@ struct TOMLPrecheckTests {
         try TOMLPrecheck.check(ConfigLoader.embeddedDefault)
     }
 }
+
+@Suite("Topic name limit")
+struct TopicNameLimitTests {
+    @Test("config and LogStore agree: 200 characters pass, 201 do not")
+    func limit() throws {
+        func config(_ name: String) -> String {
+            "classes = [\"a\"]\n[[topics]]\nname = \"\(name)\"\nclass = \"a\"\n"
+        }
+        _ = try ConfigLoader.parse(config(String(repeating: "t", count: 200)))
+        #expect(throws: ConfigError.self) { try ConfigLoader.parse(config(String(repeating: "t", count: 201))) }
+    }
+}
