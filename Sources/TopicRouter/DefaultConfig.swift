@@ -241,14 +241,14 @@ enum DefaultConfig {
         consent_scopes = ["educational", "hcp_commercial_engagement", "operational_notice"]
 
         # Patient-support tools: the minimum data to coordinate care, PHI included, for support and care only.
-        # They also send the outreach a patient agreed to (support.outreach, scope promotional_outreach).
+        # They read support.outreach, but only its operational notices: promotion is withheld from them.
         [[roles]]
         name = "patient_support"
         clearance = "phi"
         publish = []
         subscribe = ["support.*", "clinical.*"]
         purposes = ["patient_support", "care_coordination"]
-        consent_scopes = ["treatment_support", "operational_notice", "promotional_outreach"]
+        consent_scopes = ["treatment_support", "operational_notice"]
 
         # Operators: every topic, both ways (also the only producer of analytics.deidentified in this scenario;
         # a real de-identification service would get a role of its own with publish = ["analytics.*"]). They
