@@ -358,7 +358,9 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
                 TokenBucket(ratePerSecond: rate, burst: burst, nowNanos: now)
             }
         }
-        self.tables = Mutex(Tables(records: KeyedLimiter(maxKeys: definition.maxKeys, makeState: makeState), bytes: bytes))
+        self.tables = Mutex(
+            Tables(records: KeyedLimiter(maxKeys: definition.maxKeys, makeState: makeState), bytes: bytes)
+        )
     }
 
     var keyCount: Int { self.tables.withLock { $0.records.count } }

@@ -91,7 +91,9 @@ package struct WindowCap: Sendable, Equatable {
 
     /// The times of the events still inside the window, oldest first (for persisting and restoring the cap).
     package func eventTimes(nowNanos: UInt64) -> [UInt64] {
-        let ordered = self.times.count < self.limit ? Array(self.times) : Array(self.times[self.head...] + self.times[..<self.head])
+        let ordered =
+            self.times.count < self.limit
+            ? Array(self.times) : Array(self.times[self.head...] + self.times[..<self.head])
         return ordered.filter { self.isInWindow($0, nowNanos: nowNanos) }
     }
 

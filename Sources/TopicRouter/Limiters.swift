@@ -244,12 +244,16 @@ extension TableReader {
 extension ConfigValidator {
     /// Names of limiters: `[a-z0-9_.-]`, 1…255 bytes.
     static func isLimiterName(_ name: String) -> Bool {
-        !name.isEmpty && name.utf8.count <= Self.maxIdentifierLength
-            && name.utf8.allSatisfy { byte in
-                (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9"))
-                    .contains(byte) || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".")
-                    || byte == UInt8(ascii: "-")
+        guard !name.isEmpty, name.utf8.count <= Self.maxIdentifierLength else { return false }
+        return name.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"),
+                UInt8(ascii: "."), UInt8(ascii: "-"):
+                return true
+            default:
+                return false
             }
+        }
     }
 
     /// Every `[[limiters]]` rule; `topics` are the declared (validated) topics.

@@ -23,7 +23,10 @@ struct LimiterSetTests {
         #expect(try set.check(limiter: name, keys: ["pt_1"], now: at(start + 1 * hour)) == .allowed)
         #expect(try set.check(limiter: name, keys: ["pt_1"], now: at(start + 2 * hour)) == .allowed)
         // The first record leaves the window at start + 24 h.
-        #expect(try set.check(limiter: name, keys: ["pt_1"], now: at(start + 3 * hour)) == .limited(retryAfterNanos: 21 * hour))
+        #expect(
+            try set.check(limiter: name, keys: ["pt_1"], now: at(start + 3 * hour))
+                == .limited(retryAfterNanos: 21 * hour)
+        )
         #expect(try set.check(limiter: name, keys: ["pt_2"], now: at(start + 3 * hour)) == .allowed)
         #expect(try set.check(limiter: name, keys: ["pt_1"], now: at(start + day - 1)) == .limited(retryAfterNanos: 1))
         #expect(try set.check(limiter: name, keys: ["pt_1"], now: at(start + day)) == .allowed)
@@ -43,7 +46,10 @@ struct LimiterSetTests {
         #expect(try set.state(limiter: "per_scope", key: "a", now: at(0)).held == false)
         #expect(try set.check(limiter: "per_scope", keys: ["a"], now: at(0)) == .allowed)
         // Both limited: the retry-after is when both allow it (the later one).
-        #expect(try set.check(limiter: "per_scope", keys: ["b"], now: at(second / 2)) == .limited(retryAfterNanos: second / 2))
+        #expect(
+            try set.check(limiter: "per_scope", keys: ["b"], now: at(second / 2))
+                == .limited(retryAfterNanos: second / 2)
+        )
         #expect(try set.check(limiter: "per_scope", keys: ["a", "b"], now: at(second)) == .allowed)
 
         // The same with windows: pt_2 full, pt_1 not; a record for both charges neither.
@@ -73,7 +79,9 @@ struct LimiterSetTests {
         let bucket = LimiterDefinition(name: "b", limit: .tokenBucket(ratePerSecond: 10, burst: 5))
         let set = try LimiterSet(definitions: [bucket, outreach])
         #expect(try set.check(limiter: "b", keys: ["k"], tokens: 6, now: at(0)) == .limited(retryAfterNanos: .max))
-        #expect(try set.check(limiter: outreach.name, keys: ["k"], tokens: 4, now: at(0)) == .limited(retryAfterNanos: .max))
+        #expect(
+            try set.check(limiter: outreach.name, keys: ["k"], tokens: 4, now: at(0)) == .limited(retryAfterNanos: .max)
+        )
         #expect(try set.check(limiter: "b", keys: ["k"], tokens: 5, now: at(0)) == .allowed)
         #expect(try set.check(limiter: outreach.name, keys: ["k"], tokens: 3, now: at(0)) == .allowed)
     }
@@ -82,13 +90,20 @@ struct LimiterSetTests {
     func snapshotRestore() throws {
         let before = try LimiterSet(definitions: [outreach])
         for offset in [0, 1, 2] {
-            #expect(try before.check(limiter: outreach.name, keys: ["pt_1"], now: at(start + UInt64(offset) * hour)) == .allowed)
+            #expect(
+                try before.check(limiter: outreach.name, keys: ["pt_1"], now: at(start + UInt64(offset) * hour))
+                    == .allowed
+            )
         }
         #expect(try before.check(limiter: outreach.name, keys: ["pt_2"], now: at(start)) == .allowed)
         let snapshot = before.snapshot(now: at(start + 3 * hour))
         #expect(
             snapshot == [
-                LimiterSnapshotEntry(limiter: outreach.name, key: "pt_1", eventTimes: [start, start + hour, start + 2 * hour]),
+                LimiterSnapshotEntry(
+                    limiter: outreach.name,
+                    key: "pt_1",
+                    eventTimes: [start, start + hour, start + 2 * hour]
+                ),
                 LimiterSnapshotEntry(limiter: outreach.name, key: "pt_2", eventTimes: [start]),
             ]
         )
@@ -97,19 +112,29 @@ struct LimiterSetTests {
         let after = try LimiterSet(definitions: [outreach])
         let report = after.restore(snapshot, now: at(start + 4 * hour))
         #expect(report == LimiterRestoreReport(restored: 2))
-        #expect(try after.check(limiter: outreach.name, keys: ["pt_1"], now: at(start + 4 * hour)) == .limited(retryAfterNanos: 20 * hour))
+        #expect(
+            try after.check(limiter: outreach.name, keys: ["pt_1"], now: at(start + 4 * hour))
+                == .limited(retryAfterNanos: 20 * hour)
+        )
         #expect(try after.check(limiter: outreach.name, keys: ["pt_2"], now: at(start + 4 * hour)) == .allowed)
         #expect(try after.check(limiter: outreach.name, keys: ["pt_2"], now: at(start + 4 * hour)) == .allowed)
-        #expect(try after.check(limiter: outreach.name, keys: ["pt_2"], now: at(start + 4 * hour)) == .limited(retryAfterNanos: 20 * hour))
+        #expect(
+            try after.check(limiter: outreach.name, keys: ["pt_2"], now: at(start + 4 * hour))
+                == .limited(retryAfterNanos: 20 * hour)
+        )
         // Without the restore the cap would have been lifted.
         let forgetful = try LimiterSet(definitions: [outreach])
         #expect(try forgetful.check(limiter: outreach.name, keys: ["pt_1"], now: at(start + 4 * hour)) == .allowed)
     }
 
-    @Test("restore: a lowered cap keeps the newest events; unknown limiters, expired entries and a full table are reported")
+    @Test("restore: a lowered cap keeps the newest events; unknown, expired and overflowing entries are reported")
     func restoreEdges() throws {
         let snapshot = [
-            LimiterSnapshotEntry(limiter: outreach.name, key: "pt_1", eventTimes: [start + 2 * hour, start, start + hour]),
+            LimiterSnapshotEntry(
+                limiter: outreach.name,
+                key: "pt_1",
+                eventTimes: [start + 2 * hour, start, start + hour]
+            ),
             LimiterSnapshotEntry(limiter: "gone", key: "pt_1", eventTimes: [start]),
             LimiterSnapshotEntry(limiter: outreach.name, key: "pt_old", eventTimes: [start - day]),
             LimiterSnapshotEntry(limiter: outreach.name, key: "pt_2", eventTimes: [start]),
@@ -119,9 +144,15 @@ struct LimiterSetTests {
         lowered.maxKeys = 1
         let set = try LimiterSet(definitions: [lowered])
         let report = set.restore(snapshot, now: at(start + 3 * hour))
-        #expect(report == LimiterRestoreReport(restored: 1, skippedUnknownLimiter: ["gone"], expired: 1, droppedTableFull: 1))
+        #expect(
+            report
+                == LimiterRestoreReport(restored: 1, skippedUnknownLimiter: ["gone"], expired: 1, droppedTableFull: 1)
+        )
         // The newest two events (start + 1 h, start + 2 h) were kept: the next slot opens at start + 25 h.
-        #expect(try set.check(limiter: outreach.name, keys: ["pt_1"], now: at(start + 3 * hour)) == .limited(retryAfterNanos: 22 * hour))
+        #expect(
+            try set.check(limiter: outreach.name, keys: ["pt_1"], now: at(start + 3 * hour))
+                == .limited(retryAfterNanos: 22 * hour)
+        )
         #expect(set.snapshot(now: at(start + 3 * hour)).first?.eventTimes == [start + hour, start + 2 * hour])
     }
 
@@ -155,7 +186,9 @@ struct LimiterSetTests {
         let set = try LimiterSet(definitions: [quota])
         #expect(try set.check(limiter: "q", keys: ["sub"], bytes: 60, now: at(0)) == .allowed)
         // 40 bytes left; 60 more need 20 bytes at 100 bytes/s = 0.2 s.
-        #expect(try set.check(limiter: "q", keys: ["sub"], bytes: 60, now: at(0)) == .limited(retryAfterNanos: second / 5))
+        #expect(
+            try set.check(limiter: "q", keys: ["sub"], bytes: 60, now: at(0)) == .limited(retryAfterNanos: second / 5)
+        )
         let state = try set.state(limiter: "q", key: "sub", now: at(0))
         #expect(state.bytesAvailable == 40)
         #expect(state.usage == .tokens(available: 999, burst: 1_000))  // the refused record took no record token
@@ -163,7 +196,11 @@ struct LimiterSetTests {
         // A record larger than the byte burst takes the whole burst instead of waiting forever.
         #expect(try set.check(limiter: "q", keys: ["big"], bytes: 5_000, now: at(0)) == .allowed)
         #expect(try set.state(limiter: "q", key: "big", now: at(0)).bytesAvailable == 0)
-        let defaulted = LimiterDefinition(name: "d", limit: .tokenBucket(ratePerSecond: 1, burst: 1), bytesPerSecond: 2.5)
+        let defaulted = LimiterDefinition(
+            name: "d",
+            limit: .tokenBucket(ratePerSecond: 1, burst: 1),
+            bytesPerSecond: 2.5
+        )
         #expect(defaulted.effectiveBurstBytes == 3)
     }
 
@@ -190,7 +227,9 @@ struct LimiterSetTests {
         #expect(fresh == LimiterKeyState(held: false, usage: .tokens(available: 4, burst: 4), retryAfterNanos: 0))
         #expect(try set.check(limiter: "b", keys: ["k"], tokens: 4, now: at(0)) == .allowed)
         let empty = try set.state(limiter: "b", key: "k", now: at(0))
-        #expect(empty == LimiterKeyState(held: true, usage: .tokens(available: 0, burst: 4), retryAfterNanos: second / 2))
+        #expect(
+            empty == LimiterKeyState(held: true, usage: .tokens(available: 0, burst: 4), retryAfterNanos: second / 2)
+        )
         #expect(try set.state(limiter: "b", key: "k", now: at(0)) == empty)
         #expect(try set.check(limiter: outreach.name, keys: ["pt"], tokens: 3, now: at(start)) == .allowed)
         let capped = try set.state(limiter: outreach.name, key: "pt", now: at(start + hour))

@@ -10,7 +10,9 @@ func withLimiters(_ entries: [[String]]) -> String {
 
 /// A publish limiter `x` keyed by recipient with a window, plus `extra` lines (which start at line 21).
 func windowLimiter(_ extra: [String] = []) -> String {
-    withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "recipient""#, "cap = 3", "window_ms = 1000"] + extra])
+    withLimiters([
+        [#"name = "x""#, #"applies_to = "publish""#, #"key = "recipient""#, "cap = 3", "window_ms = 1000"] + extra
+    ])
 }
 
 /// A delivery limiter `d` keyed by subscriber with a bucket, plus `extra` lines (which start at line 21).
@@ -75,13 +77,16 @@ struct LimiterDeclarationTests {
         ),
         ErrorCase(
             label: "unknown applies_to",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "both""#, #"key = "global""#, "rate = 1", "burst = 1"]]),
+            text: withLimiters([[#"name = "x""#, #"applies_to = "both""#, #"key = "global""#, "rate = 1", "burst = 1"]]
+            ),
             message: #"limiter 'x': applies_to must be "publish" or "delivery", got "both""#,
             line: 17
         ),
         ErrorCase(
             label: "unknown key kind",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "patient""#, "rate = 1", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "patient""#, "rate = 1", "burst = 1"]
+            ]),
             message: #"limiter 'x': unknown key "patient"; keys are recipient, consent_scope, class"#,
             line: 18
         ),
@@ -101,7 +106,9 @@ struct LimiterDeclarationTests {
         ),
         ErrorCase(
             label: "fractional burst",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 1", "burst = 1.5"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 1", "burst = 1.5"]
+            ]),
             message: "'burst' in [[limiters]] 'x' must be an integer, got a floating-point number",
             line: 20
         ),
@@ -119,27 +126,35 @@ struct LimiterDeclarationTests {
         ),
         ErrorCase(
             label: "key connection on a delivery limiter",
-            text: withLimiters([[#"name = "d""#, #"applies_to = "delivery""#, #"key = "connection""#, "rate = 1", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "d""#, #"applies_to = "delivery""#, #"key = "connection""#, "rate = 1", "burst = 1"]
+            ]),
             message: #"limiter 'd': key "connection" cannot be used on a delivery limiter; delivery keys are "#
                 + "recipient, consent_scope, class, subscriber, group, global",
             line: 18
         ),
         ErrorCase(
             label: "key producer on a delivery limiter",
-            text: withLimiters([[#"name = "d""#, #"applies_to = "delivery""#, #"key = "producer""#, "rate = 1", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "d""#, #"applies_to = "delivery""#, #"key = "producer""#, "rate = 1", "burst = 1"]
+            ]),
             message: #"key "producer" cannot be used on a delivery limiter"#,
             line: 18
         ),
         ErrorCase(
             label: "key subscriber on a publish limiter",
-            text: withLimiters([[#"name = "p""#, #"applies_to = "publish""#, #"key = "subscriber""#, "rate = 1", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "p""#, #"applies_to = "publish""#, #"key = "subscriber""#, "rate = 1", "burst = 1"]
+            ]),
             message: #"key "subscriber" cannot be used on a publish limiter; publish keys are "#
                 + "recipient, consent_scope, class, producer, connection, global",
             line: 18
         ),
         ErrorCase(
             label: "key group on a publish limiter",
-            text: withLimiters([[#"name = "p""#, #"applies_to = "publish""#, #"key = "group""#, "rate = 1", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "p""#, #"applies_to = "publish""#, #"key = "group""#, "rate = 1", "burst = 1"]
+            ]),
             message: #"key "group" cannot be used on a publish limiter"#,
             line: 18
         ),
@@ -223,7 +238,9 @@ struct LimiterDeclarationTests {
         ),
         ErrorCase(
             label: "upper-case name",
-            text: withLimiters([[#"name = "Per_Recipient""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 1", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "Per_Recipient""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 1", "burst = 1"]
+            ]),
             message: "invalid limiter name 'Per_Recipient'; use 1…255 of a-z 0-9 _ . -",
             line: 16
         ),
@@ -272,37 +289,49 @@ struct LimiterDeclarationTests {
         ),
         ErrorCase(
             label: "zero rate",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 0", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 0", "burst = 1"]
+            ]),
             message: "limiter 'x': rate must be a number of records per second",
             line: 19
         ),
         ErrorCase(
             label: "negative rate",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = -2.5", "burst = 1"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = -2.5", "burst = 1"]
+            ]),
             message: "got -2.5",
             line: 19
         ),
         ErrorCase(
             label: "zero burst",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 1", "burst = 0"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "rate = 1", "burst = 0"]
+            ]),
             message: "limiter 'x': burst must be in 1…1000000000, got 0",
             line: 20
         ),
         ErrorCase(
             label: "zero cap",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "cap = 0", "window_ms = 1"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "cap = 0", "window_ms = 1"]
+            ]),
             message: "limiter 'x': cap must be in 1…4096, got 0",
             line: 19
         ),
         ErrorCase(
             label: "cap above the ring size",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "cap = 5000", "window_ms = 1"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "cap = 5000", "window_ms = 1"]
+            ]),
             message: "limiter 'x': cap must be in 1…4096, got 5000; for higher volumes use rate and burst",
             line: 19
         ),
         ErrorCase(
             label: "zero window",
-            text: withLimiters([[#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "cap = 1", "window_ms = 0"]]),
+            text: withLimiters([
+                [#"name = "x""#, #"applies_to = "publish""#, #"key = "global""#, "cap = 1", "window_ms = 0"]
+            ]),
             message: "limiter 'x': window_ms must be in 1…31622400000 (366 days), got 0",
             line: 20
         ),
@@ -315,8 +344,10 @@ struct LimiterDeclarationTests {
         ErrorCase(
             label: "key_header on a key other than recipient",
             text: withLimiters([
-                [#"name = "x""#, #"applies_to = "publish""#, #"key = "producer""#, "rate = 1", "burst = 1",
-                 #"key_header = "patient""#]
+                [
+                    #"name = "x""#, #"applies_to = "publish""#, #"key = "producer""#, "rate = 1", "burst = 1",
+                    #"key_header = "patient""#,
+                ]
             ]),
             message: #"limiter 'x' has key_header but key = "producer""#,
             line: 21
@@ -395,10 +426,14 @@ struct LimiterDeclarationTests {
     func policyVersion() throws {
         let plain = try Policy(config: try ConfigLoader.parse(document(baseLines)))
         let capped = try Policy(config: try ConfigLoader.parse(windowLimiter()))
-        let tighter = try Policy(config: try ConfigLoader.parse(windowLimiter().replacingOccurrences("cap = 3", "cap = 2")))
+        let tighter = try Policy(
+            config: try ConfigLoader.parse(windowLimiter().replacingOccurrences("cap = 3", "cap = 2"))
+        )
         let reordered = try Policy(
             config: try ConfigLoader.parse(
-                withLimiters([[#"key = "recipient""#, "window_ms = 1000", #"name = "x""#, "cap = 3", #"applies_to = "publish""#]])
+                withLimiters([
+                    [#"key = "recipient""#, "window_ms = 1000", #"name = "x""#, "cap = 3", #"applies_to = "publish""#]
+                ])
             )
         )
         #expect(plain.policyVersion != capped.policyVersion)
@@ -446,7 +481,10 @@ struct LimiterDeclarationTests {
 
     /// (topic, direction) → the names of the limiters that apply, in the scenario.
     static let applicable: [(String, LimiterDirection, [String])] = [
-        ("support.outreach", .publish, ["outreach_per_recipient", "support_per_recipient", "promotional_scope", "per_connection"]),
+        (
+            "support.outreach", .publish,
+            ["outreach_per_recipient", "support_per_recipient", "promotional_scope", "per_connection"]
+        ),
         ("clinical.referral", .publish, ["phi_per_recipient", "per_connection"]),
         ("support.milestone", .publish, ["support_per_recipient", "per_connection"]),
         ("education.completed", .publish, ["per_connection"]),
@@ -469,7 +507,9 @@ struct LimiterDeclarationTests {
         #expect(scenarioPolicy.publishDecision(principal: portal, topic: "support.outreach") == .allow)
         #expect(scenarioPolicy.subscribeDecision(principal: desk, topic: "support.outreach") == .allow)
         let notice = recordHeaders(scope: "operational_notice", extra: [PolicyHeader("recipient", "pt_1")])
-        #expect(scenarioPolicy.deliveryDecision(principal: desk, topic: "support.outreach", headers: notice) == .deliver)
+        #expect(
+            scenarioPolicy.deliveryDecision(principal: desk, topic: "support.outreach", headers: notice) == .deliver
+        )
         // Promotion is withheld from patient support (its role does not receive promotional_outreach).
         let promotion = recordHeaders(scope: "promotional_outreach", extra: [PolicyHeader("recipient", "pt_1")])
         #expect(
@@ -504,7 +544,10 @@ struct LimiterDeclarationTests {
             label: "promotional among several scopes",
             limiter: "outreach_per_recipient",
             topic: "support.outreach",
-            headers: recordHeaders(scope: "operational_notice, promotional_outreach", extra: [PolicyHeader("recipient", "pt_1")]),
+            headers: recordHeaders(
+                scope: "operational_notice, promotional_outreach",
+                extra: [PolicyHeader("recipient", "pt_1")]
+            ),
             expected: ["pt_1"]
         ),
         KeysCase(
@@ -541,7 +584,10 @@ struct LimiterDeclarationTests {
             topic: "clinical.referral",
             headers: recordHeaders(
                 scope: "treatment_support",
-                extra: [PolicyHeader("recipient", "pt_1"), PolicyHeader("recipient", "pt_2"), PolicyHeader("recipient", "pt_1")]
+                extra: [
+                    PolicyHeader("recipient", "pt_1"), PolicyHeader("recipient", "pt_2"),
+                    PolicyHeader("recipient", "pt_1"),
+                ]
             ),
             expected: ["pt_1", "pt_2"]
         ),
@@ -596,9 +642,15 @@ struct LimiterDeclarationTests {
     ]
 
     @Test("limiterKeys by key kind", arguments: Self.kindCases)
-    func keyKinds(_ kind: LimiterKeyKind, _ direction: LimiterDirection, _ group: String?, _ expected: [String]) throws {
+    func keyKinds(_ kind: LimiterKeyKind, _ direction: LimiterDirection, _ group: String?, _ expected: [String]) throws
+    {
         var config = try ConfigLoader.parse(document(baseLines))
-        var limiter = LimiterDeclaration(name: "k", direction: direction, key: kind, limit: .tokenBucket(ratePerSecond: 1, burst: 1))
+        var limiter = LimiterDeclaration(
+            name: "k",
+            direction: direction,
+            key: kind,
+            limit: .tokenBucket(ratePerSecond: 1, burst: 1)
+        )
         limiter.keyHeader = "patient"
         config.limiters = [limiter]
         let policy = try Policy(config: config)

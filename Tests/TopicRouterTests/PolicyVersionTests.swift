@@ -132,7 +132,9 @@ struct PolicyVersionTests {
         Mutation(label: "principal token hash") { $0.principals[2].tokenHash = Credentials.hash(token: "rotated") },
         Mutation(label: "principal removed") { $0.principals.removeLast() },
         Mutation(label: "limiter cap") { $0.limiters[0].limit = .window(cap: 4, windowMillis: 86_400_000) },
-        Mutation(label: "limiter rate") { $0.limiters[4].limit = .tokenBucket(ratePerSecond: 49_999.5, burst: 100_000) },
+        Mutation(label: "limiter rate") {
+            $0.limiters[4].limit = .tokenBucket(ratePerSecond: 49_999.5, burst: 100_000)
+        },
         Mutation(label: "limiter action") { $0.limiters[0].action = .quarantine },
         Mutation(label: "limiter key header") { $0.limiters[0].keyHeader = "patient" },
         Mutation(label: "limiter scope filter") { $0.limiters[0].consentScopes?.append("operational_notice") },
