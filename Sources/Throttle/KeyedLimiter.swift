@@ -80,6 +80,33 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
         return result
     }
 
+    /// Keys that can be added now without refusing one: free slots, plus the idle keys at the old end of the recency
+    /// order (which a new key would take over), not counting `excluding` keys and stopping after `needed` slots.
+    /// When fewer than `needed` are found, the second value is how long until the first blocking key is idle.
+    package func insertableKeys(
+        needed: Int,
+        excluding: (Key) -> Bool,
+        nowNanos: UInt64
+    ) -> (count: Int, retryAfterNanos: UInt64) {
+        var count = self.maxKeys - self.index.count
+        guard count < needed else { return (count, 0) }
+        var excludedWait = UInt64.max
+        var current = self.oldest
+        while current >= 0 && count < needed {
+            let wait = self.slots[current].state.nanosUntilIdle(nowNanos: nowNanos)
+            let skip = excluding(self.slots[current].key)
+            current = self.slots[current].newer
+            if skip {
+                excludedWait = min(excludedWait, max(wait, 1))
+                continue
+            }
+            guard wait == 0 else { return (count, wait) }
+            count += 1
+        }
+        // Only the excluded keys (in use by the same request) are left: the soonest of them to idle frees a slot.
+        return (count, count < needed ? excludedWait : 0)
+    }
+
     /// Takes `tokens` from `key`'s limit.
     package mutating func tryTake(_ tokens: Int, key: Key, nowNanos: UInt64) -> KeyedDecision {
         let slot: Int

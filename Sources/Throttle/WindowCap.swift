@@ -22,6 +22,14 @@ package struct WindowCap: Sendable, Equatable {
         self.times.reserveCapacity(self.limit)
     }
 
+    /// A cap holding previously allowed events (from `eventTimes(nowNanos:)`, e.g. persisted across a restart).
+    ///
+    /// Only the newest `limit` times are kept (older ones can no longer decide anything); times need not be sorted.
+    package init(limit: Int, windowNanos: UInt64, eventTimes: [UInt64]) {
+        self.init(limit: limit, windowNanos: windowNanos)
+        for time in eventTimes.sorted().suffix(self.limit) { self.times.append(time) }
+    }
+
     /// Events allowed within the window that ends at `nowNanos`.
     package func count(nowNanos: UInt64) -> Int {
         self.times.reduce(0) { $0 + (self.isInWindow($1, nowNanos: nowNanos) ? 1 : 0) }
@@ -35,9 +43,24 @@ package struct WindowCap: Sendable, Equatable {
     /// Records `events` events at once if the cap allows all of them, none otherwise.
     package mutating func tryRecord(_ events: Int, nowNanos: UInt64) -> ThrottleDecision {
         guard events > 0 else { return .allowed }
-        guard events <= self.limit else { return .limited(retryAfterNanos: .max) }
+        if case .limited(let retry) = self.wouldRecord(events, nowNanos: nowNanos) {
+            return .limited(retryAfterNanos: retry)
+        }
         let free = self.limit - self.times.count
         let mustExpire = events - free
+        for _ in 0..<min(free, events) { self.times.append(nowNanos) }
+        for _ in 0..<max(mustExpire, 0) {
+            self.times[self.head] = nowNanos
+            self.head = (self.head + 1) % self.limit
+        }
+        return .allowed
+    }
+
+    /// What `tryRecord(events, nowNanos:)` would answer, without recording anything.
+    package func wouldRecord(_ events: Int, nowNanos: UInt64) -> ThrottleDecision {
+        guard events > 0 else { return .allowed }
+        guard events <= self.limit else { return .limited(retryAfterNanos: .max) }
+        let mustExpire = events - (self.limit - self.times.count)
         if mustExpire > 0 {
             // The `mustExpire` oldest events make room; the youngest of them decides. (Until the ring is full,
             // head is 0 and the ring is in time order, so the same index arithmetic holds.)
@@ -45,11 +68,6 @@ package struct WindowCap: Sendable, Equatable {
             if self.isInWindow(youngest, nowNanos: nowNanos) {
                 return .limited(retryAfterNanos: self.nanosUntilOutside(youngest, nowNanos: nowNanos))
             }
-        }
-        for _ in 0..<min(free, events) { self.times.append(nowNanos) }
-        for _ in 0..<max(mustExpire, 0) {
-            self.times[self.head] = nowNanos
-            self.head = (self.head + 1) % self.limit
         }
         return .allowed
     }
@@ -73,7 +91,9 @@ package struct WindowCap: Sendable, Equatable {
 
     /// The times of the events still inside the window, oldest first (for persisting and restoring the cap).
     package func eventTimes(nowNanos: UInt64) -> [UInt64] {
-        let ordered = self.times.count < self.limit ? Array(self.times) : Array(self.times[self.head...] + self.times[..<self.head])
+        let ordered =
+            self.times.count < self.limit
+            ? Array(self.times) : Array(self.times[self.head...] + self.times[..<self.head])
         return ordered.filter { self.isInWindow($0, nowNanos: nowNanos) }
     }
 

@@ -194,6 +194,8 @@ package struct BrokerConfig: Equatable, Sendable {
     package var purposes: [String]
     /// The declared consent scopes (`consent_scopes`); every scope a topic or role names must be one of them.
     package var consentScopes: [String]
+    /// The `[[limiters]]`, in file order (rate limits and contact caps; see `LimiterDeclaration`).
+    package var limiters: [LimiterDeclaration]
     /// Creates a configuration (not validated; `Policy.init` validates).
     package init(
         server: ServerSettings,
@@ -202,8 +204,10 @@ package struct BrokerConfig: Equatable, Sendable {
         roles: [RolePolicy],
         principals: [PrincipalEntry],
         purposes: [String] = PolicyDefaults.purposes,
-        consentScopes: [String] = PolicyDefaults.consentScopes
+        consentScopes: [String] = PolicyDefaults.consentScopes,
+        limiters: [LimiterDeclaration] = []
     ) {
+        self.limiters = limiters
         self.server = server
         self.classes = classes
         self.topics = topics

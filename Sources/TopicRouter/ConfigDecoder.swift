@@ -5,7 +5,9 @@ import TOMLKit
 /// Cross-references and ranges (classes declared, names unique, sizes positive, …) are `ConfigValidator`'s job,
 /// so that configs built in code get the same checks.
 enum ConfigDecoder {
-    static let rootKeys = ["classes", "purposes", "consent_scopes", "server", "topics", "roles", "principals"]
+    static let rootKeys = [
+        "classes", "purposes", "consent_scopes", "server", "topics", "roles", "principals", "limiters",
+    ]
     static let serverKeys = [
         "listen", "data_dir", "max_frame_bytes", "max_records_per_publish", "max_connections",
         "handshake_timeout_seconds",
@@ -70,6 +72,9 @@ enum ConfigDecoder {
         let principals = try Self.entries("principals", of: top, locator: locator).map {
             (reader) throws(ConfigError) in try Self.decodePrincipal(reader)
         }
+        let limiters = try Self.entries("limiters", of: top, locator: locator).map {
+            (reader) throws(ConfigError) in try Self.decodeLimiter(reader)
+        }
         return BrokerConfig(
             server: server,
             classes: classes,
@@ -77,7 +82,8 @@ enum ConfigDecoder {
             roles: roles,
             principals: principals,
             purposes: try top.stringArray("purposes") ?? PolicyDefaults.purposes,
-            consentScopes: try top.stringArray("consent_scopes") ?? PolicyDefaults.consentScopes
+            consentScopes: try top.stringArray("consent_scopes") ?? PolicyDefaults.consentScopes,
+            limiters: limiters
         )
     }
 

@@ -9,7 +9,7 @@ enum ConfigValidator {
     /// `max_frame_bytes` must leave room for a HELLO with a token.
     static let minFrameBytes = 1024
 
-    /// Throws the first problem, in the order server, classes, topics, roles, principals.
+    /// Throws the first problem, in the order server, classes, topics, roles, principals, limiters.
     static func validate(_ config: BrokerConfig, locator: ConfigLineLocator?) throws(ConfigError) {
         try Self.validateServer(config.server, locator: locator)
         let classLine = locator?.line(table: "", key: "classes")
@@ -163,6 +163,13 @@ enum ConfigValidator {
                 )
             }
         }
+        try Self.validateLimiters(
+            config.limiters,
+            topics: config.topics,
+            classes: config.classes,
+            scopes: scopes,
+            locator: locator
+        )
     }
 
     /// Largest `dedupe_max_keys`: keys are kept in memory, and 100 million is already several GiB.
@@ -304,7 +311,7 @@ enum ConfigValidator {
     }
 
     /// Every name in `names` is in `declared` and appears once.
-    private static func requireDeclared(
+    static func requireDeclared(
         _ names: [String],
         in declared: Set<String>,
         of owner: String,
@@ -327,7 +334,7 @@ enum ConfigValidator {
     }
 
     /// No name appears twice in `names`.
-    private static func requireUnique(_ names: [String], of owner: String, key: String, line: Int?) throws(ConfigError)
+    static func requireUnique(_ names: [String], of owner: String, key: String, line: Int?) throws(ConfigError)
     {
         var seen = Set<String>()
         for name in names where !seen.insert(name).inserted {

@@ -147,6 +147,15 @@ enum DefaultConfig {
         purposes = ["patient_support"]
         consent_scopes = ["operational_notice", "treatment_support"]
 
+        # Promotional and program outreach to enrolled patients (a co-pay program offer, a program newsletter),
+        # keyed by the pseudonymous patient token in the `recipient` header. Promotion is its own consent scope,
+        # never implied by support consent; the per-recipient contact caps below apply here.
+        [[topics]]
+        name = "support.outreach"
+        class = "pseudonymous"
+        purposes = ["patient_support"]
+        consent_scopes = ["promotional_outreach", "operational_notice"]
+
         # De-identified, aggregated events for closed-loop measurement. Rebuildable from the sources, so it
         # trades a little durability for throughput and keeps at most 10 GiB.
         [[topics]]
@@ -232,6 +241,7 @@ enum DefaultConfig {
         consent_scopes = ["educational", "hcp_commercial_engagement", "operational_notice"]
 
         # Patient-support tools: the minimum data to coordinate care, PHI included, for support and care only.
+        # They read support.outreach, but only its operational notices: promotion is withheld from them.
         [[roles]]
         name = "patient_support"
         clearance = "phi"
@@ -266,6 +276,116 @@ enum DefaultConfig {
         purposes = []
         consent_scopes = []
         capabilities = ["audit.read"]
+
+        # Limiters: rate limits and contact caps. In this domain a limiter is a privacy control as much as a
+        # protection of the broker: a retry storm or a dedupe bug must not become fifty reminder texts to one
+        # patient. One [[limiters]] entry per limiter; names are unique and use a-z 0-9 _ . - only. Keys:
+        #   name              required  the limiter name (shown in PUBLISH_ACK, __quarantine, metrics, audit)
+        #   applies_to        required  "publish" (counted as producers publish) or "delivery" (counted as the
+        #                               broker delivers to a subscriber)
+        #   key               required  what a separate limit is kept for:
+        #                                 "recipient"      the value of the record header named by key_header;
+        #                                                  a record without that header (or with an empty one)
+        #                                                  is not limited by this limiter, so a topic that must
+        #                                                  always be capped should also require the header
+        #                                 "consent_scope"  each scope in the record's consent_scope header (only
+        #                                                  those in consent_scopes below, when given); a record
+        #                                                  with several is limited if any of them is
+        #                                 "class"          the topic's sensitivity class
+        #                                 "producer"       the publishing client id (publish only)
+        #                                 "connection"     the connection the record came on (publish only)
+        #                                 "subscriber"     the subscribing client id (delivery only)
+        #                                 "group"          the consumer group, else the client id (delivery only)
+        #                                 "global"         one limit for every record the limiter applies to
+        #   key_header        optional  with key = "recipient": the header naming the person or entity the
+        #                               record would contact (default "recipient")
+        #   a limit, one of:
+        #     rate + burst    a token bucket: `rate` records per second on average (a number > 0), at most
+        #                     `burst` (an integer >= 1) at once. Its clock is monotonic; its state lives in memory.
+        #     cap + window_ms an exact sliding window: at most `cap` records (1…4096) in ANY window of `window_ms`
+        #                     milliseconds (1…31622400000 = 366 days), e.g. 3 per 24 h. Its clock is the wall
+        #                     clock, and its event times are persisted, so a restart never resets a contact cap.
+        #   bytes_per_second  optional, delivery only: also limit delivered bytes per second per key
+        #   burst_bytes       optional, delivery only, with bytes_per_second (default: one second's worth)
+        #   topics            optional  topic patterns (as in roles) it applies to; each must match a declared
+        #                               topic (default: every topic)
+        #   consent_scopes    optional  declared scopes; it applies only to records carrying one of them
+        #   classes           optional  declared classes; it applies only to topics of these classes
+        #   action            optional  publish: "reject" (default; PUBLISH_ACK RATE_LIMITED with a retry-after in
+        #                               milliseconds), "quarantine" (the record goes to __quarantine with reason
+        #                               RATE_LIMITED and the limiter's name) or "delay" (held until allowed);
+        #                               delivery: "delay" only (paced: records wait in the log, never dropped)
+        #   max_keys          optional  the most keys held at once, 1…100000000 (default 100000). Keys whose
+        #                               limit is back to fresh are forgotten first; when every key is still
+        #                               limited, a new key is refused (the table fails closed, never forgetting
+        #                               a cap that is in force)
+        # All filters must match for a limiter to apply, and a limiter must apply to at least one declared topic.
+        # A record is checked against every limiter that applies to it, and it passes only if all of them allow
+        # it. Caps are stricter the more sensitive the data: PHI topics get tighter per-recipient caps than
+        # pseudonymous ones.
+
+        # At most 3 promotional outreach records per recipient in any 24 hours, whatever the topic or producer.
+        [[limiters]]
+        name = "outreach_per_recipient"
+        applies_to = "publish"
+        key = "recipient"
+        key_header = "recipient"
+        consent_scopes = ["promotional_outreach"]
+        cap = 3
+        window_ms = 86400000
+        action = "reject"
+        max_keys = 100000
+
+        # PHI topics: at most 5 records about one recipient in any hour (tighter than non-PHI topics).
+        [[limiters]]
+        name = "phi_per_recipient"
+        applies_to = "publish"
+        key = "recipient"
+        classes = ["phi"]
+        cap = 5
+        window_ms = 3600000
+        action = "reject"
+
+        # Pseudonymous topics: at most 20 records per recipient in any hour.
+        [[limiters]]
+        name = "support_per_recipient"
+        applies_to = "publish"
+        key = "recipient"
+        classes = ["pseudonymous"]
+        cap = 20
+        window_ms = 3600000
+        action = "reject"
+
+        # All promotional outreach together, across every producer: 50 records per second, bursts of 100. The
+        # excess is quarantined for review rather than bounced back to a retrying producer.
+        [[limiters]]
+        name = "promotional_scope"
+        applies_to = "publish"
+        key = "consent_scope"
+        consent_scopes = ["promotional_outreach"]
+        rate = 50
+        burst = 100
+        action = "quarantine"
+
+        # Protects the broker: any one connection publishes at most 50,000 records per second (bursts of 100,000).
+        [[limiters]]
+        name = "per_connection"
+        applies_to = "publish"
+        key = "connection"
+        rate = 50000
+        burst = 100000
+        action = "reject"
+
+        # Destination quota: each analytics subscriber receives at most 20,000 records per second (bursts of
+        # 40,000); faster consumers are paced, and records wait in the log.
+        [[limiters]]
+        name = "analytics_delivery"
+        applies_to = "delivery"
+        key = "subscriber"
+        topics = ["analytics.*"]
+        rate = 20000
+        burst = 40000
+        action = "delay"
 
         # Principals: the identities clients authenticate as (HELLO carries client_id and token). One
         # [[principals]] entry per client; client ids are unique and use A-Z a-z 0-9 . _ - @. Keys:

@@ -59,9 +59,9 @@ package struct Policy: Sendable {
     /// The rendering covers everything that affects a decision: classes in rank order, the purpose and scope
     /// vocabularies, every topic's class, storage, retention, purposes, scopes, required headers, payload format,
     /// allowed and effective forbidden fields and dedupe settings, every role's clearance, patterns, purposes,
-    /// scopes and capabilities, and every principal's role and token hash. Sets (and the topic, role and principal
-    /// lists) are sorted and every string is length-prefixed, so the version does not depend on file order, key
-    /// order, whitespace or comments, and changes whenever a rule does. `[server]` settings are not policy and are
+    /// scopes and capabilities, every principal's role and token hash, and every limiter. Sets (and the topic,
+    /// role, principal and limiter lists) are sorted and every string is length-prefixed, so the version does not
+    /// depend on file order, key order, whitespace or comments, and changes whenever a rule does. `[server]` settings are not policy and are
     /// not included.
     package let policyVersion: String
     private let topics: [String: CompiledTopic]
@@ -70,6 +70,10 @@ package struct Policy: Sendable {
     private let credentials: [String: StoredCredential]
     /// The declared consent scopes' UTF-8, indexed like `CompiledTopic.allowedScopes` and `CompiledRole.scopes`.
     private let scopeBytes: [[UInt8]]
+    /// The validated `[[limiters]]`, in file order.
+    package let limiters: [LimiterDeclaration]
+    /// Per declared topic, the limiters that apply to it, publish and delivery, in file order.
+    private let limitersByTopic: [String: (publish: [LimiterDeclaration], delivery: [LimiterDeclaration])]
 
     /// The reserved topic that holds quarantined records.
     package static let quarantineTopic = "__quarantine"
@@ -199,7 +203,29 @@ package struct Policy: Sendable {
         self.credentials = credentials
         self.topics = topics
         self.scopeBytes = config.consentScopes.map { Array($0.utf8) }
+        self.limiters = config.limiters
+        var limitersByTopic: [String: (publish: [LimiterDeclaration], delivery: [LimiterDeclaration])] = [:]
+        for declared in config.topics {
+            let applicable = config.limiters.filter { $0.applies(to: declared) }
+            limitersByTopic[declared.name] = (
+                applicable.filter { $0.direction == .publish }, applicable.filter { $0.direction == .delivery }
+            )
+        }
+        self.limitersByTopic = limitersByTopic
         self.policyVersion = PolicyVersion.compute(config)
+    }
+
+    /// The limiters that apply to records of `topic` in `direction`, in file order, computed once at init (no
+    /// pattern matching per record). Reserved and undeclared topics have none. Per-record conditions (a recipient
+    /// header, a consent scope among the filter's) are decided by `limiterKeys`.
+    package func limiters(for topic: String, direction: LimiterDirection) -> [LimiterDeclaration] {
+        guard let entry = self.limitersByTopic[topic] else { return [] }
+        return direction == .publish ? entry.publish : entry.delivery
+    }
+
+    /// The limiter called `name`, if declared.
+    package func limiter(named name: String) -> LimiterDeclaration? {
+        self.limiters.first { $0.name == name }
     }
 
     /// A reserved topic: the most sensitive declared class, fsync always, lz4, opaque payload, no record rules

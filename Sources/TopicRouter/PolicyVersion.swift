@@ -3,7 +3,7 @@ import Crypto
 /// The policy version: a stable hash of a validated configuration's effective policy (see `Policy.policyVersion`).
 enum PolicyVersion {
     /// Bumped if the rendering below changes, so that versions from different renderings never collide.
-    static let renderingTag = "brokerd-policy/1"
+    static let renderingTag = "brokerd-policy/2"
 
     /// `pv-` + the first 12 lowercase hex digits of SHA-256 over `canonicalRendering(config)`.
     static func compute(_ config: BrokerConfig) -> String {
@@ -70,6 +70,25 @@ enum PolicyVersion {
             out.string(principal.clientID)
             out.string(principal.role)
             out.string(principal.tokenHash ?? "-")
+        }
+        out.count(config.limiters.count)
+        for limiter in config.limiters.sorted(by: { $0.name < $1.name }) {
+            out.string("limiter")
+            out.string(limiter.name)
+            out.string(limiter.direction.rawValue)
+            out.string(limiter.key.rawValue)
+            out.string(limiter.key == .recipient ? limiter.keyHeader : "-")
+            switch limiter.limit {
+            case .tokenBucket(let rate, let burst): out.string("bucket:\(rate):\(burst)")
+            case .window(let cap, let windowMillis): out.string("window:\(cap):\(windowMillis)")
+            }
+            out.string(limiter.bytesPerSecond.map { "\($0)" } ?? "-")
+            out.string(limiter.effectiveBurstBytes.map { "\($0)" } ?? "-")
+            for filter in [limiter.topics, limiter.consentScopes, limiter.classes] {
+                if let filter { out.set(filter) } else { out.string("any") }
+            }
+            out.string(limiter.action.rawValue)
+            out.string("\(limiter.maxKeys)")
         }
         return out.bytes
     }

@@ -119,7 +119,9 @@ struct PolicyVersionTests {
         Mutation(label: "topic fsync") { $0.topics[0].fsync = .never },
         Mutation(label: "topic retention") { $0.topics[0].retentionMillis = 1000 },
         Mutation(label: "topic renamed") { $0.topics[0].name = "education.finished" },
-        Mutation(label: "topic removed") { $0.topics.removeLast() },
+        // support.notice: no limiter depends on it alone (removing clinical.referral would leave phi_per_recipient
+        // applying to no topic, which is an error).
+        Mutation(label: "topic removed") { $0.topics.removeAll { $0.name == "support.notice" } },
         Mutation(label: "role clearance") { $0.roles[2].clearance = "deidentified" },
         Mutation(label: "role publish pattern") { $0.roles[2].publish = ["education.*"] },
         Mutation(label: "role subscribe pattern") { $0.roles[2].subscribe.append("support.*") },
@@ -129,6 +131,16 @@ struct PolicyVersionTests {
         Mutation(label: "principal role") { $0.principals[2].role = "analytics" },
         Mutation(label: "principal token hash") { $0.principals[2].tokenHash = Credentials.hash(token: "rotated") },
         Mutation(label: "principal removed") { $0.principals.removeLast() },
+        Mutation(label: "limiter cap") { $0.limiters[0].limit = .window(cap: 4, windowMillis: 86_400_000) },
+        Mutation(label: "limiter rate") {
+            $0.limiters[4].limit = .tokenBucket(ratePerSecond: 49_999.5, burst: 100_000)
+        },
+        Mutation(label: "limiter action") { $0.limiters[0].action = .quarantine },
+        Mutation(label: "limiter key header") { $0.limiters[0].keyHeader = "patient" },
+        Mutation(label: "limiter scope filter") { $0.limiters[0].consentScopes?.append("operational_notice") },
+        Mutation(label: "limiter max keys") { $0.limiters[0].maxKeys = 10 },
+        Mutation(label: "limiter byte quota") { $0.limiters[5].bytesPerSecond = 1_000_000 },
+        Mutation(label: "limiter removed") { $0.limiters.removeLast() },
     ]
 
     @Test("any change to a rule changes the version", arguments: mutations)

@@ -1,0 +1,492 @@
+import TOMLKit
+
+/// Whether a limiter counts records as they are published or as they are delivered.
+package enum LimiterDirection: String, CaseIterable, Equatable, Hashable, Sendable {
+    /// Counted when a producer publishes (`applies_to = "publish"`).
+    case publish
+    /// Counted when the broker delivers to a subscriber (`applies_to = "delivery"`); delivery is paced, never dropped.
+    case delivery
+}
+
+/// What a limiter keeps a separate limit for (`key`).
+package enum LimiterKeyKind: String, CaseIterable, Equatable, Hashable, Sendable {
+    /// The value of the record header named by `key_header` (default `recipient`); records without it are not
+    /// limited by this limiter.
+    case recipient
+    /// Each consent scope the record carries (only those among the limiter's `consent_scopes`, when it has them).
+    case consentScope = "consent_scope"
+    /// The topic's sensitivity class.
+    case sensitivityClass = "class"
+    /// The publishing client id (publish only).
+    case producer
+    /// The connection the record arrived on (publish only).
+    case connection
+    /// The subscribing client id (delivery only).
+    case subscriber
+    /// The consumer group, or the client id when the subscription has no group (delivery only).
+    case group
+    /// One limit shared by every record the limiter applies to.
+    case global
+
+    /// Whether this key makes sense in `direction`.
+    package func isValid(in direction: LimiterDirection) -> Bool {
+        switch self {
+        case .recipient, .consentScope, .sensitivityClass, .global: return true
+        case .producer, .connection: return direction == .publish
+        case .subscriber, .group: return direction == .delivery
+        }
+    }
+}
+
+/// What happens to a record a limiter refuses (`action`).
+package enum LimiterAction: String, CaseIterable, Equatable, Hashable, Sendable {
+    /// PUBLISH_ACK result RATE_LIMITED with a retry-after (publish only; the default there).
+    case reject
+    /// The record goes to `__quarantine` with reason RATE_LIMITED and the limiter's name (publish only).
+    case quarantine
+    /// The record waits until the limiter allows it (the only action of delivery limiters, their default).
+    case delay
+}
+
+/// A limiter's limit: a token bucket, or an exact sliding window.
+package enum LimiterLimit: Equatable, Sendable {
+    /// `rate` records per second on average, at most `burst` at once (`rate`, `burst`).
+    case tokenBucket(ratePerSecond: Double, burst: Int)
+    /// At most `cap` records in any window of `windowMillis` milliseconds (`cap`, `window_ms`).
+    case window(cap: Int, windowMillis: Int64)
+}
+
+/// A `[[limiters]]` entry: plain, validated data. The server builds Throttle's limiter set from these.
+package struct LimiterDeclaration: Equatable, Sendable {
+    /// The default of `key_header`.
+    package static let defaultKeyHeader = "recipient"
+    /// The default of `max_keys`.
+    package static let defaultMaxKeys = 100_000
+
+    /// Unique name, `[a-z0-9_.-]` (`name`).
+    package var name: String
+    /// Publish or delivery (`applies_to`).
+    package var direction: LimiterDirection
+    /// What it keeps a limit per (`key`).
+    package var key: LimiterKeyKind
+    /// The header holding the recipient for `key = "recipient"` (`key_header`, default `recipient`).
+    package var keyHeader: String = LimiterDeclaration.defaultKeyHeader
+    /// Records per key (`rate` + `burst`, or `cap` + `window_ms`).
+    package var limit: LimiterLimit
+    /// Delivery only: bytes per second per key (`bytes_per_second`), nil for no byte limit.
+    package var bytesPerSecond: Double? = nil
+    /// Delivery only: the byte burst (`burst_bytes`); nil takes one second's worth of `bytesPerSecond`.
+    package var burstBytes: Int? = nil
+    /// Topic patterns it applies to (`topics`); nil for every declared topic.
+    package var topics: [String]? = nil
+    /// Consent scopes (`consent_scopes`); when set, it applies only to records carrying one of them.
+    package var consentScopes: [String]? = nil
+    /// Sensitivity classes (`classes`); when set, it applies only to topics of these classes.
+    package var classes: [String]? = nil
+    /// What happens to a record over the limit (`action`).
+    package var action: LimiterAction
+    /// The most keys held at once (`max_keys`); a full table of active keys refuses new keys (fails closed).
+    package var maxKeys: Int = LimiterDeclaration.defaultMaxKeys
+
+    /// A limiter with no filters; the action defaults to `reject` for publish and `delay` for delivery.
+    package init(
+        name: String,
+        direction: LimiterDirection,
+        key: LimiterKeyKind,
+        limit: LimiterLimit,
+        action: LimiterAction? = nil
+    ) {
+        self.name = name
+        self.direction = direction
+        self.key = key
+        self.limit = limit
+        self.action = action ?? (direction == .publish ? .reject : .delay)
+    }
+
+    /// One second's worth of bytes when `burst_bytes` is not given (at least 1), or nil without a byte limit.
+    package var effectiveBurstBytes: Int? {
+        guard let rate = self.bytesPerSecond else { return nil }
+        if let burst = self.burstBytes { return burst }
+        return Int(min(max(rate.rounded(.up), 1), Double(LimiterRules.maxBurst)))
+    }
+
+    /// Whether this limiter applies to records of `topic` at all (patterns, classes, and the topic allowing one of
+    /// the filter's consent scopes). Per-record conditions are `Policy.limiterKeys`' job.
+    package func applies(to topic: TopicPolicy) -> Bool {
+        if let topics = self.topics, !topics.contains(where: { TopicPattern($0).matches(topic.name) }) { return false }
+        if let classes = self.classes, !classes.contains(topic.sensitivity) { return false }
+        if let scopes = self.consentScopes, !scopes.contains(where: { topic.consentScopes.contains($0) }) {
+            return false
+        }
+        return true
+    }
+}
+
+/// The bounds `[[limiters]]` values are validated against.
+package enum LimiterRules {
+    /// Largest `burst` and `burst_bytes` (Throttle's `TokenBucket.maxBurst`).
+    package static let maxBurst = 1_000_000_000
+    /// Largest `rate` and `bytes_per_second` (Throttle's `TokenBucket.maxRatePerSecond`).
+    package static let maxRate = 1_000_000_000.0
+    /// Smallest `rate`: about one record every 31 years; Throttle keeps rates to 10⁻⁹ per second.
+    package static let minRate = 1e-9
+    /// Largest `cap` (Throttle's `WindowCap.maxLimit`: the window keeps one time per allowed event).
+    package static let maxCap = 4096
+    /// Largest `max_keys`.
+    package static let maxKeys = 100_000_000
+    /// Longest `window_ms`: 366 days.
+    package static let maxWindowMillis: Int64 = 366 * 86_400_000
+}
+
+extension ConfigDecoder {
+    static let limiterKeys = [
+        "name", "applies_to", "key", "key_header", "rate", "burst", "cap", "window_ms", "bytes_per_second",
+        "burst_bytes", "topics", "consent_scopes", "classes", "action", "max_keys",
+    ]
+
+    static func decodeLimiter(_ reader: TableReader) throws(ConfigError) -> LimiterDeclaration {
+        try reader.checkKeys(Self.limiterKeys)
+        let name = try reader.requiredString("name")
+        let owner = "limiter '\(name)'"
+        let directionText = try reader.requiredString("applies_to")
+        guard let direction = LimiterDirection(rawValue: directionText) else {
+            throw ConfigError(
+                "\(owner): applies_to must be \"publish\" or \"delivery\", got \"\(directionText)\"",
+                line: reader.line("applies_to")
+            )
+        }
+        let keyText = try reader.requiredString("key")
+        guard let key = LimiterKeyKind(rawValue: keyText) else {
+            throw ConfigError(
+                "\(owner): unknown key \"\(keyText)\"; keys are "
+                    + LimiterKeyKind.allCases.map(\.rawValue).joined(separator: ", "),
+                line: reader.line("key")
+            )
+        }
+        let rate = try reader.number("rate")
+        let burst = try reader.integer("burst")
+        let cap = try reader.integer("cap")
+        let window = try reader.integer("window_ms")
+        let limit: LimiterLimit
+        switch (rate, burst, cap, window) {
+        case (let rate?, let burst?, nil, nil):
+            limit = .tokenBucket(ratePerSecond: rate, burst: burst)
+        case (nil, nil, let cap?, let window?):
+            limit = .window(cap: cap, windowMillis: Int64(window))
+        case (.some, _, .some, _), (.some, _, _, .some), (_, .some, .some, _), (_, .some, _, .some):
+            throw ConfigError(
+                "\(owner) has both a token bucket (rate, burst) and a window (cap, window_ms); give one of them",
+                line: reader.line(cap != nil ? "cap" : "window_ms")
+            )
+        case (.some, nil, nil, nil):
+            throw ConfigError("\(owner) has rate but no burst; a token bucket needs both", line: reader.line("rate"))
+        case (nil, .some, nil, nil):
+            throw ConfigError("\(owner) has burst but no rate; a token bucket needs both", line: reader.line("burst"))
+        case (nil, nil, .some, nil):
+            throw ConfigError(
+                "\(owner) has cap but no window_ms; a window needs both (e.g. cap = 3, window_ms = 86400000)",
+                line: reader.line("cap")
+            )
+        case (nil, nil, nil, .some):
+            throw ConfigError("\(owner) has window_ms but no cap; a window needs both", line: reader.line("window_ms"))
+        case (nil, nil, nil, nil):
+            throw ConfigError(
+                "\(owner) has no limit; give rate and burst (a token bucket) or cap and window_ms (a window)",
+                line: reader.line(nil)
+            )
+        }
+        var action: LimiterAction? = nil
+        if let actionText = try reader.string("action") {
+            guard let parsed = LimiterAction(rawValue: actionText) else {
+                throw ConfigError(
+                    "\(owner): action must be \"reject\", \"quarantine\" or \"delay\", got \"\(actionText)\"",
+                    line: reader.line("action")
+                )
+            }
+            action = parsed
+        }
+        var limiter = LimiterDeclaration(name: name, direction: direction, key: key, limit: limit, action: action)
+        if let header = try reader.string("key_header") {
+            guard key == .recipient else {
+                throw ConfigError(
+                    "\(owner) has key_header but key = \"\(key.rawValue)\"; key_header names the header of "
+                        + "key = \"recipient\"",
+                    line: reader.line("key_header")
+                )
+            }
+            limiter.keyHeader = header
+        }
+        limiter.bytesPerSecond = try reader.number("bytes_per_second")
+        limiter.burstBytes = try reader.integer("burst_bytes")
+        limiter.topics = try reader.stringArray("topics")
+        limiter.consentScopes = try reader.stringArray("consent_scopes")
+        limiter.classes = try reader.stringArray("classes")
+        if let maxKeys = try reader.integer("max_keys") { limiter.maxKeys = maxKeys }
+        return limiter
+    }
+}
+
+extension TableReader {
+    /// A number (an integer or a floating-point value), nil when the key is absent.
+    func number(_ key: String) throws(ConfigError) -> Double? {
+        guard let value = self.table[key] else { return nil }
+        if let integer = value.int { return Double(integer) }
+        guard let double = value.double else {
+            throw ConfigError(
+                "'\(key)' in \(self.label) must be a number, got \(Self.describe(value))",
+                line: self.line(key)
+            )
+        }
+        return double
+    }
+}
+
+extension ConfigValidator {
+    /// Names of limiters: `[a-z0-9_.-]`, 1…255 bytes.
+    static func isLimiterName(_ name: String) -> Bool {
+        guard !name.isEmpty, name.utf8.count <= Self.maxIdentifierLength else { return false }
+        return name.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"),
+                UInt8(ascii: "."), UInt8(ascii: "-"):
+                return true
+            default:
+                return false
+            }
+        }
+    }
+
+    /// Every `[[limiters]]` rule; `topics` are the declared (validated) topics.
+    static func validateLimiters(
+        _ limiters: [LimiterDeclaration],
+        topics: [TopicPolicy],
+        classes: [String],
+        scopes: Set<String>,
+        locator: ConfigLineLocator?
+    ) throws(ConfigError) {
+        var names = Set<String>()
+        for (index, limiter) in limiters.enumerated() {
+            func line(_ key: String) -> Int? { locator?.line(table: "limiters", index: index, key: key) }
+            let owner = "limiter '\(limiter.name)'"
+            guard Self.isLimiterName(limiter.name) else {
+                throw ConfigError(
+                    "invalid limiter name '\(limiter.name)'; use 1…\(Self.maxIdentifierLength) of a-z 0-9 _ . -",
+                    line: line("name")
+                )
+            }
+            guard names.insert(limiter.name).inserted else {
+                throw ConfigError(
+                    "duplicate limiter '\(limiter.name)'; limiter names must be unique",
+                    line: line("name")
+                )
+            }
+            guard limiter.key.isValid(in: limiter.direction) else {
+                let valid = LimiterKeyKind.allCases.filter { $0.isValid(in: limiter.direction) }.map(\.rawValue)
+                throw ConfigError(
+                    "\(owner): key \"\(limiter.key.rawValue)\" cannot be used on a \(limiter.direction.rawValue) "
+                        + "limiter; \(limiter.direction.rawValue) keys are \(valid.joined(separator: ", "))",
+                    line: line("key")
+                )
+            }
+            if limiter.key == .recipient {
+                let header = limiter.keyHeader
+                guard !header.isEmpty, header.utf8.count <= Self.maxFieldNameLength,
+                    header.utf8.allSatisfy(Self.isNameByte)
+                else {
+                    throw ConfigError(
+                        "\(owner) has invalid key_header '\(header)'; use 1…\(Self.maxFieldNameLength) of "
+                            + "A-Z a-z 0-9 . _ -",
+                        line: line("key_header")
+                    )
+                }
+            }
+            switch limiter.limit {
+            case .tokenBucket(let rate, let burst):
+                guard rate.isFinite, rate >= LimiterRules.minRate, rate <= LimiterRules.maxRate else {
+                    throw ConfigError(
+                        "\(owner): rate must be a number of records per second in "
+                            + "\(LimiterRules.minRate)…\(Int(LimiterRules.maxRate)), got \(rate)",
+                        line: line("rate")
+                    )
+                }
+                guard (1...LimiterRules.maxBurst).contains(burst) else {
+                    throw ConfigError(
+                        "\(owner): burst must be in 1…\(LimiterRules.maxBurst), got \(burst)",
+                        line: line("burst")
+                    )
+                }
+            case .window(let cap, let windowMillis):
+                guard (1...LimiterRules.maxCap).contains(cap) else {
+                    throw ConfigError(
+                        "\(owner): cap must be in 1…\(LimiterRules.maxCap), got \(cap); for higher volumes use "
+                            + "rate and burst",
+                        line: line("cap")
+                    )
+                }
+                guard (1...LimiterRules.maxWindowMillis).contains(windowMillis) else {
+                    throw ConfigError(
+                        "\(owner): window_ms must be in 1…\(LimiterRules.maxWindowMillis) (366 days), "
+                            + "got \(windowMillis)",
+                        line: line("window_ms")
+                    )
+                }
+            }
+            if limiter.bytesPerSecond != nil || limiter.burstBytes != nil {
+                guard limiter.direction == .delivery else {
+                    throw ConfigError(
+                        "\(owner): bytes_per_second and burst_bytes apply to delivery limiters only",
+                        line: line(limiter.bytesPerSecond != nil ? "bytes_per_second" : "burst_bytes")
+                    )
+                }
+                guard let bytes = limiter.bytesPerSecond else {
+                    throw ConfigError(
+                        "\(owner) has burst_bytes but no bytes_per_second; give both",
+                        line: line("burst_bytes")
+                    )
+                }
+                guard bytes.isFinite, bytes >= 1, bytes <= LimiterRules.maxRate else {
+                    throw ConfigError(
+                        "\(owner): bytes_per_second must be in 1…\(Int(LimiterRules.maxRate)), got \(bytes)",
+                        line: line("bytes_per_second")
+                    )
+                }
+                if let burst = limiter.burstBytes, !(1...LimiterRules.maxBurst).contains(burst) {
+                    throw ConfigError(
+                        "\(owner): burst_bytes must be in 1…\(LimiterRules.maxBurst), got \(burst)",
+                        line: line("burst_bytes")
+                    )
+                }
+            }
+            if limiter.direction == .delivery && limiter.action != .delay {
+                throw ConfigError(
+                    "\(owner): a delivery limiter can only delay (records wait in the log and are never dropped), "
+                        + "got action \"\(limiter.action.rawValue)\"; remove action or set action = \"delay\"",
+                    line: line("action")
+                )
+            }
+            guard (1...LimiterRules.maxKeys).contains(limiter.maxKeys) else {
+                throw ConfigError(
+                    "\(owner): max_keys must be in 1…\(LimiterRules.maxKeys), got \(limiter.maxKeys)",
+                    line: line("max_keys")
+                )
+            }
+            if let patterns = limiter.topics {
+                guard !patterns.isEmpty else {
+                    throw ConfigError(
+                        "\(owner) has topics = []; leave the key out to apply to every topic",
+                        line: line("topics")
+                    )
+                }
+                try Self.requireUnique(patterns, of: owner, key: "topics", line: line("topics"))
+                for pattern in patterns {
+                    guard !pattern.isEmpty,
+                        pattern.utf8.allSatisfy({ Self.isNameByte($0) || $0 == UInt8(ascii: "*") })
+                    else {
+                        throw ConfigError(
+                            "\(owner) has invalid topic pattern '\(pattern)'; patterns use A-Z a-z 0-9 . _ - and * "
+                                + "(any run of characters)",
+                            line: line("topics")
+                        )
+                    }
+                    let compiled = TopicPattern(pattern)
+                    guard topics.contains(where: { compiled.matches($0.name) }) else {
+                        throw ConfigError(
+                            "\(owner) has topic pattern '\(pattern)', which matches no declared topic",
+                            line: line("topics")
+                        )
+                    }
+                }
+            }
+            if let filter = limiter.consentScopes {
+                guard !filter.isEmpty else {
+                    throw ConfigError(
+                        "\(owner) has consent_scopes = []; leave the key out to apply whatever the scope",
+                        line: line("consent_scopes")
+                    )
+                }
+                try Self.requireDeclared(
+                    filter,
+                    in: scopes,
+                    of: owner,
+                    key: "consent_scopes",
+                    line: line("consent_scopes")
+                )
+            }
+            if let filter = limiter.classes {
+                guard !filter.isEmpty else {
+                    throw ConfigError(
+                        "\(owner) has classes = []; leave the key out to apply to every class",
+                        line: line("classes")
+                    )
+                }
+                try Self.requireUnique(filter, of: owner, key: "classes", line: line("classes"))
+                if let unknown = filter.first(where: { !classes.contains($0) }) {
+                    throw ConfigError(
+                        "\(owner) names class '\(unknown)', which is not declared; declared classes: "
+                            + classes.joined(separator: ", "),
+                        line: line("classes")
+                    )
+                }
+            }
+            guard topics.contains(where: { limiter.applies(to: $0) }) else {
+                throw ConfigError(
+                    "limiter '\(limiter.name)' applies to no declared topic: no topic matches all of its filters "
+                        + "(topics, classes, and a topic allowing one of its consent_scopes)",
+                    line: line("name")
+                )
+            }
+        }
+    }
+}
+
+extension Policy {
+    /// The keys `limiter` counts `headers`' record under, or [] when the limiter does not apply to this record.
+    ///
+    /// `limiter` should be one of `limiters(for: topic, direction:)`; the topic-level filters are not checked again.
+    /// Per record: with a `consent_scopes` filter the record must carry one of those scopes (in a `consent_scope`
+    /// header), else []. Then by key:
+    /// - `recipient`: every distinct non-empty value of the `key_header` headers; a record without one is not
+    ///   limited by this limiter (a topic that must always be capped should require the header);
+    /// - `consent_scope`: every distinct scope the record carries (only those in the filter, when there is one);
+    /// - `class`: the topic's class; `producer` and `subscriber`: the principal's client id; `connection`: the
+    ///   connection id in decimal; `group`: the consumer group, or the client id without one; `global`: "*".
+    package func limiterKeys<Headers: Collection>(
+        _ limiter: LimiterDeclaration,
+        topic: String,
+        headers: Headers,
+        principal: Principal,
+        connectionID: UInt64,
+        group: String? = nil
+    ) -> [String] where Headers.Element: PolicyHeaderView {
+        var scopes: [String] = []
+        if limiter.consentScopes != nil || limiter.key == .consentScope {
+            for scope in Self.consentScopes(in: headers) where !scopes.contains(scope) {
+                if let filter = limiter.consentScopes, !filter.contains(scope) { continue }
+                scopes.append(scope)
+            }
+            if limiter.consentScopes != nil && scopes.isEmpty { return [] }
+        }
+        switch limiter.key {
+        case .recipient:
+            var keys: [String] = []
+            for header in headers where header.name == limiter.keyHeader {
+                let value = header.withUnsafeValueBytes { String(decoding: $0, as: UTF8.self) }
+                if !value.isEmpty && !keys.contains(value) { keys.append(value) }
+            }
+            return keys
+        case .consentScope:
+            return scopes
+        case .sensitivityClass:
+            guard let policy = self.topic(named: topic) ?? self.reservedTopic(named: topic) else { return [] }
+            return [policy.sensitivity]
+        case .producer, .subscriber:
+            return [principal.clientID]
+        case .connection:
+            return [String(connectionID)]
+        case .group:
+            return [group ?? principal.clientID]
+        case .global:
+            return ["*"]
+        }
+    }
+}
