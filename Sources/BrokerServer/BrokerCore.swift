@@ -230,6 +230,7 @@ final class BrokerCore: Sendable {
         } catch {
             return reject("\(error)")
         }
+        if let refusal = BrokerServer.unenforced(policy) { return reject("\(refusal)") }
         var added: [String] = []
         var notes: [String] = []
         for topic in policy.config.topics {

@@ -60,6 +60,7 @@ package final class BrokerServer: Service, Sendable {
     /// Opens the logs (running recovery) and binds the listener. Returns once clients can connect.
     package func start() async throws {
         let policy = try Policy(config: self.config)
+        if let refusal = Self.unenforced(policy) { throw refusal }
         let dataDir = self.config.server.dataDir
         try makeDirectory(dataDir)
         let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger, io: self.io)
@@ -157,6 +158,19 @@ package final class BrokerServer: Service, Sendable {
         try await self.start()
         try? await gracefulShutdown()
         await self.shutdown()
+    }
+}
+
+extension BrokerServer {
+    /// This build parses and validates `[[limiters]]` but does not enforce them yet (issue 4). A config that declares
+    /// them is refused — at start and on reload — rather than run with caps an operator believes are in force.
+    static func unenforced(_ policy: Policy) -> ConfigError? {
+        guard let first = policy.config.limiters.first else { return nil }
+        return ConfigError(
+            "the config declares [[limiters]] ('\(first.name)'\(policy.config.limiters.count > 1 ? " and \(policy.config.limiters.count - 1) more" : "")), "
+                + "which this build of brokerd does not enforce yet; remove them rather than run without the caps "
+                + "(docs/SECURITY.md, section 10)"
+        )
     }
 }
 

@@ -238,6 +238,9 @@ package enum ConfigLoader {
     /// The embedded default config (the closed-loop healthcare scenario); its principals have no token hash.
     package static var embeddedDefault: String { DefaultConfig.text }
 
+    /// The scenario's `[[limiters]]` in config syntax; not in `embeddedDefault` until the broker enforces them.
+    package static var scenarioLimiters: String { DefaultConfig.limiters }
+
     /// Parses and validates; every reference (class, role, topic) must resolve.
     ///
     /// Principals may omit `token_hash` here (brokerd generates their tokens); `Policy.init` then requires one.

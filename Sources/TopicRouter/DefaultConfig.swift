@@ -277,6 +277,60 @@ enum DefaultConfig {
         consent_scopes = []
         capabilities = ["audit.read"]
 
+        # Principals: the identities clients authenticate as (HELLO carries client_id and token). One
+        # [[principals]] entry per client; client ids are unique and use A-Z a-z 0-9 . _ - @. Keys:
+        #   client_id   required  the id the client presents
+        #   role        required  one of the roles above
+        #   token_hash  "sha256:" + 64 lowercase hex digits: the SHA-256 of the client's token, e.g. from
+        #               `printf %s "$TOKEN" | sha256sum`. The broker stores only this hash.
+        # A principal without token_hash gets a generated token: on first start brokerd writes a random token for
+        # each such principal to <data_dir>/credentials.toml (mode 0600) and reuses it afterwards. Only this
+        # embedded default relies on that; a production config gives every principal a token_hash, so no secret
+        # is ever written to disk.
+
+        [[principals]]
+        client_id = "learning-portal"
+        role = "learning_portal"
+
+        [[principals]]
+        client_id = "support-portal"
+        role = "support_portal"
+
+        [[principals]]
+        client_id = "crm-automation"
+        role = "crm"
+
+        [[principals]]
+        client_id = "analytics-lake"
+        role = "analytics"
+
+        [[principals]]
+        client_id = "support-desk"
+        role = "patient_support"
+
+        [[principals]]
+        client_id = "ops-admin"
+        role = "operator"
+
+        # Compliance operations: reviews and replays quarantined records.
+        [[principals]]
+        client_id = "quarantine-operator"
+        role = "operator"
+
+        # The compliance office's auditor: reads the audit ledger and nothing else.
+        [[principals]]
+        client_id = "compliance-auditor"
+        role = "auditor"
+
+        """#
+
+    /// The closed-loop scenario's limiters (per-recipient contact caps stricter by class, a promotional-outreach
+    /// scope limit, a per-connection guard, an analytics delivery quota), in config syntax.
+    ///
+    /// Not part of `text`: the broker does not enforce limiters yet (issue 4), and it refuses to start with a config
+    /// that declares them rather than ignore them silently. They parse and validate (tests use `text + limiters`);
+    /// the server work of issue 4 puts them back into the embedded default.
+    static let limiters = #"""
         # Limiters: rate limits and contact caps. In this domain a limiter is a privacy control as much as a
         # protection of the broker: a retry storm or a dedupe bug must not become fifty reminder texts to one
         # patient. One [[limiters]] entry per limiter; names are unique and use a-z 0-9 _ . - only. Keys:
@@ -386,51 +440,5 @@ enum DefaultConfig {
         rate = 20000
         burst = 40000
         action = "delay"
-
-        # Principals: the identities clients authenticate as (HELLO carries client_id and token). One
-        # [[principals]] entry per client; client ids are unique and use A-Z a-z 0-9 . _ - @. Keys:
-        #   client_id   required  the id the client presents
-        #   role        required  one of the roles above
-        #   token_hash  "sha256:" + 64 lowercase hex digits: the SHA-256 of the client's token, e.g. from
-        #               `printf %s "$TOKEN" | sha256sum`. The broker stores only this hash.
-        # A principal without token_hash gets a generated token: on first start brokerd writes a random token for
-        # each such principal to <data_dir>/credentials.toml (mode 0600) and reuses it afterwards. Only this
-        # embedded default relies on that; a production config gives every principal a token_hash, so no secret
-        # is ever written to disk.
-
-        [[principals]]
-        client_id = "learning-portal"
-        role = "learning_portal"
-
-        [[principals]]
-        client_id = "support-portal"
-        role = "support_portal"
-
-        [[principals]]
-        client_id = "crm-automation"
-        role = "crm"
-
-        [[principals]]
-        client_id = "analytics-lake"
-        role = "analytics"
-
-        [[principals]]
-        client_id = "support-desk"
-        role = "patient_support"
-
-        [[principals]]
-        client_id = "ops-admin"
-        role = "operator"
-
-        # Compliance operations: reviews and replays quarantined records.
-        [[principals]]
-        client_id = "quarantine-operator"
-        role = "operator"
-
-        # The compliance office's auditor: reads the audit ledger and nothing else.
-        [[principals]]
-        client_id = "compliance-auditor"
-        role = "auditor"
-
         """#
 }

@@ -105,7 +105,12 @@ final class TestBroker: Sendable {
         var logger = Logger(label: "brokerd-test")
         logger.logLevel = .critical  // storage-fault tests log errors on purpose
         let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2, reloadSource: reloadSource, io: io)
-        try await server.start()
+        do {
+            try await server.start()
+        } catch {
+            await server.shutdown()
+            throw error
+        }
         guard let port = server.localAddress?.port else { fatalError("no port") }
         return TestBroker(dataDir: config.server.dataDir, config: config, server: server, port: port)
     }
