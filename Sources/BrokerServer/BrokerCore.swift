@@ -135,6 +135,9 @@ final class BrokerCore: Sendable {
     /// Replays quarantined records, at most once each.
     let replayer: QuarantineReplayer
 
+    /// The rate limiters and contact caps.
+    let limits: LimiterEngine
+
     /// Re-reads the config for a reload; nil when there is nothing to re-read (the embedded default).
     let reloadSource: (@Sendable () throws -> BrokerConfig)?
     /// One reload at a time.
@@ -146,8 +149,10 @@ final class BrokerCore: Sendable {
     ///   - reloadSource: produces the new config on SIGHUP or ADMIN_RELOAD.
     init(
         policy: Policy, backend: any LogBackend, topics: TopicTable, offsets: OffsetStore,
-        replays: DurableTable, reloadSource: (@Sendable () throws -> BrokerConfig)?, logger: Logger
+        replays: DurableTable, limits: LimiterEngine, reloadSource: (@Sendable () throws -> BrokerConfig)?,
+        logger: Logger
     ) {
+        self.limits = limits
         self.currentPolicy = Mutex((policy, 1))
         self.settings = policy.config.server
         self.backend = backend
@@ -230,7 +235,11 @@ final class BrokerCore: Sendable {
         } catch {
             return reject("\(error)")
         }
-        if let refusal = BrokerServer.unenforced(policy) { return reject("\(refusal)") }
+        do {
+            try self.limits.reload(policy)
+        } catch {
+            return reject("limiters: \(error)")
+        }
         var added: [String] = []
         var notes: [String] = []
         for topic in policy.config.topics {

@@ -60,7 +60,6 @@ package final class BrokerServer: Service, Sendable {
     /// Opens the logs (running recovery) and binds the listener. Returns once clients can connect.
     package func start() async throws {
         let policy = try Policy(config: self.config)
-        if let refusal = Self.unenforced(policy) { throw refusal }
         let dataDir = self.config.server.dataDir
         try makeDirectory(dataDir)
         let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger, io: self.io)
@@ -71,8 +70,9 @@ package final class BrokerServer: Service, Sendable {
             for topic in self.config.topics { try await topics.openDeclared(topic) }
             let offsets = try OffsetStore(path: dataDir + "/consumer-offsets.log")
             let replays = try DurableTable(path: dataDir + "/quarantine-replays.table", label: "quarantine replays", logger: self.logger)
+            let limits = try LimiterEngine(policy: policy, dataDir: dataDir, logger: self.logger)
             core = BrokerCore(
-                policy: policy, backend: backend, topics: topics, offsets: offsets, replays: replays,
+                policy: policy, backend: backend, topics: topics, offsets: offsets, replays: replays, limits: limits,
                 reloadSource: self.reloadSource, logger: self.logger
             )
         } catch {
@@ -110,8 +110,10 @@ package final class BrokerServer: Service, Sendable {
         self.state.withLock { $0 = .running(channel: channel, core: core) }
         let maintenance = Task {
             while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(5))
+                try? await Task.sleep(for: .seconds(2))
                 for gate in core.topics.gates { gate.snapshotIfDue() }
+                core.limits.persist()
+                core.limits.flushAudit(to: core.audit, policyVersion: core.policy.policyVersion)
             }
         }
         self.maintenance.withLock { $0 = maintenance }
@@ -133,6 +135,9 @@ package final class BrokerServer: Service, Sendable {
             self.maintenance.withLock { $0?.cancel() }
             try? await channel.close()
             await core.drainAppends(timeout: .seconds(10))
+            core.limits.persist()
+            core.limits.flushAudit(to: core.audit, policyVersion: core.policy.policyVersion, force: true)
+            await core.appender(for: ReservedTopic.audit)?.flushed()
             for gate in core.topics.gates {
                 do { try await gate.close() } catch { self.logger.error("dedupe snapshot not written at shutdown", metadata: ["brokerd.error": "\(error)"]) }
             }
@@ -158,19 +163,6 @@ package final class BrokerServer: Service, Sendable {
         try await self.start()
         try? await gracefulShutdown()
         await self.shutdown()
-    }
-}
-
-extension BrokerServer {
-    /// This build parses and validates `[[limiters]]` but does not enforce them yet (issue 4). A config that declares
-    /// them is refused — at start and on reload — rather than run with caps an operator believes are in force.
-    static func unenforced(_ policy: Policy) -> ConfigError? {
-        guard let first = policy.config.limiters.first else { return nil }
-        return ConfigError(
-            "the config declares [[limiters]] ('\(first.name)'\(policy.config.limiters.count > 1 ? " and \(policy.config.limiters.count - 1) more" : "")), "
-                + "which this build of brokerd does not enforce yet; remove them rather than run without the caps "
-                + "(docs/SECURITY.md, section 10)"
-        )
     }
 }
 

@@ -200,10 +200,50 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         var sorted = PublishSorter.sort(publish, principal: principal, policy: policy, receivedAtMillis: receivedAt)
         let gate = self.core.gate(for: publish.topic)
         if let gate { sorted.reserveKeys(gate) }
-        let eventLoop = self.context!.eventLoop
+        let limits = self.core.limits
+        let connectionID = self.connectionID
+        let topic = publish.topic
+        let judge: (PublishSorter.Accepted) -> LimitDecision = { entry in
+            limits.judgePublish(
+                topic: topic, headers: entry.record.headers, bytes: entry.record.value.readableBytes,
+                principal: principal, connectionID: connectionID, policy: policy
+            )
+        }
+        let decisions = sorted.applyLimits(
+            topic: topic, producer: principal.clientID, receivedAtMillis: receivedAt, policyVersion: policy.policyVersion,
+            gate: gate, judge: judge
+        )
+        for decision in decisions { limits.count(decision.limiter, decision.decision) }
+        let delay = sorted.longestDelayNanos
+        guard delay > 0, let eventLoop = self.context?.eventLoop else {
+            self.appendAndAcknowledge(sorted, appender: appender, gate: gate, receivedAt: receivedAt, principal: principal, policy: policy, correlationID: correlationID)
+            return
+        }
+        // A "delay" limiter holds its records (at most `maxPublishDelay`), then they are judged again.
+        let wait = min(delay, Self.maxPublishDelayNanos)
+        eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(wait))) {
+            sorted.resumeDelayed(gate: gate, judge: judge)
+            self.appendAndAcknowledge(sorted, appender: appender, gate: gate, receivedAt: receivedAt, principal: principal, policy: policy, correlationID: correlationID)
+        }
+    }
+
+    /// The longest a publish limiter with action "delay" holds a record before judging it again (then it is rejected
+    /// if still limited).
+    static let maxPublishDelayNanos: UInt64 = 2_000_000_000
+
+    /// Appends the sorted records (topic and `__quarantine`), settles their dedupe keys, audits quarantines, and
+    /// sends the PUBLISH_ACK.
+    private func appendAndAcknowledge(
+        _ sorted: PublishSorter, appender: TopicAppender, gate: DedupeGate?, receivedAt: Int64, principal: Principal,
+        policy: Policy, correlationID: UInt32
+    ) {
+        guard let eventLoop = self.context?.eventLoop else {
+            self.core.endAppend()
+            return
+        }
+        let topic = appender.log.name
         let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
         let quarantined = self.append(sorted.quarantined.map(\.record), to: self.core.quarantine, on: eventLoop)
-        let topic = publish.topic
         // Each append settles on its own: a failure of one never reports the other's records as failed.
         EventLoopFuture.whenAllComplete([accepted, quarantined], on: eventLoop).assumeIsolated().whenSuccess { settled in
             self.core.endAppend()
@@ -399,6 +439,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             correlationID: correlationID,
             topic: request.topic,
             principal: principal,
+            group: request.group,
             log: log,
             machine: SubscriptionStateMachine(startOffset: start, endOffset: log.endOffset, initialCredit: request.initialCredit),
             checkedGeneration: generation,
@@ -467,7 +508,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: delivery
 
     private func run(_ action: SubscriptionStateMachine.Action, for subscription: Subscription) {
-        guard case .read(let from, let maxRecords) = action, let eventLoop = self.context?.eventLoop else { return }
+        guard let eventLoop = self.context?.eventLoop else { return }
+        if case .resume(let nanos) = action {
+            eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(min(nanos, UInt64(Int64.max))))) {
+                guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
+                self.run(subscription.machine.paceElapsed(), for: subscription)
+            }
+            return
+        }
+        guard case .read(let from, let maxRecords) = action else { return }
         let log = subscription.log
         self.readPool.runIfActive(eventLoop: eventLoop) {
             try log.read(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
@@ -482,10 +531,20 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let verdicts = records.map {
                     policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic, headers: $0.record.headers)
                 }
+                let deliverable = verdicts.map { $0 == .deliver }
+                // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
+                let candidates = records.indices.filter { deliverable[$0] }.prefix(subscription.machine.deliveryCandidates(deliverable))
+                let (allowed, retry) = self.core.limits.paceDelivery(
+                    topic: subscription.topic, sizes: candidates.map { records[$0].record.approximateSize },
+                    principal: subscription.principal, connectionID: self.connectionID, group: subscription.group,
+                    policy: policy
+                )
                 let outcome = subscription.machine.readCompleted(
                     offsets: records.map(\.offset),
-                    deliverable: verdicts.map { $0 == .deliver },
-                    endOffset: log.endOffset
+                    deliverable: deliverable,
+                    endOffset: log.endOffset,
+                    allowed: allowed,
+                    retryAfterNanos: retry
                 )
                 for index in 0..<outcome.consumed {
                     if case .withhold(let scope, let rule) = verdicts[index] { subscription.withheld(scope: scope, rule: rule) }
@@ -567,6 +626,8 @@ final class Subscription {
     let topic: String
     /// The subscriber as the policy last judged it (a reload may change its role).
     var principal: Principal
+    /// The consumer group ("" for none): delivery quotas keyed by group use it.
+    let group: String
     /// The policy generation this subscription was last allowed under.
     var checkedGeneration: UInt64
     let log: any TopicLog
@@ -583,7 +644,7 @@ final class Subscription {
     static let withheldAuditBatch = 1000
 
     init(
-        id: UInt32, correlationID: UInt32, topic: String, principal: Principal, log: any TopicLog,
+        id: UInt32, correlationID: UInt32, topic: String, principal: Principal, group: String, log: any TopicLog,
         machine: SubscriptionStateMachine, checkedGeneration: UInt64, listener: SubscriptionListener
     ) {
         self.checkedGeneration = checkedGeneration
@@ -591,6 +652,7 @@ final class Subscription {
         self.correlationID = correlationID
         self.topic = topic
         self.principal = principal
+        self.group = group
         self.log = log
         self.machine = machine
         self.listener = listener

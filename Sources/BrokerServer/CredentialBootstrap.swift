@@ -46,8 +46,13 @@ package enum CredentialBootstrap {
     }
 }
 
-/// Reads a whole file; nil when it does not exist.
+/// Reads a whole file as UTF-8 text; nil when it does not exist.
 func readFileIfPresent(_ path: String) throws -> String? {
+    try readBytesIfPresent(path).map { String(decoding: $0, as: UTF8.self) }
+}
+
+/// Reads a whole file; nil when it does not exist.
+func readBytesIfPresent(_ path: String) throws -> [UInt8]? {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     if fd < 0 {
         if errno == ENOENT { return nil }
@@ -65,17 +70,21 @@ func readFileIfPresent(_ path: String) throws -> String? {
         if n == 0 { break }
         bytes.append(contentsOf: chunk[0..<n])
     }
-    return String(decoding: bytes, as: UTF8.self)
+    return bytes
 }
 
 /// Writes `contents` to a temp file with `mode`, fsyncs it, and renames it over `path`.
 func writeFileAtomically(_ path: String, contents: String, mode: mode_t) throws {
+    try writeBytesAtomically(path, bytes: Array(contents.utf8), mode: mode)
+}
+
+/// Writes `bytes` to a temp file with `mode`, fsyncs it, and renames it over `path`.
+func writeBytesAtomically(_ path: String, bytes: [UInt8], mode: mode_t) throws {
     let temp = path + ".tmp"
     let fd = open(temp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
     guard fd >= 0 else { throw BrokerFileError(path: temp, operation: "open", errno: errno) }
     var ok = true
     var failedErrno: Int32 = 0
-    let bytes = Array(contents.utf8)
     var written = 0
     while written < bytes.count {
         let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + written, $0.count - written) }

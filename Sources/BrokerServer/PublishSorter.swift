@@ -38,6 +38,10 @@ struct PublishSorter {
     private(set) var duplicates: [Int: DedupeEntry] = [:]
     /// Records whose dedupe key is being appended by another request right now: wait, then answer.
     private(set) var waiting: [Int: DedupeWaiter] = [:]
+    /// Records a publish limiter refused (RATE_LIMITED results).
+    private(set) var rateLimited: [Int: PublishResult] = [:]
+    /// Records a publish limiter with action "delay" holds, with the limiter and the wait.
+    private(set) var delayed: [(entry: Accepted, limiter: String, nanos: UInt64)] = []
     let count: Int
 
     /// Sorts `publish`, whose topic the principal may publish to (the caller checked `publishDecision`).
@@ -61,15 +65,10 @@ struct PublishSorter {
                 ]
                 sorter.accepted.append(Accepted(index: index, record: record, dedupeKey: key))
             case .quarantine(let reason, let rule, let message):
-                record.headers += [
-                    LogHeader(RecordHeaderName.quarantineTopic, publish.topic),
-                    LogHeader(RecordHeaderName.quarantineProducer, principal.clientID),
-                    LogHeader(RecordHeaderName.quarantineTime, receivedAt),
-                    LogHeader(RecordHeaderName.quarantineReason, reason.rawValue),
-                    LogHeader(RecordHeaderName.quarantineRule, rule),
-                    LogHeader(RecordHeaderName.quarantinePolicyVersion, policy.policyVersion),
-                    LogHeader(RecordHeaderName.quarantineMessage, message),
-                ]
+                record.headers += Self.quarantineHeaders(
+                    topic: publish.topic, producer: principal.clientID, time: receivedAt, reason: reason.rawValue,
+                    rule: rule, policyVersion: policy.policyVersion, message: message
+                )
                 sorter.quarantined.append(
                     Quarantined(index: index, record: record, reason: reason.rawValue, rule: rule, message: message, dedupeKey: key)
                 )
@@ -78,6 +77,97 @@ struct PublishSorter {
             }
         }
         return sorter
+    }
+
+    /// The headers the broker adds to a record it puts in `__quarantine` (docs/PROTOCOL.md 8.3), in order.
+    static func quarantineHeaders(
+        topic: String, producer: String, time: String, reason: String, rule: String, policyVersion: String,
+        message: String
+    ) -> [LogHeader] {
+        [
+            LogHeader(RecordHeaderName.quarantineTopic, topic),
+            LogHeader(RecordHeaderName.quarantineProducer, producer),
+            LogHeader(RecordHeaderName.quarantineTime, time),
+            LogHeader(RecordHeaderName.quarantineReason, reason),
+            LogHeader(RecordHeaderName.quarantineRule, rule),
+            LogHeader(RecordHeaderName.quarantinePolicyVersion, policyVersion),
+            LogHeader(RecordHeaderName.quarantineMessage, message),
+        ]
+    }
+
+    /// Applies the publish limiters to the accepted records (after `reserveKeys`, so duplicates never count):
+    /// refused ones are answered RATE_LIMITED (their dedupe reservation released), quarantined ones move to
+    /// `quarantined` (reason RATE_LIMITED, rule `limiter.<name>`), delayed ones wait in `delayed`. Returns every
+    /// decision other than pass, for metrics and the audit ledger.
+    mutating func applyLimits(
+        topic: String, producer: String, receivedAtMillis: Int64, policyVersion: String, gate: DedupeGate?,
+        judge: (Accepted) -> LimitDecision
+    ) -> [(limiter: String, decision: String)] {
+        var decisions: [(limiter: String, decision: String)] = []
+        var kept: [Accepted] = []
+        for entry in self.accepted {
+            switch judge(entry) {
+            case .pass:
+                kept.append(entry)
+            case .reject(let limiter, let key, let retry):
+                if let gate, let ticket = entry.ticket { gate.release(ticket) }
+                self.rateLimited[entry.index] = PublishResult(
+                    code: .rateLimited, offset: -1, retryAfterMillis: retry,
+                    message: "limiter '\(limiter)' (\(key.rawValue)): limit reached; retry in \(retry) ms"
+                )
+                decisions.append((limiter, "reject"))
+            case .quarantine(let limiter, let key, let retry):
+                var record = entry.record
+                record.headers.removeAll { $0.name.hasPrefix(RecordHeaderName.brokerPrefix) }
+                let message = "limiter '\(limiter)' (\(key.rawValue)): limit reached (it allows more in \(retry) ms)"
+                record.headers += Self.quarantineHeaders(
+                    topic: topic, producer: producer, time: String(receivedAtMillis), reason: "RATE_LIMITED",
+                    rule: "limiter.\(limiter)", policyVersion: policyVersion, message: message
+                )
+                self.quarantined.append(Quarantined(
+                    index: entry.index, record: record, reason: "RATE_LIMITED", rule: "limiter.\(limiter)",
+                    message: message, dedupeKey: entry.dedupeKey, ticket: entry.ticket
+                ))
+                decisions.append((limiter, "quarantine"))
+            case .delay(let limiter, _, let nanos):
+                self.delayed.append((entry, limiter, nanos))
+                decisions.append((limiter, "delay"))
+            }
+        }
+        self.accepted = kept
+        self.quarantined.sort { $0.index < $1.index }
+        return decisions
+    }
+
+    /// The longest wait a delayed record asks for (0: none delayed).
+    var longestDelayNanos: UInt64 { self.delayed.map(\.nanos).max() ?? 0 }
+
+    /// Puts the delayed records back among the accepted ones (in request order) after their wait, judged again;
+    /// a record still limited then is rejected.
+    mutating func resumeDelayed(gate: DedupeGate?, judge: (Accepted) -> LimitDecision) {
+        let waiting = self.delayed
+        self.delayed.removeAll()
+        for (entry, limiter, nanos) in waiting {
+            switch judge(entry) {
+            case .pass:
+                self.accepted.append(entry)
+            case .reject(_, let key, let retry), .quarantine(_, let key, let retry):
+                if let gate, let ticket = entry.ticket { gate.release(ticket) }
+                self.rateLimited[entry.index] = PublishResult(
+                    code: .rateLimited, offset: -1, retryAfterMillis: retry,
+                    message: "limiter '\(limiter)' (\(key.rawValue)): still limited after a delay; retry in \(retry) ms"
+                )
+            case .delay(_, let key, let again):
+                if let gate, let ticket = entry.ticket { gate.release(ticket) }
+                let retry = UInt32(min(max(again, nanos) / 1_000_000 + 1, UInt64(UInt32.max)))
+                self.rateLimited[entry.index] = PublishResult(
+                    code: .rateLimited, offset: -1, retryAfterMillis: retry,
+                    message: "limiter '\(limiter)' (\(key.rawValue)): still limited after a delay; retry in \(retry) ms"
+                )
+            }
+        }
+        self.accepted.sort { $0.index < $1.index }
+        self.quarantined.sort { $0.index < $1.index }
     }
 
     /// Reserves every dedupe key with the topic's gate: records whose key is known or in flight leave the append
@@ -180,6 +270,7 @@ struct PublishSorter {
             results[entry.index] = PublishResult(code: entry.code, offset: -1, message: entry.message)
         }
         for (index, entry) in self.duplicates { results[index] = Self.duplicate(of: entry) }
+        for (index, result) in self.rateLimited { results[index] = result }
         return results
     }
 }

@@ -48,6 +48,14 @@ final class TopicAppender: Sendable {
         }
     }
 
+    /// Returns once everything queued so far is appended (or failed), waiting at most `timeout`.
+    func flushed(timeout: Duration = .seconds(5)) async {
+        let deadline = ContinuousClock.now.advanced(by: timeout)
+        while self.state.withLock({ $0.draining || !$0.queue.isEmpty }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+    }
+
     private func drain() async {
         while true {
             let batch: [Pending] = self.state.withLock { state in

@@ -145,34 +145,6 @@ struct ReplayAndReloadTests {
         await broker.stop()
     }
 
-    @Test("[[limiters]] are refused at start and on reload until the broker enforces them, never silently ignored")
-    func limitersRefused() async throws {
-        let withLimiters = ConfigText()
-        withLimiters.set(withLimiters.text + "\n" + ConfigLoader.scenarioLimiters)
-        do {
-            let broker = try await TestBroker.startScenario(configText: withLimiters)
-            await broker.stop()
-            broker.removeData()
-            Issue.record("a config with limiters must not start")
-        } catch let error as ConfigError {
-            #expect(error.message.contains("[[limiters]]"))
-        }
-        let config = ConfigText()
-        let broker = try await TestBroker.startScenario(configText: config)
-        defer { broker.removeData() }
-        config.set(withLimiters.text)
-        let admin = try await broker.client("ops-admin")
-        do {
-            _ = try await admin.reload()
-            Issue.record("a reload adding limiters must be rejected")
-        } catch let error as BrokerClientError {
-            #expect(error.code == .configRejected)
-            #expect(error.message.contains("does not enforce"))
-        }
-        await admin.close()
-        await broker.stop()
-    }
-
     @Test("a bad config is rejected whole: CONFIG_REJECTED, the running policy unchanged, audited")
     func badReloadRejected() async throws {
         let config = ConfigText()

@@ -67,6 +67,23 @@ struct SubscriptionStateMachineTests {
         #expect(skipped == .init(consumed: 2, deliver: [], next: .read(from: 6, maxRecords: 1)))
     }
 
+    @Test("a delivery quota stops a read short: the rest waits in the log, credit kept, resume reads on")
+    func paced() {
+        var machine = SubscriptionStateMachine(startOffset: 0, endOffset: 10, initialCredit: 5)
+        #expect(machine.dataAvailable(endOffset: 10) == .read(from: 0, maxRecords: 5))
+        let flags = [true, false, true, true, true]
+        #expect(machine.deliveryCandidates(flags) == 4)
+        // The quota lets 2 of the 4 go now; the next may go in 50 ms.
+        let outcome = machine.readCompleted(offsets: [0, 1, 2, 3, 4], deliverable: flags, endOffset: 10, allowed: 2, retryAfterNanos: 50_000_000)
+        #expect(outcome == .init(consumed: 3, deliver: [0, 2], next: .resume(afterNanos: 50_000_000)))
+        #expect(machine.nextOffset == 3)
+        #expect(machine.credit == 3)
+        // While paced nothing reads, whatever arrives.
+        #expect(machine.dataAvailable(endOffset: 20) == .none)
+        #expect(machine.creditReceived(10) == .none)
+        #expect(machine.paceElapsed() == .read(from: 3, maxRecords: 13))
+    }
+
     @Test("falling behind retention skips to the log start")
     func fellBehind() {
         var machine = SubscriptionStateMachine(startOffset: 0, endOffset: 50, initialCredit: 10)

@@ -1,0 +1,213 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Logging
+import Metrics
+import Synchronization
+import Throttle
+import TopicRouter
+import WireProtocol
+
+/// What a limiter decided for one record.
+enum LimitDecision: Equatable, Sendable {
+    case pass
+    /// Refused: answer RATE_LIMITED with this retry-after.
+    case reject(limiter: String, key: LimiterKeyKind, retryAfterMillis: UInt32)
+    /// Send it to `__quarantine` (reason RATE_LIMITED, rule `limiter.<name>`).
+    case quarantine(limiter: String, key: LimiterKeyKind, retryAfterMillis: UInt32)
+    /// Hold it this long, then judge it again.
+    case delay(limiter: String, key: LimiterKeyKind, nanos: UInt64)
+}
+
+/// The broker's limiters: one `LimiterSet` built from the policy's `[[limiters]]`, the clocks they read, the
+/// persisted event times of window caps (so a restart never resets a contact cap), and the visibility of every
+/// refusal: a metric per limiter and decision, and `limiter.exceeded` audit entries aggregated per limiter and
+/// decision (written at most every 10 s, and at shutdown).
+///
+/// Persistence: window caps (`cap` + `window_ms`) write their event times to `<dataDir>/limiters.snapshot` every few
+/// seconds and at shutdown, and read them back at start. A crash loses the events of at most the last interval; a
+/// clean restart loses none. Token buckets (rates) start full after a restart.
+final class LimiterEngine: Sendable {
+    private let current: Mutex<LimiterSet>
+    private let snapshotPath: String
+    private let logger: Logger
+    private let metrics: any MetricsFactory
+    private let counters = Mutex<[String: Counter]>([:])
+    private let pendingAudit = Mutex<[AuditKey: Int]>([:])
+    private let lastAuditFlush = Mutex<Int64>(0)
+
+    /// The metric counting limiter decisions other than pass, by limiter and decision.
+    static let decisionsMetric = "brokerd_limiter_decisions_total"
+    /// Aggregated audit entries are written at most this often.
+    static let auditIntervalMillis: Int64 = 10_000
+
+    private struct AuditKey: Hashable {
+        var limiter: String
+        var decision: String
+    }
+
+    init(policy: Policy, dataDir: String, logger: Logger, metrics: any MetricsFactory = MetricsSystem.factory) throws {
+        self.snapshotPath = dataDir + "/limiters.snapshot"
+        self.logger = logger
+        self.metrics = metrics
+        let set = try LimiterSet(definitions: Self.definitions(policy))
+        self.current = Mutex(set)
+        self.lastAuditFlush.withLock { $0 = currentTimeMillis() }
+        if let text = try readBytesIfPresent(self.snapshotPath) {
+            let entries = try LimiterSnapshotCodec.decode(text, file: self.snapshotPath)
+            let report = set.restore(entries, now: Self.now())
+            logger.info("limiter windows restored", metadata: ["brokerd.detail": "\(report)"])
+        }
+    }
+
+    /// Throttle's view of the declarations.
+    static func definitions(_ policy: Policy) -> [LimiterDefinition] {
+        policy.limiters.map { declaration in
+            let limit: LimiterDefinition.Limit =
+                switch declaration.limit {
+                case .tokenBucket(let rate, let burst): .tokenBucket(ratePerSecond: rate, burst: burst)
+                case .window(let cap, let windowMillis): .window(cap: cap, windowNanos: UInt64(windowMillis) * 1_000_000)
+                }
+            return LimiterDefinition(
+                name: declaration.name, limit: limit, bytesPerSecond: declaration.bytesPerSecond,
+                burstBytes: declaration.burstBytes, maxKeys: declaration.maxKeys
+            )
+        }
+    }
+
+    /// Both clocks, read once.
+    static func now() -> LimiterNow {
+        var monotonic = timespec()
+        var wall = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &monotonic)
+        clock_gettime(CLOCK_REALTIME, &wall)
+        return LimiterNow(
+            monotonicNanos: UInt64(monotonic.tv_sec) * 1_000_000_000 + UInt64(monotonic.tv_nsec),
+            wallNanos: UInt64(wall.tv_sec) * 1_000_000_000 + UInt64(wall.tv_nsec)
+        )
+    }
+
+    /// Judges one published record against every publish limiter of its topic, first refusal wins. A refusal of a
+    /// later limiter does not give back what earlier ones counted (a refused record may use up allowance: the
+    /// limits err on the side of fewer contacts, never more).
+    func judgePublish<Headers: Collection>(
+        topic: String, headers: Headers, bytes: Int, principal: Principal, connectionID: UInt64, policy: Policy
+    ) -> LimitDecision where Headers.Element: PolicyHeaderView {
+        let limiters = policy.limiters(for: topic, direction: .publish)
+        guard !limiters.isEmpty else { return .pass }
+        let set = self.current.withLock { $0 }
+        let now = Self.now()
+        for limiter in limiters {
+            let keys = policy.limiterKeys(limiter, topic: topic, headers: headers, principal: principal, connectionID: connectionID)
+            guard !keys.isEmpty else { continue }
+            let outcome: LimiterOutcome
+            do {
+                outcome = try set.check(limiter: limiter.name, keys: keys, tokens: 1, bytes: bytes, now: now)
+            } catch {
+                // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
+                outcome = .limited(retryAfterNanos: 1_000_000_000)
+            }
+            let retry: UInt64
+            switch outcome {
+            case .allowed: continue
+            case .limited(let nanos), .tableFull(let nanos): retry = nanos
+            }
+            let millis = UInt32(min(retry / 1_000_000 + (retry % 1_000_000 == 0 ? 0 : 1), UInt64(UInt32.max)))
+            switch limiter.action {
+            case .reject: return .reject(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
+            case .quarantine: return .quarantine(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
+            case .delay: return .delay(limiter: limiter.name, key: limiter.key, nanos: retry)
+            }
+        }
+        return .pass
+    }
+
+    /// How many of `sizes` (records about to be delivered, in order) the delivery limiters let through now; when
+    /// fewer than all, how long until the next may go. Each record passed is counted.
+    func paceDelivery(
+        topic: String, sizes: [Int], principal: Principal, connectionID: UInt64, group: String, policy: Policy
+    ) -> (allowed: Int, retryAfterNanos: UInt64) {
+        let limiters = policy.limiters(for: topic, direction: .delivery)
+        guard !limiters.isEmpty else { return (sizes.count, 0) }
+        let set = self.current.withLock { $0 }
+        let keyed = limiters.map {
+            ($0, policy.limiterKeys($0, topic: topic, headers: [PolicyHeader](), principal: principal, connectionID: connectionID, group: group.isEmpty ? nil : group))
+        }
+        for (index, size) in sizes.enumerated() {
+            let now = Self.now()
+            for (limiter, keys) in keyed where !keys.isEmpty {
+                let outcome = (try? set.check(limiter: limiter.name, keys: keys, tokens: 1, bytes: size, now: now))
+                    ?? .limited(retryAfterNanos: 1_000_000_000)
+                switch outcome {
+                case .allowed: continue
+                case .limited(let nanos), .tableFull(let nanos):
+                    self.count(limiter.name, "delay")
+                    return (index, max(nanos, 1_000_000))
+                }
+            }
+        }
+        return (sizes.count, 0)
+    }
+
+    /// Counts a decision other than pass: a metric at once, an aggregated audit entry later.
+    func count(_ limiter: String, _ decision: String) {
+        let counter = self.counters.withLock { counters in
+            let key = limiter + "\u{0}" + decision
+            if let counter = counters[key] { return counter }
+            let counter = Counter(
+                label: Self.decisionsMetric, dimensions: [("limiter", limiter), ("decision", decision)],
+                factory: self.metrics
+            )
+            counters[key] = counter
+            return counter
+        }
+        counter.increment()
+        self.pendingAudit.withLock { $0[AuditKey(limiter: limiter, decision: decision), default: 0] += 1 }
+    }
+
+    /// Writes the aggregated `limiter.exceeded` entries when due (or now, with `force`).
+    func flushAudit(to audit: AuditLedger, policyVersion: String, force: Bool = false) {
+        let now = currentTimeMillis()
+        let due = self.lastAuditFlush.withLock { last in
+            guard force || now - last >= Self.auditIntervalMillis else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        let pending = self.pendingAudit.withLock { pending in
+            defer { pending.removeAll() }
+            return pending
+        }
+        for (key, count) in pending.sorted(by: { ($0.key.limiter, $0.key.decision) < ($1.key.limiter, $1.key.decision) }) {
+            audit.record(AuditEntry(
+                time: now, principal: "brokerd", action: "limiter.exceeded", topic: "", decision: key.decision,
+                reason: "RATE_LIMITED", rule: "limiter.\(key.limiter)", policyVersion: policyVersion, count: count,
+                detail: "limiter '\(key.limiter)': \(count) record\(count == 1 ? "" : "s") \(key.decision == "reject" ? "rejected" : key.decision == "quarantine" ? "quarantined" : "delayed")"
+            ))
+        }
+    }
+
+    /// A reload: a new set for the new declarations, keeping the window events of limiters that still exist.
+    func reload(_ policy: Policy) throws {
+        let next = try LimiterSet(definitions: Self.definitions(policy))
+        let now = Self.now()
+        let previous = self.current.withLock { $0 }
+        _ = next.restore(previous.snapshot(now: now), now: now)
+        self.current.withLock { $0 = next }
+    }
+
+    /// The live set (for LIMITS_QUERY).
+    var set: LimiterSet { self.current.withLock { $0 } }
+
+    /// Writes the window caps' event times (temp file, fsync, rename).
+    func persist() {
+        let entries = self.current.withLock { $0 }.snapshot(now: Self.now())
+        do {
+            try writeBytesAtomically(self.snapshotPath, bytes: LimiterSnapshotCodec.encode(entries), mode: 0o600)
+        } catch {
+            self.logger.error("limiter windows not persisted", metadata: ["brokerd.error": "\(error)"])
+        }
+    }
+}
