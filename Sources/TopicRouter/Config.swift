@@ -236,10 +236,7 @@ package struct ConfigError: Error, Equatable, Sendable, CustomStringConvertible 
 /// Parses and validates TOML config text.
 package enum ConfigLoader {
     /// The embedded default config (the closed-loop healthcare scenario); its principals have no token hash.
-    package static var embeddedDefault: String { DefaultConfig.text }
-
-    /// The scenario's `[[limiters]]` in config syntax; not in `embeddedDefault` until the broker enforces them.
-    package static var scenarioLimiters: String { DefaultConfig.limiters }
+    package static var embeddedDefault: String { DefaultConfig.text + "\n" + DefaultConfig.limiters }
 
     /// Parses and validates; every reference (class, role, topic) must resolve.
     ///

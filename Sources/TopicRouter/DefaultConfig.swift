@@ -325,11 +325,8 @@ enum DefaultConfig {
         """#
 
     /// The closed-loop scenario's limiters (per-recipient contact caps stricter by class, a promotional-outreach
-    /// scope limit, a per-connection guard, an analytics delivery quota), in config syntax.
-    ///
-    /// Not part of `text`: the broker does not enforce limiters yet (issue 4), and it refuses to start with a config
-    /// that declares them rather than ignore them silently. They parse and validate (tests use `text + limiters`);
-    /// the server work of issue 4 puts them back into the embedded default.
+    /// scope limit, a per-connection guard, an analytics delivery quota), in config syntax; the embedded default is
+    /// `text` followed by these.
     static let limiters = #"""
         # Limiters: rate limits and contact caps. In this domain a limiter is a privacy control as much as a
         # protection of the broker: a retry storm or a dedupe bug must not become fifty reminder texts to one

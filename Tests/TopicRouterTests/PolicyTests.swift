@@ -2,9 +2,9 @@ import Testing
 
 @testable import TopicRouter
 
-/// The embedded default scenario, with the scenario's limiters, every principal's token "token-of-<client id>".
+/// The embedded default scenario (limiters included), every principal's token "token-of-<client id>".
 let scenarioPolicy: Policy = {
-    let config = try! ConfigLoader.parse(ConfigLoader.embeddedDefault + "\n" + ConfigLoader.scenarioLimiters)
+    let config = try! ConfigLoader.parse(ConfigLoader.embeddedDefault)
     let hashes = Dictionary(
         uniqueKeysWithValues: config.principals.map {
             ($0.clientID, Credentials.hash(token: "token-of-\($0.clientID)"))
