@@ -79,6 +79,25 @@ struct LimiterOverTCPTests {
         await broker.stop()
     }
 
+    @Test("the delay action holds a record until the limit allows it, then appends it in order")
+    func delayAction() async throws {
+        let config = ConfigText()
+        // per_connection as a delaying limiter of 10 records/s, bursts of 1.
+        config.edit(after: #"name = "per_connection""#, replacing: "rate = 50000", with: "rate = 10")
+        config.edit(after: #"name = "per_connection""#, replacing: "burst = 100000", with: "burst = 1")
+        config.edit(after: #"name = "per_connection""#, replacing: #"action = "reject""#, with: #"action = "delay""#)
+        let broker = try await TestBroker.startScenario(configText: config)
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        let start = ContinuousClock.now
+        let results = try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(0), PolicyPlaneTests.event(1)])
+        let waited = ContinuousClock.now - start
+        #expect(results == [.ok(offset: 0), .ok(offset: 1)])
+        #expect(waited >= .milliseconds(90))  // the second record waited for its token (100 ms at 10/s)
+        await producer.close()
+        await broker.stop()
+    }
+
     @Test("a per-subscriber quota paces delivery near its rate, losing and reordering nothing")
     func deliveryQuota() async throws {
         let config = ConfigText()
