@@ -56,7 +56,16 @@ final class LimiterEngine: Sendable {
         self.current = Mutex(set)
         self.lastAuditFlush.withLock { $0 = currentTimeMillis() }
         if let text = try readBytesIfPresent(self.snapshotPath) {
-            let entries = try LimiterSnapshotCodec.decode(text, file: self.snapshotPath)
+            // A damaged file stops the start (fail closed: contact caps would silently reset); the operator decides.
+            let entries: [LimiterSnapshotEntry]
+            do {
+                entries = try LimiterSnapshotCodec.decode(text, file: self.snapshotPath)
+            } catch {
+                throw ConfigError(
+                    "\(error); the contact caps it holds cannot be restored. Move the file away to start with every "
+                        + "window cap empty (recipients may then be contacted again within their windows)"
+                )
+            }
             let report = set.restore(entries, now: Self.now())
             logger.info("limiter windows restored", metadata: ["brokerd.detail": "\(report)"])
         }

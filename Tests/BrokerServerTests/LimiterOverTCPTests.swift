@@ -2,6 +2,7 @@ import BrokerClient
 import Foundation
 import NIOCore
 import Testing
+import TopicRouter
 import WireProtocol
 
 /// Rate limiters as privacy controls, over TCP, on the embedded default scenario's limiters.
@@ -137,5 +138,31 @@ struct LimiterOverTCPTests {
         await admin.close()
         await analytics.close()
         await broker.stop()
+    }
+}
+
+@Suite("Limiter persistence")
+struct LimiterPersistenceTests {
+    @Test("a damaged limiters.snapshot stops the start with a message saying what to do; nothing is reset silently")
+    func damagedSnapshot() async throws {
+        let config = ConfigText()
+        let broker = try await TestBroker.startScenario(configText: config)
+        defer { broker.removeData() }
+        let portal = try await broker.client("support-portal")
+        _ = try await portal.publish(topic: "support.outreach", records: [LimiterOverTCPTests.outreach(0, recipient: "pt_1")])
+        await portal.close()
+        await broker.stop()
+        let path = broker.dataDir + "/limiters.snapshot"
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[bytes.count / 2] ^= 0xFF
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        do {
+            let restarted = try await TestBroker.startScenario(dataDir: broker.dataDir, configText: config)
+            await restarted.stop()
+            Issue.record("a damaged limiter snapshot must stop the start")
+        } catch let error as ConfigError {
+            #expect(error.message.contains("limiters.snapshot"))
+            #expect(error.message.contains("Move the file away"))
+        }
     }
 }
