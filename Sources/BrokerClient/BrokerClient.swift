@@ -176,6 +176,15 @@ package final class BrokerClient: Sendable {
         return ok
     }
 
+    /// The state of the broker's limiters (every one, or `limiter`), and of `key` when given. Needs capability `admin`.
+    package func limits(limiter: String = "", key: String = "") async throws -> [LimitState] {
+        let answer = try await self.request(.limitsQuery(LimitsQuery(limiter: limiter, key: key)))
+        guard case .limitsState(let states) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected LIMITS_STATE, got \(answer.opcode)")
+        }
+        return states
+    }
+
     /// Sends any request frame and returns the broker's answer (an ERROR answer is thrown).
     package func request(_ frame: Frame) async throws -> Frame {
         try await Self.request(frame, correlationID: self.nextCorrelationID(), channel: self.channel, handler: self.handler)

@@ -168,8 +168,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.replay(offsets, correlationID: correlationID, principal: principal)
         case .adminReload:
             self.reload(correlationID: correlationID, principal: principal)
+        case .limitsQuery(let query):
+            self.limits(query, correlationID: correlationID, principal: principal)
         case .hello, .helloOK, .publishAck, .subscribeOK, .deliver, .commitOK, .unsubscribeOK, .topicList, .pong, .error,
-            .replayResult, .reloadOK:
+            .replayResult, .reloadOK, .limitsState:
             self.send(.error(ErrorFrame(code: .invalidRequest, message: "\(request.frame.opcode) is not a request a client may send")), correlationID: correlationID)
         }
     }
@@ -350,6 +352,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         }
+    }
+
+    private func limits(_ query: LimitsQuery, correlationID: UInt32, principal: Principal) {
+        let policy = self.core.policy
+        guard policy.hasCapability(principal, .admin) else {
+            self.send(.error(ErrorFrame(code: .capabilityRequired, message: "role '\(principal.role)' lacks capability 'admin'")), correlationID: correlationID)
+            return
+        }
+        let declarations = query.limiter.isEmpty ? policy.limiters : policy.limiter(named: query.limiter).map { [$0] } ?? []
+        guard !declarations.isEmpty || query.limiter.isEmpty else {
+            let names = policy.limiters.map(\.name).joined(separator: ", ")
+            self.send(.error(ErrorFrame(code: .invalidRequest, message: "no limiter '\(query.limiter)'; declared: \(names)")), correlationID: correlationID)
+            return
+        }
+        self.send(.limitsState(self.core.limits.states(declarations, key: query.key)), correlationID: correlationID)
     }
 
     /// The policy changed (a reload): this connection's principal and every live subscription are judged again.

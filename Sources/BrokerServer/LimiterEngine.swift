@@ -191,7 +191,7 @@ final class LimiterEngine: Sendable {
         }
         for (key, count) in pending.sorted(by: { ($0.key.limiter, $0.key.decision) < ($1.key.limiter, $1.key.decision) }) {
             audit.record(AuditEntry(
-                time: now, principal: "brokerd", action: "limiter.exceeded", topic: "", decision: key.decision,
+                time: now, principal: "brokerd", action: AuditAction.limiterExceeded, topic: "", decision: key.decision,
                 reason: "RATE_LIMITED", rule: "limiter.\(key.limiter)", policyVersion: policyVersion, count: count,
                 detail: "limiter '\(key.limiter)': \(count) record\(count == 1 ? "" : "s") \(key.decision == "reject" ? "rejected" : key.decision == "quarantine" ? "quarantined" : "delayed")"
             ))
@@ -207,8 +207,32 @@ final class LimiterEngine: Sendable {
         self.current.withLock { $0 = next }
     }
 
-    /// The live set (for LIMITS_QUERY).
-    var set: LimiterSet { self.current.withLock { $0 } }
+    /// LIMITS_STATE entries for these limiters, with the state of `key` when it is not empty.
+    func states(_ declarations: [LimiterDeclaration], key: String) -> [LimitState] {
+        let set = self.current.withLock { $0 }
+        let now = Self.now()
+        return declarations.map { declaration in
+            let (limit, capacity): (String, Int64) =
+                switch declaration.limit {
+                case .tokenBucket(let rate, let burst): ("\(rate)/s burst \(burst)", Int64(burst))
+                case .window(let cap, let windowMillis): ("\(cap) per \(windowMillis) ms", Int64(cap))
+                }
+            var state = LimitState(
+                limiter: declaration.name, direction: declaration.direction == .publish ? 0 : 1,
+                keyKind: declaration.key.rawValue, action: declaration.action.rawValue, limit: limit,
+                keysHeld: UInt32(clamping: (try? set.keyCount(limiter: declaration.name)) ?? 0), capacity: capacity
+            )
+            if !key.isEmpty, let keyState = try? set.state(limiter: declaration.name, key: key, now: now) {
+                state.stateKey = key
+                switch keyState.usage {
+                case .tokens(let available, let burst): state.used = Int64(burst - available)
+                case .window(let events, _, _): state.used = Int64(events)
+                }
+                state.retryAfterMillis = UInt32(min((keyState.retryAfterNanos + 999_999) / 1_000_000, UInt64(UInt32.max)))
+            }
+            return state
+        }
+    }
 
     /// Writes the window caps' event times (temp file, fsync, rename).
     func persist() {

@@ -35,6 +35,8 @@ package enum Opcode: UInt8, Sendable, CaseIterable {
     case replayResult = 0x13
     case adminReload = 0x14
     case reloadOK = 0x15
+    case limitsQuery = 0x16
+    case limitsState = 0x17
 }
 
 extension Opcode: CustomStringConvertible {
@@ -61,6 +63,8 @@ extension Opcode: CustomStringConvertible {
         case .quarantineReplay: "QUARANTINE_REPLAY"
         case .replayResult: "REPLAY_RESULT"
         case .adminReload: "ADMIN_RELOAD"
+        case .limitsQuery: "LIMITS_QUERY"
+        case .limitsState: "LIMITS_STATE"
         case .reloadOK: "RELOAD_OK"
         }
     }
@@ -414,6 +418,60 @@ package struct ReloadOK: Equatable, Sendable {
     }
 }
 
+/// LIMITS_QUERY: the state of the broker's limiters, and of one key.
+package struct LimitsQuery: Equatable, Sendable {
+    /// The limiter; empty for every limiter.
+    package var limiter: String
+    /// The key to report (a recipient, a scope, a client id…); empty for none.
+    package var key: String
+    /// Creates a query.
+    package init(limiter: String = "", key: String = "") {
+        self.limiter = limiter
+        self.key = key
+    }
+}
+
+/// One limiter in LIMITS_STATE.
+package struct LimitState: Equatable, Sendable {
+    /// The limiter's name.
+    package var limiter: String
+    /// 0 publish, 1 delivery.
+    package var direction: UInt8
+    /// What it keeps a limit per (`recipient`, `consent_scope`, `connection`, …).
+    package var keyKind: String
+    /// `reject`, `quarantine` or `delay`.
+    package var action: String
+    /// The limit for people (`3 per 86400000 ms`, `50/s burst 100`).
+    package var limit: String
+    /// Keys the broker holds for it now.
+    package var keysHeld: UInt32
+    /// The key asked about; empty when none.
+    package var stateKey: String
+    /// For `stateKey`: records counted in the window, or tokens used of the burst; -1 when no key was asked.
+    package var used: Int64
+    /// The cap or the burst.
+    package var capacity: Int64
+    /// For `stateKey`: milliseconds until one more record would pass (0: it would pass now).
+    package var retryAfterMillis: UInt32
+
+    /// Creates an entry.
+    package init(
+        limiter: String, direction: UInt8, keyKind: String, action: String, limit: String, keysHeld: UInt32,
+        stateKey: String = "", used: Int64 = -1, capacity: Int64, retryAfterMillis: UInt32 = 0
+    ) {
+        self.limiter = limiter
+        self.direction = direction
+        self.keyKind = keyKind
+        self.action = action
+        self.limit = limit
+        self.keysHeld = keysHeld
+        self.stateKey = stateKey
+        self.used = used
+        self.capacity = capacity
+        self.retryAfterMillis = retryAfterMillis
+    }
+}
+
 /// Every frame body brokerd speaks.
 package enum Frame: Equatable, Sendable {
     /// HELLO: the client introduces itself.
@@ -458,6 +516,10 @@ package enum Frame: Equatable, Sendable {
     case adminReload
     /// RELOAD_OK: the new config is in force.
     case reloadOK(ReloadOK)
+    /// LIMITS_QUERY: ask for limiter state (capability `admin`).
+    case limitsQuery(LimitsQuery)
+    /// LIMITS_STATE: one entry per limiter asked about.
+    case limitsState([LimitState])
 
     /// The opcode this frame is encoded with.
     package var opcode: Opcode {
@@ -483,6 +545,8 @@ package enum Frame: Equatable, Sendable {
         case .replayResult: .replayResult
         case .adminReload: .adminReload
         case .reloadOK: .reloadOK
+        case .limitsQuery: .limitsQuery
+        case .limitsState: .limitsState
         }
     }
 }

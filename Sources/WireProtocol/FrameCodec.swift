@@ -53,6 +53,9 @@ package enum FrameCodec {
         /// quarantineOffset (8) + outcome (1) + flags (1) + topic length (2) + newOffset (8) + reason length (2)
         /// + message length (2).
         static let replayResult = 24
+        /// limiter, keyKind, action, limit, stateKey lengths (2 each) + direction (1) + keysHeld (4) + used (8)
+        /// + capacity (8) + retryAfterMillis (4).
+        static let limitState = 35
     }
 
     // MARK: encoding
@@ -138,6 +141,17 @@ package enum FrameCodec {
             }
         case .reloadOK(let ok):
             try check(ok.policyVersion, "policyVersion")
+        case .limitsQuery(let query):
+            try check(query.limiter, "limiter")
+            try check(query.key, "key")
+        case .limitsState(let states):
+            for (index, state) in states.enumerated() {
+                try check(state.limiter, "states[\(index)].limiter")
+                try check(state.keyKind, "states[\(index)].keyKind")
+                try check(state.action, "states[\(index)].action")
+                try check(state.limit, "states[\(index)].limit")
+                try check(state.stateKey, "states[\(index)].stateKey")
+            }
         case .publishAck, .subscribeOK, .credit, .commitOK, .unsubscribe, .unsubscribeOK, .listTopics, .ping, .pong,
             .error, .quarantineReplay, .adminReload:
             // Only messages (cut, never refused), fixed-size fields, or nothing.
@@ -227,6 +241,21 @@ package enum FrameCodec {
         case .reloadOK(let ok):
             Self.writeIdentifier(ok.policyVersion, into: &buffer)
             Self.writeMessage(ok.message, into: &buffer)
+        case .limitsQuery(let query):
+            Self.writeIdentifier(query.limiter, into: &buffer)
+            Self.writeIdentifier(query.key, into: &buffer)
+        case .limitsState(let states):
+            buffer.writeInteger(UInt32(states.count))
+            for state in states {
+                Self.writeIdentifier(state.limiter, into: &buffer)
+                buffer.writeInteger(state.direction)
+                Self.writeIdentifier(state.keyKind, into: &buffer)
+                Self.writeIdentifier(state.action, into: &buffer)
+                Self.writeIdentifier(state.limit, into: &buffer)
+                buffer.writeInteger(state.keysHeld)
+                Self.writeIdentifier(state.stateKey, into: &buffer)
+                buffer.writeMultipleIntegers(state.used, state.capacity, state.retryAfterMillis)
+            }
         case .commitOK, .unsubscribeOK, .listTopics, .adminReload:
             break
         }
@@ -473,6 +502,31 @@ package enum FrameCodec {
             let policyVersion = try reader.string("policyVersion")
             let message = try reader.string("message")
             frame = .reloadOK(ReloadOK(policyVersion: policyVersion, message: message))
+        case .limitsQuery:
+            let limiter = try reader.string("limiter")
+            let key = try reader.string("key")
+            frame = .limitsQuery(LimitsQuery(limiter: limiter, key: key))
+        case .limitsState:
+            let count = try reader.count("stateCount", minimumElementSize: MinimumSize.limitState)
+            var states: [LimitState] = []
+            states.reserveCapacity(count)
+            for index in 0..<count {
+                let limiter = try reader.string("states[\(index)].limiter")
+                let direction = try reader.integer("states[\(index)].direction", as: UInt8.self)
+                let keyKind = try reader.string("states[\(index)].keyKind")
+                let action = try reader.string("states[\(index)].action")
+                let limit = try reader.string("states[\(index)].limit")
+                let keysHeld = try reader.integer("states[\(index)].keysHeld", as: UInt32.self)
+                let stateKey = try reader.string("states[\(index)].stateKey")
+                let used = try reader.integer("states[\(index)].used", as: Int64.self)
+                let capacity = try reader.integer("states[\(index)].capacity", as: Int64.self)
+                let retry = try reader.integer("states[\(index)].retryAfterMillis", as: UInt32.self)
+                states.append(LimitState(
+                    limiter: limiter, direction: direction, keyKind: keyKind, action: action, limit: limit,
+                    keysHeld: keysHeld, stateKey: stateKey, used: used, capacity: capacity, retryAfterMillis: retry
+                ))
+            }
+            frame = .limitsState(states)
         }
         try reader.finish()
         return frame

@@ -103,11 +103,13 @@ package enum AuditAction {
     package static let configReloadAccept = "config.reload.accept"
     /// A config reload was rejected; the old policy stays.
     package static let configReloadReject = "config.reload.reject"
+    /// Records a limiter rejected, quarantined or delayed (aggregated per limiter and decision, with `count`).
+    package static let limiterExceeded = "limiter.exceeded"
 
     /// Every action, in the order docs/PROTOCOL.md lists them.
     package static let all: [String] = [
         Self.authSuccess, Self.authFailure, Self.subscribeAllow, Self.subscribeRefuse, Self.publishRefuse,
         Self.publishQuarantine, Self.deliveryWithhold, Self.subscriptionRevoke, Self.quarantineReplay,
-        Self.configReloadAccept, Self.configReloadReject,
+        Self.configReloadAccept, Self.configReloadReject, Self.limiterExceeded,
     ]
 }

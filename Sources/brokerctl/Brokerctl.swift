@@ -18,7 +18,7 @@ struct Brokerctl: AsyncParsableCommand {
             """,
         subcommands: [
             PublishCommand.self, SubscribeCommand.self, TopicsCommand.self, QuarantineCommand.self, AuditCommand.self,
-            AdminCommand.self,
+            AdminCommand.self, LimitsCommand.self,
         ]
     )
 }

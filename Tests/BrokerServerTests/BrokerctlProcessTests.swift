@@ -70,6 +70,12 @@ struct BrokerctlProcessTests {
         let usage = try Self.run(broker, as: "quarantine-operator", ["quarantine", "replay", "0", "--all-matching"])
         #expect(usage.status != 0 && usage.status != 1)
 
+        let limits = try Self.run(broker, as: "ops-admin", ["limits", "show", "outreach_per_recipient", "--key", "pt_1"])
+        #expect(limits.status == 0)
+        #expect(limits.out.contains("outreach_per_recipient") && limits.out.contains("0/3") && limits.out.contains("now"))
+        let allLimits = try Self.run(broker, as: "ops-admin", ["limits", "show", "--json"])
+        #expect(allLimits.out.split(separator: "\n").count == 6)
+
         let audit = try Self.run(broker, as: "compliance-auditor", ["audit", "tail", "--count", "50", "--principal", "quarantine-operator", "--json"])
         #expect(audit.status == 0)
         let actions = audit.out.split(separator: "\n").compactMap { line in

@@ -40,6 +40,26 @@ struct LimiterOverTCPTests {
         #expect(fourth[0].message.contains("outreach_per_recipient"))
         let other = try await portal.publish(topic: "support.outreach", records: [Self.outreach(4, recipient: "pt_2")])
         #expect(other[0].code == .ok)
+        // An operator sees the cap in force for pt_1 (LIMITS_QUERY needs admin).
+        let admin = try await broker.client("ops-admin")
+        let state = try #require(try await admin.limits(limiter: "outreach_per_recipient", key: "pt_1").first)
+        #expect(state.used == 3 && state.capacity == 3)
+        #expect(state.retryAfterMillis > 86_000_000)
+        #expect(state.keyKind == "recipient" && state.action == "reject" && state.keysHeld == 2)
+        #expect(try await admin.limits().map(\.limiter).contains("analytics_delivery"))
+        do {
+            _ = try await admin.limits(limiter: "no_such_limiter")
+            Issue.record("an unknown limiter must be refused")
+        } catch let error as BrokerClientError {
+            #expect(error.code == .invalidRequest)
+        }
+        do {
+            _ = try await portal.limits()
+            Issue.record("limits need admin")
+        } catch let error as BrokerClientError {
+            #expect(error.code == .capabilityRequired)
+        }
+        await admin.close()
         await portal.close()
         await broker.stop()
 

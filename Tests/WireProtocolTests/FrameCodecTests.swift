@@ -150,6 +150,23 @@ struct FrameCodecTests {
         Sample("ADMIN_RELOAD", .adminReload),
         Sample("RELOAD_OK", .reloadOK(ReloadOK(policyVersion: "sha256:9f2c41", message: "2 topics, 5 roles"))),
         Sample("RELOAD_OK empty strings", .reloadOK(ReloadOK(policyVersion: "", message: ""))),
+        Sample("LIMITS_QUERY every limiter", .limitsQuery(LimitsQuery())),
+        Sample("LIMITS_QUERY one key", .limitsQuery(LimitsQuery(limiter: "outreach_per_recipient", key: "pt_7f3a9c"))),
+        Sample("LIMITS_STATE empty", .limitsState([])),
+        Sample(
+            "LIMITS_STATE with a key",
+            .limitsState([
+                LimitState(
+                    limiter: "outreach_per_recipient", direction: 0, keyKind: "recipient", action: "reject",
+                    limit: "3 per 86400000 ms", keysHeld: 12, stateKey: "pt_7f3a9c", used: 3, capacity: 3,
+                    retryAfterMillis: 86_399_000
+                ),
+                LimitState(
+                    limiter: "analytics_delivery", direction: 1, keyKind: "subscriber", action: "delay",
+                    limit: "20000.0/s burst 40000", keysHeld: 0, capacity: 40_000
+                ),
+            ])
+        ),
     ]
 
     @Test("every opcode has a sample")
@@ -321,6 +338,7 @@ struct FrameCodecTests {
             "REPLAY_RESULT results", .replayResult, [0, 0, 0, 2] + [UInt8](repeating: 0, count: 47),
             "resultCount"
         ),
+        ("LIMITS_STATE states", .limitsState, [0, 0, 0, 2] + [UInt8](repeating: 0, count: 69), "stateCount"),
     ]
 
     @Test("a hostile array count is refused before allocation", arguments: Self.hostileCounts)

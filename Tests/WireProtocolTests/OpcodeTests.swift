@@ -26,6 +26,8 @@ struct OpcodeTests {
         (.replayResult, 0x13, "REPLAY_RESULT"),
         (.adminReload, 0x14, "ADMIN_RELOAD"),
         (.reloadOK, 0x15, "RELOAD_OK"),
+        (.limitsQuery, 0x16, "LIMITS_QUERY"),
+        (.limitsState, 0x17, "LIMITS_STATE"),
     ]
 
     @Test("each opcode keeps its number and name", arguments: Self.table)

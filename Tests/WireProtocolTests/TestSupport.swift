@@ -233,6 +233,19 @@ struct FrameGenerator {
             frame = .adminReload
         case .reloadOK:
             frame = .reloadOK(ReloadOK(policyVersion: self.string(), message: self.string()))
+        case .limitsQuery:
+            frame = .limitsQuery(LimitsQuery(limiter: self.string(), key: self.string()))
+        case .limitsState:
+            let count = Int.random(in: 0...4, using: &self.random)
+            frame = .limitsState(
+                (0..<count).map { _ in
+                    LimitState(
+                        limiter: self.string(), direction: self.int(), keyKind: self.string(), action: self.string(),
+                        limit: self.string(), keysHeld: self.int(), stateKey: self.string(), used: self.int(),
+                        capacity: self.int(), retryAfterMillis: self.int()
+                    )
+                }
+            )
         }
         return TaggedFrame(correlationID: self.int(), frame: frame)
     }
