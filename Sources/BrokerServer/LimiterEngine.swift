@@ -37,6 +37,8 @@ final class LimiterEngine: Sendable {
     private let counters = Mutex<[String: Counter]>([:])
     private let pendingAudit = Mutex<[AuditKey: Int]>([:])
     private let lastAuditFlush = Mutex<Int64>(0)
+    /// Serialises `persist` (its value counts the snapshots written).
+    private let persisting = Mutex<Int>(0)
 
     /// The metric counting limiter decisions other than pass, by limiter and decision.
     static let decisionsMetric = "brokerd_limiter_decisions_total"
@@ -234,13 +236,17 @@ final class LimiterEngine: Sendable {
         }
     }
 
-    /// Writes the window caps' event times (temp file, fsync, rename).
+    /// Writes the window caps' event times (temp file, fsync, rename). One writer at a time: the periodic writer and
+    /// the one at shutdown share the temp file.
     func persist() {
-        let entries = self.current.withLock { $0 }.snapshot(now: Self.now())
-        do {
-            try writeBytesAtomically(self.snapshotPath, bytes: LimiterSnapshotCodec.encode(entries), mode: 0o600)
-        } catch {
-            self.logger.error("limiter windows not persisted", metadata: ["brokerd.error": "\(error)"])
+        self.persisting.withLock { written in
+            let entries = self.current.withLock { $0 }.snapshot(now: Self.now())
+            do {
+                try writeBytesAtomically(self.snapshotPath, bytes: LimiterSnapshotCodec.encode(entries), mode: 0o600)
+                written += 1
+            } catch {
+                self.logger.error("limiter windows not persisted", metadata: ["brokerd.error": "\(error)"])
+            }
         }
     }
 }
