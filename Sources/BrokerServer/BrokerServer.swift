@@ -132,7 +132,12 @@ package final class BrokerServer: Service, Sendable {
         }
         if let (channel, core) = running {
             self.logger.info("shutting down: no new connections")
-            self.maintenance.withLock { $0?.cancel() }
+            let maintenance = self.maintenance.withLock { task in
+                defer { task = nil }
+                return task
+            }
+            maintenance?.cancel()
+            await maintenance?.value  // never mid-snapshot or mid-audit-flush while the logs close
             try? await channel.close()
             await core.drainAppends(timeout: .seconds(10))
             core.limits.persist()
