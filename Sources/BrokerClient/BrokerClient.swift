@@ -217,7 +217,7 @@ package final class BrokerClient: Sendable {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         channel.eventLoop.execute {
             handler.value.register(correlationID: correlationID, promise: promise, sink: sink)
-            channel.writeAndFlush(TaggedFrame(correlationID: correlationID, frame: frame)).whenFailure { error in
+            handler.value.send(TaggedFrame(correlationID: correlationID, frame: frame), on: channel) { error in
                 promise.fail(error)
             }
         }
@@ -289,6 +289,18 @@ final class ClientHandler: ChannelInboundHandler {
     /// SUBSCRIBE correlation id → subscription id, so an ERROR that ends a subscription finds it.
     private var subscriptionByCorrelation: [UInt32: UInt32] = [:]
     private var closedError: (any Error)?
+    private var flushScheduled = false
+
+    /// Writes a request; the requests of one event-loop tick leave in one flush (pipelined requests share syscalls).
+    func send(_ frame: TaggedFrame, on channel: any Channel, failed: @escaping @Sendable (any Error) -> Void) {
+        channel.write(frame).whenFailure(failed)
+        guard !self.flushScheduled else { return }
+        self.flushScheduled = true
+        channel.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            channel.flush()
+        }
+    }
 
     func register(
         correlationID: UInt32,

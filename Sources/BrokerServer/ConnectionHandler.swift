@@ -21,6 +21,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var subscriptions: [UInt32: Subscription] = [:]
     private var nextSubscriptionID: UInt32 = 1
     private var counted = false
+    private var flushScheduled = false
 
     /// Maximum bytes one read for a subscription fetches (bounds per-subscription memory).
     static let readMaxBytes = 1 << 20
@@ -623,7 +624,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func send(_ frame: Frame, correlationID: UInt32) {
         guard let context = self.context, context.channel.isActive else { return }
-        context.writeAndFlush(self.wrapOutboundOut(TaggedFrame(correlationID: correlationID, frame: frame)), promise: nil)
+        context.write(self.wrapOutboundOut(TaggedFrame(correlationID: correlationID, frame: frame)), promise: nil)
+        // One flush per event-loop tick: the answers a tick produces (a group commit acknowledges many publishes at
+        // once) leave in one write syscall.
+        guard !self.flushScheduled else { return }
+        self.flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            context.flush()
+        }
     }
 
     private func sendErrorAndClose(_ error: ErrorFrame, correlationID: UInt32) {
