@@ -48,21 +48,28 @@ struct PublishSorter {
     static func sort(_ publish: Publish, principal: Principal, policy: Policy, receivedAtMillis: Int64) -> PublishSorter {
         var sorter = PublishSorter(count: publish.records.count)
         let receivedAt = String(receivedAtMillis)
+        // The same for every record of the request: built once, shared (ByteBuffer is copy-on-write).
+        let provenance = [
+            LogHeader(RecordHeaderName.brokerReceivedAt, receivedAt),
+            LogHeader(RecordHeaderName.brokerProducer, principal.clientID),
+            LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
+        ]
         for (index, wire) in publish.records.enumerated() {
             let verdict = wire.value.withUnsafeReadableBytes {
                 policy.recordVerdict(topic: publish.topic, headers: wire.headers, value: $0)
             }
             var record = LogRecord(wire: wire, receivedAtMillis: receivedAtMillis)
             // Exactly one `dedupe-key` header makes a key; the router quarantines a repeated or malformed one.
-            let keys = wire.headers.filter { $0.name == RecordHeaderName.dedupeKey }
-            let key = keys.count == 1 ? keys[0].value : nil
+            var key: ByteBuffer?
+            var keyCount = 0
+            for header in wire.headers where header.name == RecordHeaderName.dedupeKey {
+                key = header.value
+                keyCount += 1
+            }
+            if keyCount != 1 { key = nil }
             switch verdict {
             case .accept:
-                record.headers += [
-                    LogHeader(RecordHeaderName.brokerReceivedAt, receivedAt),
-                    LogHeader(RecordHeaderName.brokerProducer, principal.clientID),
-                    LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
-                ]
+                record.headers += provenance
                 sorter.accepted.append(Accepted(index: index, record: record, dedupeKey: key))
             case .quarantine(let reason, let rule, let message):
                 record.headers += Self.quarantineHeaders(
