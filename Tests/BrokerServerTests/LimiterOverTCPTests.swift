@@ -77,10 +77,14 @@ struct LimiterOverTCPTests {
 
     @Test("the quarantine action puts the record in __quarantine with the limiter named")
     func quarantineAction() async throws {
-        let broker = try await TestBroker.startScenario()
+        // promotional_scope as declared (bursts of 100, action quarantine), refilling at one record per 100 s so that
+        // a slow machine taking more than 20 ms over the 101 records (one refill at the default 50/s) cannot let the
+        // last one through. Distinct recipients keep the per-recipient caps out.
+        let config = ConfigText()
+        config.edit(after: #"name = "promotional_scope""#, replacing: "rate = 50", with: "rate = 0.01")
+        let broker = try await TestBroker.startScenario(configText: config)
         defer { broker.removeData() }
         let portal = try await broker.client("support-portal")
-        // promotional_scope: 50/s, bursts of 100, action quarantine. Distinct recipients keep the per-recipient caps out.
         let records = (0..<101).map { Self.outreach($0, recipient: "pt_\($0)") }
         let results = try await portal.publish(topic: "support.outreach", records: records)
         #expect(results.prefix(100).allSatisfy { $0.code == .ok })
