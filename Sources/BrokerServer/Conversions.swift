@@ -71,6 +71,7 @@ extension ErrorCode {
         case .offsetOutOfRange: self = .offsetOutOfRange
         case .tooLarge, .invalidArgument: self = .invalidRequest
         case .storageFailure, .corruptBatch, .closed: self = .storageFailure
+        case .storageFull: self = .storageFull
         }
     }
 }

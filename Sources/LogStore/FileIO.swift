@@ -19,6 +19,11 @@ package struct FileIOError: Error, Equatable, Sendable, CustomStringConvertible 
     package var errnoText: String {
         self.errno == 0 ? "no errno" : String(cString: strerror(self.errno))
     }
+    /// The write found no room: ENOSPC, EDQUOT, EFBIG, or a write that made no progress (errno 0). Such a failure
+    /// leaves the file as it was once the partial write is cut off, unlike a failed fsync.
+    package var isOutOfSpace: Bool {
+        self.errno == ENOSPC || self.errno == EDQUOT || self.errno == EFBIG || self.errno == 0
+    }
     /// "fdatasync /data/t/00000000000000000000.log: Input/output error (errno 5)".
     package var description: String { "\(self.operation) \(self.path): \(self.errnoText) (errno \(self.errno))" }
 }

@@ -175,8 +175,29 @@ final class FileTopicLog: TopicLog {
                 )
             }
         } catch {
-            // Leave no half-written batch behind if we can help it; recovery truncates it otherwise.
-            try? self.io.ftruncate(segment.logFD, to: position, path: segment.logPath)
+            // Leave no half-written batch behind; recovery truncates it otherwise.
+            let cut: Bool
+            do {
+                try self.io.ftruncate(segment.logFD, to: position, path: segment.logPath)
+                if newEntry != nil {
+                    let entries = segment.state.withLock { $0.index.count }
+                    try self.io.ftruncate(segment.indexFD, to: Int64(entries * IndexEntry.size), path: segment.indexPath)
+                }
+                cut = true
+            } catch {
+                cut = false
+            }
+            if cut, error.isOutOfSpace {
+                // Nothing of this batch remains and nothing acknowledged was touched: refuse this append only.
+                let full = LogStoreError(
+                    .storageFull,
+                    "topic '\(self.name)': write of batch at offset \(baseOffset) failed: \(error); nothing stored, "
+                        + "appends resume once space is freed"
+                )
+                self.logger.warning("append refused: no space", metadata: ["brokerd.error": "\(error)"])
+                continuation.resume(returning: .failure(full))
+                return
+            }
             let failure = self.storageFailure("write of batch at offset \(baseOffset)", error)
             self.fail(failure)
             continuation.resume(returning: .failure(failure))

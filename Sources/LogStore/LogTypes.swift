@@ -120,6 +120,9 @@ package struct LogStoreError: Error, Equatable, Sendable, CustomStringConvertibl
     package enum Kind: Equatable, Sendable {
         /// An I/O call failed (write, fsync, open...). The log refuses appends after a failed fsync.
         case storageFailure
+        /// A write found no space (ENOSPC, EDQUOT, EFBIG, or a short write). Nothing of the batch was kept; the log
+        /// stays healthy and the next append tries again, so appends resume once space is back.
+        case storageFull
         /// Stored data failed its CRC, length or structure check: a log batch (not served), a durable table file that
         /// is not one, or a dedupe snapshot (the caller rebuilds it from the logs).
         case corruptBatch

@@ -43,12 +43,16 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     package static let configRejected = ErrorCode(rawValue: 16)
     /// The principal's role lacks the capability an operator request needs (`quarantine.replay`, `admin`).
     package static let capabilityRequired = ErrorCode(rawValue: 17)
+    /// The broker's disk is full: nothing of the record was stored, the topic stays writable, and the same
+    /// publish succeeds once space is freed. Retry later (with the same dedupe key).
+    package static let storageFull = ErrorCode(rawValue: 18)
 
     /// Every code this build knows, in numeric order (the rows of the table in docs/PROTOCOL.md section 8).
     package static let allKnown: [ErrorCode] = [
         .ok, .unauthenticated, .notCleared, .notAuthorized, .unknownTopic, .malformedFrame, .frameTooLarge,
         .unsupportedVersion, .storageFailure, .rateLimited, .quarantined, .internal, .unknownSubscription,
         .offsetOutOfRange, .invalidRequest, .shuttingDown, .configRejected, .capabilityRequired,
+        .storageFull,
     ]
 
     /// The upper-snake-case name used in docs, logs and brokerctl output.
@@ -72,6 +76,7 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .shuttingDown: "SHUTTING_DOWN"
         case .configRejected: "CONFIG_REJECTED"
         case .capabilityRequired: "CAPABILITY_REQUIRED"
+        case .storageFull: "STORAGE_FULL"
         default: "CODE_\(self.rawValue)"
         }
     }

@@ -131,4 +131,61 @@ struct StorageFaultTests {
         await crm.close()
         await broker.stop()
     }
+
+    @Test("fdatasync EIO: that topic answers STORAGE_FAILURE and is not synced again; reads and other topics keep working")
+    func topicSyncFails() async throws {
+        let io = FailingSyncIO()
+        let broker = try await TestBroker.startScenario(io: io)
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        let outreach = try await broker.client("support-portal")
+        let before = try await producer.publish(topic: "education.completed", records: (0..<3).map { PolicyPlaneTests.event($0) })
+        #expect(before.map(\.offset) == [0, 1, 2])
+        io.failSyncs(ofPathsContaining: "/education.completed/")
+        let failed = try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(3)])
+        #expect(failed[0].code == .storageFailure)
+        #expect(failed[0].message.contains("fdatasync"))
+        let syncs = io.syncCalls(ofPathsContaining: "/education.completed/")
+        // The failure is sticky: no later append is acknowledged, even once the disk would sync again.
+        io.failSyncs(ofPathsContaining: nil)
+        for n in 4..<7 {
+            let later = try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(n)])
+            #expect(later[0].code == .storageFailure)
+        }
+        #expect(io.syncCalls(ofPathsContaining: "/education.completed/") == syncs, "a failed fdatasync is not retried")
+        // Other topics, including __quarantine, keep taking records; the failed topic still serves what it acknowledged.
+        let elsewhere = try await outreach.publish(topic: "support.outreach", records: [LimiterOverTCPTests.outreach(0, recipient: "pt_1")])
+        #expect(elsewhere[0] == .ok(offset: 0))
+        let quarantined = try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(9, payload: #""dob":"1961-02-03""#)])
+        #expect(quarantined[0].code == .quarantined)
+        let crm = try await broker.client("crm-automation")
+        #expect(try await PolicyPlaneTests.readAll(crm, "education.completed").map(\.offset) == [0, 1, 2])
+        await producer.close()
+        await outreach.close()
+        await crm.close()
+        await broker.stop()
+    }
+
+    @Test("no space: PUBLISH gets STORAGE_FULL, nothing is stored, reads keep working, and publishing resumes once space is back")
+    func diskFull() async throws {
+        let io = FailingSyncIO()
+        let broker = try await TestBroker.startScenario(io: io)
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        #expect(try await producer.publish(topic: "education.completed", records: [DedupeOverTCPTests.keyed(0, key: "evt-0")])[0] == .ok(offset: 0))
+        io.failWrites(ofPathsContaining: "/education.completed/", errno: ENOSPC)
+        let full = try await producer.publish(topic: "education.completed", records: [DedupeOverTCPTests.keyed(1, key: "evt-1"), DedupeOverTCPTests.keyed(2, key: "evt-2")])
+        #expect(full.map(\.code) == [.storageFull, .storageFull])
+        #expect(full[0].message.contains(String(cString: strerror(ENOSPC))))
+        let crm = try await broker.client("crm-automation")
+        #expect(try await PolicyPlaneTests.readAll(crm, "education.completed").map(\.offset) == [0])
+        io.failWrites(ofPathsContaining: nil)
+        // The same records, retried with the same keys, are appended once: the refused attempt left no key behind.
+        let retried = try await producer.publish(topic: "education.completed", records: [DedupeOverTCPTests.keyed(1, key: "evt-1"), DedupeOverTCPTests.keyed(2, key: "evt-2")])
+        #expect(retried == [.ok(offset: 1), .ok(offset: 2)])
+        #expect(try await PolicyPlaneTests.readAll(crm, "education.completed").map(\.offset) == [0, 1, 2])
+        await producer.close()
+        await crm.close()
+        await broker.stop()
+    }
 }

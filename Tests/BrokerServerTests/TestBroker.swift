@@ -233,16 +233,35 @@ func hello(_ clientID: String, token: String? = nil, correlationID: UInt32 = 1) 
     TaggedFrame(correlationID: correlationID, frame: .hello(Hello(clientID: clientID, credential: ByteBuffer(string: token ?? TestBroker.tokens[clientID] ?? "x"))))
 }
 
-/// Real POSIX file I/O whose fdatasync fails with EIO, while armed, for paths containing a given text.
+/// Real POSIX file I/O with faults armed by path: fdatasync failing with EIO, pwrite failing with an errno.
 final class FailingSyncIO: FileIO {
+    private struct Faults {
+        var syncs: String?
+        var writes: (text: String, errno: Int32)?
+        var syncCalls: [String: Int] = [:]
+    }
     private let posix = PosixFileIO()
-    private let failing = Mutex<String?>(nil)
+    private let faults = Mutex(Faults())
 
     /// fdatasync of every path containing `text` fails from now on (nil: none).
-    func failSyncs(ofPathsContaining text: String?) { self.failing.withLock { $0 = text } }
+    func failSyncs(ofPathsContaining text: String?) { self.faults.withLock { $0.syncs = text } }
+
+    /// pwrite of every path containing `text` fails with `errno` from now on (nil: none).
+    func failWrites(ofPathsContaining text: String?, errno: Int32 = ENOSPC) {
+        self.faults.withLock { $0.writes = text.map { ($0, errno) } }
+    }
+
+    /// How many fdatasync calls were made on paths containing `text`.
+    func syncCalls(ofPathsContaining text: String) -> Int {
+        self.faults.withLock { $0.syncCalls.filter { $0.key.contains(text) }.values.reduce(0, +) }
+    }
 
     func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
-        if let text = self.failing.withLock({ $0 }), path.contains(text) {
+        let failing = self.faults.withLock { faults in
+            faults.syncCalls[path, default: 0] += 1
+            return faults.syncs
+        }
+        if let failing, path.contains(failing) {
             throw FileIOError(operation: "fdatasync", path: path, errno: EIO)
         }
         try self.posix.fdatasync(fd, path: path)
@@ -251,7 +270,10 @@ final class FailingSyncIO: FileIO {
     func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 { try self.posix.open(path, flags: flags, mode: mode) }
     func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
     func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
-        try self.posix.pwrite(fd, bytes, at: offset, path: path)
+        if let (text, errno) = self.faults.withLock({ $0.writes }), path.contains(text) {
+            throw FileIOError(operation: "pwrite", path: path, errno: errno)
+        }
+        return try self.posix.pwrite(fd, bytes, at: offset, path: path)
     }
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
         try self.posix.pread(fd, into: buffer, at: offset, path: path)

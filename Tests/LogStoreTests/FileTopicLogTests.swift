@@ -455,7 +455,48 @@ struct FileTopicLogTests {
         }
     }
 
-    @Test("a failed write fails the append and later ones")
+    @Test("no space (ENOSPC, EDQUOT, a short write) refuses that append only; appends resume once space is back")
+    func writeOutOfSpace() async throws {
+        for errno in [ENOSPC, EDQUOT, Int32(0)] {
+            try await withTemporaryDirectory { dir in
+                let io = FaultyFileIO()
+                let logs = CapturedLogs()
+                let backend = try FileLogBackend(directory: dir, logger: logs.logger, io: io)
+                // A small index interval, so that the failed batch would also have written an index entry.
+                let config = TopicLogConfig.test(fsync: .always, indexIntervalBytes: 1)
+                let log = try await backend.openTopic(name: "t", config: config)
+                try await Self.fill(log, batches: 3)
+                let end = log.endOffset
+                io.state.withLock { $0.failLogWrite = errno }
+                for _ in 0..<2 {
+                    do {
+                        _ = try await log.append(testRecords(end..<end + 5))
+                        Issue.record("append succeeded without space")
+                    } catch let error as LogStoreError {
+                        #expect(error.kind == .storageFull)
+                        #expect(error.message.contains("nothing stored"))
+                    }
+                }
+                #expect(log.endOffset == end)
+                Self.expectRecords(try readAll(log, from: 0), 0..<end)
+                #expect(logs.contains(level: .warning, "no space"))
+                io.state.withLock { $0.failLogWrite = nil }
+                let resumed = try await log.append(testRecords(end..<end + 5))
+                #expect(resumed.baseOffset == end)
+                Self.expectRecords(try readAll(log, from: 0), 0..<end + 5)
+                try await log.close()
+                await backend.closeAll()
+                // Nothing of the refused batches is on disk: a clean reopen serves exactly the acknowledged records.
+                let reopened = try FileLogBackend(directory: dir, logger: logs.logger)
+                let again = try await reopened.openTopic(name: "t", config: config)
+                #expect(again.endOffset == end + 5)
+                Self.expectRecords(try readAll(again, from: 0), 0..<end + 5)
+                await reopened.closeAll()
+            }
+        }
+    }
+
+    @Test("a write failing with EIO fails the append and every later one")
     func writeFailure() async throws {
         try await withTemporaryDirectory { dir in
             let io = FaultyFileIO()
@@ -463,7 +504,7 @@ struct FileTopicLogTests {
             let log = try await backend.openTopic(name: "t", config: .test(fsync: .never))
             try await Self.fill(log, batches: 3)
             let end = log.endOffset
-            io.state.withLock { $0.failLogWrite = ENOSPC }
+            io.state.withLock { $0.failLogWrite = EIO }
             await #expect(throws: LogStoreError.self) { try await log.append(testRecords(end..<end + 1)) }
             io.state.withLock { $0.failLogWrite = nil }
             do {
@@ -471,7 +512,7 @@ struct FileTopicLogTests {
                 Issue.record("append after a failed write succeeded")
             } catch let error as LogStoreError {
                 #expect(error.kind == .storageFailure)
-                #expect(error.message.contains(String(cString: strerror(ENOSPC))))
+                #expect(error.message.contains(String(cString: strerror(EIO))))
             }
             Self.expectRecords(try readAll(log, from: 0), 0..<end)
             await backend.closeAll()

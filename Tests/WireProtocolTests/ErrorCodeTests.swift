@@ -23,6 +23,7 @@ struct ErrorCodeTests {
         (.shuttingDown, 15, "SHUTTING_DOWN"),
         (.configRejected, 16, "CONFIG_REJECTED"),
         (.capabilityRequired, 17, "CAPABILITY_REQUIRED"),
+        (.storageFull, 18, "STORAGE_FULL"),
     ]
 
     @Test("each code keeps its number and name", arguments: Self.table)
@@ -38,7 +39,7 @@ struct ErrorCodeTests {
         #expect(ErrorCode.allKnown.map(\.rawValue) == Array(0..<UInt16(ErrorCode.allKnown.count)))
     }
 
-    @Test("unknown codes are kept and named by number", arguments: [UInt16(18), 99, .max])
+    @Test("unknown codes are kept and named by number", arguments: [UInt16(19), 99, .max])
     func unknown(raw: UInt16) {
         let code = ErrorCode(rawValue: raw)
         #expect(code.rawValue == raw)
