@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release run test fuzz tsan asan clean
+.PHONY: deps build release run test soak fuzz tsan asan clean
 
 # Installs what a fresh Debian machine lacks: pkg-config and liblz4's headers.
 deps:
@@ -24,6 +24,14 @@ run: release
 
 test: deps
 	$(SWIFT) test
+
+# Crash consistency: brokerd (release) SIGKILLed at random moments under load, SOAK_CYCLES times, then checked
+# (make test runs 3 cycles of the same tool on the debug build). Add SOAK_ARGS="--seed N" to repeat a run.
+SOAK_CYCLES ?= 100
+soak: deps
+	$(SWIFT) build -c release --product brokerd
+	$(SWIFT) build -c release --product brokersoak
+	./.build/release/brokersoak --cycles $(SOAK_CYCLES) $(SOAK_ARGS)
 
 # libFuzzer: each harness runs FUZZ_SECONDS on the committed seed corpus (new inputs go to .build-fuzz/corpus).
 # Leak detection is off: TOMLKit 0.6.0 never frees a parsed document (a few hundred bytes per parse).

@@ -8,6 +8,7 @@ let package = Package(
         .executable(name: "brokerd", targets: ["brokerd"]),
         .executable(name: "brokerctl", targets: ["brokerctl"]),
         .executable(name: "brokerbench", targets: ["brokerbench"]),
+        .executable(name: "brokersoak", targets: ["brokersoak"]),
         .library(name: "BrokerClient", targets: ["BrokerClient"]),
     ],
     dependencies: [
@@ -93,6 +94,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+
+        // Crash-consistency soak (`make soak`): brokerd as a child process, SIGKILLed under load.
+        .executableTarget(
+            name: "brokersoak",
+            dependencies: [
+                "BrokerClient", "WireProtocol", "TopicRouter",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
 
