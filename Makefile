@@ -36,7 +36,7 @@ soak: deps
 # libFuzzer: each harness runs FUZZ_SECONDS on the committed seed corpus (new inputs go to .build-fuzz/corpus).
 # Leak detection is off: TOMLKit 0.6.0 never frees a parsed document (a few hundred bytes per parse).
 FUZZ_SECONDS ?= 60
-FUZZERS := FuzzFrames FuzzConfig
+FUZZERS := FuzzFrames FuzzConfig FuzzBatch
 fuzz: deps
 	@for f in $(FUZZERS); do \
 		$(SWIFT) build --scratch-path .build-fuzz --product $$f --sanitize fuzzer --sanitize address || exit 1; \

@@ -113,6 +113,7 @@ let package = Package(
             dependencies: ["WireProtocol", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .executableTarget(name: "FuzzConfig", dependencies: ["TopicRouter"]),
+        .executableTarget(name: "FuzzBatch", dependencies: ["LogStore"]),
 
         .testTarget(
             name: "WireProtocolTests",
