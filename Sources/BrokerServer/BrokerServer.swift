@@ -84,6 +84,7 @@ package final class BrokerServer: Service, Sendable {
         let readPool = self.readPool
         let logger = self.logger
         let maxBody = UInt32(self.config.server.maxFrameBytes)
+        let frameTimeout = TimeAmount.seconds(Int64(self.config.server.frameTimeoutSeconds))
         let connectionIDs = Atomic<UInt64>(1)
         let channel: any Channel
         do {
@@ -95,7 +96,7 @@ package final class BrokerServer: Service, Sendable {
                     let id = connectionIDs.wrappingAdd(1, ordering: .relaxed).oldValue
                     return channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandlers([
-                            ByteToMessageHandler(FrameDecoder(maxBodyLength: maxBody)),
+                            FrameReader(maxBodyLength: maxBody, timeout: frameTimeout),
                             MessageToByteHandler(FrameEncoder()),
                             ConnectionHandler(core: core, readPool: readPool, connectionID: id, logger: logger),
                         ])

@@ -174,6 +174,9 @@ package struct ServerSettings: Equatable, Sendable {
     package var maxConnections: Int = 10_000
     /// Seconds a connection may take to send a valid HELLO.
     package var handshakeTimeoutSeconds: Int = 10
+    /// Seconds a frame may stay incomplete (header or body partly received) before the connection is closed
+    /// (`frame_timeout_seconds`).
+    package var frameTimeoutSeconds: Int = 30
     /// The defaults above.
     package init() {}
 }

@@ -10,7 +10,7 @@ enum ConfigDecoder {
     ]
     static let serverKeys = [
         "listen", "data_dir", "max_frame_bytes", "max_records_per_publish", "max_connections",
-        "handshake_timeout_seconds",
+        "handshake_timeout_seconds", "frame_timeout_seconds",
     ]
     static let topicKeys = [
         "name", "class", "fsync", "compression", "segment_bytes", "segment_max_age_ms", "retention_bytes",
@@ -136,6 +136,7 @@ enum ConfigDecoder {
         if let value = try reader.integer("max_records_per_publish") { server.maxRecordsPerPublish = value }
         if let value = try reader.integer("max_connections") { server.maxConnections = value }
         if let value = try reader.integer("handshake_timeout_seconds") { server.handshakeTimeoutSeconds = value }
+        if let value = try reader.integer("frame_timeout_seconds") { server.frameTimeoutSeconds = value }
         return server
     }
 

@@ -373,6 +373,7 @@ enum ConfigValidator {
             ("max_records_per_publish", server.maxRecordsPerPublish, 1...Int(UInt32.max)),
             ("max_connections", server.maxConnections, 1...Int(Int32.max)),
             ("handshake_timeout_seconds", server.handshakeTimeoutSeconds, 1...86_400),
+            ("frame_timeout_seconds", server.frameTimeoutSeconds, 1...86_400),
         ]
         for limit in limits where !limit.range.contains(limit.value) {
             throw ConfigError(

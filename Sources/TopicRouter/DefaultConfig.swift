@@ -57,6 +57,9 @@ enum DefaultConfig {
         max_connections = 10000
         # Seconds a new connection has to send a valid HELLO before it is closed (1…86400).
         handshake_timeout_seconds = 10
+        # Seconds a frame may stay incomplete (a header or body partly sent, then nothing) before the connection
+        # is closed with MALFORMED_FRAME (1…86400); restarts whenever a frame completes.
+        frame_timeout_seconds = 30
 
         # Topics. One [[topics]] entry per topic; names are unique, at most 200 characters, and may not start
         # with "__": `__quarantine` (records that failed policy) and `__audit` (the audit ledger) always exist,

@@ -32,6 +32,7 @@ struct BrokerSoak: AsyncParsableCommand {
     @Option(help: "Longest run before the kill, in milliseconds.") var maxRunMs = 1500
 
     func run() async throws {
+        setvbuf(stdout, nil, _IOLBF, 0)  // one line per cycle, also into a pipe or a file
         let seed = self.seed ?? UInt64.random(in: 1...UInt64(UInt32.max))
         let brokerd = self.brokerd
             ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("brokerd").path

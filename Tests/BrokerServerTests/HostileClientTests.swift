@@ -49,6 +49,35 @@ struct HostileClientTests {
         await broker.stop()
     }
 
+    @Test("a frame cut in the middle with the socket left open is closed after frame_timeout_seconds; quiet is fine")
+    func stalledFrame() async throws {
+        let broker = try await TestBroker.start { $0.server.frameTimeoutSeconds = 1 }
+        defer { broker.removeData() }
+        // A quiet authenticated connection (no partial frame) outlives the timeout.
+        let quiet = try await broker.client("crm-automation")
+        // HELLO, then the header of a PUBLISH announcing 1,000 body bytes and only 10 of them.
+        var header = ByteBuffer()
+        header.writeInteger(WireConstants.magic)
+        header.writeInteger(WireConstants.protocolVersion)
+        header.writeInteger(Opcode.publish.rawValue)
+        header.writeInteger(UInt16(0))
+        header.writeInteger(UInt32(7))
+        header.writeInteger(UInt32(1000))
+        header.writeBytes([UInt8](repeating: 0, count: 10))
+        let raw = try await RawConnection.connect(port: broker.port)
+        let started = ContinuousClock.now
+        let (frames, closed) = try await raw.exchange(encode(hello("learning-portal")) + Array(header.readableBytesView))
+        #expect(closed)
+        #expect(ContinuousClock.now - started >= .milliseconds(900))
+        let error = try #require(Self.errors(frames).first)
+        #expect(error.code == .malformedFrame)
+        #expect(error.message.contains("frame incomplete after 1 s (24 bytes received)"))
+        try await quiet.ping()
+        try await Self.stillServes(broker, 0)
+        await quiet.close()
+        await broker.stop()
+    }
+
     @Test("bad PUBLISH sizes and a second HELLO are refused, and the connection stays usable")
     func refusedButUsable() async throws {
         let broker = try await TestBroker.start { $0.server.maxRecordsPerPublish = 10 }

@@ -593,6 +593,12 @@ struct ConfigLoaderTests {
             line: 4
         ),
         ErrorCase(
+            label: "frame timeout too long",
+            text: base(inserting: "frame_timeout_seconds = 86401", after: 3),
+            message: "[server] frame_timeout_seconds must be in 1…86400, got 86401",
+            line: 4
+        ),
+        ErrorCase(
             label: "empty data_dir",
             text: base(inserting: #"data_dir = """#, after: 3),
             message: "[server] data_dir is empty",
