@@ -32,7 +32,6 @@ struct BrokerSoak: AsyncParsableCommand {
     @Option(help: "Longest run before the kill, in milliseconds.") var maxRunMs = 1500
 
     func run() async throws {
-        setvbuf(stdout, nil, _IOLBF, 0)  // one line per cycle, also into a pipe or a file
         let seed = self.seed ?? UInt64.random(in: 1...UInt64(UInt32.max))
         let brokerd = self.brokerd
             ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("brokerd").path
@@ -43,16 +42,16 @@ struct BrokerSoak: AsyncParsableCommand {
         else { throw ValidationError("cycles, producers and batch must be positive; 0 <= min-run-ms <= max-run-ms") }
         let dir = self.dataDir ?? NSTemporaryDirectory() + "brokersoak-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        print("brokersoak: seed=\(seed) cycles=\(self.cycles) data-dir=\(dir)")
+        say("brokersoak: seed=\(seed) cycles=\(self.cycles) data-dir=\(dir)")
         var soak = Soak(brokerd: brokerd, dataDir: dir, seed: seed, producers: self.producers, batch: self.batch)
         for cycle in 1...self.cycles {
             let runFor = soak.random(in: self.minRunMs...self.maxRunMs)
             try await soak.cycle(cycle, killAfterMillis: runFor)
         }
         try await soak.finalCheck()
-        print(soak.totals.line)
+        say(soak.totals.line)
         if soak.totals.violations > 0 {
-            print("brokersoak: FAILED; data directory kept at \(dir)")
+            say("brokersoak: FAILED; data directory kept at \(dir)")
             throw ExitCode(1)
         }
         if self.dataDir == nil { try? FileManager.default.removeItem(atPath: dir) }
@@ -156,7 +155,7 @@ struct Soak {
             self.unanswered.formUnion(run.inFlight)
             self.committed = max(self.committed, run.committed)
             self.totals.cycles += 1
-            print(
+            say(
                 "cycle \(number): killed after \(killAfterMillis) ms; acked \(run.acked.count) (total \(self.acked.count)), "
                     + "unanswered \(run.inFlight.count), committed \(self.committed)"
             )
@@ -305,7 +304,7 @@ struct Soak {
     }
 
     func fail(_ message: String) {
-        print("VIOLATION: \(message)")
+        say("VIOLATION: \(message)")
     }
 }
 
@@ -364,6 +363,11 @@ final class Daemon: Sendable {
         }
         return self.process.terminationStatus
     }
+}
+
+/// Writes a line to standard output at once (unbuffered), so progress shows in a pipe or a file too.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
 
 /// SplitMix64: a small seeded generator, so a run with the printed seed kills at the same moments.
