@@ -348,6 +348,13 @@ package enum BatchCodec {
 
     private static func decompress(_ stored: ByteBuffer, length: Int) throws(BatchDecodeError) -> ByteBuffer {
         guard stored.readableBytes > 0 else { throw BatchDecodeError("empty LZ4 body") }
+        // LZ4 cannot expand a block by more than 255 times (a match of 255 more bytes costs at least one input
+        // byte), so a header claiming more is damaged or forged: refuse it before allocating what it claims.
+        guard length <= stored.readableBytes * 255 else {
+            throw BatchDecodeError(
+                "header says the LZ4 body expands to \(length) bytes; \(stored.readableBytes) compressed bytes cannot"
+            )
+        }
         var output = ByteBufferAllocator().buffer(capacity: max(length, 1))
         let produced = stored.withUnsafeReadableBytes { input in
             output.writeWithUnsafeMutableBytes(minimumWritableBytes: max(length, 1)) { out in

@@ -35,6 +35,23 @@ struct FuzzCorpusTests {
         #expect(input.readableBytes == 0)
     }
 
+    @Test("an LZ4 batch claiming more than 255x its compressed size is refused before allocating (FuzzBatch finding)")
+    func lz4ExpansionBound() throws {
+        let records = (0..<20).map { LogRecord(key: nil, headers: [], value: ByteBuffer(string: "event \($0) of twenty"), timestamp: 1) }
+        var batch = try BatchCodec.encode(records, baseOffset: 0, codec: .lz4)
+        let compressed = batch.readableBytes - BatchFormat.headerSize
+        // The finding: a header (with a valid CRC) saying the body expands to 2 GiB made the decoder allocate it.
+        batch.setInteger(UInt32(compressed * 255 + 1), at: batch.readerIndex + 38)
+        let crc = batch.withUnsafeReadableBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[BatchFormat.crcCoverageStart...])) }
+        batch.setInteger(crc, at: batch.readerIndex + BatchFormat.crcPosition)
+        do {
+            _ = try BatchCodec.decode(batch)
+            Issue.record("a batch claiming an impossible expansion decoded")
+        } catch {
+            #expect(error.reason.contains("cannot"))
+        }
+    }
+
     @Test("a batch whose stored CRC is wrong is refused as stored, and decodes only once the check fixes the CRC")
     func flippedCRC() throws {
         var bytes = Array(try Data(contentsOf: Self.corpus.appendingPathComponent("education-batch.bin")))
