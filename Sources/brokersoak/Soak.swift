@@ -101,6 +101,8 @@ struct Soak {
     var acked: [String: Int64] = [:]
     /// Keys sent whose answer the kill cut off: retried with the same key after the restart.
     var unanswered: Set<String> = []
+    /// Keys acknowledged since the last restart's checks (by the run that was killed, and by the retries).
+    var recentKeys: [String] = []
     /// The highest committed offset the broker acknowledged.
     var committed: Int64 = 0
     var nextKey = 0
@@ -139,6 +141,7 @@ struct Soak {
                 String(contentsOfFile: self.dataDir + "/credentials.toml", encoding: .utf8)
             )
             try await self.verify(port: daemon.port, credentials: credentials, after: "kill \(number - 1)")
+            self.recentKeys = []
             try await self.retryUnanswered(port: daemon.port, credentials: credentials)
             let ledger = RunLedger()
             ledger.state.withLock { $0.committed = self.committed }
@@ -152,6 +155,7 @@ struct Soak {
             await load.value
             let run = ledger.state.withLock { $0 }
             for (key, offset) in run.acked { self.acked[key] = offset }
+            self.recentKeys += run.acked.keys
             self.unanswered.formUnion(run.inFlight)
             self.committed = max(self.committed, run.committed)
             self.totals.cycles += 1
@@ -224,10 +228,13 @@ struct Soak {
         await consumer.close()
         // Acknowledged dedupe keys are still known: a retry gets the original offset back, flagged duplicate.
         let producer = try await Self.connect(port: port, as: "learning-portal", credentials)
+        // Sampled from the keys acknowledged in the run the kill cut short (and the retries after it): the newest
+        // keys, always within the topic's dedupe_max_keys. Older ones may be evicted by that bound once the soak has
+        // acknowledged more than it (1,000,000 on education.completed), as documented (docs/SECURITY.md 4.7).
         var sample: [(String, Int64)] = []
-        for _ in 0..<min(20, self.acked.count) {
-            let index = self.acked.index(self.acked.startIndex, offsetBy: self.random(in: 0...(self.acked.count - 1)))
-            sample.append((self.acked[index].key, self.acked[index].value))
+        for _ in 0..<min(20, self.recentKeys.count) {
+            let key = self.recentKeys[self.random(in: 0...(self.recentKeys.count - 1))]
+            if let offset = self.acked[key] { sample.append((key, offset)) }
         }
         if !sample.isEmpty {
             let results = try await producer.publish(topic: Self.topic, records: sample.map { Self.record($0.0) })
@@ -249,6 +256,7 @@ struct Soak {
             let results = try await producer.publish(topic: Self.topic, records: slice.map(Self.record))
             for (key, result) in zip(slice, results) where result.code == .ok {
                 self.acked[key] = result.offset
+                self.recentKeys.append(key)
                 self.unanswered.remove(key)
                 self.totals.retriedAfterKill += 1
             }
