@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release run test fuzz tsan asan clean
+.PHONY: deps build release run test fuzz tsan asan bench bench-smoke bench-check bench-thresholds clean
 
 # Installs what a fresh Debian machine lacks: pkg-config and liblz4's headers.
 deps:
@@ -48,5 +48,23 @@ tsan: deps
 asan: deps
 	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build-asan --sanitize address
 
+# Micro-benchmarks (package-benchmark, in the separate package Benchmarks/; docs/BENCHMARKS.md). `bench-smoke` runs
+# each benchmark for 2 iterations to prove they all build and work; `bench` runs them fully (about a minute after the
+# build) and prints wall clock, throughput and malloc counts. `bench-check` gates the malloc counts only, against
+# Benchmarks/Thresholds/ (refresh those with `bench-thresholds` after an intended change). Wall clock is never gated.
+bench-smoke: deps
+	cd Benchmarks && BROKERD_BENCH_SMOKE=1 $(SWIFT) package benchmark --no-progress
+
+bench: deps
+	cd Benchmarks && $(SWIFT) package benchmark --no-progress
+
+bench-check: deps
+	cd Benchmarks && $(SWIFT) package benchmark thresholds check --metric mallocCountTotal --no-progress
+
+bench-thresholds: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update \
+		--metric mallocCountTotal --no-progress
+
 clean:
-	rm -rf .build .build-fuzz .build-tsan .build-asan
+	rm -rf .build .build-fuzz .build-tsan .build-asan Benchmarks/.build
+
