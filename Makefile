@@ -59,11 +59,12 @@ bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark --no-progress
 
 bench-check: deps
-	cd Benchmarks && $(SWIFT) package benchmark thresholds check --metric mallocCountTotal --no-progress
+	cd Benchmarks && $(SWIFT) package benchmark thresholds check --metric mallocCountTotal \
+		--path $(CURDIR)/Benchmarks/Thresholds --no-progress
 
 bench-thresholds: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update \
-		--metric mallocCountTotal --no-progress
+		--metric mallocCountTotal --path $(CURDIR)/Benchmarks/Thresholds --no-progress
 
 clean:
 	rm -rf .build .build-fuzz .build-tsan .build-asan Benchmarks/.build

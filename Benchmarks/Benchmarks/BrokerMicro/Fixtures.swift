@@ -84,7 +84,10 @@ let publishRecords: [WireRecord] = (0..<recordsPerBatch).map { n in
     )
 }
 
-let publishFrame = TaggedFrame(correlationID: 42, frame: .publish(Publish(topic: "education.completed", records: publishRecords)))
+let publishFrame = TaggedFrame(
+    correlationID: 42,
+    frame: .publish(Publish(topic: "education.completed", records: publishRecords))
+)
 
 /// What a subscriber receives: the same records with offsets and the broker's headers.
 let deliverFrame = TaggedFrame(
