@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release run test soak fuzz tsan asan clean
+.PHONY: deps build release run test soak fuzz tsan asan bench bench-smoke bench-check bench-thresholds clean
 
 # Installs what a fresh Debian machine lacks: pkg-config and liblz4's headers.
 deps:
@@ -61,5 +61,29 @@ tsan: deps
 asan: deps
 	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build-asan --sanitize address
 
+# Micro-benchmarks (package-benchmark, in the separate package Benchmarks/; docs/BENCHMARKS.md). `bench-smoke` runs
+# each benchmark for 2 iterations to prove they all build and work; `bench` runs them fully (about a minute after the
+# build) and prints wall clock, throughput and malloc counts. `bench-check` gates the malloc counts only, against
+# Benchmarks/Thresholds/ (refresh those with `bench-thresholds` after an intended change). Wall clock is never gated.
+# It also runs one short brokerbench scenario (2 s of durable-publish on an embedded broker), so the load generator
+# cannot rot either. CI (.ci/run) runs bench-smoke after make test; it gates on nothing measured in seconds.
+bench-smoke: deps
+	cd Benchmarks && BROKERD_BENCH_SMOKE=1 $(SWIFT) package benchmark --no-progress
+	$(SWIFT) build --product brokerbench
+	./.build/debug/brokerbench run durable-publish --embedded --duration 2 --warmup 0.5 \
+		--output .build/brokerbench-smoke.json --plot .build/brokerbench-smoke.svg
+
+bench: deps
+	cd Benchmarks && $(SWIFT) package benchmark --no-progress
+
+bench-check: deps
+	cd Benchmarks && $(SWIFT) package benchmark thresholds check --metric mallocCountTotal \
+		--path $(CURDIR)/Benchmarks/Thresholds --no-progress
+
+bench-thresholds: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update \
+		--metric mallocCountTotal --path $(CURDIR)/Benchmarks/Thresholds --no-progress
+
 clean:
-	rm -rf .build .build-fuzz .build-tsan .build-asan
+	rm -rf .build .build-fuzz .build-tsan .build-asan Benchmarks/.build
+

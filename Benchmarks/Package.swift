@@ -1,0 +1,61 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Micro-benchmarks for brokerd's leaf modules (`swift package benchmark`, see docs/BENCHMARKS.md).
+//
+// Why the leaf targets are declared again here: every API worth measuring (FrameCodec, BatchCodec, CRC32C,
+// DedupeIndex, Policy, TokenBucket, ...) has `package` access, and `package` symbols are visible only to targets of
+// the same package. Sources/WireProtocol, LogStore, TopicRouter, Throttle and CLZ4 in this folder are symlinks to
+// ../../Sources/<Target>, so this package compiles the very same files as its own targets and the benchmarks see
+// `package` symbols without any change to the main package's access levels. Keep the dependencies below in step
+// with ../Package.swift. It is a separate package so that the main package's `swift build` / `swift test` never
+// builds package-benchmark.
+let package = Package(
+    name: "brokerd-benchmarks",
+    platforms: [.macOS(.v15)],
+    dependencies: [
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // Same sources as the main package (symlinked), same dependencies.
+        .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        .target(
+            name: "WireProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .target(
+            name: "LogStore",
+            dependencies: [
+                "CLZ4",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .target(
+            name: "TopicRouter",
+            dependencies: [
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]
+        ),
+        .target(name: "Throttle"),
+
+        // The benchmark suite; its sources must live under Benchmarks/ for the plugin to discover it.
+        .executableTarget(
+            name: "BrokerMicro",
+            dependencies: [
+                "WireProtocol", "LogStore", "TopicRouter", "Throttle",
+                .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/BrokerMicro",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)
