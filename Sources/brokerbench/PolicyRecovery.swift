@@ -47,6 +47,16 @@ struct PolicyLoad {
         result.extra["policy_over_plain_ratio"] = plain.recordsPerSecond > 0
             ? result.recordsPerSecond / plain.recordsPerSecond : 0
         result.errors += plain.errors
+        // Show the limiters applied: how many keys each holds now (bench-made brokers grant LIMITS; others may not).
+        do {
+            let client = try await self.target.connect()
+            defer { Task { await client.close() } }
+            for state in try await client.limits() where state.limiter.hasPrefix("bench_") {
+                result.extra["\(state.limiter.dropFirst(6))_limiter_keys"] = Double(state.keysHeld)
+            }
+        } catch {
+            FileHandle.standardError.write(Data("policy-overhead: could not read the limiters' state: \(error)\n".utf8))
+        }
         return result
     }
 }

@@ -157,7 +157,13 @@ final class BenchTarget: Sendable {
             server: server,
             classes: ["non_phi", "deidentified", "pseudonymous", "phi"],
             topics: policies,
-            roles: [RolePolicy(name: "bench", clearance: "phi", publish: ["*"], subscribe: ["*"])],
+            // policy-overhead reads the limiters' state afterwards (LIMITS needs admin) to show they applied.
+            roles: [
+                RolePolicy(
+                    name: "bench", clearance: "phi", publish: ["*"], subscribe: ["*"],
+                    capabilities: policyTopics.isEmpty ? [] : [.admin]
+                )
+            ],
             principals: [PrincipalEntry(clientID: Self.benchClientID, role: "bench", tokenHash: tokenHash)],
             limiters: policyTopics.isEmpty ? [] : Self.policyLimiters(topics: policyTopics)
         )
@@ -301,6 +307,7 @@ final class BenchTarget: Sendable {
         for role in config.roles {
             text += "\n[[roles]]\nname = \"\(role.name)\"\nclearance = \"\(role.clearance)\"\n"
             text += "publish = \(quoted(role.publish))\nsubscribe = \(quoted(role.subscribe))\n"
+            if !role.capabilities.isEmpty { text += "capabilities = \(quoted(role.capabilities.map(\.rawValue)))\n" }
         }
         for principal in config.principals {
             text += "\n[[principals]]\nclient_id = \"\(principal.clientID)\"\nrole = \"\(principal.role)\"\n"
