@@ -46,8 +46,13 @@ struct RunCommand: AsyncParsableCommand {
     var plot: String?
 
     func run() async throws {
+        if self.scenario == .recovery, !self.target.spawn {
+            throw ValidationError("recovery needs --spawn: it kills and restarts brokerd, so it must own the process")
+        }
         let parameters = try self.load.resolved(for: self.scenario)
-        let broker = try await BenchTarget.start(self.target, parameters: parameters)
+        let broker = try await BenchTarget.start(
+            self.target, parameters: parameters, policyOverhead: self.scenario == .policyOverhead
+        )
         let result: BenchResult
         do {
             result = try await self.scenario.run(on: broker, parameters: parameters)
@@ -69,6 +74,8 @@ struct RunCommand: AsyncParsableCommand {
             try LatencyPlot.svg(histogram: histogram, title: "\(self.scenario.rawValue): \(final.latencyLabel)")
                 .write(toFile: svgPath, atomically: true, encoding: .utf8)
             print("plot:   \(svgPath)")
+        } else {
+            print("plot:   none (\(self.scenario.rawValue) has no latency figures)")
         }
     }
 }

@@ -9,6 +9,8 @@ enum Scenario: String, CaseIterable, Sendable {
     case e2eLatency = "e2e-latency"
     case consume = "consume"
     case manyConnections = "many-connections"
+    case policyOverhead = "policy-overhead"
+    case recovery = "recovery"
 
     var summary: String {
         switch self {
@@ -18,6 +20,10 @@ enum Scenario: String, CaseIterable, Sendable {
         case .e2eLatency: "publish at a fixed --rate while a consumer reads: publish-to-deliver latency"
         case .consume: "fill a topic with --records records, then read them from earliest: consume throughput"
         case .manyConnections: "open --connections authenticated idle connections: broker memory per connection"
+        case .policyOverhead:
+            "durable-publish twice: plain topics, then dedupe keys + 2 limiters + consent checks; throughput ratio"
+        case .recovery:
+            "--spawn only: fill a topic to --recovery-bytes, time brokerd's restart after SIGTERM and after SIGKILL"
         }
     }
 }
@@ -77,8 +83,11 @@ struct LoadOptions: ParsableArguments {
     @Option(name: .long, help: "PUBLISH requests in flight per producer connection.")
     var inFlight: Int?
 
-    @Option(name: .long, help: "fsync policy of the topics brokerbench creates: always, never, interval:MS.")
-    var fsync: String = "always"
+    @Option(
+        name: .long,
+        help: "fsync of the topics brokerbench creates: always, never, interval:MS (default always; recovery: never)."
+    )
+    var fsync: String?
 
     @Option(name: .long, help: "Compression of the topics brokerbench creates: lz4 or none.")
     var compression: String = "lz4"
@@ -101,18 +110,32 @@ struct LoadOptions: ParsableArguments {
     @Option(name: .long, help: "Records each consumer may have in flight (credit).")
     var credit: Int = 4096
 
+    @Flag(
+        name: .long,
+        help: "Every published record carries a unique dedupe-key header (per-producer prefix + counter)."
+    )
+    var dedupeKeys = false
+
+    @Option(
+        name: .long,
+        help: "recovery: log size to fill before restarting, bytes or with a K/M/G/T suffix (binary: 200M = 200 MiB)."
+    )
+    var recoveryBytes: String = "10G"
+
     func resolved(for scenario: Scenario) throws -> BenchParameters {
         guard self.recordSize >= 16, self.recordSize <= 1 << 20 else { throw ValidationError("--record-size wants 16...1048576") }
         guard self.topics >= 1 else { throw ValidationError("--topics wants at least 1") }
         guard self.duration > 0, self.warmup >= 0 else { throw ValidationError("--duration wants > 0 and --warmup >= 0") }
         guard ["lz4", "none"].contains(self.compression) else { throw ValidationError("--compression wants lz4 or none") }
-        guard self.fsync == "always" || self.fsync == "never" || self.fsync.hasPrefix("interval:") else {
+        let fsync = self.fsync ?? (scenario == .recovery ? "never" : "always")
+        guard fsync == "always" || fsync == "never" || fsync.hasPrefix("interval:") else {
             throw ValidationError("--fsync wants always, never or interval:MS")
         }
         var parameters = BenchParameters(
             producers: 1, consumers: 1, topics: self.topics, recordSize: self.recordSize, batch: 1, inFlight: 1,
-            fsync: self.fsync, compression: self.compression, duration: self.duration, records: self.records,
-            warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit
+            fsync: fsync, compression: self.compression, duration: self.duration, records: self.records,
+            warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit,
+            dedupeKeys: self.dedupeKeys
         )
         switch scenario {
         case .durablePublish:
@@ -131,6 +154,16 @@ struct LoadOptions: ParsableArguments {
             parameters.records = self.records ?? 1_000_000
         case .manyConnections:
             break
+        case .policyOverhead:
+            parameters.producers = 4
+            parameters.batch = 100
+            parameters.inFlight = 4
+        case .recovery:
+            parameters.producers = 2
+            parameters.batch = 1000
+            parameters.inFlight = 4
+            parameters.warmup = 0
+            parameters.recoveryBytes = try Self.parseBytes(self.recoveryBytes)
         }
         if let producers = self.producers { parameters.producers = producers }
         if let consumers = self.consumers { parameters.consumers = consumers }
@@ -140,6 +173,24 @@ struct LoadOptions: ParsableArguments {
             throw ValidationError("--producers, --consumers, --batch and --in-flight want at least 1")
         }
         return parameters
+    }
+
+    /// "10G", "200M", "1.5G", "512K", "1048576": a byte count, suffixes binary (K = 1024), an optional "iB"/"B".
+    static func parseBytes(_ text: String) throws -> Int64 {
+        var body = text.trimmingCharacters(in: .whitespaces).uppercased()
+        for unit in ["IB", "B"] where body.hasSuffix(unit) {
+            body.removeLast(unit.count)
+            break
+        }
+        var multiplier: Double = 1
+        if let last = body.last, let power = ["K": 1, "M": 2, "G": 3, "T": 4][String(last)] {
+            multiplier = pow(1024, Double(power))
+            body.removeLast()
+        }
+        guard let number = Double(body), number > 0, number * multiplier < 1e18 else {
+            throw ValidationError("--recovery-bytes wants a size such as 10G, 300M or 1048576, got '\(text)'")
+        }
+        return Int64(number * multiplier)
     }
 }
 
@@ -159,4 +210,8 @@ struct BenchParameters: Codable, Sendable {
     var rate: Int
     var connections: Int
     var credit: Int
+    /// Whether published records carry a unique dedupe key (policy-overhead's second half always does).
+    var dedupeKeys: Bool
+    /// recovery: how many bytes of log to fill.
+    var recoveryBytes: Int64?
 }

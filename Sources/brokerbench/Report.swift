@@ -113,7 +113,11 @@ struct BenchResult: Codable, Sendable {
             row("  p50 / p90 / p99 (µs)", String(format: "%.0f / %.0f / %.0f", latency.p50, latency.p90, latency.p99))
             row("  p99.9 / max (µs)", String(format: "%.0f / %.0f", latency.p999, latency.max))
         }
-        for key in self.extra.keys.sorted() { row(key, String(format: "%.1f", self.extra[key]!)) }
+        for (key, value) in self.extra.sorted(by: { $0.key < $1.key }) {
+            // Ratios and seconds need more than one decimal to be read.
+            let precise = key.hasSuffix("_ratio") || key.hasPrefix("restart_") || key.hasSuffix("_gib")
+            row(key, String(format: precise ? "%.3f" : "%.1f", value))
+        }
         if let broker = self.broker {
             let whose = broker.separateProcess ? "broker" : "brokerbench + embedded broker"
             row("\(whose) CPU s", String(format: "%.2f", broker.cpuSeconds))

@@ -121,8 +121,19 @@ extension Scenario {
             return try await ConsumeLoad(target: target, parameters: parameters).run()
         case .manyConnections:
             return try await ManyConnections(target: target, parameters: parameters).run()
+        case .policyOverhead:
+            return try await PolicyLoad(target: target, parameters: parameters).run()
+        case .recovery:
+            return try await RecoveryRun(target: target, parameters: parameters).run()
         }
     }
+}
+
+/// Set once to end a load early (recovery ends its fill when the log is big enough).
+final class StopFlag: Sendable {
+    private let flag = Atomic(false)
+    var isSet: Bool { self.flag.load(ordering: .relaxed) }
+    func set() { self.flag.store(true, ordering: .relaxed) }
 }
 
 /// Producers publishing as fast as the in-flight window allows; latency is per PUBLISH request, send to ack.
@@ -130,6 +141,18 @@ struct PublishLoad {
     let target: BenchTarget
     let parameters: BenchParameters
     let scenario: Scenario
+    /// Where to publish (default: the target's plain topics).
+    var topics: [String]? = nil
+    /// The headers every record carries.
+    var headers: [WireHeader] = benchHeaders
+    /// When > 0, records also carry a `recipient` header cycling over this many values.
+    var recipients: Int = 0
+    /// Whether every record carries a unique `dedupe-key` (default: `--dedupe-keys`).
+    var dedupeKeys: Bool? = nil
+    /// Ends the run early when set.
+    var stop: StopFlag? = nil
+    /// The progress label (default: the scenario's name).
+    var label: String? = nil
 
     func run() async throws -> BenchResult {
         let p = self.parameters
@@ -137,13 +160,30 @@ struct PublishLoad {
         for _ in 0..<p.producers { clients.append(try await self.target.connect()) }
         defer { for client in clients { Task { await client.close() } } }
         let payloads = makePayloads(size: p.recordSize)
-        let batches = (0..<16).map { b in (0..<p.batch).map { WireRecord(headers: benchHeaders, value: payloads[(b * p.batch + $0) % payloads.count]) } }
+        let headers = self.headers
+        let recipients = self.recipients
+        let batches = (0..<16).map { b in
+            (0..<p.batch).map { n in
+                let index = b * p.batch + n
+                var recordHeaders = headers
+                if recipients > 0 {
+                    let recipient = ByteBuffer(string: "bench-recipient-\(index % recipients)")
+                    recordHeaders.append(WireHeader(name: RecordHeaderName.recipient, value: recipient))
+                }
+                return WireRecord(headers: recordHeaders, value: payloads[index % payloads.count])
+            }
+        }
+        let withKeys = self.dedupeKeys ?? p.dedupeKeys
+        // Dedupe keys are unique per run (a random tag), producer connection and worker, then a counter.
+        let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
         let budget = p.records.map { Counter($0) }
         let progress = Progress()
         let errors = Counter(0)
-        progress.start(clock: clock, label: self.scenario.rawValue)
-        let topics = self.target.topics
+        let duplicates = Counter(0)
+        let stop = self.stop
+        progress.start(clock: clock, label: self.label ?? self.scenario.rawValue)
+        let topics = self.topics ?? self.target.topics
         var histogram = makeHistogram()
         var finishedAt = clock.end
         try await withThrowingTaskGroup(of: (Histogram<UInt64>, UInt64).self) { group in
@@ -154,16 +194,31 @@ struct PublishLoad {
                         var local = makeHistogram()
                         var round = worker
                         var last = monotonicNanos()
-                        while !clock.isOver {
-                            let batch = batches[round % batches.count]
+                        let keyPrefix = "bb-\(runTag)-\(index)-\(worker)-"
+                        var sequence = 0
+                        while !clock.isOver, stop?.isSet != true {
+                            var batch = batches[round % batches.count]
                             round += 1
                             if let budget, budget.add(-batch.count) < 0 { break }
+                            if withKeys {
+                                for i in batch.indices {
+                                    var key = ByteBufferAllocator().buffer(capacity: keyPrefix.utf8.count + 20)
+                                    key.writeString(keyPrefix)
+                                    key.writeString(String(sequence))
+                                    sequence += 1
+                                    batch[i].headers.append(WireHeader(name: RecordHeaderName.dedupeKey, value: key))
+                                }
+                            }
                             let sent = monotonicNanos()
                             let results = try await client.publish(topic: topic, records: batch)
                             last = monotonicNanos()
                             let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
                             if ok < results.count, let failed = results.first(where: { $0.code != .ok }) {
                                 reportFirstError(failed)
+                            }
+                            if withKeys {
+                                let flag = PublishResult.duplicateFlag
+                                duplicates.add(results.reduce(0) { $0 + ($1.flags & flag != 0 ? 1 : 0) })
                             }
                             errors.add(results.count - ok)
                             progress.all.add(ok)
@@ -184,13 +239,15 @@ struct PublishLoad {
         }
         progress.stop()
         let seconds = Double(min(finishedAt, clock.end) - clock.measureFrom) / 1e9
-        return BenchResult(
+        var result = BenchResult(
             scenario: self.scenario.rawValue, parameters: p, measuredSeconds: seconds,
             records: progress.measured.value, recordBytes: p.recordSize,
             errors: errors.value,
             latencyLabel: "publish ack latency per request (\(p.batch) record\(p.batch == 1 ? "" : "s"))",
             histogram: histogram
         )
+        if withKeys { result.extra["dedupe_duplicates"] = Double(duplicates.value) }
+        return result
     }
 }
 

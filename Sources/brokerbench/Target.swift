@@ -4,60 +4,83 @@ import Foundation
 import Logging
 import Synchronization
 import TopicRouter
+import WireProtocol
 
 /// The broker under measurement: where it listens, who to be, and how to read its CPU and memory.
 final class BenchTarget: Sendable {
     enum Kind: Sendable {
         case embedded(BrokerServer)
-        case spawned(Process)
+        /// A brokerd child process started with the config file at `configPath`; it can be restarted.
+        case spawned(configPath: String)
         case remote
     }
 
+    /// What changes when a spawned broker restarts.
+    private struct Live: Sendable {
+        var port: Int
+        var brokerPid: Int32?
+        var process: Process?
+        var startResources: ResourceSample?
+    }
+
     let host: String
-    let port: Int
     let clientID: String
     let token: String
+    /// The plain bench topics (PREFIX.0, PREFIX.1, ...).
     let topics: [String]
+    /// policy-overhead: topics with dedupe, limiters and consent scopes (PREFIX-policy.0, ...); else empty.
+    let policyTopics: [String]
     let kind: Kind
-    /// The broker's process id when it runs on its own (spawned, or --broker-pid).
-    let brokerPid: Int32?
     let dataDir: String?
     private let removeDataDir: Bool
-    private let startResources: ResourceSample?
+    private let live: Mutex<Live>
+
+    var port: Int { self.live.withLock { $0.port } }
+    /// The broker's process id when it runs on its own (spawned, or --broker-pid).
+    var brokerPid: Int32? { self.live.withLock { $0.brokerPid } }
 
     private init(
-        host: String, port: Int, clientID: String, token: String, topics: [String], kind: Kind, brokerPid: Int32?,
-        dataDir: String?, removeDataDir: Bool
+        host: String, port: Int, clientID: String, token: String, topics: [String], policyTopics: [String],
+        kind: Kind, process: Process?, brokerPid: Int32?, dataDir: String?, removeDataDir: Bool
     ) {
         self.host = host
-        self.port = port
         self.clientID = clientID
         self.token = token
         self.topics = topics
+        self.policyTopics = policyTopics
         self.kind = kind
-        self.brokerPid = brokerPid
         self.dataDir = dataDir
         self.removeDataDir = removeDataDir
-        self.startResources = ResourceSample.read(pid: brokerPid ?? getpid())
+        let startResources = ResourceSample.read(pid: brokerPid ?? getpid())
+        self.live = Mutex(Live(port: port, brokerPid: brokerPid, process: process, startResources: startResources))
     }
 
     static let benchClientID = "brokerbench"
 
-    static func start(_ options: TargetOptions, parameters: BenchParameters) async throws -> BenchTarget {
+    static func start(
+        _ options: TargetOptions, parameters: BenchParameters, policyOverhead: Bool = false
+    ) async throws -> BenchTarget {
         let topics = (0..<parameters.topics).map { "\(options.topicPrefix).\($0)" }
+        let policyTopics = policyOverhead ? (0..<parameters.topics).map { "\(options.topicPrefix)-policy.\($0)" } : []
         if let server = options.server {
-            guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]) else {
-                throw BenchError("--server wants HOST:PORT, got '\(server)'")
+            guard let colon = server.lastIndex(of: ":"), let port = Int(server[server.index(after: colon)...]),
+                let clientID = options.clientID, let token = options.token
+            else {
+                throw BenchError("--server wants HOST:PORT with --client-id and --token, got '\(server)'")
             }
             return BenchTarget(
-                host: String(server[..<colon]), port: port, clientID: options.clientID!, token: options.token!,
-                topics: topics, kind: .remote, brokerPid: options.brokerPid, dataDir: nil, removeDataDir: false
+                host: String(server[..<colon]), port: port, clientID: clientID, token: token, topics: topics,
+                policyTopics: policyTopics, kind: .remote, process: nil, brokerPid: options.brokerPid, dataDir: nil,
+                removeDataDir: false
             )
         }
         let dataDir = options.dataDir ?? NSTemporaryDirectory() + "brokerbench-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dataDir, withIntermediateDirectories: true)
         let token = Credentials.generateToken()
-        let config = Self.config(topics: topics, parameters: parameters, dataDir: dataDir, tokenHash: Credentials.hash(token: token))
+        let config = Self.config(
+            topics: topics, policyTopics: policyTopics, parameters: parameters, dataDir: dataDir,
+            tokenHash: Credentials.hash(token: token)
+        )
         if options.embedded {
             var logger = Logger(label: "brokerd")
             logger.logLevel = .warning
@@ -66,74 +89,184 @@ final class BenchTarget: Sendable {
             guard let port = server.localAddress?.port else { throw BenchError("embedded broker has no port") }
             return BenchTarget(
                 host: "127.0.0.1", port: port, clientID: Self.benchClientID, token: token, topics: topics,
-                kind: .embedded(server), brokerPid: nil, dataDir: dataDir, removeDataDir: options.dataDir == nil
+                policyTopics: policyTopics, kind: .embedded(server), process: nil, brokerPid: nil, dataDir: dataDir,
+                removeDataDir: options.dataDir == nil
             )
         }
-        let (process, port) = try await Self.spawnBrokerd(config: config, dataDir: dataDir)
+        let configPath = dataDir + "/brokerbench.toml"
+        try Self.toml(config).write(toFile: configPath, atomically: true, encoding: .utf8)
+        let launched = try await Self.launchBrokerd(configPath: configPath, dataDir: dataDir)
         return BenchTarget(
-            host: "127.0.0.1", port: port, clientID: Self.benchClientID, token: token, topics: topics,
-            kind: .spawned(process), brokerPid: process.processIdentifier, dataDir: dataDir,
-            removeDataDir: options.dataDir == nil
+            host: "127.0.0.1", port: launched.port, clientID: Self.benchClientID, token: token, topics: topics,
+            policyTopics: policyTopics, kind: .spawned(configPath: configPath), process: launched.process,
+            brokerPid: launched.process.processIdentifier, dataDir: dataDir, removeDataDir: options.dataDir == nil
         )
     }
 
+    /// The fsync setting `--fsync` names.
+    static func fsyncSetting(_ text: String) -> FsyncSetting {
+        switch text {
+        case "never": .never
+        case let text where text.hasPrefix("interval:"): .interval(milliseconds: Int(text.dropFirst(9)) ?? 50)
+        default: .always
+        }
+    }
+
     /// One role that may publish and subscribe everything, one principal, and the bench topics.
-    static func config(topics: [String], parameters: BenchParameters, dataDir: String, tokenHash: String) -> BrokerConfig {
+    ///
+    /// With `policyTopics` (policy-overhead) the plain topics are lean: no consent scopes and no consent_scope
+    /// header required, so records without one pass no consent check. The policy topics then require
+    /// consent_scope and recipient, allow two scopes, remember dedupe keys for 10 s (up to 10 M keys, so a fast
+    /// run does not evict and log a warning per record), and two publish limiters apply to them only, with limits
+    /// far above any load: a token bucket per consent scope, and a sliding window per recipient (see
+    /// `policyLimiters`).
+    static func config(
+        topics: [String], policyTopics: [String] = [], parameters: BenchParameters, dataDir: String, tokenHash: String
+    ) -> BrokerConfig {
         var server = ServerSettings()
         server.listenHost = "127.0.0.1"
         server.listenPort = 0
         server.dataDir = dataDir
         server.maxConnections = max(server.maxConnections, parameters.connections + 100)
-        let fsync: FsyncSetting =
-            switch parameters.fsync {
-            case "never": .never
-            case let text where text.hasPrefix("interval:"): .interval(milliseconds: Int(text.dropFirst(9)) ?? 50)
-            default: .always
-            }
-        let policies = topics.map { name in
+        func topic(_ name: String) -> TopicPolicy {
             var topic = TopicPolicy(name: name, sensitivity: "non_phi")
-            topic.fsync = fsync
+            topic.fsync = Self.fsyncSetting(parameters.fsync)
             topic.compression = parameters.compression == "none" ? .none : .lz4
             return topic
+        }
+        var policies = topics.map { name in
+            var plain = topic(name)
+            if !policyTopics.isEmpty {
+                plain.consentScopes = []
+                plain.requiredHeaders = [RecordHeaderName.eventType, RecordHeaderName.sourceSystem]
+            }
+            return plain
+        }
+        policies += policyTopics.map { name in
+            var policy = topic(name)
+            policy.consentScopes = PolicyLoad.allowedScopes
+            policy.requiredHeaders = [
+                RecordHeaderName.eventType, RecordHeaderName.sourceSystem, RecordHeaderName.consentScope,
+                RecordHeaderName.recipient,
+            ]
+            policy.dedupeWindowMillis = 10_000
+            policy.dedupeMaxKeys = 10_000_000
+            return policy
         }
         return BrokerConfig(
             server: server,
             classes: ["non_phi", "deidentified", "pseudonymous", "phi"],
             topics: policies,
-            roles: [RolePolicy(name: "bench", clearance: "phi", publish: ["*"], subscribe: ["*"])],
-            principals: [PrincipalEntry(clientID: Self.benchClientID, role: "bench", tokenHash: tokenHash)]
+            // policy-overhead reads the limiters' state afterwards (LIMITS needs admin) to show they applied.
+            roles: [
+                RolePolicy(
+                    name: "bench", clearance: "phi", publish: ["*"], subscribe: ["*"],
+                    capabilities: policyTopics.isEmpty ? [] : [.admin]
+                )
+            ],
+            principals: [PrincipalEntry(clientID: Self.benchClientID, role: "bench", tokenHash: tokenHash)],
+            limiters: policyTopics.isEmpty ? [] : Self.policyLimiters(topics: policyTopics)
         )
     }
 
-    /// Writes the config as TOML and starts `brokerd --config` beside this binary; returns once it listens.
-    private static func spawnBrokerd(config: BrokerConfig, dataDir: String) async throws -> (Process, Int) {
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("brokerd").path
+    /// Two publish limiters on `topics` that never trigger under bench load: a token bucket per consent scope at
+    /// the largest allowed rate and burst (10⁹), and an exact window of 4096 records per recipient per 10 ms
+    /// (409,600 records/s per recipient; PolicyLoad spreads each producer worker's records over 64 recipients).
+    static func policyLimiters(topics: [String]) -> [LimiterDeclaration] {
+        var scope = LimiterDeclaration(
+            name: "bench_scope_bucket", direction: .publish, key: .consentScope,
+            limit: .tokenBucket(ratePerSecond: LimiterRules.maxRate, burst: LimiterRules.maxBurst), action: .reject
+        )
+        scope.topics = topics
+        scope.consentScopes = [PolicyLoad.recordScope]
+        var recipient = LimiterDeclaration(
+            name: "bench_recipient_window", direction: .publish, key: .recipient,
+            limit: .window(cap: LimiterRules.maxCap, windowMillis: 10), action: .reject
+        )
+        recipient.keyHeader = RecordHeaderName.recipient
+        recipient.topics = topics
+        return [scope, recipient]
+    }
+
+    /// Starts `brokerd --config` beside this binary; returns once it logs that it listens, with the seconds from
+    /// just before the launch to the moment that line arrived.
+    private static func launchBrokerd(
+        configPath: String, dataDir: String
+    ) async throws -> (process: Process, port: Int, secondsToListen: Double, output: OutputCollector) {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+            .appendingPathComponent("brokerd").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
             throw BenchError("--spawn needs brokerd beside brokerbench (\(binary)); build it first")
         }
-        let configPath = dataDir + "/brokerbench.toml"
-        try Self.toml(config).write(toFile: configPath, atomically: true, encoding: .utf8)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--config", configPath, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "notice"]
+        process.arguments = [
+            "--config", configPath, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "notice",
+        ]
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
-        let output = OutputCollector()
+        let output = OutputCollector(marker: "brokerd.address=")
         pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+        let launchedAt = monotonicNanos()
         try process.run()
-        let deadline = ContinuousClock.now.advanced(by: .seconds(60))
+        let deadline = ContinuousClock.now.advanced(by: .seconds(600))
         while ContinuousClock.now < deadline, process.isRunning {
-            let text = output.text
-            if let range = text.range(of: #"brokerd\.address=\S*:(\d+)"#, options: .regularExpression),
-                let port = Int(text[range].split(separator: ":").last!)
-            {
-                return (process, port)
+            if let seenAt = output.markerSeenAt {
+                let text = output.text
+                if let range = text.range(of: #"brokerd\.address=\S*:(\d+)"#, options: .regularExpression),
+                    let last = text[range].split(separator: ":").last, let port = Int(last)
+                {
+                    return (process, port, Double(seenAt - launchedAt) / 1e9, output)
+                }
             }
-            try await Task.sleep(for: .milliseconds(20))
+            try await Task.sleep(for: .milliseconds(2))
         }
         process.terminate()
         throw BenchError("brokerd did not start listening; its output:\n\(output.text)")
+    }
+
+    /// How a spawned broker is stopped before a restart.
+    enum StopSignal: Sendable {
+        /// SIGTERM: graceful, clean-shutdown markers written.
+        case terminate
+        /// SIGKILL: a crash, as far as the logs are concerned.
+        case kill
+    }
+
+    /// Stops the spawned broker with `signal`, waits for it to exit, and starts it again on the same config and
+    /// data directory. Returns the seconds from launch to its "listening" line and its output so far.
+    func restart(after signal: StopSignal) async throws -> (secondsToListen: Double, output: String) {
+        guard case .spawned(let configPath) = self.kind, let dataDir = self.dataDir else {
+            throw BenchError("only a --spawn broker can be restarted")
+        }
+        if let process = self.live.withLock({ $0.process }) {
+            try await Self.stopProcess(process, signal: signal)
+        }
+        let launched = try await Self.launchBrokerd(configPath: configPath, dataDir: dataDir)
+        let pid = launched.process.processIdentifier
+        self.live.withLock {
+            $0.process = launched.process
+            $0.port = launched.port
+            $0.brokerPid = pid
+            $0.startResources = ResourceSample.read(pid: pid)
+        }
+        return (launched.secondsToListen, launched.output.text)
+    }
+
+    /// Sends `signal` and waits (up to 30 s, then SIGKILL) for the process to exit.
+    private static func stopProcess(_ process: Process, signal: StopSignal) async throws {
+        guard process.isRunning else { return }
+        switch signal {
+        case .terminate: process.terminate()
+        case .kill: kill(process.processIdentifier, SIGKILL)
+        }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            while process.isRunning { try await Task.sleep(for: .milliseconds(5)) }
+        }
     }
 
     /// The config in brokerd's TOML format.
@@ -151,10 +284,30 @@ final class BenchTarget: Sendable {
             case .interval(let ms): text += "fsync = \"interval:\(ms)\"\n"
             }
             text += "compression = \"\(topic.compression.rawValue)\"\n"
+            if topic.consentScopes != PolicyDefaults.consentScopes {
+                text += "consent_scopes = \(quoted(topic.consentScopes))\n"
+            }
+            if topic.requiredHeaders != PolicyDefaults.requiredHeaders {
+                text += "required_headers = \(quoted(topic.requiredHeaders))\n"
+            }
+            text += "dedupe_window_ms = \(topic.dedupeWindowMillis)\ndedupe_max_keys = \(topic.dedupeMaxKeys)\n"
+        }
+        for limiter in config.limiters {
+            text += "\n[[limiters]]\nname = \"\(limiter.name)\"\napplies_to = \"\(limiter.direction.rawValue)\"\n"
+            text += "key = \"\(limiter.key.rawValue)\"\n"
+            if limiter.key == .recipient { text += "key_header = \"\(limiter.keyHeader)\"\n" }
+            switch limiter.limit {
+            case .tokenBucket(let rate, let burst): text += "rate = \(rate)\nburst = \(burst)\n"
+            case .window(let cap, let windowMillis): text += "cap = \(cap)\nwindow_ms = \(windowMillis)\n"
+            }
+            if let topics = limiter.topics { text += "topics = \(quoted(topics))\n" }
+            if let scopes = limiter.consentScopes { text += "consent_scopes = \(quoted(scopes))\n" }
+            text += "action = \"\(limiter.action.rawValue)\"\n"
         }
         for role in config.roles {
             text += "\n[[roles]]\nname = \"\(role.name)\"\nclearance = \"\(role.clearance)\"\n"
             text += "publish = \(quoted(role.publish))\nsubscribe = \(quoted(role.subscribe))\n"
+            if !role.capabilities.isEmpty { text += "capabilities = \(quoted(role.capabilities.map(\.rawValue)))\n" }
         }
         for principal in config.principals {
             text += "\n[[principals]]\nclient_id = \"\(principal.clientID)\"\nrole = \"\(principal.role)\"\n"
@@ -168,11 +321,12 @@ final class BenchTarget: Sendable {
     }
 
     /// CPU time and memory the broker used since start (the whole process when embedded: client load included).
+    /// After a restart: since the restart.
     func resources() -> BrokerResources? {
-        guard let end = ResourceSample.read(pid: self.brokerPid ?? getpid()) else { return nil }
-        let start = self.startResources
+        let (pid, start) = self.live.withLock { ($0.brokerPid, $0.startResources) }
+        guard let end = ResourceSample.read(pid: pid ?? getpid()) else { return nil }
         return BrokerResources(
-            separateProcess: self.brokerPid != nil,
+            separateProcess: pid != nil,
             cpuSeconds: end.cpuSeconds - (start?.cpuSeconds ?? 0),
             rssBytes: end.rssBytes,
             peakRssBytes: end.peakRssBytes
@@ -183,11 +337,10 @@ final class BenchTarget: Sendable {
         switch self.kind {
         case .embedded(let server):
             await server.shutdown()
-        case .spawned(let process):
-            process.terminate()  // SIGTERM: graceful stop
-            let deadline = ContinuousClock.now.advanced(by: .seconds(30))
-            while process.isRunning, ContinuousClock.now < deadline { try? await Task.sleep(for: .milliseconds(20)) }
-            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        case .spawned:
+            if let process = self.live.withLock({ $0.process }) {
+                try? await Self.stopProcess(process, signal: .terminate)  // SIGTERM: graceful stop
+            }
         case .remote:
             break
         }
@@ -218,9 +371,28 @@ struct ResourceSample {
     }
 }
 
-/// Collects a child's output from its pipe's reader thread.
+/// Collects a child's output from its pipe's reader thread, and notes when `marker` first appeared in it.
 final class OutputCollector: Sendable {
-    private let storage = Mutex("")
-    var text: String { self.storage.withLock { $0 } }
-    func append(_ data: Data) { self.storage.withLock { $0 += String(decoding: data, as: UTF8.self) } }
+    private struct State {
+        var text = ""
+        var markerSeenAt: UInt64?
+    }
+    private let storage = Mutex(State())
+    private let marker: String
+
+    init(marker: String = "") { self.marker = marker }
+
+    var text: String { self.storage.withLock { $0.text } }
+    /// `monotonicNanos()` when the data containing `marker` arrived, or nil so far.
+    var markerSeenAt: UInt64? { self.storage.withLock { $0.markerSeenAt } }
+
+    func append(_ data: Data) {
+        let now = monotonicNanos()
+        self.storage.withLock { state in
+            state.text += String(decoding: data, as: UTF8.self)
+            if state.markerSeenAt == nil, !self.marker.isEmpty, state.text.contains(self.marker) {
+                state.markerSeenAt = now
+            }
+        }
+    }
 }
