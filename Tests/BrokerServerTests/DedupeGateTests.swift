@@ -495,6 +495,23 @@ struct DedupeGateTests {
         }
     }
 
+    @Test("a large index waits for half as many commits as it has keys before the next snapshot")
+    func snapshotScalesWithKeys() async throws {
+        try await withFixture { fixture in
+            let gate = try fixture.makeGate(policy: .init(everyCommits: 2, intervalMillis: 10_000))
+            for n in 0..<8 { _ = try await fixture.publish(gate, key: "k\(n)") }
+            try await gate.snapshot()  // 8 keys: the next snapshot is due after max(2, 8 / 2) = 4 commits
+            for n in 8..<11 { _ = try await fixture.publish(gate, key: "k\(n)") }
+            #expect(gate.snapshotIfDue() == false)
+            // 3 commits: none started a snapshot (a fixed count of 2 would have written one with 10 keys by now).
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(try #require(try DedupeSnapshot.load(directory: fixture.directory)).entries.count == 8)
+            _ = try await fixture.publish(gate, key: "k11")  // the 4th commit starts one itself
+            try await gate.close()
+            #expect(try #require(try DedupeSnapshot.load(directory: fixture.directory)).entries.count == 12)
+        }
+    }
+
     @Test("the snapshot never covers a record whose append has not committed, whatever order appends complete in")
     func retentionFloorWatermark() async throws {
         try await withFixture { fixture in
