@@ -123,6 +123,9 @@ struct LimiterOverTCPTests {
         await broker.stop()
     }
 
+    /// True in `make asan` / `make tsan` builds: the sanitizer runtime is linked in (dlsym(nil, ...) = RTLD_DEFAULT).
+    static let underSanitizer = ["__asan_init", "__tsan_init"].contains { (name: String) in dlsym(nil, name) != nil }
+
     @Test("a per-subscriber quota paces delivery near its rate, losing and reordering nothing")
     func deliveryQuota() async throws {
         let config = ConfigText()
@@ -158,7 +161,10 @@ struct LimiterOverTCPTests {
         let paced = arrivals[total - 1] - arrivals[20]
         let seconds = Double(paced.components.seconds) + Double(paced.components.attoseconds) / 1e18
         let rate = Double(total - 21) / seconds
-        #expect(rate > 180 && rate < 220, "measured \(rate) records/s against a quota of 200")
+        // Never faster than the quota (+10%): that is the containment guarantee, under any build. Not much slower
+        // (-10%): under a sanitizer (several times slower, the whole suite in parallel) only half the rate is asked.
+        let lowest = Self.underSanitizer ? 100.0 : 180.0
+        #expect(rate > lowest && rate < 220, "measured \(rate) records/s against a quota of 200")
         await admin.close()
         await analytics.close()
         await broker.stop()
