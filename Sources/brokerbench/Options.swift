@@ -138,7 +138,7 @@ struct LoadOptions: ParsableArguments {
             dedupeKeys: self.dedupeKeys
         )
         switch scenario {
-        case .durablePublish:
+        case .durablePublish, .policyOverhead:  // policy-overhead runs the durable-publish load twice
             parameters.producers = 4
             parameters.batch = 100
             parameters.inFlight = 4
@@ -154,10 +154,6 @@ struct LoadOptions: ParsableArguments {
             parameters.records = self.records ?? 1_000_000
         case .manyConnections:
             break
-        case .policyOverhead:
-            parameters.producers = 4
-            parameters.batch = 100
-            parameters.inFlight = 4
         case .recovery:
             parameters.producers = 2
             parameters.batch = 1000

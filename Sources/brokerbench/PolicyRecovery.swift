@@ -86,11 +86,7 @@ struct RecoveryRun {
         let logDir = dataDir + "/topics/" + topic
 
         FileHandle.standardError.write(Data("recovery: filling \(topic) to \(mebibytes(want)) MiB of log\n".utf8))
-        var fill = p
-        fill.topics = 1
-        fill.warmup = 0
-        fill.duration = 86_400
-        fill.records = nil
+        let fill = p.filling(records: nil)
         let stop = StopFlag()
         let monitor = Task {
             var lastPrint = monotonicNanos()

@@ -347,6 +347,19 @@ struct EndToEndLoad {
 }
 
 /// Fills a topic, then reads it from earliest as fast as credit allows.
+extension BenchParameters {
+    /// The same load shaped to fill one topic: no warm-up, no time limit, stopping after `records` (nil: when the
+    /// caller stops it).
+    func filling(records: Int?) -> BenchParameters {
+        var fill = self
+        fill.topics = 1
+        fill.warmup = 0
+        fill.duration = 86_400
+        fill.records = records
+        return fill
+    }
+}
+
 struct ConsumeLoad {
     let target: BenchTarget
     let parameters: BenchParameters
@@ -356,11 +369,7 @@ struct ConsumeLoad {
         let total = p.records ?? 1_000_000
         let topic = self.target.topics[0]
         FileHandle.standardError.write(Data("filling \(topic) with \(total) records\n".utf8))
-        var fill = p
-        fill.topics = 1
-        fill.warmup = 0
-        fill.duration = 86_400
-        fill.records = total
+        var fill = p.filling(records: total)
         fill.producers = 1
         _ = try await PublishLoad(target: self.target, parameters: fill, scenario: .consume).run()
 
