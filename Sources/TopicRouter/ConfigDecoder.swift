@@ -20,33 +20,53 @@ enum ConfigDecoder {
     static let roleKeys = ["name", "clearance", "publish", "subscribe", "purposes", "consent_scopes", "capabilities"]
     static let principalKeys = ["client_id", "role", "token_hash"]
 
-    /// Parses `text`; `locator` supplies lines for errors TOMLKit cannot place.
+    /// Parses `text`; `locator` supplies lines for errors TOMLKit cannot place. Throws the first problem.
     static func decode(_ text: String, locator: ConfigLineLocator) throws(ConfigError) -> BrokerConfig {
+        var problems = ConfigProblems()
+        let config = Self.decode(text, locator: locator, problems: &problems)
+        if let first = problems.errors.first { throw first }
+        return config!  // no problem recorded: decoding produced a config
+    }
+
+    /// Parses `text`, recording every problem: the first of each section and `[[…]]` entry. Returns nil when the
+    /// text is not a TOML document with a `classes` list; otherwise a config without the entries that failed.
+    static func decode(_ text: String, locator: ConfigLineLocator, problems: inout ConfigProblems) -> BrokerConfig? {
         if let nul = text.utf8.firstIndex(of: 0) {
             let line = text.utf8[..<nul].reduce(1) { $1 == UInt8(ascii: "\n") ? $0 + 1 : $0 }
-            throw ConfigError("the config contains a NUL byte; it must be UTF-8 text", line: line)
+            problems.add(ConfigError("the config contains a NUL byte; it must be UTF-8 text", line: line))
+            return nil
         }
-        try TOMLPrecheck.check(text)
         let root: TOMLTable
         do {
+            try TOMLPrecheck.check(text)
             root = try TOMLTable(string: text)
+        } catch let error as ConfigError {
+            problems.add(error)
+            return nil
         } catch let error as TOMLParseError {
-            throw ConfigError("invalid TOML: \(error.description)", line: error.source.begin.line)
+            problems.add(ConfigError("invalid TOML: \(error.description)", line: error.source.begin.line))
+            return nil
         } catch {
-            throw ConfigError("invalid TOML: \(error)")
+            problems.add(ConfigError("invalid TOML: \(error)"))
+            return nil
         }
         let top = TableReader(table: root, label: "the top-level table", section: "", index: 0, locator: locator)
-        try top.checkKeys(Self.rootKeys)
+        problems.check { () throws(ConfigError) in try top.checkKeys(Self.rootKeys) }
 
-        guard let classes = try top.stringArray("classes") else {
-            throw ConfigError(
-                "missing top-level key 'classes'; list the sensitivity classes from least to most sensitive, "
-                    + "e.g. classes = [\"non_phi\", \"deidentified\", \"pseudonymous\", \"phi\"]",
-                line: nil
-            )
+        var classes: [String]?
+        problems.check { () throws(ConfigError) in
+            classes = try top.stringArray("classes")
+            if classes == nil {
+                throw ConfigError(
+                    "missing top-level key 'classes'; list the sensitivity classes from least to most sensitive, "
+                        + "e.g. classes = [\"non_phi\", \"deidentified\", \"pseudonymous\", \"phi\"]",
+                    line: nil
+                )
+            }
         }
         var server = ServerSettings()
-        if let value = root["server"] {
+        problems.check { () throws(ConfigError) in
+            guard let value = root["server"] else { return }
             guard let table = value.table else {
                 throw ConfigError(
                     "'server' must be a table, got \(TableReader.describe(value)); write a [server] section",
@@ -54,37 +74,58 @@ enum ConfigDecoder {
                 )
             }
             server = try Self.decodeServer(
-                TableReader(
-                    table: table,
-                    label: "[server]",
-                    section: "server",
-                    index: 0,
-                    locator: locator
-                )
+                TableReader(table: table, label: "[server]", section: "server", index: 0, locator: locator)
             )
         }
-        let topics = try Self.entries("topics", of: top, locator: locator).map { (reader) throws(ConfigError) in
-            try Self.decodeTopic(reader)
+        let topics = Self.entries("topics", of: top, locator: locator, problems: &problems) {
+            (reader) throws(ConfigError) in try Self.decodeTopic(reader)
         }
-        let roles = try Self.entries("roles", of: top, locator: locator).map { (reader) throws(ConfigError) in
-            try Self.decodeRole(reader)
+        let roles = Self.entries("roles", of: top, locator: locator, problems: &problems) {
+            (reader) throws(ConfigError) in try Self.decodeRole(reader)
         }
-        let principals = try Self.entries("principals", of: top, locator: locator).map {
+        let principals = Self.entries("principals", of: top, locator: locator, problems: &problems) {
             (reader) throws(ConfigError) in try Self.decodePrincipal(reader)
         }
-        let limiters = try Self.entries("limiters", of: top, locator: locator).map {
+        let limiters = Self.entries("limiters", of: top, locator: locator, problems: &problems) {
             (reader) throws(ConfigError) in try Self.decodeLimiter(reader)
         }
+        var purposes = PolicyDefaults.purposes
+        var scopes = PolicyDefaults.consentScopes
+        problems.check { () throws(ConfigError) in purposes = try top.stringArray("purposes") ?? purposes }
+        problems.check { () throws(ConfigError) in scopes = try top.stringArray("consent_scopes") ?? scopes }
+        guard let classes else { return nil }
         return BrokerConfig(
             server: server,
             classes: classes,
             topics: topics,
             roles: roles,
             principals: principals,
-            purposes: try top.stringArray("purposes") ?? PolicyDefaults.purposes,
-            consentScopes: try top.stringArray("consent_scopes") ?? PolicyDefaults.consentScopes,
+            purposes: purposes,
+            consentScopes: scopes,
             limiters: limiters
         )
+    }
+
+    /// Each `[[key]]` entry decoded by `decode`; an entry that fails is recorded in `problems` and left out.
+    private static func entries<Entry>(
+        _ key: String,
+        of top: TableReader,
+        locator: ConfigLineLocator,
+        problems: inout ConfigProblems,
+        decode: (TableReader) throws(ConfigError) -> Entry
+    ) -> [Entry] {
+        var readers: [TableReader] = []
+        problems.check { () throws(ConfigError) in readers = try Self.entries(key, of: top, locator: locator) }
+        var decoded: [Entry] = []
+        let nameKey = key == "principals" ? "client_id" : "name"
+        for reader in readers {
+            let before = problems.errors.count
+            problems.check { () throws(ConfigError) in decoded.append(try decode(reader)) }
+            if problems.errors.count > before, let name = reader.table[nameKey]?.string {
+                problems.leftOut.insert(name)
+            }
+        }
+        return decoded
     }
 
     /// Readers for each `[[key]]` entry, labelled `[[key]] '<name>'` (or `#n` when the entry has no name).

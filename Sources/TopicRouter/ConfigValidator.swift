@@ -1,5 +1,6 @@
 /// Semantic checks on a decoded (or hand-built) configuration: names well-formed and unique, every reference
-/// resolving, sizes positive. Runs after `ConfigDecoder` in `ConfigLoader.parse` (with a locator, so errors carry
+/// resolving, sizes positive. `problems` lists every problem found (`brokerd check-config`); `validate` throws the
+/// first. Runs after `ConfigDecoder` in `ConfigLoader.parse` (with a locator, so errors carry
 /// lines) and again in `Policy.init` (without one).
 enum ConfigValidator {
     /// Longest topic name: topics become directory names, and LogStore accepts at most 200 characters.
@@ -11,165 +12,256 @@ enum ConfigValidator {
 
     /// Throws the first problem, in the order server, classes, topics, roles, principals, limiters.
     static func validate(_ config: BrokerConfig, locator: ConfigLineLocator?) throws(ConfigError) {
-        try Self.validateServer(config.server, locator: locator)
+        if let first = Self.problems(config, locator: locator).first { throw first }
+    }
+
+    /// Every problem, in the order server, classes, topics, roles, principals, limiters: the first one of each
+    /// server section, class list, vocabulary, topic, role, principal and limiter (a later check of the same entry
+    /// may depend on an earlier one). With no usable class list nothing further is checked.
+    static func problems(_ config: BrokerConfig, locator: ConfigLineLocator?) -> [ConfigError] {
+        var problems = ConfigProblems()
+        problems.check { () throws(ConfigError) in try Self.validateServer(config.server, locator: locator) }
         let classLine = locator?.line(table: "", key: "classes")
         guard !config.classes.isEmpty else {
-            throw ConfigError(
-                "'classes' is empty; list the sensitivity classes from least to most sensitive, "
-                    + "e.g. [\"non_phi\", \"deidentified\", \"pseudonymous\", \"phi\"]",
-                line: classLine
+            problems.add(
+                ConfigError(
+                    "'classes' is empty; list the sensitivity classes from least to most sensitive, "
+                        + "e.g. [\"non_phi\", \"deidentified\", \"pseudonymous\", \"phi\"]",
+                    line: classLine
+                )
             )
+            return problems.errors
         }
         var classes = Set<String>()
-        for name in config.classes {
-            guard Self.isIdentifier(name, extra: []) else {
-                throw ConfigError(
-                    "invalid class name '\(name)' in 'classes'; use 1…\(Self.maxIdentifierLength) of "
-                        + "A-Z a-z 0-9 . _ -",
-                    line: classLine
-                )
-            }
-            guard classes.insert(name).inserted else {
-                throw ConfigError(
-                    "class '\(name)' is listed twice in 'classes'; each class has one rank",
-                    line: classLine
-                )
+        problems.check { () throws(ConfigError) in
+            for name in config.classes {
+                guard Self.isIdentifier(name, extra: []) else {
+                    throw ConfigError(
+                        "invalid class name '\(name)' in 'classes'; use 1…\(Self.maxIdentifierLength) of "
+                            + "A-Z a-z 0-9 . _ -",
+                        line: classLine
+                    )
+                }
+                guard classes.insert(name).inserted else {
+                    throw ConfigError(
+                        "class '\(name)' is listed twice in 'classes'; each class has one rank",
+                        line: classLine
+                    )
+                }
             }
         }
+        classes = Set(config.classes)
         let declaredClasses = config.classes.joined(separator: ", ")
-        let purposes = try Self.validateVocabulary(config.purposes, key: "purposes", locator: locator)
-        let scopes = try Self.validateVocabulary(config.consentScopes, key: "consent_scopes", locator: locator)
+        var purposes = Set(config.purposes)
+        var scopes = Set(config.consentScopes)
+        problems.check { () throws(ConfigError) in
+            purposes = try Self.validateVocabulary(config.purposes, key: "purposes", locator: locator)
+        }
+        problems.check { () throws(ConfigError) in
+            scopes = try Self.validateVocabulary(config.consentScopes, key: "consent_scopes", locator: locator)
+        }
         let mostSensitive = config.classes[config.classes.count - 1]
 
         var topics = Set<String>()
         for (index, topic) in config.topics.enumerated() {
-            func line(_ key: String) -> Int? { locator?.line(table: "topics", index: index, key: key) }
-            try Self.validateTopicName(topic.name, line: line("name"))
-            guard topics.insert(topic.name).inserted else {
-                throw ConfigError("duplicate topic '\(topic.name)'; topic names must be unique", line: line("name"))
-            }
-            guard classes.contains(topic.sensitivity) else {
-                throw ConfigError(
-                    "topic '\(topic.name)' has class '\(topic.sensitivity)', which is not declared; "
-                        + "declared classes: \(declaredClasses)",
-                    line: line("class")
+            problems.check { () throws(ConfigError) in
+                try Self.validateTopic(
+                    topic,
+                    line: { locator?.line(table: "topics", index: index, key: $0) },
+                    seen: &topics,
+                    classes: classes,
+                    declaredClasses: declaredClasses,
+                    purposes: purposes,
+                    scopes: scopes,
+                    mostSensitive: mostSensitive
                 )
             }
-            if case .interval(let milliseconds) = topic.fsync, milliseconds <= 0 {
-                throw ConfigError(
-                    "topic '\(topic.name)': the fsync interval must be a positive number of milliseconds, "
-                        + "got \(milliseconds)",
-                    line: line("fsync")
-                )
-            }
-            try Self.requirePositive(topic.segmentBytes, "segment_bytes", of: topic.name, line: line("segment_bytes"))
-            let optionals: [(String, Int64?)] = [
-                ("segment_max_age_ms", topic.segmentMaxAgeMillis), ("retention_bytes", topic.retentionBytes),
-                ("retention_ms", topic.retentionMillis),
-            ]
-            for case (let key, let value?) in optionals {
-                try Self.requirePositive(value, key, of: topic.name, line: line(key))
-            }
-            try Self.validateTopicRules(
-                topic,
-                purposes: purposes,
-                scopes: scopes,
-                mostSensitive: mostSensitive,
-                line: line
-            )
         }
 
         var roles = Set<String>()
         for (index, role) in config.roles.enumerated() {
-            func line(_ key: String) -> Int? { locator?.line(table: "roles", index: index, key: key) }
-            guard Self.isIdentifier(role.name, extra: []) else {
-                throw ConfigError(
-                    "invalid role name '\(role.name)'; use 1…\(Self.maxIdentifierLength) of A-Z a-z 0-9 . _ -",
-                    line: line("name")
+            problems.check { () throws(ConfigError) in
+                try Self.validateRole(
+                    role,
+                    line: { locator?.line(table: "roles", index: index, key: $0) },
+                    seen: &roles,
+                    classes: classes,
+                    declaredClasses: declaredClasses,
+                    mostSensitive: mostSensitive,
+                    purposes: purposes,
+                    scopes: scopes
                 )
-            }
-            guard roles.insert(role.name).inserted else {
-                throw ConfigError("duplicate role '\(role.name)'; role names must be unique", line: line("name"))
-            }
-            guard classes.contains(role.clearance) else {
-                throw ConfigError(
-                    "role '\(role.name)' has clearance '\(role.clearance)', which is not a declared class; "
-                        + "declared classes: \(declaredClasses)",
-                    line: line("clearance")
-                )
-            }
-            let owner = "role '\(role.name)'"
-            try Self.requireDeclared(role.purposes, in: purposes, of: owner, key: "purposes", line: line("purposes"))
-            try Self.requireDeclared(
-                role.consentScopes,
-                in: scopes,
-                of: owner,
-                key: "consent_scopes",
-                line: line("consent_scopes")
-            )
-            try Self.requireUnique(
-                role.capabilities.map(\.rawValue),
-                of: owner,
-                key: "capabilities",
-                line: line("capabilities")
-            )
-            for (key, patterns) in [("publish", role.publish), ("subscribe", role.subscribe)] {
-                for pattern in patterns {
-                    guard !pattern.isEmpty else {
-                        throw ConfigError(
-                            "role '\(role.name)' has an empty \(key) pattern; use \"*\" for every topic",
-                            line: line(key)
-                        )
-                    }
-                    guard pattern.utf8.allSatisfy({ Self.isNameByte($0) || $0 == UInt8(ascii: "*") }) else {
-                        throw ConfigError(
-                            "role '\(role.name)' has invalid \(key) pattern '\(pattern)'; patterns use "
-                                + "A-Z a-z 0-9 . _ - and * (any run of characters)",
-                            line: line(key)
-                        )
-                    }
-                }
             }
         }
         let declaredRoles = config.roles.map(\.name).joined(separator: ", ")
+        roles = Set(config.roles.map(\.name))
 
         var clients = Set<String>()
         for (index, principal) in config.principals.enumerated() {
-            func line(_ key: String) -> Int? { locator?.line(table: "principals", index: index, key: key) }
-            guard Self.isIdentifier(principal.clientID, extra: [UInt8(ascii: "@")]) else {
-                throw ConfigError(
-                    "invalid client id '\(principal.clientID)'; use 1…\(Self.maxIdentifierLength) of "
-                        + "A-Z a-z 0-9 . _ - @",
-                    line: line("client_id")
-                )
-            }
-            guard clients.insert(principal.clientID).inserted else {
-                throw ConfigError(
-                    "duplicate principal '\(principal.clientID)'; client ids must be unique",
-                    line: line("client_id")
-                )
-            }
-            guard roles.contains(principal.role) else {
-                throw ConfigError(
-                    "principal '\(principal.clientID)' has role '\(principal.role)', which is not declared; "
-                        + "declared roles: \(declaredRoles.isEmpty ? "(none)" : declaredRoles)",
-                    line: line("role")
-                )
-            }
-            if let tokenHash = principal.tokenHash, Self.decodeTokenHash(tokenHash) == nil {
-                throw ConfigError(
-                    Self.badTokenHashMessage(clientID: principal.clientID, tokenHash),
-                    line: line("token_hash")
+            problems.check { () throws(ConfigError) in
+                try Self.validatePrincipal(
+                    principal,
+                    line: { locator?.line(table: "principals", index: index, key: $0) },
+                    seen: &clients,
+                    roles: roles,
+                    declaredRoles: declaredRoles
                 )
             }
         }
-        try Self.validateLimiters(
-            config.limiters,
-            topics: config.topics,
-            classes: config.classes,
-            scopes: scopes,
-            locator: locator
+        problems.append(
+            contentsOf: Self.limiterProblems(
+                config.limiters,
+                topics: config.topics,
+                classes: config.classes,
+                scopes: scopes,
+                locator: locator
+            )
         )
+        return problems.errors
+    }
+
+    /// One `[[topics]]` entry; `seen` collects the names so far.
+    private static func validateTopic(
+        _ topic: TopicPolicy,
+        line: (String) -> Int?,
+        seen topics: inout Set<String>,
+        classes: Set<String>,
+        declaredClasses: String,
+        purposes: Set<String>,
+        scopes: Set<String>,
+        mostSensitive: String
+    ) throws(ConfigError) {
+        try Self.validateTopicName(topic.name, line: line("name"))
+        guard topics.insert(topic.name).inserted else {
+            throw ConfigError("duplicate topic '\(topic.name)'; topic names must be unique", line: line("name"))
+        }
+        guard classes.contains(topic.sensitivity) else {
+            throw ConfigError(
+                "topic '\(topic.name)' has class '\(topic.sensitivity)', which is not declared; "
+                    + "declared classes: \(declaredClasses)",
+                line: line("class")
+            )
+        }
+        if case .interval(let milliseconds) = topic.fsync, milliseconds <= 0 {
+            throw ConfigError(
+                "topic '\(topic.name)': the fsync interval must be a positive number of milliseconds, "
+                    + "got \(milliseconds)",
+                line: line("fsync")
+            )
+        }
+        try Self.requirePositive(topic.segmentBytes, "segment_bytes", of: topic.name, line: line("segment_bytes"))
+        let optionals: [(String, Int64?)] = [
+            ("segment_max_age_ms", topic.segmentMaxAgeMillis), ("retention_bytes", topic.retentionBytes),
+            ("retention_ms", topic.retentionMillis),
+        ]
+        for case (let key, let value?) in optionals {
+            try Self.requirePositive(value, key, of: topic.name, line: line(key))
+        }
+        try Self.validateTopicRules(
+            topic,
+            purposes: purposes,
+            scopes: scopes,
+            mostSensitive: mostSensitive,
+            line: line
+        )
+    }
+
+    /// One `[[roles]]` entry; `seen` collects the names so far.
+    private static func validateRole(
+        _ role: RolePolicy,
+        line: (String) -> Int?,
+        seen roles: inout Set<String>,
+        classes: Set<String>,
+        declaredClasses: String,
+        mostSensitive: String,
+        purposes: Set<String>,
+        scopes: Set<String>
+    ) throws(ConfigError) {
+        guard Self.isIdentifier(role.name, extra: []) else {
+            throw ConfigError(
+                "invalid role name '\(role.name)'; use 1…\(Self.maxIdentifierLength) of A-Z a-z 0-9 . _ -",
+                line: line("name")
+            )
+        }
+        guard roles.insert(role.name).inserted else {
+            throw ConfigError("duplicate role '\(role.name)'; role names must be unique", line: line("name"))
+        }
+        guard classes.contains(role.clearance) else {
+            throw ConfigError(
+                "role '\(role.name)' has clearance '\(role.clearance)', which is not a declared class; "
+                    + "declared classes: \(declaredClasses) (a clearance cannot exceed the most sensitive, "
+                    + "'\(mostSensitive)')",
+                line: line("clearance")
+            )
+        }
+        let owner = "role '\(role.name)'"
+        try Self.requireDeclared(role.purposes, in: purposes, of: owner, key: "purposes", line: line("purposes"))
+        try Self.requireDeclared(
+            role.consentScopes,
+            in: scopes,
+            of: owner,
+            key: "consent_scopes",
+            line: line("consent_scopes")
+        )
+        try Self.requireUnique(
+            role.capabilities.map(\.rawValue),
+            of: owner,
+            key: "capabilities",
+            line: line("capabilities")
+        )
+        for (key, patterns) in [("publish", role.publish), ("subscribe", role.subscribe)] {
+            for pattern in patterns {
+                guard !pattern.isEmpty else {
+                    throw ConfigError(
+                        "role '\(role.name)' has an empty \(key) pattern; use \"*\" for every topic",
+                        line: line(key)
+                    )
+                }
+                guard pattern.utf8.allSatisfy({ Self.isNameByte($0) || $0 == UInt8(ascii: "*") }) else {
+                    throw ConfigError(
+                        "role '\(role.name)' has invalid \(key) pattern '\(pattern)'; patterns use "
+                            + "A-Z a-z 0-9 . _ - and * (any run of characters)",
+                        line: line(key)
+                    )
+                }
+            }
+        }
+    }
+
+    /// One `[[principals]]` entry; `seen` collects the client ids so far.
+    private static func validatePrincipal(
+        _ principal: PrincipalEntry,
+        line: (String) -> Int?,
+        seen clients: inout Set<String>,
+        roles: Set<String>,
+        declaredRoles: String
+    ) throws(ConfigError) {
+        guard Self.isIdentifier(principal.clientID, extra: [UInt8(ascii: "@")]) else {
+            throw ConfigError(
+                "invalid client id '\(principal.clientID)'; use 1…\(Self.maxIdentifierLength) of "
+                    + "A-Z a-z 0-9 . _ - @",
+                line: line("client_id")
+            )
+        }
+        guard clients.insert(principal.clientID).inserted else {
+            throw ConfigError(
+                "duplicate principal '\(principal.clientID)'; client ids must be unique",
+                line: line("client_id")
+            )
+        }
+        guard roles.contains(principal.role) else {
+            throw ConfigError(
+                "principal '\(principal.clientID)' has role '\(principal.role)', which is not declared; "
+                    + "declared roles: \(declaredRoles.isEmpty ? "(none)" : declaredRoles)",
+                line: line("role")
+            )
+        }
+        if let tokenHash = principal.tokenHash, Self.decodeTokenHash(tokenHash) == nil {
+            throw ConfigError(
+                Self.badTokenHashMessage(clientID: principal.clientID, tokenHash),
+                line: line("token_hash")
+            )
+        }
     }
 
     /// Largest `dedupe_max_keys`: keys are kept in memory, and 100 million is already several GiB.
@@ -434,5 +526,32 @@ extension String {
     /// `consent_scopes` → `consent scopes`, for messages.
     fileprivate var replacingUnderscores: String {
         String(self.map { $0 == "_" ? " " : $0 })
+    }
+}
+
+/// Problems gathered while checking a config, so that one run reports all of them.
+struct ConfigProblems {
+    /// The problems so far, in the order found.
+    private(set) var errors: [ConfigError] = []
+    /// Names of `[[…]]` entries that failed to decode and were left out of the config.
+    var leftOut: Set<String> = []
+
+    /// Runs `body`, recording the problem it throws.
+    mutating func check(_ body: () throws(ConfigError) -> Void) {
+        do {
+            try body()
+        } catch {
+            self.errors.append(error)
+        }
+    }
+
+    /// Records `error`.
+    mutating func add(_ error: ConfigError) {
+        self.errors.append(error)
+    }
+
+    /// Records `errors`.
+    mutating func append(contentsOf errors: [ConfigError]) {
+        self.errors.append(contentsOf: errors)
     }
 }

@@ -256,185 +256,207 @@ extension ConfigValidator {
         }
     }
 
-    /// Every `[[limiters]]` rule; `topics` are the declared (validated) topics.
-    static func validateLimiters(
+    /// Every problem of the `[[limiters]]` rules (the first of each rule); `topics` are the declared topics.
+    static func limiterProblems(
         _ limiters: [LimiterDeclaration],
         topics: [TopicPolicy],
         classes: [String],
         scopes: Set<String>,
         locator: ConfigLineLocator?
-    ) throws(ConfigError) {
+    ) -> [ConfigError] {
+        var problems = ConfigProblems()
         var names = Set<String>()
         for (index, limiter) in limiters.enumerated() {
-            func line(_ key: String) -> Int? { locator?.line(table: "limiters", index: index, key: key) }
-            let owner = "limiter '\(limiter.name)'"
-            guard Self.isLimiterName(limiter.name) else {
-                throw ConfigError(
-                    "invalid limiter name '\(limiter.name)'; use 1…\(Self.maxIdentifierLength) of a-z 0-9 _ . -",
-                    line: line("name")
+            problems.check { () throws(ConfigError) in
+                try Self.validateLimiter(
+                    limiter,
+                    line: { locator?.line(table: "limiters", index: index, key: $0) },
+                    seen: &names,
+                    topics: topics,
+                    classes: classes,
+                    scopes: scopes
                 )
             }
-            guard names.insert(limiter.name).inserted else {
+        }
+        return problems.errors
+    }
+
+    /// One `[[limiters]]` rule; `seen` collects the names so far.
+    private static func validateLimiter(
+        _ limiter: LimiterDeclaration,
+        line: (String) -> Int?,
+        seen names: inout Set<String>,
+        topics: [TopicPolicy],
+        classes: [String],
+        scopes: Set<String>
+    ) throws(ConfigError) {
+        let owner = "limiter '\(limiter.name)'"
+        guard Self.isLimiterName(limiter.name) else {
+            throw ConfigError(
+                "invalid limiter name '\(limiter.name)'; use 1…\(Self.maxIdentifierLength) of a-z 0-9 _ . -",
+                line: line("name")
+            )
+        }
+        guard names.insert(limiter.name).inserted else {
+            throw ConfigError(
+                "duplicate limiter '\(limiter.name)'; limiter names must be unique",
+                line: line("name")
+            )
+        }
+        guard limiter.key.isValid(in: limiter.direction) else {
+            let valid = LimiterKeyKind.allCases.filter { $0.isValid(in: limiter.direction) }.map(\.rawValue)
+            throw ConfigError(
+                "\(owner): key \"\(limiter.key.rawValue)\" cannot be used on a \(limiter.direction.rawValue) "
+                    + "limiter; \(limiter.direction.rawValue) keys are \(valid.joined(separator: ", "))",
+                line: line("key")
+            )
+        }
+        if limiter.key == .recipient {
+            let header = limiter.keyHeader
+            guard !header.isEmpty, header.utf8.count <= Self.maxFieldNameLength,
+                header.utf8.allSatisfy(Self.isNameByte)
+            else {
                 throw ConfigError(
-                    "duplicate limiter '\(limiter.name)'; limiter names must be unique",
-                    line: line("name")
+                    "\(owner) has invalid key_header '\(header)'; use 1…\(Self.maxFieldNameLength) of "
+                        + "A-Z a-z 0-9 . _ -",
+                    line: line("key_header")
                 )
             }
-            guard limiter.key.isValid(in: limiter.direction) else {
-                let valid = LimiterKeyKind.allCases.filter { $0.isValid(in: limiter.direction) }.map(\.rawValue)
+        }
+        switch limiter.limit {
+        case .tokenBucket(let rate, let burst):
+            guard rate.isFinite, rate >= LimiterRules.minRate, rate <= LimiterRules.maxRate else {
                 throw ConfigError(
-                    "\(owner): key \"\(limiter.key.rawValue)\" cannot be used on a \(limiter.direction.rawValue) "
-                        + "limiter; \(limiter.direction.rawValue) keys are \(valid.joined(separator: ", "))",
-                    line: line("key")
+                    "\(owner): rate must be a number of records per second in "
+                        + "\(LimiterRules.minRate)…\(Int(LimiterRules.maxRate)), got \(rate)",
+                    line: line("rate")
                 )
             }
-            if limiter.key == .recipient {
-                let header = limiter.keyHeader
-                guard !header.isEmpty, header.utf8.count <= Self.maxFieldNameLength,
-                    header.utf8.allSatisfy(Self.isNameByte)
+            guard (1...LimiterRules.maxBurst).contains(burst) else {
+                throw ConfigError(
+                    "\(owner): burst must be in 1…\(LimiterRules.maxBurst), got \(burst)",
+                    line: line("burst")
+                )
+            }
+        case .window(let cap, let windowMillis):
+            guard (1...LimiterRules.maxCap).contains(cap) else {
+                throw ConfigError(
+                    "\(owner): cap must be in 1…\(LimiterRules.maxCap), got \(cap); for higher volumes use "
+                        + "rate and burst",
+                    line: line("cap")
+                )
+            }
+            guard (1...LimiterRules.maxWindowMillis).contains(windowMillis) else {
+                throw ConfigError(
+                    "\(owner): window_ms must be in 1…\(LimiterRules.maxWindowMillis) (366 days), "
+                        + "got \(windowMillis)",
+                    line: line("window_ms")
+                )
+            }
+        }
+        if limiter.bytesPerSecond != nil || limiter.burstBytes != nil {
+            guard limiter.direction == .delivery else {
+                throw ConfigError(
+                    "\(owner): bytes_per_second and burst_bytes apply to delivery limiters only",
+                    line: line(limiter.bytesPerSecond != nil ? "bytes_per_second" : "burst_bytes")
+                )
+            }
+            guard let bytes = limiter.bytesPerSecond else {
+                throw ConfigError(
+                    "\(owner) has burst_bytes but no bytes_per_second; give both",
+                    line: line("burst_bytes")
+                )
+            }
+            guard bytes.isFinite, bytes >= 1, bytes <= LimiterRules.maxRate else {
+                throw ConfigError(
+                    "\(owner): bytes_per_second must be in 1…\(Int(LimiterRules.maxRate)), got \(bytes)",
+                    line: line("bytes_per_second")
+                )
+            }
+            if let burst = limiter.burstBytes, !(1...LimiterRules.maxBurst).contains(burst) {
+                throw ConfigError(
+                    "\(owner): burst_bytes must be in 1…\(LimiterRules.maxBurst), got \(burst)",
+                    line: line("burst_bytes")
+                )
+            }
+        }
+        if limiter.direction == .delivery && limiter.action != .delay {
+            throw ConfigError(
+                "\(owner): a delivery limiter can only delay (records wait in the log and are never dropped), "
+                    + "got action \"\(limiter.action.rawValue)\"; remove action or set action = \"delay\"",
+                line: line("action")
+            )
+        }
+        guard (1...LimiterRules.maxKeys).contains(limiter.maxKeys) else {
+            throw ConfigError(
+                "\(owner): max_keys must be in 1…\(LimiterRules.maxKeys), got \(limiter.maxKeys)",
+                line: line("max_keys")
+            )
+        }
+        if let patterns = limiter.topics {
+            guard !patterns.isEmpty else {
+                throw ConfigError(
+                    "\(owner) has topics = []; leave the key out to apply to every topic",
+                    line: line("topics")
+                )
+            }
+            try Self.requireUnique(patterns, of: owner, key: "topics", line: line("topics"))
+            for pattern in patterns {
+                guard !pattern.isEmpty,
+                    pattern.utf8.allSatisfy({ Self.isNameByte($0) || $0 == UInt8(ascii: "*") })
                 else {
                     throw ConfigError(
-                        "\(owner) has invalid key_header '\(header)'; use 1…\(Self.maxFieldNameLength) of "
-                            + "A-Z a-z 0-9 . _ -",
-                        line: line("key_header")
-                    )
-                }
-            }
-            switch limiter.limit {
-            case .tokenBucket(let rate, let burst):
-                guard rate.isFinite, rate >= LimiterRules.minRate, rate <= LimiterRules.maxRate else {
-                    throw ConfigError(
-                        "\(owner): rate must be a number of records per second in "
-                            + "\(LimiterRules.minRate)…\(Int(LimiterRules.maxRate)), got \(rate)",
-                        line: line("rate")
-                    )
-                }
-                guard (1...LimiterRules.maxBurst).contains(burst) else {
-                    throw ConfigError(
-                        "\(owner): burst must be in 1…\(LimiterRules.maxBurst), got \(burst)",
-                        line: line("burst")
-                    )
-                }
-            case .window(let cap, let windowMillis):
-                guard (1...LimiterRules.maxCap).contains(cap) else {
-                    throw ConfigError(
-                        "\(owner): cap must be in 1…\(LimiterRules.maxCap), got \(cap); for higher volumes use "
-                            + "rate and burst",
-                        line: line("cap")
-                    )
-                }
-                guard (1...LimiterRules.maxWindowMillis).contains(windowMillis) else {
-                    throw ConfigError(
-                        "\(owner): window_ms must be in 1…\(LimiterRules.maxWindowMillis) (366 days), "
-                            + "got \(windowMillis)",
-                        line: line("window_ms")
-                    )
-                }
-            }
-            if limiter.bytesPerSecond != nil || limiter.burstBytes != nil {
-                guard limiter.direction == .delivery else {
-                    throw ConfigError(
-                        "\(owner): bytes_per_second and burst_bytes apply to delivery limiters only",
-                        line: line(limiter.bytesPerSecond != nil ? "bytes_per_second" : "burst_bytes")
-                    )
-                }
-                guard let bytes = limiter.bytesPerSecond else {
-                    throw ConfigError(
-                        "\(owner) has burst_bytes but no bytes_per_second; give both",
-                        line: line("burst_bytes")
-                    )
-                }
-                guard bytes.isFinite, bytes >= 1, bytes <= LimiterRules.maxRate else {
-                    throw ConfigError(
-                        "\(owner): bytes_per_second must be in 1…\(Int(LimiterRules.maxRate)), got \(bytes)",
-                        line: line("bytes_per_second")
-                    )
-                }
-                if let burst = limiter.burstBytes, !(1...LimiterRules.maxBurst).contains(burst) {
-                    throw ConfigError(
-                        "\(owner): burst_bytes must be in 1…\(LimiterRules.maxBurst), got \(burst)",
-                        line: line("burst_bytes")
-                    )
-                }
-            }
-            if limiter.direction == .delivery && limiter.action != .delay {
-                throw ConfigError(
-                    "\(owner): a delivery limiter can only delay (records wait in the log and are never dropped), "
-                        + "got action \"\(limiter.action.rawValue)\"; remove action or set action = \"delay\"",
-                    line: line("action")
-                )
-            }
-            guard (1...LimiterRules.maxKeys).contains(limiter.maxKeys) else {
-                throw ConfigError(
-                    "\(owner): max_keys must be in 1…\(LimiterRules.maxKeys), got \(limiter.maxKeys)",
-                    line: line("max_keys")
-                )
-            }
-            if let patterns = limiter.topics {
-                guard !patterns.isEmpty else {
-                    throw ConfigError(
-                        "\(owner) has topics = []; leave the key out to apply to every topic",
+                        "\(owner) has invalid topic pattern '\(pattern)'; patterns use A-Z a-z 0-9 . _ - and * "
+                            + "(any run of characters)",
                         line: line("topics")
                     )
                 }
-                try Self.requireUnique(patterns, of: owner, key: "topics", line: line("topics"))
-                for pattern in patterns {
-                    guard !pattern.isEmpty,
-                        pattern.utf8.allSatisfy({ Self.isNameByte($0) || $0 == UInt8(ascii: "*") })
-                    else {
-                        throw ConfigError(
-                            "\(owner) has invalid topic pattern '\(pattern)'; patterns use A-Z a-z 0-9 . _ - and * "
-                                + "(any run of characters)",
-                            line: line("topics")
-                        )
-                    }
-                    let compiled = TopicPattern(pattern)
-                    guard topics.contains(where: { compiled.matches($0.name) }) else {
-                        throw ConfigError(
-                            "\(owner) has topic pattern '\(pattern)', which matches no declared topic",
-                            line: line("topics")
-                        )
-                    }
-                }
-            }
-            if let filter = limiter.consentScopes {
-                guard !filter.isEmpty else {
+                let compiled = TopicPattern(pattern)
+                guard topics.contains(where: { compiled.matches($0.name) }) else {
                     throw ConfigError(
-                        "\(owner) has consent_scopes = []; leave the key out to apply whatever the scope",
-                        line: line("consent_scopes")
+                        "\(owner) has topic pattern '\(pattern)', which matches no declared topic",
+                        line: line("topics")
                     )
                 }
-                try Self.requireDeclared(
-                    filter,
-                    in: scopes,
-                    of: owner,
-                    key: "consent_scopes",
+            }
+        }
+        if let filter = limiter.consentScopes {
+            guard !filter.isEmpty else {
+                throw ConfigError(
+                    "\(owner) has consent_scopes = []; leave the key out to apply whatever the scope",
                     line: line("consent_scopes")
                 )
             }
-            if let filter = limiter.classes {
-                guard !filter.isEmpty else {
-                    throw ConfigError(
-                        "\(owner) has classes = []; leave the key out to apply to every class",
-                        line: line("classes")
-                    )
-                }
-                try Self.requireUnique(filter, of: owner, key: "classes", line: line("classes"))
-                if let unknown = filter.first(where: { !classes.contains($0) }) {
-                    throw ConfigError(
-                        "\(owner) names class '\(unknown)', which is not declared; declared classes: "
-                            + classes.joined(separator: ", "),
-                        line: line("classes")
-                    )
-                }
-            }
-            guard topics.contains(where: { limiter.applies(to: $0) }) else {
+            try Self.requireDeclared(
+                filter,
+                in: scopes,
+                of: owner,
+                key: "consent_scopes",
+                line: line("consent_scopes")
+            )
+        }
+        if let filter = limiter.classes {
+            guard !filter.isEmpty else {
                 throw ConfigError(
-                    "limiter '\(limiter.name)' applies to no declared topic: no topic matches all of its filters "
-                        + "(topics, classes, and a topic allowing one of its consent_scopes)",
-                    line: line("name")
+                    "\(owner) has classes = []; leave the key out to apply to every class",
+                    line: line("classes")
                 )
             }
+            try Self.requireUnique(filter, of: owner, key: "classes", line: line("classes"))
+            if let unknown = filter.first(where: { !classes.contains($0) }) {
+                throw ConfigError(
+                    "\(owner) names class '\(unknown)', which is not declared; declared classes: "
+                        + classes.joined(separator: ", "),
+                    line: line("classes")
+                )
+            }
+        }
+        guard topics.contains(where: { limiter.applies(to: $0) }) else {
+            throw ConfigError(
+                "limiter '\(limiter.name)' applies to no declared topic: no topic matches all of its filters "
+                    + "(topics, classes, and a topic allowing one of its consent_scopes)",
+                line: line("name")
+            )
         }
     }
 }

@@ -17,8 +17,10 @@ struct Brokerd: AsyncParsableCommand {
         discussion: """
             With no arguments brokerd runs the embedded default config (the closed-loop healthcare scenario) on \
             127.0.0.1:7420 with data in ./brokerd-data, and generates tokens for its principals into \
-            <data-dir>/credentials.toml (mode 0600) on first start.
-            """
+            <data-dir>/credentials.toml (mode 0600) on first start. `brokerd check-config FILE` validates a \
+            config without starting.
+            """,
+        subcommands: [CheckConfig.self]
     )
 
     @Option(name: .long, help: "TOML config file (default: the embedded config).")
@@ -61,6 +63,10 @@ struct Brokerd: AsyncParsableCommand {
             }
             config.server.listenHost = host
             config.server.listenPort = port
+        }
+        // brokerd refuses these subscriptions at run time; `check-config` reports them, here they are only logged.
+        for exposure in ConfigLoader.exposures(config) {
+            logger.warning("config: \(exposure.message)")
         }
         return try CredentialBootstrap.fillMissingTokens(config, logger: logger)
     }

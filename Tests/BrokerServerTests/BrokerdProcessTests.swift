@@ -159,6 +159,53 @@ struct BrokerdProcessTests {
         #expect(config.topics.map(\.name).contains("clinical.referral"))
     }
 
+    @Test("brokerd check-config: every problem with FILE:LINE and a hint, exit 1; a clean file exits 0; no file 2")
+    func checkConfig() throws {
+        func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: Self.brokerdPath)
+            process.arguments = ["check-config"] + arguments
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        }
+        let dir = TestBroker.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let bad = dir + "/bad.toml"
+        let lines = [
+            #"classes = ["non_phi", "phi"]"#,  // 1
+            "[[topics]]", #"name = "clinical.referral""#, #"class = "phi""#,  // 2-4
+            "[[roles]]", #"name = "crm""#, #"clearance = "non_phi""#, #"subscribe = ["*"]"#,  // 5-8
+            "[[principals]]", #"client_id = "crm-automation""#, #"role = "crm""#,  // 9-11
+            "[[principals]]", #"client_id = "crm-automation""#, #"role = "crmm""#,  // 12-14
+        ]
+        try (lines.joined(separator: "\n") + "\n").write(toFile: bad, atomically: true, encoding: .utf8)
+        let failed = try run([bad])
+        #expect(failed.status == 1, "\(failed.output)")
+        #expect(failed.output.contains("\(bad):8: error: role 'crm' is cleared up to 'non_phi'"), "\(failed.output)")
+        #expect(failed.output.contains("\(bad):13: error: duplicate principal 'crm-automation'"), "\(failed.output)")
+        #expect(failed.output.contains("    hint: client ids must be unique"), "\(failed.output)")
+        #expect(failed.output.contains("\(bad): 2 errors, 0 warnings"), "\(failed.output)")
+
+        let json = try run(["--json", bad])
+        #expect(json.status == 1)
+        let document = try JSONSerialization.jsonObject(with: Data(json.output.utf8)) as? [String: Any]
+        #expect(document?["ok"] as? Bool == false)
+        #expect((document?["problems"] as? [[String: Any]])?.compactMap { $0["line"] as? Int } == [8, 13])
+
+        let good = dir + "/good.toml"
+        try ConfigLoader.embeddedDefault.write(toFile: good, atomically: true, encoding: .utf8)
+        let clean = try run([good])
+        #expect(clean.status == 0, "\(clean.output)")
+        #expect(clean.output.contains("\(good): OK (0 errors, 1 warning)"), "\(clean.output)")
+        #expect(try run(["--strict", good]).status == 1)
+        #expect(try run([dir + "/missing.toml"]).status == 2)
+    }
+
     @Test("crash consistency: brokerd SIGKILLed under load 3 times loses, duplicates and corrupts nothing (brokersoak)")
     func shortSoak() async throws {
         let brokerd = Self.brokerdPath
