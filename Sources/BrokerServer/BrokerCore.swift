@@ -128,6 +128,7 @@ final class BrokerCore: Sendable {
     private let shuttingDown = Atomic<Bool>(false)
     private let nextSessionID = Atomic<UInt64>(1)
     private let openConnections = Atomic<Int>(0)
+    private let refusedConnections = Atomic<Int>(0)
 
     /// The ledger of every decision (`__audit`).
     let audit: AuditLedger
@@ -286,10 +287,14 @@ final class BrokerCore: Sendable {
         let now = self.openConnections.wrappingAdd(1, ordering: .relaxed).newValue
         if now > self.settings.maxConnections {
             self.openConnections.wrappingSubtract(1, ordering: .relaxed)
+            self.refusedConnections.wrappingAdd(1, ordering: .relaxed)
             return false
         }
         return true
     }
+
+    /// Connections refused at the limit since start.
+    var refusedConnectionCount: Int { self.refusedConnections.load(ordering: .relaxed) }
 
     func connectionClosed() {
         self.openConnections.wrappingSubtract(1, ordering: .relaxed)

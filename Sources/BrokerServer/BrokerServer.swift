@@ -89,7 +89,9 @@ package final class BrokerServer: Service, Sendable {
         let channel: any Channel
         do {
             channel = try await ServerBootstrap(group: self.group)
-                .serverChannelOption(.backlog, value: 1024)
+                // A burst of connects waits in the kernel's accept queue rather than having its SYNs dropped
+                // (Linux caps the value at net.core.somaxconn, 4096 by default).
+                .serverChannelOption(.backlog, value: 4096)
                 .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .childChannelInitializer { channel in

@@ -45,9 +45,19 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let remote = context.remoteAddress.map { "\($0)" } ?? "unknown"
         self.logger[metadataKey: "brokerd.remote"] = "\(remote)"
         guard self.core.connectionOpened() else {
-            self.logger.warning("connection refused: limit reached", metadata: ["brokerd.max_connections": "\(self.core.settings.maxConnections)"])
+            // A flood of connections must not flood the log: the first refusal, then every 1,000th.
+            let refused = self.core.refusedConnectionCount
+            if refused == 1 || refused % 1000 == 0 {
+                self.logger.warning(
+                    "connection refused: limit reached",
+                    metadata: [
+                        "brokerd.max_connections": "\(self.core.settings.maxConnections)",
+                        "brokerd.refused_total": "\(refused)",
+                    ]
+                )
+            }
             self.machine.decodeFailed()
-            self.sendErrorAndClose(ErrorFrame(code: .internal, message: "connection limit reached (\(self.core.settings.maxConnections))"), correlationID: 0)
+            self.sendErrorAndClose(ErrorFrame(code: .connectionLimit, message: "connection limit reached (\(self.core.settings.maxConnections))"), correlationID: 0)
             return
         }
         self.counted = true

@@ -28,7 +28,7 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     package static let rateLimited = ErrorCode(rawValue: 9)
     /// Per-record result: the record failed policy and was appended to `__quarantine` instead of its topic.
     package static let quarantined = ErrorCode(rawValue: 10)
-    /// A broker-side fault (also: connection limit reached).
+    /// A broker-side fault.
     package static let `internal` = ErrorCode(rawValue: 11)
     /// CREDIT or UNSUBSCRIBE named a subscription that does not exist on this connection.
     package static let unknownSubscription = ErrorCode(rawValue: 12)
@@ -46,13 +46,16 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
     /// The broker's disk is full: nothing of the record was stored, the topic stays writable, and the same
     /// publish succeeds once space is freed. Retry later (with the same dedupe key).
     package static let storageFull = ErrorCode(rawValue: 18)
+    /// The broker already holds `server.max_connections` connections: sent right after accept, with correlation
+    /// id 0, and the connection closes. Retry later, with backoff.
+    package static let connectionLimit = ErrorCode(rawValue: 19)
 
     /// Every code this build knows, in numeric order (the rows of the table in docs/PROTOCOL.md section 8).
     package static let allKnown: [ErrorCode] = [
         .ok, .unauthenticated, .notCleared, .notAuthorized, .unknownTopic, .malformedFrame, .frameTooLarge,
         .unsupportedVersion, .storageFailure, .rateLimited, .quarantined, .internal, .unknownSubscription,
         .offsetOutOfRange, .invalidRequest, .shuttingDown, .configRejected, .capabilityRequired,
-        .storageFull,
+        .storageFull, .connectionLimit,
     ]
 
     /// The upper-snake-case name used in docs, logs and brokerctl output.
@@ -77,6 +80,7 @@ package struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConv
         case .configRejected: "CONFIG_REJECTED"
         case .capabilityRequired: "CAPABILITY_REQUIRED"
         case .storageFull: "STORAGE_FULL"
+        case .connectionLimit: "CONNECTION_LIMIT"
         default: "CODE_\(self.rawValue)"
         }
     }

@@ -24,6 +24,7 @@ struct ErrorCodeTests {
         (.configRejected, 16, "CONFIG_REJECTED"),
         (.capabilityRequired, 17, "CAPABILITY_REQUIRED"),
         (.storageFull, 18, "STORAGE_FULL"),
+        (.connectionLimit, 19, "CONNECTION_LIMIT"),
     ]
 
     @Test("each code keeps its number and name", arguments: Self.table)

@@ -1,0 +1,123 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Synchronization
+import Testing
+import WireProtocol
+
+/// 10,000 connections opened at once against a broker with a connection limit.
+@Suite("Connection flood")
+struct ConnectionFloodTests {
+    /// What one flooding connection saw, told to the test when its channel goes inactive.
+    final class Probe: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+
+        /// Connections closed by the broker right after one CONNECTION_LIMIT error frame with correlation id 0.
+        static let refused = Atomic<Int>(0)
+        /// Connections closed any other way (nothing, another frame, garbage): each is a failure.
+        static let closedOtherwise = Atomic<Int>(0)
+        /// Bytes received on connections that are still open (an admitted connection must get none).
+        static let bytesOnOpen = Atomic<Int>(0)
+
+        /// Everything the broker sent (the handler is confined to its channel's event loop).
+        private var received = ByteBuffer()
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var chunk = Self.unwrapInboundIn(data)
+            Self.bytesOnOpen.wrappingAdd(chunk.readableBytes, ordering: .relaxed)
+            self.received.writeBuffer(&chunk)
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            var buffer = self.received
+            Self.bytesOnOpen.wrappingSubtract(buffer.readableBytes, ordering: .relaxed)
+            var decoder = FrameDecoder()
+            let frame = try? decoder.decode(buffer: &buffer)
+            if let frame, frame.correlationID == 0, case .error(let error) = frame.frame,
+                error.code == ErrorCode.connectionLimit, buffer.readableBytes == 0
+            {
+                Self.refused.wrappingAdd(1, ordering: .relaxed)
+            } else {
+                Self.closedOtherwise.wrappingAdd(1, ordering: .relaxed)
+            }
+            context.fireChannelInactive()
+        }
+    }
+
+    /// Raises the soft descriptor limit to what the test needs; false when the hard limit is below it.
+    static func raiseDescriptorLimit(to needed: rlim_t) -> Bool {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return false }
+        if limit.rlim_cur >= needed { return true }
+        guard limit.rlim_max >= needed else { return false }
+        limit.rlim_cur = needed
+        return setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0
+    }
+
+    @Test("10,000 connections at once: max_connections admitted, every other one gets CONNECTION_LIMIT and is closed")
+    func tenThousand() async throws {
+        let total = 10_000
+        let limit = 200
+        // The flood's 10,000 client sockets, the broker's admitted ones, and room for the tests running beside it.
+        try #require(
+            Self.raiseDescriptorLimit(to: rlim_t(total + limit + 4096)),
+            "RLIMIT_NOFILE's hard limit is below \(total + limit + 4096); raise it (ulimit -Hn) to run this test"
+        )
+        let broker = try await TestBroker.start {
+            $0.server.maxConnections = limit
+            $0.server.handshakeTimeoutSeconds = 300  // admitted connections stay quietly open for the whole test
+        }
+        defer { broker.removeData() }
+
+        // A long connect timeout: on a loaded 2-core machine the accept queue drains slower than 10,000 SYNs arrive,
+        // and the kernel retries a dropped SYN after 1, 3, 7, 15 and 31 s.
+        let bootstrap = ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(90))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Probe()) }
+            }
+        // All at once: every connect is started before any is awaited.
+        let connects = (0..<total).map { _ in bootstrap.connect(host: "127.0.0.1", port: broker.port) }
+        var channels: [any Channel] = []
+        var connectFailures: [String] = []
+        for connect in connects {
+            do {
+                channels.append(try await connect.get())
+            } catch {
+                connectFailures.append("\(error)")
+            }
+        }
+        let failures = connectFailures.count
+        #expect(failures == 0, "\(failures) connects failed, e.g. \(Array(connectFailures.prefix(3)))")
+
+        // Bounded wait for the broker to answer every connection beyond the limit.
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .seconds(60))
+        while Probe.refused.load(ordering: .relaxed) + Probe.closedOtherwise.load(ordering: .relaxed) < total - limit,
+            clock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        // A little longer, so that a wrongful close of an admitted connection would show.
+        try await Task.sleep(for: .milliseconds(500))
+        let open = channels.filter(\.isActive).count
+        #expect(Probe.refused.load(ordering: .relaxed) == total - limit)
+        #expect(Probe.closedOtherwise.load(ordering: .relaxed) == 0)
+        #expect(open == limit)
+        #expect(Probe.bytesOnOpen.load(ordering: .relaxed) == 0, "admitted connections were sent something")
+
+        // The broker keeps serving: with the admitted connections gone, a real client publishes and reads.
+        for channel in channels { try? await channel.close() }
+        var served = false
+        for attempt in 0..<100 where !served {  // the closes are asynchronous; retry briefly
+            do {
+                try await HostileClientTests.stillServes(broker, attempt)
+                served = true
+            } catch {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+        }
+        #expect(served)
+        await broker.stop()
+    }
+}
