@@ -2,7 +2,7 @@
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps build release run test soak fuzz tsan asan bench bench-smoke bench-check bench-thresholds clean
+.PHONY: deps build release run install uninstall test soak fuzz tsan asan bench bench-smoke bench-check bench-thresholds clean
 
 # Installs what a fresh Debian machine lacks: pkg-config and liblz4's headers.
 deps:
@@ -21,6 +21,35 @@ release: deps
 # Starts brokerd on the embedded default config (127.0.0.1:7420, data in ./brokerd-data).
 run: release
 	./.build/release/brokerd
+
+# Installs the release binaries, shell completions and the deployment examples under $(DESTDIR)$(PREFIX):
+#   bin/brokerd, bin/brokerctl
+#   share/bash-completion/completions/{brokerd,brokerctl}, share/zsh/site-functions/_{brokerd,brokerctl},
+#   share/fish/vendor_completions.d/{brokerd,brokerctl}.fish
+#   share/doc/brokerd/{brokerd.service,closed-loop.toml} (copy the unit to /etc/systemd/system yourself; see
+#   docs/OPERATIONS.md)
+PREFIX ?= /usr/local
+INSTALL ?= install
+BINARIES := brokerd brokerctl
+install: release
+	$(INSTALL) -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/bash-completion/completions \
+		$(DESTDIR)$(PREFIX)/share/zsh/site-functions $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d \
+		$(DESTDIR)$(PREFIX)/share/doc/brokerd
+	@for b in $(BINARIES); do \
+		$(INSTALL) -m 0755 .build/release/$$b $(DESTDIR)$(PREFIX)/bin/$$b || exit 1; \
+		./.build/release/$$b --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b || exit 1; \
+		./.build/release/$$b --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$b || exit 1; \
+		./.build/release/$$b --generate-completion-script fish > $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$b.fish || exit 1; \
+	done
+	$(INSTALL) -m 0644 docs/deploy/brokerd.service docs/examples/closed-loop.toml $(DESTDIR)$(PREFIX)/share/doc/brokerd/
+	@echo "installed brokerd and brokerctl in $(DESTDIR)$(PREFIX)/bin"
+
+uninstall:
+	@for b in $(BINARIES); do \
+		rm -f $(DESTDIR)$(PREFIX)/bin/$$b $(DESTDIR)$(PREFIX)/share/bash-completion/completions/$$b \
+			$(DESTDIR)$(PREFIX)/share/zsh/site-functions/_$$b $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/$$b.fish; \
+	done
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/brokerd
 
 test: deps
 	$(SWIFT) test

@@ -135,3 +135,36 @@ struct ConfigReportTests {
         #expect(report.warnings.first?.message.hasPrefix("role 'analytics' is cleared up to 'deidentified'") == true)
     }
 }
+
+/// docs/examples/closed-loop.toml, the production example operators copy: clean, and the scenario's decisions hold.
+@Suite("docs/examples/closed-loop.toml")
+struct ClosedLoopExampleTests {
+    static func text() throws -> String {
+        let root = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        return try String(contentsOfFile: "/" + root + "/docs/examples/closed-loop.toml", encoding: .utf8)
+    }
+
+    @Test("check-config finds no error and no warning, and every principal has a token hash")
+    func clean() throws {
+        let report = ConfigLoader.check(try Self.text())
+        #expect(report.errors.isEmpty, "\(report.errors)")
+        #expect(report.warnings.isEmpty, "\(report.warnings)")
+        #expect(report.config?.principals.allSatisfy { $0.tokenHash != nil } == true)
+    }
+
+    @Test("only patient support reads the PHI topic; CRM and analytics get education; analytics the de-identified feed")
+    func decisions() throws {
+        let policy = try Policy(config: try ConfigLoader.parse(try Self.text()))
+        func readers(_ topic: String) -> [String] {
+            policy.config.principals.filter { entry in
+                let who = Principal(clientID: entry.clientID, role: entry.role, clearance: "")
+                if case .allow = policy.subscribeDecision(principal: who, topic: topic) { return true }
+                return false
+            }.map(\.clientID).sorted()
+        }
+        #expect(readers("clinical.referral") == ["support-desk"])
+        #expect(readers("education.completed") == ["analytics-lake", "crm-automation"])
+        #expect(readers("analytics.deidentified") == ["analytics-lake"])
+        #expect(readers("support.milestone") == ["deid-service", "support-desk"])
+    }
+}
