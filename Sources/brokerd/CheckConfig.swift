@@ -83,12 +83,21 @@ struct CheckConfig: ParsableCommand {
         }
         print("\(self.file): OK (\(counts)): \(Self.summary(config))")
         let tokenless = config.principals.filter { $0.tokenHash == nil }.map(\.clientID)
-        if !tokenless.isEmpty {
+        if let version = Self.policyVersion(config) {
+            print("policy version: \(version) (brokerd reports the same once it runs this file)")
+        } else if !tokenless.isEmpty {
             print(
                 "note: \(tokenless.count) principal(s) have no token_hash (\(tokenless.joined(separator: ", "))); "
-                    + "brokerd generates their tokens into <data_dir>/credentials.toml on first start"
+                    + "brokerd generates their tokens into <data_dir>/credentials.toml on first start, and the "
+                    + "policy version depends on them, so it is known only then"
             )
         }
+    }
+
+    /// The version brokerd will report for `config`: known offline only when every principal has a token hash.
+    static func policyVersion(_ config: BrokerConfig) -> String? {
+        guard config.principals.allSatisfy({ $0.tokenHash != nil }) else { return nil }
+        return try? Policy(config: config).policyVersion
     }
 
     static func summary(_ config: BrokerConfig) -> String {
@@ -106,6 +115,7 @@ struct CheckConfig: ParsableCommand {
         }
         var document: [String: Any] = ["file": self.file, "ok": ok, "problems": items]
         if let config = report.config {
+            document["policy_version"] = ok ? Self.policyVersion(config) : nil
             document["counts"] = [
                 "classes": config.classes.count, "topics": config.topics.count, "roles": config.roles.count,
                 "principals": config.principals.count, "limiters": config.limiters.count,

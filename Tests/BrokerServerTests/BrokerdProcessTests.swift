@@ -204,6 +204,19 @@ struct BrokerdProcessTests {
         #expect(clean.output.contains("\(good): OK (0 errors, 1 warning)"), "\(clean.output)")
         #expect(try run(["--strict", good]).status == 1)
         #expect(try run([dir + "/missing.toml"]).status == 2)
+        // With a token hash for every principal the policy version is known offline, and it is the one brokerd runs.
+        let hashed = dir + "/hashed.toml"
+        let withHashes = try ConfigLoader.parse(ConfigLoader.embeddedDefault).principals.reduce(ConfigLoader.embeddedDefault) {
+            text, principal in
+            text.replacingOccurrences(
+                of: "client_id = \"\(principal.clientID)\"\n",
+                with: "client_id = \"\(principal.clientID)\"\ntoken_hash = \"\(Credentials.hash(token: principal.clientID))\"\n"
+            )
+        }
+        try withHashes.write(toFile: hashed, atomically: true, encoding: .utf8)
+        let versioned = try run([hashed])
+        let expected = try Policy(config: try ConfigLoader.parse(withHashes)).policyVersion
+        #expect(versioned.output.contains("policy version: \(expected)"), "\(versioned.output)")
     }
 
     @Test("crash consistency: brokerd SIGKILLed under load 3 times loses, duplicates and corrupts nothing (brokersoak)")
