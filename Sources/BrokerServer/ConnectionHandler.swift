@@ -545,54 +545,69 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         guard case .read(let from, let maxRecords) = action else { return }
+        // A paced subscription resumes on the records its last read left over, without decoding them again: a
+        // quota lets a few records go per wake-up, and re-reading the rest each time made pacing cost O(n²).
+        if let ahead = subscription.takeReadAhead(from: from, maxRecords: maxRecords) {
+            self.readFinished(.success(ahead), from: from, for: subscription)
+            return
+        }
         let log = subscription.log
         self.readPool.runIfActive(eventLoop: eventLoop) {
             try log.read(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
         }.assumeIsolated().whenComplete { result in
-            guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
-            switch result {
-            case .success(let records):
-                // Consent is checked now, against the policy in force, not when the subscription started; a reload
-                // since the subscription was last judged is applied before anything read is sent.
-                let (policy, generation) = self.core.policyState
-                guard self.recheck(subscription, policy: policy, generation: generation) else { return }
-                let verdicts = records.map {
-                    policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic, headers: $0.record.headers)
-                }
-                let deliverable = verdicts.map { $0 == .deliver }
-                // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
-                let candidates = records.indices.filter { deliverable[$0] }.prefix(subscription.machine.deliveryCandidates(deliverable))
-                let (allowed, retry) = self.core.limits.paceDelivery(
-                    topic: subscription.topic, sizes: candidates.map { records[$0].record.approximateSize },
-                    principal: subscription.principal, connectionID: self.connectionID, group: subscription.group,
-                    policy: policy
-                )
-                let outcome = subscription.machine.readCompleted(
-                    offsets: records.map(\.offset),
-                    deliverable: deliverable,
-                    endOffset: log.endOffset,
-                    allowed: allowed,
-                    retryAfterNanos: retry
-                )
-                for index in 0..<outcome.consumed {
-                    if case .withhold(let scope, let rule) = verdicts[index] { subscription.withheld(scope: scope, rule: rule) }
-                }
-                if !outcome.deliver.isEmpty {
-                    let frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records[$0]) })
-                    self.send(.deliver(frame), correlationID: 0)
-                }
-                if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
-                self.run(outcome.next, for: subscription)
-            case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
-                self.logger.notice("subscription fell behind retention; skipping ahead", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.from": "\(from)", "brokerd.log_start": "\(log.startOffset)"])
-                self.run(subscription.machine.fellBehind(logStart: log.startOffset), for: subscription)
-            case .failure(let error):
-                self.logger.error("read failed; ending subscription", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.error": "\(error)"])
-                self.subscriptions[subscription.id] = nil
-                self.endSubscription(subscription)
-                let code = (error as? LogStoreError).map(ErrorCode.init) ?? .storageFailure
-                self.send(.error(ErrorFrame(code: code, message: "subscription \(subscription.id) ended: \(error)")), correlationID: subscription.correlationID)
+            self.readFinished(result, from: from, for: subscription)
+        }
+    }
+
+    /// Judges and delivers what a read returned, then performs the subscription's next action.
+    private func readFinished(_ result: Result<[StoredRecord], any Error>, from: Int64, for subscription: Subscription) {
+        guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
+        let log = subscription.log
+        switch result {
+        case .success(let records):
+            // Consent is checked now, against the policy in force, not when the subscription started; a reload
+            // since the subscription was last judged is applied before anything read is sent.
+            let (policy, generation) = self.core.policyState
+            guard self.recheck(subscription, policy: policy, generation: generation) else { return }
+            let verdicts = records.map {
+                policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic, headers: $0.record.headers)
             }
+            let deliverable = verdicts.map { $0 == .deliver }
+            // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
+            let candidates = records.indices.filter { deliverable[$0] }.prefix(subscription.machine.deliveryCandidates(deliverable))
+            let (allowed, retry) = self.core.limits.paceDelivery(
+                topic: subscription.topic, sizes: candidates.map { records[$0].record.approximateSize },
+                principal: subscription.principal, connectionID: self.connectionID, group: subscription.group,
+                policy: policy
+            )
+            let outcome = subscription.machine.readCompleted(
+                offsets: records.map(\.offset),
+                deliverable: deliverable,
+                endOffset: log.endOffset,
+                allowed: allowed,
+                retryAfterNanos: retry
+            )
+            for index in 0..<outcome.consumed {
+                if case .withhold(let scope, let rule) = verdicts[index] { subscription.withheld(scope: scope, rule: rule) }
+            }
+            if !outcome.deliver.isEmpty {
+                let frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records[$0]) })
+                self.send(.deliver(frame), correlationID: 0)
+            }
+            if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
+            if case .resume = outcome.next, outcome.consumed < records.count {
+                subscription.keepReadAhead(records[outcome.consumed...])
+            }
+            self.run(outcome.next, for: subscription)
+        case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
+            self.logger.notice("subscription fell behind retention; skipping ahead", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.from": "\(from)", "brokerd.log_start": "\(log.startOffset)"])
+            self.run(subscription.machine.fellBehind(logStart: log.startOffset), for: subscription)
+        case .failure(let error):
+            self.logger.error("read failed; ending subscription", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.error": "\(error)"])
+            self.subscriptions[subscription.id] = nil
+            self.endSubscription(subscription)
+            let code = (error as? LogStoreError).map(ErrorCode.init) ?? .storageFailure
+            self.send(.error(ErrorFrame(code: code, message: "subscription \(subscription.id) ended: \(error)")), correlationID: subscription.correlationID)
         }
     }
 
@@ -693,6 +708,23 @@ final class Subscription {
         self.machine = machine
         self.listener = listener
         self.lastWithheldAudit = currentTimeMillis()
+    }
+
+    /// Records a paced read left over (not yet judged or delivered), starting at the next offset to deliver; at
+    /// most one read's worth, and no more than the credit the consumer granted at that read.
+    private var readAhead: ArraySlice<StoredRecord> = []
+
+    /// Keeps the records a paced read did not get to, for the read after the wait.
+    func keepReadAhead(_ records: ArraySlice<StoredRecord>) {
+        self.readAhead = records
+    }
+
+    /// The kept records when they start exactly at `from` (at most `maxRecords` of them); nil, and the kept
+    /// records dropped, otherwise: the next read goes to the log.
+    func takeReadAhead(from: Int64, maxRecords: Int) -> [StoredRecord]? {
+        defer { self.readAhead = [] }
+        guard let first = self.readAhead.first, first.offset == from else { return nil }
+        return Array(self.readAhead.prefix(maxRecords))
     }
 
     /// A record was withheld for consent.

@@ -239,6 +239,7 @@ final class FailingSyncIO: FileIO {
         var syncs: String?
         var writes: (text: String, errno: Int32)?
         var syncCalls: [String: Int] = [:]
+        var readCalls: [String: Int] = [:]
     }
     private let posix = PosixFileIO()
     private let faults = Mutex(Faults())
@@ -276,7 +277,13 @@ final class FailingSyncIO: FileIO {
         return try self.posix.pwrite(fd, bytes, at: offset, path: path)
     }
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
-        try self.posix.pread(fd, into: buffer, at: offset, path: path)
+        self.faults.withLock { $0.readCalls[path, default: 0] += 1 }
+        return try self.posix.pread(fd, into: buffer, at: offset, path: path)
+    }
+
+    /// How many pread calls were made on paths containing `text`.
+    func readCalls(ofPathsContaining text: String) -> Int {
+        self.faults.withLock { $0.readCalls.filter { $0.key.contains(text) }.values.reduce(0, +) }
     }
     func fsync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fsync(fd, path: path) }
     func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) { try self.posix.ftruncate(fd, to: size, path: path) }
