@@ -33,7 +33,7 @@ let package = Package(
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4",
+                "CLZ4", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -45,13 +45,19 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
-        .target(name: "Throttle"),
+        .target(name: "Throttle", dependencies: ["Locking"]),
+
+        // Shared state behind a pthread lock that ThreadSanitizer understands (see Locked.swift).
+        .target(
+            name: "Locking",
+            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
 
         // I/O: connection handling, lifecycle.
         .target(
             name: "BrokerServer",
             dependencies: [
-                "WireProtocol", "LogStore", "TopicRouter", "Throttle",
+                "WireProtocol", "LogStore", "TopicRouter", "Throttle", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -89,7 +95,7 @@ let package = Package(
         .executableTarget(
             name: "brokerbench",
             dependencies: [
-                "BrokerClient", "BrokerServer", "WireProtocol", "TopicRouter",
+                "BrokerClient", "BrokerServer", "WireProtocol", "TopicRouter", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -101,7 +107,7 @@ let package = Package(
         .executableTarget(
             name: "brokersoak",
             dependencies: [
-                "BrokerClient", "WireProtocol", "TopicRouter",
+                "BrokerClient", "WireProtocol", "TopicRouter", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -123,13 +129,13 @@ let package = Package(
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "LogStoreTests", dependencies: ["LogStore"]),
+        .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "Locking"]),
         .testTarget(name: "TopicRouterTests", dependencies: ["TopicRouter"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle"]),
         .testTarget(
             name: "BrokerServerTests",
             dependencies: [
-                "BrokerServer", "BrokerClient", "WireProtocol", "TopicRouter", "LogStore",
+                "BrokerServer", "BrokerClient", "WireProtocol", "TopicRouter", "LogStore", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

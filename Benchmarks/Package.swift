@@ -30,7 +30,7 @@ let package = Package(
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4",
+                "CLZ4", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -42,7 +42,11 @@ let package = Package(
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
         ),
-        .target(name: "Throttle"),
+        .target(name: "Throttle", dependencies: ["Locking"]),
+        .target(
+            name: "Locking",
+            dependencies: [.product(name: "NIOConcurrencyHelpers", package: "swift-nio")]
+        ),
 
         // The benchmark suite; its sources must live under Benchmarks/ for the plugin to discover it.
         .executableTarget(

@@ -1,3 +1,4 @@
+import Locking
 import Logging
 import LogStore
 import NIOCore
@@ -7,7 +8,7 @@ import WireProtocol
 
 /// Who to wake when a topic's visible end moves. Every append goes through a `TopicAppender`, which notifies here.
 final class TopicListeners: Sendable {
-    private let table = Mutex<[String: [ObjectIdentifier: any TopicListener]]>([:])
+    private let table = Locked<[String: [ObjectIdentifier: any TopicListener]]>([:])
 
     func add(_ listener: any TopicListener, topic: String) {
         self.table.withLock { $0[topic, default: [:]][ObjectIdentifier(listener)] = listener }
@@ -47,9 +48,9 @@ final class TopicTable: Sendable {
     }
 
     let listeners = TopicListeners()
-    private let entries = Mutex<[String: Entry]>([:])
+    private let entries = Locked<[String: Entry]>([:])
     /// Every declared topic's dedupe floor: `__quarantine` keeps what any of them has not yet snapshotted.
-    private let floors = Mutex<[DedupeFloor]>([])
+    private let floors = Locked<[DedupeFloor]>([])
     private let backend: FileLogBackend
     private let logger: Logger
 
@@ -116,14 +117,14 @@ final class TopicTable: Sendable {
 /// Shared mutable parts (policy, topic table, connection registry, listeners) each sit behind a `Mutex`; callbacks
 /// run outside the locks.
 final class BrokerCore: Sendable {
-    private let currentPolicy: Mutex<(policy: Policy, generation: UInt64)>
+    private let currentPolicy: Locked<(policy: Policy, generation: UInt64)>
     let settings: ServerSettings
     let backend: any LogBackend
     let offsets: OffsetStore
     let logger: Logger
     let topics: TopicTable
     /// Connection id → how to tell that connection the policy changed (it hops to its own event loop).
-    private let policyWatchers = Mutex<[UInt64: @Sendable () -> Void]>([:])
+    private let policyWatchers = Locked<[UInt64: @Sendable () -> Void]>([:])
     private let inFlightAppends = Atomic<Int>(0)
     private let shuttingDown = Atomic<Bool>(false)
     private let nextSessionID = Atomic<UInt64>(1)
@@ -142,7 +143,7 @@ final class BrokerCore: Sendable {
     /// Re-reads the config for a reload; nil when there is nothing to re-read (the embedded default).
     let reloadSource: (@Sendable () throws -> BrokerConfig)?
     /// One reload at a time.
-    private let reloading = Mutex(false)
+    private let reloading = Locked(false)
 
     /// - Parameters:
     ///   - topics: every declared topic and the reserved topics (`__quarantine`, `__audit`), open.
@@ -154,7 +155,7 @@ final class BrokerCore: Sendable {
         logger: Logger
     ) {
         self.limits = limits
-        self.currentPolicy = Mutex((policy, 1))
+        self.currentPolicy = Locked((policy, 1))
         self.settings = policy.config.server
         self.backend = backend
         self.topics = topics

@@ -1,3 +1,4 @@
+import Locking
 import Logging
 import LogStore
 import NIOCore
@@ -17,9 +18,9 @@ package final class BrokerServer: Service, Sendable {
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let readPool: NIOThreadPool
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// Snapshots the dedupe gates of quiet topics (busy ones snapshot as they commit), so retention floors advance.
-    private let maintenance = Mutex<Task<Void, Never>?>(nil)
+    private let maintenance = Locked<Task<Void, Never>?>(nil)
 
     private enum State {
         case idle
@@ -46,7 +47,7 @@ package final class BrokerServer: Service, Sendable {
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
         self.readPool = NIOThreadPool(numberOfThreads: 2)
-        self.state = Mutex(.idle)
+        self.state = Locked(.idle)
     }
 
     /// The address the broker listens on once started (useful with port 0).

@@ -1,4 +1,5 @@
 import Dispatch
+import Locking
 import LogStore
 import Logging
 import Metrics
@@ -66,7 +67,7 @@ package final class DedupeWaiter: Sendable {
         case resolved(DedupeResolution)
     }
 
-    private let state = Mutex(State.waiting([]))
+    private let state = Locked(State.waiting([]))
 
     init() {}
 
@@ -285,7 +286,7 @@ package final class DedupeGate: Sendable {
     private let logger: Logger
     private let nowMillis: @Sendable () -> Int64
     private let queue: DispatchQueue
-    private let state: Mutex<State>
+    private let state: Locked<State>
     /// Counts keys evicted before their window ended (`brokerd_dedupe_evicted_before_expiry_total{topic}`).
     private let evictions: Counter
     /// The metric that counts keys forgotten before their window ended, per topic.
@@ -362,7 +363,7 @@ package final class DedupeGate: Sendable {
         state.snapshotOwed = snapshotOwed
         state.snapshotTopicEnd = floor.topicEnd
         state.snapshotQuarantineEnd = floor.quarantineEnd
-        self.state = Mutex(state)
+        self.state = Locked(state)
     }
 
     private static func makeQueue(topic: String) -> DispatchQueue {

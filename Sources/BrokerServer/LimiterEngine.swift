@@ -3,9 +3,9 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Locking
 import Logging
 import Metrics
-import Synchronization
 import Throttle
 import TopicRouter
 import WireProtocol
@@ -30,15 +30,15 @@ enum LimitDecision: Equatable, Sendable {
 /// seconds and at shutdown, and read them back at start. A crash loses the events of at most the last interval; a
 /// clean restart loses none. Token buckets (rates) start full after a restart.
 final class LimiterEngine: Sendable {
-    private let current: Mutex<LimiterSet>
+    private let current: Locked<LimiterSet>
     private let snapshotPath: String
     private let logger: Logger
     private let metrics: any MetricsFactory
-    private let counters = Mutex<[String: Counter]>([:])
-    private let pendingAudit = Mutex<[AuditKey: Int]>([:])
-    private let lastAuditFlush = Mutex<Int64>(0)
+    private let counters = Locked<[String: Counter]>([:])
+    private let pendingAudit = Locked<[AuditKey: Int]>([:])
+    private let lastAuditFlush = Locked<Int64>(0)
     /// Serialises `persist` (its value counts the snapshots written).
-    private let persisting = Mutex<Int>(0)
+    private let persisting = Locked<Int>(0)
 
     /// The metric counting limiter decisions other than pass, by limiter and decision.
     static let decisionsMetric = "brokerd_limiter_decisions_total"
@@ -55,7 +55,7 @@ final class LimiterEngine: Sendable {
         self.logger = logger
         self.metrics = metrics
         let set = try LimiterSet(definitions: Self.definitions(policy))
-        self.current = Mutex(set)
+        self.current = Locked(set)
         self.lastAuditFlush.withLock { $0 = currentTimeMillis() }
         if let text = try readBytesIfPresent(self.snapshotPath) {
             // A damaged file stops the start (fail closed: contact caps would silently reset); the operator decides.

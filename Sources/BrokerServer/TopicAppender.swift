@@ -1,6 +1,6 @@
 import DequeModule
+import Locking
 import LogStore
-import Synchronization
 
 /// Orders and batches appends to one topic.
 ///
@@ -25,7 +25,7 @@ final class TopicAppender: Sendable {
     let log: any TopicLog
     private let maxBatchBytes: Int
     private let listeners: TopicListeners?
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     /// - Parameter listeners: woken after every append, so subscribers of this topic read what it added.
     init(log: any TopicLog, listeners: TopicListeners? = nil, maxBatchBytes: Int = 4 << 20) {

@@ -1,7 +1,7 @@
 import Glibc
+import Locking
 import Logging
 import NIOCore
-import Synchronization
 
 /// A small durable map `String → [UInt8]` in one append-only file (layout in docs/STORAGE.md, "Durable table").
 ///
@@ -72,8 +72,8 @@ package final class DurableTable: Sendable {
     private let logger: Logger
     private let compactionMinimumBytes: Int64
     private let compactionFactor: Int64
-    private let file: Mutex<FileState>
-    private let values: Mutex<[String: [UInt8]]>
+    private let file: Locked<FileState>
+    private let values: Locked<[String: [UInt8]]>
 
     /// Opens (or creates) the table file at `path`, recovering from a torn tail.
     /// - Parameters:
@@ -145,8 +145,8 @@ package final class DurableTable: Sendable {
             if state.fd >= 0 { try? io.close(state.fd, path: path) }
             throw LogStoreError(.storageFailure, "opening \(label) \(path) failed: \(error)")
         }
-        self.file = Mutex(state)
-        self.values = Mutex(values)
+        self.file = Locked(state)
+        self.values = Locked(values)
         self.file.withLock { state in self.compactIfDue(&state) }
     }
 

@@ -1,7 +1,7 @@
 import Dispatch
 import Glibc
+import Locking
 import Logging
-import Synchronization
 
 /// Wall-clock milliseconds since the Unix epoch; the default clock of ``FileLogBackend``.
 package func wallClockMillis() -> Int64 {
@@ -22,7 +22,7 @@ package final class FileLogBackend: LogBackend {
     private let nowMillis: @Sendable () -> Int64
     /// Opens run here, one at a time, off the cooperative pool (recovery is blocking I/O).
     private let openQueue = DispatchQueue(label: "brokerd.logstore.open")
-    private let logs = Mutex<[String: FileTopicLog]>([:])
+    private let logs = Locked<[String: FileTopicLog]>([:])
 
     /// Creates the backend, creating `directory` (one level) if it does not exist.
     /// - Parameters:

@@ -1,5 +1,6 @@
 import Dispatch
 import Glibc
+import Locking
 import Logging
 import NIOCore
 import Synchronization
@@ -54,7 +55,7 @@ final class FileTopicLog: TopicLog {
     private let syncQueue: DispatchQueue
     private let start: Atomic<Int64>
     private let end: Atomic<Int64>
-    private let state: Mutex<State>
+    private let state: Locked<State>
 
     /// `(closing, closed)`: `close()` was called / has finished.
     var closeState: (closing: Bool, closed: Bool) { self.state.withLock { ($0.closing, $0.closed) } }
@@ -82,7 +83,7 @@ final class FileTopicLog: TopicLog {
         let total = segments.reduce(Int64(0)) { $0 + $1.state.withLock { $0.size } }
         self.start = Atomic(segments[0].baseOffset)
         self.end = Atomic(segments[segments.count - 1].state.withLock { $0.nextOffset })
-        self.state = Mutex(State(segments: segments, totalBytes: total))
+        self.state = Locked(State(segments: segments, totalBytes: total))
     }
 
     // MARK: Open and recovery

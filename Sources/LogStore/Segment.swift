@@ -1,6 +1,6 @@
 import Glibc
+import Locking
 import NIOCore
-import Synchronization
 
 /// One sparse index entry: the batch starting at `relativeOffset` (from the segment base) is at `position`.
 ///
@@ -91,7 +91,7 @@ final class Segment: Sendable {
     let logFD: Int32
     let indexFD: Int32
     let io: any FileIO
-    let state: Mutex<State>
+    let state: Locked<State>
 
     init(
         baseOffset: Int64,
@@ -108,7 +108,7 @@ final class Segment: Sendable {
         self.logFD = logFD
         self.indexFD = indexFD
         self.io = io
-        self.state = Mutex(state)
+        self.state = Locked(state)
     }
 
     deinit {

@@ -1,4 +1,4 @@
-import Synchronization
+import Locking
 
 /// One limiter as Throttle sees it: plain data the server builds from TopicRouter's `LimiterDeclaration` (Throttle
 /// does not import TopicRouter). Which records a limiter applies to, and under which keys, is decided before
@@ -339,7 +339,7 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
     private let clock: LimiterClock
     private let byteBurst: Int?
     private let makeState: @Sendable (UInt64) -> State
-    private let tables: Mutex<Tables>
+    private let tables: Locked<Tables>
 
     private struct Tables: Sendable {
         var records: KeyedLimiter<String, State>
@@ -358,7 +358,7 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
                 TokenBucket(ratePerSecond: rate, burst: burst, nowNanos: now)
             }
         }
-        self.tables = Mutex(
+        self.tables = Locked(
             Tables(records: KeyedLimiter(maxKeys: definition.maxKeys, makeState: makeState), bytes: bytes)
         )
     }

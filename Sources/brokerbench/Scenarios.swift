@@ -1,6 +1,7 @@
 import BrokerClient
 import Foundation
 import Histogram
+import Locking
 import NIOCore
 import Synchronization
 import WireProtocol
@@ -46,7 +47,7 @@ final class Counter: Sendable {
 final class Progress: Sendable {
     let measured = Counter()
     let all = Counter()
-    private let task: Mutex<Task<Void, Never>?> = Mutex(nil)
+    private let task: Locked<Task<Void, Never>?> = Locked(nil)
 
     func start(clock: RunClock, label: String) {
         let task = Task {
@@ -498,7 +499,7 @@ func currentFileLimit() -> Int {
     return Int(limit.rlim_cur)
 }
 
-private let errorReported = Mutex(false)
+private let errorReported = Locked(false)
 
 /// Prints the first failed record result of the run (a policy or storage problem the figures would hide).
 func reportFirstError(_ result: PublishResult) {

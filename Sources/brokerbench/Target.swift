@@ -1,8 +1,8 @@
 import BrokerClient
 import BrokerServer
 import Foundation
+import Locking
 import Logging
-import Synchronization
 import TopicRouter
 import WireProtocol
 
@@ -33,7 +33,7 @@ final class BenchTarget: Sendable {
     let kind: Kind
     let dataDir: String?
     private let removeDataDir: Bool
-    private let live: Mutex<Live>
+    private let live: Locked<Live>
 
     var port: Int { self.live.withLock { $0.port } }
     /// The broker's process id when it runs on its own (spawned, or --broker-pid).
@@ -52,7 +52,7 @@ final class BenchTarget: Sendable {
         self.dataDir = dataDir
         self.removeDataDir = removeDataDir
         let startResources = ResourceSample.read(pid: brokerPid ?? getpid())
-        self.live = Mutex(Live(port: port, brokerPid: brokerPid, process: process, startResources: startResources))
+        self.live = Locked(Live(port: port, brokerPid: brokerPid, process: process, startResources: startResources))
     }
 
     static let benchClientID = "brokerbench"
@@ -377,7 +377,7 @@ final class OutputCollector: Sendable {
         var text = ""
         var markerSeenAt: UInt64?
     }
-    private let storage = Mutex(State())
+    private let storage = Locked(State())
     private let marker: String
 
     init(marker: String = "") { self.marker = marker }

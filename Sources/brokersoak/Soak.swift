@@ -1,8 +1,8 @@
 import ArgumentParser
 import BrokerClient
 import Foundation
+import Locking
 import NIOCore
-import Synchronization
 import TopicRouter
 import WireProtocol
 
@@ -84,7 +84,7 @@ final class RunLedger: Sendable {
         var inFlight: Set<String> = []
         var committed: Int64 = 0
     }
-    let state = Mutex(State())
+    let state = Locked(State())
 }
 
 struct Soak {
@@ -333,7 +333,7 @@ final class Daemon: Sendable {
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe
-        let output = Mutex("")
+        let output = Locked("")
         pipe.fileHandleForReading.readabilityHandler = { handle in
             let text = String(decoding: handle.availableData, as: UTF8.self)
             // Keeps the tail only: brokerd logs for as long as it runs.

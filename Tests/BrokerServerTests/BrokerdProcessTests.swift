@@ -1,6 +1,6 @@
 import BrokerClient
 import Foundation
-import Synchronization
+import Locking
 import Testing
 import TopicRouter
 import WireProtocol
@@ -253,7 +253,7 @@ struct BrokerdProcessTests {
 
 /// Collects a child process's output from its pipe's reader thread.
 final class OutputBuffer: Sendable {
-    private let storage = Mutex("")
+    private let storage = Locked("")
     var text: String { self.storage.withLock { $0 } }
     func append(_ data: Data) {
         self.storage.withLock { $0 += String(decoding: data, as: UTF8.self) }

@@ -1,4 +1,5 @@
 import Foundation
+import Locking
 import LogStore
 import Logging
 import NIOCore
@@ -26,7 +27,7 @@ private final class GateLogs: Sendable {
         var metadata: [String: String]
     }
 
-    private let lines = Mutex<[Line]>([])
+    private let lines = Locked<[Line]>([])
     var all: [Line] { self.lines.withLock { $0 } }
     func append(_ line: Line) { self.lines.withLock { $0.append(line) } }
     var logger: Logger { Logger(label: "dedupe-gate-test") { _ in GateLogHandler(sink: self) } }
@@ -282,7 +283,7 @@ struct DedupeGateTests {
             let first = try #require(waiter(try gate.reserve(key: key("k"))))
             let second = try #require(waiter(try gate.reserve(key: key("k"))))
             #expect(first === second)  // one waiter per in-flight append
-            let heard = Mutex<[DedupeResolution]>([])
+            let heard = Locked<[DedupeResolution]>([])
             first.whenResolved { resolution in heard.withLock { $0.append(resolution) } }
             #expect(heard.withLock { $0.isEmpty })
 

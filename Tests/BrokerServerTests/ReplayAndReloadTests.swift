@@ -1,7 +1,7 @@
 import BrokerClient
 import Foundation
+import Locking
 import NIOCore
-import Synchronization
 import Testing
 import TopicRouter
 import WireProtocol
@@ -179,7 +179,7 @@ struct ReplayAndReloadTests {
 
 /// Offsets seen by a reading task, read by the test.
 final class OutputOffsets: Sendable {
-    private let storage = Mutex<[Int64]>([])
+    private let storage = Locked<[Int64]>([])
     var offsets: [Int64] { self.storage.withLock { $0 } }
     func append(_ offset: Int64) { self.storage.withLock { $0.append(offset) } }
 }

@@ -1,12 +1,12 @@
 import BrokerClient
 import BrokerServer
 import Foundation
+import Locking
 import Logging
 import LogStore
 import NIOCore
 import NIOPosix
 import TopicRouter
-import Synchronization
 import WireProtocol
 
 /// A real broker on 127.0.0.1 with an ephemeral port and a temp data directory, for integration tests.
@@ -242,7 +242,7 @@ final class FailingSyncIO: FileIO {
         var readCalls: [String: Int] = [:]
     }
     private let posix = PosixFileIO()
-    private let faults = Mutex(Faults())
+    private let faults = Locked(Faults())
 
     /// fdatasync of every path containing `text` fails from now on (nil: none).
     func failSyncs(ofPathsContaining text: String?) { self.faults.withLock { $0.syncs = text } }
@@ -296,7 +296,7 @@ final class FailingSyncIO: FileIO {
 
 /// Config text a test can change before asking for a reload; starts as the embedded default.
 final class ConfigText: Sendable {
-    private let storage = Mutex(ConfigLoader.embeddedDefault)
+    private let storage = Locked(ConfigLoader.embeddedDefault)
     var text: String { self.storage.withLock { $0 } }
 
     /// Replaces the first occurrence of `old` after `anchor` (which must exist) with `new`.

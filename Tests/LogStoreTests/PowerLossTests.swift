@@ -1,8 +1,8 @@
 import Foundation
 import Glibc
+import Locking
 import Logging
 import NIOCore
-import Synchronization
 import Testing
 
 @testable import LogStore
@@ -33,7 +33,7 @@ final class PowerLossFileIO: FileIO {
     }
 
     private let posix = PosixFileIO()
-    private let state = Mutex(State())
+    private let state = Locked(State())
 
     var syncs: Int { self.state.withLock { $0.syncs } }
 
@@ -185,7 +185,7 @@ final class PowerLossFileIO: FileIO {
 struct PowerLossTests {
     /// Values the appenders tried to store, and the offset each acknowledged one got.
     final class Ledger: Sendable {
-        private let state = Mutex<(attempted: Set<String>, acknowledged: [Int64: String])>(([], [:]))
+        private let state = Locked<(attempted: Set<String>, acknowledged: [Int64: String])>(([], [:]))
         func attempt(_ values: [String]) { self.state.withLock { $0.attempted.formUnion(values) } }
         func acknowledge(_ values: [String], base: Int64) {
             self.state.withLock { state in

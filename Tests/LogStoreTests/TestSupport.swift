@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Locking
 import Logging
 import NIOCore
 import Synchronization
@@ -34,7 +35,7 @@ final class CapturedLogs: Sendable {
         var message: String
         var metadata: [String: String]
     }
-    private let lines = Mutex<[Line]>([])
+    private let lines = Locked<[Line]>([])
     var all: [Line] { self.lines.withLock { $0 } }
     func append(_ line: Line) { self.lines.withLock { $0.append(line) } }
     var logger: Logger {
@@ -87,7 +88,7 @@ final class FaultyFileIO: FileIO {
         /// The first `.log` fdatasync waits until this many `.log` writes happened (group commit test).
         var holdFirstSyncUntilWrites: Int?
     }
-    let state = Mutex(State())
+    let state = Locked(State())
     private let posix = PosixFileIO()
 
     var logFdatasyncs: Int { self.state.withLock { $0.logFdatasyncs } }
