@@ -9,7 +9,7 @@ enum ConfigValidator {
     /// `max_frame_bytes` must leave room for a HELLO with a token.
     static let minFrameBytes = 1024
 
-    /// Throws the first problem, in the order server, classes, topics, roles, principals, limiters.
+    /// Throws the first problem, in the order server, classes, topics, roles, principals, limiters, TLS.
     static func validate(_ config: BrokerConfig, locator: ConfigLineLocator?) throws(ConfigError) {
         try Self.validateServer(config.server, locator: locator)
         let classLine = locator?.line(table: "", key: "classes")
@@ -170,6 +170,7 @@ enum ConfigValidator {
             scopes: scopes,
             locator: locator
         )
+        try Self.validateTLS(config, locator: locator)
     }
 
     /// Largest `dedupe_max_keys`: keys are kept in memory, and 100 million is already several GiB.
