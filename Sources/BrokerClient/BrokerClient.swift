@@ -397,8 +397,8 @@ package struct BrokerClientTLS: Sendable {
     package var certFile: String?
     /// PEM file of the client certificate's private key.
     package var keyFile: String?
-    /// The name the broker's certificate must carry (also sent as SNI); nil: the host connected to, or, when that
-    /// is an IP address, that address (which the certificate must then carry as an IP subject alternative name).
+    /// The name the broker's certificate must carry (also sent as SNI); nil: the host connected to when it is a
+    /// name. NIOSSL also accepts a certificate whose IP subject alternative name is the address connected to.
     package var serverName: String?
 
     /// Creates a TLS setting.
@@ -427,10 +427,16 @@ package struct BrokerClientTLS: Sendable {
             do {
                 configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
             } catch {
-                throw BrokerClientError(code: .internal, message: "TLS: cannot load the client key \(keyFile): \(error)")
+                throw BrokerClientError(
+                    code: .internal,
+                    message: "TLS: cannot load the client key \(keyFile): \(error)"
+                )
             }
         default:
-            throw BrokerClientError(code: .internal, message: "TLS: a client certificate needs its key, and a key its certificate")
+            throw BrokerClientError(
+                code: .internal,
+                message: "TLS: a client certificate needs its key, and a key its certificate"
+            )
         }
         do {
             return try NIOSSLContext(configuration: configuration)

@@ -34,7 +34,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// Maximum bytes one read for a subscription fetches (bounds per-subscription memory).
     static let readMaxBytes = 1 << 20
 
-    init(core: BrokerCore, readPool: NIOThreadPool, connectionID: UInt64, clientAuth: ClientAuthMode? = nil, logger: Logger) {
+    init(
+        core: BrokerCore, readPool: NIOThreadPool, connectionID: UInt64, clientAuth: ClientAuthMode? = nil,
+        logger: Logger
+    ) {
         self.connectionID = connectionID
         self.clientAuth = clientAuth
         self.core = core
@@ -171,7 +174,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         switch decision {
         case .authenticated(let principal):
-            let how = byCertificate ? "by client certificate (\(self.certificateIdentities?.map(\.description).joined(separator: ", ") ?? ""))" : ""
+            let names = self.certificateIdentities?.map(\.description).joined(separator: ", ") ?? ""
+            let how = byCertificate ? "by client certificate (\(names))" : ""
             self.audit(principal.clientID, AuditAction.authSuccess, topic: "", decision: "allow", detail: how)
             self.machine.authenticationSucceeded(principal)
             self.handshakeTimeout?.cancel()

@@ -51,7 +51,13 @@ struct ConnectionOptions: ParsableArguments {
     @Option(name: .long, help: "Private key PEM file of --tls-cert (env BROKERD_TLS_KEY).")
     var tlsKey: String?
 
-    @Option(name: .long, help: "Name the broker's certificate must carry (default: the --server host).")
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Name the broker's certificate must carry (default: the --server host; a certificate for the IP address "
+                + "connected to is accepted too)."
+        )
+    )
     var tlsServerName: String?
 
     /// The TLS settings, or nil for plaintext: any --tls-* option (or its environment variable) turns TLS on.

@@ -7,7 +7,7 @@ import Testing
 @Suite("TLS config and certificate identities")
 struct TLSConfigTests {
     /// Every file exists (the probe that `parse` uses by default looks at the real file system).
-    static let allFilesExist: (String) -> String? = { _ in nil }
+    static let allFilesExist: @Sendable (String) -> String? = { _ in nil }
 
     /// Two principals: `c` (role r, token) and `d` (role r, `principal2` lines), then `tls` lines.
     /// Lines: 1 classes, 2 [server], 3 listen, 4-6 topic, 7-10 role, 11-14 principal c, then 15… as given.
