@@ -4,11 +4,16 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps build release run install uninstall test soak fuzz tsan asan bench bench-smoke bench-check bench-thresholds clean
 
-# Installs what a fresh Debian machine lacks: pkg-config and liblz4's headers.
+# Installs what a fresh Debian machine lacks: pkg-config and liblz4's headers, and the openssl binary the TLS tests
+# use to make throwaway certificates.
 deps:
 	@if ! command -v pkg-config >/dev/null 2>&1 || ! pkg-config --exists liblz4; then \
 		echo "installing liblz4-dev and pkg-config"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq liblz4-dev pkg-config; \
+	fi
+	@if ! command -v openssl >/dev/null 2>&1; then \
+		echo "installing openssl"; \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq openssl; \
 	fi
 
 build: deps

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import NIOSSL
 import Synchronization
 import WireProtocol
 
@@ -34,19 +35,33 @@ package final class BrokerClient: Sendable {
     }
 
     /// Connects and authenticates. Throws `BrokerClientError` with UNAUTHENTICATED when the broker refuses.
+    ///
+    /// With `tls`, the connection is TLS (the broker's `[server.tls]`); with a client certificate in it, the broker
+    /// may authenticate the client by the certificate (mutual TLS): then `clientID` may be empty and `token` is
+    /// not checked. A TLS failure (an untrusted broker certificate, a client certificate the broker refuses)
+    /// throws `BrokerClientError` with code INTERNAL and a message starting with "TLS".
     package static func connect(
         host: String,
         port: Int,
         clientID: String,
         token: String,
+        tls: BrokerClientTLS? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         maxFrameBytes: UInt32 = WireConstants.defaultMaxBodyLength
     ) async throws -> BrokerClient {
+        let sslContext = try tls.map { try $0.makeContext() }
+        let serverName = tls.flatMap { $0.serverName ?? (BrokerClientTLS.isIPAddress(host) ? nil : host) }
         let connected = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let handler = ClientHandler()
+                    if let sslContext {
+                        // Without a server name the broker's certificate must carry the connected IP address.
+                        try channel.pipeline.syncOperations.addHandler(
+                            try NIOSSLClientHandler(context: sslContext, serverHostname: serverName)
+                        )
+                    }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(FrameDecoder(maxBodyLength: maxFrameBytes)),
                         MessageToByteHandler(FrameEncoder()),
@@ -349,6 +364,8 @@ final class ClientHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if let wire = error as? WireProtocolError {
             self.failAll(BrokerClientError(code: wire.code, message: wire.message))
+        } else if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+            self.failAll(BrokerClientError(code: .internal, message: "TLS: \(error)"))
         } else {
             self.failAll(error)
         }
@@ -369,5 +386,80 @@ final class ClientHandler: ChannelInboundHandler {
         for (_, sink) in self.sinks { sink.finish(throwing: error) }
         self.pendingSinks.removeAll()
         self.sinks.removeAll()
+    }
+}
+
+/// How a client speaks TLS to the broker: whom to trust, which certificate to present, which name to expect.
+package struct BrokerClientTLS: Sendable {
+    /// PEM file of the CA certificates that may sign the broker's certificate; nil: the system's trust store.
+    package var caFile: String?
+    /// PEM file of the client certificate (for mutual TLS); needs `keyFile`.
+    package var certFile: String?
+    /// PEM file of the client certificate's private key.
+    package var keyFile: String?
+    /// The name the broker's certificate must carry (also sent as SNI); nil: the host connected to when it is a
+    /// name. NIOSSL also accepts a certificate whose IP subject alternative name is the address connected to.
+    package var serverName: String?
+
+    /// Creates a TLS setting.
+    package init(caFile: String? = nil, certFile: String? = nil, keyFile: String? = nil, serverName: String? = nil) {
+        self.caFile = caFile
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.serverName = serverName
+    }
+
+    /// The client context: TLS 1.2 or later, full verification of the broker's certificate.
+    func makeContext() throws(BrokerClientError) -> NIOSSLContext {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.minimumTLSVersion = .tlsv12
+        configuration.certificateVerification = .fullVerification
+        if let caFile = self.caFile {
+            configuration.trustRoots = .certificates(try Self.certificates(caFile, what: "CA file"))
+        }
+        switch (self.certFile, self.keyFile) {
+        case (nil, nil):
+            break
+        case (let certFile?, let keyFile?):
+            configuration.certificateChain = try Self.certificates(certFile, what: "client certificate").map {
+                .certificate($0)
+            }
+            do {
+                configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+            } catch {
+                throw BrokerClientError(
+                    code: .internal,
+                    message: "TLS: cannot load the client key \(keyFile): \(error)"
+                )
+            }
+        default:
+            throw BrokerClientError(
+                code: .internal,
+                message: "TLS: a client certificate needs its key, and a key its certificate"
+            )
+        }
+        do {
+            return try NIOSSLContext(configuration: configuration)
+        } catch {
+            throw BrokerClientError(code: .internal, message: "TLS: cannot build the TLS context: \(error)")
+        }
+    }
+
+    private static func certificates(_ path: String, what: String) throws(BrokerClientError) -> [NIOSSLCertificate] {
+        let certificates: [NIOSSLCertificate]
+        do {
+            certificates = try NIOSSLCertificate.fromPEMFile(path)
+        } catch {
+            throw BrokerClientError(code: .internal, message: "TLS: cannot load the \(what) \(path): \(error)")
+        }
+        guard !certificates.isEmpty else {
+            throw BrokerClientError(code: .internal, message: "TLS: the \(what) \(path) holds no PEM certificate")
+        }
+        return certificates
+    }
+
+    /// Whether `host` is an IPv4 or IPv6 address literal (SNI must not carry one).
+    static func isIPAddress(_ host: String) -> Bool {
+        (try? SocketAddress(ipAddress: host, port: 0)) != nil
     }
 }

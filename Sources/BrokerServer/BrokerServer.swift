@@ -3,6 +3,7 @@ import Logging
 import LogStore
 import NIOCore
 import NIOPosix
+import NIOSSL
 import ServiceLifecycle
 import Synchronization
 import TopicRouter
@@ -61,6 +62,11 @@ package final class BrokerServer: Service, Sendable {
     /// Opens the logs (running recovery) and binds the listener. Returns once clients can connect.
     package func start() async throws {
         let policy = try Policy(config: self.config)
+        // Loaded before anything is opened, so a bad certificate or key stops the start with the key and file named.
+        let tlsContext = try self.config.server.tls.map { (settings) throws(TLSSetupError) in
+            try BrokerTLS.makeServerContext(settings)
+        }
+        let clientAuth = self.config.server.tls?.clientAuth
         let dataDir = self.config.server.dataDir
         try makeDirectory(dataDir)
         let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger, io: self.io)
@@ -98,10 +104,17 @@ package final class BrokerServer: Service, Sendable {
                 .childChannelInitializer { channel in
                     let id = connectionIDs.wrappingAdd(1, ordering: .relaxed).oldValue
                     return channel.eventLoop.makeCompletedFuture {
+                        // With TLS, the TLS handler comes first: everything above it sees only decrypted bytes, so
+                        // a peer that does not complete the TLS handshake never reaches the frame reader.
+                        if let tlsContext {
+                            try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tlsContext))
+                        }
                         try channel.pipeline.syncOperations.addHandlers([
                             FrameReader(maxBodyLength: maxBody, timeout: frameTimeout),
                             MessageToByteHandler(FrameEncoder()),
-                            ConnectionHandler(core: core, readPool: readPool, connectionID: id, logger: logger),
+                            ConnectionHandler(
+                                core: core, readPool: readPool, connectionID: id, clientAuth: clientAuth, logger: logger
+                            ),
                         ])
                     }
                 }
@@ -124,6 +137,7 @@ package final class BrokerServer: Service, Sendable {
         self.logger.notice("brokerd listening", metadata: [
             "brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
             "brokerd.policy_version": "\(policy.policyVersion)",
+            "brokerd.tls": "\(clientAuth.map { "on, client_auth=\($0.rawValue)" } ?? "off")",
         ])
     }
 

@@ -2,6 +2,8 @@ import Logging
 import LogStore
 import NIOCore
 import NIOPosix
+import NIOSSL
+import NIOTLS
 import Synchronization
 import TopicRouter
 import WireProtocol
@@ -22,12 +24,22 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var nextSubscriptionID: UInt32 = 1
     private var counted = false
     private var flushScheduled = false
+    /// nil on a plaintext listener; with TLS, how client certificates are handled.
+    private let clientAuth: ClientAuthMode?
+    /// With TLS: whether the TLS handshake completed (before it, nothing can be sent to the client).
+    private var tlsEstablished = false
+    /// The names of the verified client certificate, once the TLS handshake completed with one; nil: none presented.
+    private var certificateIdentities: [CertificateIdentity]?
 
     /// Maximum bytes one read for a subscription fetches (bounds per-subscription memory).
     static let readMaxBytes = 1 << 20
 
-    init(core: BrokerCore, readPool: NIOThreadPool, connectionID: UInt64, logger: Logger) {
+    init(
+        core: BrokerCore, readPool: NIOThreadPool, connectionID: UInt64, clientAuth: ClientAuthMode? = nil,
+        logger: Logger
+    ) {
         self.connectionID = connectionID
+        self.clientAuth = clientAuth
         self.core = core
         self.readPool = readPool
         var logger = logger
@@ -63,10 +75,17 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         self.counted = true
         self.logger.info("connection opened")
         let seconds = Int64(self.core.settings.handshakeTimeoutSeconds)
+        // Started at TCP accept, so with TLS it also bounds a client that never finishes the TLS handshake.
         self.handshakeTimeout = context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(seconds)) {
             guard self.machine.principal == nil else { return }
-            self.logger.notice("handshake timeout: no HELLO", metadata: ["brokerd.timeout_s": "\(seconds)"])
             self.machine.decodeFailed()
+            guard self.clientAuth == nil || self.tlsEstablished else {
+                // No TLS session: an ERROR frame cannot be sent, only the connection closed.
+                self.logger.notice("handshake timeout: TLS handshake not completed", metadata: ["brokerd.timeout_s": "\(seconds)"])
+                context.close(promise: nil)
+                return
+            }
+            self.logger.notice("handshake timeout: no HELLO", metadata: ["brokerd.timeout_s": "\(seconds)"])
             self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "no HELLO within \(seconds) s"), correlationID: 0)
         }
         context.fireChannelActive()
@@ -85,8 +104,37 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let tlsEvent = event as? TLSUserEvent, case .handshakeCompleted = tlsEvent {
+            self.tlsEstablished = true
+            // The TLS handler verified the chain against client_ca_file before completing the handshake.
+            if let certificate = try? context.pipeline.syncOperations.nioSSL_peerCertificate() {
+                let identities = BrokerTLS.identities(of: certificate)
+                self.certificateIdentities = identities
+                self.logger.info("TLS established with a client certificate", metadata: [
+                    "brokerd.certificate": "\(identities.map(\.description).joined(separator: ", "))",
+                ])
+            } else {
+                self.logger.debug("TLS established without a client certificate")
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let wireError = error as? WireProtocolError {
+        if BrokerTLS.isTLSError(error) {
+            if !self.tlsEstablished {
+                // A failed TLS handshake: a plaintext client, a certificate that does not verify, no certificate
+                // when one is required, no common protocol version. Nothing reached the frame reader.
+                let remote = context.remoteAddress.map { "\($0)" } ?? "unknown"
+                self.logger.notice("TLS handshake failed, closing", metadata: ["brokerd.error": "\(error)"])
+                self.audit("", AuditAction.authFailure, topic: "", decision: "refuse", reason: "UNAUTHENTICATED", detail: "TLS handshake failed (from \(remote)): \(error)")
+            } else if !BrokerTLS.isUncleanShutdown(error) {
+                self.logger.notice("TLS error, closing", metadata: ["brokerd.error": "\(error)"])
+            }
+            self.machine.decodeFailed()
+            context.close(promise: nil)
+        } else if let wireError = error as? WireProtocolError {
             self.logger.notice("bad frame, closing", metadata: ["brokerd.error": "\(wireError)"])
             self.machine.decodeFailed()
             self.sendErrorAndClose(ErrorFrame(code: wireError.code, message: wireError.message), correlationID: wireError.correlationID ?? 0)
@@ -117,11 +165,28 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: authentication
 
+    /// HELLO's check. A connection with a verified client certificate is authenticated by the certificate alone:
+    /// HELLO's client id must be empty or the mapped principal's, and its token is not consulted (so no token can
+    /// claim a principal over a certificate). Without a certificate, the token is checked, unless client auth is
+    /// required (then there is always a certificate: the TLS handshake fails without one).
     private func authenticate(_ hello: Hello, correlationID: UInt32) {
-        let token = Array(hello.credential.readableBytesView)
-        switch self.core.policy.authenticate(clientID: hello.clientID, token: token) {
+        let decision: AuthDecision
+        let byCertificate: Bool
+        if let identities = self.certificateIdentities {
+            decision = self.core.policy.authenticate(certificate: identities, clientID: hello.clientID)
+            byCertificate = true
+        } else if self.clientAuth == .required {
+            decision = .refused(reason: "a client certificate is required")
+            byCertificate = true
+        } else {
+            decision = self.core.policy.authenticate(clientID: hello.clientID, token: Array(hello.credential.readableBytesView))
+            byCertificate = false
+        }
+        switch decision {
         case .authenticated(let principal):
-            self.audit(principal.clientID, AuditAction.authSuccess, topic: "", decision: "allow")
+            let names = self.certificateIdentities?.map(\.description).joined(separator: ", ") ?? ""
+            let how = byCertificate ? "by client certificate (\(names))" : ""
+            self.audit(principal.clientID, AuditAction.authSuccess, topic: "", decision: "allow", detail: how)
             self.machine.authenticationSucceeded(principal)
             self.handshakeTimeout?.cancel()
             let bound = NIOLoopBound(self, eventLoop: self.context!.eventLoop)
@@ -143,7 +208,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.audit(hello.clientID, AuditAction.authFailure, topic: "", decision: "refuse", reason: "UNAUTHENTICATED", detail: reason)
             self.machine.authenticationFailed()
             self.logger.notice("authentication failed", metadata: ["brokerd.client_id": "\(hello.clientID)", "brokerd.reason": "\(reason)"])
-            self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "authentication failed"), correlationID: correlationID)
+            // A token failure says nothing more (the reason would tell an attacker which ids exist); a certificate
+            // failure names only the certificate's own names and the principal it maps to, which its holder knows.
+            let message = byCertificate ? "authentication failed: \(reason)" : "authentication failed"
+            self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: message), correlationID: correlationID)
         }
     }
 
@@ -386,14 +454,24 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func policyChanged() {
         guard let current = self.machine.principal else { return }
         let (policy, generation) = self.core.policyState
-        guard let entry = policy.config.principals.first(where: { $0.clientID == current.clientID }),
+        // A certificate-authenticated connection keeps its principal only while the certificate still maps to it.
+        var stillMapped = true
+        if let identities = self.certificateIdentities,
+            case .refused = policy.authenticate(certificate: identities, clientID: current.clientID)
+        {
+            stillMapped = false
+        }
+        guard stillMapped, let entry = policy.config.principals.first(where: { $0.clientID == current.clientID }),
             let role = policy.role(named: entry.role)
         else {
-            for subscription in self.subscriptions.values { self.revoke(subscription, reason: "principal '\(current.clientID)' was removed by a config reload", rule: "reload.principal", policy: policy) }
+            let message = stillMapped
+                ? "principal '\(current.clientID)' was removed by a config reload"
+                : "the client certificate no longer maps to principal '\(current.clientID)' after a config reload"
+            for subscription in self.subscriptions.values { self.revoke(subscription, reason: message, rule: "reload.principal", policy: policy) }
             self.logger.notice("principal removed by reload; closing")
-            self.audit(current.clientID, AuditAction.authFailure, topic: "", decision: "revoke", reason: "UNAUTHENTICATED", rule: "reload.principal", detail: "principal removed by a config reload; connection closed", policy: policy)
+            self.audit(current.clientID, AuditAction.authFailure, topic: "", decision: "revoke", reason: "UNAUTHENTICATED", rule: "reload.principal", detail: "\(message); connection closed", policy: policy)
             self.machine.decodeFailed()
-            self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: "principal '\(current.clientID)' was removed by a config reload"), correlationID: 0)
+            self.sendErrorAndClose(ErrorFrame(code: .unauthenticated, message: message), correlationID: 0)
             return
         }
         let principal = Principal(clientID: current.clientID, role: role.name, clearance: role.clearance)
@@ -662,6 +740,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func sendErrorAndClose(_ error: ErrorFrame, correlationID: UInt32) {
         guard let context = self.context else { return }
+        if self.clientAuth != nil && !self.tlsEstablished {
+            // The frame waits in the TLS handler for a handshake that may never complete (the connection limit
+            // refuses right after accept): close after the handshake timeout at the latest.
+            let seconds = Int64(self.core.settings.handshakeTimeoutSeconds)
+            context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(seconds)) { context.close(promise: nil) }
+        }
         let frame = TaggedFrame(correlationID: correlationID, frame: .error(error))
         context.writeAndFlush(self.wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)

@@ -21,7 +21,8 @@ package enum CredentialBootstrap {
         _ config: BrokerConfig,
         logger: Logger
     ) throws -> (config: BrokerConfig, generatedFile: String?) {
-        let missing = config.principals.filter { $0.tokenHash == nil }.map(\.clientID)
+        // A principal with a cert_identity and no token_hash authenticates by certificate only: no token for it.
+        let missing = config.principals.filter { $0.tokenHash == nil && $0.certIdentity == nil }.map(\.clientID)
         guard !missing.isEmpty else { return (config, nil) }
         try makeDirectory(config.server.dataDir)
         let path = self.credentialsPath(dataDir: config.server.dataDir)
@@ -41,7 +42,9 @@ package enum CredentialBootstrap {
                 "brokerd.credentials": "\(path)", "brokerd.principals": "\(missing.joined(separator: ","))",
             ])
         }
-        let hashes = tokens.mapValues { Credentials.hash(token: $0) }
+        // Only the principals that need one: a token left in the file for a principal that is now certificate-only
+        // must not authenticate it.
+        let hashes = tokens.filter { missing.contains($0.key) }.mapValues { Credentials.hash(token: $0) }
         return (config.withTokenHashes(hashes), generated ? path : nil)
     }
 }

@@ -142,19 +142,58 @@ package struct RolePolicy: Equatable, Sendable {
 }
 
 /// A principal: a client id, its role, and the hash of its token (`sha256:<64 hex>`), or nil when the
-/// broker must generate its token on first start (embedded default config only).
+/// broker must generate its token on first start (embedded default config only); and, with mutual TLS, the
+/// client-certificate identity that authenticates it instead of a token.
 package struct PrincipalEntry: Equatable, Sendable {
     /// The client id sent in HELLO.
     package var clientID: String
     /// The name of its role.
     package var role: String
-    /// `sha256:<64 lowercase hex>` of its token, or nil until brokerd generates one.
+    /// `sha256:<64 lowercase hex>` of its token, or nil until brokerd generates one (or never, for a principal
+    /// that authenticates by certificate only).
     package var tokenHash: String?
+    /// `cert_identity`: `cn:NAME`, `dns:NAME`, `email:ADDRESS` or `uri:URI`, matched against a verified client
+    /// certificate's subject common name or subject alternative names (see `CertificateIdentity`); nil: none.
+    package var certIdentity: String?
     /// Creates a principal entry.
-    package init(clientID: String, role: String, tokenHash: String?) {
+    package init(clientID: String, role: String, tokenHash: String?, certIdentity: String? = nil) {
         self.clientID = clientID
         self.role = role
         self.tokenHash = tokenHash
+        self.certIdentity = certIdentity
+    }
+}
+
+/// Whether and how the broker asks TLS clients for a certificate (`[server.tls] client_auth`).
+package enum ClientAuthMode: String, CaseIterable, Equatable, Sendable {
+    /// No client certificate is requested; every client authenticates with a token in HELLO.
+    case none
+    /// A client may present a certificate, which must then verify against `client_ca_file`; a client that presents
+    /// one is authenticated by it, a client that presents none by its HELLO token.
+    case optional
+    /// Every client must present a certificate that verifies against `client_ca_file`; the TLS handshake fails
+    /// without one. Principals come from certificates only; HELLO tokens are never checked.
+    case required
+}
+
+/// TLS settings from the `[server.tls]` table. Paths are as written in the config; relative paths are resolved
+/// against brokerd's working directory.
+package struct TLSSettings: Equatable, Sendable {
+    /// PEM file with the server certificate, optionally followed by its intermediates (`cert_file`).
+    package var certFile: String
+    /// PEM file with the server certificate's private key (`key_file`).
+    package var keyFile: String
+    /// PEM file with the CA certificates that client certificates must chain to (`client_ca_file`); required
+    /// when `clientAuth` is not `.none`.
+    package var clientCAFile: String?
+    /// Whether client certificates are requested, and whether they are required (`client_auth`).
+    package var clientAuth: ClientAuthMode
+    /// Creates TLS settings (not validated; `ConfigValidator` checks them).
+    package init(certFile: String, keyFile: String, clientCAFile: String? = nil, clientAuth: ClientAuthMode = .none) {
+        self.certFile = certFile
+        self.keyFile = keyFile
+        self.clientCAFile = clientCAFile
+        self.clientAuth = clientAuth
     }
 }
 
@@ -177,6 +216,8 @@ package struct ServerSettings: Equatable, Sendable {
     /// Seconds a frame may stay incomplete (header or body partly received) before the connection is closed
     /// (`frame_timeout_seconds`).
     package var frameTimeoutSeconds: Int = 30
+    /// The `[server.tls]` table; nil: the broker speaks plaintext TCP.
+    package var tls: TLSSettings? = nil
     /// The defaults above.
     package init() {}
 }
@@ -243,12 +284,18 @@ package enum ConfigLoader {
 
     /// Parses and validates; every reference (class, role, topic) must resolve.
     ///
-    /// Principals may omit `token_hash` here (brokerd generates their tokens); `Policy.init` then requires one.
-    /// The first problem found is thrown, with its 1-based line when it can be located.
-    package static func parse(_ text: String) throws(ConfigError) -> BrokerConfig {
+    /// Principals may omit `token_hash` here (brokerd generates their tokens); `Policy.init` then requires one
+    /// unless the principal has a `cert_identity`. The files `[server.tls]` names are checked with `fileProbe`
+    /// (by default: they exist and can be read). The first problem found is thrown, with its 1-based line when it
+    /// can be located.
+    package static func parse(
+        _ text: String,
+        fileProbe: (String) -> String? = TLSFileProbe.readableFileProblem
+    ) throws(ConfigError) -> BrokerConfig {
         let locator = ConfigLineLocator(text: text)
         let config = try ConfigDecoder.decode(text, locator: locator)
         try ConfigValidator.validate(config, locator: locator)
+        try ConfigValidator.validateTLSFiles(config.server.tls, locator: locator, probe: fileProbe)
         return config
     }
 }

@@ -10,15 +10,16 @@ enum ConfigDecoder {
     ]
     static let serverKeys = [
         "listen", "data_dir", "max_frame_bytes", "max_records_per_publish", "max_connections",
-        "handshake_timeout_seconds", "frame_timeout_seconds",
+        "handshake_timeout_seconds", "frame_timeout_seconds", "tls",
     ]
+    static let tlsKeys = ["cert_file", "key_file", "client_ca_file", "client_auth"]
     static let topicKeys = [
         "name", "class", "fsync", "compression", "segment_bytes", "segment_max_age_ms", "retention_bytes",
         "retention_ms", "purposes", "consent_scopes", "required_headers", "payload", "allowed_fields",
         "forbidden_fields", "dedupe_window_ms", "dedupe_max_keys",
     ]
     static let roleKeys = ["name", "clearance", "publish", "subscribe", "purposes", "consent_scopes", "capabilities"]
-    static let principalKeys = ["client_id", "role", "token_hash"]
+    static let principalKeys = ["client_id", "role", "token_hash", "cert_identity"]
 
     /// Parses `text`; `locator` supplies lines for errors TOMLKit cannot place. Throws the first problem.
     static func decode(_ text: String, locator: ConfigLineLocator) throws(ConfigError) -> BrokerConfig {
@@ -178,7 +179,45 @@ enum ConfigDecoder {
         if let value = try reader.integer("max_connections") { server.maxConnections = value }
         if let value = try reader.integer("handshake_timeout_seconds") { server.handshakeTimeoutSeconds = value }
         if let value = try reader.integer("frame_timeout_seconds") { server.frameTimeoutSeconds = value }
+        if let value = reader.table["tls"] {
+            guard let table = value.table else {
+                throw ConfigError(
+                    "'tls' in [server] must be a table, got \(TableReader.describe(value)); write a [server.tls] "
+                        + "section with cert_file and key_file",
+                    line: reader.line("tls")
+                )
+            }
+            server.tls = try Self.decodeTLS(
+                TableReader(
+                    table: table,
+                    label: "[server.tls]",
+                    section: "server.tls",
+                    index: 0,
+                    locator: reader.locator
+                )
+            )
+        }
         return server
+    }
+
+    /// `[server.tls]`: `cert_file` and `key_file` (required), `client_ca_file`, `client_auth`.
+    private static func decodeTLS(_ reader: TableReader) throws(ConfigError) -> TLSSettings {
+        try reader.checkKeys(Self.tlsKeys)
+        var tls = TLSSettings(
+            certFile: try reader.requiredString("cert_file"),
+            keyFile: try reader.requiredString("key_file")
+        )
+        tls.clientCAFile = try reader.string("client_ca_file")
+        if let mode = try reader.string("client_auth") {
+            guard let parsed = ClientAuthMode(rawValue: mode) else {
+                throw ConfigError(
+                    "'client_auth' in [server.tls] must be \"none\", \"optional\" or \"required\", got \"\(mode)\"",
+                    line: reader.line("client_auth")
+                )
+            }
+            tls.clientAuth = parsed
+        }
+        return tls
     }
 
     private static func decodeTopic(_ reader: TableReader) throws(ConfigError) -> TopicPolicy {
@@ -259,7 +298,8 @@ enum ConfigDecoder {
         return PrincipalEntry(
             clientID: try reader.requiredString("client_id"),
             role: try reader.requiredString("role"),
-            tokenHash: try reader.string("token_hash")
+            tokenHash: try reader.string("token_hash"),
+            certIdentity: try reader.string("cert_identity")
         )
     }
 

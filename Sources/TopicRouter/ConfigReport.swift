@@ -15,15 +15,24 @@ extension ConfigLoader {
     /// Every problem in `text`: syntax and types (when the text is not TOML with a `classes` list nothing else is
     /// checked), then names, references and ranges of the entries that decoded, then subscribe patterns that reach
     /// past a role's clearance. Entries that failed to decode are left out of the later checks, and so are the
-    /// problems that only name one of them (a principal whose role failed to decode is not reported again).
-    package static func check(_ text: String) -> ConfigReport {
+    /// problems that only name one of them (a principal whose role failed to decode is not reported again). The
+    /// files `[server.tls]` names are checked with `fileProbe`, as `parse` does.
+    package static func check(
+        _ text: String,
+        fileProbe: (String) -> String? = TLSFileProbe.readableFileProblem
+    ) -> ConfigReport {
         let locator = ConfigLineLocator(text: text)
         var problems = ConfigProblems()
         guard let config = ConfigDecoder.decode(text, locator: locator, problems: &problems) else {
             return ConfigReport(errors: problems.errors, warnings: [], config: nil)
         }
         let leftOut = problems.leftOut
-        let semantic = ConfigValidator.problems(config, locator: locator).filter { error in
+        var semanticProblems = ConfigProblems()
+        semanticProblems.append(contentsOf: ConfigValidator.problems(config, locator: locator))
+        semanticProblems.check { () throws(ConfigError) in
+            try ConfigValidator.validateTLSFiles(config.server.tls, locator: locator, probe: fileProbe)
+        }
+        let semantic = semanticProblems.errors.filter { error in
             !leftOut.contains { error.message.contains("'\($0)'") }
         }
         var errors = problems.errors + semantic

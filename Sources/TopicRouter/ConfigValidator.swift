@@ -10,13 +10,13 @@ enum ConfigValidator {
     /// `max_frame_bytes` must leave room for a HELLO with a token.
     static let minFrameBytes = 1024
 
-    /// Throws the first problem, in the order server, classes, topics, roles, principals, limiters.
+    /// Throws the first problem, in the order server, classes, topics, roles, principals, limiters, TLS.
     static func validate(_ config: BrokerConfig, locator: ConfigLineLocator?) throws(ConfigError) {
         if let first = Self.problems(config, locator: locator).first { throw first }
     }
 
-    /// Every problem, in the order server, classes, topics, roles, principals, limiters: the first one of each
-    /// server section, class list, vocabulary, topic, role, principal and limiter (a later check of the same entry
+    /// Every problem, in the order server, classes, topics, roles, principals, limiters, TLS: the first one of each
+    /// server section, class list, vocabulary, topic, role, principal and limiter, and of the TLS settings (a later check of the same entry
     /// may depend on an earlier one). With no usable class list nothing further is checked.
     static func problems(_ config: BrokerConfig, locator: ConfigLineLocator?) -> [ConfigError] {
         var problems = ConfigProblems()
@@ -117,6 +117,7 @@ enum ConfigValidator {
                 locator: locator
             )
         )
+        problems.check { () throws(ConfigError) in try Self.validateTLS(config, locator: locator) }
         return problems.errors
     }
 

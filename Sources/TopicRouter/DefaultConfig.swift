@@ -61,6 +61,25 @@ enum DefaultConfig {
         # is closed with MALFORMED_FRAME (1…86400); restarts whenever a frame completes.
         frame_timeout_seconds = 30
 
+        # TLS (docs/SECURITY.md section 3). Without a [server.tls] table brokerd speaks plaintext TCP, and then
+        # listens only on a loopback address (127.0.0.0/8, ::1, localhost) unless started with --allow-plaintext.
+        # With it, every connection is TLS 1.2 or 1.3. Keys:
+        #   cert_file       required  PEM file: the server certificate, then any intermediates
+        #   key_file        required  PEM file: its private key (unencrypted)
+        #   client_auth     optional  "none" (default): clients authenticate with tokens in HELLO; "optional": a
+        #                             client may present a certificate, which then authenticates it (principals'
+        #                             cert_identity) and its HELLO token is not checked; "required": every client
+        #                             must present one, and no token is ever checked
+        #   client_ca_file  with client_auth "optional" or "required" (and only then): PEM file of the CA
+        #                             certificates that sign client certificates
+        # Relative paths are resolved against brokerd's working directory; a missing file is a config error.
+        # The certificate and key are read at start (a reload does not re-read them).
+        # [server.tls]
+        # cert_file = "/etc/brokerd/server.pem"
+        # key_file = "/etc/brokerd/server.key"
+        # client_ca_file = "/etc/brokerd/clients-ca.pem"
+        # client_auth = "required"
+
         # Topics. One [[topics]] entry per topic; names are unique, at most 200 characters, and may not start
         # with "__": `__quarantine` (records that failed policy) and `__audit` (the audit ledger) always exist,
         # belong to the most sensitive class, are written only by the broker, and are read only by roles with
@@ -286,6 +305,12 @@ enum DefaultConfig {
         #   role        required  one of the roles above
         #   token_hash  "sha256:" + 64 lowercase hex digits: the SHA-256 of the client's token, e.g. from
         #               `printf %s "$TOKEN" | sha256sum`. The broker stores only this hash.
+        #   cert_identity  with [server.tls] client_auth "optional" or "required": the client-certificate name that
+        #               authenticates this principal instead of a token: "cn:NAME" (a subject common name),
+        #               "dns:NAME", "email:ADDRESS" or "uri:URI" (subject alternative names of those types). Unique
+        #               across principals; DNS names and e-mail addresses compare ignoring case. A principal with
+        #               cert_identity and no token_hash connects only with its certificate (no token is generated).
+        #               Under client_auth = "required" every principal needs one.
         # A principal without token_hash gets a generated token: on first start brokerd writes a random token for
         # each such principal to <data_dir>/credentials.toml (mode 0600) and reuses it afterwards. Only this
         # embedded default relies on that; a production config gives every principal a token_hash, so no secret

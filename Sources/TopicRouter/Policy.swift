@@ -68,6 +68,10 @@ package struct Policy: Sendable {
     private let classRank: [String: Int]
     private let roles: [String: CompiledRole]
     private let credentials: [String: StoredCredential]
+    /// Principals by the certificate identity (`cert_identity`) that authenticates them.
+    private let certificatePrincipals: [CertificateIdentity: Principal]
+    /// Client ids of principals that have a `cert_identity` and no `token_hash`: no token authenticates them.
+    private let certificateOnly: Set<String>
     /// The declared consent scopes' UTF-8, indexed like `CompiledTopic.allowedScopes` and `CompiledRole.scopes`.
     private let scopeBytes: [[UInt8]]
     /// The validated `[[limiters]]`, in file order.
@@ -123,7 +127,7 @@ package struct Policy: Sendable {
     /// Its value is irrelevant: an unknown id is refused whatever the comparison says.
     private static let dummyDigest: [UInt8] = Array(repeating: 0xa5, count: SHA256.byteCount)
 
-    /// Builds the policy; every principal must have a token hash.
+    /// Builds the policy; every principal must have a token hash or a certificate identity.
     ///
     /// Runs the same semantic validation as `ConfigLoader.parse` (for configs built in code), then requires a
     /// well-formed `token_hash` on every principal. Errors carry no line: there is no text to point into.
@@ -153,7 +157,18 @@ package struct Policy: Sendable {
                 capabilities: Set(role.capabilities)
             )
         }
+        var certificatePrincipals: [CertificateIdentity: Principal] = [:]
+        var certificateOnly = Set<String>()
         for principal in config.principals {
+            let role = roles[principal.role]!  // validated: every principal's role is declared
+            let resolved = Principal(clientID: principal.clientID, role: role.name, clearance: role.clearance)
+            if let text = principal.certIdentity {
+                certificatePrincipals[CertificateIdentity(parsing: text)!] = resolved  // validated: well-formed, unique
+                if principal.tokenHash == nil {
+                    certificateOnly.insert(principal.clientID)
+                    continue
+                }
+            }
             guard let tokenHash = principal.tokenHash else {
                 throw ConfigError(
                     "principal '\(principal.clientID)' has no token_hash; set token_hash = \"sha256:<64 hex>\" "
@@ -163,11 +178,7 @@ package struct Policy: Sendable {
             guard let digest = ConfigValidator.decodeTokenHash(tokenHash) else {
                 throw ConfigError(ConfigValidator.badTokenHashMessage(clientID: principal.clientID, tokenHash))
             }
-            let role = roles[principal.role]!  // validated: every principal's role is declared
-            credentials[principal.clientID] = StoredCredential(
-                digest: digest,
-                principal: Principal(clientID: principal.clientID, role: role.name, clearance: role.clearance)
-            )
+            credentials[principal.clientID] = StoredCredential(digest: digest, principal: resolved)
         }
         let mostSensitive = config.classes[config.classes.count - 1]  // validated: classes is not empty
         var topics: [String: CompiledTopic] = [:]
@@ -201,6 +212,8 @@ package struct Policy: Sendable {
         self.classRank = rank
         self.roles = roles
         self.credentials = credentials
+        self.certificatePrincipals = certificatePrincipals
+        self.certificateOnly = certificateOnly
         self.topics = topics
         self.scopeBytes = config.consentScopes.map { Array($0.utf8) }
         self.limiters = config.limiters
@@ -267,10 +280,47 @@ package struct Policy: Sendable {
         for index in 0..<SHA256.byteCount {
             difference |= presented[index] ^ expected[index]
         }
-        guard let stored else { return .refused(reason: "unknown client id") }
+        guard let stored else {
+            if self.certificateOnly.contains(clientID) {
+                return .refused(reason: "principal authenticates by client certificate only; no token is accepted")
+            }
+            return .refused(reason: "unknown client id")
+        }
         guard !token.isEmpty else { return .refused(reason: "empty token") }
         guard difference == 0 else { return .refused(reason: "wrong token") }
         return .authenticated(stored.principal)
+    }
+
+    /// Maps a verified client certificate to its principal (mutual TLS); the certificate, not a token, is the
+    /// credential.
+    ///
+    /// `identities` are the names the certificate carries (subject common names and subject alternative names,
+    /// read by BrokerServer). Exactly one principal's `cert_identity` must be among them: none is refused ("maps to
+    /// no principal"), names of two different principals are refused as ambiguous. `clientID` is HELLO's client
+    /// id: empty, or the mapped principal's id; any other id is refused, so a certificate holder cannot claim
+    /// another principal (HELLO's token is not consulted at all). Refusal reasons name only the certificate's own
+    /// names and the principal it maps to, so BrokerServer may show them to the client.
+    package func authenticate(certificate identities: [CertificateIdentity], clientID: String) -> AuthDecision {
+        var matched: [Principal] = []
+        for identity in identities {
+            guard let principal = self.certificatePrincipals[identity] else { continue }
+            if !matched.contains(where: { $0.clientID == principal.clientID }) { matched.append(principal) }
+        }
+        let names = identities.isEmpty ? "no names" : identities.map(\.description).joined(separator: ", ")
+        guard let principal = matched.first else {
+            return .refused(reason: "the client certificate (\(names)) maps to no principal")
+        }
+        guard matched.count == 1 else {
+            let ids = matched.map { "'\($0.clientID)'" }.sorted().joined(separator: ", ")
+            return .refused(reason: "the client certificate (\(names)) maps to more than one principal: \(ids)")
+        }
+        guard clientID.isEmpty || clientID == principal.clientID else {
+            return .refused(
+                reason: "HELLO names client id '\(clientID)' but the client certificate maps to principal "
+                    + "'\(principal.clientID)'"
+            )
+        }
+        return .authenticated(principal)
     }
 
     /// `subscribeVerdict`'s decision, without the rule id.

@@ -70,6 +70,11 @@ enum PolicyVersion {
             out.string(principal.clientID)
             out.string(principal.role)
             out.string(principal.tokenHash ?? "-")
+            // Only when set, so that the versions of configs without mutual TLS stay what they were.
+            if let identity = principal.certIdentity {
+                out.string("cert_identity")
+                out.string(CertificateIdentity(parsing: identity)?.description ?? identity)
+            }
         }
         out.count(config.limiters.count)
         for limiter in config.limiters.sorted(by: { $0.name < $1.name }) {

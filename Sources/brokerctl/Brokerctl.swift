@@ -14,7 +14,9 @@ struct Brokerctl: AsyncParsableCommand {
         discussion: """
             Identity comes from --client-id/--token, or --credentials FILE --as PRINCIPAL (the file brokerd writes \
             on first start), or the environment: BROKERD_SERVER, BROKERD_CLIENT_ID, BROKERD_TOKEN, \
-            BROKERD_CREDENTIALS, BROKERD_AS. Errors print the error code name and message and exit non-zero.
+            BROKERD_CREDENTIALS, BROKERD_AS. Against a TLS broker give --tls-ca (env BROKERD_TLS_CA); with mutual \
+            TLS, --tls-cert and --tls-key (env BROKERD_TLS_CERT, BROKERD_TLS_KEY) are the identity and no token is \
+            needed. Errors print the error code name and message and exit non-zero.
             """,
         subcommands: [
             PublishCommand.self, SubscribeCommand.self, TopicsCommand.self, QuarantineCommand.self, AuditCommand.self,
@@ -39,6 +41,36 @@ struct ConnectionOptions: ParsableArguments {
 
     @Option(name: .customLong("as"), help: "Principal to take from the credentials file (env BROKERD_AS).")
     var principal: String?
+
+    @Option(name: .long, help: "Connect with TLS, trusting the CA certificates in this PEM file (env BROKERD_TLS_CA).")
+    var tlsCa: String?
+
+    @Option(name: .long, help: "Client certificate PEM file for mutual TLS; needs --tls-key (env BROKERD_TLS_CERT).")
+    var tlsCert: String?
+
+    @Option(name: .long, help: "Private key PEM file of --tls-cert (env BROKERD_TLS_KEY).")
+    var tlsKey: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Name the broker's certificate must carry (default: the --server host; a certificate for the IP address "
+                + "connected to is accepted too)."
+        )
+    )
+    var tlsServerName: String?
+
+    /// The TLS settings, or nil for plaintext: any --tls-* option (or its environment variable) turns TLS on.
+    func tls(environment env: [String: String]) throws -> BrokerClientTLS? {
+        let ca = self.tlsCa ?? env["BROKERD_TLS_CA"]
+        let cert = self.tlsCert ?? env["BROKERD_TLS_CERT"]
+        let key = self.tlsKey ?? env["BROKERD_TLS_KEY"]
+        guard ca != nil || cert != nil || key != nil || self.tlsServerName != nil else { return nil }
+        guard (cert == nil) == (key == nil) else {
+            throw CLIError("--tls-cert and --tls-key go together")
+        }
+        return BrokerClientTLS(caFile: ca, certFile: cert, keyFile: key, serverName: self.tlsServerName)
+    }
 
     func connect() async throws -> BrokerClient {
         let env = ProcessInfo.processInfo.environment
@@ -68,10 +100,19 @@ struct ConnectionOptions: ParsableArguments {
             clientID = principal
             token = found
         }
-        guard let clientID, let token else {
-            throw CLIError("no identity: give --client-id and --token, or --credentials FILE --as PRINCIPAL")
+        let tls = try self.tls(environment: env)
+        if tls?.certFile != nil {
+            // Mutual TLS: the certificate is the identity; a client id, if given, must be the one it maps to.
+            clientID = clientID ?? ""
+            token = token ?? ""
         }
-        return try await BrokerClient.connect(host: host, port: port, clientID: clientID, token: token)
+        guard let clientID, let token else {
+            throw CLIError(
+                "no identity: give --client-id and --token, --credentials FILE --as PRINCIPAL, or (mutual TLS) "
+                    + "--tls-cert and --tls-key"
+            )
+        }
+        return try await BrokerClient.connect(host: host, port: port, clientID: clientID, token: token, tls: tls)
     }
 }
 

@@ -38,6 +38,12 @@ struct Brokerd: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Flag(
+        name: .long,
+        help: "Listen without TLS on a non-loopback address (tokens and records then cross the network in clear)."
+    )
+    var allowPlaintext = false
+
     /// Reads and validates the config (the file, or the embedded default), applies --data-dir and --listen, and
     /// gives principals without a token hash their generated token.
     func loadConfig(logger: Logger) throws -> (config: BrokerConfig, generatedFile: String?) {
@@ -87,6 +93,18 @@ struct Brokerd: AsyncParsableCommand {
         let logger = Logger(label: "brokerd")
 
         let (filled, generated) = try self.loadConfig(logger: logger)
+        switch PlaintextGuard.check(
+            host: filled.server.listenHost,
+            tls: filled.server.tls != nil,
+            allowPlaintext: self.allowPlaintext
+        ) {
+        case .allowed:
+            break
+        case .allowedWithWarning(let warning):
+            logger.warning("\(warning)")
+        case .refused(let message):
+            throw ValidationError(message)
+        }
         if let generated {
             print("brokerd: generated tokens for the default principals in \(generated) (mode 0600)")
         } else if self.config == nil {

@@ -168,3 +168,20 @@ struct ClosedLoopExampleTests {
         #expect(readers("support.milestone") == ["deid-service", "support-desk"])
     }
 }
+
+extension ConfigReportTests {
+    @Test("check-config also reports the TLS files [server.tls] names, with their lines, beside other problems")
+    func tlsFiles() {
+        let text = document(
+            baseLines + [
+                "[server.tls]",  // 15
+                #"cert_file = "/etc/brokerd/missing-cert.pem""#,  // 16
+                #"key_file = "/etc/brokerd/missing-key.pem""#,  // 17
+                "[[roles]]", #"name = "r""#, #"clearance = "phi""#,  // 18-20: duplicate role
+            ]
+        )
+        let report = ConfigLoader.check(text, fileProbe: { $0.contains("missing") ? "does not exist" : nil })
+        #expect(report.errors.map(\.line) == [16, 19], "\(report.errors)")
+        #expect(report.errors.first?.message.contains("missing-cert.pem") == true, "\(report.errors)")
+    }
+}
