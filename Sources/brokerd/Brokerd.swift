@@ -17,8 +17,10 @@ struct Brokerd: AsyncParsableCommand {
         discussion: """
             With no arguments brokerd runs the embedded default config (the closed-loop healthcare scenario) on \
             127.0.0.1:7420 with data in ./brokerd-data, and generates tokens for its principals into \
-            <data-dir>/credentials.toml (mode 0600) on first start.
-            """
+            <data-dir>/credentials.toml (mode 0600) on first start. Shell completions: \
+            brokerd --generate-completion-script bash|zsh|fish.
+            """,
+        version: BrokerVersion.current
     )
 
     @Option(name: .long, help: "TOML config file (default: the embedded config).")
