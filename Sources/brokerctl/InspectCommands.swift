@@ -209,12 +209,21 @@ func statLines(_ stats: BrokerStats) -> [String] {
         ["policy", stats.policyVersion],
         ["connections", "\(stats.connections)"],
         ["topics", "\(stats.topicCount) declared, \(byteText(stats.logBytes)) of logs (reserved topics included)"],
-        ["quarantine", "\(stats.quarantineRecords) records, \(byteText(stats.quarantineBytes))"],
-        ["audit", "\(stats.auditRecords) entries"],
-        ["groups", "\(stats.groupCount) groups, \(stats.commitCount) committed (group, topic) pairs"],
+        ["quarantine", "\(counted(stats.quarantineRecords, "record")), \(byteText(stats.quarantineBytes))"],
+        ["audit", counted(stats.auditRecords, "entry", plural: "entries")],
+        [
+            "groups",
+            "\(counted(Int64(stats.groupCount), "group")), "
+                + "\(counted(Int64(stats.commitCount), "committed (group, topic) pair"))",
+        ],
         ["worst lag", worst],
     ]
     return tableLines(["FIGURE", "VALUE"], rows)
+}
+
+/// `1 record`, `2 records`.
+func counted(_ count: Int64, _ noun: String, plural: String? = nil) -> String {
+    "\(count) " + (count == 1 ? noun : plural ?? noun + "s")
 }
 
 func statJSON(_ stats: BrokerStats) -> JSON {
