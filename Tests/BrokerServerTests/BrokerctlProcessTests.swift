@@ -101,6 +101,11 @@ struct BrokerctlProcessTests {
         let replayed = try await Self.run(broker, as: "quarantine-operator", ["quarantine", "replay", "--all-matching", "--topic", "education.completed"])
         #expect(replayed.status == 0)
         #expect(replayed.out.contains("0: REPLAYED to education.completed offset=1"))
+        let again = try await Self.run(broker, as: "quarantine-operator", ["quarantine", "replay", "0", "--json"])
+        #expect(again.status == 0)
+        let results = try #require(try Self.document(again.out)["results"] as? [[String: Any]])
+        #expect(results.count == 1 && results[0]["outcome"] as? String == "REPLAYED" && results[0]["earlier"] as? Bool == true)
+        #expect(results[0]["topic"] as? String == "education.completed" && results[0]["new_offset"] as? Int == 1)
         let usage = try await Self.run(broker, as: "quarantine-operator", ["quarantine", "replay", "0", "--all-matching"])
         #expect(usage.status != 0 && usage.status != 1)
 
