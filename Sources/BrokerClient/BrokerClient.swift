@@ -200,6 +200,36 @@ package final class BrokerClient: Sendable {
         return states
     }
 
+    /// The settings and storage figures of every topic this principal may see (DESCRIBE_TOPICS), or of `topic` alone.
+    /// A role with `admin` or `audit.read` sees every topic; another role only those it may publish to or subscribe
+    /// to. Throws UNKNOWN_TOPIC for a `topic` that is not declared or not visible to the role.
+    package func describeTopics(topic: String = "") async throws -> [TopicDescription] {
+        let answer = try await self.request(.describeTopics(topic: topic))
+        guard case .topicDescriptions(let topics) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected TOPIC_DESCRIPTIONS, got \(answer.opcode)")
+        }
+        return topics
+    }
+
+    /// Committed offsets, end offsets and lag of every consumer group, or of `group` alone (GROUPS_QUERY).
+    /// Needs capability `admin` or `audit.read` (else CAPABILITY_REQUIRED).
+    package func groups(group: String = "") async throws -> [GroupOffset] {
+        let answer = try await self.request(.groupsQuery(group: group))
+        guard case .groupsState(let groups) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected GROUPS_STATE, got \(answer.opcode)")
+        }
+        return groups
+    }
+
+    /// The broker's one-screen summary (STATS_QUERY). Needs capability `admin` or `audit.read`.
+    package func stats() async throws -> BrokerStats {
+        let answer = try await self.request(.statsQuery)
+        guard case .brokerStats(let stats) = answer else {
+            throw BrokerClientError(code: .malformedFrame, message: "expected BROKER_STATS, got \(answer.opcode)")
+        }
+        return stats
+    }
+
     /// Sends any request frame and returns the broker's answer (an ERROR answer is thrown).
     package func request(_ frame: Frame) async throws -> Frame {
         try await Self.request(frame, correlationID: self.nextCorrelationID(), channel: self.channel, handler: self.handler)

@@ -145,6 +145,11 @@ final class BrokerCore: Sendable {
     /// One reload at a time.
     private let reloading = Locked(false)
 
+    /// When this core was created (the broker's start), ms since the Unix epoch.
+    let startedAtMillis = currentTimeMillis()
+    /// The address the broker listens on, set once it is bound (BROKER_STATS).
+    private let boundAddress = Locked("")
+
     /// - Parameters:
     ///   - topics: every declared topic and the reserved topics (`__quarantine`, `__audit`), open.
     ///   - replays: the durable record of quarantine replays.
@@ -302,6 +307,12 @@ final class BrokerCore: Sendable {
     }
 
     var connectionCount: Int { self.openConnections.load(ordering: .relaxed) }
+
+    /// The address the broker listens on (`HOST:PORT`); empty until it is bound.
+    var listenAddress: String {
+        get { self.boundAddress.withLock { $0 } }
+        set { self.boundAddress.withLock { $0 = newValue } }
+    }
 
     // MARK: appends and shutdown
 

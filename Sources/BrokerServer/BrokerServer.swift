@@ -124,6 +124,11 @@ package final class BrokerServer: Service, Sendable {
             await backend.closeAll()
             throw error
         }
+        if let address = channel.localAddress, let port = address.port {
+            let host =
+                address.ipAddress.map { address.protocol == .inet6 ? "[\($0)]" : $0 } ?? self.config.server.listenHost
+            core.listenAddress = "\(host):\(port)"
+        }
         self.state.withLock { $0 = .running(channel: channel, core: core) }
         let maintenance = Task {
             while !Task.isCancelled {

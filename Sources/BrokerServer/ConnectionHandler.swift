@@ -249,8 +249,37 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.reload(correlationID: correlationID, principal: principal)
         case .limitsQuery(let query):
             self.limits(query, correlationID: correlationID, principal: principal)
+        case .describeTopics(let topic):
+            let answer = Inspection.describe(
+                topic: topic, principal: principal, policy: self.core.policy, log: self.core.log(for:)
+            )
+            self.send(answer, correlationID: correlationID)
+        case .groupsQuery(let group):
+            guard Inspection.seesEverything(principal, policy: self.core.policy) else {
+                let refusal = Inspection.capabilityRefusal(principal, request: .groupsQuery)
+                self.send(.error(refusal), correlationID: correlationID)
+                return
+            }
+            let committed = self.core.offsets.allCommitted()
+            let groups = Inspection.groups(group: group, committed: committed, log: self.core.log(for:))
+            self.send(.groupsState(groups), correlationID: correlationID)
+        case .statsQuery:
+            let policy = self.core.policy
+            guard Inspection.seesEverything(principal, policy: policy) else {
+                let refusal = Inspection.capabilityRefusal(principal, request: .statsQuery)
+                self.send(.error(refusal), correlationID: correlationID)
+                return
+            }
+            let runtime = Inspection.Runtime(
+                startedAtMillis: self.core.startedAtMillis, nowMillis: currentTimeMillis(),
+                listenAddress: self.core.listenAddress, connections: self.core.connectionCount
+            )
+            let stats = Inspection.stats(
+                runtime: runtime, policy: policy, committed: self.core.offsets.allCommitted(), log: self.core.log(for:)
+            )
+            self.send(.brokerStats(stats), correlationID: correlationID)
         case .hello, .helloOK, .publishAck, .subscribeOK, .deliver, .commitOK, .unsubscribeOK, .topicList, .pong, .error,
-            .replayResult, .reloadOK, .limitsState:
+            .replayResult, .reloadOK, .limitsState, .topicDescriptions, .groupsState, .brokerStats:
             self.send(.error(ErrorFrame(code: .invalidRequest, message: "\(request.frame.opcode) is not a request a client may send")), correlationID: correlationID)
         }
     }
@@ -598,15 +627,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let policy = self.core.policy
         return (policy.config.topics + policy.reservedTopics).map { topic in
             let log = self.core.log(for: topic.name)
-            var access: UInt8 = 0
-            if policy.publishDecision(principal: principal, topic: topic.name) == .allow { access |= 1 }
-            if policy.subscribeDecision(principal: principal, topic: topic.name) == .allow { access |= 2 }
             return TopicInfo(
                 name: topic.name,
                 sensitivity: topic.sensitivity,
                 startOffset: log?.startOffset ?? 0,
                 endOffset: log?.endOffset ?? 0,
-                access: access
+                access: Inspection.access(principal, topic: topic.name, policy: policy)
             )
         }
     }

@@ -62,6 +62,12 @@ final class FileTopicLog: TopicLog {
 
     var startOffset: Int64 { self.start.load(ordering: .acquiring) }
     var endOffset: Int64 { self.end.load(ordering: .acquiring) }
+    var storage: LogStorage {
+        self.state.withLock { state in
+            state.segments.isEmpty ? LogStorage(bytes: 0, segments: 0)  // closed: the segments were released
+                : LogStorage(bytes: state.totalBytes, segments: state.segments.count)
+        }
+    }
 
     private init(
         name: String,

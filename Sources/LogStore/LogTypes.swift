@@ -148,6 +148,19 @@ package struct LogStoreError: Error, Equatable, Sendable, CustomStringConvertibl
     package var description: String { "\(self.kind): \(self.message)" }
 }
 
+/// A topic log's size on disk, for operators (`brokerctl topics --describe`).
+package struct LogStorage: Equatable, Sendable {
+    /// Bytes of all segment files (batches as written, headers included; index files not counted).
+    package var bytes: Int64
+    /// Number of segment files.
+    package var segments: Int
+    /// Creates a figure.
+    package init(bytes: Int64, segments: Int) {
+        self.bytes = bytes
+        self.segments = segments
+    }
+}
+
 /// A topic's log. Implementations are thread-safe. This protocol is the seam for another backend.
 package protocol TopicLog: AnyObject, Sendable {
     /// The topic name.
@@ -156,6 +169,8 @@ package protocol TopicLog: AnyObject, Sendable {
     var startOffset: Int64 { get }
     /// The next offset to be assigned; records below it are readable (and, under `.always`, synced).
     var endOffset: Int64 { get }
+    /// The log's size on disk now: bytes and count of its segments (zero once closed).
+    var storage: LogStorage { get }
     /// Appends a batch; returns once the records are written (and synced under `.always`).
     func append(_ records: [LogRecord]) async throws(LogStoreError) -> AppendResult
     /// Reads records from `offset` (at most `maxRecords`, about `maxBytes`; at least one record when any exists).

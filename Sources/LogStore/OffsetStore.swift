@@ -48,6 +48,14 @@ package final class OffsetStore: Sendable {
         return value.reduce(Int64(0)) { $0 << 8 | Int64($1) }
     }
 
+    /// Every committed offset: (group, topic, next offset), sorted by group, then topic.
+    package func allCommitted() -> [(group: String, topic: String, offset: Int64)] {
+        self.table.snapshot().compactMap { key, value -> (group: String, topic: String, offset: Int64)? in
+            guard value.count == 8, let (group, topic) = Self.split(key) else { return nil }
+            return (group, topic, value.reduce(Int64(0)) { $0 << 8 | Int64($1) })
+        }.sorted { ($0.group, $0.topic) < ($1.group, $1.topic) }
+    }
+
     /// Durably records the group's next offset (fsynced before it returns). A lower offset than before is stored as
     /// given; the caller validates.
     package func commit(group: String, topic: String, offset: Int64) throws(LogStoreError) {
@@ -65,6 +73,20 @@ package final class OffsetStore: Sendable {
     /// The table key of (group, topic): `"<UTF-8 length of group>:" + group + topic`, which is injective.
     package static func key(group: String, topic: String) -> String {
         "\(group.utf8.count):\(group)\(topic)"
+    }
+
+    /// The (group, topic) of a key made by `key(group:topic:)`; nil for anything else.
+    static func split(_ key: String) -> (group: String, topic: String)? {
+        let utf8 = Array(key.utf8)
+        guard let colon = utf8.firstIndex(of: UInt8(ascii: ":")), colon > 0,
+            let length = Int(String(decoding: utf8[..<colon], as: UTF8.self)), length >= 0,
+            colon + 1 + length <= utf8.count
+        else { return nil }
+        let groupEnd = colon + 1 + length
+        guard let group = String(validating: utf8[(colon + 1)..<groupEnd], as: UTF8.self),
+            let topic = String(validating: utf8[groupEnd...], as: UTF8.self)
+        else { return nil }
+        return (group, topic)
     }
 
     private static func value(_ offset: Int64) -> [UInt8] {

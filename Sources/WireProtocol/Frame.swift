@@ -37,6 +37,12 @@ package enum Opcode: UInt8, Sendable, CaseIterable {
     case reloadOK = 0x15
     case limitsQuery = 0x16
     case limitsState = 0x17
+    case describeTopics = 0x18
+    case topicDescriptions = 0x19
+    case groupsQuery = 0x1A
+    case groupsState = 0x1B
+    case statsQuery = 0x1C
+    case brokerStats = 0x1D
 }
 
 extension Opcode: CustomStringConvertible {
@@ -66,6 +72,12 @@ extension Opcode: CustomStringConvertible {
         case .limitsQuery: "LIMITS_QUERY"
         case .limitsState: "LIMITS_STATE"
         case .reloadOK: "RELOAD_OK"
+        case .describeTopics: "DESCRIBE_TOPICS"
+        case .topicDescriptions: "TOPIC_DESCRIPTIONS"
+        case .groupsQuery: "GROUPS_QUERY"
+        case .groupsState: "GROUPS_STATE"
+        case .statsQuery: "STATS_QUERY"
+        case .brokerStats: "BROKER_STATS"
         }
     }
 }
@@ -472,6 +484,149 @@ package struct LimitState: Equatable, Sendable {
     }
 }
 
+/// One topic in TOPIC_DESCRIPTIONS: its policy settings and its log's storage figures.
+package struct TopicDescription: Equatable, Sendable {
+    /// The topic name.
+    package var name: String
+    /// The topic's sensitivity class.
+    package var sensitivity: String
+    /// Bit 0: the caller may publish; bit 1: the caller may subscribe (as in TOPIC_LIST).
+    package var access: UInt8
+    /// The purposes its records serve, in config order; empty for the reserved topics.
+    package var purposes: [String]
+    /// The consent scopes its records may carry, in config order; empty for the reserved topics.
+    package var consentScopes: [String]
+    /// `retention_bytes`; -1 when the topic keeps everything by size.
+    package var retentionBytes: Int64
+    /// `retention_ms`; -1 when the topic keeps everything by age.
+    package var retentionMillis: Int64
+    /// The fsync policy in config syntax: `always`, `never` or `interval:<ms>`.
+    package var fsync: String
+    /// The batch compression in config syntax: `lz4` or `none`.
+    package var compression: String
+    /// `segment_bytes`: the size at which the active segment is rolled.
+    package var segmentBytes: Int64
+    /// Bytes of the topic's log segments on disk now; -1 when the topic has no open log.
+    package var logBytes: Int64
+    /// Segment files of the log now (0 when the topic has no open log).
+    package var segmentCount: UInt32
+    /// The first retained offset (the earliest a subscriber can read).
+    package var startOffset: Int64
+    /// The next offset to be written.
+    package var endOffset: Int64
+
+    /// Creates a description.
+    package init(
+        name: String, sensitivity: String, access: UInt8, purposes: [String], consentScopes: [String],
+        retentionBytes: Int64, retentionMillis: Int64, fsync: String, compression: String, segmentBytes: Int64,
+        logBytes: Int64, segmentCount: UInt32, startOffset: Int64, endOffset: Int64
+    ) {
+        self.name = name
+        self.sensitivity = sensitivity
+        self.access = access
+        self.purposes = purposes
+        self.consentScopes = consentScopes
+        self.retentionBytes = retentionBytes
+        self.retentionMillis = retentionMillis
+        self.fsync = fsync
+        self.compression = compression
+        self.segmentBytes = segmentBytes
+        self.logBytes = logBytes
+        self.segmentCount = segmentCount
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+    }
+}
+
+/// One consumer group's committed offset on one topic, in GROUPS_STATE.
+package struct GroupOffset: Equatable, Sendable {
+    /// The consumer group.
+    package var group: String
+    /// The topic it committed on.
+    package var topic: String
+    /// The committed next offset to read.
+    package var committedOffset: Int64
+    /// The topic's first retained offset; -1 when the topic has no open log.
+    package var startOffset: Int64
+    /// The topic's next offset to be written; -1 when the topic has no open log.
+    package var endOffset: Int64
+    /// `endOffset - committedOffset`: records the group has not committed yet; -1 when the topic has no open log.
+    package var lag: Int64
+
+    /// Creates an entry.
+    package init(
+        group: String, topic: String, committedOffset: Int64, startOffset: Int64, endOffset: Int64, lag: Int64
+    ) {
+        self.group = group
+        self.topic = topic
+        self.committedOffset = committedOffset
+        self.startOffset = startOffset
+        self.endOffset = endOffset
+        self.lag = lag
+    }
+}
+
+/// BROKER_STATS: a one-screen summary of the broker.
+package struct BrokerStats: Equatable, Sendable {
+    /// The brokerd release (`brokerd --version`).
+    package var brokerVersion: String
+    /// When the broker started, ms since the Unix epoch.
+    package var startedAtMillis: Int64
+    /// Milliseconds since it started.
+    package var uptimeMillis: Int64
+    /// The address it listens on (`HOST:PORT`).
+    package var listenAddress: String
+    /// The policy version in force.
+    package var policyVersion: String
+    /// Client connections open now, this one included.
+    package var connections: UInt32
+    /// Declared topics (the reserved ones not counted).
+    package var topicCount: UInt32
+    /// Bytes of every topic's log segments, the reserved topics' included.
+    package var logBytes: Int64
+    /// Records held in `__quarantine` (its end offset minus its start offset).
+    package var quarantineRecords: Int64
+    /// Bytes of `__quarantine`'s log.
+    package var quarantineBytes: Int64
+    /// Entries in `__audit`.
+    package var auditRecords: Int64
+    /// Distinct consumer groups with a committed offset.
+    package var groupCount: UInt32
+    /// (group, topic) pairs with a committed offset.
+    package var commitCount: UInt32
+    /// The largest lag of any (group, topic) pair whose topic has an open log; -1 when there is none.
+    package var worstLag: Int64
+    /// The group with that lag; empty when none.
+    package var worstLagGroup: String
+    /// The topic of that lag; empty when none.
+    package var worstLagTopic: String
+
+    /// Creates a summary.
+    package init(
+        brokerVersion: String, startedAtMillis: Int64, uptimeMillis: Int64, listenAddress: String,
+        policyVersion: String, connections: UInt32, topicCount: UInt32, logBytes: Int64, quarantineRecords: Int64,
+        quarantineBytes: Int64, auditRecords: Int64, groupCount: UInt32, commitCount: UInt32, worstLag: Int64,
+        worstLagGroup: String, worstLagTopic: String
+    ) {
+        self.brokerVersion = brokerVersion
+        self.startedAtMillis = startedAtMillis
+        self.uptimeMillis = uptimeMillis
+        self.listenAddress = listenAddress
+        self.policyVersion = policyVersion
+        self.connections = connections
+        self.topicCount = topicCount
+        self.logBytes = logBytes
+        self.quarantineRecords = quarantineRecords
+        self.quarantineBytes = quarantineBytes
+        self.auditRecords = auditRecords
+        self.groupCount = groupCount
+        self.commitCount = commitCount
+        self.worstLag = worstLag
+        self.worstLagGroup = worstLagGroup
+        self.worstLagTopic = worstLagTopic
+    }
+}
+
 /// Every frame body brokerd speaks.
 package enum Frame: Equatable, Sendable {
     /// HELLO: the client introduces itself.
@@ -520,6 +675,19 @@ package enum Frame: Equatable, Sendable {
     case limitsQuery(LimitsQuery)
     /// LIMITS_STATE: one entry per limiter asked about.
     case limitsState([LimitState])
+    /// DESCRIBE_TOPICS: ask for the settings and storage figures of one topic (`topic`) or of every topic the asker
+    /// may see (empty `topic`).
+    case describeTopics(topic: String)
+    /// TOPIC_DESCRIPTIONS: one description per topic asked about.
+    case topicDescriptions([TopicDescription])
+    /// GROUPS_QUERY: ask for the committed offsets and lag of one consumer group, or of every group (empty `group`).
+    case groupsQuery(group: String)
+    /// GROUPS_STATE: one entry per (group, topic) with a committed offset.
+    case groupsState([GroupOffset])
+    /// STATS_QUERY: ask for BROKER_STATS (empty body).
+    case statsQuery
+    /// BROKER_STATS: the broker's one-screen summary.
+    case brokerStats(BrokerStats)
 
     /// The opcode this frame is encoded with.
     package var opcode: Opcode {
@@ -547,6 +715,12 @@ package enum Frame: Equatable, Sendable {
         case .reloadOK: .reloadOK
         case .limitsQuery: .limitsQuery
         case .limitsState: .limitsState
+        case .describeTopics: .describeTopics
+        case .topicDescriptions: .topicDescriptions
+        case .groupsQuery: .groupsQuery
+        case .groupsState: .groupsState
+        case .statsQuery: .statsQuery
+        case .brokerStats: .brokerStats
         }
     }
 }

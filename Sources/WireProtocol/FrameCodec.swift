@@ -56,6 +56,14 @@ package enum FrameCodec {
         /// limiter, keyKind, action, limit, stateKey lengths (2 each) + direction (1) + keysHeld (4) + used (8)
         /// + capacity (8) + retryAfterMillis (4).
         static let limitState = 35
+        /// One `string` in an array of strings: its length (2).
+        static let string = 2
+        /// name, sensitivity lengths (2 each) + access (1) + purposeCount, scopeCount (4 each) + retentionBytes,
+        /// retentionMillis (8 each) + fsync, compression lengths (2 each) + segmentBytes, logBytes (8 each)
+        /// + segmentCount (4) + startOffset, endOffset (8 each).
+        static let topicDescription = 69
+        /// group, topic lengths (2 each) + committedOffset, startOffset, endOffset, lag (8 each).
+        static let groupOffset = 36
     }
 
     // MARK: encoding
@@ -152,8 +160,36 @@ package enum FrameCodec {
                 try check(state.limit, "states[\(index)].limit")
                 try check(state.stateKey, "states[\(index)].stateKey")
             }
+        case .describeTopics(let topic):
+            try check(topic, "topic")
+        case .topicDescriptions(let topics):
+            for (index, topic) in topics.enumerated() {
+                try check(topic.name, "topics[\(index)].name")
+                try check(topic.sensitivity, "topics[\(index)].sensitivity")
+                for (item, purpose) in topic.purposes.enumerated() {
+                    try check(purpose, "topics[\(index)].purposes[\(item)]")
+                }
+                for (item, scope) in topic.consentScopes.enumerated() {
+                    try check(scope, "topics[\(index)].consentScopes[\(item)]")
+                }
+                try check(topic.fsync, "topics[\(index)].fsync")
+                try check(topic.compression, "topics[\(index)].compression")
+            }
+        case .groupsQuery(let group):
+            try check(group, "group")
+        case .groupsState(let offsets):
+            for (index, entry) in offsets.enumerated() {
+                try check(entry.group, "groups[\(index)].group")
+                try check(entry.topic, "groups[\(index)].topic")
+            }
+        case .brokerStats(let stats):
+            try check(stats.brokerVersion, "brokerVersion")
+            try check(stats.listenAddress, "listenAddress")
+            try check(stats.policyVersion, "policyVersion")
+            try check(stats.worstLagGroup, "worstLagGroup")
+            try check(stats.worstLagTopic, "worstLagTopic")
         case .publishAck, .subscribeOK, .credit, .commitOK, .unsubscribe, .unsubscribeOK, .listTopics, .ping, .pong,
-            .error, .quarantineReplay, .adminReload:
+            .error, .quarantineReplay, .adminReload, .statsQuery:
             // Only messages (cut, never refused), fixed-size fields, or nothing.
             break
         }
@@ -256,7 +292,43 @@ package enum FrameCodec {
                 Self.writeIdentifier(state.stateKey, into: &buffer)
                 buffer.writeMultipleIntegers(state.used, state.capacity, state.retryAfterMillis)
             }
-        case .commitOK, .unsubscribeOK, .listTopics, .adminReload:
+        case .describeTopics(let topic):
+            Self.writeIdentifier(topic, into: &buffer)
+        case .topicDescriptions(let topics):
+            buffer.writeInteger(UInt32(topics.count))
+            for topic in topics {
+                Self.writeIdentifier(topic.name, into: &buffer)
+                Self.writeIdentifier(topic.sensitivity, into: &buffer)
+                buffer.writeInteger(topic.access)
+                Self.writeIdentifiers(topic.purposes, into: &buffer)
+                Self.writeIdentifiers(topic.consentScopes, into: &buffer)
+                buffer.writeMultipleIntegers(topic.retentionBytes, topic.retentionMillis)
+                Self.writeIdentifier(topic.fsync, into: &buffer)
+                Self.writeIdentifier(topic.compression, into: &buffer)
+                buffer.writeMultipleIntegers(
+                    topic.segmentBytes, topic.logBytes, topic.segmentCount, topic.startOffset, topic.endOffset
+                )
+            }
+        case .groupsQuery(let group):
+            Self.writeIdentifier(group, into: &buffer)
+        case .groupsState(let offsets):
+            buffer.writeInteger(UInt32(offsets.count))
+            for entry in offsets {
+                Self.writeIdentifier(entry.group, into: &buffer)
+                Self.writeIdentifier(entry.topic, into: &buffer)
+                buffer.writeMultipleIntegers(entry.committedOffset, entry.startOffset, entry.endOffset, entry.lag)
+            }
+        case .brokerStats(let stats):
+            Self.writeIdentifier(stats.brokerVersion, into: &buffer)
+            buffer.writeMultipleIntegers(stats.startedAtMillis, stats.uptimeMillis)
+            Self.writeIdentifier(stats.listenAddress, into: &buffer)
+            Self.writeIdentifier(stats.policyVersion, into: &buffer)
+            buffer.writeMultipleIntegers(stats.connections, stats.topicCount, stats.logBytes, stats.quarantineRecords)
+            buffer.writeMultipleIntegers(stats.quarantineBytes, stats.auditRecords, stats.groupCount, stats.commitCount)
+            buffer.writeInteger(stats.worstLag)
+            Self.writeIdentifier(stats.worstLagGroup, into: &buffer)
+            Self.writeIdentifier(stats.worstLagTopic, into: &buffer)
+        case .commitOK, .unsubscribeOK, .listTopics, .adminReload, .statsQuery:
             break
         }
     }
@@ -282,6 +354,14 @@ package enum FrameCodec {
     private static func writeBlob(_ blob: ByteBuffer, into buffer: inout ByteBuffer) {
         buffer.writeInteger(UInt32(blob.readableBytes))
         buffer.writeImmutableBuffer(blob)
+    }
+
+    /// `array<string>`: u32 count, then each string (identifiers: never cut, see `validate(_:)`).
+    private static func writeIdentifiers(_ strings: [String], into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(strings.count))
+        for string in strings {
+            Self.writeIdentifier(string, into: &buffer)
+        }
     }
 
     /// u16 length + UTF-8 bytes; traps when longer than 65,535 bytes (see `validate(_:)`).
@@ -527,6 +607,80 @@ package enum FrameCodec {
                 ))
             }
             frame = .limitsState(states)
+        case .describeTopics:
+            frame = .describeTopics(topic: try reader.string("topic"))
+        case .topicDescriptions:
+            let count = try reader.count("topicCount", minimumElementSize: MinimumSize.topicDescription)
+            var topics: [TopicDescription] = []
+            topics.reserveCapacity(count)
+            for index in 0..<count {
+                let name = try reader.string("topics[\(index)].name")
+                let sensitivity = try reader.string("topics[\(index)].sensitivity")
+                let access = try reader.integer("topics[\(index)].access", as: UInt8.self)
+                let purposes = try reader.strings("topics[\(index)].purposes")
+                let scopes = try reader.strings("topics[\(index)].consentScopes")
+                let retentionBytes = try reader.integer("topics[\(index)].retentionBytes", as: Int64.self)
+                let retentionMillis = try reader.integer("topics[\(index)].retentionMillis", as: Int64.self)
+                let fsync = try reader.string("topics[\(index)].fsync")
+                let compression = try reader.string("topics[\(index)].compression")
+                let segmentBytes = try reader.integer("topics[\(index)].segmentBytes", as: Int64.self)
+                let logBytes = try reader.integer("topics[\(index)].logBytes", as: Int64.self)
+                let segmentCount = try reader.integer("topics[\(index)].segmentCount", as: UInt32.self)
+                let startOffset = try reader.integer("topics[\(index)].startOffset", as: Int64.self)
+                let endOffset = try reader.integer("topics[\(index)].endOffset", as: Int64.self)
+                topics.append(TopicDescription(
+                    name: name, sensitivity: sensitivity, access: access, purposes: purposes, consentScopes: scopes,
+                    retentionBytes: retentionBytes, retentionMillis: retentionMillis, fsync: fsync,
+                    compression: compression, segmentBytes: segmentBytes, logBytes: logBytes,
+                    segmentCount: segmentCount, startOffset: startOffset, endOffset: endOffset
+                ))
+            }
+            frame = .topicDescriptions(topics)
+        case .groupsQuery:
+            frame = .groupsQuery(group: try reader.string("group"))
+        case .groupsState:
+            let count = try reader.count("groupCount", minimumElementSize: MinimumSize.groupOffset)
+            var offsets: [GroupOffset] = []
+            offsets.reserveCapacity(count)
+            for index in 0..<count {
+                let group = try reader.string("groups[\(index)].group")
+                let topic = try reader.string("groups[\(index)].topic")
+                let committed = try reader.integer("groups[\(index)].committedOffset", as: Int64.self)
+                let startOffset = try reader.integer("groups[\(index)].startOffset", as: Int64.self)
+                let endOffset = try reader.integer("groups[\(index)].endOffset", as: Int64.self)
+                let lag = try reader.integer("groups[\(index)].lag", as: Int64.self)
+                offsets.append(GroupOffset(
+                    group: group, topic: topic, committedOffset: committed, startOffset: startOffset,
+                    endOffset: endOffset, lag: lag
+                ))
+            }
+            frame = .groupsState(offsets)
+        case .statsQuery:
+            frame = .statsQuery
+        case .brokerStats:
+            let brokerVersion = try reader.string("brokerVersion")
+            let startedAt = try reader.integer("startedAtMillis", as: Int64.self)
+            let uptime = try reader.integer("uptimeMillis", as: Int64.self)
+            let listenAddress = try reader.string("listenAddress")
+            let policyVersion = try reader.string("policyVersion")
+            let connections = try reader.integer("connections", as: UInt32.self)
+            let topicCount = try reader.integer("topicCount", as: UInt32.self)
+            let logBytes = try reader.integer("logBytes", as: Int64.self)
+            let quarantineRecords = try reader.integer("quarantineRecords", as: Int64.self)
+            let quarantineBytes = try reader.integer("quarantineBytes", as: Int64.self)
+            let auditRecords = try reader.integer("auditRecords", as: Int64.self)
+            let groupCount = try reader.integer("groupCount", as: UInt32.self)
+            let commitCount = try reader.integer("commitCount", as: UInt32.self)
+            let worstLag = try reader.integer("worstLag", as: Int64.self)
+            let worstLagGroup = try reader.string("worstLagGroup")
+            let worstLagTopic = try reader.string("worstLagTopic")
+            frame = .brokerStats(BrokerStats(
+                brokerVersion: brokerVersion, startedAtMillis: startedAt, uptimeMillis: uptime,
+                listenAddress: listenAddress, policyVersion: policyVersion, connections: connections,
+                topicCount: topicCount, logBytes: logBytes, quarantineRecords: quarantineRecords,
+                quarantineBytes: quarantineBytes, auditRecords: auditRecords, groupCount: groupCount,
+                commitCount: commitCount, worstLag: worstLag, worstLagGroup: worstLagGroup, worstLagTopic: worstLagTopic
+            ))
         }
         try reader.finish()
         return frame
@@ -652,6 +806,17 @@ struct BodyReader {
             )
         }
         return count
+    }
+
+    /// An `array<string>`: a u32 count (checked against the remaining bytes at 2 bytes per string), then the strings.
+    mutating func strings(_ field: @autoclosure () -> String) throws(WireProtocolError) -> [String] {
+        let count = try self.count("\(field()).count", minimumElementSize: FrameCodec.MinimumSize.string)
+        var strings: [String] = []
+        strings.reserveCapacity(count)
+        for index in 0..<count {
+            strings.append(try self.string("\(field())[\(index)]"))
+        }
+        return strings
     }
 
     /// One record: key, headers, value, timestamp.

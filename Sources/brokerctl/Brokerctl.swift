@@ -16,11 +16,14 @@ struct Brokerctl: AsyncParsableCommand {
             on first start), or the environment: BROKERD_SERVER, BROKERD_CLIENT_ID, BROKERD_TOKEN, \
             BROKERD_CREDENTIALS, BROKERD_AS. Against a TLS broker give --tls-ca (env BROKERD_TLS_CA); with mutual \
             TLS, --tls-cert and --tls-key (env BROKERD_TLS_CERT, BROKERD_TLS_KEY) are the identity and no token is \
-            needed. Errors print the error code name and message and exit non-zero.
+            needed. Errors print the error code name and message and exit non-zero. Results print as aligned \
+            tables; --json prints one JSON document instead (subscribe, quarantine list and audit tail, which print \
+            records, print one JSON object per record). Shell completions: \
+            brokerctl --generate-completion-script bash|zsh|fish.
             """,
         subcommands: [
-            PublishCommand.self, SubscribeCommand.self, TopicsCommand.self, QuarantineCommand.self, AuditCommand.self,
-            AdminCommand.self, LimitsCommand.self,
+            PublishCommand.self, SubscribeCommand.self, TopicsCommand.self, GroupsCommand.self, StatCommand.self,
+            QuarantineCommand.self, AuditCommand.self, AdminCommand.self, LimitsCommand.self,
         ]
     )
 }
@@ -158,6 +161,9 @@ struct PublishCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Records per PUBLISH request.")
     var batch: Int = 100
 
+    @Flag(name: .long, help: "One JSON document at the end: {\"results\":[...]}, one result per record.")
+    var json = false
+
     func run() async throws {
         try await runReportingErrors {
             var headers: [WireHeader] = []
@@ -170,17 +176,19 @@ struct PublishCommand: AsyncParsableCommand {
             let client = try await self.connection.connect()
             var failures = 0
             var pending: [WireRecord] = []
+            var collected: [JSON] = []
             func flush() async throws {
                 guard !pending.isEmpty else { return }
                 let results = try await client.publish(topic: self.topic, records: pending)
                 for result in results {
-                    if result.code == .ok {
+                    if result.code != .ok { failures += 1 }
+                    if self.json {
+                        collected.append(publishResultJSON(result))
+                    } else if result.code == .ok {
                         print("offset=\(result.offset)" + (result.isDuplicate ? " duplicate" : ""))
                     } else if result.code == .quarantined {
-                        failures += 1
                         print("QUARANTINED quarantine_offset=\(result.offset)" + (result.isDuplicate ? " duplicate" : "") + ": \(result.message)")
                     } else {
-                        failures += 1
                         print("\(result.code.name): \(result.message)")
                     }
                 }
@@ -202,6 +210,7 @@ struct PublishCommand: AsyncParsableCommand {
                 throw error
             }
             await client.close()
+            if self.json { JSON.object([("results", .array(collected))]).print() }
             if failures > 0 { throw ExitCode(1) }
         }
     }
@@ -261,41 +270,13 @@ struct SubscribeCommand: AsyncParsableCommand {
     }
 }
 
-struct TopicsCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "topics",
-        abstract: "List topics with their class, offsets and what this principal may do."
-    )
-
-    @OptionGroup var connection: ConnectionOptions
-
-    @Flag(name: .long, help: "One JSON object per topic.")
-    var json = false
-
-    func run() async throws {
-        try await runReportingErrors {
-            let client = try await self.connection.connect()
-            let topics = try await client.listTopics()
-            await client.close()
-            if self.json {
-                for topic in topics {
-                    print("{\"name\":\(JSONText.quoted(topic.name)),\"sensitivity\":\(JSONText.quoted(topic.sensitivity)),\"start\":\(topic.startOffset),\"end\":\(topic.endOffset),\"publish\":\(topic.access & 1 != 0),\"subscribe\":\(topic.access & 2 != 0)}")
-                }
-                return
-            }
-            let width = max(5, topics.map(\.name.count).max() ?? 0)
-            print("TOPIC".padding(toLength: width, withPad: " ", startingAt: 0) + "  CLASS         START        END  ACCESS")
-            for topic in topics {
-                let access = [topic.access & 1 != 0 ? "publish" : nil, topic.access & 2 != 0 ? "subscribe" : nil].compactMap { $0 }
-                print(
-                    topic.name.padding(toLength: width, withPad: " ", startingAt: 0) + "  "
-                        + topic.sensitivity.padding(toLength: 12, withPad: " ", startingAt: 0)
-                        + String(format: "%7lld %10lld  ", topic.startOffset, topic.endOffset)
-                        + (access.isEmpty ? "-" : access.joined(separator: ","))
-                )
-            }
-        }
-    }
+/// One PublishResult as JSON: `offset` is the record's offset in its topic, or in `__quarantine` when QUARANTINED.
+func publishResultJSON(_ result: PublishResult) -> JSON {
+    .object([
+        ("code", .string(result.code.name)), ("offset", .nonNegative(result.offset)),
+        ("duplicate", .bool(result.isDuplicate)), ("retry_after_ms", .int(Int64(result.retryAfterMillis))),
+        ("message", .string(result.message)),
+    ])
 }
 
 func textLine(_ delivered: DeliveredRecord) -> String {

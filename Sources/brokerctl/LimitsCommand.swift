@@ -24,7 +24,7 @@ struct LimitsShow: AsyncParsableCommand {
     @Option(name: .long, help: "A key: a recipient, a consent scope, a client id, a class ...")
     var key: String = ""
 
-    @Flag(name: .long, help: "One JSON object per limiter.")
+    @Flag(name: .long, help: "One JSON document: {\"limiters\":[...]}.")
     var json = false
 
     func run() async throws {
@@ -33,22 +33,23 @@ struct LimitsShow: AsyncParsableCommand {
             let states = try await client.limits(limiter: self.limiter, key: self.key)
             await client.close()
             if self.json {
-                for state in states {
-                    var fields = [
-                        "\"limiter\":\(JSONText.quoted(state.limiter))",
-                        "\"direction\":\(JSONText.quoted(state.direction == 0 ? "publish" : "delivery"))",
-                        "\"key_kind\":\(JSONText.quoted(state.keyKind))", "\"action\":\(JSONText.quoted(state.action))",
-                        "\"limit\":\(JSONText.quoted(state.limit))", "\"keys_held\":\(state.keysHeld)",
-                        "\"capacity\":\(state.capacity)",
+                let limiters = states.map { state -> JSON in
+                    var fields: [(String, JSON)] = [
+                        ("limiter", .string(state.limiter)),
+                        ("direction", .string(state.direction == 0 ? "publish" : "delivery")),
+                        ("key_kind", .string(state.keyKind)), ("action", .string(state.action)),
+                        ("limit", .string(state.limit)), ("keys_held", .int(Int64(state.keysHeld))),
+                        ("capacity", .int(state.capacity)),
                     ]
                     if !state.stateKey.isEmpty {
                         fields += [
-                            "\"key\":\(JSONText.quoted(state.stateKey))", "\"used\":\(state.used)",
-                            "\"retry_after_ms\":\(state.retryAfterMillis)",
+                            ("key", .string(state.stateKey)), ("used", .int(state.used)),
+                            ("retry_after_ms", .int(Int64(state.retryAfterMillis))),
                         ]
                     }
-                    print("{" + fields.joined(separator: ",") + "}")
+                    return .object(fields)
                 }
+                JSON.object([("limiters", .array(limiters))]).print()
                 return
             }
             var header = ["LIMITER", "DIRECTION", "KEY", "ACTION", "LIMIT", "KEYS"]

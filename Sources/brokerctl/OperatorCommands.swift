@@ -141,6 +141,9 @@ struct QuarantineReplay: AsyncParsableCommand {
     @Flag(name: .long, help: "Replay every quarantined record matching --topic/--reason.")
     var allMatching = false
 
+    @Flag(name: .long, help: "One JSON document: {\"results\":[...]}, one result per offset.")
+    var json = false
+
     func validate() throws {
         // Exactly one of the two: offsets given, or --all-matching.
         guard self.offsets.isEmpty == self.allMatching else {
@@ -159,10 +162,16 @@ struct QuarantineReplay: AsyncParsableCommand {
                 }
             }
             var failures = 0
+            var collected: [JSON] = []
             let chunk = Int(client.session.maxRecordsPerPublish)
             for start in stride(from: 0, to: offsets.count, by: chunk) {
                 for result in try await client.replay(offsets: Array(offsets[start..<min(start + chunk, offsets.count)])) {
                     let earlier = result.isEarlier ? " (replayed earlier)" : ""
+                    if self.json {
+                        if result.outcome != .replayed { failures += 1 }
+                        collected.append(replayResultJSON(result))
+                        continue
+                    }
                     switch result.outcome {
                     case .replayed:
                         print("\(result.quarantineOffset): REPLAYED to \(result.topic) offset=\(result.newOffset)\(earlier)")
@@ -176,9 +185,19 @@ struct QuarantineReplay: AsyncParsableCommand {
                 }
             }
             await client.close()
+            if self.json { JSON.object([("results", .array(collected))]).print() }
             if failures > 0 { throw ExitCode(1) }
         }
     }
+}
+
+func replayResultJSON(_ result: ReplayResult) -> JSON {
+    .object([
+        ("quarantine_offset", .int(result.quarantineOffset)), ("outcome", .string("\(result.outcome)")),
+        ("earlier", .bool(result.isEarlier)), ("topic", .string(result.topic)),
+        ("new_offset", .nonNegative(result.newOffset)), ("reason", .string(result.reason)),
+        ("message", .string(result.message)),
+    ])
 }
 
 struct AuditCommand: AsyncParsableCommand {
@@ -258,23 +277,25 @@ struct AdminReload: AsyncParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
 
+    @Flag(name: .long, help: "One JSON document: {\"policy_version\":...,\"message\":...}.")
+    var json = false
+
     func run() async throws {
         try await runReportingErrors {
             let client = try await self.connection.connect()
-            let ok = try await client.reload()
+            let ok: ReloadOK
+            do {
+                ok = try await client.reload()
+            } catch {
+                await client.close()
+                throw error
+            }
             await client.close()
-            print("policy \(ok.policyVersion): \(ok.message)")
+            if self.json {
+                JSON.object([("policy_version", .string(ok.policyVersion)), ("message", .string(ok.message))]).print()
+            } else {
+                print("policy \(ok.policyVersion): \(ok.message)")
+            }
         }
-    }
-}
-
-/// Prints rows under a header, columns padded to their widest cell.
-func printTable(_ header: [String], _ rows: [[String]]) {
-    let widths = header.indices.map { column in ([header] + rows).map { $0[column].count }.max() ?? 0 }
-    for row in [header] + rows {
-        let cells = row.enumerated().map { column, cell in
-            column == row.count - 1 ? cell : cell.padding(toLength: widths[column], withPad: " ", startingAt: 0)
-        }
-        print(cells.joined(separator: "  "))
     }
 }

@@ -18,8 +18,9 @@ struct Brokerd: AsyncParsableCommand {
             With no arguments brokerd runs the embedded default config (the closed-loop healthcare scenario) on \
             127.0.0.1:7420 with data in ./brokerd-data, and generates tokens for its principals into \
             <data-dir>/credentials.toml (mode 0600) on first start. `brokerd check-config FILE` validates a \
-            config without starting.
+            config without starting. Shell completions: brokerd --generate-completion-script bash|zsh|fish.
             """,
+        version: BrokerVersion.current,
         subcommands: [CheckConfig.self]
     )
 

@@ -83,7 +83,11 @@ struct FileTopicLogTests {
                 let size = try fileBytes(dir + "/orders.v1/" + SegmentName.stem(base) + ".log").count
                 #expect(size >= 400)
             }
+            // `storage` reports exactly the segment files on disk: their count and their bytes.
+            let onDisk = try logBases.reduce(0) { $0 + (try fileBytes(dir + "/orders.v1/" + SegmentName.stem($1) + ".log").count) }
+            #expect(log.storage == LogStorage(bytes: Int64(onDisk), segments: logBases.count))
             await backend.closeAll()
+            #expect(log.storage == LogStorage(bytes: 0, segments: 0))
         }
     }
 

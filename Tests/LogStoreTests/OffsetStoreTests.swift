@@ -27,6 +27,25 @@ struct OffsetStoreTests {
         }
     }
 
+    @Test("allCommitted lists every (group, topic) once, with its latest offset, sorted; names may contain ':' and digits")
+    func allCommitted() async throws {
+        try await withTemporaryDirectory { dir in
+            let path = dir + "/offsets.log"
+            do {
+                let store = try OffsetStore(path: path, logger: CapturedLogs().logger)
+                #expect(store.allCommitted().isEmpty)
+                try store.commit(group: "lake", topic: "education.completed", offset: 5)
+                try store.commit(group: "12:x", topic: "3:y", offset: 1)
+                try store.commit(group: "crm-notes", topic: "education.completed", offset: 9)
+                try store.commit(group: "crm-notes", topic: "education.completed", offset: 2)
+                try store.commit(group: "grüppe", topic: "", offset: 0)
+            }
+            let store = try OffsetStore(path: path)
+            let all = store.allCommitted().map { "\($0.group)|\($0.topic)|\($0.offset)" }
+            #expect(all == ["12:x|3:y|1", "crm-notes|education.completed|2", "grüppe||0", "lake|education.completed|5"])
+        }
+    }
+
     @Test("a tail torn at every byte of the last entry is cut; earlier commits survive")
     func tornTail() async throws {
         try await withTemporaryDirectory { dir in

@@ -167,6 +167,67 @@ struct FrameCodecTests {
                 ),
             ])
         ),
+        Sample("DESCRIBE_TOPICS every visible topic", .describeTopics(topic: "")),
+        Sample("DESCRIBE_TOPICS one topic", .describeTopics(topic: "support.milestone")),
+        Sample("TOPIC_DESCRIPTIONS empty", .topicDescriptions([])),
+        Sample(
+            "TOPIC_DESCRIPTIONS declared and reserved, extreme figures",
+            .topicDescriptions([
+                TopicDescription(
+                    name: "support.milestone", sensitivity: "pseudonymous", access: 3,
+                    purposes: ["patient_support", "care_coordination"],
+                    consentScopes: ["treatment_support", "operational_notice"], retentionBytes: -1,
+                    retentionMillis: 7_776_000_000, fsync: "interval:50", compression: "lz4",
+                    segmentBytes: 67_108_864, logBytes: 123_456, segmentCount: 2, startOffset: 10, endOffset: 42
+                ),
+                TopicDescription(
+                    name: "__quarantine", sensitivity: "phi", access: 0xFF, purposes: [], consentScopes: [],
+                    retentionBytes: .max, retentionMillis: .min, fsync: "always", compression: "none",
+                    segmentBytes: 0, logBytes: -1, segmentCount: .max, startOffset: .min, endOffset: .max
+                ),
+                TopicDescription(
+                    name: "Zürich-東京", sensitivity: "", access: 0, purposes: [""], consentScopes: ["é", "🚑"],
+                    retentionBytes: 0, retentionMillis: 0, fsync: "", compression: "", segmentBytes: 1, logBytes: 0,
+                    segmentCount: 0, startOffset: 0, endOffset: 0
+                ),
+            ])
+        ),
+        Sample("GROUPS_QUERY every group", .groupsQuery(group: "")),
+        Sample("GROUPS_QUERY one group", .groupsQuery(group: "crm-notes")),
+        Sample("GROUPS_STATE empty", .groupsState([])),
+        Sample(
+            "GROUPS_STATE with and without a log",
+            .groupsState([
+                GroupOffset(
+                    group: "crm-notes", topic: "education.completed", committedOffset: 2, startOffset: 0, endOffset: 5,
+                    lag: 3
+                ),
+                GroupOffset(group: "grüppe", topic: "gone", committedOffset: .max, startOffset: -1, endOffset: -1, lag: -1),
+            ])
+        ),
+        Sample("STATS_QUERY", .statsQuery),
+        Sample(
+            "BROKER_STATS",
+            .brokerStats(
+                BrokerStats(
+                    brokerVersion: "0.1.0", startedAtMillis: 1_700_000_000_000, uptimeMillis: 90_000,
+                    listenAddress: "127.0.0.1:7420", policyVersion: "pv-6fc26ee4725a", connections: 3, topicCount: 6,
+                    logBytes: 8_192, quarantineRecords: 1, quarantineBytes: 512, auditRecords: 40, groupCount: 2,
+                    commitCount: 3, worstLag: 3, worstLagGroup: "crm-notes", worstLagTopic: "education.completed"
+                )
+            )
+        ),
+        Sample(
+            "BROKER_STATS no groups, extremes",
+            .brokerStats(
+                BrokerStats(
+                    brokerVersion: "", startedAtMillis: .min, uptimeMillis: .max, listenAddress: "[::1]:0",
+                    policyVersion: "", connections: .max, topicCount: 0, logBytes: 0, quarantineRecords: 0,
+                    quarantineBytes: 0, auditRecords: 0, groupCount: 0, commitCount: 0, worstLag: -1,
+                    worstLagGroup: "", worstLagTopic: ""
+                )
+            )
+        ),
     ]
 
     @Test("every opcode has a sample")
@@ -339,6 +400,16 @@ struct FrameCodecTests {
             "resultCount"
         ),
         ("LIMITS_STATE states", .limitsState, [0, 0, 0, 2] + [UInt8](repeating: 0, count: 69), "stateCount"),
+        (
+            "TOPIC_DESCRIPTIONS topics", .topicDescriptions, [0, 0, 0, 2] + [UInt8](repeating: 0, count: 137),
+            "topicCount"
+        ),
+        (
+            "TOPIC_DESCRIPTIONS purposes", .topicDescriptions,
+            [0, 0, 0, 1] + [0, 0, 0, 0, 0] + [0xFF, 0xFF, 0xFF, 0xFF] + [UInt8](repeating: 0, count: 60),
+            "topics[0].purposes.count"
+        ),
+        ("GROUPS_STATE groups", .groupsState, [0, 0, 0, 2] + [UInt8](repeating: 0, count: 71), "groupCount"),
     ]
 
     @Test("a hostile array count is refused before allocation", arguments: Self.hostileCounts)
@@ -437,6 +508,44 @@ struct FrameCodecTests {
                 "results[0].reason"
             ),
             (TaggedFrame(correlationID: 1, frame: .reloadOK(ReloadOK(policyVersion: long))), "policyVersion"),
+            (TaggedFrame(correlationID: 1, frame: .describeTopics(topic: long)), "topic"),
+            (TaggedFrame(correlationID: 1, frame: .groupsQuery(group: long)), "group"),
+            (
+                TaggedFrame(
+                    correlationID: 1,
+                    frame: .topicDescriptions([
+                        TopicDescription(
+                            name: "t", sensitivity: "c", access: 0, purposes: ["p"], consentScopes: ["s", long],
+                            retentionBytes: -1, retentionMillis: -1, fsync: "always", compression: "lz4",
+                            segmentBytes: 1, logBytes: 0, segmentCount: 1, startOffset: 0, endOffset: 0
+                        )
+                    ])
+                ),
+                "topics[0].consentScopes[1]"
+            ),
+            (
+                TaggedFrame(
+                    correlationID: 1,
+                    frame: .groupsState([
+                        GroupOffset(group: "g", topic: long, committedOffset: 0, startOffset: 0, endOffset: 0, lag: 0)
+                    ])
+                ),
+                "groups[0].topic"
+            ),
+            (
+                TaggedFrame(
+                    correlationID: 1,
+                    frame: .brokerStats(
+                        BrokerStats(
+                            brokerVersion: "v", startedAtMillis: 0, uptimeMillis: 0, listenAddress: "a",
+                            policyVersion: "p", connections: 0, topicCount: 0, logBytes: 0, quarantineRecords: 0,
+                            quarantineBytes: 0, auditRecords: 0, groupCount: 0, commitCount: 0, worstLag: -1,
+                            worstLagGroup: long, worstLagTopic: ""
+                        )
+                    )
+                ),
+                "worstLagGroup"
+            ),
         ]
         for (frame, field) in frames {
             #expect(

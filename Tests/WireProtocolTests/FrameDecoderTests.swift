@@ -118,21 +118,21 @@ struct FrameDecoderTests {
             header(opcode: 0x7F, correlationID: 3, bodyLength: 0),
             .malformedFrame,
             3,
-            "frame byte 3: unknown opcode 0x7F; version 1 defines 0x01...0x17"
+            "frame byte 3: unknown opcode 0x7F; version 1 defines 0x01...0x1D"
         ),
         (
             "opcode 0",
             header(opcode: 0x00, correlationID: 4, bodyLength: 0),
             .malformedFrame,
             4,
-            "frame byte 3: unknown opcode 0x00; version 1 defines 0x01...0x17"
+            "frame byte 3: unknown opcode 0x00; version 1 defines 0x01...0x1D"
         ),
         (
             "first opcode after the last one",
-            header(opcode: 0x18, correlationID: 6, bodyLength: 0),
+            header(opcode: 0x1E, correlationID: 6, bodyLength: 0),
             .malformedFrame,
             6,
-            "frame byte 3: unknown opcode 0x18; version 1 defines 0x01...0x17"
+            "frame byte 3: unknown opcode 0x1E; version 1 defines 0x01...0x1D"
         ),
         (
             "nonzero flags",

@@ -28,6 +28,12 @@ struct OpcodeTests {
         (.reloadOK, 0x15, "RELOAD_OK"),
         (.limitsQuery, 0x16, "LIMITS_QUERY"),
         (.limitsState, 0x17, "LIMITS_STATE"),
+        (.describeTopics, 0x18, "DESCRIBE_TOPICS"),
+        (.topicDescriptions, 0x19, "TOPIC_DESCRIPTIONS"),
+        (.groupsQuery, 0x1A, "GROUPS_QUERY"),
+        (.groupsState, 0x1B, "GROUPS_STATE"),
+        (.statsQuery, 0x1C, "STATS_QUERY"),
+        (.brokerStats, 0x1D, "BROKER_STATS"),
     ]
 
     @Test("each opcode keeps its number and name", arguments: Self.table)

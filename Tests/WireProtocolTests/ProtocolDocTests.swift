@@ -55,6 +55,40 @@ struct ProtocolDocTests {
             ]),
             correlationID: 3
         ),
+        Sample("DESCRIBE_TOPICS", .describeTopics(topic: "edu.done"), correlationID: 4),
+        Sample(
+            "TOPIC_DESCRIPTIONS",
+            .topicDescriptions([
+                TopicDescription(
+                    name: "edu.done", sensitivity: "non_phi", access: 2, purposes: ["operations"],
+                    consentScopes: ["educational"], retentionBytes: -1, retentionMillis: 86_400_000, fsync: "always",
+                    compression: "lz4", segmentBytes: 67_108_864, logBytes: 1234, segmentCount: 1, startOffset: 0,
+                    endOffset: 42
+                )
+            ]),
+            correlationID: 4
+        ),
+        Sample("GROUPS_QUERY", .groupsQuery(group: "crm"), correlationID: 5),
+        Sample(
+            "GROUPS_STATE",
+            .groupsState([
+                GroupOffset(group: "crm", topic: "edu.done", committedOffset: 40, startOffset: 0, endOffset: 42, lag: 2)
+            ]),
+            correlationID: 5
+        ),
+        Sample("STATS_QUERY", .statsQuery, correlationID: 6),
+        Sample(
+            "BROKER_STATS",
+            .brokerStats(
+                BrokerStats(
+                    brokerVersion: "0.1.0", startedAtMillis: Self.timestamp, uptimeMillis: 90_000,
+                    listenAddress: "127.0.0.1:7420", policyVersion: "pv-6fc26ee4725a", connections: 3, topicCount: 5,
+                    logBytes: 8192, quarantineRecords: 1, quarantineBytes: 512, auditRecords: 40, groupCount: 1,
+                    commitCount: 1, worstLag: 2, worstLagGroup: "crm", worstLagTopic: "edu.done"
+                )
+            ),
+            correlationID: 6
+        ),
     ]
 
     /// The repository's docs/PROTOCOL.md, found from this file's path.

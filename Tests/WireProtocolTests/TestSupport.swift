@@ -107,6 +107,10 @@ struct FrameGenerator {
         return (0..<count).map { _ in Self.alphabet.randomElement(using: &self.random)! }.joined()
     }
 
+    mutating func strings(maxCount: Int = 3) -> [String] {
+        (0..<Int.random(in: 0...maxCount, using: &self.random)).map { _ in self.string() }
+    }
+
     mutating func blob(maxBytes: Int = 40) -> ByteBuffer {
         let count = Int.random(in: 0...maxBytes, using: &self.random)
         return ByteBuffer(bytes: (0..<count).map { _ in UInt8.random(in: 0...255, using: &self.random) })
@@ -245,6 +249,46 @@ struct FrameGenerator {
                         capacity: self.int(), retryAfterMillis: self.int()
                     )
                 }
+            )
+        case .describeTopics:
+            frame = .describeTopics(topic: self.string())
+        case .topicDescriptions:
+            let count = Int.random(in: 0...3, using: &self.random)
+            frame = .topicDescriptions(
+                (0..<count).map { _ in
+                    TopicDescription(
+                        name: self.string(), sensitivity: self.string(), access: self.int(),
+                        purposes: self.strings(), consentScopes: self.strings(), retentionBytes: self.int(),
+                        retentionMillis: self.int(), fsync: self.string(), compression: self.string(),
+                        segmentBytes: self.int(), logBytes: self.int(), segmentCount: self.int(),
+                        startOffset: self.int(), endOffset: self.int()
+                    )
+                }
+            )
+        case .groupsQuery:
+            frame = .groupsQuery(group: self.string())
+        case .groupsState:
+            let count = Int.random(in: 0...4, using: &self.random)
+            frame = .groupsState(
+                (0..<count).map { _ in
+                    GroupOffset(
+                        group: self.string(), topic: self.string(), committedOffset: self.int(),
+                        startOffset: self.int(), endOffset: self.int(), lag: self.int()
+                    )
+                }
+            )
+        case .statsQuery:
+            frame = .statsQuery
+        case .brokerStats:
+            frame = .brokerStats(
+                BrokerStats(
+                    brokerVersion: self.string(), startedAtMillis: self.int(), uptimeMillis: self.int(),
+                    listenAddress: self.string(), policyVersion: self.string(), connections: self.int(),
+                    topicCount: self.int(), logBytes: self.int(), quarantineRecords: self.int(),
+                    quarantineBytes: self.int(), auditRecords: self.int(), groupCount: self.int(),
+                    commitCount: self.int(), worstLag: self.int(), worstLagGroup: self.string(),
+                    worstLagTopic: self.string()
+                )
             )
         }
         return TaggedFrame(correlationID: self.int(), frame: frame)
