@@ -48,6 +48,26 @@ package final class OffsetStore: Sendable {
         return value.reduce(Int64(0)) { $0 << 8 | Int64($1) }
     }
 
+    /// Every committed (group, topic) and its next offset, sorted by key (for consumer-lag metrics). Reads the
+    /// in-memory map only.
+    package func allCommitted() -> [(group: String, topic: String, offset: Int64)] {
+        self.table.snapshot().compactMap { key, value in
+            guard value.count == 8, let (group, topic) = Self.split(key) else { return nil }
+            return (group, topic, value.reduce(Int64(0)) { $0 << 8 | Int64($1) })
+        }.sorted { ($0.group, $0.topic) < ($1.group, $1.topic) }
+    }
+
+    /// The (group, topic) of a table key made by `key(group:topic:)`.
+    package static func split(_ key: String) -> (group: String, topic: String)? {
+        let utf8 = Array(key.utf8)
+        guard let colon = utf8.firstIndex(of: UInt8(ascii: ":")), colon > 0,
+            let length = Int(String(decoding: utf8[..<colon], as: UTF8.self)), length >= 0,
+            colon + 1 + length <= utf8.count
+        else { return nil }
+        let group = String(decoding: utf8[(colon + 1)..<(colon + 1 + length)], as: UTF8.self)
+        return (group, String(decoding: utf8[(colon + 1 + length)...], as: UTF8.self))
+    }
+
     /// Durably records the group's next offset (fsynced before it returns). A lower offset than before is stored as
     /// given; the caller validates.
     package func commit(group: String, topic: String, offset: Int64) throws(LogStoreError) {

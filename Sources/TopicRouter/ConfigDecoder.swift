@@ -6,7 +6,7 @@ import TOMLKit
 /// so that configs built in code get the same checks.
 enum ConfigDecoder {
     static let rootKeys = [
-        "classes", "purposes", "consent_scopes", "server", "topics", "roles", "principals", "limiters",
+        "classes", "purposes", "consent_scopes", "server", "topics", "roles", "principals", "limiters", "metrics",
     ]
     static let serverKeys = [
         "listen", "data_dir", "max_frame_bytes", "max_records_per_publish", "max_connections",
@@ -83,7 +83,8 @@ enum ConfigDecoder {
             principals: principals,
             purposes: try top.stringArray("purposes") ?? PolicyDefaults.purposes,
             consentScopes: try top.stringArray("consent_scopes") ?? PolicyDefaults.consentScopes,
-            limiters: limiters
+            limiters: limiters,
+            metrics: try Self.decodeMetrics(root, top: top, locator: locator)
         )
     }
 

@@ -12,6 +12,7 @@ enum ConfigValidator {
     /// Throws the first problem, in the order server, classes, topics, roles, principals, limiters.
     static func validate(_ config: BrokerConfig, locator: ConfigLineLocator?) throws(ConfigError) {
         try Self.validateServer(config.server, locator: locator)
+        try Self.validateMetrics(config.metrics, server: config.server, locator: locator)
         let classLine = locator?.line(table: "", key: "classes")
         guard !config.classes.isEmpty else {
             throw ConfigError(
