@@ -104,6 +104,26 @@ package final class BrokerServer: Service, Sendable {
         }
         self.readPool.start()
 
+        // The metrics endpoint first: if its address is taken, no client was ever accepted.
+        var metricsChannel: (any Channel)?
+        if self.config.metrics.enabled, let exposition = self.exposition {
+            let (host, port) = (self.config.metrics.listenHost, self.config.metrics.listenPort)
+            do {
+                metricsChannel = try await MetricsEndpoint.bind(host: host, port: port, group: self.group) {
+                    core.refreshMetrics()
+                    var buffer: [UInt8] = []
+                    buffer.reserveCapacity(16 * 1024)
+                    exposition(&buffer)
+                    return buffer
+                }
+            } catch {
+                await backend.closeAll()
+                throw MetricsListenError(
+                    message: "cannot serve metrics on \(host):\(port): \(error); set [metrics] listen to a free "
+                        + "address, pass --metrics-listen HOST:PORT, or turn the endpoint off with --no-metrics"
+                )
+            }
+        }
         let readPool = self.readPool
         let logger = self.logger
         let maxBody = UInt32(self.config.server.maxFrameBytes)
@@ -128,28 +148,9 @@ package final class BrokerServer: Service, Sendable {
                 .bind(host: self.config.server.listenHost, port: self.config.server.listenPort)
                 .get()
         } catch {
+            try? await metricsChannel?.close()
             await backend.closeAll()
             throw error
-        }
-        var metricsChannel: (any Channel)?
-        if self.config.metrics.enabled, let exposition = self.exposition {
-            let (host, port) = (self.config.metrics.listenHost, self.config.metrics.listenPort)
-            do {
-                metricsChannel = try await MetricsEndpoint.bind(host: host, port: port, group: self.group) {
-                    core.refreshMetrics()
-                    var buffer: [UInt8] = []
-                    buffer.reserveCapacity(16 * 1024)
-                    exposition(&buffer)
-                    return buffer
-                }
-            } catch {
-                try? await channel.close()
-                await backend.closeAll()
-                throw MetricsListenError(
-                    message: "cannot serve metrics on \(host):\(port): \(error); set [metrics] listen to a free "
-                        + "address, pass --metrics-listen HOST:PORT, or turn the endpoint off with --no-metrics"
-                )
-            }
         }
         self.state.withLock { $0 = .running(channel: channel, metricsChannel: metricsChannel, core: core) }
         let maintenance = Task {
