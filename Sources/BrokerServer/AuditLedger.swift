@@ -38,10 +38,12 @@ struct AuditEntry: Equatable, Sendable {
 /// fails (the audit log's storage failed) is logged at error level with the whole entry.
 final class AuditLedger: Sendable {
     private let appender: TopicAppender
+    private let metrics: BrokerMetrics
     private let logger: Logger
 
-    init(appender: TopicAppender, logger: Logger) {
+    init(appender: TopicAppender, metrics: BrokerMetrics, logger: Logger) {
         self.appender = appender
+        self.metrics = metrics
         self.logger = logger
     }
 
@@ -49,8 +51,13 @@ final class AuditLedger: Sendable {
     func record(_ entry: AuditEntry) {
         let record = LogRecord(key: nil, headers: [], value: ByteBuffer(string: entry.json), timestamp: entry.time)
         let logger = self.logger
+        let metrics = self.metrics
         self.appender.enqueue([record]) { result in
-            if case .failure(let error) = result {
+            switch result {
+            case .success:
+                metrics.auditWritten(entry.action)
+            case .failure(let error):
+                metrics.auditFailures.increment()
                 logger.error(
                     "audit entry not written",
                     metadata: ["brokerd.error": "\(error)", "brokerd.audit_entry": "\(entry.json)"]

@@ -43,6 +43,8 @@ final class TopicTable: Sendable {
     struct Entry: Sendable {
         let log: any TopicLog
         let appender: TopicAppender
+        /// The topic's metric objects (also the appender's).
+        var metrics: TopicMetrics { self.appender.metrics }
         /// Declared topics only; reserved topics are written by the broker and carry no producer keys.
         let gate: DedupeGate?
     }
@@ -53,15 +55,20 @@ final class TopicTable: Sendable {
     private let floors = Locked<[DedupeFloor]>([])
     private let backend: FileLogBackend
     private let logger: Logger
+    /// Makes each topic's metric objects when its log opens.
+    let metrics: BrokerMetrics
 
-    init(backend: FileLogBackend, logger: Logger) {
+    init(backend: FileLogBackend, logger: Logger, metrics: BrokerMetrics) {
         self.backend = backend
         self.logger = logger
+        self.metrics = metrics
     }
 
     func log(for topic: String) -> (any TopicLog)? { self.entries.withLock { $0[topic]?.log } }
     func appender(for topic: String) -> TopicAppender? { self.entries.withLock { $0[topic]?.appender } }
     func gate(for topic: String) -> DedupeGate? { self.entries.withLock { $0[topic]?.gate } }
+    /// The metric objects of an open topic; nil for a topic with no open log (nothing is counted for it).
+    func metrics(for topic: String) -> TopicMetrics? { self.entries.withLock { $0[topic]?.metrics } }
     var gates: [DedupeGate] { self.entries.withLock { $0.values.compactMap(\.gate) } }
 
     /// Opens `__quarantine` and `__audit` (first: the gates of declared topics read `__quarantine`).
@@ -88,7 +95,7 @@ final class TopicTable: Sendable {
         let gate = try await DedupeGate.open(
             topic: topic.name, windowMillis: topic.dedupeWindowMillis, maxKeys: topic.dedupeMaxKeys,
             directory: self.backend.topicDirectory(name: topic.name), topicLog: log, quarantineLog: quarantine,
-            floor: floor, logger: self.logger
+            floor: floor, logger: self.logger, metrics: self.metrics.factory
         )
         self.floors.withLock { $0.append(floor) }
         self.add(log, gate: gate)
@@ -104,7 +111,9 @@ final class TopicTable: Sendable {
     }
 
     private func add(_ log: any TopicLog, gate: DedupeGate?) {
-        let entry = Entry(log: log, appender: TopicAppender(log: log, listeners: self.listeners), gate: gate)
+        let metrics = self.metrics.makeTopicMetrics(topic: log.name)
+        let appender = TopicAppender(log: log, metrics: metrics, listeners: self.listeners)
+        let entry = Entry(log: log, appender: appender, gate: gate)
         self.entries.withLock { entries in
             if entries[log.name] == nil { entries[log.name] = entry }
         }
@@ -140,6 +149,9 @@ final class BrokerCore: Sendable {
     /// The rate limiters and contact caps.
     let limits: LimiterEngine
 
+    /// The broker-wide metric objects (each topic's are on its appender).
+    let metrics: BrokerMetrics
+
     /// Re-reads the config for a reload; nil when there is nothing to re-read (the embedded default).
     let reloadSource: (@Sendable () throws -> BrokerConfig)?
     /// One reload at a time.
@@ -160,12 +172,18 @@ final class BrokerCore: Sendable {
         logger: Logger
     ) {
         self.limits = limits
+        self.metrics = topics.metrics
         self.currentPolicy = Locked((policy, 1))
         self.settings = policy.config.server
         self.backend = backend
         self.topics = topics
-        self.audit = AuditLedger(appender: topics.appender(for: ReservedTopic.audit)!, logger: logger)
-        self.replayer = QuarantineReplayer(table: replays, quarantineLog: topics.log(for: ReservedTopic.quarantine)!, topics: topics)
+        self.audit = AuditLedger(
+            appender: topics.appender(for: ReservedTopic.audit)!, metrics: topics.metrics, logger: logger
+        )
+        self.replayer = QuarantineReplayer(
+            table: replays, quarantineLog: topics.log(for: ReservedTopic.quarantine)!, topics: topics,
+            metrics: topics.metrics
+        )
         self.reloadSource = reloadSource
         self.offsets = offsets
         self.logger = logger
@@ -267,6 +285,7 @@ final class BrokerCore: Sendable {
             }
         }
         if policy.config.server != old.config.server { notes.append("[server] settings apply at the next start") }
+        if policy.config.metrics != old.config.metrics { notes.append("[metrics] settings apply at the next start") }
         self.currentPolicy.withLock { $0 = (policy, $0.generation + 1) }
         let message = "policy \(policy.policyVersion) replaces \(old.policyVersion)"
             + (added.isEmpty ? "" : "; topics opened: \(added.joined(separator: ", "))")
@@ -312,6 +331,26 @@ final class BrokerCore: Sendable {
     var listenAddress: String {
         get { self.boundAddress.withLock { $0 } }
         set { self.boundAddress.withLock { $0 = newValue } }
+    }
+
+    // MARK: metrics
+
+    /// Sets the state gauges from the state itself, right before a scrape: open connections, the records held in
+    /// `__quarantine` and how many of them were never replayed, and every committed (group, topic)'s lag (the
+    /// topic's end offset minus the committed offset). The lag gauge of a (group, topic) is created at the first
+    /// scrape after its first commit.
+    func refreshMetrics() {
+        self.metrics.connectionsOpen.record(self.connectionCount)
+        if let quarantine = self.log(for: ReservedTopic.quarantine) {
+            let (start, end) = (quarantine.startOffset, quarantine.endOffset)
+            let replayed = self.replayer.replayedCount(in: start..<end)
+            self.metrics.quarantineRecords.record(end - start)
+            self.metrics.quarantinePending.record(max(0, end - start - Int64(replayed)))
+        }
+        for (group, topic, committed) in self.offsets.allCommitted() {
+            guard let log = self.log(for: topic) else { continue }
+            self.metrics.consumerLag(group: group, topic: topic, records: max(0, log.endOffset - committed))
+        }
     }
 
     // MARK: appends and shutdown

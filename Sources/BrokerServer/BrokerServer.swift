@@ -1,6 +1,7 @@
 import Locking
 import Logging
 import LogStore
+import Metrics
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -16,6 +17,8 @@ package final class BrokerServer: Service, Sendable {
     private let config: BrokerConfig
     private let reloadSource: (@Sendable () throws -> BrokerConfig)?
     private let io: any FileIO
+    private let metricsFactory: any MetricsFactory
+    private let exposition: MetricsExposition?
     private let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let readPool: NIOThreadPool
@@ -25,7 +28,7 @@ package final class BrokerServer: Service, Sendable {
 
     private enum State {
         case idle
-        case running(channel: any Channel, core: BrokerCore)
+        case running(channel: any Channel, metricsChannel: (any Channel)?, core: BrokerCore)
         case stopped
     }
 
@@ -35,13 +38,20 @@ package final class BrokerServer: Service, Sendable {
     ///   - reloadSource: produces the config a reload applies (brokerd re-reads its --config file); nil: reloads
     ///     are rejected.
     ///   - io: the file I/O the topic logs use (tests inject faults here).
+    ///   - metrics: makes every metric object of this broker, once each (docs/METRICS.md).
+    ///   - metricsExposition: renders what `metrics` collected; with it, and `config.metrics.enabled`, the broker
+    ///     serves `GET /metrics` on `config.metrics` listen. Without it no endpoint is served.
     package init(
         config: BrokerConfig,
         logger: Logger,
         eventLoopThreads: Int = System.coreCount,
         reloadSource: (@Sendable () throws -> BrokerConfig)? = nil,
-        io: any FileIO = PosixFileIO()
+        io: any FileIO = PosixFileIO(),
+        metrics: any MetricsFactory = MetricsSystem.factory,
+        metricsExposition: MetricsExposition? = nil
     ) {
+        self.metricsFactory = metrics
+        self.exposition = metricsExposition
         self.config = config
         self.reloadSource = reloadSource
         self.io = io
@@ -54,7 +64,15 @@ package final class BrokerServer: Service, Sendable {
     /// The address the broker listens on once started (useful with port 0).
     package var localAddress: SocketAddress? {
         self.state.withLock { state in
-            if case .running(let channel, _) = state { return channel.localAddress }
+            if case .running(let channel, _, _) = state { return channel.localAddress }
+            return nil
+        }
+    }
+
+    /// The address the metrics endpoint listens on once started; nil when it is not served.
+    package var metricsAddress: SocketAddress? {
+        self.state.withLock { state in
+            if case .running(_, let metricsChannel, _) = state { return metricsChannel?.localAddress }
             return nil
         }
     }
@@ -69,15 +87,20 @@ package final class BrokerServer: Service, Sendable {
         let clientAuth = self.config.server.tls?.clientAuth
         let dataDir = self.config.server.dataDir
         try makeDirectory(dataDir)
-        let backend = try FileLogBackend(directory: dataDir + "/topics", logger: self.logger, io: self.io)
-        let topics = TopicTable(backend: backend, logger: self.logger)
+        let backend = try FileLogBackend(
+            directory: dataDir + "/topics", logger: self.logger, io: self.io, metrics: self.metricsFactory
+        )
+        let metrics = BrokerMetrics(factory: self.metricsFactory)
+        let topics = TopicTable(backend: backend, logger: self.logger, metrics: metrics)
         let core: BrokerCore
         do {
             try await topics.openReserved(policy.reservedTopics)
             for topic in self.config.topics { try await topics.openDeclared(topic) }
             let offsets = try OffsetStore(path: dataDir + "/consumer-offsets.log")
             let replays = try DurableTable(path: dataDir + "/quarantine-replays.table", label: "quarantine replays", logger: self.logger)
-            let limits = try LimiterEngine(policy: policy, dataDir: dataDir, logger: self.logger)
+            let limits = try LimiterEngine(
+                policy: policy, dataDir: dataDir, logger: self.logger, metrics: self.metricsFactory
+            )
             core = BrokerCore(
                 policy: policy, backend: backend, topics: topics, offsets: offsets, replays: replays, limits: limits,
                 reloadSource: self.reloadSource, logger: self.logger
@@ -88,6 +111,26 @@ package final class BrokerServer: Service, Sendable {
         }
         self.readPool.start()
 
+        // The metrics endpoint first: if its address is taken, no client was ever accepted.
+        var metricsChannel: (any Channel)?
+        if self.config.metrics.enabled, let exposition = self.exposition {
+            let (host, port) = (self.config.metrics.listenHost, self.config.metrics.listenPort)
+            do {
+                metricsChannel = try await MetricsEndpoint.bind(host: host, port: port, group: self.group) {
+                    core.refreshMetrics()
+                    var buffer: [UInt8] = []
+                    buffer.reserveCapacity(16 * 1024)
+                    exposition(&buffer)
+                    return buffer
+                }
+            } catch {
+                await backend.closeAll()
+                throw MetricsListenError(
+                    message: "cannot serve metrics on \(host):\(port): \(error); set [metrics] listen to a free "
+                        + "address, pass --metrics-listen HOST:PORT, or turn the endpoint off with --no-metrics"
+                )
+            }
+        }
         let readPool = self.readPool
         let logger = self.logger
         let maxBody = UInt32(self.config.server.maxFrameBytes)
@@ -121,6 +164,7 @@ package final class BrokerServer: Service, Sendable {
                 .bind(host: self.config.server.listenHost, port: self.config.server.listenPort)
                 .get()
         } catch {
+            try? await metricsChannel?.close()
             await backend.closeAll()
             throw error
         }
@@ -129,7 +173,7 @@ package final class BrokerServer: Service, Sendable {
                 address.ipAddress.map { address.protocol == .inet6 ? "[\($0)]" : $0 } ?? self.config.server.listenHost
             core.listenAddress = "\(host):\(port)"
         }
-        self.state.withLock { $0 = .running(channel: channel, core: core) }
+        self.state.withLock { $0 = .running(channel: channel, metricsChannel: metricsChannel, core: core) }
         let maintenance = Task {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(2))
@@ -141,6 +185,7 @@ package final class BrokerServer: Service, Sendable {
         self.maintenance.withLock { $0 = maintenance }
         self.logger.notice("brokerd listening", metadata: [
             "brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
+            "brokerd.metrics_address": "\(metricsChannel.map { $0.localAddress.map { "\($0)" } ?? "?" } ?? "off")",
             "brokerd.policy_version": "\(policy.policyVersion)",
             "brokerd.tls": "\(clientAuth.map { "on, client_auth=\($0.rawValue)" } ?? "off")",
         ])
@@ -148,13 +193,14 @@ package final class BrokerServer: Service, Sendable {
 
     /// Graceful stop: stop accepting, finish in-flight appends, close connections, sync, write clean markers.
     package func shutdown() async {
-        let running: (any Channel, BrokerCore)? = self.state.withLock { state in
+        let running: (any Channel, (any Channel)?, BrokerCore)? = self.state.withLock { state in
             defer { state = .stopped }
-            if case .running(let channel, let core) = state { return (channel, core) }
-            return nil
+            guard case .running(let channel, let metricsChannel, let core) = state else { return nil }
+            return (channel, metricsChannel, core)
         }
-        if let (channel, core) = running {
+        if let (channel, metricsChannel, core) = running {
             self.logger.info("shutting down: no new connections")
+            try? await metricsChannel?.close()
             let maintenance = self.maintenance.withLock { task in
                 defer { task = nil }
                 return task
@@ -179,7 +225,7 @@ package final class BrokerServer: Service, Sendable {
     /// Re-reads the config and applies it (what SIGHUP does); `requestedBy` names who asked, for the audit ledger.
     package func reload(requestedBy: String) async -> Result<ReloadOK, ReloadRejected> {
         let core: BrokerCore? = self.state.withLock { state in
-            if case .running(_, let core) = state { return core }
+            if case .running(_, _, let core) = state { return core }
             return nil
         }
         guard let core else { return .failure(ReloadRejected(message: "the broker is not running")) }
@@ -192,6 +238,15 @@ package final class BrokerServer: Service, Sendable {
         try? await gracefulShutdown()
         await self.shutdown()
     }
+}
+
+/// The metrics endpoint could not be bound (the broker does not start: a monitored broker without its metrics
+/// would look healthy while blind).
+package struct MetricsListenError: Error, CustomStringConvertible {
+    /// What failed and what to do.
+    package var message: String
+    /// The message.
+    package var description: String { self.message }
 }
 
 /// Creates a directory and its parents if missing.

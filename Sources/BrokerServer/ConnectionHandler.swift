@@ -205,6 +205,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             )
             self.send(.helloOK(ok), correlationID: correlationID)
         case .refused(let reason):
+            self.core.metrics.authFailures.increment()
             self.audit(hello.clientID, AuditAction.authFailure, topic: "", decision: "refuse", reason: "UNAUTHENTICATED", detail: reason)
             self.machine.authenticationFailed()
             self.logger.notice("authentication failed", metadata: ["brokerd.client_id": "\(hello.clientID)", "brokerd.reason": "\(reason)"])
@@ -290,6 +291,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         if case .refuse(let code, let reason, let rule) = policy.publishVerdict(principal: principal, topic: publish.topic, headers: [PolicyHeader](), value: []) {
             self.logger.notice("publish refused", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(reason)"])
             self.audit(principal.clientID, AuditAction.publishRefuse, topic: publish.topic, decision: "refuse", reason: ErrorCode(code).name, rule: rule, detail: reason, policy: policy)
+            self.core.topics.metrics(for: publish.topic)?.count(PublishTally(.refused, count: publish.records.count))
             self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
             return
         }
@@ -299,10 +301,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let limit = self.core.settings.maxRecordsPerPublish
         guard (1...limit).contains(publish.records.count) else {
+            appender.metrics.count(PublishTally(.refused, count: publish.records.count))
             self.send(.error(ErrorFrame(code: .invalidRequest, message: "a PUBLISH carries 1 to \(limit) records; this one has \(publish.records.count)")), correlationID: correlationID)
             return
         }
         guard self.core.beginAppend() else {
+            appender.metrics.count(PublishTally(.failed, count: publish.records.count))
             self.send(.error(ErrorFrame(code: .shuttingDown, message: "the broker is shutting down")), correlationID: correlationID)
             return
         }
@@ -372,15 +376,19 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
             let results = sorted.results(accepted: acceptedResult, quarantined: quarantinedResult)
-            self.sendPublishAck(results, after: sorted.waiting, correlationID: correlationID)
+            self.sendPublishAck(results, after: sorted.waiting, metrics: appender.metrics, correlationID: correlationID)
         }
     }
 
     /// Sends the PUBLISH_ACK once every record that waited on another append of its dedupe key has its answer.
     /// (The waits start after this request's own appends were committed, so a key repeated inside one request
     /// resolves at once.)
-    private func sendPublishAck(_ results: [PublishResult], after waiting: [Int: DedupeWaiter], correlationID: UInt32) {
+    /// Each record's outcome is counted in `metrics` once its result is final.
+    private func sendPublishAck(
+        _ results: [PublishResult], after waiting: [Int: DedupeWaiter], metrics: TopicMetrics, correlationID: UInt32
+    ) {
         guard !waiting.isEmpty, let eventLoop = self.context?.eventLoop else {
+            metrics.count(PublishTally(results))
             self.send(.publishAck(PublishAck(results: results)), correlationID: correlationID)
             return
         }
@@ -392,6 +400,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                     pending.value.results[index] = PublishSorter.result(after: resolution)
                     pending.value.remaining -= 1
                     if pending.value.remaining == 0 {
+                        metrics.count(PublishTally(pending.value.results))
                         bound.value.send(.publishAck(PublishAck(results: pending.value.results)), correlationID: correlationID)
                     }
                 }
@@ -527,6 +536,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     private func revoke(_ subscription: Subscription, reason: String, rule: String, policy: Policy) {
         guard self.subscriptions.removeValue(forKey: subscription.id) != nil else { return }
+        self.core.metrics.subscriptionsRevoked.increment()
         self.endSubscription(subscription)
         self.logger.notice("subscription revoked", metadata: ["brokerd.topic": "\(subscription.topic)", "brokerd.subscription": "\(subscription.id)", "brokerd.reason": "\(reason)"])
         self.audit(subscription.principal.clientID, AuditAction.subscriptionRevoke, topic: subscription.topic, decision: "revoke", reason: "NOT_CLEARED", rule: rule, detail: "subscription \(subscription.id): \(reason)", policy: policy)
@@ -539,10 +549,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         if case .refuse(let code, let reason) = verdict.decision {
             self.logger.notice("subscription refused", metadata: ["brokerd.topic": "\(request.topic)", "brokerd.code": "\(ErrorCode(code).name)", "brokerd.reason": "\(reason)"])
             self.audit(principal.clientID, AuditAction.subscribeRefuse, topic: request.topic, decision: "refuse", reason: ErrorCode(code).name, rule: verdict.ruleID, detail: reason, policy: policy)
+            self.core.metrics.subscriptionRefused(ErrorCode(code))
             self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
             return
         }
-        guard let log = self.core.log(for: request.topic) else {
+        guard let log = self.core.log(for: request.topic), let metrics = self.core.topics.metrics(for: request.topic)
+        else {
+            self.core.metrics.subscriptionRefused(.unknownTopic)
             self.send(.error(ErrorFrame(code: .unknownTopic, message: "topic '\(request.topic)' has no open log")), correlationID: correlationID)
             return
         }
@@ -554,12 +567,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             start = log.endOffset
         case .offset(let offset):
             guard offset <= log.endOffset, offset >= 0 else {
+                self.core.metrics.subscriptionRefused(.offsetOutOfRange)
                 self.send(.error(ErrorFrame(code: .offsetOutOfRange, message: "offset \(offset) is outside \(log.startOffset)...\(log.endOffset) of '\(request.topic)'")), correlationID: correlationID)
                 return
             }
             start = max(offset, log.startOffset)
         case .committed:
             guard !request.group.isEmpty else {
+                self.core.metrics.subscriptionRefused(.invalidRequest)
                 self.send(.error(ErrorFrame(code: .invalidRequest, message: "start 'committed' needs a consumer group")), correlationID: correlationID)
                 return
             }
@@ -576,6 +591,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             principal: principal,
             group: request.group,
             log: log,
+            metrics: metrics,
             machine: SubscriptionStateMachine(startOffset: start, endOffset: log.endOffset, initialCredit: request.initialCredit),
             checkedGeneration: generation,
             listener: SubscriptionListener(eventLoop: eventLoop)
@@ -691,11 +707,19 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 allowed: allowed,
                 retryAfterNanos: retry
             )
+            var withheld = 0
             for index in 0..<outcome.consumed {
-                if case .withhold(let scope, let rule) = verdicts[index] { subscription.withheld(scope: scope, rule: rule) }
+                if case .withhold(let scope, let rule) = verdicts[index] {
+                    subscription.withheld(scope: scope, rule: rule)
+                    withheld += 1
+                }
             }
+            subscription.metrics.withheld(withheld)
             if !outcome.deliver.isEmpty {
                 let frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records[$0]) })
+                subscription.metrics.deliveredRecords.increment(by: outcome.deliver.count)
+                let bytes = outcome.deliver.reduce(0) { $0 + records[$1].record.value.readableBytes }
+                subscription.metrics.deliveredBytes.increment(by: bytes)
                 self.send(.deliver(frame), correlationID: 0)
             }
             if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
@@ -792,6 +816,8 @@ final class Subscription {
     /// The policy generation this subscription was last allowed under.
     var checkedGeneration: UInt64
     let log: any TopicLog
+    /// The topic's metric objects: deliveries and withheld records are counted here.
+    let metrics: TopicMetrics
     var machine: SubscriptionStateMachine
     let listener: SubscriptionListener
     /// Withheld deliveries not yet audited, by consent scope.
@@ -806,8 +832,10 @@ final class Subscription {
 
     init(
         id: UInt32, correlationID: UInt32, topic: String, principal: Principal, group: String, log: any TopicLog,
-        machine: SubscriptionStateMachine, checkedGeneration: UInt64, listener: SubscriptionListener
+        metrics: TopicMetrics, machine: SubscriptionStateMachine, checkedGeneration: UInt64,
+        listener: SubscriptionListener
     ) {
+        self.metrics = metrics
         self.checkedGeneration = checkedGeneration
         self.id = id
         self.correlationID = correlationID

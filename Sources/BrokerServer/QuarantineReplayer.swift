@@ -19,11 +19,22 @@ actor QuarantineReplayer {
     private let table: DurableTable
     private let quarantineLog: any TopicLog
     private let topics: TopicTable
+    private let metrics: BrokerMetrics
 
-    init(table: DurableTable, quarantineLog: any TopicLog, topics: TopicTable) {
+    init(table: DurableTable, quarantineLog: any TopicLog, topics: TopicTable, metrics: BrokerMetrics) {
         self.table = table
         self.quarantineLog = quarantineLog
         self.topics = topics
+        self.metrics = metrics
+    }
+
+    /// How many `__quarantine` offsets in `range` were replayed (for `brokerd_quarantine_pending_records`). Reads
+    /// the durable table's in-memory map only; safe from any thread.
+    nonisolated func replayedCount(in range: Range<Int64>) -> Int {
+        self.table.entries(withPrefix: "done:").reduce(0) { count, entry in
+            guard let offset = Int64(entry.key.dropFirst("done:".count)), range.contains(offset) else { return count }
+            return count + 1
+        }
     }
 
     /// One result per offset, in order; `onResult` sees each with the policy version it was decided under (for the
@@ -37,6 +48,7 @@ actor QuarantineReplayer {
         var results: [ReplayResult] = []
         for offset in offsets {
             let result = await self.replayOne(offset, by: operatorID, policy: policy)
+            self.metrics.replayAnswered(result)
             onResult(result)
             results.append(result)
         }
@@ -110,6 +122,9 @@ actor QuarantineReplayer {
                 throw error
             }
             if let gate, let ticket { gate.replayed(ticket, newOffset: appended.baseOffset) }
+            if let quarantinedAt = headers.text(RecordHeaderName.quarantineTime).flatMap({ Int64($0) }) {
+                self.metrics.quarantineAgeAtReplay.recordMilliseconds(max(0, currentTimeMillis() - quarantinedAt))
+            }
             let result = ReplayResult(quarantineOffset: offset, outcome: .replayed, topic: topic, newOffset: appended.baseOffset, message: "appended to \(topic) at offset \(appended.baseOffset)")
             try self.table.apply([.put(key: Self.doneKey(offset), value: Self.encodeDone(result)), .delete(key: Self.intentKey(offset))])
             return result

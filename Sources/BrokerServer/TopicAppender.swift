@@ -14,6 +14,8 @@ final class TopicAppender: Sendable {
     private struct Pending {
         var records: [LogRecord]
         var bytes: Int
+        /// Bytes of the records' values, for `brokerd_published_bytes_total`.
+        var valueBytes: Int
         var completion: Completion
     }
 
@@ -26,19 +28,29 @@ final class TopicAppender: Sendable {
     private let maxBatchBytes: Int
     private let listeners: TopicListeners?
     private let state = Locked(State())
+    /// The topic's metric objects: appended records and bytes are counted once per batch.
+    let metrics: TopicMetrics
 
-    /// - Parameter listeners: woken after every append, so subscribers of this topic read what it added.
-    init(log: any TopicLog, listeners: TopicListeners? = nil, maxBatchBytes: Int = 4 << 20) {
+    /// - Parameters:
+    ///   - listeners: woken after every append, so subscribers of this topic read what it added.
+    ///   - metrics: the topic's metric objects (created once, when the topic opened).
+    init(log: any TopicLog, metrics: TopicMetrics, listeners: TopicListeners? = nil, maxBatchBytes: Int = 4 << 20) {
         self.log = log
+        self.metrics = metrics
         self.listeners = listeners
         self.maxBatchBytes = maxBatchBytes
     }
 
     /// Queues records; `completion` runs (on any thread) once they are appended or failed.
     func enqueue(_ records: [LogRecord], completion: @escaping Completion) {
-        let bytes = records.reduce(0) { $0 + $1.approximateSize }
+        var bytes = 0
+        var valueBytes = 0
+        for record in records {
+            bytes += record.approximateSize
+            valueBytes += record.value.readableBytes
+        }
         let startDrain = self.state.withLock { state in
-            state.queue.append(Pending(records: records, bytes: bytes, completion: completion))
+            state.queue.append(Pending(records: records, bytes: bytes, valueBytes: valueBytes, completion: completion))
             if state.draining { return false }
             state.draining = true
             return true
@@ -72,6 +84,8 @@ final class TopicAppender: Sendable {
             let records = batch.count == 1 ? batch[0].records : batch.flatMap(\.records)
             do {
                 let result = try await self.log.append(records)
+                self.metrics.publishedRecords.increment(by: records.count)
+                self.metrics.publishedBytes.increment(by: batch.reduce(0) { $0 + $1.valueBytes })
                 var base = result.baseOffset
                 for pending in batch {
                     pending.completion(.success(AppendResult(baseOffset: base, count: pending.records.count)))

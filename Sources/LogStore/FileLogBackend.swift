@@ -2,6 +2,7 @@ import Dispatch
 import Glibc
 import Locking
 import Logging
+import Metrics
 
 /// Wall-clock milliseconds since the Unix epoch; the default clock of ``FileLogBackend``.
 package func wallClockMillis() -> Int64 {
@@ -20,6 +21,7 @@ package final class FileLogBackend: LogBackend {
     private let logger: Logger
     private let io: any FileIO
     private let nowMillis: @Sendable () -> Int64
+    private let metrics: any MetricsFactory
     /// Opens run here, one at a time, off the cooperative pool (recovery is blocking I/O).
     private let openQueue = DispatchQueue(label: "brokerd.logstore.open")
     private let logs = Locked<[String: FileTopicLog]>([:])
@@ -28,12 +30,15 @@ package final class FileLogBackend: LogBackend {
     /// - Parameters:
     ///   - io: the file-system seam; tests inject faults through it.
     ///   - nowMillis: the clock for age-based roll and retention (ms since the epoch).
+    ///   - metrics: creates each topic's ``LogMetrics`` once, when the topic is first opened.
     package init(
         directory: String,
         logger: Logger,
         io: any FileIO = PosixFileIO(),
-        nowMillis: @escaping @Sendable () -> Int64 = wallClockMillis
+        nowMillis: @escaping @Sendable () -> Int64 = wallClockMillis,
+        metrics: any MetricsFactory = MetricsSystem.factory
     ) throws(LogStoreError) {
+        self.metrics = metrics
         self.directory = directory
         self.logger = logger
         self.io = io
@@ -91,7 +96,8 @@ package final class FileLogBackend: LogBackend {
             config: config,
             io: self.io,
             logger: self.logger,
-            clock: self.nowMillis
+            clock: self.nowMillis,
+            metrics: LogMetrics(topic: name, factory: self.metrics)
         )
         self.logs.withLock { $0[name] = log }
         return log

@@ -56,6 +56,7 @@ final class FileTopicLog: TopicLog {
     private let start: Atomic<Int64>
     private let end: Atomic<Int64>
     private let state: Locked<State>
+    private let metrics: LogMetrics
 
     /// `(closing, closed)`: `close()` was called / has finished.
     var closeState: (closing: Bool, closed: Bool) { self.state.withLock { ($0.closing, $0.closed) } }
@@ -76,8 +77,10 @@ final class FileTopicLog: TopicLog {
         io: any FileIO,
         logger: Logger,
         clock: @escaping @Sendable () -> Int64,
+        metrics: LogMetrics,
         segments: [Segment]
     ) {
+        self.metrics = metrics
         self.name = name
         self.directory = directory
         self.config = config
@@ -90,6 +93,7 @@ final class FileTopicLog: TopicLog {
         self.start = Atomic(segments[0].baseOffset)
         self.end = Atomic(segments[segments.count - 1].state.withLock { $0.nextOffset })
         self.state = Locked(State(segments: segments, totalBytes: total))
+        metrics.sizeChanged(bytes: total, segments: segments.count)
     }
 
     // MARK: Open and recovery
@@ -101,7 +105,8 @@ final class FileTopicLog: TopicLog {
         config: TopicLogConfig,
         io: any FileIO,
         logger: Logger,
-        clock: @escaping @Sendable () -> Int64
+        clock: @escaping @Sendable () -> Int64,
+        metrics: LogMetrics
     ) throws(LogStoreError) -> FileTopicLog {
         var logger = logger
         logger[metadataKey: "brokerd.topic"] = "\(name)"
@@ -119,6 +124,7 @@ final class FileTopicLog: TopicLog {
             io: io,
             logger: logger,
             clock: clock,
+            metrics: metrics,
             segments: segments
         )
         log.enforceRetention()
@@ -134,9 +140,11 @@ final class FileTopicLog: TopicLog {
             maxBodyBytes: self.config.maxBatchBodyBytes
         )
         if let refusal = self.state.withLock({ self.refusal($0) }) { throw refusal }
+        let started = DispatchTime.now().uptimeNanoseconds
         let result = await withCheckedContinuation { (continuation: AppendContinuation) in
             self.writeQueue.async { self.writeBatch(body, continuation: continuation) }
         }
+        self.metrics.appendDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds &- started))
         return try result.get()
     }
 
@@ -222,7 +230,11 @@ final class FileTopicLog: TopicLog {
             if state.firstTimestamp == nil { state.firstTimestamp = body.firstTimestamp }
             state.maxTimestamp = max(state.maxTimestamp ?? body.maxTimestamp, body.maxTimestamp)
         }
-        self.state.withLock { $0.totalBytes += size }
+        let (totalBytes, segmentCount) = self.state.withLock { state in
+            state.totalBytes += size
+            return (state.totalBytes, state.segments.count)
+        }
+        self.metrics.sizeChanged(bytes: totalBytes, segments: segmentCount)
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
         let result = AppendResult(baseOffset: baseOffset, count: Int(body.recordCount))
@@ -279,12 +291,14 @@ final class FileTopicLog: TopicLog {
             var synced: [Segment] = []
             var failure: LogStoreError?
             for pending in group where !synced.contains(where: { $0 === pending.segment }) {
+                let started = DispatchTime.now().uptimeNanoseconds
                 do {
                     try self.io.fdatasync(pending.segment.logFD, path: pending.segment.logPath)
                 } catch {
                     failure = self.storageFailure("fdatasync", error)
                     break
                 }
+                self.metrics.fsyncDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds &- started))
                 synced.append(pending.segment)
             }
             if let failure {
@@ -292,6 +306,7 @@ final class FileTopicLog: TopicLog {
                 for pending in group { pending.continuation.resume(returning: .failure(failure)) }
                 continue
             }
+            self.metrics.groupCommitRecords.record(group.reduce(0) { $0 + $1.result.count })
             self.end.store(last.result.baseOffset + Int64(last.result.count), ordering: .releasing)
             for pending in group { pending.continuation.resume(returning: .success(pending.result)) }
         }
@@ -307,12 +322,14 @@ final class FileTopicLog: TopicLog {
             return state.dirtySegments
         }
         for segment in dirty ?? [] {
+            let started = DispatchTime.now().uptimeNanoseconds
             do {
                 try self.io.fdatasync(segment.logFD, path: segment.logPath)
             } catch {
                 self.fail(self.storageFailure("fdatasync", error))
                 return
             }
+            self.metrics.fsyncDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds &- started))
         }
     }
 
@@ -388,6 +405,13 @@ final class FileTopicLog: TopicLog {
         let now = self.clock()
         // Called outside the state lock: the floor may take the caller's own locks.
         let floor = self.config.retentionFloor?()
+        var deleted = false
+        defer {
+            if deleted {
+                let (total, count) = self.state.withLock { ($0.totalBytes, $0.segments.count) }
+                self.metrics.sizeChanged(bytes: total, segments: count)
+            }
+        }
         while true {
             let victim: Segment? = self.state.withLock { state in
                 guard state.segments.count > 1 else { return nil }
@@ -405,6 +429,7 @@ final class FileTopicLog: TopicLog {
                 return oldest
             }
             guard let victim else { return }
+            deleted = true
             self.logger.info(
                 "retention deleted segment",
                 metadata: ["brokerd.segment": "\(victim.logPath)", "brokerd.start": "\(self.startOffset)"]

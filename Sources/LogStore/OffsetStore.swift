@@ -76,7 +76,7 @@ package final class OffsetStore: Sendable {
     }
 
     /// The (group, topic) of a key made by `key(group:topic:)`; nil for anything else.
-    static func split(_ key: String) -> (group: String, topic: String)? {
+    package static func split(_ key: String) -> (group: String, topic: String)? {
         let utf8 = Array(key.utf8)
         guard let colon = utf8.firstIndex(of: UInt8(ascii: ":")), colon > 0,
             let length = Int(String(decoding: utf8[..<colon], as: UTF8.self)), length >= 0,

@@ -222,10 +222,24 @@ package struct ServerSettings: Equatable, Sendable {
     package init() {}
 }
 
+/// The Prometheus metrics endpoint, from the `[metrics]` table (docs/METRICS.md).
+package struct MetricsSettings: Equatable, Sendable {
+    /// Whether brokerd serves `GET /metrics` (`enabled`).
+    package var enabled: Bool = true
+    /// Address of the metrics endpoint, without brackets for IPv6 (`listen`'s host).
+    package var listenHost: String = "127.0.0.1"
+    /// Port of the metrics endpoint; 0 picks a free one (`listen`'s port).
+    package var listenPort: Int = 9420
+    /// The defaults above: on, at 127.0.0.1:9420.
+    package init() {}
+}
+
 /// The whole parsed configuration.
 package struct BrokerConfig: Equatable, Sendable {
     /// The `[server]` table.
     package var server: ServerSettings
+    /// The `[metrics]` table.
+    package var metrics: MetricsSettings
     /// Sensitivity classes from least to most sensitive.
     package var classes: [String]
     /// The `[[topics]]`, in file order.
@@ -249,8 +263,10 @@ package struct BrokerConfig: Equatable, Sendable {
         principals: [PrincipalEntry],
         purposes: [String] = PolicyDefaults.purposes,
         consentScopes: [String] = PolicyDefaults.consentScopes,
-        limiters: [LimiterDeclaration] = []
+        limiters: [LimiterDeclaration] = [],
+        metrics: MetricsSettings = MetricsSettings()
     ) {
+        self.metrics = metrics
         self.limiters = limiters
         self.server = server
         self.classes = classes

@@ -6,7 +6,7 @@ import TOMLKit
 /// so that configs built in code get the same checks.
 enum ConfigDecoder {
     static let rootKeys = [
-        "classes", "purposes", "consent_scopes", "server", "topics", "roles", "principals", "limiters",
+        "classes", "purposes", "consent_scopes", "server", "topics", "roles", "principals", "limiters", "metrics",
     ]
     static let serverKeys = [
         "listen", "data_dir", "max_frame_bytes", "max_records_per_publish", "max_connections",
@@ -94,6 +94,10 @@ enum ConfigDecoder {
         var scopes = PolicyDefaults.consentScopes
         problems.check { () throws(ConfigError) in purposes = try top.stringArray("purposes") ?? purposes }
         problems.check { () throws(ConfigError) in scopes = try top.stringArray("consent_scopes") ?? scopes }
+        var metrics = MetricsSettings()
+        problems.check { () throws(ConfigError) in
+            metrics = try Self.decodeMetrics(root, top: top, locator: locator)
+        }
         guard let classes else { return nil }
         return BrokerConfig(
             server: server,
@@ -103,7 +107,8 @@ enum ConfigDecoder {
             principals: principals,
             purposes: purposes,
             consentScopes: scopes,
-            limiters: limiters
+            limiters: limiters,
+            metrics: metrics
         )
     }
 

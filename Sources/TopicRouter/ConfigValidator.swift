@@ -15,12 +15,16 @@ enum ConfigValidator {
         if let first = Self.problems(config, locator: locator).first { throw first }
     }
 
-    /// Every problem, in the order server, classes, topics, roles, principals, limiters, TLS: the first one of each
-    /// server section, class list, vocabulary, topic, role, principal and limiter, and of the TLS settings (a later check of the same entry
-    /// may depend on an earlier one). With no usable class list nothing further is checked.
+    /// Every problem, in the order server, metrics, classes, topics, roles, principals, limiters, TLS: the first one
+    /// of the server and metrics sections, the class list, each vocabulary, topic, role, principal and limiter, and of
+    /// the TLS settings (a later check of the same entry may depend on an earlier one). With no usable class list
+    /// nothing further is checked.
     static func problems(_ config: BrokerConfig, locator: ConfigLineLocator?) -> [ConfigError] {
         var problems = ConfigProblems()
         problems.check { () throws(ConfigError) in try Self.validateServer(config.server, locator: locator) }
+        problems.check { () throws(ConfigError) in
+            try Self.validateMetrics(config.metrics, server: config.server, locator: locator)
+        }
         let classLine = locator?.line(table: "", key: "classes")
         guard !config.classes.isEmpty else {
             problems.add(

@@ -80,6 +80,16 @@ enum DefaultConfig {
         # client_ca_file = "/etc/brokerd/clients-ca.pem"
         # client_auth = "required"
 
+        # Prometheus metrics (docs/METRICS.md): brokerd serves the text exposition at http://<listen>/metrics.
+        # Every key is optional; the values shown are the defaults. Not part of the policy version.
+        [metrics]
+        # Serve the endpoint (true) or not (false). Overridden by `brokerd --no-metrics`.
+        enabled = true
+        # Address of the endpoint, HOST:PORT like [server] listen (0 picks a free port); it must differ from
+        # [server] listen. It answers anyone who can connect: keep it on loopback or a monitoring network.
+        # Overridden by `brokerd --metrics-listen`.
+        listen = "127.0.0.1:9420"
+
         # Topics. One [[topics]] entry per topic; names are unique, at most 200 characters, and may not start
         # with "__": `__quarantine` (records that failed policy) and `__audit` (the audit ledger) always exist,
         # belong to the most sensitive class, are written only by the broker, and are read only by roles with

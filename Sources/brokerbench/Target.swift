@@ -201,7 +201,8 @@ final class BenchTarget: Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
         process.arguments = [
-            "--config", configPath, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "notice",
+            "--config", configPath, "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+            "--log-level", "notice",
         ]
         let pipe = Pipe()
         process.standardError = pipe

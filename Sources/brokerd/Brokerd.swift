@@ -4,6 +4,8 @@ import Glibc
 #endif
 import BrokerServer
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 import TopicRouter
@@ -32,6 +34,18 @@ struct Brokerd: AsyncParsableCommand {
 
     @Option(name: .long, help: "HOST:PORT to listen on (overrides the config's server.listen).")
     var listen: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "HOST:PORT of the Prometheus metrics endpoint, 0 for a free port (overrides [metrics] listen; "
+                + "default 127.0.0.1:9420)."
+        )
+    )
+    var metricsListen: String?
+
+    @Flag(name: .long, help: "Serve no metrics endpoint (overrides [metrics] enabled).")
+    var noMetrics = false
 
     @Flag(name: .long, help: "Print the embedded default config and exit.")
     var printDefaultConfig = false
@@ -71,6 +85,7 @@ struct Brokerd: AsyncParsableCommand {
             config.server.listenHost = host
             config.server.listenPort = port
         }
+        try self.applyMetricsOptions(to: &config)
         // brokerd refuses these subscriptions at run time; `check-config` reports them, here they are only logged.
         for exposure in ConfigLoader.exposures(config) {
             logger.warning("config: \(exposure.message)")
@@ -120,7 +135,21 @@ struct Brokerd: AsyncParsableCommand {
         } else {
             reloadSource = nil
         }
-        let server = BrokerServer(config: filled, logger: logger, reloadSource: reloadSource)
+        let server: BrokerServer
+        if filled.metrics.enabled {
+            // The one place the Prometheus factory is bootstrapped; the libraries only see swift-metrics.
+            let registry = PrometheusCollectorRegistry()
+            var factory = PrometheusMetricsFactory(registry: registry)
+            factory.durationHistogramBuckets = BrokerMetrics.durationBuckets
+            factory.valueHistogramBuckets = BrokerMetrics.valueBuckets
+            MetricsSystem.bootstrap(factory)
+            server = BrokerServer(
+                config: filled, logger: logger, reloadSource: reloadSource, metrics: factory,
+                metricsExposition: { registry.emit(into: &$0) }
+            )
+        } else {
+            server = BrokerServer(config: filled, logger: logger, reloadSource: reloadSource)
+        }
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         Task {
             for await _ in hangups {

@@ -329,7 +329,9 @@ final class Daemon: Sendable {
     static func start(brokerd: String, dataDir: String) async throws -> Daemon {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: brokerd)
-        process.arguments = ["--data-dir", dataDir, "--listen", "127.0.0.1:0", "--log-level", "notice"]
+        process.arguments = [
+            "--data-dir", dataDir, "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-level", "notice",
+        ]
         let pipe = Pipe()
         process.standardError = pipe
         process.standardOutput = pipe

@@ -19,22 +19,28 @@ struct BrokerdProcessTests {
         return root.appendingPathComponent(".build/debug/brokerd").path
     }
 
-    /// A running brokerd child process and the port it reported.
+    /// A running brokerd child process and the ports it reported.
     final class Daemon: Sendable {
         let process: Process
         let port: Int
+        /// The metrics endpoint's port; nil when brokerd reported `brokerd.metrics_address=off`.
+        let metricsPort: Int?
         let output: OutputBuffer
 
-        init(process: Process, port: Int, output: OutputBuffer) {
+        init(process: Process, port: Int, metricsPort: Int?, output: OutputBuffer) {
             self.process = process
             self.port = port
+            self.metricsPort = metricsPort
             self.output = output
         }
 
+        /// Starts brokerd on ephemeral ports: the broker's and, unless `arguments` turn metrics off, the metrics
+        /// endpoint's (never the users' default 9420, so tests and a running brokerd never collide).
         static func start(dataDir: String, arguments: [String] = []) async throws -> Daemon {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: BrokerdProcessTests.brokerdPath)
-            process.arguments = ["--data-dir", dataDir, "--listen", "127.0.0.1:0"] + arguments
+            let metrics = arguments.contains("--no-metrics") ? [] : ["--metrics-listen", "127.0.0.1:0"]
+            process.arguments = ["--data-dir", dataDir, "--listen", "127.0.0.1:0"] + metrics + arguments
             let pipe = Pipe()
             process.standardError = pipe
             process.standardOutput = pipe
@@ -50,7 +56,10 @@ struct BrokerdProcessTests {
                 let text = output.text
                 if let range = text.range(of: #"brokerd\.address=\[?IPv4\]?127\.0\.0\.1/127\.0\.0\.1:(\d+)"#, options: .regularExpression) {
                     let port = Int(text[range].split(separator: ":").last!)!
-                    return Daemon(process: process, port: port, output: output)
+                    let metricsPort = text.range(
+                        of: #"brokerd\.metrics_address=\[?IPv4\]?127\.0\.0\.1/127\.0\.0\.1:(\d+)"#, options: .regularExpression
+                    ).map { Int(text[$0].split(separator: ":").last!)! }
+                    return Daemon(process: process, port: port, metricsPort: metricsPort, output: output)
                 }
                 if !process.isRunning { break }
                 try await Task.sleep(for: .milliseconds(50))
@@ -142,6 +151,33 @@ struct BrokerdProcessTests {
         }
         await crm.close()
         #expect(try await daemon.terminate() == 0)
+    }
+
+    @Test("brokerd serves Prometheus metrics on --metrics-listen and reports the port; --no-metrics serves none")
+    func metricsEndpoint() async throws {
+        let dataDir = TestBroker.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let daemon = try await Daemon.start(dataDir: dataDir)
+        let metricsPort = try #require(daemon.metricsPort, "brokerd.metrics_address in:\n\(daemon.output.text)")
+        #expect(metricsPort != 9420 && metricsPort != daemon.port)
+        let tokens = try Credentials.parseCredentials(String(contentsOfFile: dataDir + "/credentials.toml", encoding: .utf8))
+        let producer = try await BrokerClient.connect(host: "127.0.0.1", port: daemon.port, clientID: "learning-portal", token: tokens["learning-portal"]!)
+        #expect(try await producer.publish(topic: "education.completed", records: (0..<3).map(educationEvent)).count == 3)
+        let scrape = try await MetricsScrape.get(port: metricsPort)
+        #expect(scrape.status == 200)
+        #expect(scrape.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+        let exposition = scrape.exposition
+        #expect(exposition.value("brokerd_publish_results_total", ["topic": "education.completed", "outcome": "ok"]) == 3)
+        #expect(exposition.value("brokerd_connections_open") == 1)
+        // The bucket layout brokerd configures: an fsync is measured from 50 µs up.
+        #expect(exposition.value("brokerd_log_fsync_duration_seconds_bucket", ["topic": "education.completed", "le": "0.00005"]) != nil)
+        await producer.close()
+        #expect(try await daemon.terminate() == 0)
+
+        let quiet = try await Daemon.start(dataDir: dataDir, arguments: ["--no-metrics"])
+        #expect(quiet.metricsPort == nil)
+        #expect(quiet.output.text.contains("brokerd.metrics_address=off"))
+        #expect(try await quiet.terminate() == 0)
     }
 
     @Test("brokerd --print-default-config prints a config that parses")

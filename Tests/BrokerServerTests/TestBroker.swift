@@ -4,6 +4,7 @@ import Foundation
 import Locking
 import Logging
 import LogStore
+import Metrics
 import NIOCore
 import NIOPosix
 import TopicRouter
@@ -53,13 +54,16 @@ final class TestBroker: Sendable {
         let principals = self.tokens.keys.sorted().map {
             PrincipalEntry(clientID: $0, role: roleOf[$0]!, tokenHash: Credentials.hash(token: self.tokens[$0]!))
         }
-        return BrokerConfig(
+        var config = BrokerConfig(
             server: server,
             classes: ["non_phi", "deidentified", "pseudonymous", "phi"],
             topics: [education, milestone, referral],
             roles: roles,
             principals: principals
         )
+        // Never the users' default 127.0.0.1:9420: tests run in parallel next to a running brokerd.
+        config.metrics.enabled = false
+        return config
     }
 
     static func makeTempDir() -> String {
@@ -81,7 +85,8 @@ final class TestBroker: Sendable {
     static func startScenario(
         dataDir: String? = nil,
         configText: ConfigText = ConfigText(),
-        io: any FileIO = PosixFileIO()
+        io: any FileIO = PosixFileIO(),
+        metrics: (factory: any MetricsFactory, exposition: MetricsExposition)? = nil
     ) async throws -> TestBroker {
         let dir = dataDir ?? self.makeTempDir()
         let load: @Sendable () throws -> BrokerConfig = {
@@ -92,19 +97,29 @@ final class TestBroker: Sendable {
             config.server.listenHost = "127.0.0.1"
             config.server.listenPort = 0
             config.server.dataDir = dir
+            // Metrics on an ephemeral port when a test asks for them, otherwise off (never 9420 in a test).
+            config.metrics.enabled = metrics != nil
+            config.metrics.listenHost = "127.0.0.1"
+            config.metrics.listenPort = 0
             return config
         }
-        return try await self.start(config: try load(), reloadSource: load, io: io)
+        return try await self.start(config: try load(), reloadSource: load, io: io, metrics: metrics)
     }
 
-    private static func start(
+    /// Starts a broker on `config`; with `metrics`, its metric objects come from that factory and, when
+    /// `config.metrics` is enabled, it serves `GET /metrics` rendered by the exposition.
+    static func start(
         config: BrokerConfig,
         reloadSource: (@Sendable () throws -> BrokerConfig)? = nil,
-        io: any FileIO = PosixFileIO()
+        io: any FileIO = PosixFileIO(),
+        metrics: (factory: any MetricsFactory, exposition: MetricsExposition)? = nil
     ) async throws -> TestBroker {
         var logger = Logger(label: "brokerd-test")
         logger.logLevel = .critical  // storage-fault tests log errors on purpose
-        let server = BrokerServer(config: config, logger: logger, eventLoopThreads: 2, reloadSource: reloadSource, io: io)
+        let server = BrokerServer(
+            config: config, logger: logger, eventLoopThreads: 2, reloadSource: reloadSource, io: io,
+            metrics: metrics?.factory ?? NOOPMetricsHandler.instance, metricsExposition: metrics?.exposition
+        )
         do {
             try await server.start()
         } catch {
