@@ -42,6 +42,7 @@ package final class BrokerMetrics: Sendable {
     package static let connectionsOpen = "brokerd_connections_open"
     /// HELLOs refused (unknown client id or wrong token).
     package static let authFailures = "brokerd_auth_failures_total"
+    package static let connectionsRefused = "brokerd_connections_refused_total"
     /// Audit entries made durable in `__audit`, by action.
     package static let auditEntries = "brokerd_audit_entries_total"
     /// Audit entries whose append to `__audit` failed.
@@ -76,6 +77,7 @@ package final class BrokerMetrics: Sendable {
     /// The factory every metric object of this broker is made with.
     package let factory: any MetricsFactory
     let authFailures: Counter
+    let connectionsRefused: Counter
     let connectionsOpen: Gauge
     let subscriptionsRevoked: Counter
     let quarantineRecords: Gauge
@@ -92,6 +94,7 @@ package final class BrokerMetrics: Sendable {
     package init(factory: any MetricsFactory) {
         self.factory = factory
         self.authFailures = Counter(label: Self.authFailures, factory: factory)
+        self.connectionsRefused = Counter(label: Self.connectionsRefused, factory: factory)
         self.connectionsOpen = Gauge(label: Self.connectionsOpen, factory: factory)
         self.subscriptionsRevoked = Counter(label: Self.subscriptionsRevoked, factory: factory)
         self.quarantineRecords = Gauge(label: Self.quarantineRecords, factory: factory)

@@ -57,6 +57,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let remote = context.remoteAddress.map { "\($0)" } ?? "unknown"
         self.logger[metadataKey: "brokerd.remote"] = "\(remote)"
         guard self.core.connectionOpened() else {
+            self.core.metrics.connectionsRefused.increment()
             // A flood of connections must not flood the log: the first refusal, then every 1,000th.
             let refused = self.core.refusedConnectionCount
             if refused == 1 || refused % 1000 == 0 {

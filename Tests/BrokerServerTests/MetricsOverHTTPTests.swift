@@ -33,6 +33,27 @@ struct MetricsOverHTTPTests {
         }
     }
 
+    @Test("connections refused at max_connections are counted")
+    func refusedConnections() async throws {
+        let metrics = Instrumented()
+        let config = ConfigText()
+        config.edit(after: "[server]", replacing: "max_connections = 10000", with: "max_connections = 1")
+        let broker = try await TestBroker.startScenario(configText: config, metrics: metrics.injected)
+        defer { broker.removeData() }
+        let port = try #require(broker.server.metricsAddress?.port)
+        let admitted = try await broker.client("ops-admin")
+        for _ in 0..<3 {
+            let (frames, closed) = try await RawConnection.connect(port: broker.port).exchange([])
+            #expect(closed)
+            #expect(HostileClientTests.errors(frames).first?.code == .connectionLimit)
+        }
+        let scrape = try await MetricsScrape.until(port: port) { $0.value(BrokerMetrics.connectionsRefused) == 3 }
+        #expect(scrape.exposition.value(BrokerMetrics.connectionsRefused) == 3)
+        #expect(scrape.exposition.value(BrokerMetrics.connectionsOpen) == 1)
+        await admitted.close()
+        await broker.stop()
+    }
+
     @Test("every decision is counted with its labels; lag is end minus committed; more records make no new metric objects")
     func scrapeAfterEveryDecision() async throws {
         let metrics = Instrumented()
