@@ -82,7 +82,7 @@ struct CheckConfig: ParsableCommand {
             return
         }
         print("\(self.file): OK (\(counts)): \(Self.summary(config))")
-        let tokenless = config.principals.filter { $0.tokenHash == nil }.map(\.clientID)
+        let tokenless = config.principals.filter { $0.tokenHash == nil && $0.certIdentity == nil }.map(\.clientID)
         if let version = Self.policyVersion(config) {
             print("policy version: \(version) (brokerd reports the same once it runs this file)")
         } else if !tokenless.isEmpty {
@@ -94,9 +94,10 @@ struct CheckConfig: ParsableCommand {
         }
     }
 
-    /// The version brokerd will report for `config`: known offline only when every principal has a token hash.
+    /// The version brokerd will report for `config`: known offline only when no principal needs a generated token
+    /// (each has a token hash or a certificate identity).
     static func policyVersion(_ config: BrokerConfig) -> String? {
-        guard config.principals.allSatisfy({ $0.tokenHash != nil }) else { return nil }
+        guard config.principals.allSatisfy({ $0.tokenHash != nil || $0.certIdentity != nil }) else { return nil }
         return try? Policy(config: config).policyVersion
     }
 
