@@ -59,17 +59,21 @@ package final class FileLogBackend: LogBackend {
     package func openTopic(name: String, config: TopicLogConfig) async throws(LogStoreError) -> any TopicLog {
         try Self.validate(name: name)
         try Self.validate(config, topic: name)
-        let result = await withCheckedContinuation {
-            (continuation: CheckedContinuation<Result<FileTopicLog, LogStoreError>, Never>) in
+        // The opened log crosses from the open queue to this task through a lock as well as the continuation. The
+        // continuation alone orders the two threads, but when it is resumed before this task has suspended, the
+        // concurrency runtime hands over without telling ThreadSanitizer, which then reports the log's fields as a
+        // race (`make tsan`); the lock's release and acquire it sees.
+        let handover = Locked<Result<FileTopicLog, LogStoreError>?>(nil)
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             self.openQueue.async {
-                continuation.resume(
-                    returning: Result { () throws(LogStoreError) -> FileTopicLog in
-                        try self.openOnQueue(name: name, config: config)
-                    }
-                )
+                let result = Result { () throws(LogStoreError) -> FileTopicLog in
+                    try self.openOnQueue(name: name, config: config)
+                }
+                handover.withLock { $0 = result }
+                continuation.resume()
             }
         }
-        return try result.get()
+        return try handover.withLock { $0! }.get()  // set before the continuation was resumed
     }
 
     private func openOnQueue(name: String, config: TopicLogConfig) throws(LogStoreError) -> FileTopicLog {
