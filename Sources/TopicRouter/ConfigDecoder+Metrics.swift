@@ -21,14 +21,7 @@ extension ConfigDecoder {
         let reader = TableReader(table: table, label: "[metrics]", section: "metrics", index: 0, locator: locator)
         try reader.checkKeys(Self.metricsKeys)
         if let enabled = try reader.bool("enabled") { metrics.enabled = enabled }
-        if let listen = try reader.string("listen") {
-            guard let (host, port) = Self.parseListen(listen) else {
-                throw ConfigError(
-                    "'listen' in [metrics] must be HOST:PORT with a port in 0…65535 "
-                        + "(e.g. \"127.0.0.1:9420\" or \"[::1]:9420\"), got \"\(listen)\"",
-                    line: reader.line("listen")
-                )
-            }
+        if let (host, port) = try reader.listenAddress(examplePort: 9420) {
             metrics.listenHost = host
             metrics.listenPort = port
         }

@@ -167,14 +167,7 @@ enum ConfigDecoder {
     private static func decodeServer(_ reader: TableReader) throws(ConfigError) -> ServerSettings {
         try reader.checkKeys(Self.serverKeys)
         var server = ServerSettings()
-        if let listen = try reader.string("listen") {
-            guard let (host, port) = Self.parseListen(listen) else {
-                throw ConfigError(
-                    "'listen' in [server] must be HOST:PORT with a port in 0…65535 "
-                        + "(e.g. \"127.0.0.1:7420\" or \"[::1]:7420\"), got \"\(listen)\"",
-                    line: reader.line("listen")
-                )
-            }
+        if let (host, port) = try reader.listenAddress(examplePort: 7420) {
             server.listenHost = host
             server.listenPort = port
         }
@@ -375,6 +368,19 @@ struct TableReader {
     }
 
     /// A string value, nil when the key is absent.
+    /// The table's `listen` key as (host, port), nil when absent; `examplePort` is the port its error suggests.
+    func listenAddress(examplePort: Int) throws(ConfigError) -> (host: String, port: Int)? {
+        guard let listen = try self.string("listen") else { return nil }
+        guard let address = ConfigDecoder.parseListen(listen) else {
+            throw ConfigError(
+                "'listen' in \(self.label) must be HOST:PORT with a port in 0…65535 "
+                    + "(e.g. \"127.0.0.1:\(examplePort)\" or \"[::1]:\(examplePort)\"), got \"\(listen)\"",
+                line: self.line("listen")
+            )
+        }
+        return address
+    }
+
     func string(_ key: String) throws(ConfigError) -> String? {
         guard let value = self.table[key] else { return nil }
         guard let string = value.string else { throw self.typeError(key, expected: "a string", got: value) }

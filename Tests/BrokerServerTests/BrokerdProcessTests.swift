@@ -37,19 +37,11 @@ struct BrokerdProcessTests {
         /// Starts brokerd on ephemeral ports: the broker's and, unless `arguments` turn metrics off, the metrics
         /// endpoint's (never the users' default 9420, so tests and a running brokerd never collide).
         static func start(dataDir: String, arguments: [String] = []) async throws -> Daemon {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: BrokerdProcessTests.brokerdPath)
             let metrics = arguments.contains("--no-metrics") ? [] : ["--metrics-listen", "127.0.0.1:0"]
-            process.arguments = ["--data-dir", dataDir, "--listen", "127.0.0.1:0"] + metrics + arguments
-            let pipe = Pipe()
-            process.standardError = pipe
-            process.standardOutput = pipe
-            let output = OutputBuffer()
-            pipe.fileHandleForReading.readabilityHandler = { handle in
-                let data = handle.availableData
-                output.append(data)
-            }
-            try process.run()
+            let (process, output, _) = try launch(
+                BrokerdProcessTests.brokerdPath,
+                ["--data-dir", dataDir, "--listen", "127.0.0.1:0"] + metrics + arguments
+            )
             let clock = ContinuousClock()
             let deadline = clock.now.advanced(by: .seconds(30))
             while clock.now < deadline {
@@ -261,15 +253,10 @@ struct BrokerdProcessTests {
         let soak = URL(fileURLWithPath: brokerd).deletingLastPathComponent().appendingPathComponent("brokersoak").path
         let dataDir = TestBroker.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: soak)
-        process.arguments = ["--cycles", "3", "--brokerd", brokerd, "--data-dir", dataDir, "--min-run-ms", "300", "--max-run-ms", "900"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let output = OutputBuffer()
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
+        let (process, output, _) = try launch(
+            soak,
+            ["--cycles", "3", "--brokerd", brokerd, "--data-dir", dataDir, "--min-run-ms", "300", "--max-run-ms", "900"]
+        )
         // Bounded: three cycles take seconds; a hung soak is killed after two minutes.
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: .seconds(120))
@@ -285,6 +272,20 @@ struct BrokerdProcessTests {
         let acked = text.firstMatch(of: /acked=(\d+)/).flatMap { Int($0.1) } ?? 0
         #expect(acked > 0, "\(text)")
     }
+}
+
+/// Starts `path` with `arguments`, its stdout and stderr collected together as they come.
+func launch(_ path: String, _ arguments: [String]) throws -> (process: Process, output: OutputBuffer, pipe: Pipe) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    let output = OutputBuffer()
+    pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
+    try process.run()
+    return (process, output, pipe)
 }
 
 /// Collects a child process's output from its pipe's reader thread.

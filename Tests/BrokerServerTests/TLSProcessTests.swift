@@ -10,15 +10,7 @@ struct TLSProcessTests {
     /// Runs brokerd with `arguments` until it exits or prints its listening line (then SIGTERM); returns the exit
     /// status and everything it printed.
     static func runBrokerd(_ arguments: [String]) async throws -> (status: Int32, output: String, listened: Bool) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: BrokerdProcessTests.brokerdPath)
-        process.arguments = arguments
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        let output = OutputBuffer()
-        pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-        try process.run()
+        let (process, output, pipe) = try launch(BrokerdProcessTests.brokerdPath, arguments)
         let deadline = ContinuousClock.now.advanced(by: .seconds(30))
         var listened = false
         while process.isRunning, ContinuousClock.now < deadline {
