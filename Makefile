@@ -103,8 +103,10 @@ tsan: deps
 	if grep -q "WARNING: ThreadSanitizer" .build-tsan.log; then echo "ThreadSanitizer reported races (see .build-tsan.log)"; exit 1; fi; \
 	exit $$status
 
+# make asan: .asan-suppressions holds one report inside Foundation's Process.run(), with its reason.
 asan: deps
-	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build-asan --sanitize address
+	ASAN_OPTIONS="detect_leaks=0:suppressions=$(CURDIR)/.asan-suppressions" $(SWIFT) test --scratch-path .build-asan \
+		--sanitize address
 
 # Micro-benchmarks (package-benchmark, in the separate package Benchmarks/; docs/BENCHMARKS.md). `bench-smoke` runs
 # each benchmark for 2 iterations to prove they all build and work; `bench` runs them fully (about a minute after the
