@@ -284,7 +284,10 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
     private let stream: AsyncThrowingStream<[DeliveredRecord], any Error>
     private let credit: UInt32
 
-    init(client: BrokerClient, info: SubscribeOK, stream: AsyncThrowingStream<[DeliveredRecord], any Error>, credit: UInt32) {
+    init(
+        client: BrokerClient, info: SubscribeOK, stream: AsyncThrowingStream<[DeliveredRecord], any Error>,
+        credit: UInt32
+    ) {
         self.client = client
         self.info = info
         self.stream = stream
@@ -306,7 +309,10 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
         private var delivered: [DeliveredRecord] = []
         private var nextIndex = 0
 
-        init(client: BrokerClient, subscriptionID: UInt32, base: AsyncThrowingStream<[DeliveredRecord], any Error>.AsyncIterator, credit: UInt32) {
+        init(
+            client: BrokerClient, subscriptionID: UInt32,
+            base: AsyncThrowingStream<[DeliveredRecord], any Error>.AsyncIterator, credit: UInt32
+        ) {
             self.client = client
             self.subscriptionID = subscriptionID
             self.base = base

@@ -506,7 +506,9 @@ package struct Policy: Sendable {
     }
 
     /// `recordVerdict` over headers given by a visitor (see ``HeaderVisitor``).
-    package func recordVerdict(topic: String, value: UnsafeRawBufferPointer, eachHeader: HeaderVisitor) -> PublishVerdict {
+    package func recordVerdict(
+        topic: String, value: UnsafeRawBufferPointer, eachHeader: HeaderVisitor
+    ) -> PublishVerdict {
         guard let compiled = self.topics[topic] else {
             return .refuse(
                 .unknownTopic,

@@ -345,7 +345,8 @@ package enum FrameCodec {
             let count = header.name.utf8.count
             precondition(
                 count <= Self.maxStringBytes,
-                "string of \(count) UTF-8 bytes exceeds the wire limit of \(Self.maxStringBytes); call FrameCodec.validate"
+                "string of \(count) UTF-8 bytes exceeds the wire limit of \(Self.maxStringBytes); "
+                    + "call FrameCodec.validate"
             )
             size += 2 + count + 4 + header.value.readableBytes
         }
