@@ -690,8 +690,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             // since the subscription was last judged is applied before anything read is sent.
             let (policy, generation) = self.core.policyState
             guard self.recheck(subscription, policy: policy, generation: generation) else { return }
-            let verdicts = records.map {
-                policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic, headers: $0.record.headers)
+            let verdicts = records.map { stored in
+                policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic) {
+                    stored.record.headers.visitHeaders($0)
+                }
             }
             let deliverable = verdicts.map { $0 == .deliver }
             // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.

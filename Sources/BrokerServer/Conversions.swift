@@ -47,6 +47,16 @@ extension LogHeader: PolicyHeaderView {
     }
 }
 
+extension Collection where Element: PolicyHeaderView {
+    /// Walks these headers for the policy's checks (a `HeaderVisitor`: name and value bytes, in order, until `body`
+    /// returns false). Compiled in this module, so it is specialized for `[WireHeader]` and `[LogHeader]`.
+    func visitHeaders(_ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
+        for header in self {
+            guard header.withUnsafeValueBytes({ body(header.name, $0) }) else { return }
+        }
+    }
+}
+
 extension LogHeader {
     /// A header with a UTF-8 text value.
     init(_ name: String, _ text: String) {

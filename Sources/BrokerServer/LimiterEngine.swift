@@ -111,7 +111,9 @@ final class LimiterEngine: Sendable {
         let set = self.current.withLock { $0 }
         let now = Self.now()
         for limiter in limiters {
-            let keys = policy.limiterKeys(limiter, topic: topic, headers: headers, principal: principal, connectionID: connectionID)
+            let keys = policy.limiterKeys(
+                limiter, topic: topic, principal: principal, connectionID: connectionID, group: nil
+            ) { headers.visitHeaders($0) }
             guard !keys.isEmpty else { continue }
             let outcome: LimiterOutcome
             do {

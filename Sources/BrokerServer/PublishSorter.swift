@@ -56,7 +56,7 @@ struct PublishSorter {
         ]
         for (index, wire) in publish.records.enumerated() {
             let verdict = wire.value.withUnsafeReadableBytes {
-                policy.recordVerdict(topic: publish.topic, headers: wire.headers, value: $0)
+                policy.recordVerdict(topic: publish.topic, value: $0) { wire.headers.visitHeaders($0) }
             }
             var record = LogRecord(wire: wire, receivedAtMillis: receivedAtMillis)
             // Exactly one `dedupe-key` header makes a key; the router quarantines a repeated or malformed one.

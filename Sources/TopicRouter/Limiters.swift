@@ -480,9 +480,23 @@ extension Policy {
         connectionID: UInt64,
         group: String? = nil
     ) -> [String] where Headers.Element: PolicyHeaderView {
+        self.limiterKeys(limiter, topic: topic, principal: principal, connectionID: connectionID, group: group) {
+            headers.forEachPolicyHeader($0)
+        }
+    }
+
+    /// `limiterKeys` over headers given by a visitor (see ``HeaderVisitor``).
+    package func limiterKeys(
+        _ limiter: LimiterDeclaration,
+        topic: String,
+        principal: Principal,
+        connectionID: UInt64,
+        group: String?,
+        eachHeader: HeaderVisitor
+    ) -> [String] {
         var scopes: [String] = []
         if limiter.consentScopes != nil || limiter.key == .consentScope {
-            for scope in Self.consentScopes(in: headers) where !scopes.contains(scope) {
+            for scope in Self.consentScopes(eachHeader: eachHeader) where !scopes.contains(scope) {
                 if let filter = limiter.consentScopes, !filter.contains(scope) { continue }
                 scopes.append(scope)
             }
@@ -491,9 +505,11 @@ extension Policy {
         switch limiter.key {
         case .recipient:
             var keys: [String] = []
-            for header in headers where header.name == limiter.keyHeader {
-                let value = header.withUnsafeValueBytes { String(decoding: $0, as: UTF8.self) }
+            eachHeader { name, bytes in
+                guard name == limiter.keyHeader else { return true }
+                let value = String(decoding: bytes, as: UTF8.self)
                 if !value.isEmpty && !keys.contains(value) { keys.append(value) }
+                return true
             }
             return keys
         case .consentScope:

@@ -453,11 +453,21 @@ package struct Policy: Sendable {
         headers: Headers,
         value: UnsafeRawBufferPointer
     ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
+        self.publishVerdict(principal: principal, topic: topic, value: value) { headers.forEachPolicyHeader($0) }
+    }
+
+    /// `publishVerdict` over headers given by a visitor (see ``HeaderVisitor``).
+    package func publishVerdict(
+        principal: Principal,
+        topic: String,
+        value: UnsafeRawBufferPointer,
+        eachHeader: HeaderVisitor
+    ) -> PublishVerdict {
         let access = self.publishAccess(principal: principal, topic: topic)
         if case .refuse(let code, let reason) = access.decision {
             return .refuse(code, reason: reason, rule: access.rule)
         }
-        return self.recordVerdict(topic: topic, headers: headers, value: value)
+        return self.recordVerdict(topic: topic, value: value, eachHeader: eachHeader)
     }
 
     /// `publishVerdict` with the value in an array.
@@ -484,11 +494,21 @@ package struct Policy: Sendable {
     ///    (`FORBIDDEN_FIELD`; nested keys count because `{"payload": {"patient_name": …}}` leaks as much as a
     ///    top-level one; escapes are decoded first, so `"patient\u005fname"` is caught too);
     /// 7. with `allowed_fields`, every top-level key is one of them, exactly (`FIELD_NOT_ALLOWED`).
+    ///
+    /// The checks run in the non-generic `recordVerdict(topic:value:eachHeader:)`; hot callers in other modules
+    /// call that one with a walk over their concrete header type (see ``HeaderVisitor``).
     package func recordVerdict<Headers: Collection>(
         topic: String,
         headers: Headers,
         value: UnsafeRawBufferPointer
     ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
+        self.recordVerdict(topic: topic, value: value) { headers.forEachPolicyHeader($0) }
+    }
+
+    /// `recordVerdict` over headers given by a visitor (see ``HeaderVisitor``).
+    package func recordVerdict(
+        topic: String, value: UnsafeRawBufferPointer, eachHeader: HeaderVisitor
+    ) -> PublishVerdict {
         guard let compiled = self.topics[topic] else {
             return .refuse(
                 .unknownTopic,
@@ -503,7 +523,7 @@ package struct Policy: Sendable {
                 rule: PolicyRule.publishReservedTopic
             )
         }
-        if let quarantine = self.headerQuarantine(compiled, headers) { return quarantine }
+        if let quarantine = self.headerQuarantine(compiled, eachHeader) { return quarantine }
         guard compiled.policy.payload == .json else { return .accept }
         return self.payloadVerdict(compiled, value)
     }
@@ -518,28 +538,29 @@ package struct Policy: Sendable {
     }
 
     /// Checks 1–4 of `recordVerdict`.
-    private func headerQuarantine<Headers: Collection>(
-        _ topic: CompiledTopic,
-        _ headers: Headers
-    ) -> PublishVerdict? where Headers.Element: PolicyHeaderView {
+    private func headerQuarantine(_ topic: CompiledTopic, _ eachHeader: HeaderVisitor) -> PublishVerdict? {
         var dedupeKeys = 0
         var badDedupeKeyLength: Int? = nil
-        for header in headers {
-            if let prefix = RecordRules.reservedPrefix(of: header.name) {
-                return .quarantine(
+        var reserved: PublishVerdict? = nil
+        eachHeader { name, value in
+            if let prefix = RecordRules.reservedPrefix(of: name) {
+                reserved = .quarantine(
                     .reservedHeader,
                     rule: PolicyRule.recordReservedHeader,
-                    message: "header '\(header.name)' starts with '\(prefix)', which only the broker may set "
+                    message: "header '\(name)' starts with '\(prefix)', which only the broker may set "
                         + "(reserved prefixes: \(RecordRules.reservedHeaderPrefixes.joined(separator: ", ")))"
                 )
+                return false
             }
-            guard header.name == RecordRules.dedupeKeyHeader else { continue }
+            guard name == RecordRules.dedupeKeyHeader else { return true }
             dedupeKeys += 1
-            let length = header.withUnsafeValueBytes { $0.count }
+            let length = value.count
             if badDedupeKeyLength == nil && (length == 0 || length > RecordRules.maxDedupeKeyBytes) {
                 badDedupeKeyLength = length
             }
+            return true
         }
+        if let reserved { return reserved }
         // Reserved headers are looked for in every header before the dedupe key is judged.
         if dedupeKeys > 1 {
             return .quarantine(
@@ -559,15 +580,19 @@ package struct Policy: Sendable {
         }
         for required in topic.policy.requiredHeaders {
             var present = false
-            for header in headers where header.name == required {
+            var empty = false
+            eachHeader { name, value in
+                guard name == required else { return true }
                 present = true
-                if header.withUnsafeValueBytes({ $0.isEmpty }) {
-                    return .quarantine(
-                        .missingHeader,
-                        rule: PolicyRule.topicRequiredHeaders,
-                        message: "required header '\(required)' is empty on a record for topic '\(topic.policy.name)'"
-                    )
-                }
+                empty = value.isEmpty
+                return !empty
+            }
+            if empty {
+                return .quarantine(
+                    .missingHeader,
+                    rule: PolicyRule.topicRequiredHeaders,
+                    message: "required header '\(required)' is empty on a record for topic '\(topic.policy.name)'"
+                )
             }
             if !present {
                 return .quarantine(
@@ -578,35 +603,34 @@ package struct Policy: Sendable {
                 )
             }
         }
-        for header in headers where header.name == RecordRules.consentScopeHeader {
-            let problem: String? = header.withUnsafeValueBytes { value in
-                var problem: String? = nil
-                RecordRules.forEachListItem(value) { item in
-                    guard !item.isEmpty else {
-                        problem =
-                            "header '\(RecordRules.consentScopeHeader)' has an empty entry; list scopes "
-                            + "separated by single commas"
-                        return false
-                    }
-                    guard let index = self.scopeIndex(item) else {
-                        problem =
-                            "consent scope '\(String(decoding: item, as: UTF8.self))' is not declared "
-                            + "(declared: \(self.config.consentScopes.joined(separator: ", ")))"
-                        return false
-                    }
-                    guard topic.allowedScopes[index] else {
-                        problem =
-                            "consent scope '\(self.config.consentScopes[index])' is not allowed on topic "
-                            + "'\(topic.policy.name)' (allowed: \(topic.policy.consentScopes.joined(separator: ", ")))"
-                        return false
-                    }
-                    return true
+        var problem: String? = nil
+        eachHeader { name, value in
+            guard name == RecordRules.consentScopeHeader else { return true }
+            RecordRules.forEachListItem(value) { item in
+                guard !item.isEmpty else {
+                    problem =
+                        "header '\(RecordRules.consentScopeHeader)' has an empty entry; list scopes "
+                        + "separated by single commas"
+                    return false
                 }
-                return problem
+                guard let index = self.scopeIndex(item) else {
+                    problem =
+                        "consent scope '\(String(decoding: item, as: UTF8.self))' is not declared "
+                        + "(declared: \(self.config.consentScopes.joined(separator: ", ")))"
+                    return false
+                }
+                guard topic.allowedScopes[index] else {
+                    problem =
+                        "consent scope '\(self.config.consentScopes[index])' is not allowed on topic "
+                        + "'\(topic.policy.name)' (allowed: \(topic.policy.consentScopes.joined(separator: ", ")))"
+                    return false
+                }
+                return true
             }
-            if let problem {
-                return .quarantine(.consentScopeNotAllowed, rule: PolicyRule.topicConsentScopes, message: problem)
-            }
+            return problem == nil
+        }
+        if let problem {
+            return .quarantine(.consentScopeNotAllowed, rule: PolicyRule.topicConsentScopes, message: problem)
         }
         return nil
     }
@@ -677,6 +701,11 @@ package struct Policy: Sendable {
         topic: String,
         headers: Headers
     ) -> DeliveryVerdict where Headers.Element: PolicyHeaderView {
+        self.deliveryDecision(principal: principal, topic: topic) { headers.forEachPolicyHeader($0) }
+    }
+
+    /// `deliveryDecision` over headers given by a visitor (see ``HeaderVisitor``).
+    package func deliveryDecision(principal: Principal, topic: String, eachHeader: HeaderVisitor) -> DeliveryVerdict {
         guard let compiled = self.topics[topic] else {
             return .withhold(scope: "", rule: PolicyRule.deliveryUnknownTopic)
         }
@@ -685,23 +714,22 @@ package struct Policy: Sendable {
             return .withhold(scope: "", rule: PolicyRule.deliveryRole)
         }
         var carriesScope = false
-        for header in headers where header.name == RecordRules.consentScopeHeader {
+        var receivable = false
+        eachHeader { name, value in
+            guard name == RecordRules.consentScopeHeader else { return true }
             carriesScope = true
-            let receivable = header.withUnsafeValueBytes { value in
-                var receivable = false
-                RecordRules.forEachListItem(value) { item in
-                    if let index = self.scopeIndex(item), role.scopes[index] { receivable = true }
-                    return !receivable
-                }
-                return receivable
+            RecordRules.forEachListItem(value) { item in
+                if let index = self.scopeIndex(item), role.scopes[index] { receivable = true }
+                return !receivable
             }
-            if receivable { return .deliver }
+            return !receivable
         }
+        if receivable { return .deliver }
         guard carriesScope else {
             return compiled.requiresConsent ? .withhold(scope: "", rule: PolicyRule.deliveryConsentMissing) : .deliver
         }
         return .withhold(
-            scope: Self.consentScopes(in: headers).joined(separator: ","),
+            scope: Self.consentScopes(eachHeader: eachHeader).joined(separator: ","),
             rule: PolicyRule.deliveryConsentScope
         )
     }
@@ -709,14 +737,19 @@ package struct Policy: Sendable {
     /// The entries of every `consent_scope` header, trimmed, in order (empty entries dropped).
     package static func consentScopes<Headers: Collection>(in headers: Headers) -> [String]
     where Headers.Element: PolicyHeaderView {
+        Self.consentScopes { headers.forEachPolicyHeader($0) }
+    }
+
+    /// `consentScopes(in:)` over headers given by a visitor (see ``HeaderVisitor``).
+    package static func consentScopes(eachHeader: HeaderVisitor) -> [String] {
         var scopes: [String] = []
-        for header in headers where header.name == RecordRules.consentScopeHeader {
-            header.withUnsafeValueBytes { value in
-                RecordRules.forEachListItem(value) { item in
-                    if !item.isEmpty { scopes.append(String(decoding: item, as: UTF8.self)) }
-                    return true
-                }
+        eachHeader { name, value in
+            guard name == RecordRules.consentScopeHeader else { return true }
+            RecordRules.forEachListItem(value) { item in
+                if !item.isEmpty { scopes.append(String(decoding: item, as: UTF8.self)) }
+                return true
             }
+            return true
         }
         return scopes
     }
