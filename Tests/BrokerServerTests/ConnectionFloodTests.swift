@@ -56,7 +56,17 @@ struct ConnectionFloodTests {
         return setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0
     }
 
-    @Test("10,000 connections at once: max_connections admitted, every other one gets CONNECTION_LIMIT and is closed")
+    /// Runs only with BROKERD_FLOOD=1, which `make test` and `make tsan` set for a separate `swift test --filter
+    /// ConnectionFloodTests` run: while this test holds 10,000 sockets, Foundation's `Process.run()` in any test
+    /// running beside it can crash the whole test process (swift-corelibs-foundation lists /proc/self/fd and reads
+    /// 256 bytes past a directory entry; with thousands of descriptors that read can cross into an unmapped page —
+    /// seen once as SIGSEGV in a brokerctl process test, and as an AddressSanitizer report).
+    static let enabled = ProcessInfo.processInfo.environment["BROKERD_FLOOD"] == "1"
+
+    @Test(
+        "10,000 connections at once: max_connections admitted, every other one gets CONNECTION_LIMIT and is closed",
+        .enabled(if: Self.enabled, "set BROKERD_FLOOD=1 (make test does, in a run of its own)")
+    )
     func tenThousand() async throws {
         // Under a sanitizer (make tsan / make asan, several times slower) 2,000: enough to cross the limit tenfold
         // and exercise the same paths, without starving the tests running beside it for a minute.
