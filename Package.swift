@@ -30,12 +30,14 @@ let package = Package(
         // Leaf modules: pure logic, no NIOPosix, no imports of each other.
         .target(
             name: "WireProtocol",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["RawBytes", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // A raw big-endian writer the two encoders share (they may not import each other).
+        .target(name: "RawBytes", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4", "Locking",
+                "CLZ4", "Locking", "RawBytes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 // fsync latency, group-commit size and append latency are measured where they happen.

@@ -26,12 +26,14 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .target(
             name: "WireProtocol",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["RawBytes", .product(name: "NIOCore", package: "swift-nio")]
         ),
+        // A raw big-endian writer the two encoders share (they may not import each other).
+        .target(name: "RawBytes", dependencies: [.product(name: "NIOCore", package: "swift-nio")]),
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4", "Locking",
+                "CLZ4", "Locking", "RawBytes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -1,6 +1,7 @@
 import CLZ4
 import Glibc
 import NIOCore
+import RawBytes
 
 /// The on-disk record batch format (documented byte for byte in docs/STORAGE.md). All integers are big-endian.
 ///
@@ -156,7 +157,7 @@ package enum BatchCodec {
         var body = ByteBufferAllocator().buffer(capacity: size)
         var maxTimestamp = first.timestamp
         let written = body.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-            var writer = RawBodyWriter(out)
+            var writer = RawWriter(out)
             for record in records {
                 maxTimestamp = max(maxTimestamp, record.timestamp)
                 writer.put(record.timestamp)
@@ -384,39 +385,5 @@ package enum BatchCodec {
             throw BatchDecodeError("LZ4 body decompressed to \(produced) bytes, header says \(length)")
         }
         return output
-    }
-}
-
-/// Writes big-endian integers and byte runs into a buffer sized beforehand; traps rather than write past its end.
-private struct RawBodyWriter {
-    private let out: UnsafeMutableRawBufferPointer
-    /// Bytes written so far.
-    private(set) var position = 0
-
-    init(_ out: UnsafeMutableRawBufferPointer) {
-        self.out = out
-    }
-
-    mutating func put<T: FixedWidthInteger>(_ value: T) {
-        let size = MemoryLayout<T>.size
-        precondition(self.position + size <= self.out.count, "batch body overflows its computed size")
-        self.out.storeBytes(of: value.bigEndian, toByteOffset: self.position, as: T.self)
-        self.position += size
-    }
-
-    mutating func put(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count > 0 else { return }
-        precondition(self.position + bytes.count <= self.out.count, "batch body overflows its computed size")
-        (self.out.baseAddress! + self.position).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-        self.position += bytes.count
-    }
-
-    mutating func put(_ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { self.put($0) }
-    }
-
-    mutating func put(_ string: String) {
-        var string = string
-        string.withUTF8 { self.put(UnsafeRawBufferPointer($0)) }
     }
 }

@@ -1,4 +1,5 @@
 import NIOCore
+import RawBytes
 
 /// A decode or encode failure, with the wire error code the broker answers with.
 package struct WireProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -351,7 +352,7 @@ package enum FrameCodec {
             size += 2 + count + 4 + header.value.readableBytes
         }
         let written = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-            var writer = RawFieldWriter(out)
+            var writer = RawWriter(out)
             if let key = record.key {
                 writer.put(Int32(key.readableBytes))
                 writer.put(key)
@@ -1000,38 +1001,4 @@ package struct FrameEncoder: MessageToByteEncoder {
 private func hex<T: BinaryInteger>(_ value: T, digits: Int) -> String {
     let text = String(value, radix: 16, uppercase: true)
     return String(repeating: "0", count: max(0, digits - text.count)) + text
-}
-
-/// Writes big-endian integers and byte runs into a region sized beforehand; traps rather than write past its end.
-private struct RawFieldWriter {
-    private let out: UnsafeMutableRawBufferPointer
-    /// Bytes written so far.
-    private(set) var position = 0
-
-    init(_ out: UnsafeMutableRawBufferPointer) {
-        self.out = out
-    }
-
-    mutating func put<T: FixedWidthInteger>(_ value: T) {
-        let size = MemoryLayout<T>.size
-        precondition(self.position + size <= self.out.count, "frame field overflows its computed size")
-        self.out.storeBytes(of: value.bigEndian, toByteOffset: self.position, as: T.self)
-        self.position += size
-    }
-
-    mutating func put(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count > 0 else { return }
-        precondition(self.position + bytes.count <= self.out.count, "frame field overflows its computed size")
-        (self.out.baseAddress! + self.position).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
-        self.position += bytes.count
-    }
-
-    mutating func put(_ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { self.put($0) }
-    }
-
-    mutating func put(_ string: String) {
-        var string = string
-        string.withUTF8 { self.put(UnsafeRawBufferPointer($0)) }
-    }
 }
