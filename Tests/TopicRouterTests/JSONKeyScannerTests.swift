@@ -203,4 +203,48 @@ struct JSONKeyScannerTests {
         // Short inputs such as "{}" come up, so both outcomes are exercised.
         #expect(accepted > 0)
     }
+
+    /// Strings are skipped eight bytes at a time; whatever ends a plain run must be found at every position of a
+    /// word, in keys and values alike.
+    @Test("a quote, escape, control byte or non-ASCII byte is found at every position of a long string")
+    func stopBytesAtEveryPosition() throws {
+        let plain = Array("abcdefghijklmnopqrstuvwx".utf8)  // 24 bytes: three words
+        for position in 0...plain.count {
+            let head = Array(plain[..<position])
+            let tail = Array(plain[position...])
+            // An escaped quote in the key: decoded, and the scan goes on to the value.
+            let escapedKey = Array(#"{""#.utf8) + head + Array(#"\""#.utf8) + tail + Array(#"": "v"}"#.utf8)
+            #expect(
+                try JSONKeyScanner.keys(in: escapedKey).map(\.name)
+                    == [String(decoding: head + [UInt8(ascii: "\"")] + tail, as: UTF8.self)]
+            )
+            // Two-byte UTF-8 (é) in a value, then a second key after it.
+            let accented = Array(#"{"k": ""#.utf8) + head + [0xC3, 0xA9] + tail + Array(#"", "z": 1}"#.utf8)
+            #expect(try JSONKeyScanner.keys(in: accented).map(\.name) == ["k", "z"])
+            // A raw control byte in a value: rejected at exactly its offset.
+            let control = Array(#"{"k": ""#.utf8) + head + [0x0A] + tail + Array(#""}"#.utf8)
+            #expect(throws: JSONScanError.self) { try JSONKeyScanner.keys(in: control) }
+            do {
+                _ = try JSONKeyScanner.keys(in: control)
+            } catch {
+                #expect(error.offset == 7 + position, "\(error)")
+                #expect(error.message.contains("raw control byte 0x0A"), "\(error)")
+            }
+            // A byte that is no UTF-8 lead, at exactly its offset; and a string cut short inside the run.
+            let invalid = Array(#"{"k": ""#.utf8) + head + [0xFF] + tail + Array(#""}"#.utf8)
+            do {
+                _ = try JSONKeyScanner.keys(in: invalid)
+                Issue.record("accepted 0xFF at \(position)")
+            } catch {
+                #expect(error.offset == 7 + position && error.message.contains("lead byte 0xFF"), "\(error)")
+            }
+            let unterminated = Array(#"{"k": ""#.utf8) + head
+            do {
+                _ = try JSONKeyScanner.keys(in: unterminated)
+                Issue.record("accepted an unterminated string of \(position) bytes")
+            } catch {
+                #expect(error.offset == 6 && error.message.contains("unterminated string"), "\(error)")
+            }
+        }
+    }
 }
