@@ -567,102 +567,106 @@ package struct Policy: Sendable {
         value.withUnsafeBytes { self.recordVerdict(topic: topic, headers: headers, value: $0) }
     }
 
-    /// Checks 1–4 of `recordVerdict`.
+    /// Checks 1–4 of `recordVerdict`, in one walk over the headers (each visit of a header costs its caller a
+    /// buffer access, so the walk is not repeated per check). What the walk finds is judged afterwards in the
+    /// checks' order, so the verdict is the same as checking one rule after another.
     private func headerQuarantine(_ topic: CompiledTopic, _ eachHeader: HeaderVisitor) -> PublishVerdict? {
+        let required = topic.policy.requiredHeaders
         var dedupeKeys = 0
         var badDedupeKeyLength: Int? = nil
-        var reserved: PublishVerdict? = nil
-        eachHeader { name, value in
-            if let prefix = RecordRules.reservedPrefix(of: name) {
-                reserved = .quarantine(
-                    .reservedHeader,
-                    rule: PolicyRule.recordReservedHeader,
-                    message: "header '\(name)' starts with '\(prefix)', which only the broker may set "
-                        + "(reserved prefixes: \(RecordRules.reservedHeaderPrefixes.joined(separator: ", ")))"
-                )
-                return false
-            }
-            guard name == RecordRules.dedupeKeyHeader else { return true }
-            dedupeKeys += 1
-            let length = value.count
-            if badDedupeKeyLength == nil && (length == 0 || length > RecordRules.maxDedupeKeyBytes) {
-                badDedupeKeyLength = length
-            }
-            return true
-        }
-        if let reserved { return reserved }
-        // Reserved headers are looked for in every header before the dedupe key is judged.
-        if dedupeKeys > 1 {
-            return .quarantine(
-                .invalidDedupeKey,
-                rule: PolicyRule.recordDedupeKey,
-                message: "header '\(RecordRules.dedupeKeyHeader)' appears \(dedupeKeys) times; a record carries at "
-                    + "most one dedupe key"
-            )
-        }
-        if let length = badDedupeKeyLength {
-            return .quarantine(
-                .invalidDedupeKey,
-                rule: PolicyRule.recordDedupeKey,
-                message: "header '\(RecordRules.dedupeKeyHeader)' is \(length) bytes; a dedupe key is "
-                    + "1…\(RecordRules.maxDedupeKeyBytes) bytes"
-            )
-        }
-        for required in topic.policy.requiredHeaders {
-            var present = false
-            var empty = false
+        var reserved: (name: String, prefix: String)? = nil
+        var consentProblem: String? = nil
+        // Per required header: 0 not seen, 1 seen and never empty, 2 seen empty at least once.
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: required.count) { seen in
+            seen.initialize(repeating: 0)
             eachHeader { name, value in
-                guard name == required else { return true }
-                present = true
-                empty = value.isEmpty
-                return !empty
-            }
-            if empty {
-                return .quarantine(
-                    .missingHeader,
-                    rule: PolicyRule.topicRequiredHeaders,
-                    message: "required header '\(required)' is empty on a record for topic '\(topic.policy.name)'"
-                )
-            }
-            if !present {
-                return .quarantine(
-                    .missingHeader,
-                    rule: PolicyRule.topicRequiredHeaders,
-                    message: "missing required header '\(required)'; topic '\(topic.policy.name)' requires "
-                        + topic.policy.requiredHeaders.joined(separator: ", ")
-                )
-            }
-        }
-        var problem: String? = nil
-        eachHeader { name, value in
-            guard name == RecordRules.consentScopeHeader else { return true }
-            RecordRules.forEachListItem(value) { item in
-                guard !item.isEmpty else {
-                    problem =
-                        "header '\(RecordRules.consentScopeHeader)' has an empty entry; list scopes "
-                        + "separated by single commas"
+                if let prefix = RecordRules.reservedPrefix(of: name) {
+                    reserved = (name, prefix)
                     return false
                 }
-                guard let index = self.scopeIndex(item) else {
-                    problem =
-                        "consent scope '\(String(decoding: item, as: UTF8.self))' is not declared "
-                        + "(declared: \(self.config.consentScopes.joined(separator: ", ")))"
-                    return false
+                if name == RecordRules.dedupeKeyHeader {
+                    dedupeKeys += 1
+                    if badDedupeKeyLength == nil && (value.isEmpty || value.count > RecordRules.maxDedupeKeyBytes) {
+                        badDedupeKeyLength = value.count
+                    }
                 }
-                guard topic.allowedScopes[index] else {
-                    problem =
-                        "consent scope '\(self.config.consentScopes[index])' is not allowed on topic "
-                        + "'\(topic.policy.name)' (allowed: \(topic.policy.consentScopes.joined(separator: ", ")))"
-                    return false
+                for index in required.indices where required[index] == name {
+                    seen[index] = value.isEmpty ? 2 : max(seen[index], 1)
+                }
+                if consentProblem == nil && name == RecordRules.consentScopeHeader {
+                    consentProblem = self.consentScopeProblem(topic, value)
                 }
                 return true
             }
-            return problem == nil
+            if let reserved {
+                return .quarantine(
+                    .reservedHeader,
+                    rule: PolicyRule.recordReservedHeader,
+                    message: "header '\(reserved.name)' starts with '\(reserved.prefix)', which only the broker may "
+                        + "set (reserved prefixes: \(RecordRules.reservedHeaderPrefixes.joined(separator: ", ")))"
+                )
+            }
+            if dedupeKeys > 1 {
+                return .quarantine(
+                    .invalidDedupeKey,
+                    rule: PolicyRule.recordDedupeKey,
+                    message: "header '\(RecordRules.dedupeKeyHeader)' appears \(dedupeKeys) times; a record carries "
+                        + "at most one dedupe key"
+                )
+            }
+            if let length = badDedupeKeyLength {
+                return .quarantine(
+                    .invalidDedupeKey,
+                    rule: PolicyRule.recordDedupeKey,
+                    message: "header '\(RecordRules.dedupeKeyHeader)' is \(length) bytes; a dedupe key is "
+                        + "1…\(RecordRules.maxDedupeKeyBytes) bytes"
+                )
+            }
+            for index in required.indices where seen[index] != 1 {
+                let name = required[index]
+                return .quarantine(
+                    .missingHeader,
+                    rule: PolicyRule.topicRequiredHeaders,
+                    message: seen[index] == 2
+                        ? "required header '\(name)' is empty on a record for topic '\(topic.policy.name)'"
+                        : "missing required header '\(name)'; topic '\(topic.policy.name)' requires "
+                            + required.joined(separator: ", ")
+                )
+            }
+            if let consentProblem {
+                return .quarantine(
+                    .consentScopeNotAllowed, rule: PolicyRule.topicConsentScopes, message: consentProblem
+                )
+            }
+            return nil
         }
-        if let problem {
-            return .quarantine(.consentScopeNotAllowed, rule: PolicyRule.topicConsentScopes, message: problem)
+    }
+
+    /// What is wrong with one `consent_scope` header's value on `topic`, or nil.
+    private func consentScopeProblem(_ topic: CompiledTopic, _ value: UnsafeRawBufferPointer) -> String? {
+        var problem: String? = nil
+        RecordRules.forEachListItem(value) { item in
+            guard !item.isEmpty else {
+                problem =
+                    "header '\(RecordRules.consentScopeHeader)' has an empty entry; list scopes separated by single "
+                    + "commas"
+                return false
+            }
+            guard let index = self.scopeIndex(item) else {
+                problem =
+                    "consent scope '\(String(decoding: item, as: UTF8.self))' is not declared "
+                    + "(declared: \(self.config.consentScopes.joined(separator: ", ")))"
+                return false
+            }
+            guard topic.allowedScopes[index] else {
+                problem =
+                    "consent scope '\(self.config.consentScopes[index])' is not allowed on topic "
+                    + "'\(topic.policy.name)' (allowed: \(topic.policy.consentScopes.joined(separator: ", ")))"
+                return false
+            }
+            return true
         }
-        return nil
+        return problem
     }
 
     /// Checks 5–7 of `recordVerdict`, in one scan of the value.

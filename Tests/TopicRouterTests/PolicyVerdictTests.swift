@@ -210,6 +210,28 @@ struct PolicyVerdictTests {
             headers: [PolicyHeader("dedupe-key", String(repeating: "k", count: 300))],
             .quarantine(.invalidDedupeKey, message: "is 300 bytes")
         ),
+        // The header checks run in one walk; what they find is judged in the rules' order, whatever the headers'.
+        PublishCase(
+            "a reserved header after a bad consent scope is reported as reserved",
+            headers: recordHeaders(
+                scope: "promotional_outreach",
+                extra: [PolicyHeader("Replay-Of", "x")]
+            ),
+            .quarantine(.reservedHeader, message: "header 'Replay-Of' starts with 'replay-'")
+        ),
+        PublishCase(
+            "a missing required header is reported before a bad consent scope",
+            headers: [PolicyHeader("consent_scope", "promotional_outreach"), PolicyHeader("event_type", "x")],
+            .quarantine(.missingHeader, message: "missing required header 'source_system'")
+        ),
+        PublishCase(
+            "a required header given twice, once empty, is empty",
+            headers: [
+                PolicyHeader("event_type", "x"), PolicyHeader("source_system", "lp"),
+                PolicyHeader("consent_scope", "educational"), PolicyHeader("event_type", ""),
+            ],
+            .quarantine(.missingHeader, message: "required header 'event_type' is empty")
+        ),
         // MISSING_HEADER.
         PublishCase(
             "no consent_scope",
