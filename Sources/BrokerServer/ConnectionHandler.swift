@@ -318,15 +318,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let limits = self.core.limits
         let connectionID = self.connectionID
         let topic = publish.topic
-        let judge: (PublishSorter.Accepted) -> LimitDecision = { entry in
-            limits.judgePublish(
-                topic: topic, headers: entry.record.headers, bytes: entry.record.value.readableBytes,
-                principal: principal, connectionID: connectionID, policy: policy
+        // The limiters and clocks are read once per request (and again for records a "delay" limiter held).
+        func judge() -> (PublishSorter.Accepted) -> LimitDecision {
+            let publishJudge = limits.publishJudge(
+                topic: topic, principal: principal, connectionID: connectionID, policy: policy
             )
+            return { entry in
+                guard let publishJudge else { return .pass }
+                return publishJudge.judge(bytes: entry.record.value.readableBytes) {
+                    entry.record.headers.visitHeaders($0)
+                }
+            }
         }
         let decisions = sorted.applyLimits(
             topic: topic, producer: principal.clientID, receivedAtMillis: receivedAt, policyVersion: policy.policyVersion,
-            gate: gate, judge: judge
+            gate: gate, judge: judge()
         )
         for decision in decisions { limits.count(decision.limiter, decision.decision) }
         let delay = sorted.longestDelayNanos
@@ -337,7 +343,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         // A "delay" limiter holds its records (at most `maxPublishDelay`), then they are judged again.
         let wait = min(delay, Self.maxPublishDelayNanos)
         eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(wait))) {
-            sorted.resumeDelayed(gate: gate, judge: judge)
+            sorted.resumeDelayed(gate: gate, judge: judge())
             self.appendAndAcknowledge(sorted, appender: appender, gate: gate, receivedAt: receivedAt, principal: principal, policy: policy, correlationID: correlationID)
         }
     }

@@ -100,41 +100,16 @@ final class LimiterEngine: Sendable {
         )
     }
 
-    /// Judges one published record against every publish limiter of its topic, first refusal wins. A refusal of a
-    /// later limiter does not give back what earlier ones counted (a refused record may use up allowance: the
-    /// limits err on the side of fewer contacts, never more).
-    func judgePublish<Headers: Collection>(
-        topic: String, headers: Headers, bytes: Int, principal: Principal, connectionID: UInt64, policy: Policy
-    ) -> LimitDecision where Headers.Element: PolicyHeaderView {
+    /// The publish limiters of `topic`, ready to judge the records of one PUBLISH; nil when the topic has none (then
+    /// every record passes and nothing is counted). Read once per request: the limiter set, the topic's limiters
+    /// and the clocks (the records of a request arrive together).
+    func publishJudge(topic: String, principal: Principal, connectionID: UInt64, policy: Policy) -> PublishJudge? {
         let limiters = policy.limiters(for: topic, direction: .publish)
-        guard !limiters.isEmpty else { return .pass }
-        let set = self.current.withLock { $0 }
-        let now = Self.now()
-        for limiter in limiters {
-            let keys = policy.limiterKeys(
-                limiter, topic: topic, principal: principal, connectionID: connectionID, group: nil
-            ) { headers.visitHeaders($0) }
-            guard !keys.isEmpty else { continue }
-            let outcome: LimiterOutcome
-            do {
-                outcome = try set.check(limiter: limiter.name, keys: keys, tokens: 1, bytes: bytes, now: now)
-            } catch {
-                // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
-                outcome = .limited(retryAfterNanos: 1_000_000_000)
-            }
-            let retry: UInt64
-            switch outcome {
-            case .allowed: continue
-            case .limited(let nanos), .tableFull(let nanos): retry = nanos
-            }
-            let millis = UInt32(min(retry / 1_000_000 + (retry % 1_000_000 == 0 ? 0 : 1), UInt64(UInt32.max)))
-            switch limiter.action {
-            case .reject: return .reject(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
-            case .quarantine: return .quarantine(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
-            case .delay: return .delay(limiter: limiter.name, key: limiter.key, nanos: retry)
-            }
-        }
-        return .pass
+        guard !limiters.isEmpty else { return nil }
+        return PublishJudge(
+            limiters: limiters, set: self.current.withLock { $0 }, now: Self.now(), topic: topic,
+            principal: principal, connectionID: connectionID, policy: policy
+        )
     }
 
     /// How many of `sizes` (records about to be delivered, in order) the delivery limiters let through now; when
@@ -250,5 +225,47 @@ final class LimiterEngine: Sendable {
                 self.logger.error("limiter windows not persisted", metadata: ["brokerd.error": "\(error)"])
             }
         }
+    }
+}
+
+/// One PUBLISH request's view of its topic's publish limiters (`LimiterEngine.publishJudge`).
+struct PublishJudge {
+    let limiters: [LimiterDeclaration]
+    let set: LimiterSet
+    let now: LimiterNow
+    let topic: String
+    let principal: Principal
+    let connectionID: UInt64
+    let policy: Policy
+
+    /// Judges one record, first refusal wins. A refusal of a later limiter does not give back what earlier ones
+    /// counted (a refused record may use up allowance: the limits err on the side of fewer contacts, never more).
+    func judge(bytes: Int, eachHeader: HeaderVisitor) -> LimitDecision {
+        for limiter in self.limiters {
+            let keys = self.policy.limiterKeys(
+                limiter, topic: self.topic, principal: self.principal, connectionID: self.connectionID, group: nil,
+                eachHeader: eachHeader
+            )
+            guard !keys.isEmpty else { continue }
+            let outcome: LimiterOutcome
+            do {
+                outcome = try self.set.check(limiter: limiter.name, keys: keys, tokens: 1, bytes: bytes, now: self.now)
+            } catch {
+                // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
+                outcome = .limited(retryAfterNanos: 1_000_000_000)
+            }
+            let retry: UInt64
+            switch outcome {
+            case .allowed: continue
+            case .limited(let nanos), .tableFull(let nanos): retry = nanos
+            }
+            let millis = UInt32(min(retry / 1_000_000 + (retry % 1_000_000 == 0 ? 0 : 1), UInt64(UInt32.max)))
+            switch limiter.action {
+            case .reject: return .reject(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
+            case .quarantine: return .quarantine(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
+            case .delay: return .delay(limiter: limiter.name, key: limiter.key, nanos: retry)
+            }
+        }
+        return .pass
     }
 }

@@ -107,6 +107,26 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
         return (count, count < needed ? excludedWait : 0)
     }
 
+    /// Where `key`'s state is held, if it is: valid until the next insert or eviction (a check that found its keys
+    /// held uses it to look each up once, see `tryTake(_:held:nowNanos:)`).
+    package func heldSlot(for key: Key) -> Int? {
+        self.index[key]
+    }
+
+    /// The state in a slot `heldSlot(for:)` gave.
+    package func state(held slot: Int) -> State {
+        self.slots[slot].state
+    }
+
+    /// `tryTake(_:key:nowNanos:)` for a key `heldSlot(for:)` found: no lookup.
+    package mutating func tryTake(_ tokens: Int, held slot: Int, nowNanos: UInt64) -> KeyedDecision {
+        self.touch(slot)
+        switch self.slots[slot].state.tryTake(tokens, nowNanos: nowNanos) {
+        case .allowed: return .allowed
+        case .limited(let retry): return .limited(retryAfterNanos: retry)
+        }
+    }
+
     /// Takes `tokens` from `key`'s limit.
     package mutating func tryTake(_ tokens: Int, key: Key, nowNanos: UInt64) -> KeyedDecision {
         let slot: Int
