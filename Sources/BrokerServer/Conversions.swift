@@ -8,18 +8,6 @@ import NIOCore
 import TopicRouter
 import WireProtocol
 
-extension LogRecord {
-    /// The stored form of a published record; a zero timestamp is stamped with the broker's receive time.
-    init(wire: WireRecord, receivedAtMillis: Int64) {
-        self.init(
-            key: wire.key,
-            headers: wire.headers.map { LogHeader(name: $0.name, value: $0.value) },
-            value: wire.value,
-            timestamp: wire.timestamp == 0 ? receivedAtMillis : wire.timestamp
-        )
-    }
-}
-
 extension DeliveredRecord {
     /// The wire form of a stored record.
     init(stored: StoredRecord) {

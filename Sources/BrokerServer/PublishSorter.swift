@@ -58,15 +58,26 @@ struct PublishSorter {
             let verdict = wire.value.withUnsafeReadableBytes {
                 policy.recordVerdict(topic: publish.topic, value: $0) { wire.headers.visitHeaders($0) }
             }
-            var record = LogRecord(wire: wire, receivedAtMillis: receivedAtMillis)
-            // Exactly one `dedupe-key` header makes a key; the router quarantines a repeated or malformed one.
+            // One pass converts the headers (room left for the provenance headers, so appending them does not
+            // grow the array) and finds the dedupe key: exactly one `dedupe-key` header makes a key; the router
+            // quarantines a repeated or malformed one.
+            var headers: [LogHeader] = []
+            headers.reserveCapacity(wire.headers.count + provenance.count)
             var key: ByteBuffer?
             var keyCount = 0
-            for header in wire.headers where header.name == RecordHeaderName.dedupeKey {
-                key = header.value
-                keyCount += 1
+            for header in wire.headers {
+                headers.append(LogHeader(name: header.name, value: header.value))
+                if header.name == RecordHeaderName.dedupeKey {
+                    key = header.value
+                    keyCount += 1
+                }
             }
             if keyCount != 1 { key = nil }
+            // The stored form; a zero timestamp is stamped with the broker's receive time.
+            var record = LogRecord(
+                key: wire.key, headers: headers, value: wire.value,
+                timestamp: wire.timestamp == 0 ? receivedAtMillis : wire.timestamp
+            )
             switch verdict {
             case .accept:
                 record.headers += provenance
