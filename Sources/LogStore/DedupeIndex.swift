@@ -79,6 +79,11 @@ package struct DedupeIndex: Sendable {
     private var slots: [DedupeDigest: Slot] = [:]
     private var order = FIFOQueue<OrderItem>()
     private var nextSequence: UInt64 = 0
+    /// The front order item last found live by `removeExpired`, and its expiry: until then nothing can expire, so
+    /// the next calls answer without hashing. Exact: the front item changes only by being popped (a new sequence),
+    /// and its entry leaves only by being popped too (`insert` drops only entries already expired, which the front's
+    /// is not).
+    private var liveFront: (sequence: UInt64, expiresAtMillis: Int64)? = nil
 
     /// Creates an empty index.
     /// - Parameters:
@@ -231,13 +236,19 @@ package struct DedupeIndex: Sendable {
     /// dropped when it reaches the front, and lookups already treat it as absent.)
     @discardableResult
     package mutating func removeExpired(nowMillis: Int64) -> Int {
+        if let live = self.liveFront, live.expiresAtMillis > nowMillis, self.order.first?.sequence == live.sequence {
+            return 0
+        }
         var dropped = 0
         while let front = self.order.first {
             guard let slot = self.slots[front.digest], slot.sequence == front.sequence else {
                 _ = self.order.popFirst()
                 continue
             }
-            guard slot.entry.expiresAtMillis <= nowMillis else { break }
+            guard slot.entry.expiresAtMillis <= nowMillis else {
+                self.liveFront = (front.sequence, slot.entry.expiresAtMillis)
+                break
+            }
             _ = self.order.popFirst()
             self.slots[front.digest] = nil
             dropped += 1
