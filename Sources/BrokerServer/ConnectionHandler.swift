@@ -326,7 +326,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return { entry in
                 guard let publishJudge else { return .pass }
                 return publishJudge.judge(bytes: entry.record.value.readableBytes) {
-                    entry.record.headers.visitHeaders($0)
+                    entry.record.headers.visitHeaders(named: $0, $1)
                 }
             }
         }
@@ -698,7 +698,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard self.recheck(subscription, policy: policy, generation: generation) else { return }
             let verdicts = records.map { stored in
                 policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic) {
-                    stored.record.headers.visitHeaders($0)
+                    stored.record.headers.visitHeaders(named: $0, $1)
                 }
             }
             let deliverable = verdicts.map { $0 == .deliver }

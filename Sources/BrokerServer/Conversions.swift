@@ -36,10 +36,11 @@ extension LogHeader: PolicyHeaderView {
 }
 
 extension Collection where Element: PolicyHeaderView {
-    /// Walks these headers for the policy's checks (a `HeaderVisitor`: name and value bytes, in order, until `body`
-    /// returns false). Compiled in this module, so it is specialized for `[WireHeader]` and `[LogHeader]`.
-    func visitHeaders(_ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
-        for header in self {
+    /// Walks these headers for the policy's checks (a `HeaderVisitor`: name and value bytes, in order, of the
+    /// headers called `named` when given, until `body` returns false). Compiled in this module, so it is
+    /// specialized for `[WireHeader]` and `[LogHeader]`.
+    func visitHeaders(named: String?, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
+        for header in self where named == nil || header.name == named {
             guard header.withUnsafeValueBytes({ body(header.name, $0) }) else { return }
         }
     }

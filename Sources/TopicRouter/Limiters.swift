@@ -481,7 +481,7 @@ extension Policy {
         group: String? = nil
     ) -> [String] where Headers.Element: PolicyHeaderView {
         self.limiterKeys(limiter, topic: topic, principal: principal, connectionID: connectionID, group: group) {
-            headers.forEachPolicyHeader($0)
+            headers.forEachPolicyHeader(named: $0, $1)
         }
     }
 
@@ -505,8 +505,7 @@ extension Policy {
         switch limiter.key {
         case .recipient:
             var keys: [String] = []
-            eachHeader { name, bytes in
-                guard name == limiter.keyHeader else { return true }
+            eachHeader(limiter.keyHeader) { _, bytes in
                 let value = String(decoding: bytes, as: UTF8.self)
                 if !value.isEmpty && !keys.contains(value) { keys.append(value) }
                 return true

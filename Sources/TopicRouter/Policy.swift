@@ -483,7 +483,7 @@ package struct Policy: Sendable {
         headers: Headers,
         value: UnsafeRawBufferPointer
     ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
-        self.publishVerdict(principal: principal, topic: topic, value: value) { headers.forEachPolicyHeader($0) }
+        self.publishVerdict(principal: principal, topic: topic, value: value) { headers.forEachPolicyHeader(named: $0, $1) }
     }
 
     /// `publishVerdict` over headers given by a visitor (see ``HeaderVisitor``).
@@ -532,7 +532,7 @@ package struct Policy: Sendable {
         headers: Headers,
         value: UnsafeRawBufferPointer
     ) -> PublishVerdict where Headers.Element: PolicyHeaderView {
-        self.recordVerdict(topic: topic, value: value) { headers.forEachPolicyHeader($0) }
+        self.recordVerdict(topic: topic, value: value) { headers.forEachPolicyHeader(named: $0, $1) }
     }
 
     /// `recordVerdict` over headers given by a visitor (see ``HeaderVisitor``).
@@ -579,7 +579,7 @@ package struct Policy: Sendable {
         // Per required header: 0 not seen, 1 seen and never empty, 2 seen empty at least once.
         return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: required.count) { seen in
             seen.initialize(repeating: 0)
-            eachHeader { name, value in
+            eachHeader(nil) { name, value in
                 if let prefix = RecordRules.reservedPrefix(of: name) {
                     reserved = (name, prefix)
                     return false
@@ -735,7 +735,7 @@ package struct Policy: Sendable {
         topic: String,
         headers: Headers
     ) -> DeliveryVerdict where Headers.Element: PolicyHeaderView {
-        self.deliveryDecision(principal: principal, topic: topic) { headers.forEachPolicyHeader($0) }
+        self.deliveryDecision(principal: principal, topic: topic) { headers.forEachPolicyHeader(named: $0, $1) }
     }
 
     /// `deliveryDecision` over headers given by a visitor (see ``HeaderVisitor``).
@@ -749,8 +749,7 @@ package struct Policy: Sendable {
         }
         var carriesScope = false
         var receivable = false
-        eachHeader { name, value in
-            guard name == RecordRules.consentScopeHeader else { return true }
+        eachHeader(RecordRules.consentScopeHeader) { _, value in
             carriesScope = true
             RecordRules.forEachListItem(value) { item in
                 if let index = self.scopeIndex(item), role.scopes[index] { receivable = true }
@@ -771,14 +770,13 @@ package struct Policy: Sendable {
     /// The entries of every `consent_scope` header, trimmed, in order (empty entries dropped).
     package static func consentScopes<Headers: Collection>(in headers: Headers) -> [String]
     where Headers.Element: PolicyHeaderView {
-        Self.consentScopes { headers.forEachPolicyHeader($0) }
+        Self.consentScopes { headers.forEachPolicyHeader(named: $0, $1) }
     }
 
     /// `consentScopes(in:)` over headers given by a visitor (see ``HeaderVisitor``).
     package static func consentScopes(eachHeader: HeaderVisitor) -> [String] {
         var scopes: [String] = []
-        eachHeader { name, value in
-            guard name == RecordRules.consentScopeHeader else { return true }
+        eachHeader(RecordRules.consentScopeHeader) { _, value in
             RecordRules.forEachListItem(value) { item in
                 if !item.isEmpty { scopes.append(String(decoding: item, as: UTF8.self)) }
                 return true

@@ -80,20 +80,26 @@ package protocol PolicyHeaderView {
     func withUnsafeValueBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result
 }
 
-/// Walks a record's headers in order: calls its argument with each header's name and value bytes (valid only for
-/// that call) until it returns false.
+/// Walks a record's headers in order: calls its second argument with each header's name and value bytes (valid
+/// only for that call) until it returns false. With a name as first argument only the headers of that name are
+/// visited, and the others' values are never touched (reaching a value costs the caller a buffer access).
 ///
 /// The policy's checks take headers this way, so they are compiled once, non-generic, and the walk over the
 /// caller's concrete header type is compiled (specialized) in the caller's module. The generic entry points over
 /// `Collection<some PolicyHeaderView>` stay for tests and tools, but they run unspecialized when called from
 /// another module (in the release build the binary holds only their unspecialized code, `@inlinable` or not):
 /// walking `[WireHeader]` through them cost about 15,000 instructions per published record (callgrind).
-package typealias HeaderVisitor = (_ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) -> Void
+package typealias HeaderVisitor = (
+    _ named: String?, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+) -> Void
 
 extension Collection where Element: PolicyHeaderView {
-    /// Calls `body` with each header's name and value bytes, in order, until it returns false.
-    package func forEachPolicyHeader(_ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
-        for header in self {
+    /// Calls `body` with each header's name and value bytes (only the headers called `named`, when given), in
+    /// order, until it returns false.
+    package func forEachPolicyHeader(
+        named: String? = nil, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+    ) {
+        for header in self where named == nil || header.name == named {
             guard header.withUnsafeValueBytes({ body(header.name, $0) }) else { return }
         }
     }
