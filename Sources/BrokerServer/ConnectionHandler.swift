@@ -363,13 +363,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let topic = appender.log.name
-        let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
-        let quarantined = self.append(sorted.quarantined.map(\.record), to: self.core.quarantine, on: eventLoop)
-        // Each append settles on its own: a failure of one never reports the other's records as failed.
-        EventLoopFuture.whenAllComplete([accepted, quarantined], on: eventLoop).assumeIsolated().whenSuccess { settled in
+        func settle(_ acceptedResult: Result<Int64, LogStoreError>, _ quarantinedResult: Result<Int64, LogStoreError>) {
             self.core.endAppend()
-            let outcomes = settled.map { $0.mapError { $0 as? LogStoreError ?? LogStoreError(.storageFailure, "\($0)") } }
-            let acceptedResult = outcomes[0], quarantinedResult = outcomes[1]
             if let gate {
                 sorted.settleKeys(gate, accepted: acceptedResult, quarantined: quarantinedResult, receivedAtMillis: receivedAt)
             }
@@ -384,6 +379,20 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             let results = sorted.results(accepted: acceptedResult, quarantined: quarantinedResult)
             self.sendPublishAck(results, after: sorted.waiting, metrics: appender.metrics, correlationID: correlationID)
+        }
+        func logStoreError(_ error: any Error) -> LogStoreError {
+            error as? LogStoreError ?? LogStoreError(.storageFailure, "\(error)")
+        }
+        let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
+        guard !sorted.quarantined.isEmpty else {
+            // The usual case, nothing quarantined: wait for the one append (no second future to join).
+            accepted.assumeIsolated().whenComplete { settle($0.mapError(logStoreError), .success(-1)) }
+            return
+        }
+        let quarantined = self.append(sorted.quarantined.map(\.record), to: self.core.quarantine, on: eventLoop)
+        // Each append settles on its own: a failure of one never reports the other's records as failed.
+        EventLoopFuture.whenAllComplete([accepted, quarantined], on: eventLoop).assumeIsolated().whenSuccess { settled in
+            settle(settled[0].mapError(logStoreError), settled[1].mapError(logStoreError))
         }
     }
 
