@@ -106,8 +106,9 @@ final class LimiterEngine: Sendable {
     func publishJudge(topic: String, principal: Principal, connectionID: UInt64, policy: Policy) -> PublishJudge? {
         let limiters = policy.limiters(for: topic, direction: .publish)
         guard !limiters.isEmpty else { return nil }
+        let set = self.current.withLock { $0 }
         return PublishJudge(
-            limiters: limiters, set: self.current.withLock { $0 }, now: Self.now(), topic: topic,
+            limiters: limiters.map { ($0, try? set.handle($0.name)) }, set: set, now: Self.now(), topic: topic,
             principal: principal, connectionID: connectionID, policy: policy
         )
     }
@@ -230,7 +231,8 @@ final class LimiterEngine: Sendable {
 
 /// One PUBLISH request's view of its topic's publish limiters (`LimiterEngine.publishJudge`).
 struct PublishJudge {
-    let limiters: [LimiterDeclaration]
+    /// Each limiter with its handle in `set` (nil: the set does not know it, a reload raced us).
+    let limiters: [(declaration: LimiterDeclaration, handle: LimiterSet.Handle?)]
     let set: LimiterSet
     let now: LimiterNow
     let topic: String
@@ -241,19 +243,16 @@ struct PublishJudge {
     /// Judges one record, first refusal wins. A refusal of a later limiter does not give back what earlier ones
     /// counted (a refused record may use up allowance: the limits err on the side of fewer contacts, never more).
     func judge(bytes: Int, eachHeader: HeaderVisitor) -> LimitDecision {
-        for limiter in self.limiters {
+        for (limiter, handle) in self.limiters {
             let keys = self.policy.limiterKeys(
                 limiter, topic: self.topic, principal: self.principal, connectionID: self.connectionID, group: nil,
                 eachHeader: eachHeader
             )
             guard !keys.isEmpty else { continue }
-            let outcome: LimiterOutcome
-            do {
-                outcome = try self.set.check(limiter: limiter.name, keys: keys, tokens: 1, bytes: bytes, now: self.now)
-            } catch {
-                // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
-                outcome = .limited(retryAfterNanos: 1_000_000_000)
-            }
+            // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
+            let outcome =
+                handle.map { self.set.check($0, keys: keys, tokens: 1, bytes: bytes, now: self.now) }
+                ?? .limited(retryAfterNanos: 1_000_000_000)
             let retry: UInt64
             switch outcome {
             case .allowed: continue

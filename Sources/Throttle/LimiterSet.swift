@@ -174,7 +174,7 @@ package final class LimiterSet: Sendable {
     package let definitions: [LimiterDefinition]
     private let tables: [String: Table]
 
-    private enum Table: Sendable {
+    fileprivate enum Table: Sendable {
         case bucket(KeyedTable<TokenBucket>)
         case window(KeyedTable<WindowCap>)
     }
@@ -213,7 +213,25 @@ package final class LimiterSet: Sendable {
         bytes: Int = 0,
         now: LimiterNow
     ) throws(LimiterSetError) -> LimiterOutcome {
-        switch try self.table(limiter) {
+        self.check(try self.handle(limiter), keys: keys, tokens: tokens, bytes: bytes, now: now)
+    }
+
+    /// One limiter of this set, looked up once (a caller checking many records against the same limiters keeps
+    /// these instead of naming the limiter per record).
+    package struct Handle: Sendable {
+        fileprivate let table: Table
+    }
+
+    /// The handle of the limiter called `limiter`.
+    package func handle(_ limiter: String) throws(LimiterSetError) -> Handle {
+        Handle(table: try self.table(limiter))
+    }
+
+    /// `check(limiter:keys:tokens:bytes:now:)` through a handle.
+    package func check(
+        _ handle: Handle, keys: [String], tokens: Int = 1, bytes: Int = 0, now: LimiterNow
+    ) -> LimiterOutcome {
+        switch handle.table {
         case .bucket(let table): return table.check(keys: keys, tokens: tokens, bytes: bytes, now: now)
         case .window(let table): return table.check(keys: keys, tokens: tokens, bytes: bytes, now: now)
         }
