@@ -80,7 +80,7 @@ struct PublishSorter {
             )
             switch verdict {
             case .accept:
-                record.headers += provenance
+                for header in provenance { record.headers.append(header) }  // capacity reserved above
                 sorter.accepted.append(Accepted(index: index, record: record, dedupeKey: key))
             case .quarantine(let reason, let rule, let message):
                 record.headers += Self.quarantineHeaders(

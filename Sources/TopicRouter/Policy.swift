@@ -98,10 +98,16 @@ package struct Policy: Sendable {
         let requiresConsent: Bool
         /// Forbidden field names, ASCII-lowercased.
         let forbidden: [[UInt8]]
+        /// Bit `n` is set when a forbidden name is `n` bytes long (names of 64 bytes or more set bit 63), so most
+        /// keys are ruled out without a comparison.
+        let forbiddenLengths: UInt64
         /// Allowed top-level fields, or nil for any.
         let allowed: [[UInt8]]?
         /// For a reserved topic, the capability that grants reading it.
         let readCapability: Capability?
+
+        /// The bit of `forbiddenLengths` for a name of `length` bytes.
+        static func lengthBit(_ length: Int) -> UInt64 { 1 << UInt64(min(length, 63)) }
 
         init(
             policy: TopicPolicy, rank: Int, purposes: Set<String>, allowedScopes: [Bool], requiresConsent: Bool,
@@ -113,6 +119,7 @@ package struct Policy: Sendable {
             self.allowedScopes = allowedScopes
             self.requiresConsent = requiresConsent
             self.forbidden = forbidden
+            self.forbiddenLengths = forbidden.reduce(0) { $0 | Self.lengthBit($1.count) }
             self.allowed = allowed
             self.readCapability = readCapability
         }
@@ -675,7 +682,9 @@ package struct Policy: Sendable {
         var notAllowed: (name: String, offset: Int)? = nil
         do {
             try JSONKeyScanner.scan(value) { key, depth, offset in
-                if forbidden == nil && Self.containsIgnoringASCIICase(topic.forbidden, key) {
+                if forbidden == nil, topic.forbiddenLengths & CompiledTopic.lengthBit(key.count) != 0,
+                    Self.containsIgnoringASCIICase(topic.forbidden, key)
+                {
                     forbidden = (String(decoding: key, as: UTF8.self), depth, offset)
                 }
                 if depth == 1, notAllowed == nil, let allowed = topic.allowed,

@@ -15,9 +15,15 @@ package enum RecordRules {
     package static let reservedHeaderPrefixes = ["broker-", "quarantine-", "replayed-", "replay-"]
 
     private static let reservedPrefixBytes = reservedHeaderPrefixes.map { Array($0.utf8) }
+    /// The reserved prefixes' first bytes (lowercase; an array: a handful of bytes is faster to scan than to hash).
+    private static let reservedFirstBytes: [UInt8] = Array(Set(reservedPrefixBytes.map { $0[0] })).sorted()
 
     /// The reserved prefix `name` starts with (ignoring ASCII case), or nil.
     package static func reservedPrefix(of name: String) -> String? {
+        // Every header of every record is checked: most names are ruled out by their first byte alone.
+        guard let first = name.utf8.first, Self.reservedFirstBytes.contains(Self.lowercased(first)) else {
+            return nil
+        }
         var name = name
         return name.withUTF8 { bytes in
             for (index, prefix) in Self.reservedPrefixBytes.enumerated()
