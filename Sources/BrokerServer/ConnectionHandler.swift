@@ -674,14 +674,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let log = subscription.log
         self.readPool.runIfActive(eventLoop: eventLoop) {
-            try log.read(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
+            try log.readRaw(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
         }.assumeIsolated().whenComplete { result in
             self.readFinished(result, from: from, for: subscription)
         }
     }
 
     /// Judges and delivers what a read returned, then performs the subscription's next action.
-    private func readFinished(_ result: Result<[StoredRecord], any Error>, from: Int64, for subscription: Subscription) {
+    private func readFinished(_ result: Result<RawRecords, any Error>, from: Int64, for subscription: Subscription) {
         guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
         let log = subscription.log
         switch result {
@@ -690,21 +690,24 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             // since the subscription was last judged is applied before anything read is sent.
             let (policy, generation) = self.core.policyState
             guard self.recheck(subscription, policy: policy, generation: generation) else { return }
-            let verdicts = records.map { stored in
+            // The records stay as their stored bytes: policy reads their headers in place, and the DELIVER is
+            // copied from them (a `LogRecord` and a `WireRecord` per record cost more than the rest of the path).
+            let verdicts = (0..<records.count).map { index in
                 policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic) {
-                    stored.record.headers.visitHeaders($0)
+                    records.visitHeaders(at: index, $0)
                 }
             }
             let deliverable = verdicts.map { $0 == .deliver }
             // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
-            let candidates = records.indices.filter { deliverable[$0] }.prefix(subscription.machine.deliveryCandidates(deliverable))
+            let candidates = (0..<records.count).filter { deliverable[$0] }.prefix(subscription.machine.deliveryCandidates(deliverable))
             let (allowed, retry) = self.core.limits.paceDelivery(
-                topic: subscription.topic, sizes: candidates.map { records[$0].record.approximateSize },
+                // The stored size less 4 is `LogRecord.approximateSize` (fields plus 16, plus 8 per header).
+                topic: subscription.topic, sizes: candidates.map { records.storedSize(at: $0) - 4 },
                 principal: subscription.principal, connectionID: self.connectionID, group: subscription.group,
                 policy: policy
             )
             let outcome = subscription.machine.readCompleted(
-                offsets: records.map(\.offset),
+                offsets: (0..<records.count).map { records.offset(at: $0) },
                 deliverable: deliverable,
                 endOffset: log.endOffset,
                 allowed: allowed,
@@ -719,15 +722,20 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             subscription.metrics.withheld(withheld)
             if !outcome.deliver.isEmpty {
-                let frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records[$0]) })
+                let frame: Deliver
+                if let encoded = EncodedDeliveredRecords(records, indices: outcome.deliver) {
+                    frame = Deliver(subscriptionID: subscription.id, encoded: encoded)
+                } else {
+                    frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records.storedRecord(at: $0)) })
+                }
                 subscription.metrics.deliveredRecords.increment(by: outcome.deliver.count)
-                let bytes = outcome.deliver.reduce(0) { $0 + records[$1].record.value.readableBytes }
+                let bytes = records.valueBytes(outcome.deliver)
                 subscription.metrics.deliveredBytes.increment(by: bytes)
                 self.send(.deliver(frame), correlationID: 0)
             }
             if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
             if case .resume = outcome.next, outcome.consumed < records.count {
-                subscription.keepReadAhead(records[outcome.consumed...])
+                subscription.keepReadAhead(records.dropFirst(outcome.consumed))
             }
             self.run(outcome.next, for: subscription)
         case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
@@ -853,19 +861,19 @@ final class Subscription {
 
     /// Records a paced read left over (not yet judged or delivered), starting at the next offset to deliver; at
     /// most one read's worth, and no more than the credit the consumer granted at that read.
-    private var readAhead: ArraySlice<StoredRecord> = []
+    private var readAhead = RawRecords()
 
     /// Keeps the records a paced read did not get to, for the read after the wait.
-    func keepReadAhead(_ records: ArraySlice<StoredRecord>) {
+    func keepReadAhead(_ records: RawRecords) {
         self.readAhead = records
     }
 
     /// The kept records when they start exactly at `from` (at most `maxRecords` of them); nil, and the kept
     /// records dropped, otherwise: the next read goes to the log.
-    func takeReadAhead(from: Int64, maxRecords: Int) -> [StoredRecord]? {
-        defer { self.readAhead = [] }
-        guard let first = self.readAhead.first, first.offset == from else { return nil }
-        return Array(self.readAhead.prefix(maxRecords))
+    func takeReadAhead(from: Int64, maxRecords: Int) -> RawRecords? {
+        defer { self.readAhead = RawRecords() }
+        guard !self.readAhead.isEmpty, self.readAhead.offset(at: 0) == from else { return nil }
+        return self.readAhead.prefix(maxRecords)
     }
 
     /// A record was withheld for consent.

@@ -250,23 +250,7 @@ package enum BatchCodec {
     /// Verifies and decodes a whole stored batch.
     package static func decode(_ batch: ByteBuffer) throws(BatchDecodeError) -> (BatchHeader, [LogRecord]) {
         let header = try self.verify(batch)
-        var stored = batch.getSlice(
-            at: batch.readerIndex + BatchFormat.headerSize,
-            length: header.totalSize - BatchFormat.headerSize
-        )!
-        var body: ByteBuffer
-        switch header.codec {
-        case .lz4:
-            body = try self.decompress(stored, length: Int(header.bodyLength))
-        case .none?:
-            guard stored.readableBytes == Int(header.bodyLength) else {
-                throw BatchDecodeError("body is \(stored.readableBytes) bytes, header says \(header.bodyLength)")
-            }
-            body = stored
-        case nil:
-            throw BatchDecodeError("unknown codec")
-        }
-        stored.clear()
+        var body = try self.body(of: batch, header: header)
         var records: [LogRecord] = []
         // A record takes at least 20 bytes; never trust the count alone for an allocation.
         records.reserveCapacity(min(Int(header.recordCount), body.readableBytes / 20 + 1))
@@ -281,6 +265,151 @@ package enum BatchCodec {
             throw BatchDecodeError("\(body.readableBytes) bytes left after \(header.recordCount) records")
         }
         return (header, records)
+    }
+
+    /// Verifies a whole stored batch and checks its records exactly as ``decode(_:)`` does (same errors), but
+    /// builds no `LogRecord`: the records with offsets in `offset..<end` are added to `records` as positions in
+    /// the uncompressed body, until `records` holds `maxRecords`. Nothing is added when the batch is bad.
+    package static func index(
+        _ batch: ByteBuffer,
+        into records: inout RawRecords,
+        from offset: Int64,
+        end: Int64,
+        maxRecords: Int
+    ) throws(BatchDecodeError) -> BatchHeader {
+        let header = try self.verify(batch)
+        let body = try self.body(of: batch, header: header)
+        let recordCount = Int(header.recordCount)
+        let batchIndex = Int32(records.batches.count)
+        var names: [String] = []
+        var nameBytes: [[UInt8]] = []
+        var nameIDs: [UInt16] = []
+        var validUTF8 = true
+        var longest = 0
+        var locations = records.locations
+        records.locations = []  // unique, so appending below does not copy
+        let before = locations.count
+        var failure: BatchDecodeError? = nil
+        body.withUnsafeReadableBytes { raw in
+            @inline(__always) func u32(_ position: Int) -> Int {
+                Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: position, as: UInt32.self)))
+            }
+            let size = raw.count
+            var p = 0
+            for index in 0..<recordCount {
+                let start = p
+                let firstHeader = nameIDs.count
+                var ok = false
+                repeat {
+                    guard size - p >= 12 else { break }
+                    let keyLength = Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: p + 8, as: Int32.self)))
+                    p += 12
+                    if keyLength >= 0 {
+                        guard keyLength <= size - p else { break }
+                        p += keyLength
+                    } else if keyLength != -1 {
+                        break
+                    }
+                    guard size - p >= 4 else { break }
+                    let valueLength = u32(p)
+                    p += 4
+                    guard valueLength <= size - p, size - p - valueLength >= 4 else { break }
+                    p += valueLength
+                    let headerCount = u32(p)
+                    p += 4
+                    guard headerCount <= (size - p) / 8 else { break }
+                    var headersOK = true
+                    for _ in 0..<headerCount {
+                        guard size - p >= 4 else { headersOK = false; break }
+                        let nameLength = u32(p)
+                        p += 4
+                        guard nameLength <= size - p else { headersOK = false; break }
+                        let name = UnsafeRawBufferPointer(rebasing: raw[p..<p + nameLength])
+                        var id = RawRecords.uncachedName
+                        for (known, bytes) in nameBytes.enumerated() where bytes.count == nameLength {
+                            let equal = bytes.withUnsafeBytes { known in
+                                nameLength == 0 || memcmp(known.baseAddress!, name.baseAddress!, nameLength) == 0
+                            }
+                            if equal {
+                                id = UInt16(known)
+                                break
+                            }
+                        }
+                        if id == RawRecords.uncachedName {
+                            // A name first seen: decoded once (String(decoding:) repairs invalid UTF-8, as
+                            // `readString` does; the repaired name then differs from the stored bytes).
+                            var string = String(decoding: name, as: UTF8.self)
+                            if !string.withUTF8({ $0.elementsEqual(name) }) { validUTF8 = false }
+                            if names.count < RawRecords.maxNames {
+                                id = UInt16(names.count)
+                                names.append(string)
+                                nameBytes.append(Array(name))
+                            }
+                        }
+                        longest = max(longest, nameLength)
+                        nameIDs.append(id)
+                        p += nameLength
+                        guard size - p >= 4 else { headersOK = false; break }
+                        let headerValueLength = u32(p)
+                        p += 4
+                        guard headerValueLength <= size - p else { headersOK = false; break }
+                        p += headerValueLength
+                    }
+                    ok = headersOK
+                } while false
+                guard ok else {
+                    failure = BatchDecodeError("record \(index) of \(header.recordCount) is truncated")
+                    return
+                }
+                let recordOffset = header.baseOffset + Int64(index)
+                if recordOffset >= offset, recordOffset < end, locations.count < maxRecords {
+                    locations.append(
+                        RawRecords.Location(
+                            offset: recordOffset,
+                            batch: batchIndex,
+                            position: Int32(start),
+                            length: Int32(p - start),
+                            firstHeader: Int32(firstHeader)
+                        )
+                    )
+                }
+            }
+            if p != size {
+                failure = BatchDecodeError("\(size - p) bytes left after \(header.recordCount) records")
+            }
+        }
+        if let failure {
+            locations.removeSubrange(before...)
+            records.locations = locations
+            throw failure
+        }
+        records.locations = locations
+        if locations.count > before {
+            records.batches.append(RawRecords.Batch(body: body, names: names, nameIDs: nameIDs))
+            records.noteNames(validUTF8: validUTF8, longest: longest)
+        }
+        return header
+    }
+
+    /// The uncompressed records body of a verified batch.
+    private static func body(of batch: ByteBuffer, header: BatchHeader) throws(BatchDecodeError) -> ByteBuffer {
+        let stored = batch.getSlice(
+            at: batch.readerIndex + BatchFormat.headerSize,
+            length: header.totalSize - BatchFormat.headerSize
+        )!
+        let body: ByteBuffer
+        switch header.codec {
+        case .lz4:
+            body = try self.decompress(stored, length: Int(header.bodyLength))
+        case .none?:
+            guard stored.readableBytes == Int(header.bodyLength) else {
+                throw BatchDecodeError("body is \(stored.readableBytes) bytes, header says \(header.bodyLength)")
+            }
+            body = stored
+        case nil:
+            throw BatchDecodeError("unknown codec")
+        }
+        return body
     }
 
     /// Header names seen in one batch: the records of a batch repeat the same few names, so each distinct name is

@@ -131,7 +131,7 @@ package enum FrameCodec {
         case .subscribe(let subscribe):
             try check(subscribe.topic, "topic")
             try check(subscribe.group, "group")
-        case .deliver(let deliver):
+        case .deliver(let deliver) where deliver.encodedRecords == nil:
             for (index, delivered) in deliver.records.enumerated() {
                 try check(delivered.record, "records[\(index)]")
             }
@@ -189,6 +189,9 @@ package enum FrameCodec {
             try check(stats.policyVersion, "policyVersion")
             try check(stats.worstLagGroup, "worstLagGroup")
             try check(stats.worstLagTopic, "worstLagTopic")
+        case .deliver:
+            // Wire-form records (`EncodedDeliveredRecords`): their builder guarantees the limits.
+            break
         case .publishAck, .subscribeOK, .credit, .commitOK, .unsubscribe, .unsubscribeOK, .listTopics, .ping, .pong,
             .error, .quarantineReplay, .adminReload, .statsQuery:
             // Only messages (cut, never refused), fixed-size fields, or nothing.
@@ -236,6 +239,11 @@ package enum FrameCodec {
         case .subscribeOK(let ok):
             buffer.writeMultipleIntegers(ok.subscriptionID, ok.startOffset, ok.endOffset)
         case .deliver(let deliver):
+            if let encoded = deliver.encodedRecords {
+                buffer.writeMultipleIntegers(deliver.subscriptionID, UInt32(encoded.count))
+                buffer.writeImmutableBuffer(encoded.bytes)
+                return
+            }
             buffer.writeMultipleIntegers(deliver.subscriptionID, UInt32(deliver.records.count))
             for delivered in deliver.records {
                 buffer.writeInteger(delivered.offset)
@@ -418,6 +426,21 @@ package enum FrameCodec {
     }
 
     // MARK: decoding
+
+    /// Decodes wire-form DELIVER records (see ``EncodedDeliveredRecords``) as a DELIVER body's records.
+    package static func decodeDeliveredRecords(
+        _ encoded: EncodedDeliveredRecords
+    ) throws(WireProtocolError) -> [DeliveredRecord] {
+        var reader = BodyReader(buffer: encoded.bytes, opcode: .deliver)
+        var records: [DeliveredRecord] = []
+        records.reserveCapacity(min(encoded.count, encoded.bytes.readableBytes / MinimumSize.deliveredRecord))
+        for index in 0..<encoded.count {
+            let offset = try reader.integer("records[\(index)].offset", as: Int64.self)
+            records.append(DeliveredRecord(offset: offset, record: try reader.record("records[\(index)]")))
+        }
+        try reader.finish()
+        return records
+    }
 
     /// Decodes a frame body of the given opcode; `body` must be consumed exactly.
     ///
