@@ -666,26 +666,32 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         guard case .read(let from, let maxRecords) = action else { return }
-        // A paced subscription resumes on the records its last read left over, without decoding them again: a
-        // quota lets a few records go per wake-up, and re-reading the rest each time made pacing cost O(n²).
-        if let ahead = subscription.takeReadAhead(from: from, maxRecords: maxRecords) {
-            self.readFinished(.success(ahead), from: from, for: subscription)
+        let log = subscription.log
+        // A read resumes on the records the last one left over, without reading and decoding their batch again:
+        // a read returns the whole of its last batch, and credit (or a quota, a few records per wake-up) lets
+        // only part of it go. Re-reading the rest each time cost a second decode of most batches (and made
+        // pacing O(n²)). Records retention has deleted since are not served from memory.
+        if let ahead = subscription.takeReadAhead(from: from, logStart: log.startOffset) {
+            self.readFinished(.success(ahead), from: from, maxRecords: maxRecords, for: subscription)
             return
         }
-        let log = subscription.log
         self.readPool.runIfActive(eventLoop: eventLoop) {
             try log.readRaw(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
         }.assumeIsolated().whenComplete { result in
-            self.readFinished(result, from: from, for: subscription)
+            self.readFinished(result, from: from, maxRecords: maxRecords, for: subscription)
         }
     }
 
-    /// Judges and delivers what a read returned, then performs the subscription's next action.
-    private func readFinished(_ result: Result<RawRecords, any Error>, from: Int64, for subscription: Subscription) {
+    /// Judges and delivers the first `maxRecords` records a read returned (the others wait as read-ahead), then
+    /// performs the subscription's next action.
+    private func readFinished(
+        _ result: Result<RawRecords, any Error>, from: Int64, maxRecords: Int, for subscription: Subscription
+    ) {
         guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
         let log = subscription.log
         switch result {
-        case .success(let records):
+        case .success(let read):
+            let records = read.count > maxRecords ? read.prefix(maxRecords) : read
             // Consent is checked now, against the policy in force, not when the subscription started; a reload
             // since the subscription was last judged is applied before anything read is sent.
             let (policy, generation) = self.core.policyState
@@ -734,8 +740,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.send(.deliver(frame), correlationID: 0)
             }
             if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
-            if case .resume = outcome.next, outcome.consumed < records.count {
-                subscription.keepReadAhead(records.dropFirst(outcome.consumed))
+            if outcome.consumed < read.count {
+                subscription.keepReadAhead(read.dropFirst(outcome.consumed))
             }
             self.run(outcome.next, for: subscription)
         case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
@@ -859,8 +865,8 @@ final class Subscription {
         self.lastWithheldAudit = currentTimeMillis()
     }
 
-    /// Records a paced read left over (not yet judged or delivered), starting at the next offset to deliver; at
-    /// most one read's worth, and no more than the credit the consumer granted at that read.
+    /// Records a read left over (not yet judged or delivered), starting at the next offset to deliver: at most
+    /// one read's worth (what the read held in memory anyway), until the next read takes or drops them.
     private var readAhead = RawRecords()
 
     /// Keeps the records a paced read did not get to, for the read after the wait.
@@ -868,12 +874,12 @@ final class Subscription {
         self.readAhead = records
     }
 
-    /// The kept records when they start exactly at `from` (at most `maxRecords` of them); nil, and the kept
-    /// records dropped, otherwise: the next read goes to the log.
-    func takeReadAhead(from: Int64, maxRecords: Int) -> RawRecords? {
+    /// The kept records when they start exactly at `from` and retention has not deleted it (`logStart`); nil,
+    /// and the kept records dropped, otherwise: the next read goes to the log.
+    func takeReadAhead(from: Int64, logStart: Int64) -> RawRecords? {
         defer { self.readAhead = RawRecords() }
-        guard !self.readAhead.isEmpty, self.readAhead.offset(at: 0) == from else { return nil }
-        return self.readAhead.prefix(maxRecords)
+        guard !self.readAhead.isEmpty, self.readAhead.offset(at: 0) == from, from >= logStart else { return nil }
+        return self.readAhead
     }
 
     /// A record was withheld for consent.

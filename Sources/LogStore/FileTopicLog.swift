@@ -466,7 +466,8 @@ final class FileTopicLog: TopicLog {
         var records = RawRecords()
         try self.readBatches(from: offset, maxRecords: maxRecords, maxBytes: maxBytes, count: { records.count }) {
             batch, end throws(BatchDecodeError) in
-            let header = try BatchCodec.index(batch, into: &records, from: offset, end: end, maxRecords: maxRecords)
+            // The whole batch: `readBatches` stops after it once `maxRecords` are there.
+            let header = try BatchCodec.index(batch, into: &records, from: offset, end: end, maxRecords: .max)
             return header.nextOffset > end
         }
         return records

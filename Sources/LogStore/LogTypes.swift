@@ -176,8 +176,10 @@ package protocol TopicLog: AnyObject, Sendable {
     /// Reads records from `offset` (at most `maxRecords`, about `maxBytes`; at least one record when any exists).
     /// Blocking file I/O: call it off the event loop. Returns [] when `offset == endOffset`.
     func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord]
-    /// The same records as `read`, kept as their stored bytes (see ``RawRecords``): for delivery, which copies
-    /// them onto the wire without building a `LogRecord` per record. Same errors as `read`.
+    /// The records `read` returns, kept as their stored bytes (see ``RawRecords``), and after them the rest of
+    /// the last batch read (below the end at the time of the read): for delivery, which copies records onto the
+    /// wire without building a `LogRecord` per record and keeps what it cannot send yet instead of decoding that
+    /// batch again. Same errors as `read`.
     func readRaw(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> RawRecords
     /// Flushes, syncs and closes; a clean close lets the next open skip recovery.
     func close() async throws(LogStoreError)
@@ -245,10 +247,15 @@ package struct RawRecords: Sendable {
     /// Stored bytes of record `index` (timestamp, key, value, headers with their length fields).
     package func storedSize(at index: Int) -> Int { Int(self.locations[index].length) }
 
-    /// The records from `index` on (the read-ahead a paced subscription keeps).
+    /// The records after the first `count` (the read-ahead a subscription keeps); batches no record is left in
+    /// are let go.
     package func dropFirst(_ count: Int) -> RawRecords {
         var rest = self
         rest.locations = Array(self.locations.dropFirst(count))
+        if let first = rest.locations.first, first.batch > 0 {
+            rest.batches.removeFirst(Int(first.batch))
+            for index in rest.locations.indices { rest.locations[index].batch -= first.batch }
+        }
         return rest
     }
 
@@ -265,26 +272,19 @@ package struct RawRecords: Sendable {
         self.longestName = max(self.longestName, longest)
     }
 
-    /// Calls `body` with the bytes of record `index`, then the batch it is in.
-    private func withRecordBytes(at index: Int, _ body: (RawRecordView, Batch) -> Void) {
-        let location = self.locations[index]
-        let batch = self.batches[Int(location.batch)]
-        batch.body.withUnsafeReadableBytes { raw in
-            let bytes = UnsafeRawBufferPointer(rebasing: raw[Int(location.position)..<Int(location.position + location.length)])
-            body(RawRecordView(bytes: bytes), batch)
-        }
-    }
-
     /// Calls `body` with the name and value bytes of each header of record `index`, in order, until it returns false.
     package func visitHeaders(at index: Int, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
-        let firstHeader = Int(self.locations[index].firstHeader)
-        self.withRecordBytes(at: index) { view, batch in
-            var headerIndex = firstHeader
+        let location = self.locations[index]
+        let batch = Int(location.batch)
+        self.batches[batch].body.withUnsafeReadableBytes { raw in
+            let start = Int(location.position)
+            let view = RawRecordView(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.length)]))
+            var headerIndex = Int(location.firstHeader)
             view.forEachHeader { name, value in
-                let id = batch.nameIDs[headerIndex]
+                let id = self.batches[batch].nameIDs[headerIndex]
                 headerIndex += 1
-                let string = id == Self.uncachedName ? String(decoding: name, as: UTF8.self) : batch.names[Int(id)]
-                return body(string, value)
+                if id == Self.uncachedName { return body(String(decoding: name, as: UTF8.self), value) }
+                return body(self.batches[batch].names[Int(id)], value)
             }
         }
     }

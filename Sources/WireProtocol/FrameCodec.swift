@@ -870,6 +870,12 @@ struct BodyReader {
         return strings
     }
 
+    /// Whether two byte ranges hold the same bytes.
+    @inline(__always)
+    private static func equal(_ lhs: UnsafeRawBufferPointer, _ rhs: UnsafeRawBufferPointer) -> Bool {
+        lhs.count == rhs.count && (lhs.count == 0 || memcmp(lhs.baseAddress!, rhs.baseAddress!, lhs.count) == 0)
+    }
+
     /// A DELIVER body decoded field by field: what `wellFormedDeliver` falls back to, for the error message.
     mutating func deliverFieldByField() throws(WireProtocolError) -> Deliver {
         let id = try self.integer("subscriptionID", as: UInt32.self)
@@ -907,6 +913,8 @@ struct BodyReader {
             let count = Int(count32)
             guard count <= (size - p) / FrameCodec.MinimumSize.deliveredRecord else { return nil }
             var names: [(bytes: UnsafeRawBufferPointer, name: String)] = []
+            /// For each header position, the id in `names` of the name the last record had there (-1: none).
+            var namesByPosition: [Int] = []
             var records: [DeliveredRecord] = []
             records.reserveCapacity(count)
             for _ in 0..<count {
@@ -921,27 +929,41 @@ struct BodyReader {
                 guard headerCount <= (size - p) / FrameCodec.MinimumSize.header else { return nil }
                 var headers: [WireHeader] = []
                 headers.reserveCapacity(headerCount)
-                for _ in 0..<headerCount {
+                for position in 0..<headerCount {
                     guard let nameLength16 = load(UInt16.self) else { return nil }
                     let nameLength = Int(nameLength16)
                     guard nameLength <= size - p else { return nil }
                     let bytes = UnsafeRawBufferPointer(rebasing: raw[p..<p + nameLength])
                     p += nameLength
-                    var name: String? = nil
-                    for known in names where known.bytes.count == nameLength {
-                        if nameLength == 0 || memcmp(known.bytes.baseAddress!, bytes.baseAddress!, nameLength) == 0 {
-                            name = known.name
-                            break
-                        }
+                    // Records of one frame mostly carry the same names in the same order: try the name the
+                    // previous record had at this position first, then the others seen in this frame.
+                    var id = -1
+                    if position < namesByPosition.count {
+                        let predicted = namesByPosition[position]
+                        if predicted >= 0, Self.equal(names[predicted].bytes, bytes) { id = predicted }
                     }
-                    if name == nil {
+                    if id < 0, let found = names.firstIndex(where: { Self.equal($0.bytes, bytes) }) {
+                        id = found
+                    }
+                    let name: String
+                    if id >= 0 {
+                        name = names[id].name
+                    } else {
                         var decoded = String(decoding: bytes, as: UTF8.self)
                         guard decoded.withUTF8({ $0.elementsEqual(bytes) }) else { return nil }
-                        if names.count < 32 { names.append((bytes, decoded)) }
+                        if names.count < 32 {
+                            id = names.count
+                            names.append((bytes, decoded))
+                        }
                         name = decoded
                     }
+                    if position < namesByPosition.count {
+                        namesByPosition[position] = id
+                    } else if position < 32 {
+                        namesByPosition.append(id)
+                    }
                     guard let valueLength = load(UInt32.self), let value = slice(Int(valueLength)) else { return nil }
-                    headers.append(WireHeader(name: name!, value: value))
+                    headers.append(WireHeader(name: name, value: value))
                 }
                 guard let valueLength = load(UInt32.self), let value = slice(Int(valueLength)),
                     let timestamp = load(Int64.self)

@@ -55,7 +55,38 @@ struct RawRecordsTests {
                 Self.expectSame(part, Array(expected[1...2] + expected[0...1]), "\(name) two batches")
                 Self.expectSame(part.dropFirst(1), Array(expected[2...2] + expected[0...1]), "\(name) dropFirst")
                 Self.expectSame(part.prefix(2), Array(expected[1...2]), "\(name) prefix")
+                Self.expectSame(part.dropFirst(2), Array(expected[0...1]), "\(name) dropFirst past a batch")
+                #expect(part.dropFirst(2).batches.count == 1, "\(name): the batch no record is left in is let go")
             }
+        }
+    }
+
+    @Test("readRaw over real segment files: what read returns, then the rest of the last batch read")
+    func readRawOverFiles() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let log = try await backend.openTopic(
+                name: "t",
+                config: .test(segmentBytes: 1500, compression: .lz4, indexIntervalBytes: 200)
+            )
+            // Batches of 1...4 records (FileTopicLogTests.fill): batch boundaries at known offsets.
+            let bases = try await FileTopicLogTests.fill(log, batches: 60, padding: 20)
+            let end = log.endOffset
+            func batchEnd(_ offset: Int64) -> Int64 { bases.first { $0 > offset } ?? end }
+            for offset in 0..<end {
+                for maxRecords in [1, 3, 7] {
+                    let read = try log.read(from: offset, maxRecords: maxRecords, maxBytes: 1 << 20)
+                    let raw = try log.readRaw(from: offset, maxRecords: maxRecords, maxBytes: 1 << 20)
+                    let last = read.last!.offset
+                    let expected = read + (last + 1..<batchEnd(last)).map { StoredRecord(offset: $0, record: testRecord($0, padding: 20)) }
+                    Self.expectSame(raw, expected, "from \(offset), \(maxRecords)")
+                }
+            }
+            #expect(throws: LogStoreError(.offsetOutOfRange, "offset \(end + 1) is outside 0...\(end) of topic 't'")) {
+                try log.readRaw(from: end + 1, maxRecords: 1, maxBytes: 100)
+            }
+            #expect(try log.readRaw(from: end, maxRecords: 5, maxBytes: 100).isEmpty)
+            await backend.closeAll()
         }
     }
 
