@@ -58,12 +58,12 @@ extension EncodedDeliveredRecords {
                     writer.put(Int32(-1))
                 }
                 writer.put(UInt32(record.headerCount))
-                record.forEachHeader { name, value in
+                var headers = record.headers
+                while let (name, value) = headers.next() {
                     writer.put(UInt16(name.count))
                     writer.put(name)
                     writer.put(UInt32(value.count))
                     writer.put(value)
-                    return true
                 }
                 let value = record.value
                 writer.put(UInt32(value.count))

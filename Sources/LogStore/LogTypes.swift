@@ -280,11 +280,14 @@ package struct RawRecords: Sendable {
             let start = Int(location.position)
             let view = RawRecordView(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.length)]))
             var headerIndex = Int(location.firstHeader)
-            view.forEachHeader { name, value in
+            var headers = view.headers
+            while let (name, value) = headers.next() {
                 let id = self.batches[batch].nameIDs[headerIndex]
                 headerIndex += 1
-                if id == Self.uncachedName { return body(String(decoding: name, as: UTF8.self), value) }
-                return body(self.batches[batch].names[Int(id)], value)
+                let more =
+                    id == Self.uncachedName
+                    ? body(String(decoding: name, as: UTF8.self), value) : body(self.batches[batch].names[Int(id)], value)
+                guard more else { return }
             }
         }
     }
@@ -354,55 +357,103 @@ package struct RawRecords: Sendable {
 /// The stored bytes of one record of a checked batch (see ``RawRecords``), read in place: big-endian timestamp
 /// (8), key length (i32, -1 = no key) and key, value length (u32) and value, header count (u32), then each header's
 /// name length (u32), name, value length (u32) and value. Only valid while the bytes it points at are.
-package struct RawRecordView {
+///
+/// `public` and `@inlinable` (like RawBytes' RawWriter), so the field reads inline into the module that copies
+/// records onto the wire: with `package` access they were calls, one closure call per header.
+@frozen
+public struct RawRecordView {
     /// The record's bytes, exactly.
-    package let bytes: UnsafeRawBufferPointer
+    public let bytes: UnsafeRawBufferPointer
 
-    @inline(__always)
-    private func load<T: FixedWidthInteger>(_ position: Int, as type: T.Type) -> T {
+    /// A view of `bytes`, which must be one whole record of a batch `BatchCodec.index` checked.
+    @inlinable
+    public init(bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+    }
+
+    @inlinable @inline(__always)
+    func load<T: FixedWidthInteger>(_ position: Int, as type: T.Type) -> T {
         T(bigEndian: self.bytes.loadUnaligned(fromByteOffset: position, as: T.self))
     }
 
     /// Milliseconds since the Unix epoch.
-    package var timestamp: Int64 { self.load(0, as: Int64.self) }
+    @inlinable
+    public var timestamp: Int64 { self.load(0, as: Int64.self) }
 
-    private var keyLength: Int { Int(self.load(8, as: Int32.self)) }
-    private var valueLengthPosition: Int { 12 + max(self.keyLength, 0) }
-    private var headerCountPosition: Int {
+    @inlinable
+    var keyLength: Int { Int(self.load(8, as: Int32.self)) }
+
+    @inlinable
+    var valueLengthPosition: Int { 12 + max(self.keyLength, 0) }
+
+    @inlinable
+    var headerCountPosition: Int {
         let position = self.valueLengthPosition
         return position + 4 + Int(self.load(position, as: UInt32.self))
     }
 
     /// The key, or nil (no key).
-    package var key: UnsafeRawBufferPointer? {
+    @inlinable
+    public var key: UnsafeRawBufferPointer? {
         let length = self.keyLength
         guard length >= 0 else { return nil }
         return UnsafeRawBufferPointer(rebasing: self.bytes[12..<12 + length])
     }
 
     /// The value.
-    package var value: UnsafeRawBufferPointer {
+    @inlinable
+    public var value: UnsafeRawBufferPointer {
         let position = self.valueLengthPosition
         let length = Int(self.load(position, as: UInt32.self))
         return UnsafeRawBufferPointer(rebasing: self.bytes[position + 4..<position + 4 + length])
     }
 
     /// Number of headers.
-    package var headerCount: Int { Int(self.load(self.headerCountPosition, as: UInt32.self)) }
+    @inlinable
+    public var headerCount: Int { Int(self.load(self.headerCountPosition, as: UInt32.self)) }
+
+    /// The headers, in order.
+    @inlinable
+    public var headers: RawHeaderIterator {
+        let position = self.headerCountPosition
+        return RawHeaderIterator(bytes: self.bytes, position: position + 4, remaining: Int(self.load(position, as: UInt32.self)))
+    }
 
     /// Calls `body` with each header's name and value bytes, in order, until it returns false.
-    package func forEachHeader(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool) {
-        var position = self.headerCountPosition
-        let count = Int(self.load(position, as: UInt32.self))
-        position += 4
-        for _ in 0..<count {
-            let nameLength = Int(self.load(position, as: UInt32.self))
-            let name = UnsafeRawBufferPointer(rebasing: self.bytes[position + 4..<position + 4 + nameLength])
-            position += 4 + nameLength
-            let valueLength = Int(self.load(position, as: UInt32.self))
-            let value = UnsafeRawBufferPointer(rebasing: self.bytes[position + 4..<position + 4 + valueLength])
-            position += 4 + valueLength
+    @inlinable
+    public func forEachHeader(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool) {
+        var headers = self.headers
+        while let (name, value) = headers.next() {
             guard body(name, value) else { return }
         }
+    }
+}
+
+/// The headers of a ``RawRecordView``: name and value bytes, in order.
+@frozen
+public struct RawHeaderIterator: IteratorProtocol {
+    @usableFromInline let bytes: UnsafeRawBufferPointer
+    @usableFromInline var position: Int
+    @usableFromInline var remaining: Int
+
+    @inlinable
+    init(bytes: UnsafeRawBufferPointer, position: Int, remaining: Int) {
+        self.bytes = bytes
+        self.position = position
+        self.remaining = remaining
+    }
+
+    /// The next header's name and value bytes, or nil after the last.
+    @inlinable
+    public mutating func next() -> (name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)? {
+        guard self.remaining > 0 else { return nil }
+        self.remaining -= 1
+        let nameLength = Int(UInt32(bigEndian: self.bytes.loadUnaligned(fromByteOffset: self.position, as: UInt32.self)))
+        let name = UnsafeRawBufferPointer(rebasing: self.bytes[self.position + 4..<self.position + 4 + nameLength])
+        self.position += 4 + nameLength
+        let valueLength = Int(UInt32(bigEndian: self.bytes.loadUnaligned(fromByteOffset: self.position, as: UInt32.self)))
+        let value = UnsafeRawBufferPointer(rebasing: self.bytes[self.position + 4..<self.position + 4 + valueLength])
+        self.position += 4 + valueLength
+        return (name, value)
     }
 }
