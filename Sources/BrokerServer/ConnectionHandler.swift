@@ -740,8 +740,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 self.send(.deliver(frame), correlationID: 0)
             }
             if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
+            // A subscription that waits for credit keeps at most one read's bytes (`readMaxBytes`) of decoded
+            // batches, however long its consumer stalls; one that goes on reading keeps what its read held.
             if outcome.consumed < read.count {
-                subscription.keepReadAhead(read.dropFirst(outcome.consumed))
+                let rest = read.dropFirst(outcome.consumed)
+                if outcome.next != .none || rest.retainedBytes <= Self.readMaxBytes {
+                    subscription.keepReadAhead(rest)
+                }
             }
             self.run(outcome.next, for: subscription)
         case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
@@ -866,7 +871,8 @@ final class Subscription {
     }
 
     /// Records a read left over (not yet judged or delivered), starting at the next offset to deliver: at most
-    /// one read's worth (what the read held in memory anyway), until the next read takes or drops them.
+    /// one read's worth (what the read held in memory anyway; at most `readMaxBytes` of batches while the
+    /// subscription waits for credit), until the next read takes or drops them.
     private var readAhead = RawRecords()
 
     /// Keeps the records a paced read did not get to, for the read after the wait.

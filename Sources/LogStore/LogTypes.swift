@@ -259,6 +259,9 @@ package struct RawRecords: Sendable {
         return rest
     }
 
+    /// Bytes of the uncompressed batch bodies these records keep in memory.
+    package var retainedBytes: Int { self.batches.reduce(0) { $0 + $1.body.readableBytes } }
+
     /// The first `count` records.
     package func prefix(_ count: Int) -> RawRecords {
         var first = self

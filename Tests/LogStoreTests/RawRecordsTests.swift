@@ -57,6 +57,8 @@ struct RawRecordsTests {
                 Self.expectSame(part.prefix(2), Array(expected[1...2]), "\(name) prefix")
                 Self.expectSame(part.dropFirst(2), Array(expected[0...1]), "\(name) dropFirst past a batch")
                 #expect(part.dropFirst(2).batches.count == 1, "\(name): the batch no record is left in is let go")
+                #expect(part.retainedBytes == 2 * raw.retainedBytes)
+                #expect(part.dropFirst(2).retainedBytes == raw.retainedBytes)
             }
         }
     }
