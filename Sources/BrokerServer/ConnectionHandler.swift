@@ -705,7 +705,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             let deliverable = verdicts.map { $0 == .deliver }
             // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
-            let candidates = (0..<records.count).filter { deliverable[$0] }.prefix(subscription.machine.deliveryCandidates(deliverable))
+            let candidates = (0..<records.count).filter { deliverable[$0] }
+                .prefix(subscription.machine.deliveryCandidates(deliverable))
             let (allowed, retry) = self.core.limits.paceDelivery(
                 // The stored size less 4 is `LogRecord.approximateSize` (fields plus 16, plus 8 per header).
                 topic: subscription.topic, sizes: candidates.map { records.storedSize(at: $0) - 4 },
@@ -732,7 +733,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 if let encoded = EncodedDeliveredRecords(records, indices: outcome.deliver) {
                     frame = Deliver(subscriptionID: subscription.id, encoded: encoded)
                 } else {
-                    frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records.storedRecord(at: $0)) })
+                    let delivered = outcome.deliver.map { DeliveredRecord(stored: records.storedRecord(at: $0)) }
+                    frame = Deliver(subscriptionID: subscription.id, records: delivered)
                 }
                 subscription.metrics.deliveredRecords.increment(by: outcome.deliver.count)
                 let bytes = records.valueBytes(outcome.deliver)

@@ -287,9 +287,12 @@ package struct RawRecords: Sendable {
             while let (name, value) = headers.next() {
                 let id = self.batches[batch].nameIDs[headerIndex]
                 headerIndex += 1
-                let more =
-                    id == Self.uncachedName
-                    ? body(String(decoding: name, as: UTF8.self), value) : body(self.batches[batch].names[Int(id)], value)
+                let more: Bool
+                if id == Self.uncachedName {
+                    more = body(String(decoding: name, as: UTF8.self), value)
+                } else {
+                    more = body(self.batches[batch].names[Int(id)], value)
+                }
                 guard more else { return }
             }
         }
@@ -345,7 +348,8 @@ package struct RawRecords: Sendable {
                 let id = batch.nameIDs[headerIndex]
                 headerIndex += 1
                 let string = id == Self.uncachedName ? String(decoding: name, as: UTF8.self) : batch.names[Int(id)]
-                let slice = batch.body.getSlice(at: start + (headerValue.baseAddress! - base), length: headerValue.count)!
+                let at = start + (headerValue.baseAddress! - base)
+                let slice = batch.body.getSlice(at: at, length: headerValue.count)!
                 headers.append(LogHeader(name: string, value: slice))
                 return true
             }
@@ -419,7 +423,8 @@ public struct RawRecordView {
     @inlinable
     public var headers: RawHeaderIterator {
         let position = self.headerCountPosition
-        return RawHeaderIterator(bytes: self.bytes, position: position + 4, remaining: Int(self.load(position, as: UInt32.self)))
+        let count = Int(self.load(position, as: UInt32.self))
+        return RawHeaderIterator(bytes: self.bytes, position: position + 4, remaining: count)
     }
 
     /// Calls `body` with each header's name and value bytes, in order, until it returns false.
@@ -446,15 +451,20 @@ public struct RawHeaderIterator: IteratorProtocol {
         self.remaining = remaining
     }
 
+    @inlinable @inline(__always)
+    func length(at position: Int) -> Int {
+        Int(UInt32(bigEndian: self.bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self)))
+    }
+
     /// The next header's name and value bytes, or nil after the last.
     @inlinable
     public mutating func next() -> (name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)? {
         guard self.remaining > 0 else { return nil }
         self.remaining -= 1
-        let nameLength = Int(UInt32(bigEndian: self.bytes.loadUnaligned(fromByteOffset: self.position, as: UInt32.self)))
+        let nameLength = self.length(at: self.position)
         let name = UnsafeRawBufferPointer(rebasing: self.bytes[self.position + 4..<self.position + 4 + nameLength])
         self.position += 4 + nameLength
-        let valueLength = Int(UInt32(bigEndian: self.bytes.loadUnaligned(fromByteOffset: self.position, as: UInt32.self)))
+        let valueLength = self.length(at: self.position)
         let value = UnsafeRawBufferPointer(rebasing: self.bytes[self.position + 4..<self.position + 4 + valueLength])
         self.position += 4 + valueLength
         return (name, value)

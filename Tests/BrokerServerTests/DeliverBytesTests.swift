@@ -29,7 +29,10 @@ struct DeliverBytesTests {
         )
     }
 
-    @Test("the same bytes as DeliveredRecords, for any subset of records over several batches", arguments: [CompressionCodec.none, .lz4])
+    @Test(
+        "the same bytes as DeliveredRecords, for any subset of records over several batches",
+        arguments: [CompressionCodec.none, .lz4]
+    )
     func sameBytes(codec: CompressionCodec) throws {
         var raw = RawRecords()
         var stored: [StoredRecord] = []
@@ -54,13 +57,16 @@ struct DeliverBytesTests {
             #expect(Self.frameBytes(copied) == Self.frameBytes(built), "\(indices)")
             #expect(copied == built)
             #expect(copied.recordCount == indices.count)
-            #expect(throws: Never.self) { try FrameCodec.validate(TaggedFrame(correlationID: 0, frame: .deliver(copied))) }
+            let tagged = TaggedFrame(correlationID: 0, frame: .deliver(copied))
+            #expect(throws: Never.self) { try FrameCodec.validate(tagged) }
         }
     }
 
     @Test("a header name that is not UTF-8 is not copied as stored: the caller builds DeliveredRecords")
     func invalidNameFallsBack() throws {
-        let record = LogRecord(key: nil, headers: [LogHeader(name: "abc", value: ByteBuffer())], value: ByteBuffer(), timestamp: 1)
+        let record = LogRecord(
+            key: nil, headers: [LogHeader(name: "abc", value: ByteBuffer())], value: ByteBuffer(), timestamp: 1
+        )
         var body = try BatchCodec.encodeBody([record], codec: .none)
         // The name's first byte: timestamp 8, key length 4, value length 4, header count 4, name length 4.
         body.storedBody.setInteger(UInt8(0xFF), at: body.storedBody.readerIndex + 24)

@@ -35,7 +35,10 @@ struct RawRecordsTests {
         #expect(raw.valueBytes(Array(0..<raw.count)) == values, comment)
     }
 
-    @Test("index gives the records decode gives, for every record set and codec", arguments: [CompressionCodec.none, .lz4])
+    @Test(
+        "index gives the records decode gives, for every record set and codec",
+        arguments: [CompressionCodec.none, .lz4]
+    )
     func sameAsDecode(codec: CompressionCodec) throws {
         for (name, records) in BatchCodecTests.recordSets {
             let batch = try BatchCodec.encode(records, baseOffset: 1234, codec: codec)
@@ -49,7 +52,8 @@ struct RawRecordsTests {
             // Offsets below `from`, at or past `end`, and past `maxRecords` are left out; a second batch adds on.
             if records.count > 3 {
                 var part = RawRecords()
-                _ = try BatchCodec.index(batch, into: &part, from: 1235, end: 1234 + Int64(records.count) - 1, maxRecords: 2)
+                let end = 1234 + Int64(records.count) - 1
+                _ = try BatchCodec.index(batch, into: &part, from: 1235, end: end, maxRecords: 2)
                 Self.expectSame(part, Array(expected[1...2]), "\(name) part")
                 _ = try BatchCodec.index(batch, into: &part, from: 0, end: .max, maxRecords: 4)
                 Self.expectSame(part, Array(expected[1...2] + expected[0...1]), "\(name) two batches")
@@ -80,7 +84,10 @@ struct RawRecordsTests {
                     let read = try log.read(from: offset, maxRecords: maxRecords, maxBytes: 1 << 20)
                     let raw = try log.readRaw(from: offset, maxRecords: maxRecords, maxBytes: 1 << 20)
                     let last = read.last!.offset
-                    let expected = read + (last + 1..<batchEnd(last)).map { StoredRecord(offset: $0, record: testRecord($0, padding: 20)) }
+                    let rest = (last + 1..<batchEnd(last)).map {
+                        StoredRecord(offset: $0, record: testRecord($0, padding: 20))
+                    }
+                    let expected = read + rest
                     Self.expectSame(raw, expected, "from \(offset), \(maxRecords)")
                 }
             }
@@ -101,7 +108,9 @@ struct RawRecordsTests {
                 value: buffer("value"),
                 timestamp: 3
             ),
-            LogRecord(key: nil, headers: [LogHeader(name: "event_type", value: buffer("b"))], value: buffer(""), timestamp: 4),
+            LogRecord(
+                key: nil, headers: [LogHeader(name: "event_type", value: buffer("b"))], value: buffer(""), timestamp: 4
+            ),
         ]
         let body = try BatchCodec.encodeBody(records, codec: .none).storedBody
         func batch(_ body: ByteBuffer, count: UInt32 = 2) -> ByteBuffer {
