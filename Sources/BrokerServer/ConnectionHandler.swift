@@ -681,45 +681,55 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         guard case .read(let from, let maxRecords) = action else { return }
-        // A paced subscription resumes on the records its last read left over, without decoding them again: a
-        // quota lets a few records go per wake-up, and re-reading the rest each time made pacing cost O(n²).
-        if let ahead = subscription.takeReadAhead(from: from, maxRecords: maxRecords) {
-            self.readFinished(.success(ahead), from: from, for: subscription)
+        let log = subscription.log
+        // A read resumes on the records the last one left over, without reading and decoding their batch again:
+        // a read returns the whole of its last batch, and credit (or a quota, a few records per wake-up) lets
+        // only part of it go. Re-reading the rest each time cost a second decode of most batches (and made
+        // pacing O(n²)). Records retention has deleted since are not served from memory.
+        if let ahead = subscription.takeReadAhead(from: from, logStart: log.startOffset) {
+            self.readFinished(.success(ahead), from: from, maxRecords: maxRecords, for: subscription)
             return
         }
-        let log = subscription.log
         self.readPool.runIfActive(eventLoop: eventLoop) {
-            try log.read(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
+            try log.readRaw(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
         }.assumeIsolated().whenComplete { result in
-            self.readFinished(result, from: from, for: subscription)
+            self.readFinished(result, from: from, maxRecords: maxRecords, for: subscription)
         }
     }
 
-    /// Judges and delivers what a read returned, then performs the subscription's next action.
-    private func readFinished(_ result: Result<[StoredRecord], any Error>, from: Int64, for subscription: Subscription) {
+    /// Judges and delivers the first `maxRecords` records a read returned (the others wait as read-ahead), then
+    /// performs the subscription's next action.
+    private func readFinished(
+        _ result: Result<RawRecords, any Error>, from: Int64, maxRecords: Int, for subscription: Subscription
+    ) {
         guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
         let log = subscription.log
         switch result {
-        case .success(let records):
+        case .success(let read):
+            let records = read.count > maxRecords ? read.prefix(maxRecords) : read
             // Consent is checked now, against the policy in force, not when the subscription started; a reload
             // since the subscription was last judged is applied before anything read is sent.
             let (policy, generation) = self.core.policyState
             guard self.recheck(subscription, policy: policy, generation: generation) else { return }
-            let verdicts = records.map { stored in
+            // The records stay as their stored bytes: policy reads their headers in place, and the DELIVER is
+            // copied from them (a `LogRecord` and a `WireRecord` per record cost more than the rest of the path).
+            let verdicts = (0..<records.count).map { index in
                 policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic) {
-                    stored.record.headers.visitHeaders(named: $0, $1)
+                    records.visitHeaders(at: index, named: $0, $1)
                 }
             }
             let deliverable = verdicts.map { $0 == .deliver }
             // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
-            let candidates = records.indices.filter { deliverable[$0] }.prefix(subscription.machine.deliveryCandidates(deliverable))
+            let candidates = (0..<records.count).filter { deliverable[$0] }
+                .prefix(subscription.machine.deliveryCandidates(deliverable))
             let (allowed, retry) = self.core.limits.paceDelivery(
-                topic: subscription.topic, sizes: candidates.map { records[$0].record.approximateSize },
+                // The stored size less 4 is `LogRecord.approximateSize` (fields plus 16, plus 8 per header).
+                topic: subscription.topic, sizes: candidates.map { records.storedSize(at: $0) - 4 },
                 principal: subscription.principal, connectionID: self.connectionID, group: subscription.group,
                 policy: policy
             )
             let outcome = subscription.machine.readCompleted(
-                offsets: records.map(\.offset),
+                offsets: (0..<records.count).map { records.offset(at: $0) },
                 deliverable: deliverable,
                 endOffset: log.endOffset,
                 allowed: allowed,
@@ -734,15 +744,26 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             subscription.metrics.withheld(withheld)
             if !outcome.deliver.isEmpty {
-                let frame = Deliver(subscriptionID: subscription.id, records: outcome.deliver.map { DeliveredRecord(stored: records[$0]) })
+                let frame: Deliver
+                if let encoded = EncodedDeliveredRecords(records, indices: outcome.deliver) {
+                    frame = Deliver(subscriptionID: subscription.id, encoded: encoded)
+                } else {
+                    let delivered = outcome.deliver.map { DeliveredRecord(stored: records.storedRecord(at: $0)) }
+                    frame = Deliver(subscriptionID: subscription.id, records: delivered)
+                }
                 subscription.metrics.deliveredRecords.increment(by: outcome.deliver.count)
-                let bytes = outcome.deliver.reduce(0) { $0 + records[$1].record.value.readableBytes }
+                let bytes = records.valueBytes(outcome.deliver)
                 subscription.metrics.deliveredBytes.increment(by: bytes)
                 self.send(.deliver(frame), correlationID: 0)
             }
             if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
-            if case .resume = outcome.next, outcome.consumed < records.count {
-                subscription.keepReadAhead(records[outcome.consumed...])
+            // A subscription that waits for credit keeps at most one read's bytes (`readMaxBytes`) of decoded
+            // batches, however long its consumer stalls; one that goes on reading keeps what its read held.
+            if outcome.consumed < read.count {
+                let rest = read.dropFirst(outcome.consumed)
+                if outcome.next != .none || rest.retainedBytes <= Self.readMaxBytes {
+                    subscription.keepReadAhead(rest)
+                }
             }
             self.run(outcome.next, for: subscription)
         case .failure(let error as LogStoreError) where error.kind == .offsetOutOfRange && from < log.startOffset:
@@ -866,21 +887,22 @@ final class Subscription {
         self.lastWithheldAudit = currentTimeMillis()
     }
 
-    /// Records a paced read left over (not yet judged or delivered), starting at the next offset to deliver; at
-    /// most one read's worth, and no more than the credit the consumer granted at that read.
-    private var readAhead: ArraySlice<StoredRecord> = []
+    /// Records a read left over (not yet judged or delivered), starting at the next offset to deliver: at most
+    /// one read's worth (what the read held in memory anyway; at most `readMaxBytes` of batches while the
+    /// subscription waits for credit), until the next read takes or drops them.
+    private var readAhead = RawRecords()
 
     /// Keeps the records a paced read did not get to, for the read after the wait.
-    func keepReadAhead(_ records: ArraySlice<StoredRecord>) {
+    func keepReadAhead(_ records: RawRecords) {
         self.readAhead = records
     }
 
-    /// The kept records when they start exactly at `from` (at most `maxRecords` of them); nil, and the kept
-    /// records dropped, otherwise: the next read goes to the log.
-    func takeReadAhead(from: Int64, maxRecords: Int) -> [StoredRecord]? {
-        defer { self.readAhead = [] }
-        guard let first = self.readAhead.first, first.offset == from else { return nil }
-        return Array(self.readAhead.prefix(maxRecords))
+    /// The kept records when they start exactly at `from` and retention has not deleted it (`logStart`); nil,
+    /// and the kept records dropped, otherwise: the next read goes to the log.
+    func takeReadAhead(from: Int64, logStart: Int64) -> RawRecords? {
+        defer { self.readAhead = RawRecords() }
+        guard !self.readAhead.isEmpty, self.readAhead.offset(at: 0) == from, from >= logStart else { return nil }
+        return self.readAhead
     }
 
     /// A record was withheld for consent.

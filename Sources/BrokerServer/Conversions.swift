@@ -23,6 +23,74 @@ extension DeliveredRecord {
     }
 }
 
+extension EncodedDeliveredRecords {
+    /// Records `indices` (ascending) of `records` in DELIVER wire form, copied from their stored bytes in one pass:
+    /// no `LogRecord`, `WireRecord` or slice per record. The bytes are those `FrameCodec` writes for the
+    /// `DeliveredRecord`s of ``DeliveredRecord/init(stored:)``. nil when a header name cannot go out as stored
+    /// (invalid UTF-8, which a decoding read repairs, or longer than a wire string): build `DeliveredRecord`s then.
+    init?(_ records: RawRecords, indices: [Int]) {
+        guard records.namesAreValidUTF8, records.longestName <= FrameCodec.maxStringBytes else { return nil }
+        // Stored and wire records hold the same fields; a header name's length is a u32 stored and a u16 on the
+        // wire, and the offset comes first: at most 8 bytes more per record.
+        var capacity = 0
+        for index in indices { capacity += 8 + records.storedSize(at: index) }
+        var bytes = ByteBufferAllocator().buffer(capacity: capacity)
+        bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { out in
+            var writer = WireBytesWriter(out)
+            records.forEach(indices) { offset, record in
+                writer.put(offset)
+                if let key = record.key {
+                    writer.put(Int32(key.count))
+                    writer.put(key)
+                } else {
+                    writer.put(Int32(-1))
+                }
+                writer.put(UInt32(record.headerCount))
+                var headers = record.headers
+                while let (name, value) = headers.next() {
+                    writer.put(UInt16(name.count))
+                    writer.put(name)
+                    writer.put(UInt32(value.count))
+                    writer.put(value)
+                }
+                let value = record.value
+                writer.put(UInt32(value.count))
+                writer.put(value)
+                writer.put(record.timestamp)
+            }
+            return writer.position
+        }
+        self.init(count: indices.count, bytes: bytes)
+    }
+}
+
+/// Writes big-endian integers and bytes through a raw pointer the caller sized (bounds checked by precondition).
+private struct WireBytesWriter {
+    private let out: UnsafeMutableRawBufferPointer
+    private(set) var position = 0
+
+    init(_ out: UnsafeMutableRawBufferPointer) {
+        self.out = out
+    }
+
+    @inline(__always)
+    mutating func put<T: FixedWidthInteger>(_ value: T) {
+        let size = MemoryLayout<T>.size
+        precondition(self.out.count - self.position >= size, "wire record overran its sized buffer")
+        self.out.storeBytes(of: value.bigEndian, toByteOffset: self.position, as: T.self)
+        self.position += size
+    }
+
+    @inline(__always)
+    mutating func put(_ bytes: UnsafeRawBufferPointer) {
+        precondition(self.out.count - self.position >= bytes.count, "wire record overran its sized buffer")
+        if let base = bytes.baseAddress, bytes.count > 0 {
+            (self.out.baseAddress! + self.position).copyMemory(from: base, byteCount: bytes.count)
+        }
+        self.position += bytes.count
+    }
+}
+
 extension WireHeader: PolicyHeaderView {
     package func withUnsafeValueBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
         try self.value.withUnsafeReadableBytes(body)

@@ -250,23 +250,7 @@ package enum BatchCodec {
     /// Verifies and decodes a whole stored batch.
     package static func decode(_ batch: ByteBuffer) throws(BatchDecodeError) -> (BatchHeader, [LogRecord]) {
         let header = try self.verify(batch)
-        var stored = batch.getSlice(
-            at: batch.readerIndex + BatchFormat.headerSize,
-            length: header.totalSize - BatchFormat.headerSize
-        )!
-        var body: ByteBuffer
-        switch header.codec {
-        case .lz4:
-            body = try self.decompress(stored, length: Int(header.bodyLength))
-        case .none?:
-            guard stored.readableBytes == Int(header.bodyLength) else {
-                throw BatchDecodeError("body is \(stored.readableBytes) bytes, header says \(header.bodyLength)")
-            }
-            body = stored
-        case nil:
-            throw BatchDecodeError("unknown codec")
-        }
-        stored.clear()
+        var body = try self.body(of: batch, header: header)
         var records: [LogRecord] = []
         // A record takes at least 20 bytes; never trust the count alone for an allocation.
         records.reserveCapacity(min(Int(header.recordCount), body.readableBytes / 20 + 1))
@@ -281,6 +265,206 @@ package enum BatchCodec {
             throw BatchDecodeError("\(body.readableBytes) bytes left after \(header.recordCount) records")
         }
         return (header, records)
+    }
+
+    /// Verifies a whole stored batch and checks its records exactly as ``decode(_:)`` does (same errors), but
+    /// builds no `LogRecord`: the records with offsets in `offset..<end` are added to `records` as positions in
+    /// the uncompressed body, until `records` holds `maxRecords`. Nothing is added when the batch is bad.
+    package static func index(
+        _ batch: ByteBuffer,
+        into records: inout RawRecords,
+        from offset: Int64,
+        end: Int64,
+        maxRecords: Int
+    ) throws(BatchDecodeError) -> BatchHeader {
+        let header = try self.verify(batch)
+        let body = try self.body(of: batch, header: header)
+        var walk = RecordWalk(
+            recordCount: Int(header.recordCount),
+            baseOffset: header.baseOffset,
+            from: offset,
+            end: end,
+            room: max(maxRecords - records.count, 0),
+            batch: Int32(records.batches.count)
+        )
+        let failure = body.withUnsafeReadableBytes { walk.run($0) }
+        if let failure { throw failure }
+        if !walk.locations.isEmpty {
+            records.batches.append(RawRecords.Batch(body: body, names: walk.names, nameIDs: walk.nameIDs))
+            records.locations.append(contentsOf: walk.locations)
+            records.noteNames(validUTF8: walk.validUTF8, longest: walk.longestName)
+        }
+        return header
+    }
+
+    /// One pass over an uncompressed records body for ``index(_:into:from:end:maxRecords:)``: the checks of
+    /// `readRecord` through one raw pointer, a name table, and the locations of the records in range.
+    private struct RecordWalk {
+        let recordCount: Int
+        let baseOffset: Int64
+        let from: Int64
+        let end: Int64
+        /// Records that may still be added.
+        let room: Int
+        let batch: Int32
+        var locations: [RawRecords.Location] = []
+        var names: [String] = []
+        /// Where each name of `names` is in the body (its first occurrence).
+        var nameSpans: [(start: Int, length: Int)] = []
+        var nameIDs: [UInt16] = []
+        var validUTF8 = true
+        var longestName = 0
+
+        init(recordCount: Int, baseOffset: Int64, from: Int64, end: Int64, room: Int, batch: Int32) {
+            self.recordCount = recordCount
+            self.baseOffset = baseOffset
+            self.from = from
+            self.end = end
+            self.room = room
+            self.batch = batch
+        }
+
+        /// The walk; nil when every record is well formed and the body holds nothing more.
+        mutating func run(_ raw: UnsafeRawBufferPointer) -> BatchDecodeError? {
+            let size = raw.count
+            var p = 0
+            // The previous record's headers: the next record's names are predicted to be the same, in order.
+            var previousFirst = 0
+            var previousCount = 0
+            for index in 0..<self.recordCount {
+                let start = p
+                let firstHeader = self.nameIDs.count
+                guard let after = self.record(raw, at: p, size: size, previousFirst, previousCount) else {
+                    return BatchDecodeError("record \(index) of \(self.recordCount) is truncated")
+                }
+                p = after
+                previousFirst = firstHeader
+                previousCount = self.nameIDs.count - firstHeader
+                let recordOffset = self.baseOffset + Int64(index)
+                if recordOffset >= self.from, recordOffset < self.end, self.locations.count < self.room {
+                    if self.locations.isEmpty {
+                        // A record takes at least 20 bytes; never trust the count alone for an allocation.
+                        self.locations.reserveCapacity(min(self.recordCount - index, self.room, (size - p) / 20 + 1))
+                    }
+                    self.locations.append(
+                        RawRecords.Location(
+                            offset: recordOffset,
+                            batch: self.batch,
+                            position: Int32(start),
+                            length: Int32(p - start),
+                            firstHeader: Int32(firstHeader)
+                        )
+                    )
+                }
+            }
+            if p != size {
+                return BatchDecodeError("\(size - p) bytes left after \(self.recordCount) records")
+            }
+            return nil
+        }
+
+        @inline(__always)
+        private func u32(_ raw: UnsafeRawBufferPointer, _ position: Int) -> Int {
+            Int(UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: position, as: UInt32.self)))
+        }
+
+        /// Checks the record at `p`; returns the position after it, or nil when it is truncated or malformed.
+        @inline(__always)
+        private mutating func record(
+            _ raw: UnsafeRawBufferPointer,
+            at start: Int,
+            size: Int,
+            _ previousFirst: Int,
+            _ previousCount: Int
+        ) -> Int? {
+            var p = start
+            guard size - p >= 12 else { return nil }
+            let keyLength = Int(Int32(bigEndian: raw.loadUnaligned(fromByteOffset: p + 8, as: Int32.self)))
+            p += 12
+            if keyLength >= 0 {
+                guard keyLength <= size - p else { return nil }
+                p += keyLength
+            } else if keyLength != -1 {
+                return nil
+            }
+            guard size - p >= 4 else { return nil }
+            let valueLength = self.u32(raw, p)
+            p += 4
+            guard valueLength <= size - p, size - p - valueLength >= 4 else { return nil }
+            p += valueLength
+            let headerCount = self.u32(raw, p)
+            p += 4
+            guard headerCount <= (size - p) / 8 else { return nil }
+            if self.nameIDs.isEmpty {
+                // Every header takes at least 8 bytes, every record 20.
+                self.nameIDs.reserveCapacity(min(headerCount * min(self.recordCount, size / 20 + 1), size / 8))
+            }
+            for h in 0..<headerCount {
+                guard size - p >= 4 else { return nil }
+                let nameLength = self.u32(raw, p)
+                p += 4
+                guard nameLength <= size - p else { return nil }
+                let predicted = h < previousCount ? self.nameIDs[previousFirst + h] : RawRecords.uncachedName
+                self.nameIDs.append(self.nameID(raw, at: p, length: nameLength, predicted: predicted))
+                p += nameLength
+                guard size - p >= 4 else { return nil }
+                let headerValueLength = self.u32(raw, p)
+                p += 4
+                guard headerValueLength <= size - p else { return nil }
+                p += headerValueLength
+            }
+            return p
+        }
+
+        /// The id of the `length`-byte name at `position`: the predicted one when it matches, else a table search,
+        /// else a new entry (decoded once; `String(decoding:)` repairs invalid UTF-8 as `readString` does).
+        @inline(__always)
+        private mutating func nameID(
+            _ raw: UnsafeRawBufferPointer,
+            at position: Int,
+            length: Int,
+            predicted: UInt16
+        ) -> UInt16 {
+            let base = raw.baseAddress!
+            if predicted != RawRecords.uncachedName {
+                let span = self.nameSpans[Int(predicted)]
+                if span.length == length && (length == 0 || memcmp(base + span.start, base + position, length) == 0) {
+                    return predicted
+                }
+            }
+            for (id, span) in self.nameSpans.enumerated() where span.length == length {
+                if length == 0 || memcmp(base + span.start, base + position, length) == 0 { return UInt16(id) }
+            }
+            self.longestName = max(self.longestName, length)
+            let bytes = UnsafeRawBufferPointer(start: base + position, count: length)
+            var string = String(decoding: bytes, as: UTF8.self)
+            if !string.withUTF8({ $0.elementsEqual(bytes) }) { self.validUTF8 = false }
+            guard self.names.count < RawRecords.maxNames else { return RawRecords.uncachedName }
+            self.names.append(string)
+            self.nameSpans.append((position, length))
+            return UInt16(self.names.count - 1)
+        }
+    }
+
+    /// The uncompressed records body of a verified batch.
+    private static func body(of batch: ByteBuffer, header: BatchHeader) throws(BatchDecodeError) -> ByteBuffer {
+        let stored = batch.getSlice(
+            at: batch.readerIndex + BatchFormat.headerSize,
+            length: header.totalSize - BatchFormat.headerSize
+        )!
+        let body: ByteBuffer
+        switch header.codec {
+        case .lz4:
+            body = try self.decompress(stored, length: Int(header.bodyLength))
+        case .none?:
+            guard stored.readableBytes == Int(header.bodyLength) else {
+                throw BatchDecodeError("body is \(stored.readableBytes) bytes, header says \(header.bodyLength)")
+            }
+            body = stored
+        case nil:
+            throw BatchDecodeError("unknown codec")
+        }
+        return body
     }
 
     /// Header names seen in one batch: the records of a batch repeat the same few names, so each distinct name is

@@ -447,6 +447,42 @@ final class FileTopicLog: TopicLog {
     // MARK: Read
 
     func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord] {
+        var records: [StoredRecord] = []
+        try self.readBatches(from: offset, maxRecords: maxRecords, maxBytes: maxBytes, count: { records.count }) {
+            batch, end throws(BatchDecodeError) in
+            let (header, decoded) = try BatchCodec.decode(batch)
+            for (i, record) in decoded.enumerated() {
+                let recordOffset = header.baseOffset + Int64(i)
+                if recordOffset < offset { continue }
+                if recordOffset >= end || records.count >= maxRecords { return true }
+                records.append(StoredRecord(offset: recordOffset, record: record))
+            }
+            return false
+        }
+        return records
+    }
+
+    func readRaw(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> RawRecords {
+        var records = RawRecords()
+        try self.readBatches(from: offset, maxRecords: maxRecords, maxBytes: maxBytes, count: { records.count }) {
+            batch, end throws(BatchDecodeError) in
+            // The whole batch: `readBatches` stops after it once `maxRecords` are there.
+            let header = try BatchCodec.index(batch, into: &records, from: offset, end: end, maxRecords: .max)
+            return header.nextOffset > end
+        }
+        return records
+    }
+
+    /// The batch walk of `read` and `readRaw`: calls `take` with each whole stored batch from the one holding
+    /// `offset` on, and the read's end offset; `take` adds the batch's records from `offset` (before `end`, up to
+    /// `maxRecords` in all) and returns true when it reached `end`. `count` is the number of records taken so far.
+    private func readBatches(
+        from offset: Int64,
+        maxRecords: Int,
+        maxBytes: Int,
+        count: () -> Int,
+        take: (_ batch: ByteBuffer, _ end: Int64) throws(BatchDecodeError) -> Bool
+    ) throws(LogStoreError) {
         let end = self.endOffset
         let (segments, closed) = self.state.withLock { ($0.segments, $0.closed) }
         if closed { throw LogStoreError(.closed, "topic '\(self.name)' log is closed") }
@@ -457,7 +493,7 @@ final class FileTopicLog: TopicLog {
                 "offset \(offset) is outside \(start)...\(end) of topic '\(self.name)'"
             )
         }
-        guard offset < end, maxRecords > 0 else { return [] }
+        guard offset < end, maxRecords > 0 else { return }
         // Last segment whose base is at or below the offset.
         var low = 0
         var high = segments.count
@@ -465,7 +501,6 @@ final class FileTopicLog: TopicLog {
             let mid = (low + high) / 2
             if segments[mid].baseOffset <= offset { low = mid + 1 } else { high = mid }
         }
-        var records: [StoredRecord] = []
         var bytes = 0
         for segmentIndex in max(low - 1, 0)..<segments.count {
             let segment = segments[segmentIndex]
@@ -477,12 +512,12 @@ final class FileTopicLog: TopicLog {
                 end: end,
                 maxRecords: maxRecords,
                 maxBytes: maxBytes,
-                into: &records,
-                bytes: &bytes
+                bytes: &bytes,
+                count: count,
+                take: take
             )
             if done { break }
         }
-        return records
     }
 
     /// Reads batches of one segment into `records`; true when the read is complete.
@@ -493,8 +528,9 @@ final class FileTopicLog: TopicLog {
         end: Int64,
         maxRecords: Int,
         maxBytes: Int,
-        into records: inout [StoredRecord],
-        bytes: inout Int
+        bytes: inout Int,
+        count: () -> Int,
+        take: (_ batch: ByteBuffer, _ end: Int64) throws(BatchDecodeError) -> Bool
     ) throws(LogStoreError) -> Bool {
         let (size, startEntry) = segment.lookup(relativeOffset: offset - segment.baseOffset)
         var position: Int64 = 0
@@ -540,22 +576,17 @@ final class FileTopicLog: TopicLog {
                     position += total
                     continue
                 }
-                if !records.isEmpty && bytes + header.totalSize > maxBytes { return true }
+                if count() > 0 && bytes + header.totalSize > maxBytes { return true }
                 let batch = try segment.read(at: position, count: header.totalSize)
-                let decoded: [LogRecord]
+                let reachedEnd: Bool
                 do {
-                    decoded = try BatchCodec.decode(batch).1
+                    reachedEnd = try take(batch, end)
                 } catch {
                     throw self.corrupt(segment, position, error.reason)
                 }
+                if reachedEnd { return true }
                 bytes += header.totalSize
-                for (i, record) in decoded.enumerated() {
-                    let recordOffset = header.baseOffset + Int64(i)
-                    if recordOffset < offset { continue }
-                    if recordOffset >= end || records.count >= maxRecords { return true }
-                    records.append(StoredRecord(offset: recordOffset, record: record))
-                }
-                if records.count >= maxRecords || bytes >= maxBytes { return true }
+                if count() >= maxRecords || bytes >= maxBytes { return true }
                 previous = position
                 expected = header.nextOffset
                 position += total
@@ -563,7 +594,7 @@ final class FileTopicLog: TopicLog {
         } catch let error as FileIOError {
             throw self.storageFailure("read", error)
         } catch let error as LogStoreError {
-            if error.kind == .corruptBatch && !records.isEmpty {
+            if error.kind == .corruptBatch && count() > 0 {
                 // Serve what precedes the corrupt batch; the next read starting there reports it.
                 return true
             }

@@ -176,6 +176,11 @@ package protocol TopicLog: AnyObject, Sendable {
     /// Reads records from `offset` (at most `maxRecords`, about `maxBytes`; at least one record when any exists).
     /// Blocking file I/O: call it off the event loop. Returns [] when `offset == endOffset`.
     func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord]
+    /// The records `read` returns, kept as their stored bytes (see ``RawRecords``), and after them the rest of
+    /// the last batch read (below the end at the time of the read): for delivery, which copies records onto the
+    /// wire without building a `LogRecord` per record and keeps what it cannot send yet instead of decoding that
+    /// batch again. Same errors as `read`.
+    func readRaw(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> RawRecords
     /// Flushes, syncs and closes; a clean close lets the next open skip recovery.
     func close() async throws(LogStoreError)
 }
@@ -185,4 +190,283 @@ package protocol LogBackend: Sendable {
     func openTopic(name: String, config: TopicLogConfig) async throws(LogStoreError) -> any TopicLog
     /// Closes every open topic cleanly.
     func closeAll() async
+}
+
+/// Records read back as the stored bytes of their batches, without a `LogRecord` per record: what a subscription
+/// delivers from. A read decompresses and checks each batch (CRC and every record's structure, exactly as
+/// ``BatchCodec/decode(_:)`` does) and keeps, per record, only where it is; the fields are read from the bytes when
+/// asked for. ``storedRecord(at:)`` builds the `StoredRecord` a `read` would have returned.
+package struct RawRecords: Sendable {
+    /// One batch's uncompressed records body, with the header names its records use.
+    package struct Batch: Sendable {
+        /// The records body (reader index at its first byte).
+        var body: ByteBuffer
+        /// Distinct header names (at most ``RawRecords/maxNames``), in first-seen order.
+        var names: [String]
+        /// For every header of every record, in order: its index in `names`, or `uncachedName`.
+        var nameIDs: [UInt16]
+    }
+
+    /// Where one record is.
+    struct Location: Sendable {
+        /// The record's offset in its topic.
+        var offset: Int64
+        /// Index of its batch in `batches`.
+        var batch: Int32
+        /// First byte of the record in the batch body.
+        var position: Int32
+        /// Bytes of the record in the batch body.
+        var length: Int32
+        /// Index of its first header in the batch's `nameIDs`.
+        var firstHeader: Int32
+    }
+
+    /// A name id meaning "not in the batch's name table: decode it from the bytes".
+    static let uncachedName = UInt16.max
+    /// Distinct names kept per batch; a batch repeats a few names, and a longer table would cost a longer search.
+    static let maxNames = 32
+
+    var batches: [Batch] = []
+    var locations: [Location] = []
+    /// True while every header name read is valid UTF-8 (so a name's `String` has exactly its stored bytes).
+    package private(set) var namesAreValidUTF8 = true
+    /// The longest header name read, in bytes.
+    package private(set) var longestName = 0
+
+    /// No records.
+    package init() {}
+
+    /// Number of records.
+    package var count: Int { self.locations.count }
+    /// True when there are no records.
+    package var isEmpty: Bool { self.locations.isEmpty }
+
+    /// Offset of record `index`.
+    package func offset(at index: Int) -> Int64 { self.locations[index].offset }
+
+    /// Stored bytes of record `index` (timestamp, key, value, headers with their length fields).
+    package func storedSize(at index: Int) -> Int { Int(self.locations[index].length) }
+
+    /// The records after the first `count` (the read-ahead a subscription keeps); batches no record is left in
+    /// are let go.
+    package func dropFirst(_ count: Int) -> RawRecords {
+        var rest = self
+        rest.locations = Array(self.locations.dropFirst(count))
+        if let first = rest.locations.first, first.batch > 0 {
+            rest.batches.removeFirst(Int(first.batch))
+            for index in rest.locations.indices { rest.locations[index].batch -= first.batch }
+        }
+        return rest
+    }
+
+    /// Bytes of the uncompressed batch bodies these records keep in memory.
+    package var retainedBytes: Int { self.batches.reduce(0) { $0 + $1.body.readableBytes } }
+
+    /// The first `count` records.
+    package func prefix(_ count: Int) -> RawRecords {
+        var first = self
+        first.locations = Array(self.locations.prefix(count))
+        return first
+    }
+
+    /// Records that a batch was indexed: its name facts.
+    mutating func noteNames(validUTF8: Bool, longest: Int) {
+        if !validUTF8 { self.namesAreValidUTF8 = false }
+        self.longestName = max(self.longestName, longest)
+    }
+
+    /// Calls `body` with the name and value bytes of each header of record `index` (only those called `named`, when
+    /// given), in order, until it returns false.
+    package func visitHeaders(
+        at index: Int, named: String? = nil, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+    ) {
+        let location = self.locations[index]
+        let batch = Int(location.batch)
+        self.batches[batch].body.withUnsafeReadableBytes { raw in
+            let start = Int(location.position)
+            let view = RawRecordView(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.length)]))
+            var headerIndex = Int(location.firstHeader)
+            var headers = view.headers
+            while let (name, value) = headers.next() {
+                let id = self.batches[batch].nameIDs[headerIndex]
+                headerIndex += 1
+                let headerName =
+                    id == Self.uncachedName ? String(decoding: name, as: UTF8.self) : self.batches[batch].names[Int(id)]
+                if let named, headerName != named { continue }
+                guard body(headerName, value) else { return }
+            }
+        }
+    }
+
+    /// Calls `body` with each record of `indices` (ascending) and its offset; each batch's bytes are opened once.
+    /// The views are valid only inside `body`.
+    package func forEach(_ indices: [Int], _ body: (_ offset: Int64, _ record: RawRecordView) -> Void) {
+        var next = 0
+        while next < indices.count {
+            let batchIndex = self.locations[indices[next]].batch
+            self.batches[Int(batchIndex)].body.withUnsafeReadableBytes { raw in
+                while next < indices.count {
+                    let location = self.locations[indices[next]]
+                    guard location.batch == batchIndex else { return }
+                    let start = Int(location.position)
+                    let bytes = UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.length)])
+                    body(location.offset, RawRecordView(bytes: bytes))
+                    next += 1
+                }
+            }
+        }
+    }
+
+    /// Total value bytes of records `indices` (ascending).
+    package func valueBytes(_ indices: [Int]) -> Int {
+        var total = 0
+        self.forEach(indices) { _, record in total += record.value.count }
+        return total
+    }
+
+    /// Record `index` as `read(from:maxRecords:maxBytes:)` returns it (slices of the batch body, names decoded).
+    package func storedRecord(at index: Int) -> StoredRecord {
+        let location = self.locations[index]
+        let batch = self.batches[Int(location.batch)]
+        let start = batch.body.readerIndex + Int(location.position)
+        var key: ByteBuffer? = nil
+        var value = ByteBuffer()
+        var headers: [LogHeader] = []
+        var timestamp: Int64 = 0
+        batch.body.withUnsafeReadableBytes { raw in
+            let base = raw.baseAddress! + Int(location.position)
+            let view = RawRecordView(bytes: UnsafeRawBufferPointer(start: base, count: Int(location.length)))
+            timestamp = view.timestamp
+            if let keyBytes = view.key {
+                key = batch.body.getSlice(at: start + (keyBytes.baseAddress! - base), length: keyBytes.count)
+            }
+            let valueBytes = view.value
+            value = batch.body.getSlice(at: start + (valueBytes.baseAddress! - base), length: valueBytes.count)!
+            headers.reserveCapacity(view.headerCount)
+            var headerIndex = Int(location.firstHeader)
+            view.forEachHeader { name, headerValue in
+                let id = batch.nameIDs[headerIndex]
+                headerIndex += 1
+                let string = id == Self.uncachedName ? String(decoding: name, as: UTF8.self) : batch.names[Int(id)]
+                let at = start + (headerValue.baseAddress! - base)
+                let slice = batch.body.getSlice(at: at, length: headerValue.count)!
+                headers.append(LogHeader(name: string, value: slice))
+                return true
+            }
+        }
+        return StoredRecord(
+            offset: location.offset,
+            record: LogRecord(key: key, headers: headers, value: value, timestamp: timestamp)
+        )
+    }
+}
+
+/// The stored bytes of one record of a checked batch (see ``RawRecords``), read in place: big-endian timestamp
+/// (8), key length (i32, -1 = no key) and key, value length (u32) and value, header count (u32), then each header's
+/// name length (u32), name, value length (u32) and value. Only valid while the bytes it points at are.
+///
+/// `public` and `@inlinable` (like RawBytes' RawWriter), so the field reads inline into the module that copies
+/// records onto the wire: with `package` access they were calls, one closure call per header.
+@frozen
+public struct RawRecordView {
+    /// The record's bytes, exactly.
+    public let bytes: UnsafeRawBufferPointer
+
+    /// A view of `bytes`, which must be one whole record of a batch `BatchCodec.index` checked.
+    @inlinable
+    public init(bytes: UnsafeRawBufferPointer) {
+        self.bytes = bytes
+    }
+
+    @inlinable @inline(__always)
+    func load<T: FixedWidthInteger>(_ position: Int, as type: T.Type) -> T {
+        T(bigEndian: self.bytes.loadUnaligned(fromByteOffset: position, as: T.self))
+    }
+
+    /// Milliseconds since the Unix epoch.
+    @inlinable
+    public var timestamp: Int64 { self.load(0, as: Int64.self) }
+
+    @inlinable
+    var keyLength: Int { Int(self.load(8, as: Int32.self)) }
+
+    @inlinable
+    var valueLengthPosition: Int { 12 + max(self.keyLength, 0) }
+
+    @inlinable
+    var headerCountPosition: Int {
+        let position = self.valueLengthPosition
+        return position + 4 + Int(self.load(position, as: UInt32.self))
+    }
+
+    /// The key, or nil (no key).
+    @inlinable
+    public var key: UnsafeRawBufferPointer? {
+        let length = self.keyLength
+        guard length >= 0 else { return nil }
+        return UnsafeRawBufferPointer(rebasing: self.bytes[12..<12 + length])
+    }
+
+    /// The value.
+    @inlinable
+    public var value: UnsafeRawBufferPointer {
+        let position = self.valueLengthPosition
+        let length = Int(self.load(position, as: UInt32.self))
+        return UnsafeRawBufferPointer(rebasing: self.bytes[position + 4..<position + 4 + length])
+    }
+
+    /// Number of headers.
+    @inlinable
+    public var headerCount: Int { Int(self.load(self.headerCountPosition, as: UInt32.self)) }
+
+    /// The headers, in order.
+    @inlinable
+    public var headers: RawHeaderIterator {
+        let position = self.headerCountPosition
+        let count = Int(self.load(position, as: UInt32.self))
+        return RawHeaderIterator(bytes: self.bytes, position: position + 4, remaining: count)
+    }
+
+    /// Calls `body` with each header's name and value bytes, in order, until it returns false.
+    @inlinable
+    public func forEachHeader(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool) {
+        var headers = self.headers
+        while let (name, value) = headers.next() {
+            guard body(name, value) else { return }
+        }
+    }
+}
+
+/// The headers of a ``RawRecordView``: name and value bytes, in order.
+@frozen
+public struct RawHeaderIterator: IteratorProtocol {
+    @usableFromInline let bytes: UnsafeRawBufferPointer
+    @usableFromInline var position: Int
+    @usableFromInline var remaining: Int
+
+    @inlinable
+    init(bytes: UnsafeRawBufferPointer, position: Int, remaining: Int) {
+        self.bytes = bytes
+        self.position = position
+        self.remaining = remaining
+    }
+
+    @inlinable @inline(__always)
+    func length(at position: Int) -> Int {
+        Int(UInt32(bigEndian: self.bytes.loadUnaligned(fromByteOffset: position, as: UInt32.self)))
+    }
+
+    /// The next header's name and value bytes, or nil after the last.
+    @inlinable
+    public mutating func next() -> (name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)? {
+        guard self.remaining > 0 else { return nil }
+        self.remaining -= 1
+        let nameLength = self.length(at: self.position)
+        let name = UnsafeRawBufferPointer(rebasing: self.bytes[self.position + 4..<self.position + 4 + nameLength])
+        self.position += 4 + nameLength
+        let valueLength = self.length(at: self.position)
+        let value = UnsafeRawBufferPointer(rebasing: self.bytes[self.position + 4..<self.position + 4 + valueLength])
+        self.position += 4 + valueLength
+        return (name, value)
+    }
 }

@@ -271,15 +271,84 @@ package struct SubscribeOK: Equatable, Sendable {
 }
 
 /// DELIVER: records pushed on a subscription, in offset order.
+///
+/// Either built from ``DeliveredRecord`` values or, on the broker's delivery path, from records already in their
+/// wire form (``EncodedDeliveredRecords``), which the encoder copies as they are. The two are equal when they
+/// carry the same records.
 package struct Deliver: Equatable, Sendable {
     /// The subscription these records belong to.
     package var subscriptionID: UInt32
-    /// The records, in ascending offset order.
-    package var records: [DeliveredRecord]
+    private var storage: Storage
+
+    private enum Storage: Sendable {
+        case records([DeliveredRecord])
+        case encoded(EncodedDeliveredRecords)
+    }
+
     /// Creates a DELIVER.
     package init(subscriptionID: UInt32, records: [DeliveredRecord]) {
         self.subscriptionID = subscriptionID
-        self.records = records
+        self.storage = .records(records)
+    }
+
+    /// Creates a DELIVER of records already in wire form.
+    package init(subscriptionID: UInt32, encoded: EncodedDeliveredRecords) {
+        self.subscriptionID = subscriptionID
+        self.storage = .encoded(encoded)
+    }
+
+    /// The records, in ascending offset order (decoded when the DELIVER was built from wire-form records).
+    package var records: [DeliveredRecord] {
+        get {
+            switch self.storage {
+            case .records(let records): return records
+            case .encoded(let encoded): return encoded.decoded()
+            }
+        }
+        set { self.storage = .records(newValue) }
+    }
+
+    /// Number of records.
+    package var recordCount: Int {
+        switch self.storage {
+        case .records(let records): return records.count
+        case .encoded(let encoded): return encoded.count
+        }
+    }
+
+    /// The wire-form records, when the DELIVER was built from them.
+    package var encodedRecords: EncodedDeliveredRecords? {
+        if case .encoded(let encoded) = self.storage { return encoded }
+        return nil
+    }
+
+    /// Same subscription and the same records.
+    package static func == (lhs: Deliver, rhs: Deliver) -> Bool {
+        lhs.subscriptionID == rhs.subscriptionID && lhs.records == rhs.records
+    }
+}
+
+/// DELIVER records in wire form: for each record its offset (i64), then the record exactly as a DELIVER body
+/// carries it (docs/PROTOCOL.md). The broker builds them straight from stored bytes; whoever builds them
+/// guarantees the layout and the limits (`FrameCodec.validate` does not look inside).
+package struct EncodedDeliveredRecords: Sendable {
+    /// Number of records in `bytes`.
+    package let count: Int
+    /// The records' bytes.
+    package let bytes: ByteBuffer
+    /// Wraps `count` records in wire form.
+    package init(count: Int, bytes: ByteBuffer) {
+        self.count = count
+        self.bytes = bytes
+    }
+
+    /// The records decoded; traps when the bytes are not `count` well-formed records (a bug in their builder).
+    package func decoded() -> [DeliveredRecord] {
+        do {
+            return try FrameCodec.decodeDeliveredRecords(self)
+        } catch {
+            preconditionFailure("encoded DELIVER records are malformed: \(error)")
+        }
     }
 }
 
