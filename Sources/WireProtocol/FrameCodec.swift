@@ -481,12 +481,7 @@ package enum FrameCodec {
         case .publish:
             let topic = try reader.string("topic")
             let count = try reader.count("recordCount", minimumElementSize: MinimumSize.record)
-            var records: [WireRecord] = []
-            records.reserveCapacity(count)
-            for index in 0..<count {
-                records.append(try reader.record("records[\(index)]"))
-            }
-            frame = .publish(Publish(topic: topic, records: records))
+            frame = .publish(Publish(topic: topic, records: try reader.records(count, withOffsets: false).records))
         case .publishAck:
             let count = try reader.count("resultCount", minimumElementSize: MinimumSize.publishResult)
             var results: [PublishResult] = []
@@ -532,11 +527,11 @@ package enum FrameCodec {
             let endOffset = try reader.integer("endOffset", as: Int64.self)
             frame = .subscribeOK(SubscribeOK(subscriptionID: id, startOffset: startOffset, endOffset: endOffset))
         case .deliver:
-            if let deliver = reader.wellFormedDeliver() {
-                frame = .deliver(deliver)
-            } else {
-                frame = .deliver(try reader.deliverFieldByField())
-            }
+            let id = try reader.integer("subscriptionID", as: UInt32.self)
+            let count = try reader.count("recordCount", minimumElementSize: MinimumSize.deliveredRecord)
+            let (offsets, records) = try reader.records(count, withOffsets: true)
+            let delivered = zip(offsets, records).map { DeliveredRecord(offset: $0, record: $1) }
+            frame = .deliver(Deliver(subscriptionID: id, records: delivered))
         case .credit:
             let id = try reader.integer("subscriptionID", as: UInt32.self)
             let credit = try reader.integer("credit", as: UInt32.self)
@@ -876,27 +871,41 @@ struct BodyReader {
         lhs.count == rhs.count && (lhs.count == 0 || memcmp(lhs.baseAddress!, rhs.baseAddress!, lhs.count) == 0)
     }
 
-    /// A DELIVER body decoded field by field: what `wellFormedDeliver` falls back to, for the error message.
-    mutating func deliverFieldByField() throws(WireProtocolError) -> Deliver {
-        let id = try self.integer("subscriptionID", as: UInt32.self)
-        let count = try self.count("recordCount", minimumElementSize: FrameCodec.MinimumSize.deliveredRecord)
-        var records: [DeliveredRecord] = []
-        records.reserveCapacity(count)
-        for index in 0..<count {
-            let offset = try self.integer("records[\(index)].offset", as: Int64.self)
-            records.append(DeliveredRecord(offset: offset, record: try self.record("records[\(index)]")))
-        }
-        return Deliver(subscriptionID: id, records: records)
+    /// The `count` records that end a PUBLISH or DELIVER body (each after its i64 offset `withOffsets`, as in a
+    /// DELIVER): in one pass over the bytes when they are well formed, else field by field, which names the failure
+    /// exactly as it always has. The body must end with them (`finish()` still checks).
+    /// `count` must have been checked against the body's size (`count(_:minimumElementSize:)`).
+    mutating func records(
+        _ count: Int, withOffsets: Bool
+    ) throws(WireProtocolError) -> (offsets: [Int64], records: [WireRecord]) {
+        if let decoded = self.wellFormedRecords(count, withOffsets: withOffsets) { return decoded }
+        return try self.fieldByFieldRecords(count, withOffsets: withOffsets)
     }
 
-    /// A whole DELIVER body decoded in one pass over its bytes, or nil (nothing consumed) when any check of the
-    /// field-by-field decode would fail: the caller then runs that decode, which names the failure. On a client
-    /// this is most of the work per record received: about 25 `ByteBuffer` calls and 6 header names validated
-    /// per record field by field; here the header names repeat, so each distinct one is validated once per frame.
-    mutating func wellFormedDeliver() -> Deliver? {
+    /// `records(_:withOffsets:)` one field at a time, each read naming its field if it fails.
+    mutating func fieldByFieldRecords(
+        _ count: Int, withOffsets: Bool
+    ) throws(WireProtocolError) -> (offsets: [Int64], records: [WireRecord]) {
+        var offsets: [Int64] = []
+        var records: [WireRecord] = []
+        records.reserveCapacity(count)
+        for index in 0..<count {
+            if withOffsets { offsets.append(try self.integer("records[\(index)].offset", as: Int64.self)) }
+            records.append(try self.record("records[\(index)]"))
+        }
+        return (offsets, records)
+    }
+
+    /// The records of `records(_:withOffsets:)` decoded in one pass over the bytes up to the end of the body, or nil
+    /// (nothing consumed) when any check of the field-by-field decode would fail, or bytes would be left over. Field
+    /// by field is most of the work per record: about 25 `ByteBuffer` calls and a header name validated per header;
+    /// here the header names repeat, so each distinct one is validated once per frame. (A PUBLISH is the broker's
+    /// side of this, a DELIVER the client's.)
+    mutating func wellFormedRecords(_ count: Int, withOffsets: Bool) -> (offsets: [Int64], records: [WireRecord])? {
         let buffer = self.buffer
         let base = buffer.readerIndex
-        let result: (UInt32, [DeliveredRecord])? = buffer.withUnsafeReadableBytes { raw in
+        let minimumSize = withOffsets ? FrameCodec.MinimumSize.deliveredRecord : FrameCodec.MinimumSize.record
+        let result: ([Int64], [WireRecord])? = buffer.withUnsafeReadableBytes { raw in
             let size = raw.count
             var p = 0
             @inline(__always) func load<T: FixedWidthInteger>(_ type: T.Type) -> T? {
@@ -909,16 +918,20 @@ struct BodyReader {
                 defer { p += length }
                 return buffer.getSlice(at: base + p, length: length)
             }
-            guard let id = load(UInt32.self), let count32 = load(UInt32.self) else { return nil }
-            let count = Int(count32)
-            guard count <= (size - p) / FrameCodec.MinimumSize.deliveredRecord else { return nil }
+            guard count <= size / minimumSize else { return nil }
             var names: [(bytes: UnsafeRawBufferPointer, name: String)] = []
             /// For each header position, the id in `names` of the name the last record had there (-1: none).
             var namesByPosition: [Int] = []
-            var records: [DeliveredRecord] = []
+            var offsets: [Int64] = []
+            if withOffsets { offsets.reserveCapacity(count) }
+            var records: [WireRecord] = []
             records.reserveCapacity(count)
             for _ in 0..<count {
-                guard let offset = load(Int64.self), let keyLength = load(Int32.self) else { return nil }
+                if withOffsets {
+                    guard let offset = load(Int64.self) else { return nil }
+                    offsets.append(offset)
+                }
+                guard let keyLength = load(Int32.self) else { return nil }
                 var key: ByteBuffer? = nil
                 if keyLength != -1 {
                     guard let bytes = slice(Int(keyLength)) else { return nil }
@@ -968,19 +981,14 @@ struct BodyReader {
                 guard let valueLength = load(UInt32.self), let value = slice(Int(valueLength)),
                     let timestamp = load(Int64.self)
                 else { return nil }
-                records.append(
-                    DeliveredRecord(
-                        offset: offset,
-                        record: WireRecord(key: key, headers: headers, value: value, timestamp: timestamp)
-                    )
-                )
+                records.append(WireRecord(key: key, headers: headers, value: value, timestamp: timestamp))
             }
             guard p == size else { return nil }
-            return (id, records)
+            return (offsets, records)
         }
-        guard let (id, records) = result else { return nil }
+        guard let (offsets, records) = result else { return nil }
         self.buffer.moveReaderIndex(forwardBy: self.buffer.readableBytes)
-        return Deliver(subscriptionID: id, records: records)
+        return (offsets, records)
     }
 
     /// One record: key, headers, value, timestamp.

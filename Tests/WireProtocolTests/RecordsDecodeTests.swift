@@ -1,0 +1,117 @@
+import NIOCore
+import Testing
+
+@testable import WireProtocol
+
+/// The one-pass decode of the records of a PUBLISH or DELIVER (`BodyReader.wellFormedRecords`) must agree with the
+/// field-by-field decode on every input: the same records when the body is well formed, and nil (so the
+/// field-by-field decode names the error) otherwise.
+@Suite("PUBLISH and DELIVER record decode")
+struct RecordsDecodeTests {
+    static let records = [
+        WireRecord(
+            key: bytes("k"),
+            headers: [
+                WireHeader(name: "event_type", value: bytes("a.b")),
+                WireHeader(name: "broker-policy-version", value: bytes("v1")),
+                WireHeader(name: "event_type", value: bytes("")),
+                WireHeader(name: "", value: bytes("x")),
+            ],
+            value: bytes("{\"a\":1}"),
+            timestamp: 1_700_000_000_000
+        ),
+        WireRecord(key: nil, headers: [], value: bytes(""), timestamp: -1),
+        WireRecord(
+            key: ByteBuffer(),
+            headers: [WireHeader(name: "broker-policy-version", value: bytes("v2"))],
+            value: bytes("v"),
+            timestamp: 5
+        ),
+    ]
+    static let deliver = Frame.deliver(
+        Deliver(
+            subscriptionID: 7,
+            records: records.enumerated().map { DeliveredRecord(offset: 41 + Int64($0.offset), record: $0.element) }
+        )
+    )
+    static let publish = Frame.publish(Publish(topic: "education.completed", records: records))
+
+    static func body(_ frame: Frame) -> ByteBuffer {
+        var bytes = ByteBuffer()
+        FrameCodec.encode(TaggedFrame(correlationID: 0, frame: frame), into: &bytes)
+        return bytes.getSlice(at: WireConstants.headerSize, length: bytes.readableBytes - WireConstants.headerSize)!
+    }
+
+    /// Reads what comes before the records (topic or subscription id, then the count).
+    static func lead(_ reader: inout BodyReader, _ opcode: Opcode) -> Int? {
+        switch opcode {
+        case .publish:
+            guard (try? reader.string("topic")) != nil else { return nil }
+            return try? reader.count("recordCount", minimumElementSize: FrameCodec.MinimumSize.record)
+        default:
+            guard (try? reader.integer("subscriptionID", as: UInt32.self)) != nil else { return nil }
+            return try? reader.count("recordCount", minimumElementSize: FrameCodec.MinimumSize.deliveredRecord)
+        }
+    }
+
+    /// Both decodes of `body`'s records: nil for a decode that failed (the one-pass one returns nil, the other
+    /// throws or leaves bytes over).
+    static func both(
+        _ body: ByteBuffer, _ opcode: Opcode
+    ) -> (fast: (offsets: [Int64], records: [WireRecord])?, slow: (offsets: [Int64], records: [WireRecord])?) {
+        var fast = BodyReader(buffer: body, opcode: opcode)
+        var slow = BodyReader(buffer: body, opcode: opcode)
+        guard let count = Self.lead(&fast, opcode), Self.lead(&slow, opcode) == count else { return (nil, nil) }
+        var slowResult = try? slow.fieldByFieldRecords(count, withOffsets: opcode == .deliver)
+        if slowResult != nil, (try? slow.finish()) == nil { slowResult = nil }
+        let fastResult = fast.wellFormedRecords(count, withOffsets: opcode == .deliver)
+        if fastResult != nil { #expect(fast.buffer.readableBytes == 0) }
+        return (fastResult, slowResult)
+    }
+
+    static func same(
+        _ pair: (fast: (offsets: [Int64], records: [WireRecord])?, slow: (offsets: [Int64], records: [WireRecord])?)
+    ) -> Bool {
+        pair.fast?.offsets == pair.slow?.offsets && pair.fast?.records == pair.slow?.records
+    }
+
+    @Test(
+        "a well-formed body decodes to the same records both ways, names and slices included",
+        arguments: [Self.publish, Self.deliver]
+    )
+    func sameFrame(frame: Frame) throws {
+        let opcode = frame.opcode
+        let body = Self.body(frame)
+        let (fast, slow) = Self.both(body, opcode)
+        #expect(fast?.records == Self.records)
+        #expect(slow?.records == Self.records)
+        #expect(fast?.offsets == (opcode == .deliver ? [41, 42, 43] : []))
+        var decodeBody = body
+        #expect(try FrameCodec.decodeBody(opcode: opcode, body: &decodeBody) == frame)
+    }
+
+    @Test(
+        "every truncation and every changed byte: the one-pass decode agrees with the field-by-field one",
+        arguments: [Self.publish, Self.deliver]
+    )
+    func agreesOnDamage(frame: Frame) {
+        let opcode = frame.opcode
+        let body = Self.body(frame)
+        for length in 0..<body.readableBytes {
+            #expect(Self.same(Self.both(body.getSlice(at: body.readerIndex, length: length)!, opcode)), "\(length)")
+        }
+        for position in 0..<body.readableBytes {
+            for replacement: UInt8 in [0x00, 0x01, 0x7F, 0x80, 0xC3, 0xFF] {
+                var damaged = body
+                damaged.setInteger(replacement, at: body.readerIndex + position)
+                #expect(Self.same(Self.both(damaged, opcode)), "byte \(position) set to \(replacement)")
+            }
+        }
+        // A header name that is not UTF-8: both refuse it, and the frame decode throws as before.
+        var invalid = body
+        let name = body.readableBytesView.firstRange(of: Array("event_type".utf8))!
+        invalid.setInteger(UInt8(0xFF), at: name.lowerBound)
+        #expect(Self.both(invalid, opcode).fast == nil)
+        #expect(throws: WireProtocolError.self) { try FrameCodec.decodeBody(opcode: opcode, body: &invalid) }
+    }
+}
