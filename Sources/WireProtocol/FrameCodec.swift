@@ -437,14 +437,15 @@ package enum FrameCodec {
         _ encoded: EncodedDeliveredRecords
     ) throws(WireProtocolError) -> [DeliveredRecord] {
         var reader = BodyReader(buffer: encoded.bytes, opcode: .deliver)
-        var records: [DeliveredRecord] = []
-        records.reserveCapacity(min(encoded.count, encoded.bytes.readableBytes / MinimumSize.deliveredRecord))
-        for index in 0..<encoded.count {
-            let offset = try reader.integer("records[\(index)].offset", as: Int64.self)
-            records.append(DeliveredRecord(offset: offset, record: try reader.record("records[\(index)]")))
+        guard encoded.count <= encoded.bytes.readableBytes / MinimumSize.deliveredRecord else {
+            throw reader.malformed(
+                "\(encoded.count) records need at least \(encoded.count * MinimumSize.deliveredRecord) bytes, "
+                    + "only \(encoded.bytes.readableBytes) given"
+            )
         }
+        let (offsets, records) = try reader.records(encoded.count, withOffsets: true)
         try reader.finish()
-        return records
+        return zip(offsets, records).map { DeliveredRecord(offset: $0, record: $1) }
     }
 
     /// Decodes a frame body of the given opcode; `body` must be consumed exactly.
