@@ -108,7 +108,7 @@ final class LimiterEngine: Sendable {
         guard !limiters.isEmpty else { return nil }
         let set = self.current.withLock { $0 }
         return PublishJudge(
-            limiters: limiters.map { ($0, try? set.handle($0.name)) }, set: set, now: Self.now(), topic: topic,
+            limiters: limiters.map { ($0, try? set.handle($0.name)) }, now: Self.now(), topic: topic,
             principal: principal, connectionID: connectionID, policy: policy
         )
     }
@@ -231,9 +231,8 @@ final class LimiterEngine: Sendable {
 
 /// One PUBLISH request's view of its topic's publish limiters (`LimiterEngine.publishJudge`).
 struct PublishJudge {
-    /// Each limiter with its handle in `set` (nil: the set does not know it, a reload raced us).
+    /// Each limiter with its handle in the limiter set (nil: the set does not know it, a reload raced us).
     let limiters: [(declaration: LimiterDeclaration, handle: LimiterSet.Handle?)]
-    let set: LimiterSet
     let now: LimiterNow
     let topic: String
     let principal: Principal
@@ -251,7 +250,7 @@ struct PublishJudge {
             guard !keys.isEmpty else { continue }
             // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
             let outcome =
-                handle.map { self.set.check($0, keys: keys, tokens: 1, bytes: bytes, now: self.now) }
+                handle?.check(keys: keys, tokens: 1, bytes: bytes, now: self.now)
                 ?? .limited(retryAfterNanos: 1_000_000_000)
             let retry: UInt64
             switch outcome {

@@ -213,28 +213,26 @@ package final class LimiterSet: Sendable {
         bytes: Int = 0,
         now: LimiterNow
     ) throws(LimiterSetError) -> LimiterOutcome {
-        self.check(try self.handle(limiter), keys: keys, tokens: tokens, bytes: bytes, now: now)
+        try self.handle(limiter).check(keys: keys, tokens: tokens, bytes: bytes, now: now)
     }
 
     /// One limiter of this set, looked up once (a caller checking many records against the same limiters keeps
     /// these instead of naming the limiter per record).
     package struct Handle: Sendable {
         fileprivate let table: Table
+
+        /// `LimiterSet.check(limiter:keys:tokens:bytes:now:)` on this limiter.
+        package func check(keys: [String], tokens: Int = 1, bytes: Int = 0, now: LimiterNow) -> LimiterOutcome {
+            switch self.table {
+            case .bucket(let table): return table.check(keys: keys, tokens: tokens, bytes: bytes, now: now)
+            case .window(let table): return table.check(keys: keys, tokens: tokens, bytes: bytes, now: now)
+            }
+        }
     }
 
     /// The handle of the limiter called `limiter`.
     package func handle(_ limiter: String) throws(LimiterSetError) -> Handle {
         Handle(table: try self.table(limiter))
-    }
-
-    /// `check(limiter:keys:tokens:bytes:now:)` through a handle.
-    package func check(
-        _ handle: Handle, keys: [String], tokens: Int = 1, bytes: Int = 0, now: LimiterNow
-    ) -> LimiterOutcome {
-        switch handle.table {
-        case .bucket(let table): return table.check(keys: keys, tokens: tokens, bytes: bytes, now: now)
-        case .window(let table): return table.check(keys: keys, tokens: tokens, bytes: bytes, now: now)
-        }
     }
 
     /// The state of one key, without changing it (a key not held reads as fresh).
