@@ -5,9 +5,11 @@ import LogStore
 /// Orders and batches appends to one topic.
 ///
 /// Publishes are queued in arrival order (the event loop enqueues synchronously, so one connection's publishes keep
-/// their order); one drain task at a time takes everything queued, up to `maxBatchBytes`, and appends it as a single
-/// batch. While that append waits for its fdatasync, new publishes queue up and share the next one: group commit
-/// across connections without reordering within one.
+/// their order). One batch at a time is with the log: everything queued, up to `maxBatchBytes`, goes as a single
+/// append. While that append waits for its fdatasync, new publishes queue up and share the next one: group commit
+/// across connections without reordering within one. The next batch is handed to the log from the completion of
+/// the previous one, on the log's thread: no task sits on the path (each hand-off between threads costs tens of
+/// microseconds of a publish's latency on a busy machine).
 final class TopicAppender: Sendable {
     typealias Completion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
 
@@ -21,6 +23,7 @@ final class TopicAppender: Sendable {
 
     private struct State {
         var queue: Deque<Pending> = []
+        /// A batch is with the log.
         var draining = false
     }
 
@@ -49,15 +52,13 @@ final class TopicAppender: Sendable {
             bytes += record.approximateSize
             valueBytes += record.value.readableBytes
         }
-        let startDrain = self.state.withLock { state in
+        let batch: [Pending]? = self.state.withLock { state in
             state.queue.append(Pending(records: records, bytes: bytes, valueBytes: valueBytes, completion: completion))
-            if state.draining { return false }
+            if state.draining { return nil }
             state.draining = true
-            return true
+            return self.takeBatch(&state)
         }
-        if startDrain {
-            Task { await self.drain() }
-        }
+        if let batch { self.write(batch) }
     }
 
     /// Returns once everything queued so far is appended (or failed), waiting at most `timeout`.
@@ -68,33 +69,39 @@ final class TopicAppender: Sendable {
         }
     }
 
-    private func drain() async {
-        while true {
-            let batch: [Pending] = self.state.withLock { state in
-                var taken: [Pending] = []
-                var bytes = 0
-                while let next = state.queue.first, taken.isEmpty || bytes + next.bytes <= self.maxBatchBytes {
-                    bytes += next.bytes
-                    taken.append(state.queue.removeFirst())
-                }
-                if taken.isEmpty { state.draining = false }
-                return taken
-            }
-            if batch.isEmpty { return }
-            let records = batch.count == 1 ? batch[0].records : batch.flatMap(\.records)
-            do {
-                let result = try await self.log.append(records)
+    /// Takes the queued requests that fit one batch (at least one); clears `draining` when there are none.
+    private func takeBatch(_ state: inout State) -> [Pending]? {
+        var taken: [Pending] = []
+        var bytes = 0
+        while let next = state.queue.first, taken.isEmpty || bytes + next.bytes <= self.maxBatchBytes {
+            bytes += next.bytes
+            taken.append(state.queue.removeFirst())
+        }
+        if taken.isEmpty {
+            state.draining = false
+            return nil
+        }
+        return taken
+    }
+
+    /// Appends one batch; its completion answers the batch's requests, then hands the log the next batch.
+    private func write(_ batch: [Pending]) {
+        let records = batch.count == 1 ? batch[0].records : batch.flatMap(\.records)
+        self.log.append(records) { result in
+            switch result {
+            case .success(let appended):
                 self.metrics.publishedRecords.increment(by: records.count)
                 self.metrics.publishedBytes.increment(by: batch.reduce(0) { $0 + $1.valueBytes })
-                var base = result.baseOffset
+                var base = appended.baseOffset
                 for pending in batch {
                     pending.completion(.success(AppendResult(baseOffset: base, count: pending.records.count)))
                     base += Int64(pending.records.count)
                 }
-            } catch {
+            case .failure(let error):
                 for pending in batch { pending.completion(.failure(error)) }
             }
             self.listeners?.notify(topic: self.log.name, endOffset: self.log.endOffset)
+            if let next = self.state.withLock({ self.takeBatch(&$0) }) { self.write(next) }
         }
     }
 }

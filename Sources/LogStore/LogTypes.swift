@@ -171,8 +171,10 @@ package protocol TopicLog: AnyObject, Sendable {
     var endOffset: Int64 { get }
     /// The log's size on disk now: bytes and count of its segments (zero once closed).
     var storage: LogStorage { get }
-    /// Appends a batch; returns once the records are written (and synced under `.always`).
-    func append(_ records: [LogRecord]) async throws(LogStoreError) -> AppendResult
+    /// Appends a batch. `completion` runs once, on one of the log's own threads (never the caller's), when the
+    /// records are written (and synced under `.always`) or with why they were not. Batches are stored in the order
+    /// of the calls.
+    func append(_ records: [LogRecord], completion: @escaping AppendCompletion)
     /// Reads records from `offset` (at most `maxRecords`, about `maxBytes`; at least one record when any exists).
     /// Blocking file I/O: call it off the event loop. Returns [] when `offset == endOffset`.
     func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord]
@@ -183,6 +185,19 @@ package protocol TopicLog: AnyObject, Sendable {
     func readRaw(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> RawRecords
     /// Flushes, syncs and closes; a clean close lets the next open skip recovery.
     func close() async throws(LogStoreError)
+}
+
+/// Called once with an append's outcome.
+package typealias AppendCompletion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
+
+extension TopicLog {
+    /// Appends a batch; returns once the records are written (and synced under `.always`).
+    package func append(_ records: [LogRecord]) async throws(LogStoreError) -> AppendResult {
+        let result: Result<AppendResult, LogStoreError> = await withCheckedContinuation { continuation in
+            self.append(records) { continuation.resume(returning: $0) }
+        }
+        return try result.get()
+    }
 }
 
 /// Opens topic logs. The seam where another storage backend plugs in.
