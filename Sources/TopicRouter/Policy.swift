@@ -51,7 +51,10 @@ package enum AuthDecision: Equatable, Sendable {
 /// receivable scopes and capabilities; each principal's decoded token digest; and the policy version. Decisions
 /// are then dictionary look-ups, pattern matching and byte comparisons, with no I/O and no allocation except the
 /// message of a refusal, quarantine or withholding.
-package struct Policy: Sendable {
+///
+/// A final class with only `let`s (so immutable and `Sendable`): every request reads the current policy and hands
+/// it on, and a copy of the struct it was cost a retain and a release of each of its dozen references.
+package final class Policy: Sendable {
     /// The validated configuration this policy was built from.
     package let config: BrokerConfig
     /// `pv-` + 12 lowercase hex digits of the SHA-256 of the effective policy's canonical rendering.
