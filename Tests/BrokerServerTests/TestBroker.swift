@@ -66,9 +66,12 @@ final class TestBroker: Sendable {
         return config
     }
 
+    /// A new `brokerd-test-*` directory, removed when the test process exits (not at `stop()`: tests restart
+    /// brokers on their directory, and most never call `removeData()`).
     static func makeTempDir() -> String {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("brokerd-test-\(UUID().uuidString)").path
         try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        removeTempDirsAtExit.register(path)
         return path
     }
 
@@ -147,6 +150,29 @@ final class TestBroker: Sendable {
         try? FileManager.default.removeItem(atPath: self.dataDir)
     }
 }
+
+/// The data directories this test process made, removed by an `atexit` handler installed with the first one.
+private final class TempDirsAtExit: Sendable {
+    private let paths = Locked<[String]>([])
+    private let installed = Locked(false)
+
+    func register(_ path: String) {
+        self.paths.withLock { $0.append(path) }
+        let install = self.installed.withLock { installed in
+            defer { installed = true }
+            return !installed
+        }
+        if install {
+            atexit {
+                for path in removeTempDirsAtExit.paths.withLock({ $0 }) {
+                    try? FileManager.default.removeItem(atPath: path)
+                }
+            }
+        }
+    }
+}
+
+private let removeTempDirsAtExit = TempDirsAtExit()
 
 /// An education-completed event as the learning portal sends it.
 func educationEvent(_ n: Int) -> WireRecord {
