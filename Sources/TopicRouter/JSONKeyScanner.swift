@@ -302,7 +302,9 @@ package enum JSONKeyScanner {
                 let stop =
                     ((quotes &- ones) & ~quotes) | ((backslashes &- ones) & ~backslashes)
                     | ((word &- ones &* 0x20) & ~word) | word
-                if stop & highs != 0 { break }
+                // The subtractions borrow only upwards, so the lowest flagged byte is exact (a byte above it may be
+                // flagged by a borrow): it is the first stop byte.
+                if stop & highs != 0 { return index + (stop & highs).trailingZeroBitCount / 8 }
                 index += 8
             }
             while index < count {
