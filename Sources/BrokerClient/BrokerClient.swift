@@ -64,7 +64,6 @@ package final class BrokerClient: Sendable {
                     }
                     try channel.pipeline.syncOperations.addHandlers([
                         ByteToMessageHandler(FrameDecoder(maxBodyLength: maxFrameBytes)),
-                        MessageToByteHandler(FrameEncoder()),
                         handler,
                     ])
                     return Connected(channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
@@ -238,7 +237,8 @@ package final class BrokerClient: Sendable {
     /// Grants more credit to a subscription (no answer expected).
     func grantCredit(subscriptionID: UInt32, credit: UInt32) {
         let frame = TaggedFrame(correlationID: self.nextCorrelationID(), frame: .credit(Credit(subscriptionID: subscriptionID, credit: credit)))
-        self.channel.writeAndFlush(frame, promise: nil)
+        let (channel, handler) = (self.channel, self.handler)
+        channel.eventLoop.execute { handler.value.send(frame, on: channel) { _ in } }
     }
 
     /// Closes the connection; pending requests fail and subscriptions finish with an error.
@@ -350,15 +350,34 @@ final class ClientHandler: ChannelInboundHandler {
     private var subscriptionByCorrelation: [UInt32: UInt32] = [:]
     private var closedError: (any Error)?
     private var flushScheduled = false
+    /// Frames sent this tick, encoded back to back, and what to call if their write fails.
+    private var outbound = ByteBuffer()
+    private var outboundFailures: [@Sendable (any Error) -> Void] = []
 
-    /// Writes a request; the requests of one event-loop tick leave in one flush (pipelined requests share syscalls).
+    /// Encodes a request onto this tick's outbound bytes; the requests of one event-loop tick leave as one buffer in
+    /// one flush (pipelined requests share a syscall, and none walks the pipeline or allocates a buffer of its own).
+    /// `failed` runs when the frame is not valid to send (a `BrokerClientError`, INVALID_REQUEST; nothing of it is
+    /// written) or when the write fails.
     func send(_ frame: TaggedFrame, on channel: any Channel, failed: @escaping @Sendable (any Error) -> Void) {
-        channel.write(frame).whenFailure(failed)
+        do {
+            try FrameCodec.validate(frame)
+        } catch {
+            failed(BrokerClientError(code: error.code, message: error.message))
+            return
+        }
+        FrameCodec.encode(frame, into: &self.outbound)
+        self.outboundFailures.append(failed)
         guard !self.flushScheduled else { return }
         self.flushScheduled = true
         channel.eventLoop.assumeIsolated().execute {
             self.flushScheduled = false
-            channel.flush()
+            let bytes = self.outbound
+            let failures = self.outboundFailures
+            self.outbound = ByteBuffer()
+            self.outboundFailures = []
+            channel.writeAndFlush(bytes).whenFailure { error in
+                for failed in failures { failed(error) }
+            }
         }
     }
 

@@ -154,7 +154,6 @@ package final class BrokerServer: Service, Sendable {
                         }
                         try channel.pipeline.syncOperations.addHandlers([
                             FrameReader(maxBodyLength: maxBody, timeout: frameTimeout),
-                            MessageToByteHandler(FrameEncoder()),
                             ConnectionHandler(
                                 core: core, readPool: readPool, connectionID: id, clientAuth: clientAuth, logger: logger
                             ),

@@ -301,4 +301,43 @@ struct BrokerIntegrationTests {
         await producer.close()
         await broker.stop()
     }
+
+    @Test("a request too long to encode fails at once with INVALID_REQUEST; the requests pipelined around it are served")
+    func unencodableRequestAmongPipelined() async throws {
+        let broker = try await TestBroker.start()
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        let longTopic = String(repeating: "t", count: 70_000)
+        let outcomes = try await withThrowingTaskGroup(of: (Int, Result<Int64, BrokerClientError>).self) { group in
+            for n in 0..<101 {
+                group.addTask {
+                    do {
+                        let topic = n == 50 ? longTopic : "education.completed"
+                        return (n, .success(try await producer.publish(topic: topic, records: [educationEvent(n)])[0].offset))
+                    } catch let error as BrokerClientError {
+                        return (n, .failure(error))
+                    }
+                }
+            }
+            var all: [Int: Result<Int64, BrokerClientError>] = [:]
+            for try await (n, outcome) in group { all[n] = outcome }
+            return all
+        }
+        guard case .failure(let error)? = outcomes[50] else {
+            Issue.record("the over-long topic was not refused: \(String(describing: outcomes[50]))")
+            return
+        }
+        #expect(error.code == .invalidRequest)
+        #expect(error.message.contains("the limit is 65535"))
+        let offsets = outcomes.filter { $0.key != 50 }.compactMap { try? $0.value.get() }
+        #expect(Set(offsets) == Set(0..<100))
+        // Nothing of the refused frame reached the stream: the connection still works.
+        #expect(try await producer.publish(topic: "education.completed", records: [educationEvent(100)])[0].offset == 100)
+        let consumer = try await broker.client("crm-automation")
+        let got = try await collect(try await consumer.subscribe(topic: "education.completed", start: .earliest), count: 101)
+        #expect(got.map(\.offset) == Array(0..<101))
+        await consumer.close()
+        await producer.close()
+        await broker.stop()
+    }
 }
