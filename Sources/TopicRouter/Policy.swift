@@ -458,7 +458,9 @@ package final class Policy: Sendable {
         self.publishAccess(principal: principal, topic: topic).decision
     }
 
-    private func publishAccess(principal: Principal, topic: String) -> (decision: Decision, rule: String) {
+    /// `publishDecision` with the rule it applied (the last one checked when it allows): the whole-request checks
+    /// of a PUBLISH, made once per request before its records are judged one by one.
+    package func publishAccess(principal: Principal, topic: String) -> (decision: Decision, rule: String) {
         guard let compiled = self.topics[topic] else {
             return (.refuse(.unknownTopic, reason: "topic '\(topic)' is not declared"), PolicyRule.publishUnknownTopic)
         }
