@@ -389,12 +389,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         func logStoreError(_ error: any Error) -> LogStoreError {
             error as? LogStoreError ?? LogStoreError(.storageFailure, "\(error)")
         }
-        let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
         guard !sorted.quarantined.isEmpty else {
-            // The usual case, nothing quarantined: wait for the one append (no second future to join).
-            accepted.assumeIsolated().whenComplete { settle($0.mapError(logStoreError), .success(-1)) }
+            // The usual case, nothing quarantined: the one append's completion comes back to the event loop
+            // directly (a promise and its future cost a pipelined single-record PUBLISH about 3,000 instructions).
+            let records = sorted.accepted.map(\.record)
+            guard !records.isEmpty else {
+                settle(.success(-1), .success(-1))
+                return
+            }
+            let bound = NIOLoopBound(settle, eventLoop: eventLoop)
+            appender.enqueue(records) { result in
+                eventLoop.execute { bound.value(result.map(\.baseOffset), .success(-1)) }
+            }
             return
         }
+        let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
         let quarantined = self.append(sorted.quarantined.map(\.record), to: self.core.quarantine, on: eventLoop)
         // Each append settles on its own: a failure of one never reports the other's records as failed.
         EventLoopFuture.whenAllComplete([accepted, quarantined], on: eventLoop).assumeIsolated().whenSuccess { settled in
