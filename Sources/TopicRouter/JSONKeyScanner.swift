@@ -118,6 +118,13 @@ package enum JSONKeyScanner {
                         continue
                     }
                     expect = try self.value(startingWith: byte)
+                    // The usual `value,` in an object takes its comma here, not in a turn of the loop of its own.
+                    if expect == .commaOrClose, self.index < self.bytes.count,
+                        self.bytes[self.index] == UInt8(ascii: ","), (self.objects >> UInt64(self.depth - 1)) & 1 == 1
+                    {
+                        self.index += 1
+                        expect = .key
+                    }
                 case .key, .keyOrClose:
                     if expect == .keyOrClose && byte == UInt8(ascii: "}") {
                         self.index += 1
@@ -139,7 +146,13 @@ package enum JSONKeyScanner {
                     } else {
                         onKey(raw, self.depth, offset)
                     }
-                    expect = .colon
+                    // The usual `"key":` takes its colon here, not in a turn of the loop of its own.
+                    if self.index < self.bytes.count && self.bytes[self.index] == UInt8(ascii: ":") {
+                        self.index += 1
+                        expect = .value
+                    } else {
+                        expect = .colon
+                    }
                 case .colon:
                     guard byte == UInt8(ascii: ":") else {
                         throw self.failure("expected ':' after an object key, found \(Self.describe(byte))")
