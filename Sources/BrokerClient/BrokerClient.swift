@@ -110,7 +110,7 @@ package final class BrokerClient: Sendable {
         start: StartPosition,
         credit: UInt32 = 256
     ) async throws -> BrokerSubscription {
-        let (stream, continuation) = AsyncThrowingStream<[DeliveredRecord], any Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<DeliveredBatch, any Error>.makeStream()
         let correlationID = self.nextCorrelationID()
         let request = Subscribe(topic: topic, group: group, start: start, initialCredit: credit)
         let answer = try await Self.request(
@@ -257,7 +257,7 @@ package final class BrokerClient: Sendable {
         correlationID: UInt32,
         channel: any Channel,
         handler: NIOLoopBound<ClientHandler>,
-        sink: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation? = nil
+        sink: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation? = nil
     ) async throws -> Frame {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         channel.eventLoop.execute {
@@ -281,11 +281,11 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
     private let client: BrokerClient
     /// The broker's SUBSCRIBE_OK: subscription id, first offset, end offset at subscribe time.
     package let info: SubscribeOK
-    private let stream: AsyncThrowingStream<[DeliveredRecord], any Error>
+    private let stream: AsyncThrowingStream<DeliveredBatch, any Error>
     private let credit: UInt32
 
     init(
-        client: BrokerClient, info: SubscribeOK, stream: AsyncThrowingStream<[DeliveredRecord], any Error>,
+        client: BrokerClient, info: SubscribeOK, stream: AsyncThrowingStream<DeliveredBatch, any Error>,
         credit: UInt32
     ) {
         self.client = client
@@ -298,11 +298,62 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
         Iterator(client: self.client, subscriptionID: self.info.subscriptionID, base: self.stream.makeAsyncIterator(), credit: self.credit)
     }
 
+    /// The same records a DELIVER at a time, as they arrived: iterate this instead of the subscription itself (one
+    /// or the other, not both) to read records in place with ``DeliveredBatch/forEach(_:)``, without a
+    /// `DeliveredRecord` value per record. Credit is granted back as batches are handed out, in the same chunks of
+    /// half the window, so at most `credit` records wait in this client besides the batch being read.
+    package var batches: Batches {
+        Batches(subscription: self)
+    }
+
+    /// The records of a subscription, one DELIVER at a time (``BrokerSubscription/batches``).
+    package struct Batches: AsyncSequence, Sendable {
+        package typealias Element = DeliveredBatch
+        fileprivate let subscription: BrokerSubscription
+
+        package func makeAsyncIterator() -> BatchIterator {
+            BatchIterator(
+                client: self.subscription.client, subscriptionID: self.subscription.info.subscriptionID,
+                base: self.subscription.stream.makeAsyncIterator(), credit: self.subscription.credit
+            )
+        }
+    }
+
+    /// Hands out one DELIVER's records at a time; grants credit back in chunks of half the window.
+    package struct BatchIterator: AsyncIteratorProtocol {
+        private let client: BrokerClient
+        private let subscriptionID: UInt32
+        private var base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator
+        private let refill: UInt32
+        private var consumed: UInt32 = 0
+
+        init(
+            client: BrokerClient, subscriptionID: UInt32,
+            base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator, credit: UInt32
+        ) {
+            self.client = client
+            self.subscriptionID = subscriptionID
+            self.base = base
+            self.refill = Swift.max(1, credit / 2)
+        }
+
+        package mutating func next() async throws -> DeliveredBatch? {
+            guard let batch = try await self.base.next() else { return nil }
+            // A DELIVER never carries more records than the credit granted, so this cannot overflow.
+            self.consumed += UInt32(batch.count)
+            if self.consumed >= self.refill {
+                self.client.grantCredit(subscriptionID: self.subscriptionID, credit: self.consumed)
+                self.consumed = 0
+            }
+            return batch
+        }
+    }
+
     /// Grants credit back in chunks of half the window once the records are handed to the caller.
     package struct Iterator: AsyncIteratorProtocol {
         private let client: BrokerClient
         private let subscriptionID: UInt32
-        private var base: AsyncThrowingStream<[DeliveredRecord], any Error>.AsyncIterator
+        private var base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator
         private let refill: UInt32
         private var consumed: UInt32 = 0
         /// The records of the last DELIVER not handed out yet, from `nextIndex`.
@@ -311,7 +362,7 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
 
         init(
             client: BrokerClient, subscriptionID: UInt32,
-            base: AsyncThrowingStream<[DeliveredRecord], any Error>.AsyncIterator, credit: UInt32
+            base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator, credit: UInt32
         ) {
             self.client = client
             self.subscriptionID = subscriptionID
@@ -321,8 +372,8 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
 
         package mutating func next() async throws -> DeliveredRecord? {
             while self.nextIndex == self.delivered.count {
-                guard let records = try await self.base.next() else { return nil }
-                self.delivered = records
+                guard let batch = try await self.base.next() else { return nil }
+                self.delivered = batch.records
                 self.nextIndex = 0
             }
             let record = self.delivered[self.nextIndex]
@@ -337,6 +388,29 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
     }
 }
 
+/// The records of one DELIVER, in offset order, as they arrived (``BrokerSubscription/batches``).
+package struct DeliveredBatch: Sendable {
+    private let encoded: EncodedDeliveredRecords
+
+    /// The records of `deliver` in wire form (as the decoder keeps them; a DELIVER built from record values is
+    /// laid out in wire form here).
+    init(_ deliver: Deliver) {
+        self.encoded = deliver.encodedRecords ?? EncodedDeliveredRecords(deliver.records)
+    }
+
+    /// Number of records.
+    package var count: Int { self.encoded.count }
+
+    /// The records as values that outlive the batch (decoded on each call: keep the array if you need it twice).
+    package var records: [DeliveredRecord] { self.encoded.decoded() }
+
+    /// Calls `body` with each record in order, read in place from the DELIVER's bytes; a view is valid only
+    /// during its call (take ``DeliveredRecordView/record`` to keep one).
+    package func forEach(_ body: (DeliveredRecordView) throws -> Void) rethrows {
+        try self.encoded.forEach(body)
+    }
+}
+
 /// Matches answers to requests by correlation id and routes DELIVER frames to subscriptions.
 /// Confined to the channel's event loop.
 final class ClientHandler: ChannelInboundHandler {
@@ -344,8 +418,8 @@ final class ClientHandler: ChannelInboundHandler {
 
     private var pending: [UInt32: EventLoopPromise<Frame>] = [:]
     /// SUBSCRIBE correlation id → the stream its records go to, until SUBSCRIBE_OK names the subscription.
-    private var pendingSinks: [UInt32: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation] = [:]
-    private var sinks: [UInt32: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation] = [:]
+    private var pendingSinks: [UInt32: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation] = [:]
+    private var sinks: [UInt32: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation] = [:]
     /// SUBSCRIBE correlation id → subscription id, so an ERROR that ends a subscription finds it.
     private var subscriptionByCorrelation: [UInt32: UInt32] = [:]
     private var closedError: (any Error)?
@@ -365,7 +439,7 @@ final class ClientHandler: ChannelInboundHandler {
     func register(
         correlationID: UInt32,
         promise: EventLoopPromise<Frame>,
-        sink: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation?
+        sink: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation?
     ) {
         if let closedError {
             promise.fail(closedError)
@@ -382,8 +456,10 @@ final class ClientHandler: ChannelInboundHandler {
         case .deliver(let deliver):
             guard let sink = self.sinks[deliver.subscriptionID] else { return }
             // One element per DELIVER, not per record: the stream's lock and wake-up cost about 13,000
-            // instructions per element, and the iterator hands the records out one by one anyway.
-            if !deliver.records.isEmpty { sink.yield(deliver.records) }
+            // instructions per element, and the iterator hands the records out one by one anyway. The records
+            // stay in wire form until the consumer reads them (decoded by the per-record iterator, in place by
+            // `batches`).
+            if deliver.recordCount > 0 { sink.yield(DeliveredBatch(deliver)) }
         case .subscribeOK(let ok):
             if let sink = self.pendingSinks.removeValue(forKey: tagged.correlationID) {
                 self.sinks[ok.subscriptionID] = sink
