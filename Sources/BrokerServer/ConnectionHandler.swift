@@ -713,10 +713,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard self.recheck(subscription, policy: policy, generation: generation) else { return }
             // The records stay as their stored bytes: policy reads their headers in place, and the DELIVER is
             // copied from them (a `LogRecord` and a `WireRecord` per record cost more than the rest of the path).
+            // The topic and the role are looked up once per read; each record's consent headers are judged on
+            // their own (the same verdicts as `deliveryDecision` per record).
+            let judge = policy.deliveryJudge(principal: subscription.principal, topic: subscription.topic)
             let verdicts = (0..<records.count).map { index in
-                policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic) {
-                    records.visitHeaders(at: index, named: $0, $1)
-                }
+                judge.verdict { records.visitHeaders(at: index, named: $0, $1) }
             }
             let deliverable = verdicts.map { $0 == .deliver }
             // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
