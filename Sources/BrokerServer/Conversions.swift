@@ -52,7 +52,8 @@ extension EncodedDeliveredRecords {
                 while let (name, headerValue) = headers.next() {
                     writer.put(UInt16(name.count))
                     let nameAt = name.baseAddress! - base
-                    writer.put(UnsafeRawBufferPointer(rebasing: stored[nameAt..<headerValue.baseAddress! - base + headerValue.count]))
+                    let valueEnd = headerValue.baseAddress! - base + headerValue.count
+                    writer.put(UnsafeRawBufferPointer(rebasing: stored[nameAt..<valueEnd]))
                 }
                 writer.put(UnsafeRawBufferPointer(rebasing: stored[valueLengthAt..<valueLengthAt + 4 + value.count]))
                 writer.put(UnsafeRawBufferPointer(rebasing: stored[0..<8]))

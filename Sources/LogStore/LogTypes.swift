@@ -286,10 +286,7 @@ package struct RawRecords: Sendable {
     package func visitHeaders(
         at index: Int, named: String? = nil, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
     ) {
-        if let named, Self.comparesAsBytes(named) {
-            self.visitHeaders(at: index, named: named, body)
-            return
-        }
+        if let named, self.visitHeaders(at: index, named: named, body) { return }
         let location = self.locations[index]
         let batch = Int(location.batch)
         self.batches[batch].body.withUnsafeReadableBytes { raw in
@@ -316,15 +313,18 @@ package struct RawRecords: Sendable {
     /// Only for names of `[a-z0-9_.-]`: `String` equality is canonical equivalence, and no other character sequence
     /// is canonically equivalent to one of those (a few other ASCII characters have one-character equivalents, such
     /// as U+212A KELVIN SIGN for "K"), so there comparing bytes gives the same answer.
+    /// Returns false, having visited nothing, for any other name.
     private func visitHeaders(
         at index: Int, named: String, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
-    ) {
+    ) -> Bool {
         var wanted = named
-        wanted.withUTF8 { wanted in
+        return wanted.withUTF8 { wanted in
+            guard Self.comparesAsBytes(wanted) else { return false }
             let location = self.locations[index]
             self.batches[Int(location.batch)].body.withUnsafeReadableBytes { raw in
                 let start = Int(location.position)
-                let view = RawRecordView(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<start + Int(location.length)]))
+                let end = start + Int(location.length)
+                let view = RawRecordView(bytes: UnsafeRawBufferPointer(rebasing: raw[start..<end]))
                 var headers = view.headers
                 while let (name, value) = headers.next() {
                     guard name.count == wanted.count,
@@ -334,15 +334,20 @@ package struct RawRecords: Sendable {
                     guard body(named, value) else { return }
                 }
             }
+            return true
         }
     }
 
     /// Whether `name` is made only of `[a-z0-9_.-]` (see `visitHeaders(at:named:_:)`).
-    static func comparesAsBytes(_ name: String) -> Bool {
-        name.utf8.allSatisfy { byte in
-            (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z")) || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
-                || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
+    static func comparesAsBytes(_ name: UnsafeBufferPointer<UInt8>) -> Bool {
+        for byte in name {
+            let letterOrDigit =
+                (byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z"))
+                || (byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9"))
+            guard letterOrDigit || byte == UInt8(ascii: "_") || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "-")
+            else { return false }
         }
+        return true
     }
 
     /// Calls `body` with each record of `indices` (ascending) and its offset; each batch's bytes are opened once.

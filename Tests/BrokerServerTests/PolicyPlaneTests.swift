@@ -167,7 +167,9 @@ struct PolicyPlaneTests {
         let producer = try await broker.client("learning-portal")
         // 60 records in one PUBLISH (one batch), so the subscription below reads them in one read: receivable and
         // not receivable scopes for crm interleaved, in a pattern that is not periodic in the batch.
-        let scopes = ["educational", "operational_notice", "hcp_commercial_engagement", "operational_notice,educational"]
+        let scopes = [
+            "educational", "operational_notice", "hcp_commercial_engagement", "operational_notice,educational",
+        ]
         let pattern = (0..<60).map { ($0 * 7 + $0 / 5) % 4 }
         let results = try await producer.publish(
             topic: "education.completed", records: pattern.enumerated().map { Self.event($0, scope: scopes[$1]) }
@@ -182,7 +184,8 @@ struct PolicyPlaneTests {
         for try await batch in subscription.batches {
             batch.forEach { record in
                 offsets.append(record.offset)
-                scopesSeen.append(String(decoding: record.headerValue(named: "consent_scope") ?? .init(start: nil, count: 0), as: UTF8.self))
+                let scope = record.headerValue(named: "consent_scope") ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                scopesSeen.append(String(decoding: scope, as: UTF8.self))
             }
             if offsets.count >= expected.count { break }
         }

@@ -47,7 +47,8 @@ struct SubscriptionBatchTests {
         for batch in 0..<5 {
             var records = (0..<40).map { educationEvent(batch * 40 + $0) }
             records[3].key = nil  // a record without a key (empty values: RecordsDecodeTests; this topic wants JSON)
-            #expect(try await producer.publish(topic: "education.completed", records: records).allSatisfy { $0.code == .ok })
+            let results = try await producer.publish(topic: "education.completed", records: records)
+            #expect(results.allSatisfy { $0.code == .ok })
             expected += records
         }
         let consumer = try await broker.client("crm-automation")
@@ -70,10 +71,14 @@ struct SubscriptionBatchTests {
         let producer = try await broker.client("learning-portal")
         var record = educationEvent(7)
         record.headers.append(WireHeader(name: "event_type", value: ByteBuffer(string: "second")))
-        #expect(try await producer.publish(topic: "education.completed", records: [record, educationEvent(8)]).map(\.code) == [.ok, .ok])
+        let results = try await producer.publish(topic: "education.completed", records: [record, educationEvent(8)])
+        #expect(results.map(\.code) == [.ok, .ok])
         let consumer = try await broker.client("crm-automation")
         let subscription = try await consumer.subscribe(topic: "education.completed", start: .earliest, credit: 16)
-        var seen: [(offset: Int64, key: String?, value: String, timestamp: Int64, eventType: String?, names: [String])] = []
+        typealias Seen = (
+            offset: Int64, key: String?, value: String, timestamp: Int64, eventType: String?, names: [String]
+        )
+        var seen: [Seen] = []
         for try await batch in subscription.batches {
             batch.forEach { view in
                 var names: [String] = []
