@@ -154,7 +154,7 @@ package final class BrokerServer: Service, Sendable {
                         }
                         try channel.pipeline.syncOperations.addHandlers([
                             FrameReader(maxBodyLength: maxBody, timeout: frameTimeout),
-                            MessageToByteHandler(FrameEncoder()),
+                            FrameWriter(),
                             ConnectionHandler(
                                 core: core, readPool: readPool, connectionID: id, clientAuth: clientAuth, logger: logger
                             ),

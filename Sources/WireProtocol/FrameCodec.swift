@@ -97,6 +97,24 @@ package enum FrameCodec {
         buffer.setInteger(UInt32(buffer.writerIndex - bodyStart), at: lengthIndex)
     }
 
+    /// For a DELIVER of wire-form records (``EncodedDeliveredRecords``): writes the frame's bytes up to its records
+    /// (header, subscription id, count) and returns the records' buffer, whose bytes complete the frame as they are;
+    /// `encode` would copy them after the same head. nil, writing nothing, for any other frame.
+    package static func encodeHead(_ frame: TaggedFrame, into buffer: inout ByteBuffer) -> ByteBuffer? {
+        guard case .deliver(let deliver) = frame.frame, let encoded = deliver.encodedRecords else { return nil }
+        buffer.writeMultipleIntegers(
+            WireConstants.magic,
+            WireConstants.protocolVersion,
+            frame.frame.opcode.rawValue,
+            frame.flags,
+            frame.correlationID,
+            UInt32(8 + encoded.bytes.readableBytes),
+            deliver.subscriptionID,
+            UInt32(encoded.count)
+        )
+        return encoded.bytes
+    }
+
     /// Checks that every string and key of `frame` fits its length prefix, so `encode` neither traps nor cuts an
     /// identifier. Throws INVALID_REQUEST naming the field, its length and the limit.
     package static func validate(_ frame: TaggedFrame) throws(WireProtocolError) {
@@ -1200,6 +1218,50 @@ package struct FrameEncoder: MessageToByteEncoder {
     package func encode(data: TaggedFrame, out: inout ByteBuffer) throws {
         try FrameCodec.validate(data)
         FrameCodec.encode(data, into: &out)
+    }
+}
+
+/// `MessageToByteHandler(FrameEncoder())` without the copy of a DELIVER's records: a DELIVER of wire-form records
+/// (the broker's delivery path, up to `readMaxBytes` of records) goes out as two buffers, its head and the records'
+/// own buffer (written together by the channel's gathering write); every other frame is encoded into one buffer, as
+/// `MessageToByteHandler` does. The bytes on the wire are the same. A frame that fails validation fails its write
+/// and every later one, and is reported with `fireErrorCaught`, as `MessageToByteHandler` does.
+package final class FrameWriter: ChannelOutboundHandler {
+    /// The frame to write.
+    package typealias OutboundIn = TaggedFrame
+    /// Its bytes.
+    package typealias OutboundOut = ByteBuffer
+
+    private var failure: (any Error)?
+
+    /// Creates a writer.
+    package init() {}
+
+    /// Validates and writes one frame.
+    package func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        if let failure = self.failure {
+            promise?.fail(failure)
+            context.fireErrorCaught(failure)
+            return
+        }
+        let frame = Self.unwrapOutboundIn(data)
+        do {
+            try FrameCodec.validate(frame)
+        } catch {
+            self.failure = error
+            promise?.fail(error)
+            context.fireErrorCaught(error)
+            return
+        }
+        // The capacity MessageToByteHandler starts with: most frames are small.
+        var head = context.channel.allocator.buffer(capacity: 256)
+        if let records = FrameCodec.encodeHead(frame, into: &head) {
+            context.write(Self.wrapOutboundOut(head), promise: nil)
+            context.write(Self.wrapOutboundOut(records), promise: promise)
+        } else {
+            FrameCodec.encode(frame, into: &head)
+            context.write(Self.wrapOutboundOut(head), promise: promise)
+        }
     }
 }
 

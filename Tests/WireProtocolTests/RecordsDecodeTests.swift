@@ -168,6 +168,14 @@ struct RecordsDecodeTests {
         var original = ByteBuffer()
         FrameCodec.encode(TaggedFrame(correlationID: 0, frame: Self.deliver), into: &original)
         #expect(again == original)
+        // Written as its head and the records' own buffer (FrameWriter), it is the same bytes as well.
+        var head = ByteBuffer()
+        var records = try #require(FrameCodec.encodeHead(TaggedFrame(correlationID: 0, frame: frame), into: &head))
+        head.writeBuffer(&records)
+        #expect(head == original)
+        var none = ByteBuffer()
+        #expect(FrameCodec.encodeHead(TaggedFrame(correlationID: 0, frame: Self.deliver), into: &none) == nil)
+        #expect(none.readableBytes == 0)
         // Laying decoded records out in wire form again gives the same bytes.
         #expect(EncodedDeliveredRecords(deliver.records).bytes == encoded.bytes)
     }
