@@ -26,6 +26,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
+        // CRC-32C with the SSE4.2 instruction, behind a run-time check (LogStore falls back to its tables).
+        .target(name: "CCRC32C"),
 
         // Leaf modules: pure logic, no NIOPosix, no imports of each other.
         .target(
@@ -37,7 +39,7 @@ let package = Package(
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4", "Locking", "RawBytes",
+                "CLZ4", "CCRC32C", "Locking", "RawBytes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 // fsync latency, group-commit size and append latency are measured where they happen.

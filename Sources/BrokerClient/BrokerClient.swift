@@ -109,7 +109,8 @@ package final class BrokerClient: Sendable {
         start: StartPosition,
         credit: UInt32 = 256
     ) async throws -> BrokerSubscription {
-        let (stream, continuation) = AsyncThrowingStream<[DeliveredRecord], any Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<DeliveredBatch, any Error>.makeStream()
+        let sink = DeliverySink(continuation)
         let correlationID = self.nextCorrelationID()
         let request = Subscribe(topic: topic, group: group, start: start, initialCredit: credit)
         let answer = try await Self.request(
@@ -117,12 +118,12 @@ package final class BrokerClient: Sendable {
             correlationID: correlationID,
             channel: self.channel,
             handler: self.handler,
-            sink: continuation
+            sink: sink
         )
         guard case .subscribeOK(let ok) = answer else {
             throw BrokerClientError(code: .malformedFrame, message: "expected SUBSCRIBE_OK, got \(answer.opcode)")
         }
-        return BrokerSubscription(client: self, info: ok, stream: stream, credit: credit)
+        return BrokerSubscription(client: self, info: ok, stream: stream, sink: sink, credit: credit)
     }
 
     /// Durably stores the group's next offset to read on the topic.
@@ -257,7 +258,7 @@ package final class BrokerClient: Sendable {
         correlationID: UInt32,
         channel: any Channel,
         handler: NIOLoopBound<ClientHandler>,
-        sink: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation? = nil
+        sink: DeliverySink? = nil
     ) async throws -> Frame {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         channel.eventLoop.execute {
@@ -281,28 +282,84 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
     private let client: BrokerClient
     /// The broker's SUBSCRIBE_OK: subscription id, first offset, end offset at subscribe time.
     package let info: SubscribeOK
-    private let stream: AsyncThrowingStream<[DeliveredRecord], any Error>
+    private let stream: AsyncThrowingStream<DeliveredBatch, any Error>
+    private let sink: DeliverySink
     private let credit: UInt32
 
     init(
-        client: BrokerClient, info: SubscribeOK, stream: AsyncThrowingStream<[DeliveredRecord], any Error>,
-        credit: UInt32
+        client: BrokerClient, info: SubscribeOK, stream: AsyncThrowingStream<DeliveredBatch, any Error>,
+        sink: DeliverySink, credit: UInt32
     ) {
         self.client = client
         self.info = info
         self.stream = stream
+        self.sink = sink
         self.credit = credit
     }
 
     package func makeAsyncIterator() -> Iterator {
-        Iterator(client: self.client, subscriptionID: self.info.subscriptionID, base: self.stream.makeAsyncIterator(), credit: self.credit)
+        // Records handed out one by one are decoded on the event loop as they arrive (in parallel with the
+        // consumer, as before `batches` existed); `batches` leaves them in wire form.
+        self.sink.decodesOnEventLoop = true
+        return Iterator(client: self.client, subscriptionID: self.info.subscriptionID, base: self.stream.makeAsyncIterator(), credit: self.credit)
+    }
+
+    /// The same records a DELIVER at a time, as they arrived: iterate this instead of the subscription itself (one
+    /// or the other, not both) to read records in place with ``DeliveredBatch/forEach(_:)``, without a
+    /// `DeliveredRecord` value per record. Credit is granted back as batches are handed out, in the same chunks of
+    /// half the window, so at most `credit` records wait in this client besides the batch being read.
+    package var batches: Batches {
+        Batches(subscription: self)
+    }
+
+    /// The records of a subscription, one DELIVER at a time (``BrokerSubscription/batches``).
+    package struct Batches: AsyncSequence, Sendable {
+        package typealias Element = DeliveredBatch
+        fileprivate let subscription: BrokerSubscription
+
+        package func makeAsyncIterator() -> BatchIterator {
+            BatchIterator(
+                client: self.subscription.client, subscriptionID: self.subscription.info.subscriptionID,
+                base: self.subscription.stream.makeAsyncIterator(), credit: self.subscription.credit
+            )
+        }
+    }
+
+    /// Hands out one DELIVER's records at a time; grants credit back in chunks of half the window.
+    package struct BatchIterator: AsyncIteratorProtocol {
+        private let client: BrokerClient
+        private let subscriptionID: UInt32
+        private var base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator
+        private let refill: UInt32
+        private var consumed: UInt32 = 0
+
+        init(
+            client: BrokerClient, subscriptionID: UInt32,
+            base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator, credit: UInt32
+        ) {
+            self.client = client
+            self.subscriptionID = subscriptionID
+            self.base = base
+            self.refill = Swift.max(1, credit / 2)
+        }
+
+        package mutating func next() async throws -> DeliveredBatch? {
+            guard let batch = try await self.base.next() else { return nil }
+            // A DELIVER never carries more records than the credit granted, so this cannot overflow.
+            self.consumed += UInt32(batch.count)
+            if self.consumed >= self.refill {
+                self.client.grantCredit(subscriptionID: self.subscriptionID, credit: self.consumed)
+                self.consumed = 0
+            }
+            return batch
+        }
     }
 
     /// Grants credit back in chunks of half the window once the records are handed to the caller.
     package struct Iterator: AsyncIteratorProtocol {
         private let client: BrokerClient
         private let subscriptionID: UInt32
-        private var base: AsyncThrowingStream<[DeliveredRecord], any Error>.AsyncIterator
+        private var base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator
         private let refill: UInt32
         private var consumed: UInt32 = 0
         /// The records of the last DELIVER not handed out yet, from `nextIndex`.
@@ -311,7 +368,7 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
 
         init(
             client: BrokerClient, subscriptionID: UInt32,
-            base: AsyncThrowingStream<[DeliveredRecord], any Error>.AsyncIterator, credit: UInt32
+            base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator, credit: UInt32
         ) {
             self.client = client
             self.subscriptionID = subscriptionID
@@ -321,8 +378,8 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
 
         package mutating func next() async throws -> DeliveredRecord? {
             while self.nextIndex == self.delivered.count {
-                guard let records = try await self.base.next() else { return nil }
-                self.delivered = records
+                guard let batch = try await self.base.next() else { return nil }
+                self.delivered = batch.records
                 self.nextIndex = 0
             }
             let record = self.delivered[self.nextIndex]
@@ -337,6 +394,65 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
     }
 }
 
+/// The records of one DELIVER, in offset order, as they arrived (``BrokerSubscription/batches``).
+package struct DeliveredBatch: Sendable {
+    private enum Storage: Sendable {
+        /// As the decoder keeps a DELIVER's records: read in place by `forEach`, decoded by `records`.
+        case encoded(EncodedDeliveredRecords)
+        /// Decoded already (for the per-record iterator), with the wire form for `forEach`.
+        case decoded([DeliveredRecord], EncodedDeliveredRecords)
+    }
+
+    private let storage: Storage
+
+    /// The records of `deliver`; decoded now when `decoded` (a DELIVER built from record values is laid out in
+    /// wire form here).
+    init(_ deliver: Deliver, decoded: Bool) {
+        let encoded = deliver.encodedRecords ?? EncodedDeliveredRecords(deliver.records)
+        self.storage = decoded ? .decoded(deliver.records, encoded) : .encoded(encoded)
+    }
+
+    private var encoded: EncodedDeliveredRecords {
+        switch self.storage {
+        case .encoded(let encoded), .decoded(_, let encoded): return encoded
+        }
+    }
+
+    /// Number of records.
+    package var count: Int { self.encoded.count }
+
+    /// The records as values that outlive the batch (decoded on each call: keep the array if you need it twice).
+    package var records: [DeliveredRecord] {
+        switch self.storage {
+        case .encoded(let encoded): return encoded.decoded()
+        case .decoded(let records, _): return records
+        }
+    }
+
+    /// Calls `body` with each record in order, read in place from the DELIVER's bytes; a view is valid only
+    /// during its call (take ``DeliveredRecordView/record`` to keep one).
+    package func forEach(_ body: (DeliveredRecordView) throws -> Void) rethrows {
+        try self.encoded.forEach(body)
+    }
+}
+
+/// Where a subscription's DELIVERs go: its stream, and whether they are decoded on the event loop (set once the
+/// subscription is iterated record by record).
+final class DeliverySink: Sendable {
+    let continuation: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation
+    private let eager = Atomic<Bool>(false)
+
+    init(_ continuation: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation) {
+        self.continuation = continuation
+    }
+
+    /// Whether DELIVERs are decoded on the event loop, before they are yielded.
+    var decodesOnEventLoop: Bool {
+        get { self.eager.load(ordering: .relaxed) }
+        set { self.eager.store(newValue, ordering: .relaxed) }
+    }
+}
+
 /// Matches answers to requests by correlation id and routes DELIVER frames to subscriptions.
 /// Confined to the channel's event loop.
 final class ClientHandler: ChannelInboundHandler {
@@ -344,8 +460,8 @@ final class ClientHandler: ChannelInboundHandler {
 
     private var pending: [UInt32: EventLoopPromise<Frame>] = [:]
     /// SUBSCRIBE correlation id → the stream its records go to, until SUBSCRIBE_OK names the subscription.
-    private var pendingSinks: [UInt32: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation] = [:]
-    private var sinks: [UInt32: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation] = [:]
+    private var pendingSinks: [UInt32: DeliverySink] = [:]
+    private var sinks: [UInt32: DeliverySink] = [:]
     /// SUBSCRIBE correlation id → subscription id, so an ERROR that ends a subscription finds it.
     private var subscriptionByCorrelation: [UInt32: UInt32] = [:]
     private var closedError: (any Error)?
@@ -384,11 +500,11 @@ final class ClientHandler: ChannelInboundHandler {
     func register(
         correlationID: UInt32,
         promise: EventLoopPromise<Frame>,
-        sink: AsyncThrowingStream<[DeliveredRecord], any Error>.Continuation?
+        sink: DeliverySink?
     ) {
         if let closedError {
             promise.fail(closedError)
-            sink?.finish(throwing: closedError)
+            sink?.continuation.finish(throwing: closedError)
             return
         }
         self.pending[correlationID] = promise
@@ -401,8 +517,12 @@ final class ClientHandler: ChannelInboundHandler {
         case .deliver(let deliver):
             guard let sink = self.sinks[deliver.subscriptionID] else { return }
             // One element per DELIVER, not per record: the stream's lock and wake-up cost about 13,000
-            // instructions per element, and the iterator hands the records out one by one anyway.
-            if !deliver.records.isEmpty { sink.yield(deliver.records) }
+            // instructions per element, and the iterator hands the records out one by one anyway. The records
+            // stay in wire form until the consumer reads them (decoded by the per-record iterator, in place by
+            // `batches`).
+            if deliver.recordCount > 0 {
+                sink.continuation.yield(DeliveredBatch(deliver, decoded: sink.decodesOnEventLoop))
+            }
         case .subscribeOK(let ok):
             if let sink = self.pendingSinks.removeValue(forKey: tagged.correlationID) {
                 self.sinks[ok.subscriptionID] = sink
@@ -416,11 +536,11 @@ final class ClientHandler: ChannelInboundHandler {
             self.failAll(BrokerClientError(code: error.code, message: error.message))
         case .error(let error):
             if let promise = self.pending.removeValue(forKey: tagged.correlationID) {
-                self.pendingSinks.removeValue(forKey: tagged.correlationID)?.finish(throwing: BrokerClientError(code: error.code, message: error.message))
+                self.pendingSinks.removeValue(forKey: tagged.correlationID)?.continuation.finish(throwing: BrokerClientError(code: error.code, message: error.message))
                 promise.succeed(tagged.frame)
             } else if let subscriptionID = self.subscriptionByCorrelation.removeValue(forKey: tagged.correlationID) {
                 // The broker ended a live subscription.
-                self.sinks.removeValue(forKey: subscriptionID)?.finish(throwing: BrokerClientError(code: error.code, message: error.message))
+                self.sinks.removeValue(forKey: subscriptionID)?.continuation.finish(throwing: BrokerClientError(code: error.code, message: error.message))
             }
         default:
             self.pending.removeValue(forKey: tagged.correlationID)?.succeed(tagged.frame)
@@ -448,8 +568,8 @@ final class ClientHandler: ChannelInboundHandler {
         let pending = self.pending
         self.pending.removeAll()
         for (_, promise) in pending { promise.fail(error) }
-        for (_, sink) in self.pendingSinks { sink.finish(throwing: error) }
-        for (_, sink) in self.sinks { sink.finish(throwing: error) }
+        for (_, sink) in self.pendingSinks { sink.continuation.finish(throwing: error) }
+        for (_, sink) in self.sinks { sink.continuation.finish(throwing: error) }
         self.pendingSinks.removeAll()
         self.sinks.removeAll()
     }

@@ -728,10 +728,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             guard self.recheck(subscription, policy: policy, generation: generation) else { return }
             // The records stay as their stored bytes: policy reads their headers in place, and the DELIVER is
             // copied from them (a `LogRecord` and a `WireRecord` per record cost more than the rest of the path).
+            // The topic and the role are looked up once per read; each record's consent headers are judged on
+            // their own (the same verdicts as `deliveryDecision` per record).
+            let judge = policy.deliveryJudge(principal: subscription.principal, topic: subscription.topic)
             let verdicts = (0..<records.count).map { index in
-                policy.deliveryDecision(principal: subscription.principal, topic: subscription.topic) {
-                    records.visitHeaders(at: index, named: $0, $1)
-                }
+                judge.verdict { records.visitHeaders(at: index, named: $0, $1) }
             }
             let deliverable = verdicts.map { $0 == .deliver }
             // A delivery quota (a delivery limiter) decides how many of the records the credit allows go now.
@@ -834,7 +835,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// through the pipeline to an encoder saved a buffer, a pipeline walk and a pending-write entry per frame.
     private func send(_ frame: Frame, correlationID: UInt32) {
         guard let context = self.context, context.channel.isActive else { return }
-        guard self.encode(TaggedFrame(correlationID: correlationID, frame: frame)) else { return }
+        guard self.encode(TaggedFrame(correlationID: correlationID, frame: frame), context: context) else { return }
         guard !self.flushScheduled else { return }
         self.flushScheduled = true
         context.eventLoop.assumeIsolated().execute {
@@ -844,27 +845,32 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     /// Appends the frame's bytes to `outbound`; false (nothing appended, the error logged) when it is not valid to
-    /// send: a broker bug, never the client's.
-    private func encode(_ frame: TaggedFrame) -> Bool {
+    /// send: a broker bug, never the client's. A DELIVER of stored records (up to `readMaxBytes` of them) is not
+    /// copied: its head ends `outbound`, which is written (not flushed) with the records' own buffer after it.
+    private func encode(_ frame: TaggedFrame, context: ChannelHandlerContext) -> Bool {
         do {
             try FrameCodec.validate(frame)
         } catch {
             self.logger.error("frame not sent: invalid", metadata: ["brokerd.error": "\(error)"])
             return false
         }
-        FrameCodec.encode(frame, into: &self.outbound)
+        if let records = FrameCodec.encodeHead(frame, into: &self.outbound) {
+            let head = self.outbound
+            self.outbound = ByteBuffer()
+            context.write(self.wrapOutboundOut(head), promise: nil)
+            context.write(self.wrapOutboundOut(records), promise: nil)
+        } else {
+            FrameCodec.encode(frame, into: &self.outbound)
+        }
         return true
     }
 
-    /// Writes and flushes what `send` encoded since the last flush.
+    /// Writes what `send` encoded since the last write, and flushes.
     private func flushOutbound(_ context: ChannelHandlerContext, promise: EventLoopPromise<Void>?) {
-        guard self.outbound.readableBytes > 0 else {
-            promise?.succeed()
-            return
-        }
         let bytes = self.outbound
         self.outbound = ByteBuffer()
-        context.writeAndFlush(self.wrapOutboundOut(bytes), promise: promise)
+        context.write(self.wrapOutboundOut(bytes), promise: promise)
+        context.flush()
     }
 
     private func sendErrorAndClose(_ error: ErrorFrame, correlationID: UInt32) {
@@ -876,7 +882,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(seconds)) { context.close(promise: nil) }
         }
         // After everything sent before it.
-        _ = self.encode(TaggedFrame(correlationID: correlationID, frame: .error(error)))
+        _ = self.encode(TaggedFrame(correlationID: correlationID, frame: .error(error)), context: context)
         let written = context.eventLoop.makePromise(of: Void.self)
         self.flushOutbound(context, promise: written)
         written.futureResult.assumeIsolated().whenComplete { _ in

@@ -37,26 +37,26 @@ extension EncodedDeliveredRecords {
         var bytes = ByteBufferAllocator().buffer(capacity: capacity)
         bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { out in
             var writer = WireBytesWriter(out)
+            // Runs of bytes that are the same stored and on the wire are copied whole (one copy each instead of a
+            // length and its bytes): the key length and key, a header's name through its value (after its
+            // length, a u32 stored and a u16 on the wire), the value length and value, the timestamp.
             records.forEach(indices) { offset, record in
+                let stored = record.bytes
+                let base = stored.baseAddress!
+                let value = record.value
+                let valueLengthAt = value.baseAddress! - base - 4
                 writer.put(offset)
-                if let key = record.key {
-                    writer.put(Int32(key.count))
-                    writer.put(key)
-                } else {
-                    writer.put(Int32(-1))
-                }
+                writer.put(UnsafeRawBufferPointer(rebasing: stored[8..<valueLengthAt]))
                 writer.put(UInt32(record.headerCount))
                 var headers = record.headers
-                while let (name, value) = headers.next() {
+                while let (name, headerValue) = headers.next() {
                     writer.put(UInt16(name.count))
-                    writer.put(name)
-                    writer.put(UInt32(value.count))
-                    writer.put(value)
+                    let nameAt = name.baseAddress! - base
+                    let valueEnd = headerValue.baseAddress! - base + headerValue.count
+                    writer.put(UnsafeRawBufferPointer(rebasing: stored[nameAt..<valueEnd]))
                 }
-                let value = record.value
-                writer.put(UInt32(value.count))
-                writer.put(value)
-                writer.put(record.timestamp)
+                writer.put(UnsafeRawBufferPointer(rebasing: stored[valueLengthAt..<valueLengthAt + 4 + value.count]))
+                writer.put(UnsafeRawBufferPointer(rebasing: stored[0..<8]))
             }
             return writer.position
         }

@@ -1,7 +1,14 @@
+import CCRC32C
+
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the checksum of log batches and offset-store entries.
 ///
-/// Slicing-by-8: eight 256-entry tables, computed once, let the loop consume eight bytes per step.
+/// On x86-64 CPUs with SSE4.2 the `crc32` instruction computes it (the C target CCRC32C, checked once at run time);
+/// elsewhere slicing-by-8: eight 256-entry tables, computed once, let the loop consume eight bytes per step. The two
+/// give the same results (CRC32CTests compares them); the instruction costs about a tenth of the table walk.
 package enum CRC32C {
+    /// Whether ``update(_:_:)`` uses the CPU's `crc32` instruction (x86-64 with SSE4.2) rather than the tables.
+    package static let usesHardware: Bool = brokerd_crc32c_hw_available() == 1
+
     /// The eight lookup tables, `tables[k * 256 + b]`.
     private static let tables: [UInt32] = {
         let polynomial: UInt32 = 0x82F6_3B78
@@ -36,6 +43,13 @@ package enum CRC32C {
 
     /// Continues a CRC-32C: `update(checksum(a), b) == checksum(a + b)`.
     package static func update(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard self.usesHardware else { return self.tableUpdate(crc, bytes) }
+        guard let base = bytes.baseAddress else { return crc }
+        return ~brokerd_crc32c_hw_update(~crc, base, bytes.count)
+    }
+
+    /// ``update(_:_:)`` with the slicing-by-8 tables, whatever the CPU (the fallback, and the reference in tests).
+    package static func tableUpdate(_ crc: UInt32, _ bytes: UnsafeRawBufferPointer) -> UInt32 {
         var crc = ~crc
         let count = bytes.count
         var index = 0

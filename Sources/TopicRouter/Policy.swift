@@ -729,9 +729,10 @@ package final class Policy: Sendable {
         names.contains { RecordRules.equalIgnoringASCIICase($0, key) }
     }
 
+
     /// The index of the declared consent scope spelled exactly `item`.
     private func scopeIndex(_ item: UnsafeRawBufferPointer) -> Int? {
-        self.scopeBytes.firstIndex { $0.elementsEqual(item) }
+        DeliveryJudge.scopeIndex(self.scopeBytes, item)
     }
 
     /// May a record of `topic` with these headers be sent to `principal`, who is subscribed to it?
@@ -754,30 +755,22 @@ package final class Policy: Sendable {
 
     /// `deliveryDecision` over headers given by a visitor (see ``HeaderVisitor``).
     package func deliveryDecision(principal: Principal, topic: String, eachHeader: HeaderVisitor) -> DeliveryVerdict {
+        self.deliveryJudge(principal: principal, topic: topic).verdict(eachHeader: eachHeader)
+    }
+
+    /// `deliveryDecision` for many records of one topic and one subscriber: the topic and the role are looked up
+    /// here, once, and each record's headers are then judged by ``DeliveryJudge/verdict(eachHeader:)``, which
+    /// gives exactly the verdict `deliveryDecision` gives for them under this policy.
+    package func deliveryJudge(principal: Principal, topic: String) -> DeliveryJudge {
         guard let compiled = self.topics[topic] else {
-            return .withhold(scope: "", rule: PolicyRule.deliveryUnknownTopic)
+            return DeliveryJudge(.fixed(.withhold(scope: "", rule: PolicyRule.deliveryUnknownTopic)))
         }
-        if compiled.readCapability != nil { return .deliver }
+        if compiled.readCapability != nil { return DeliveryJudge(.fixed(.deliver)) }
         guard let role = self.roles[principal.role] else {
-            return .withhold(scope: "", rule: PolicyRule.deliveryRole)
+            return DeliveryJudge(.fixed(.withhold(scope: "", rule: PolicyRule.deliveryRole)))
         }
-        var carriesScope = false
-        var receivable = false
-        eachHeader(RecordRules.consentScopeHeader) { _, value in
-            carriesScope = true
-            RecordRules.forEachListItem(value) { item in
-                if let index = self.scopeIndex(item), role.scopes[index] { receivable = true }
-                return !receivable
-            }
-            return !receivable
-        }
-        if receivable { return .deliver }
-        guard carriesScope else {
-            return compiled.requiresConsent ? .withhold(scope: "", rule: PolicyRule.deliveryConsentMissing) : .deliver
-        }
-        return .withhold(
-            scope: Self.consentScopes(eachHeader: eachHeader).joined(separator: ","),
-            rule: PolicyRule.deliveryConsentScope
+        return DeliveryJudge(
+            .consent(scopeBytes: self.scopeBytes, receivable: role.scopes, requiresConsent: compiled.requiresConsent)
         )
     }
 
@@ -825,6 +818,64 @@ package final class Policy: Sendable {
     /// Whether the principal's role in this policy holds `capability`.
     package func hasCapability(_ principal: Principal, _ capability: Capability) -> Bool {
         self.roles[principal.role]?.capabilities.contains(capability) ?? false
+    }
+}
+
+/// One subscriber's delivery decision on one topic under one policy (``Policy/deliveryJudge(principal:topic:)``):
+/// what the topic and the role say is settled when it is made; what each record's headers say (its consent scopes)
+/// is judged per record by ``verdict(eachHeader:)``.
+package struct DeliveryJudge: Sendable {
+    fileprivate enum Rule: Sendable {
+        /// Every record gets this verdict: the topic or role is not in the policy (withhold), or the topic is a
+        /// reserved one, governed by its capability (deliver).
+        case fixed(DeliveryVerdict)
+        /// Consent decides: the declared scopes' bytes, which of them the role may receive (by scope index), and
+        /// whether the topic requires a `consent_scope`.
+        case consent(scopeBytes: [[UInt8]], receivable: [Bool], requiresConsent: Bool)
+    }
+
+    private let rule: Rule
+
+    fileprivate init(_ rule: Rule) {
+        self.rule = rule
+    }
+
+    /// The verdict for one record with these headers (see ``Policy/deliveryDecision(principal:topic:headers:)``).
+    package func verdict(eachHeader: HeaderVisitor) -> DeliveryVerdict {
+        let scopeBytes: [[UInt8]]
+        let receivableScopes: [Bool]
+        let requiresConsent: Bool
+        switch self.rule {
+        case .fixed(let verdict):
+            return verdict
+        case .consent(let scopes, let receivable, let requires):
+            (scopeBytes, receivableScopes, requiresConsent) = (scopes, receivable, requires)
+        }
+        var carriesScope = false
+        var receivable = false
+        eachHeader(RecordRules.consentScopeHeader) { _, value in
+            carriesScope = true
+            RecordRules.forEachListItem(value) { item in
+                if let index = Self.scopeIndex(scopeBytes, item), receivableScopes[index] { receivable = true }
+                return !receivable
+            }
+            return !receivable
+        }
+        if receivable { return .deliver }
+        guard carriesScope else {
+            return requiresConsent ? .withhold(scope: "", rule: PolicyRule.deliveryConsentMissing) : .deliver
+        }
+        return .withhold(
+            scope: Policy.consentScopes(eachHeader: eachHeader).joined(separator: ","),
+            rule: PolicyRule.deliveryConsentScope
+        )
+    }
+
+    /// The index of the declared consent scope spelled exactly `item`.
+    fileprivate static func scopeIndex(_ scopeBytes: [[UInt8]], _ item: UnsafeRawBufferPointer) -> Int? {
+        scopeBytes.firstIndex { scope in
+            scope.count == item.count && scope.withUnsafeBytes { $0.elementsEqual(item) }
+        }
     }
 }
 

@@ -342,6 +342,16 @@ package struct EncodedDeliveredRecords: Sendable {
         self.bytes = bytes
     }
 
+    /// `records` laid out in wire form (offset, then the record as a DELIVER body carries it).
+    package init(_ records: [DeliveredRecord]) {
+        var bytes = ByteBuffer()
+        for delivered in records {
+            bytes.writeInteger(delivered.offset)
+            FrameCodec.writeRecord(delivered.record, into: &bytes)
+        }
+        self.init(count: records.count, bytes: bytes)
+    }
+
     /// The records decoded; traps when the bytes are not `count` well-formed records (a bug in their builder).
     package func decoded() -> [DeliveredRecord] {
         do {
@@ -349,6 +359,116 @@ package struct EncodedDeliveredRecords: Sendable {
         } catch {
             preconditionFailure("encoded DELIVER records are malformed: \(error)")
         }
+    }
+
+    /// Calls `body` with each record in order, read in place: no `DeliveredRecord`, no slices, no arrays. The
+    /// views (and the bytes they point at) are valid only during the call. The bytes must be well formed (a
+    /// DELIVER the decoder accepted, or the broker's builder); a record that overruns them traps.
+    package func forEach(_ body: (DeliveredRecordView) throws -> Void) rethrows {
+        try self.bytes.withUnsafeReadableBytes { raw in
+            var p = 0
+            @inline(__always) func load<T: FixedWidthInteger>(_ type: T.Type) -> T {
+                defer { p += MemoryLayout<T>.size }
+                return T(bigEndian: raw.loadUnaligned(fromByteOffset: p, as: T.self))
+            }
+            @inline(__always) func bytes(_ length: Int) -> UnsafeRawBufferPointer {
+                defer { p += length }
+                return UnsafeRawBufferPointer(rebasing: raw[p..<p + length])
+            }
+            for _ in 0..<self.count {
+                let offset = load(Int64.self)
+                let keyLength = Int(load(Int32.self))
+                let key = keyLength == -1 ? nil : bytes(keyLength)
+                let headerCount = Int(load(UInt32.self))
+                let headersStart = p
+                for _ in 0..<headerCount {
+                    p += Int(load(UInt16.self))
+                    p += Int(load(UInt32.self))
+                }
+                let headers = UnsafeRawBufferPointer(rebasing: raw[headersStart..<p])
+                let value = bytes(Int(load(UInt32.self)))
+                let timestamp = load(Int64.self)
+                try body(
+                    DeliveredRecordView(
+                        offset: offset, key: key, headerCount: headerCount, headerBytes: headers, value: value,
+                        timestamp: timestamp
+                    )
+                )
+            }
+        }
+    }
+}
+
+/// One delivered record read in place from a DELIVER's bytes (``EncodedDeliveredRecords/forEach(_:)``): valid only
+/// during the call that hands it out. ``DeliveredRecord`` is the same record as values that outlive the frame.
+package struct DeliveredRecordView {
+    /// The record's offset in its topic.
+    package let offset: Int64
+    /// The key's bytes, or nil when the record has no key.
+    package let key: UnsafeRawBufferPointer?
+    /// Number of headers.
+    package let headerCount: Int
+    /// The headers in wire form: per header a u16 name length, the name, a u32 value length, the value.
+    private let headerBytes: UnsafeRawBufferPointer
+    /// The payload's bytes.
+    package let value: UnsafeRawBufferPointer
+    /// Producer (or broker) timestamp, milliseconds since the Unix epoch.
+    package let timestamp: Int64
+
+    init(
+        offset: Int64, key: UnsafeRawBufferPointer?, headerCount: Int, headerBytes: UnsafeRawBufferPointer,
+        value: UnsafeRawBufferPointer, timestamp: Int64
+    ) {
+        self.offset = offset
+        self.key = key
+        self.headerCount = headerCount
+        self.headerBytes = headerBytes
+        self.value = value
+        self.timestamp = timestamp
+    }
+
+    /// Calls `body` with each header's name (UTF-8, checked by the decoder) and value bytes, in order, until it
+    /// returns false.
+    package func forEachHeader(_ body: (_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer) -> Bool) {
+        var p = 0
+        for _ in 0..<self.headerCount {
+            let nameLength = Int(UInt16(bigEndian: self.headerBytes.loadUnaligned(fromByteOffset: p, as: UInt16.self)))
+            let name = UnsafeRawBufferPointer(rebasing: self.headerBytes[p + 2..<p + 2 + nameLength])
+            p += 2 + nameLength
+            let valueLength = Int(UInt32(bigEndian: self.headerBytes.loadUnaligned(fromByteOffset: p, as: UInt32.self)))
+            let value = UnsafeRawBufferPointer(rebasing: self.headerBytes[p + 4..<p + 4 + valueLength])
+            p += 4 + valueLength
+            guard body(name, value) else { return }
+        }
+    }
+
+    /// The value bytes of the first header called `name`, or nil when the record has none.
+    package func headerValue(named name: String) -> UnsafeRawBufferPointer? {
+        var found: UnsafeRawBufferPointer? = nil
+        var name = name
+        name.withUTF8 { wanted in
+            self.forEachHeader { headerName, value in
+                guard headerName.elementsEqual(UnsafeRawBufferPointer(wanted)) else { return true }
+                found = value
+                return false
+            }
+        }
+        return found
+    }
+
+    /// The record as values that outlive the frame (copies of its bytes).
+    package var record: DeliveredRecord {
+        var headers: [WireHeader] = []
+        headers.reserveCapacity(self.headerCount)
+        self.forEachHeader { name, value in
+            headers.append(WireHeader(name: String(decoding: name, as: UTF8.self), value: ByteBuffer(bytes: value)))
+            return true
+        }
+        let record = WireRecord(
+            key: self.key.map { ByteBuffer(bytes: $0) }, headers: headers, value: ByteBuffer(bytes: self.value),
+            timestamp: self.timestamp
+        )
+        return DeliveredRecord(offset: self.offset, record: record)
     }
 }
 

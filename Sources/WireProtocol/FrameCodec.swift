@@ -97,6 +97,24 @@ package enum FrameCodec {
         buffer.setInteger(UInt32(buffer.writerIndex - bodyStart), at: lengthIndex)
     }
 
+    /// For a DELIVER of wire-form records (``EncodedDeliveredRecords``): writes the frame's bytes up to its records
+    /// (header, subscription id, count) and returns the records' buffer, whose bytes complete the frame as they are;
+    /// `encode` would copy them after the same head. nil, writing nothing, for any other frame.
+    package static func encodeHead(_ frame: TaggedFrame, into buffer: inout ByteBuffer) -> ByteBuffer? {
+        guard case .deliver(let deliver) = frame.frame, let encoded = deliver.encodedRecords else { return nil }
+        buffer.writeMultipleIntegers(
+            WireConstants.magic,
+            WireConstants.protocolVersion,
+            frame.frame.opcode.rawValue,
+            frame.flags,
+            frame.correlationID,
+            UInt32(8 + encoded.bytes.readableBytes),
+            deliver.subscriptionID,
+            UInt32(encoded.count)
+        )
+        return encoded.bytes
+    }
+
     /// Checks that every string and key of `frame` fits its length prefix, so `encode` neither traps nor cuts an
     /// identifier. Throws INVALID_REQUEST naming the field, its length and the limit.
     package static func validate(_ frame: TaggedFrame) throws(WireProtocolError) {
@@ -346,7 +364,7 @@ package enum FrameCodec {
 
     /// One record: key, headers, value, timestamp. Sized first, then written through one raw pointer: with a
     /// ByteBuffer call per field (about 15 per record) its bookkeeping cost more than the copies.
-    private static func writeRecord(_ record: WireRecord, into buffer: inout ByteBuffer) {
+    static func writeRecord(_ record: WireRecord, into buffer: inout ByteBuffer) {
         var size = 4 + 4 + 4 + record.value.readableBytes + 8
         if let key = record.key {
             precondition(key.readableBytes <= Self.maxKeyBytes, "record key longer than \(Self.maxKeyBytes) bytes")
@@ -560,9 +578,15 @@ package enum FrameCodec {
         case .deliver:
             let id = try reader.integer("subscriptionID", as: UInt32.self)
             let count = try reader.count("recordCount", minimumElementSize: MinimumSize.deliveredRecord)
-            let (offsets, records) = try reader.records(count, withOffsets: true)
-            let delivered = zip(offsets, records).map { DeliveredRecord(offset: $0, record: $1) }
-            frame = .deliver(Deliver(subscriptionID: id, records: delivered))
+            if let encoded = reader.wellFormedDeliveredRecords(count) {
+                // Checked, and kept as they arrived: a receiver that reads them in place (BrokerClient's batches)
+                // builds no record values; `Deliver.records` decodes them when asked.
+                frame = .deliver(Deliver(subscriptionID: id, encoded: encoded))
+            } else {
+                let (offsets, records) = try reader.records(count, withOffsets: true)
+                let delivered = zip(offsets, records).map { DeliveredRecord(offset: $0, record: $1) }
+                frame = .deliver(Deliver(subscriptionID: id, records: delivered))
+            }
         case .credit:
             let id = try reader.integer("subscriptionID", as: UInt32.self)
             let credit = try reader.integer("credit", as: UInt32.self)
@@ -896,6 +920,23 @@ struct BodyReader {
         return strings
     }
 
+    /// Whether every byte is below 0x80 (eight at a time).
+    @inline(__always)
+    static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let count = bytes.count
+        var index = 0
+        var high: UInt64 = 0
+        while count - index >= 8 {
+            high |= bytes.loadUnaligned(fromByteOffset: index, as: UInt64.self)
+            index += 8
+        }
+        while index < count {
+            high |= UInt64(bytes[index])
+            index += 1
+        }
+        return high & 0x8080_8080_8080_8080 == 0
+    }
+
     /// Whether two byte ranges hold the same bytes.
     @inline(__always)
     private static func equal(_ lhs: UnsafeRawBufferPointer, _ rhs: UnsafeRawBufferPointer) -> Bool {
@@ -932,7 +973,12 @@ struct BodyReader {
     /// by field is most of the work per record: about 25 `ByteBuffer` calls and a header name validated per header;
     /// here the header names repeat, so each distinct one is validated once per frame. (A PUBLISH is the broker's
     /// side of this, a DELIVER the client's.)
-    mutating func wellFormedRecords(_ count: Int, withOffsets: Bool) -> (offsets: [Int64], records: [WireRecord])? {
+    ///
+    /// With `build` false the bytes are checked exactly the same way but nothing is built (no slices, no arrays of
+    /// records): the arrays returned are empty. ``wellFormedDeliveredRecords(_:)`` keeps a DELIVER that way.
+    mutating func wellFormedRecords(
+        _ count: Int, withOffsets: Bool, build: Bool = true
+    ) -> (offsets: [Int64], records: [WireRecord])? {
         let buffer = self.buffer
         let base = buffer.readerIndex
         let minimumSize = withOffsets ? FrameCodec.MinimumSize.deliveredRecord : FrameCodec.MinimumSize.record
@@ -949,36 +995,51 @@ struct BodyReader {
                 defer { p += length }
                 return buffer.getSlice(at: base + p, length: length)
             }
+            /// `slice` without the slice: whether `length` bytes remain, moving past them.
+            @inline(__always) func skip(_ length: Int) -> Bool {
+                guard length >= 0, length <= size - p else { return false }
+                p += length
+                return true
+            }
             guard count <= size / minimumSize else { return nil }
             var names: [(bytes: UnsafeRawBufferPointer, name: String)] = []
             /// For each header position, the id in `names` of the name the last record had there (-1: none).
             var namesByPosition: [Int] = []
             var offsets: [Int64] = []
-            if withOffsets { offsets.reserveCapacity(count) }
+            if withOffsets && build { offsets.reserveCapacity(count) }
             var records: [WireRecord] = []
-            records.reserveCapacity(count)
+            if build { records.reserveCapacity(count) }
             for _ in 0..<count {
                 if withOffsets {
                     guard let offset = load(Int64.self) else { return nil }
-                    offsets.append(offset)
+                    if build { offsets.append(offset) }
                 }
                 guard let keyLength = load(Int32.self) else { return nil }
                 var key: ByteBuffer? = nil
                 if keyLength != -1 {
-                    guard let bytes = slice(Int(keyLength)) else { return nil }
-                    key = bytes
+                    if build {
+                        guard let bytes = slice(Int(keyLength)) else { return nil }
+                        key = bytes
+                    } else {
+                        guard skip(Int(keyLength)) else { return nil }
+                    }
                 }
                 guard let headerCount32 = load(UInt32.self) else { return nil }
                 let headerCount = Int(headerCount32)
                 guard headerCount <= (size - p) / FrameCodec.MinimumSize.header else { return nil }
                 var headers: [WireHeader] = []
-                headers.reserveCapacity(headerCount)
+                if build { headers.reserveCapacity(headerCount) }
                 for position in 0..<headerCount {
                     guard let nameLength16 = load(UInt16.self) else { return nil }
                     let nameLength = Int(nameLength16)
                     guard nameLength <= size - p else { return nil }
                     let bytes = UnsafeRawBufferPointer(rebasing: raw[p..<p + nameLength])
                     p += nameLength
+                    if !build && Self.isASCII(bytes) {
+                        // Checking only: ASCII is valid UTF-8, and no `String` is wanted.
+                        guard let valueLength = load(UInt32.self), skip(Int(valueLength)) else { return nil }
+                        continue
+                    }
                     // Records of one frame mostly carry the same names in the same order: try the name the
                     // previous record had at this position first, then the others seen in this frame.
                     var id = -1
@@ -1006,13 +1067,21 @@ struct BodyReader {
                     } else if position < 32 {
                         namesByPosition.append(id)
                     }
-                    guard let valueLength = load(UInt32.self), let value = slice(Int(valueLength)) else { return nil }
-                    headers.append(WireHeader(name: name, value: value))
+                    guard let valueLength = load(UInt32.self) else { return nil }
+                    if build {
+                        guard let value = slice(Int(valueLength)) else { return nil }
+                        headers.append(WireHeader(name: name, value: value))
+                    } else {
+                        guard skip(Int(valueLength)) else { return nil }
+                    }
                 }
-                guard let valueLength = load(UInt32.self), let value = slice(Int(valueLength)),
-                    let timestamp = load(Int64.self)
-                else { return nil }
-                records.append(WireRecord(key: key, headers: headers, value: value, timestamp: timestamp))
+                guard let valueLength = load(UInt32.self) else { return nil }
+                if build {
+                    guard let value = slice(Int(valueLength)), let timestamp = load(Int64.self) else { return nil }
+                    records.append(WireRecord(key: key, headers: headers, value: value, timestamp: timestamp))
+                } else {
+                    guard skip(Int(valueLength)), load(Int64.self) != nil else { return nil }
+                }
             }
             guard p == size else { return nil }
             return (offsets, records)
@@ -1020,6 +1089,15 @@ struct BodyReader {
         guard let (offsets, records) = result else { return nil }
         self.buffer.moveReaderIndex(forwardBy: self.buffer.readableBytes)
         return (offsets, records)
+    }
+
+    /// The `count` records that end a DELIVER body, checked in one pass exactly as ``records(_:withOffsets:)`` checks
+    /// them, and kept in their wire form (one slice of the body, no `DeliveredRecord` per record); nil (nothing
+    /// consumed) when that decode would refuse them.
+    mutating func wellFormedDeliveredRecords(_ count: Int) -> EncodedDeliveredRecords? {
+        let bytes = self.buffer
+        guard self.wellFormedRecords(count, withOffsets: true, build: false) != nil else { return nil }
+        return EncodedDeliveredRecords(count: count, bytes: bytes)
     }
 
     /// One record: key, headers, value, timestamp.

@@ -116,6 +116,12 @@ struct LoadOptions: ParsableArguments {
     )
     var dedupeKeys = false
 
+    @Flag(
+        name: .long,
+        help: "consume: read through the per-record iterator (a DeliveredRecord each), not a DELIVER at a time."
+    )
+    var perRecord = false
+
     @Option(
         name: .long,
         help: "recovery: log size to fill before restarting, bytes or with a K/M/G/T suffix (binary: 200M = 200 MiB)."
@@ -135,7 +141,7 @@ struct LoadOptions: ParsableArguments {
             producers: 1, consumers: 1, topics: self.topics, recordSize: self.recordSize, batch: 1, inFlight: 1,
             fsync: fsync, compression: self.compression, duration: self.duration, records: self.records,
             warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit,
-            dedupeKeys: self.dedupeKeys
+            dedupeKeys: self.dedupeKeys, perRecord: self.perRecord
         )
         switch scenario {
         case .durablePublish, .policyOverhead:  // policy-overhead runs the durable-publish load twice
@@ -208,6 +214,8 @@ struct BenchParameters: Codable, Sendable {
     var credit: Int
     /// Whether published records carry a unique dedupe key (policy-overhead's second half always does).
     var dedupeKeys: Bool
+    /// consume: whether the consumer reads through the per-record iterator rather than `batches`.
+    var perRecord: Bool = false
     /// recovery: how many bytes of log to fill.
     var recoveryBytes: Int64?
 }

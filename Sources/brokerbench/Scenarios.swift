@@ -383,13 +383,43 @@ struct ConsumeLoad {
                 group.addTask {
                     let client = try await self.target.connect()
                     let subscription = try await client.subscribe(topic: topic, start: .earliest, credit: UInt32(p.credit))
+                    // By default a DELIVER at a time, each record read in place (its offset and value): what a
+                    // consumer that processes records without keeping them would do; `--per-record` through the
+                    // per-record iterator, a `DeliveredRecord` each. Offsets must ascend either way.
                     var count = 0
-                    for try await _ in subscription {
-                        count += 1
-                        if count % 1024 == 0 { progress.all.add(1024) }
-                        if count == total { break }
+                    var reported = 0
+                    var valueBytes = 0
+                    var lastOffset: Int64 = -1
+                    var outOfOrder = 0
+                    if p.perRecord {
+                        for try await record in subscription {
+                            if record.offset <= lastOffset { outOfOrder += 1 }
+                            lastOffset = record.offset
+                            valueBytes += record.record.value.readableBytes
+                            count += 1
+                            if count % 1024 == 0 { progress.all.add(1024) }
+                            if count == total { break }
+                        }
+                    } else {
+                        batches: for try await batch in subscription.batches {
+                            batch.forEach { record in
+                                if record.offset <= lastOffset { outOfOrder += 1 }
+                                lastOffset = record.offset
+                                valueBytes += record.value.count
+                            }
+                            count = min(count + batch.count, total)
+                            if count - reported >= 1024 {
+                                progress.all.add(count - reported)
+                                reported = count
+                            }
+                            if count == total { break batches }
+                        }
                     }
                     await client.close()
+                    guard outOfOrder == 0 else {
+                        throw BenchError("consume: \(outOfOrder) records arrived with an offset not above the last one")
+                    }
+                    guard count == 0 || valueBytes > 0 else { throw BenchError("consume: every value was empty") }
                     return count
                 }
             }

@@ -160,6 +160,46 @@ struct PolicyPlaneTests {
         await broker.stop()
     }
 
+    @Test("one read of many records judges each record's consent on its own (the topic and role looked up once)")
+    func consentPerRecordWithinOneRead() async throws {
+        let broker = try await TestBroker.startScenario()
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        // 60 records in one PUBLISH (one batch), so the subscription below reads them in one read: receivable and
+        // not receivable scopes for crm interleaved, in a pattern that is not periodic in the batch.
+        let scopes = [
+            "educational", "operational_notice", "hcp_commercial_engagement", "operational_notice,educational",
+        ]
+        let pattern = (0..<60).map { ($0 * 7 + $0 / 5) % 4 }
+        let results = try await producer.publish(
+            topic: "education.completed", records: pattern.enumerated().map { Self.event($0, scope: scopes[$1]) }
+        )
+        #expect(results.allSatisfy { $0.code == .ok })
+        let expected = pattern.enumerated().filter { $0.element != 1 }.map { Int64($0.offset) }
+
+        let crm = try await broker.client("crm-automation")
+        let subscription = try await crm.subscribe(topic: "education.completed", start: .earliest, credit: 1000)
+        var offsets: [Int64] = []
+        var scopesSeen: [String] = []
+        for try await batch in subscription.batches {
+            batch.forEach { record in
+                offsets.append(record.offset)
+                let scope = record.headerValue(named: "consent_scope") ?? UnsafeRawBufferPointer(start: nil, count: 0)
+                scopesSeen.append(String(decoding: scope, as: UTF8.self))
+            }
+            if offsets.count >= expected.count { break }
+        }
+        #expect(offsets == expected)
+        #expect(!scopesSeen.contains("operational_notice"))
+        await crm.close()  // ends the subscription: its withheld count is audited
+        let withheld = pattern.filter { $0 == 1 }.count
+        let entry = try await Self.auditEntry(broker) { $0["action"] as? String == AuditAction.deliveryWithhold }
+        #expect(entry?["principal"] as? String == "crm-automation")
+        #expect(entry?["count"] as? Int == withheld)
+        await producer.close()
+        await broker.stop()
+    }
+
     @Test("accepted records carry provenance; a producer cannot forge it")
     func provenance() async throws {
         let broker = try await TestBroker.startScenario()

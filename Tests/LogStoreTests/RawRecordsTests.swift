@@ -18,6 +18,17 @@ struct RawRecordsTests {
                 return true
             }
             #expect(visited == stored.record.headers, comment)
+            // Visiting one name (bytes compared for [a-z0-9_.-] names, `String`s otherwise) finds exactly the
+            // headers whose name is that `String`.
+            let names = Set(stored.record.headers.map(\.name)).union(["consent_scope", "absent", "K", ""])
+            for wanted in names {
+                var named: [LogHeader] = []
+                raw.visitHeaders(at: index, named: wanted) { name, value in
+                    named.append(LogHeader(name: name, value: ByteBuffer(bytes: value)))
+                    return true
+                }
+                #expect(named == stored.record.headers.filter { $0.name == wanted }, comment)
+            }
             let record = stored.record
             var size = 20 + (record.key?.readableBytes ?? 0) + record.value.readableBytes
             for header in record.headers { size += 8 + header.name.utf8.count + header.value.readableBytes }
@@ -65,6 +76,34 @@ struct RawRecordsTests {
                 #expect(part.dropFirst(2).retainedBytes == raw.retainedBytes)
             }
         }
+    }
+
+    @Test("visiting headers by name: byte comparison where it is exact, canonical equivalence where it is not")
+    func visitByName() throws {
+        let headers = [
+            LogHeader(name: "consent_scope", value: ByteBuffer(string: "a")),
+            LogHeader(name: "source_system", value: ByteBuffer(string: "b")),  // same length, other bytes
+            LogHeader(name: "Consent_Scope", value: ByteBuffer(string: "c")),
+            LogHeader(name: "\u{212A}", value: ByteBuffer(string: "d")),  // KELVIN SIGN, canonically "K"
+            LogHeader(name: "consent_scope", value: ByteBuffer(string: "e")),
+        ]
+        let record = LogRecord(key: nil, headers: headers, value: ByteBuffer(string: "v"), timestamp: 1)
+        let batch = try BatchCodec.encode([record], baseOffset: 0, codec: .lz4)
+        var raw = RawRecords()
+        _ = try BatchCodec.index(batch, into: &raw, from: 0, end: .max, maxRecords: .max)
+        func values(_ name: String, stopAfterFirst: Bool = false) -> [String] {
+            var found: [String] = []
+            raw.visitHeaders(at: 0, named: name) { _, value in
+                found.append(String(decoding: value, as: UTF8.self))
+                return !stopAfterFirst
+            }
+            return found
+        }
+        #expect(values("consent_scope") == ["a", "e"])
+        #expect(values("consent_scope", stopAfterFirst: true) == ["a"])
+        #expect(values("Consent_Scope") == ["c"])
+        #expect(values("K") == ["d"])  // as `String` equality says
+        #expect(values("absent") == [])
     }
 
     @Test("readRaw over real segment files: what read returns, then the rest of the last batch read")

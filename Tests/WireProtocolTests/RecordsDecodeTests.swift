@@ -114,4 +114,69 @@ struct RecordsDecodeTests {
         #expect(Self.both(invalid, opcode).fast == nil)
         #expect(throws: WireProtocolError.self) { try FrameCodec.decodeBody(opcode: opcode, body: &invalid) }
     }
+
+    /// Whether the check-only pass (what a DELIVER is kept in wire form after) accepts `body`.
+    static func checkOnly(_ body: ByteBuffer) -> Bool {
+        var reader = BodyReader(buffer: body, opcode: .deliver)
+        guard let count = Self.lead(&reader, .deliver) else { return false }
+        return reader.wellFormedDeliveredRecords(count) != nil
+    }
+
+    @Test("every truncation and every changed byte of a DELIVER: checking without building agrees with decoding")
+    func checkOnlyAgrees() {
+        let body = Self.body(Self.deliver)
+        #expect(Self.checkOnly(body))
+        for length in 0..<body.readableBytes {
+            let cut = body.getSlice(at: body.readerIndex, length: length)!
+            #expect(Self.checkOnly(cut) == (Self.both(cut, .deliver).fast != nil), "\(length)")
+        }
+        for position in 0..<body.readableBytes {
+            for replacement: UInt8 in [0x00, 0x01, 0x7F, 0x80, 0xC3, 0xFF] {
+                var damaged = body
+                damaged.setInteger(replacement, at: body.readerIndex + position)
+                #expect(
+                    Self.checkOnly(damaged) == (Self.both(damaged, .deliver).fast != nil),
+                    "byte \(position) set to \(replacement)"
+                )
+            }
+        }
+    }
+
+    @Test("a decoded DELIVER keeps its records in wire form; read in place they are the same records")
+    func deliverKeptInWireForm() throws {
+        var body = Self.body(Self.deliver)
+        let frame = try FrameCodec.decodeBody(opcode: .deliver, body: &body)
+        guard case .deliver(let deliver) = frame else {
+            Issue.record("not a DELIVER: \(frame)")
+            return
+        }
+        let encoded = try #require(deliver.encodedRecords)
+        #expect(encoded.count == Self.records.count)
+        var viewed: [DeliveredRecord] = []
+        var headerCounts: [Int] = []
+        encoded.forEach { view in
+            viewed.append(view.record)
+            headerCounts.append(view.headerCount)
+        }
+        #expect(viewed == deliver.records)
+        #expect(viewed.map(\.record) == Self.records)
+        #expect(viewed.map(\.offset) == [41, 42, 43])
+        #expect(headerCounts == [4, 0, 1])
+        // Re-encoded, the frame is the same bytes.
+        var again = ByteBuffer()
+        FrameCodec.encode(TaggedFrame(correlationID: 0, frame: frame), into: &again)
+        var original = ByteBuffer()
+        FrameCodec.encode(TaggedFrame(correlationID: 0, frame: Self.deliver), into: &original)
+        #expect(again == original)
+        // Written as its head and the records' own buffer (the broker's ConnectionHandler), it is the same bytes as well.
+        var head = ByteBuffer()
+        var records = try #require(FrameCodec.encodeHead(TaggedFrame(correlationID: 0, frame: frame), into: &head))
+        head.writeBuffer(&records)
+        #expect(head == original)
+        var none = ByteBuffer()
+        #expect(FrameCodec.encodeHead(TaggedFrame(correlationID: 0, frame: Self.deliver), into: &none) == nil)
+        #expect(none.readableBytes == 0)
+        // Laying decoded records out in wire form again gives the same bytes.
+        #expect(EncodedDeliveredRecords(deliver.records).bytes == encoded.bytes)
+    }
 }
