@@ -327,41 +327,29 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
 
     /// Hands out one DELIVER's records at a time; grants credit back in chunks of half the window.
     package struct BatchIterator: AsyncIteratorProtocol {
-        private let client: BrokerClient
-        private let subscriptionID: UInt32
         private var base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator
-        private let refill: UInt32
-        private var consumed: UInt32 = 0
+        private var credit: CreditRefill
 
         init(
             client: BrokerClient, subscriptionID: UInt32,
             base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator, credit: UInt32
         ) {
-            self.client = client
-            self.subscriptionID = subscriptionID
             self.base = base
-            self.refill = Swift.max(1, credit / 2)
+            self.credit = CreditRefill(client: client, subscriptionID: subscriptionID, window: credit)
         }
 
         package mutating func next() async throws -> DeliveredBatch? {
             guard let batch = try await self.base.next() else { return nil }
             // A DELIVER never carries more records than the credit granted, so this cannot overflow.
-            self.consumed += UInt32(batch.count)
-            if self.consumed >= self.refill {
-                self.client.grantCredit(subscriptionID: self.subscriptionID, credit: self.consumed)
-                self.consumed = 0
-            }
+            self.credit.handedOut(UInt32(batch.count))
             return batch
         }
     }
 
     /// Grants credit back in chunks of half the window once the records are handed to the caller.
     package struct Iterator: AsyncIteratorProtocol {
-        private let client: BrokerClient
-        private let subscriptionID: UInt32
         private var base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator
-        private let refill: UInt32
-        private var consumed: UInt32 = 0
+        private var credit: CreditRefill
         /// The records of the last DELIVER not handed out yet, from `nextIndex`.
         private var delivered: [DeliveredRecord] = []
         private var nextIndex = 0
@@ -370,10 +358,8 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
             client: BrokerClient, subscriptionID: UInt32,
             base: AsyncThrowingStream<DeliveredBatch, any Error>.AsyncIterator, credit: UInt32
         ) {
-            self.client = client
-            self.subscriptionID = subscriptionID
             self.base = base
-            self.refill = Swift.max(1, credit / 2)
+            self.credit = CreditRefill(client: client, subscriptionID: subscriptionID, window: credit)
         }
 
         package mutating func next() async throws -> DeliveredRecord? {
@@ -384,12 +370,30 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
             }
             let record = self.delivered[self.nextIndex]
             self.nextIndex += 1
-            self.consumed += 1
+            self.credit.handedOut(1)
+            return record
+        }
+    }
+
+    /// Counts the records handed to the caller and grants them back as credit once they make half the window.
+    private struct CreditRefill {
+        let client: BrokerClient
+        let subscriptionID: UInt32
+        let refill: UInt32
+        var consumed: UInt32 = 0
+
+        init(client: BrokerClient, subscriptionID: UInt32, window: UInt32) {
+            self.client = client
+            self.subscriptionID = subscriptionID
+            self.refill = Swift.max(1, window / 2)
+        }
+
+        mutating func handedOut(_ count: UInt32) {
+            self.consumed += count
             if self.consumed >= self.refill {
                 self.client.grantCredit(subscriptionID: self.subscriptionID, credit: self.consumed)
                 self.consumed = 0
             }
-            return record
         }
     }
 }

@@ -196,21 +196,9 @@ struct DedupeIndexTests {
         #expect(index.count == 0)
     }
 
-    /// A small deterministic generator (SplitMix64), so the model test is repeatable.
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            self.state &+= 0x9E37_79B9_7F4A_7C15
-            var z = self.state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test("random operations agree with a simple model", arguments: [UInt64(1), 2, 3])
     func model(seed: UInt64) throws {
-        var random = SplitMix(state: seed)
+        var random = SplitMix64(seed: seed)
         let window: Int64 = 50
         let maxKeys = 20
         var index = try Self.index(window: window, maxKeys: maxKeys)

@@ -214,7 +214,7 @@ struct PowerLossTests {
         arguments: 0..<24
     )
     func powerLoss(seed: Int) async throws {
-        var rng = DedupeIndexTests.SplitMix(state: UInt64(seed) &* 0x9E37_79B9_7F4A_7C15 &+ 1)
+        var rng = SplitMix64(seed: UInt64(seed) &* 0x9E37_79B9_7F4A_7C15 &+ 1)
         try await withTemporaryDirectory { dir in
             let io = PowerLossFileIO()
             let compression: CompressionCodec = seed % 2 == 0 ? .lz4 : .none
@@ -247,7 +247,7 @@ struct PowerLossTests {
                     for _ in 0..<5_000 where ledger.snapshot.acknowledged.count < crashAfter {
                         try? await Task.sleep(for: .milliseconds(1))
                     }
-                    var crashRNG = DedupeIndexTests.SplitMix(state: crashSeed)
+                    var crashRNG = SplitMix64(seed: crashSeed)
                     _ = try? io.powerLoss(using: &crashRNG)
                 }
             }
