@@ -258,7 +258,7 @@ package final class DedupeGate: Sendable {
     }
 
     private struct Capture: Sendable {
-        var index: DedupeIndex
+        var entries: DedupeEntries
         var topicEnd: Int64
         var quarantineEnd: Int64
         var takenAtMillis: Int64
@@ -625,7 +625,7 @@ package final class DedupeGate: Sendable {
         state.index.removeExpired(nowMillis: now)
         let ends = self.coveredEnds(state)
         let capture = Capture(
-            index: state.index,
+            entries: state.index.entries,
             topicEnd: ends.topic,
             quarantineEnd: ends.quarantine,
             takenAtMillis: now
@@ -643,13 +643,15 @@ package final class DedupeGate: Sendable {
 
     /// On the gate's queue: encodes and writes the snapshot, then raises the floors.
     private func writeSnapshot(_ capture: Capture) -> Result<DedupeSnapshotCoverage, LogStoreError> {
-        let snapshot = capture.index.snapshot(
+        let content = DedupeSnapshot.encode(
+            entries: capture.entries,
+            hashKey: self.hashKey,
             topicEnd: capture.topicEnd,
             quarantineEnd: capture.quarantineEnd,
             takenAtMillis: capture.takenAtMillis
         )
         do throws(LogStoreError) {
-            try snapshot.write(directory: self.directory, io: self.io)
+            try DedupeSnapshot.write(content, directory: self.directory, io: self.io)
         } catch {
             self.state.withLock { $0.snapshotOwed = true }
             self.logger.error(
@@ -662,7 +664,7 @@ package final class DedupeGate: Sendable {
         self.logger.debug(
             "dedupe snapshot written",
             metadata: [
-                "brokerd.keys": "\(snapshot.entries.count)", "brokerd.topic_end": "\(capture.topicEnd)",
+                "brokerd.keys": "\(capture.entries.count)", "brokerd.topic_end": "\(capture.topicEnd)",
                 "brokerd.quarantine_end": "\(capture.quarantineEnd)",
             ]
         )
@@ -670,7 +672,7 @@ package final class DedupeGate: Sendable {
             DedupeSnapshotCoverage(
                 topicEnd: capture.topicEnd,
                 quarantineEnd: capture.quarantineEnd,
-                keys: snapshot.entries.count
+                keys: capture.entries.count
             )
         )
     }

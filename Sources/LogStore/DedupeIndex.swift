@@ -54,17 +54,6 @@ package struct DedupeIndex: Sendable {
     /// The record header that carries a record's dedupe key.
     package static let headerName = "dedupe-key"
 
-    private struct Slot {
-        var entry: DedupeEntry
-        /// Matches the order-queue item that tracks this slot; older items for the digest are stale.
-        var sequence: UInt64
-    }
-
-    private struct OrderItem {
-        var digest: DedupeDigest
-        var sequence: UInt64
-    }
-
     /// How long a key guards against duplicates, in ms.
     package let windowMillis: Int64
     /// Most entries kept.
@@ -76,13 +65,15 @@ package struct DedupeIndex: Sendable {
     /// Entries dropped because their window ended, since the index was created.
     package private(set) var expired: Int = 0
 
-    private var slots: [DedupeDigest: Slot] = [:]
-    private var order = FIFOQueue<OrderItem>()
-    private var nextSequence: UInt64 = 0
-    /// The front order item last found live by `removeExpired`, and its expiry: until then nothing can expire, so
-    /// the next calls answer without hashing. Exact: the front item changes only by being popped (a new sequence),
-    /// and its entry leaves only by being popped too (`insert` drops only entries already expired, which the front's
-    /// is not).
+    /// Digest → sequence of the key's current item in ``items``.
+    private var table: DigestTable
+    /// Every key inserted and not popped yet, oldest first; an item is `current` while the table maps its digest
+    /// to it.
+    private var items = DedupeItems()
+    /// The front item last found live by `removeExpired`, and its expiry: until then nothing can expire, so the
+    /// next calls answer without looking. Exact: the front changes only by being popped (a new sequence), and its
+    /// key leaves only by being popped too (`insert` supersedes only items already expired, which the front's is
+    /// not).
     private var liveFront: (sequence: UInt64, expiresAtMillis: Int64)? = nil
 
     /// Creates an empty index.
@@ -100,11 +91,12 @@ package struct DedupeIndex: Sendable {
         self.windowMillis = windowMillis
         self.maxKeys = maxKeys
         self.hashKey = hashKey
+        self.table = DigestTable()
     }
 
     /// Number of entries held, including expired ones not dropped yet (call ``removeExpired(nowMillis:)`` first
     /// for an exact count of live ones).
-    package var count: Int { self.slots.count }
+    package var count: Int { self.table.count }
 
     // MARK: Digests
 
@@ -139,8 +131,9 @@ package struct DedupeIndex: Sendable {
     /// The live entry of `digest`, or nil when it is unknown or its window has ended at `nowMillis`.
     package mutating func lookup(digest: DedupeDigest, nowMillis: Int64) -> DedupeEntry? {
         self.removeExpired(nowMillis: nowMillis)
-        guard let slot = self.slots[digest], slot.entry.expiresAtMillis > nowMillis else { return nil }
-        return slot.entry
+        guard let sequence = self.table.sequence(of: digest) else { return nil }
+        let item = self.items[sequence]
+        return item.expiresAtMillis > nowMillis ? item.entry : nil
     }
 
     /// Records that the record with `key` was stored at `offset` in `location` at `nowMillis`; the entry expires at
@@ -180,38 +173,41 @@ package struct DedupeIndex: Sendable {
     ///   ``evictedBeforeExpiry``).
     package mutating func insert(digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64) -> DedupeEviction? {
         self.removeExpired(nowMillis: nowMillis)
-        if let existing = self.slots[digest] {
-            if existing.entry.expiresAtMillis > nowMillis {
-                if !(existing.entry.location == .topic && entry.location == .quarantine) {
-                    self.slots[digest]!.entry.offset = entry.offset
-                    self.slots[digest]!.entry.location = entry.location
+        if let sequence = self.table.sequence(of: digest) {
+            var item = self.items[sequence]
+            if item.expiresAtMillis > nowMillis {
+                if !(item.location == .topic && entry.location == .quarantine) {
+                    item.offset = entry.offset
+                    item.location = entry.location
+                    self.items[sequence] = item
                 }
                 return nil
             }
-            // Expired but not yet dropped (its order item is not at the front): drop it; its item goes stale.
-            self.slots[digest] = nil
+            // Expired but not yet dropped (its item is not at the front): drop it; its item stays until popped.
+            item.current = false
+            self.items[sequence] = item
+            self.table.remove(digest)
             self.expired += 1
         }
         guard entry.expiresAtMillis > nowMillis else { return nil }
         var eviction: DedupeEviction?
-        while self.slots.count >= self.maxKeys, let oldest = self.order.popFirst() {
-            guard let slot = self.slots[oldest.digest], slot.sequence == oldest.sequence else { continue }
-            self.slots[oldest.digest] = nil
-            if slot.entry.expiresAtMillis > nowMillis {
+        while self.table.count >= self.maxKeys, let oldest = self.items.first {
+            self.items.removeFirst()
+            guard oldest.current else { continue }
+            self.table.remove(oldest.digest)
+            if oldest.expiresAtMillis > nowMillis {
                 self.evictedBeforeExpiry += 1
                 eviction = DedupeEviction(
                     digest: oldest.digest,
-                    entry: slot.entry,
-                    remainingMillis: slot.entry.expiresAtMillis - nowMillis
+                    entry: oldest.entry,
+                    remainingMillis: oldest.expiresAtMillis - nowMillis
                 )
             } else {
                 self.expired += 1
             }
         }
-        let sequence = self.nextSequence
-        self.nextSequence += 1
-        self.slots[digest] = Slot(entry: entry, sequence: sequence)
-        self.order.append(OrderItem(digest: digest, sequence: sequence))
+        let sequence = self.items.append(DedupeItem(digest: digest, entry: entry))
+        self.table.set(digest, to: sequence)
         return eviction
     }
 
@@ -225,10 +221,10 @@ package struct DedupeIndex: Sendable {
 
     /// See ``update(_:offset:location:)``.
     package mutating func update(digest: DedupeDigest, offset: Int64, location: DedupeLocation) -> DedupeEntry? {
-        guard self.slots[digest] != nil else { return nil }
-        self.slots[digest]!.entry.offset = offset
-        self.slots[digest]!.entry.location = location
-        return self.slots[digest]!.entry
+        guard let sequence = self.table.sequence(of: digest) else { return nil }
+        self.items[sequence].offset = offset
+        self.items[sequence].location = location
+        return self.items[sequence].entry
     }
 
     /// Drops entries whose window has ended, oldest insertion first, stopping at the first live one. Returns how
@@ -236,22 +232,20 @@ package struct DedupeIndex: Sendable {
     /// dropped when it reaches the front, and lookups already treat it as absent.)
     @discardableResult
     package mutating func removeExpired(nowMillis: Int64) -> Int {
-        if let live = self.liveFront, live.expiresAtMillis > nowMillis, self.order.first?.sequence == live.sequence {
+        if let live = self.liveFront, live.expiresAtMillis > nowMillis, self.items.firstSequence == live.sequence {
             return 0
         }
         var dropped = 0
-        while let front = self.order.first {
-            guard let slot = self.slots[front.digest], slot.sequence == front.sequence else {
-                _ = self.order.popFirst()
-                continue
+        while let front = self.items.first {
+            if front.current {
+                guard front.expiresAtMillis <= nowMillis else {
+                    self.liveFront = (self.items.firstSequence!, front.expiresAtMillis)
+                    break
+                }
+                self.table.remove(front.digest)
+                dropped += 1
             }
-            guard slot.entry.expiresAtMillis <= nowMillis else {
-                self.liveFront = (front.sequence, slot.entry.expiresAtMillis)
-                break
-            }
-            _ = self.order.popFirst()
-            self.slots[front.digest] = nil
-            dropped += 1
+            self.items.removeFirst()
         }
         self.expired += dropped
         return dropped
@@ -261,50 +255,27 @@ package struct DedupeIndex: Sendable {
     /// eviction order).
     package var entriesInInsertionOrder: [(digest: DedupeDigest, entry: DedupeEntry)] {
         var result: [(digest: DedupeDigest, entry: DedupeEntry)] = []
-        result.reserveCapacity(self.slots.count)
-        for item in self.order {
-            guard let slot = self.slots[item.digest], slot.sequence == item.sequence else { continue }
-            result.append((digest: item.digest, entry: slot.entry))
-        }
+        result.reserveCapacity(self.table.count)
+        self.entries.forEach { result.append(($0, $1)) }
         return result
     }
+
+    /// The entries held, oldest insertion first, as a value that shares the index's storage: O(keys / 4096) to
+    /// take, and the index's next change copies at most one chunk of 4096 entries. What the gate hands to a
+    /// snapshot write on another thread.
+    package var entries: DedupeEntries { DedupeEntries(items: self.items, count: self.table.count) }
 }
 
-/// A first-in first-out queue: an array with a moving head, compacted once the consumed prefix is at least half of
-/// it, so `append` and `popFirst` are O(1) amortised.
-struct FIFOQueue<Element>: Sequence {
-    private var storage: [Element] = []
-    private var head = 0
+/// A dedupe index's entries at one moment, oldest insertion first (``DedupeIndex/entries``).
+package struct DedupeEntries: Sendable {
+    fileprivate let items: DedupeItems
+    /// Number of entries.
+    package let count: Int
 
-    /// Number of elements.
-    var count: Int { self.storage.count - self.head }
-
-    /// The oldest element.
-    var first: Element? { self.head < self.storage.count ? self.storage[self.head] : nil }
-
-    /// Adds an element at the back.
-    mutating func append(_ element: Element) {
-        self.storage.append(element)
-    }
-
-    /// Removes and returns the oldest element.
-    mutating func popFirst() -> Element? {
-        guard self.head < self.storage.count else { return nil }
-        let element = self.storage[self.head]
-        self.head += 1
-        if self.head == self.storage.count {
-            self.storage.removeAll(keepingCapacity: true)
-            self.head = 0
-        } else if self.head >= 1024 && self.head * 2 >= self.storage.count {
-            self.storage.removeFirst(self.head)
-            self.head = 0
+    /// Calls `body` with each entry's digest and entry, oldest insertion first.
+    package func forEach(_ body: (DedupeDigest, DedupeEntry) throws -> Void) rethrows {
+        try self.items.forEach { item in
+            if item.current { try body(item.digest, item.entry) }
         }
-        return element
-    }
-
-    func makeIterator() -> ArraySlice<Element>.Iterator {
-        self.storage[self.head...].makeIterator()
     }
 }
-
-extension FIFOQueue: Sendable where Element: Sendable {}

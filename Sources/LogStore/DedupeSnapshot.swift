@@ -1,5 +1,6 @@
 import Glibc
 import NIOCore
+import RawBytes
 
 /// A topic's dedupe index as saved in `<topic dir>/dedupe.snapshot` (layout in docs/STORAGE.md, "Dedupe
 /// snapshot"), with the log positions it covers.
@@ -62,28 +63,59 @@ package struct DedupeSnapshot: Equatable, Sendable {
     // MARK: Codec
 
     /// The file content.
+    /// The file's bytes (docs/STORAGE.md "Dedupe snapshot").
     package func encode() -> ByteBuffer {
-        var buffer = ByteBufferAllocator().buffer(
-            capacity: Self.headerSize + self.entries.count * Self.entrySize + Self.trailerSize
-        )
-        buffer.writeBytes(Self.magic)
-        buffer.writeMultipleIntegers(self.hashKey.k0, self.hashKey.k1)
-        buffer.writeMultipleIntegers(self.topicEnd, self.quarantineEnd, self.takenAtMillis)
-        buffer.writeInteger(UInt32(self.entries.count))
-        for saved in self.entries {
-            buffer.writeMultipleIntegers(
-                saved.digest.first,
-                saved.digest.second,
-                saved.entry.offset,
-                saved.entry.location.rawValue,
-                saved.entry.expiresAtMillis
-            )
+        Self.encode(
+            topicEnd: self.topicEnd, quarantineEnd: self.quarantineEnd, takenAtMillis: self.takenAtMillis,
+            hashKey: self.hashKey, count: self.entries.count
+        ) { write in
+            for saved in self.entries { write(saved.digest, saved.entry) }
+        }
+    }
+
+    /// The bytes of a snapshot of `entries` (an index's entries at one moment), without building a
+    /// ``DedupeSnapshot`` value first: what the server writes.
+    package static func encode(
+        entries: DedupeEntries, hashKey: DedupeHashKey, topicEnd: Int64, quarantineEnd: Int64, takenAtMillis: Int64
+    ) -> ByteBuffer {
+        Self.encode(
+            topicEnd: topicEnd, quarantineEnd: quarantineEnd, takenAtMillis: takenAtMillis, hashKey: hashKey,
+            count: entries.count
+        ) { write in
+            entries.forEach(write)
+        }
+    }
+
+    /// Header, `count` entries from `entries` (which must yield exactly `count`), CRC.
+    private static func encode(
+        topicEnd: Int64, quarantineEnd: Int64, takenAtMillis: Int64, hashKey: DedupeHashKey, count: Int,
+        entries: ((DedupeDigest, DedupeEntry) -> Void) -> Void
+    ) -> ByteBuffer {
+        let size = Self.headerSize + count * Self.entrySize + Self.trailerSize
+        var buffer = ByteBufferAllocator().buffer(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size - Self.trailerSize) { raw in
+            var writer = RawWriter(UnsafeMutableRawBufferPointer(rebasing: raw[..<(size - Self.trailerSize)]))
+            Self.magic.withUnsafeBytes { writer.put($0) }
+            writer.put(hashKey.k0)
+            writer.put(hashKey.k1)
+            writer.put(topicEnd)
+            writer.put(quarantineEnd)
+            writer.put(takenAtMillis)
+            writer.put(UInt32(count))
+            entries { digest, entry in
+                writer.put(digest.first)
+                writer.put(digest.second)
+                writer.put(entry.offset)
+                writer.put(entry.location.rawValue)
+                writer.put(entry.expiresAtMillis)
+            }
+            precondition(writer.position == size - Self.trailerSize, "dedupe snapshot entries differ from count")
+            return writer.position
         }
         buffer.writeInteger(buffer.withUnsafeReadableBytes { CRC32C.checksum($0) })
         return buffer
     }
 
-    /// Decodes a snapshot file; throws `.corruptBatch` naming `path` and the problem when anything is wrong.
     package static func decode(_ content: ByteBuffer, path: String) throws(LogStoreError) -> DedupeSnapshot {
         func corrupt(_ problem: String) -> LogStoreError {
             LogStoreError(.corruptBatch, "dedupe snapshot \(path) is corrupt: \(problem)")
@@ -142,9 +174,15 @@ package struct DedupeSnapshot: Equatable, Sendable {
     /// Atomically replaces `<directory>/dedupe.snapshot`: writes `dedupe.snapshot.tmp`, fsyncs it, renames it over
     /// the old file and fsyncs the directory. On failure the previous snapshot (if any) is still in place.
     package func write(directory: String, io: any FileIO = PosixFileIO()) throws(LogStoreError) {
+        try Self.write(self.encode(), directory: directory, io: io)
+    }
+
+    /// ``write(directory:io:)`` for bytes already encoded (the server encodes an index's ``DedupeEntries``).
+    package static func write(_ content: ByteBuffer, directory: String, io: any FileIO = PosixFileIO())
+        throws(LogStoreError)
+    {
         let path = directory + "/" + Self.fileName
         let temp = path + ".tmp"
-        let content = self.encode()
         do {
             // Owner-only: the file holds the secret digest key. A leftover temp file may have other permissions.
             try? io.unlink(temp)

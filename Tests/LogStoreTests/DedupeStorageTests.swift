@@ -1,0 +1,91 @@
+import NIOCore
+import Testing
+
+@testable import LogStore
+
+@Suite("Dedupe index storage")
+struct DedupeStorageTests {
+    @Test("the digest table agrees with a dictionary under random sets and removes, with crowded home slots")
+    func digestTableModel() {
+        var random = SplitMix64(seed: 11)
+        var table = DigestTable()
+        var model: [DedupeDigest: UInt64] = [:]
+        for step in 0..<30_000 {
+            // First words from a small range crowd a few home slots, so probes run long and wrap around the end,
+            // and backward-shift deletion has long runs to repair. The phases let the table grow, then shrink.
+            let growing = (step / 10_000) % 2 == 0
+            let first = random.next() % 512 &* 0x9E37_79B9_7F4A_7C15 | (random.next() % 3 == 0 ? UInt64.max << 60 : 0)
+            let digest = DedupeDigest(first: first, second: random.next() % 20)
+            if random.next() % 100 < (growing ? 70 : 30) {
+                table.set(digest, to: UInt64(step))
+                model[digest] = UInt64(step)
+            } else {
+                #expect(table.remove(digest) == (model.removeValue(forKey: digest) != nil), "step \(step)")
+            }
+            if table.count != model.count { Issue.record("step \(step): count \(table.count), expected \(model.count)") }
+            if step % 1_000 == 0 {
+                for (key, value) in model { #expect(table.sequence(of: key) == value, "step \(step)") }
+            }
+        }
+        for (key, value) in model { #expect(table.sequence(of: key) == value) }
+        #expect(table.sequence(of: DedupeDigest(first: 5, second: 99_999)) == nil)
+    }
+
+    @Test("items are addressed by sequence across chunks; a copy keeps what it saw through appends, pops and edits")
+    func itemsCopyOnWrite() {
+        func item(_ n: Int64) -> DedupeItem {
+            DedupeItem(
+                digest: DedupeDigest(first: UInt64(n), second: 0),
+                entry: DedupeEntry(offset: n, location: .topic, expiresAtMillis: n + 1)
+            )
+        }
+        var items = DedupeItems()
+        let total = DedupeItems.chunkSize * 3 + 17
+        for n in 0..<total { #expect(items.append(item(Int64(n))) == UInt64(n)) }
+        for _ in 0..<(DedupeItems.chunkSize + 5) { items.removeFirst() }
+        #expect(items.firstSequence == UInt64(DedupeItems.chunkSize + 5))
+        #expect(items[UInt64(total - 1)].offset == Int64(total - 1))
+
+        let copy = items
+        items[UInt64(DedupeItems.chunkSize * 2)].offset = -1
+        items[UInt64(total - 1)].current = false
+        for n in total..<(total + 10) { _ = items.append(item(Int64(n))) }
+        for _ in 0..<DedupeItems.chunkSize { items.removeFirst() }
+
+        var seen: [Int64] = []
+        copy.forEach { seen.append($0.current ? $0.offset : -2) }
+        #expect(seen == Array(Int64(DedupeItems.chunkSize + 5)..<Int64(total)))
+        var now: [Int64] = []
+        items.forEach { now.append($0.current ? $0.offset : -2) }
+        var expected = Array(Int64(DedupeItems.chunkSize * 2 + 5)..<Int64(total + 10))
+        expected[expected.firstIndex(of: Int64(total - 1))!] = -2
+        #expect(now == expected)
+        #expect(items.count == expected.count)
+    }
+
+    @Test("a snapshot encoded from an index's entries is byte for byte the DedupeSnapshot encoding")
+    func snapshotFromEntries() throws {
+        var index = try DedupeIndex(windowMillis: 100, maxKeys: 5_000, hashKey: DedupeHashKey(k0: 3, k1: 4))
+        var now: Int64 = 1_000
+        for n in 0..<12_000 {
+            now += n % 7 == 0 ? 1 : 0
+            let key = buffer("key-\(n % 9_000)")
+            _ = try index.insert(key, offset: Int64(n), location: n % 5 == 0 ? .quarantine : .topic, nowMillis: now)
+            if n % 11 == 0 { _ = try index.update(key, offset: Int64(-n), location: .topic) }
+        }
+        let entries = index.entries
+        let viaValue = index.snapshot(topicEnd: 7, quarantineEnd: 3, takenAtMillis: now).encode()
+        let direct = DedupeSnapshot.encode(
+            entries: entries, hashKey: index.hashKey, topicEnd: 7, quarantineEnd: 3, takenAtMillis: now
+        )
+        #expect(direct == viaValue)
+        #expect(entries.count == index.entriesInInsertionOrder.count)
+        let decoded = try DedupeSnapshot.decode(direct, path: "test")
+        #expect(decoded.entries.map(\.entry) == index.entriesInInsertionOrder.map(\.entry))
+        // The entries taken stay as they were while the index moves on.
+        for n in 0..<3_000 { _ = try index.insert(buffer("later-\(n)"), offset: 0, location: .topic, nowMillis: now) }
+        #expect(DedupeSnapshot.encode(
+            entries: entries, hashKey: index.hashKey, topicEnd: 7, quarantineEnd: 3, takenAtMillis: now
+        ) == viaValue)
+    }
+}
