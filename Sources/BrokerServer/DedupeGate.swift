@@ -414,18 +414,27 @@ package final class DedupeGate: Sendable {
 
     private func reserve(digest: DedupeDigest) -> DedupeReservation {
         let now = self.nowMillis()
-        return self.state.withLock { state in
-            if let entry = state.index.lookup(digest: digest, nowMillis: now) { return .duplicate(entry) }
-            if var flight = state.inFlight[digest] {
-                let waiter = flight.waiter ?? DedupeWaiter()
-                flight.waiter = waiter
-                state.inFlight[digest] = flight
-                return .inFlight(waiter)
-            }
-            let ticket = self.issueTicket(&state, digest: digest, kind: .publish)
-            state.inFlight[digest] = InFlight(ticketID: ticket.id, waiter: nil)
-            return .admitted(ticket)
+        return self.state.withLock { self.reserve(&$0, digest: digest, now: now) }
+    }
+
+    /// ``reserve(key:)`` for every record of one request, in order, under one lock and one clock reading: the
+    /// reservation of each digest (``digest(of:)``). A key repeated in the request finds the first one in flight.
+    package func reserve(digests: [DedupeDigest]) -> [DedupeReservation] {
+        let now = self.nowMillis()
+        return self.state.withLock { state in digests.map { self.reserve(&state, digest: $0, now: now) } }
+    }
+
+    private func reserve(_ state: inout State, digest: DedupeDigest, now: Int64) -> DedupeReservation {
+        if let entry = state.index.lookup(digest: digest, nowMillis: now) { return .duplicate(entry) }
+        if var flight = state.inFlight[digest] {
+            let waiter = flight.waiter ?? DedupeWaiter()
+            flight.waiter = waiter
+            state.inFlight[digest] = flight
+            return .inFlight(waiter)
         }
+        let ticket = self.issueTicket(&state, digest: digest, kind: .publish)
+        state.inFlight[digest] = InFlight(ticketID: ticket.id, waiter: nil)
+        return .admitted(ticket)
     }
 
     /// ``reserve(key:)`` with the waiting done (for async callers): `.admitted` or `.duplicate`.
@@ -456,42 +465,68 @@ package final class DedupeGate: Sendable {
         location: DedupeLocation,
         atMillis: Int64? = nil
     ) -> DedupeEntry? {
+        self.commit(CollectionOfOne((ticket: ticket, offset: offset)), location: location, atMillis: atMillis).first ?? nil
+    }
+
+    /// ``commit(_:offset:location:atMillis:)`` for the admitted records of one append (each ticket with its
+    /// record's offset), under one lock and one clock reading. Returns what the single commit returns, per ticket.
+    @discardableResult
+    package func commit(
+        _ tickets: some Collection<(ticket: DedupeTicket, offset: Int64)>,
+        location: DedupeLocation,
+        atMillis: Int64? = nil
+    ) -> [DedupeEntry?] {
+        guard !tickets.isEmpty else { return [] }
         let now = self.nowMillis()
         let start = atMillis ?? now
         let (sum, overflow) = start.addingReportingOverflow(self.windowMillis)
-        let entry = DedupeEntry(offset: offset, location: location, expiresAtMillis: overflow ? Int64.max : sum)
-        let outcome: (waiter: DedupeWaiter?, eviction: DedupeEviction?, entry: DedupeEntry)? = self.state.withLock {
-            state in
-            guard ticket.kind == .publish, state.pending.removeValue(forKey: ticket.id) != nil else { return nil }
-            let waiter = self.removeInFlight(&state, ticket)
-            let eviction = state.index.insert(digest: ticket.digest, entry: entry, nowMillis: now)
-            state.changes &+= 1
-            state.commitsSinceSnapshot += 1
-            // A live entry that was already there keeps its expiry; report what the index holds.
-            let held = state.index.lookup(digest: ticket.digest, nowMillis: now) ?? entry
-            return (waiter, eviction, held)
+        let expiresAtMillis = overflow ? Int64.max : sum
+        var evictions: [DedupeEviction] = []
+        var waiters: [(DedupeWaiter, DedupeEntry)] = []
+        let held: [DedupeEntry?] = self.state.withLock { state in
+            tickets.map { ticket, offset in
+                guard ticket.kind == .publish, state.pending.removeValue(forKey: ticket.id) != nil else { return nil }
+                let waiter = self.removeInFlight(&state, ticket)
+                let entry = DedupeEntry(offset: offset, location: location, expiresAtMillis: expiresAtMillis)
+                if let eviction = state.index.insert(digest: ticket.digest, entry: entry, nowMillis: now) {
+                    evictions.append(eviction)
+                }
+                state.changes &+= 1
+                state.commitsSinceSnapshot += 1
+                // A live entry that was already there keeps its expiry; report what the index holds.
+                let held = state.index.lookup(digest: ticket.digest, nowMillis: now) ?? entry
+                if let waiter { waiters.append((waiter, held)) }
+                return held
+            }
         }
-        guard let outcome else {
-            self.misuse(ticket, "committed")
-            return nil
-        }
-        if let eviction = outcome.eviction { self.logEviction(eviction, cause: "commit") }
-        outcome.waiter?.resolve(.duplicate(outcome.entry))
+        for (ticket, entry) in zip(tickets, held) where entry == nil { self.misuse(ticket.ticket, "committed") }
+        for eviction in evictions { self.logEviction(eviction, cause: "commit") }
+        for (waiter, entry) in waiters { waiter.resolve(.duplicate(entry)) }
         self.snapshotIfDue(nowMillis: now)
-        return outcome.entry
+        return held
     }
 
     /// The admitted record (or replay) was not appended: forget the reservation; waiters are told to retry.
     package func release(_ ticket: DedupeTicket) {
-        let outcome: (settled: Bool, waiter: DedupeWaiter?) = self.state.withLock { state in
-            guard state.pending.removeValue(forKey: ticket.id) != nil else { return (false, nil) }
-            return (true, ticket.kind == .publish ? self.removeInFlight(&state, ticket) : nil)
+        self.release(CollectionOfOne(ticket))
+    }
+
+    /// ``release(_:)`` for several tickets under one lock.
+    package func release(_ tickets: some Collection<DedupeTicket>) {
+        guard !tickets.isEmpty else { return }
+        let outcomes: [(settled: Bool, waiter: DedupeWaiter?)] = self.state.withLock { state in
+            tickets.map { ticket in
+                guard state.pending.removeValue(forKey: ticket.id) != nil else { return (false, nil) }
+                return (true, ticket.kind == .publish ? self.removeInFlight(&state, ticket) : nil)
+            }
         }
-        guard outcome.settled else {
-            self.misuse(ticket, "released")
-            return
+        for (ticket, outcome) in zip(tickets, outcomes) {
+            if outcome.settled {
+                outcome.waiter?.resolve(.retry)
+            } else {
+                self.misuse(ticket, "released")
+            }
         }
-        outcome.waiter?.resolve(.retry)
     }
 
     // MARK: Replay
@@ -682,6 +717,12 @@ package final class DedupeGate: Sendable {
     private func digest(_ key: [UInt8]) throws(LogStoreError) -> DedupeDigest {
         try Self.validate(keyLength: key.count)
         return key.withUnsafeBytes { SipHash128.digest($0, key: self.hashKey) }
+    }
+
+    /// The digest of a `dedupe-key` header's value under this gate's key, for ``reserve(digests:)``. Throws
+    /// `.invalidArgument` unless the key has 1...256 bytes.
+    package func digest(of key: ByteBuffer) throws(LogStoreError) -> DedupeDigest {
+        try self.digest(key)
     }
 
     private func digest(_ key: ByteBuffer) throws(LogStoreError) -> DedupeDigest {

@@ -194,26 +194,43 @@ struct PublishSorter {
     /// Reserves every dedupe key with the topic's gate: records whose key is known or in flight leave the append
     /// lists (answered as duplicates, or after the other append settles); the others carry their ticket.
     mutating func reserveKeys(_ gate: DedupeGate) {
-        func reserve(_ key: ByteBuffer?, index: Int) -> DedupeTicket?? {
-            guard let key, let reservation = try? gate.reserve(key: key) else { return .some(nil) }
+        // One gate call for the whole request (one lock, one clock reading). A key the gate refuses (not 1...256
+        // bytes; the router quarantines those first) leaves its record without a ticket, as a record without a key.
+        var digests: [DedupeDigest] = []
+        var owners: [(quarantined: Bool, position: Int)] = []
+        for (position, entry) in self.accepted.enumerated() {
+            guard let key = entry.dedupeKey, let digest = try? gate.digest(of: key) else { continue }
+            digests.append(digest)
+            owners.append((false, position))
+        }
+        for (position, entry) in self.quarantined.enumerated() {
+            guard let key = entry.dedupeKey, let digest = try? gate.digest(of: key) else { continue }
+            digests.append(digest)
+            owners.append((true, position))
+        }
+        guard !digests.isEmpty else { return }
+        var keepAccepted = [Bool](repeating: true, count: self.accepted.count)
+        var keepQuarantined = [Bool](repeating: true, count: self.quarantined.count)
+        for (owner, reservation) in zip(owners, gate.reserve(digests: digests)) {
+            let index = owner.quarantined ? self.quarantined[owner.position].index : self.accepted[owner.position].index
             switch reservation {
-            case .admitted(let ticket): return .some(ticket)
+            case .admitted(let ticket):
+                if owner.quarantined {
+                    self.quarantined[owner.position].ticket = ticket
+                } else {
+                    self.accepted[owner.position].ticket = ticket
+                }
+                continue
             case .duplicate(let entry): self.duplicates[index] = entry
             case .inFlight(let waiter): self.waiting[index] = waiter
             }
-            return nil
+            if owner.quarantined { keepQuarantined[owner.position] = false } else { keepAccepted[owner.position] = false }
         }
-        self.accepted = self.accepted.compactMap { entry in
-            var entry = entry
-            guard let ticket = reserve(entry.dedupeKey, index: entry.index) else { return nil }
-            entry.ticket = ticket
-            return entry
+        if keepAccepted.contains(false) {
+            self.accepted = zip(self.accepted, keepAccepted).compactMap { $1 ? $0 : nil }
         }
-        self.quarantined = self.quarantined.compactMap { entry in
-            var entry = entry
-            guard let ticket = reserve(entry.dedupeKey, index: entry.index) else { return nil }
-            entry.ticket = ticket
-            return entry
+        if keepQuarantined.contains(false) {
+            self.quarantined = zip(self.quarantined, keepQuarantined).compactMap { $1 ? $0 : nil }
         }
     }
 
@@ -225,24 +242,27 @@ struct PublishSorter {
         quarantined: Result<Int64, LogStoreError>,
         receivedAtMillis: Int64
     ) {
+        // One gate call per log and outcome (one lock each) for the whole request.
+        var commits: [(ticket: DedupeTicket, offset: Int64)] = []
+        var quarantineCommits: [(ticket: DedupeTicket, offset: Int64)] = []
+        var releases: [DedupeTicket] = []
         for (position, entry) in self.accepted.enumerated() {
             guard let ticket = entry.ticket else { continue }
             switch accepted {
-            case .success(let base):
-                gate.commit(ticket, offset: base + Int64(position), location: .topic, atMillis: receivedAtMillis)
-            case .failure:
-                gate.release(ticket)
+            case .success(let base): commits.append((ticket, base + Int64(position)))
+            case .failure: releases.append(ticket)
             }
         }
         for (position, entry) in self.quarantined.enumerated() {
             guard let ticket = entry.ticket else { continue }
             switch quarantined {
-            case .success(let base):
-                gate.commit(ticket, offset: base + Int64(position), location: .quarantine, atMillis: receivedAtMillis)
-            case .failure:
-                gate.release(ticket)
+            case .success(let base): quarantineCommits.append((ticket, base + Int64(position)))
+            case .failure: releases.append(ticket)
             }
         }
+        gate.commit(commits, location: .topic, atMillis: receivedAtMillis)
+        gate.commit(quarantineCommits, location: .quarantine, atMillis: receivedAtMillis)
+        gate.release(releases)
     }
 
     /// The answer for a record that waited on another append of its key.

@@ -327,6 +327,32 @@ struct DedupeGateTests {
         }
     }
 
+    @Test("one request's keys in one call: a repeated key waits on the first, commits and releases settle in a batch")
+    func batchReserveCommitRelease() async throws {
+        try await withFixture { fixture in
+            let gate = try fixture.makeGate()
+            gate.commit(try #require(admittedTicket(try gate.reserve(key: key("old")))), offset: 1, location: .topic)
+            let digests = try ["a", "b", "a", "old", "c"].map { try gate.digest(of: ByteBuffer(bytes: key($0))) }
+            let reservations = gate.reserve(digests: digests)
+            let a = try #require(admittedTicket(reservations[0]))
+            let b = try #require(admittedTicket(reservations[1]))
+            let repeated = try #require(waiter(reservations[2]))
+            #expect(duplicateEntry(reservations[3])?.offset == 1)
+            let c = try #require(admittedTicket(reservations[4]))
+
+            let commits: [(ticket: DedupeTicket, offset: Int64)] = [(a, 10), (c, 12)]
+            let held = gate.commit(commits, location: .quarantine)
+            #expect(held.map { $0?.offset } == [10, 12])
+            #expect(await repeated.resolution == .duplicate(try #require(held[0])))
+            #expect(duplicateEntry(try gate.reserve(key: key("c")))?.location == .quarantine)
+            // Settling again is refused per ticket (logged), while the other tickets of the batch settle.
+            gate.release([a, b])
+            #expect(fixture.logs.lines(.error, containing: "already settled").count == 1)
+            #expect(admittedTicket(try gate.reserve(key: key("b"))) != nil)
+            #expect(duplicateEntry(try gate.reserve(key: key("a")))?.offset == 10)
+        }
+    }
+
     @Test("many concurrent publishers of one key: exactly one append, everyone else gets its offset")
     func concurrentPublishers() async throws {
         try await withFixture { fixture in
