@@ -585,10 +585,10 @@ package final class DedupeGate: Sendable {
     package func snapshotIfDue(nowMillis: Int64? = nil) -> Bool {
         let now = nowMillis ?? self.nowMillis()
         return self.state.withLock { state in
-            // A snapshot captures the whole index, which the next commit then copies (copy on write), and writes it
-            // all: O(keys). Waiting for at least half as many commits as there are keys keeps that O(1) per commit
-            // however large the index grows (at a fixed 10,000 commits, 700,000 keys cost a 4x throughput loss and
-            // GBs of queued copies); a crash rebuild then rescans at most that many records after the snapshot.
+            // A snapshot encodes and writes every key: O(keys). Waiting for at least half as many commits as there
+            // are keys keeps that O(1) per commit however large the index grows (at a fixed 10,000 commits, 700,000
+            // keys cost a 4x throughput loss when each snapshot also copied the index); a crash rebuild then rescans
+            // at most that many records after the snapshot.
             let dueCommits = max(self.snapshotPolicy.everyCommits, state.index.count / 2)
             guard
                 state.commitsSinceSnapshot >= dueCommits
@@ -650,8 +650,8 @@ package final class DedupeGate: Sendable {
         return (topic, quarantine)
     }
 
-    /// Captures the index and covered ends (O(1): the index is copied on write, and the next mutation under the lock
-    /// pays for the copy) and queues the write. Called under the lock so captures reach the serial queue in order.
+    /// Captures the index's entries and the covered ends (O(keys / 4096): ``DedupeIndex/entries`` shares the
+    /// index's chunks, and its next change copies one chunk) and queues the write. Called under the lock so captures reach the serial queue in order.
     private func startSnapshot(
         _ state: inout State,
         now: Int64,
