@@ -131,7 +131,7 @@ package struct DedupeIndex: Sendable {
     /// The live entry of `digest`, or nil when it is unknown or its window has ended at `nowMillis`.
     package mutating func lookup(digest: DedupeDigest, nowMillis: Int64) -> DedupeEntry? {
         self.removeExpired(nowMillis: nowMillis)
-        guard let sequence = self.table.sequence(of: digest) else { return nil }
+        guard let sequence = self.table.value(of: digest) else { return nil }
         let item = self.items[sequence]
         return item.expiresAtMillis > nowMillis ? item.entry : nil
     }
@@ -173,7 +173,7 @@ package struct DedupeIndex: Sendable {
     ///   ``evictedBeforeExpiry``).
     package mutating func insert(digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64) -> DedupeEviction? {
         self.removeExpired(nowMillis: nowMillis)
-        if let sequence = self.table.sequence(of: digest) {
+        if let sequence = self.table.value(of: digest) {
             var item = self.items[sequence]
             if item.expiresAtMillis > nowMillis {
                 if !(item.location == .topic && entry.location == .quarantine) {
@@ -221,7 +221,7 @@ package struct DedupeIndex: Sendable {
 
     /// See ``update(_:offset:location:)``.
     package mutating func update(digest: DedupeDigest, offset: Int64, location: DedupeLocation) -> DedupeEntry? {
-        guard let sequence = self.table.sequence(of: digest) else { return nil }
+        guard let sequence = self.table.value(of: digest) else { return nil }
         self.items[sequence].offset = offset
         self.items[sequence].location = location
         return self.items[sequence].entry

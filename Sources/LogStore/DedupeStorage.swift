@@ -32,7 +32,8 @@ struct DedupeItem: Sendable {
     }
 }
 
-/// Digest → insertion sequence: open addressing with linear probing over 24-byte slots, deletion by backward
+/// Digest → a 64-bit value (the index: the key's insertion sequence; the server's dedupe gate: the ticket of the
+/// key's append in flight): open addressing with linear probing over 24-byte slots, deletion by backward
 /// shift (no tombstones), at most 5/8 full.
 ///
 /// The home slot of a digest is its first word masked to the table size, with no further hashing: a digest is
@@ -40,21 +41,21 @@ struct DedupeItem: Sendable {
 /// producer can choose keys that crowd one region of the table — the reason the keyed digest exists (docs/
 /// STORAGE.md "Collision bound"). Swift's `Dictionary` would hash the digest again with its own SipHash-1-3 and
 /// keep keys, values and occupancy in three separate arrays (three cache misses per probe in a large table).
-struct DigestTable: Sendable {
+package struct DigestTable: Sendable {
     private struct Slot {
         var first: UInt64
         var second: UInt64
-        /// The sequence + 1; 0 marks an empty slot.
+        /// The value + 1; 0 marks an empty slot.
         var tag: UInt64
     }
 
     private var slots: [Slot]
     private var mask: Int
     /// Keys held.
-    private(set) var count = 0
+    package private(set) var count = 0
 
     /// An empty table with room for `capacity` keys before it grows.
-    init(capacity: Int = 0) {
+    package init(capacity: Int = 0) {
         var size = 16
         while size * 5 / 8 < capacity { size *= 2 }
         self.slots = Array(repeating: Slot(first: 0, second: 0, tag: 0), count: size)
@@ -77,16 +78,17 @@ struct DigestTable: Sendable {
         }
     }
 
-    /// The sequence `digest` maps to, or nil.
-    func sequence(of digest: DedupeDigest) -> UInt64? {
+    /// The value `digest` maps to, or nil.
+    package func value(of digest: DedupeDigest) -> UInt64? {
         guard let i = self.slotIndex(of: digest) else { return nil }
         return self.slots[i].tag - 1
     }
 
-    /// Maps `digest` to `sequence` (replacing any mapping it had).
-    mutating func set(_ digest: DedupeDigest, to sequence: UInt64) {
+    /// Maps `digest` to `value` (replacing any mapping it had); `value` must be below `UInt64.max`.
+    package mutating func set(_ digest: DedupeDigest, to value: UInt64) {
         if (self.count + 1) * 8 > self.slots.count * 5 { self.grow() }
-        let tag = sequence + 1
+        precondition(value < UInt64.max, "a digest table value must be below UInt64.max")
+        let tag = value + 1
         let mask = self.mask
         let added = self.slots.withUnsafeMutableBufferPointer { slots in
             var i = Int(truncatingIfNeeded: digest.first) & mask
@@ -105,7 +107,7 @@ struct DigestTable: Sendable {
 
     /// Removes `digest`'s mapping; returns whether there was one.
     @discardableResult
-    mutating func remove(_ digest: DedupeDigest) -> Bool {
+    package mutating func remove(_ digest: DedupeDigest) -> Bool {
         guard var hole = self.slotIndex(of: digest) else { return false }
         let mask = self.mask
         self.slots.withUnsafeMutableBufferPointer { slots in

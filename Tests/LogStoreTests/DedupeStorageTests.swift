@@ -24,11 +24,11 @@ struct DedupeStorageTests {
             }
             if table.count != model.count { Issue.record("step \(step): count \(table.count), expected \(model.count)") }
             if step % 1_000 == 0 {
-                for (key, value) in model { #expect(table.sequence(of: key) == value, "step \(step)") }
+                for (key, value) in model { #expect(table.value(of: key) == value, "step \(step)") }
             }
         }
-        for (key, value) in model { #expect(table.sequence(of: key) == value) }
-        #expect(table.sequence(of: DedupeDigest(first: 5, second: 99_999)) == nil)
+        for (key, value) in model { #expect(table.value(of: key) == value) }
+        #expect(table.value(of: DedupeDigest(first: 5, second: 99_999)) == nil)
     }
 
     @Test("items are addressed by sequence across chunks; a copy keeps what it saw through appends, pops and edits")
