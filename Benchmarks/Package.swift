@@ -5,10 +5,11 @@ import PackageDescription
 //
 // Why the leaf targets are declared again here: every API worth measuring (FrameCodec, BatchCodec, CRC32C,
 // DedupeIndex, Policy, TokenBucket, ...) has `package` access, and `package` symbols are visible only to targets of
-// the same package. Sources/WireProtocol, LogStore, TopicRouter, Throttle, CLZ4 and CCRC32C in this folder are
-// symlinks to ../../Sources/<Target>, so this package compiles the very same files as its own targets and the
-// benchmarks see `package` symbols without any change to the main package's access levels. Keep the targets and
-// dependencies below in step with ../Package.swift (a C target added there needs its symlink and target here too).
+// the same package. Sources/WireProtocol, LogStore, TopicRouter, Throttle, CLZ4, CCRC32C and CPrefetch in this
+// folder are symlinks to ../../Sources/<Target>, so this package compiles the very same files as its own targets
+// and the benchmarks see `package` symbols without any change to the main package's access levels. Keep the targets
+// and dependencies below in step with ../Package.swift (a C target added there needs its symlink and target here
+// too).
 // It is a separate package so that the main package's `swift build` / `swift test` never builds package-benchmark.
 let package = Package(
     name: "brokerd-benchmarks",
@@ -25,6 +26,7 @@ let package = Package(
         // Same sources as the main package (symlinked), same dependencies.
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .target(name: "CCRC32C"),
+        .target(name: "CPrefetch"),
         .target(
             name: "WireProtocol",
             dependencies: ["RawBytes", .product(name: "NIOCore", package: "swift-nio")]
@@ -34,7 +36,7 @@ let package = Package(
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4", "CCRC32C", "Locking", "RawBytes",
+                "CLZ4", "CCRC32C", "CPrefetch", "Locking", "RawBytes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

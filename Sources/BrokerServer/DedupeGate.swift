@@ -460,7 +460,10 @@ package final class DedupeGate: Sendable {
     /// reservation of each digest (``digest(of:)``). A key repeated in the request finds the first one in flight.
     package func reserve(digests: [DedupeDigest]) -> [DedupeReservation] {
         let now = self.nowMillis()
-        return self.state.withLock { state in digests.map { self.reserve(&state, digest: $0, now: now) } }
+        return self.state.withLock { state in
+            for digest in digests { state.index.prefetch(digest) }
+            return digests.map { self.reserve(&state, digest: $0, now: now) }
+        }
     }
 
     private func reserve(_ state: inout State, digest: DedupeDigest, now: Int64) -> DedupeReservation {
@@ -523,7 +526,9 @@ package final class DedupeGate: Sendable {
         var evictions: [DedupeEviction] = []
         var waiters: [(DedupeWaiter, DedupeEntry)] = []
         let held: [DedupeEntry?] = self.state.withLock { state in
-            tickets.map { ticket, offset in
+            for (ticket, _) in tickets { state.index.prefetch(ticket.digest) }
+            state.index.prefetchExpired(nowMillis: now, limit: tickets.count)
+            return tickets.map { ticket, offset in
                 guard ticket.kind == .publish, state.pending.settle(ticket.id) else { return nil }
                 let waiter = self.removeInFlight(&state, ticket)
                 let entry = DedupeEntry(offset: offset, location: location, expiresAtMillis: expiresAtMillis)

@@ -251,6 +251,27 @@ package struct DedupeIndex: Sendable {
         return dropped
     }
 
+    /// Starts loading what a lookup or insert of `digest` probes first (a cache hint, no effect on results). With
+    /// millions of keys every probe is a cache miss; issuing the hints for all keys of a request before the first
+    /// probe overlaps the misses.
+    package func prefetch(_ digest: DedupeDigest) {
+        self.table.prefetch(digest)
+    }
+
+    /// Starts loading the table slots that ``removeExpired(nowMillis:)`` at `nowMillis` will clear, for at most
+    /// `limit` entries (a cache hint, like ``prefetch(_:)``): the entries are read in order from the front.
+    package func prefetchExpired(nowMillis: Int64, limit: Int) {
+        var left = limit
+        self.items.forEachOldest { item in
+            guard left > 0, item.expiresAtMillis <= nowMillis || !item.current else { return false }
+            if item.current {
+                self.table.prefetch(item.digest)
+                left -= 1
+            }
+            return true
+        }
+    }
+
     /// Every entry held, oldest insertion first (what a snapshot stores; restoring in this order keeps the
     /// eviction order).
     package var entriesInInsertionOrder: [(digest: DedupeDigest, entry: DedupeEntry)] {

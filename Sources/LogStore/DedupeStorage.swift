@@ -4,6 +4,8 @@
 // in fixed-size chunks, so that expiry, eviction and snapshots walk memory in order and a snapshot can hold the
 // entries without copying them.
 
+import CPrefetch
+
 /// One key of a dedupe index, in insertion order: its digest, its entry, and whether it is still the key's
 /// current entry. 40 bytes (the digest and the entry's fields are stored flat so the flags share the padding).
 struct DedupeItem: Sendable {
@@ -82,6 +84,12 @@ package struct DigestTable: Sendable {
     package func value(of digest: DedupeDigest) -> UInt64? {
         guard let i = self.slotIndex(of: digest) else { return nil }
         return self.slots[i].tag - 1
+    }
+
+    /// Starts loading `digest`'s home slot into the cache, so that a probe soon after finds it there. Issued for
+    /// every key of a request before the first probe, the misses overlap instead of each probe waiting for its own.
+    package func prefetch(_ digest: DedupeDigest) {
+        self.slots.withUnsafeBufferPointer { brokerd_prefetch($0.baseAddress! + self.home(digest.first)) }
     }
 
     /// Maps `digest` to `value` (replacing any mapping it had); `value` must be below `UInt64.max`.
@@ -210,6 +218,17 @@ struct DedupeItems: Sendable {
         set {
             let at = self.position(sequence)
             self.chunks[at.chunk][at.index] = newValue
+        }
+    }
+
+    /// Calls `body` with the items held, oldest first, current or not, until it returns false.
+    func forEachOldest(_ body: (DedupeItem) -> Bool) {
+        for c in self.chunks.indices {
+            let more = self.chunks[c].withUnsafeBufferPointer { chunk in
+                for item in chunk[(c == 0 ? self.head : 0)...] where !body(item) { return false }
+                return true
+            }
+            if !more { return }
         }
     }
 
