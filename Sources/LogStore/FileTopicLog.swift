@@ -12,7 +12,9 @@ package let cleanShutdownMarkerName = "clean-shutdown"
 ///
 /// Appends are serialised on a per-topic writer `DispatchQueue` (never the cooperative pool); fdatasync runs on a
 /// second per-topic queue so that, under `.always`, appends written while one fdatasync runs share the next one
-/// (group commit). Reads are synchronous and run on the caller's thread against reference-counted segments.
+/// (group commit). When nothing else waits for the writer and no sync runs, the writer syncs the append itself:
+/// nothing could share that fdatasync, and one thread hand-off fewer is tens of microseconds of the append's
+/// latency. Reads are synchronous and run on the caller's thread against reference-counted segments.
 final class FileTopicLog: TopicLog {
     /// An append written but waiting for the fdatasync that covers it (`.always`).
     private struct PendingSync {
@@ -53,6 +55,8 @@ final class FileTopicLog: TopicLog {
     private let syncQueue: DispatchQueue
     private let start: Atomic<Int64>
     private let end: Atomic<Int64>
+    /// Appends handed to the writer queue and not started yet (`.always`: the writer syncs inline only at 0).
+    private let queuedAppends = Atomic<Int>(0)
     private let state: Locked<State>
     private let metrics: LogMetrics
 
@@ -142,7 +146,9 @@ final class FileTopicLog: TopicLog {
             metrics.appendDuration.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds &- started))
             completion(result)
         }
+        self.queuedAppends.add(1, ordering: .relaxed)
         self.writeQueue.async {
+            self.queuedAppends.subtract(1, ordering: .relaxed)
             let body: EncodedBatchBody
             do throws(LogStoreError) {
                 body = try BatchCodec.encodeBody(
@@ -251,19 +257,24 @@ final class FileTopicLog: TopicLog {
         let newEnd = baseOffset + Int64(body.recordCount)
         switch self.config.fsync {
         case .always:
-            let startLoop: Bool? = self.state.withLock { state in
-                if state.failure != nil { return nil }
+            enum Sync { case failed, joined, onSyncQueue, inline }
+            let sync: Sync = self.state.withLock { state in
+                if state.failure != nil { return .failed }
                 state.pendingSyncs.append(PendingSync(segment: segment, result: result, completion: completion))
-                if state.syncRunning { return false }
+                if state.syncRunning { return .joined }
                 state.syncRunning = true
-                return true
+                // Nothing queued behind this append: no one could join the sync, so run it here. Appends that
+                // arrive meanwhile wait for the writer and, once written, find the sync done and start the next.
+                return self.queuedAppends.load(ordering: .relaxed) == 0 ? .inline : .onSyncQueue
             }
-            switch startLoop {
-            case nil:
+            switch sync {
+            case .failed:
                 completion(.failure(self.state.withLock { $0.failure! }))
-            case true?:
+            case .inline:
+                self.runGroupCommitLoop()
+            case .onSyncQueue:
                 self.syncQueue.async { self.runGroupCommitLoop() }
-            case false?:
+            case .joined:
                 break
             }
         case .interval(let milliseconds):
@@ -286,7 +297,8 @@ final class FileTopicLog: TopicLog {
         }
     }
 
-    /// Sync queue, `.always`: one fdatasync for everything written so far, repeated while appends keep arriving.
+    /// Sync queue (or the writer, when nothing waits for it), `.always`: one fdatasync for everything written so
+    /// far, repeated while appends keep arriving.
     private func runGroupCommitLoop() {
         while true {
             let group: [PendingSync] = self.state.withLock { state in

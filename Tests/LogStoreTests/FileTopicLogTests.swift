@@ -528,14 +528,16 @@ struct FileTopicLogTests {
         try await withTemporaryDirectory { dir in
             let io = FaultyFileIO()
             let appends = 64
-            // The first fdatasync waits until every append has been written, so the rest share the next one.
-            io.state.withLock { $0.holdFirstSyncUntilWrites = appends }
+            // The first fdatasync waits until every append has started, so the rest share the next ones. (That
+            // first sync may run on the writer itself, when no other append had reached the writer yet.)
+            io.state.withLock { $0.holdFirstSyncUntilAppends = appends }
             let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger, io: io)
             let log = try await backend.openTopic(name: "t", config: .test(fsync: .always))
             let results = try await withThrowingTaskGroup(of: (Int, AppendResult).self) { group in
                 for task in 0..<appends {
                     group.addTask {
                         let record = LogRecord(key: nil, headers: [], value: buffer("task-\(task)"), timestamp: 1)
+                        io.state.withLock { $0.appendsStarted += 1 }
                         return (task, try await log.append([record]))
                     }
                 }

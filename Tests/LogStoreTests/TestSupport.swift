@@ -85,8 +85,11 @@ final class FaultyFileIO: FileIO {
         var otherFdatasyncs = 0
         /// rename fails with this errno while set.
         var failRename: Int32?
-        /// The first `.log` fdatasync waits until this many `.log` writes happened (group commit test).
-        var holdFirstSyncUntilWrites: Int?
+        /// The first `.log` fdatasync waits until this many appends were started (group commit test): counted by
+        /// the test in `appendsStarted`, since the writer may run that sync itself and write nothing meanwhile.
+        var holdFirstSyncUntilAppends: Int?
+        /// Appends the test has started (see `holdFirstSyncUntilAppends`).
+        var appendsStarted = 0
     }
     let state = Locked(State())
     private let posix = PosixFileIO()
@@ -123,12 +126,13 @@ final class FaultyFileIO: FileIO {
         if Self.isSegmentLog(path) {
             let (fail, hold, first) = self.state.withLock { state in
                 state.logFdatasyncs += 1
-                return (state.failLogFdatasync, state.holdFirstSyncUntilWrites, state.logFdatasyncs == 1)
+                return (state.failLogFdatasync, state.holdFirstSyncUntilAppends, state.logFdatasyncs == 1)
             }
             if let fail { throw FileIOError(operation: "fdatasync", path: path, errno: fail) }
             if first, let hold {
                 // Bounded wait: the test's appends are all queued long before this runs out.
-                for _ in 0..<10_000 where self.state.withLock({ $0.logWrites }) < hold { usleep(1000) }
+                for _ in 0..<10_000 where self.state.withLock({ $0.appendsStarted }) < hold { usleep(1000) }
+                usleep(20_000)  // the last started appends reach the writer queue
             }
         } else if let fail = self.state.withLock({ state in
             state.otherFdatasyncs += 1
