@@ -35,6 +35,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Maximum bytes one read for a subscription fetches (bounds per-subscription memory).
     static let readMaxBytes = 1 << 20
+    /// How long a subscription waiting for credit keeps the records its last read left over (1 s).
+    static let stalledReadAheadNanos: Int64 = 1_000_000_000
 
     init(
         core: BrokerCore, readPool: NIOThreadPool, connectionID: UInt64, clientAuth: ClientAuthMode? = nil,
@@ -778,7 +780,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             if outcome.consumed < read.count {
                 let rest = read.dropFirst(outcome.consumed)
                 if outcome.next != .none || rest.retainedBytes <= Self.readMaxBytes {
-                    subscription.keepReadAhead(rest)
+                    let kept = subscription.keepReadAhead(rest)
+                    // Waiting for credit: a consumer that keeps up sends it within moments. One that does not
+                    // (stalled) loses the read-ahead after `stalledReadAheadNanos`, so it holds no broker memory
+                    // beyond what its credit let through; the next read goes to the log.
+                    if outcome.next == .none, let eventLoop = self.context?.eventLoop {
+                        eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Self.stalledReadAheadNanos)) {
+                            subscription.dropReadAhead(ifStill: kept)
+                        }
+                    }
                 }
             }
             self.run(outcome.next, for: subscription)
@@ -938,17 +948,29 @@ final class Subscription {
 
     /// Records a read left over (not yet judged or delivered), starting at the next offset to deliver: at most
     /// one read's worth (what the read held in memory anyway; at most `readMaxBytes` of batches while the
-    /// subscription waits for credit), until the next read takes or drops them.
+    /// subscription waits for credit, and for at most `stalledReadAheadNanos` of that wait), until the next read
+    /// takes or drops them.
     private var readAhead = RawRecords()
+    /// Counts keeps and takes of `readAhead`, so a timed drop can tell whether it is still the same one.
+    private var readAheadGeneration: UInt64 = 0
 
-    /// Keeps the records a paced read did not get to, for the read after the wait.
-    func keepReadAhead(_ records: RawRecords) {
+    /// Keeps the records a paced read did not get to, for the read after the wait; returns what identifies this
+    /// keep for ``dropReadAhead(ifStill:)``.
+    func keepReadAhead(_ records: RawRecords) -> UInt64 {
         self.readAhead = records
+        self.readAheadGeneration &+= 1
+        return self.readAheadGeneration
+    }
+
+    /// Drops the kept records if nothing took or replaced them since the keep that returned `generation`.
+    func dropReadAhead(ifStill generation: UInt64) {
+        if self.readAheadGeneration == generation { self.readAhead = RawRecords() }
     }
 
     /// The kept records when they start exactly at `from` and retention has not deleted it (`logStart`); nil,
     /// and the kept records dropped, otherwise: the next read goes to the log.
     func takeReadAhead(from: Int64, logStart: Int64) -> RawRecords? {
+        self.readAheadGeneration &+= 1
         defer { self.readAhead = RawRecords() }
         guard !self.readAhead.isEmpty, self.readAhead.offset(at: 0) == from, from >= logStart else { return nil }
         return self.readAhead

@@ -110,6 +110,12 @@ struct LoadOptions: ParsableArguments {
     @Option(name: .long, help: "Records each consumer may have in flight (credit).")
     var credit: Int = 4096
 
+    @Option(
+        name: .long,
+        help: "many-connections: subscribers that stop reading (each granted --credit), to measure what they cost."
+    )
+    var stalledSubscribers: Int = 8
+
     @Flag(
         name: .long,
         help: "Every published record carries a unique dedupe-key header (per-producer prefix + counter)."
@@ -141,7 +147,7 @@ struct LoadOptions: ParsableArguments {
             producers: 1, consumers: 1, topics: self.topics, recordSize: self.recordSize, batch: 1, inFlight: 1,
             fsync: fsync, compression: self.compression, duration: self.duration, records: self.records,
             warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit,
-            dedupeKeys: self.dedupeKeys, perRecord: self.perRecord
+            dedupeKeys: self.dedupeKeys, perRecord: self.perRecord, stalledSubscribers: self.stalledSubscribers
         )
         switch scenario {
         case .durablePublish, .policyOverhead:  // policy-overhead runs the durable-publish load twice
@@ -218,4 +224,6 @@ struct BenchParameters: Codable, Sendable {
     var perRecord: Bool = false
     /// recovery: how many bytes of log to fill.
     var recoveryBytes: Int64?
+    /// many-connections: subscribers that stop reading.
+    var stalledSubscribers: Int = 0
 }

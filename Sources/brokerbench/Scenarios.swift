@@ -494,6 +494,13 @@ struct ManyConnections {
         // They are alive: a sample answers PING.
         for client in clients.prefix(100) { try await client.ping() }
         let after = ResourceSample.read(pid: pid)
+        var stalled: [String: Double] = [:]
+        if p.stalledSubscribers > 0, let producer = clients.first {
+            stalled = try await StalledSubscribers(
+                target: self.target, producer: producer, count: p.stalledSubscribers, credit: p.credit,
+                recordSize: p.recordSize
+            ).run(pid: pid)
+        }
         for client in clients { await client.close() }
         var result = BenchResult(
             scenario: Scenario.manyConnections.rawValue, parameters: p, measuredSeconds: openSeconds,
@@ -505,6 +512,7 @@ struct ManyConnections {
             result.extra["broker_rss_with_connections_mb"] = Double(after.rssBytes) / 1_048_576
             result.extra["broker_bytes_per_connection"] = Double(after.rssBytes - before.rssBytes) / Double(max(1, clients.count))
         }
+        result.extra.merge(stalled) { $1 }
         return result
     }
 }

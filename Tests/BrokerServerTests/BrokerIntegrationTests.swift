@@ -203,6 +203,25 @@ struct BrokerIntegrationTests {
         await broker.stop()
     }
 
+    @Test("a subscriber that stalls longer than its read-ahead is kept resumes at the next offset, from the log")
+    func stalledSubscriberResumes() async throws {
+        let broker = try await TestBroker.start()
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        // One PUBLISH, one stored batch: the first read returns all 50, credit lets 7 go, 43 are kept as read-ahead.
+        _ = try await producer.publish(topic: "education.completed", records: (0..<50).map(educationEvent))
+        let consumer = try await broker.client("crm-automation")
+        let subscription = try await consumer.subscribe(topic: "education.completed", start: .earliest, credit: 7)
+        // No reading (so no credit) for longer than the broker keeps the read-ahead of a subscriber waiting for
+        // credit (`ConnectionHandler.stalledReadAheadNanos`, 1 s); then everything must still arrive once, in order.
+        try await Task.sleep(for: .milliseconds(1_500))
+        let records = try await collect(subscription, count: 50)
+        #expect(records.map(\.offset) == Array(0..<50))
+        await consumer.close()
+        await producer.close()
+        await broker.stop()
+    }
+
     @Test("bad credentials get UNAUTHENTICATED and the connection closes")
     func badCredentials() async throws {
         let broker = try await TestBroker.start()
