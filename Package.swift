@@ -82,6 +82,7 @@ let package = Package(
         .target(
             name: "BrokerClient",
             dependencies: [
+                "Locking",
                 "WireProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

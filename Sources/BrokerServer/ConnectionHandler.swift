@@ -152,7 +152,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let tagged = self.unwrapInboundIn(data)
+        self.frameReceived(self.unwrapInboundIn(data))
+    }
+
+    /// A decoded frame from the client. `FrameReader` calls this directly (no `NIOAny` box, pipeline walk or cast
+    /// per frame); `channelRead` serves a pipeline without it.
+    func frameReceived(_ tagged: TaggedFrame) {
         switch self.machine.frameReceived(tagged) {
         case .authenticate(let hello, let correlationID):
             self.authenticate(hello, correlationID: correlationID)

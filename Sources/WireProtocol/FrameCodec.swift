@@ -82,15 +82,20 @@ package enum FrameCodec {
     /// are never cut: one longer than 65,535 bytes is a programming error and traps; call `validate(_:)` first
     /// when the frame carries strings you did not check (`FrameEncoder` does).
     package static func encode(_ frame: TaggedFrame, into buffer: inout ByteBuffer) {
-        buffer.writeMultipleIntegers(
-            WireConstants.magic,
-            WireConstants.protocolVersion,
-            frame.frame.opcode.rawValue,
-            frame.flags,
-            frame.correlationID
-        )
-        let lengthIndex = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
+        // The header in one raw write: `writeMultipleIntegers` plus `writeInteger` made seven separate byte copies
+        // (callgrind, pipelined-single: about 1,100 instructions more per frame, on both ends of every request).
+        let opcode = frame.frame.opcode.rawValue
+        let lengthIndex = buffer.writerIndex + WireConstants.headerSize - 4
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: WireConstants.headerSize) { out in
+            var writer = RawWriter(out)
+            writer.put(WireConstants.magic)
+            writer.put(WireConstants.protocolVersion)
+            writer.put(opcode)
+            writer.put(frame.flags)
+            writer.put(frame.correlationID)
+            writer.put(UInt32(0))  // the body length, patched below
+            return writer.position
+        }
         let bodyStart = buffer.writerIndex
         Self.encodeBody(frame.frame, into: &buffer)
         // A ByteBuffer's capacity is bounded by UInt32.max, so the body length always fits.

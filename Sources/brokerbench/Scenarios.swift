@@ -190,6 +190,21 @@ struct PublishLoad {
         try await withThrowingTaskGroup(of: (Histogram<UInt64>, UInt64).self) { group in
             for (index, client) in clients.enumerated() {
                 let topic = topics[index % topics.count]
+                if self.scenario == .pipelinedSingle {
+                    // One task per connection drives a pipelined publisher: it keeps up to `inFlight` requests
+                    // outstanding and reads their acknowledgements in order, as a real producer would (a task per
+                    // in-flight request awaiting each answer cost the client about as much CPU as the broker).
+                    group.addTask {
+                        let keyPrefix = "bb-\(runTag)-\(index)-0-"
+                        let load = PipelinedLoad(
+                            publisher: client.pipelinedPublisher(maxInFlight: p.inFlight), topic: topic,
+                            batches: batches, keyPrefix: withKeys ? keyPrefix : nil, clock: clock, budget: budget,
+                            stop: stop, progress: progress, errors: errors, duplicates: duplicates
+                        )
+                        return try await load.run()
+                    }
+                    continue
+                }
                 for worker in 0..<p.inFlight {
                     group.addTask {
                         var local = makeHistogram()
@@ -249,6 +264,84 @@ struct PublishLoad {
         )
         if withKeys { result.extra["dedupe_duplicates"] = Double(duplicates.value) }
         return result
+    }
+}
+
+/// One connection's pipelined publishing (pipelined-single): up to `inFlight` PUBLISHes outstanding on a
+/// `PipelinedPublisher`, each acknowledgement read in order; latency per request, send to acknowledgement.
+struct PipelinedLoad: Sendable {
+    let publisher: PipelinedPublisher
+    let topic: String
+    let batches: [[WireRecord]]
+    /// With dedupe keys: the prefix of this connection's keys.
+    let keyPrefix: String?
+    let clock: RunClock
+    let budget: Counter?
+    let stop: StopFlag?
+    let progress: Progress
+    let errors: Counter
+    let duplicates: Counter
+
+    /// Returns the latency histogram and when the last acknowledgement arrived.
+    func run() async throws -> (Histogram<UInt64>, UInt64) {
+        let window = self.publisher.maxInFlight
+        var local = makeHistogram()
+        var acknowledgements = self.publisher.acknowledgements.makeAsyncIterator()
+        // When each outstanding request was sent, by sequence number modulo the window: a slot is reused only
+        // after its request's acknowledgement was read.
+        var sentAt = [UInt64](repeating: 0, count: window)
+        var outstanding = 0
+        var round = 0
+        var sequence = 0
+        var sending = true
+        var last = monotonicNanos()
+        defer { self.publisher.finish() }
+        while true {
+            while sending, outstanding < window {
+                let now = monotonicNanos()
+                if now >= self.clock.end || self.stop?.isSet == true {
+                    sending = false
+                    break
+                }
+                var batch = self.batches[round % self.batches.count]
+                round += 1
+                if let budget = self.budget, budget.add(-batch.count) < 0 {
+                    sending = false
+                    break
+                }
+                if let keyPrefix = self.keyPrefix {
+                    for i in batch.indices {
+                        var key = ByteBufferAllocator().buffer(capacity: keyPrefix.utf8.count + 20)
+                        key.writeString(keyPrefix)
+                        key.writeString(String(sequence))
+                        sequence += 1
+                        batch[i].headers.append(WireHeader(name: RecordHeaderName.dedupeKey, value: key))
+                    }
+                }
+                let number = try await self.publisher.send(topic: self.topic, records: batch)
+                sentAt[Int(number % UInt64(window))] = now
+                outstanding += 1
+            }
+            guard outstanding > 0, let acknowledgement = await acknowledgements.next() else { break }
+            outstanding -= 1
+            last = monotonicNanos()
+            let results = try acknowledgement.result.get()
+            let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
+            if ok < results.count, let failed = results.first(where: { $0.code != .ok }) {
+                reportFirstError(failed)
+                self.errors.add(results.count - ok)
+            }
+            if self.keyPrefix != nil {
+                self.duplicates.add(results.reduce(0) { $0 + ($1.isDuplicate ? 1 : 0) })
+            }
+            self.progress.all.add(ok)
+            let sent = sentAt[Int(acknowledgement.sequence % UInt64(window))]
+            if sent >= self.clock.measureFrom {
+                self.progress.measured.add(ok)
+                local.record((last - sent) / 1000)
+            }
+        }
+        return (local, last)
     }
 }
 
