@@ -332,7 +332,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return { entry in
                 guard let publishJudge else { return .pass }
                 return publishJudge.judge(bytes: entry.record.value.readableBytes) {
-                    entry.record.headers.visitHeaders(named: $0, $1)
+                    entry.record.headers.visitHeadersInPlace(named: $0, $1)
                 }
             }
         }

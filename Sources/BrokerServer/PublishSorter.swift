@@ -125,11 +125,21 @@ struct PublishSorter {
         judge: (Accepted) -> LimitDecision
     ) -> [(limiter: String, decision: String)] {
         var decisions: [(limiter: String, decision: String)] = []
-        var kept: [Accepted] = []
-        for entry in self.accepted {
-            switch judge(entry) {
+        // Usually every record passes and `accepted` stays as it is: the records kept are copied into a new array
+        // only from the first one that does not pass.
+        var kept: [Accepted]? = nil
+        let accepted = self.accepted
+        for position in accepted.indices {
+            let entry = accepted[position]
+            let decision = judge(entry)
+            if case .pass = decision {
+                kept?.append(entry)
+                continue
+            }
+            if kept == nil { kept = Array(accepted[..<position]) }
+            switch decision {
             case .pass:
-                kept.append(entry)
+                break
             case .reject(let limiter, let key, let retry):
                 if let gate, let ticket = entry.ticket { gate.release(ticket) }
                 self.rateLimited[entry.index] = PublishResult(
@@ -155,8 +165,10 @@ struct PublishSorter {
                 decisions.append((limiter, "delay"))
             }
         }
-        self.accepted = kept
-        self.quarantined.sort { $0.index < $1.index }
+        if let kept {
+            self.accepted = kept
+            self.quarantined.sort { $0.index < $1.index }
+        }
         return decisions
     }
 
