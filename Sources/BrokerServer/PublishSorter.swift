@@ -57,7 +57,9 @@ struct PublishSorter {
         ]
         for (index, wire) in publish.records.enumerated() {
             let verdict = wire.value.withUnsafeReadableBytes {
-                policy.recordVerdict(topic: publish.topic, value: $0) { wire.headers.visitHeaders(named: $0, $1) }
+                policy.recordVerdict(topic: publish.topic, value: $0) {
+                    wire.headers.visitHeadersInPlace(named: $0, $1)
+                }
             }
             // One pass converts the headers (room left for the provenance headers, so appending them does not
             // grow the array) and finds the dedupe key: exactly one `dedupe-key` header makes a key; the router
