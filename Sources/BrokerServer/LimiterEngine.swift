@@ -119,6 +119,21 @@ final class LimiterEngine: Sendable {
         )
     }
 
+    /// The header names the publish limiters `limiters` read: `consent_scope` for one keyed by consent scope or
+    /// filtered by scopes, and the `key_header` of one keyed by recipient. `PublishSorter.sort` notes where they are.
+    static func headerNames(_ limiters: [LimiterDeclaration]) -> [String] {
+        var names: [String] = []
+        for limiter in limiters {
+            if limiter.consentScopes != nil || limiter.key == .consentScope,
+                !names.contains(RecordRules.consentScopeHeader)
+            {
+                names.append(RecordRules.consentScopeHeader)
+            }
+            if limiter.key == .recipient, !names.contains(limiter.keyHeader) { names.append(limiter.keyHeader) }
+        }
+        return names
+    }
+
     /// How many of `sizes` (records about to be delivered, in order) the delivery limiters let through now; when
     /// fewer than all, how long until the next may go. Each record passed is counted.
     func paceDelivery(
@@ -336,6 +351,29 @@ extension Array where Element: PolicyHeaderView {
         self.withUnsafeBufferPointer { headers in
             for index in headers.indices {
                 if let named, headers[index].name != named { continue }
+                guard headers[index].withUnsafeValueBytes({ body(headers[index].name, $0) }) else { return }
+            }
+        }
+    }
+
+    /// `visitHeadersInPlace(named:_:)` for a walk by one of `names`, visiting only the headers whose bit is set in
+    /// `candidates` (bit `n` for header `n`; every header called by one of `names` must have its bit set, as
+    /// `PublishSorter.Accepted.limiterHeaders` has). A walk by another name, or with `candidates` `.max`, visits
+    /// every header.
+    func visitHeadersInPlace(
+        named: String?, among candidates: UInt64, of names: [String],
+        _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+    ) {
+        guard candidates != .max, let named, names.contains(named) else {
+            return self.visitHeadersInPlace(named: named, body)
+        }
+        self.withUnsafeBufferPointer { headers in
+            var bits = candidates
+            while bits != 0 {
+                let index = bits.trailingZeroBitCount
+                bits &= bits &- 1
+                guard index < headers.count else { return }
+                if headers[index].name != named { continue }
                 guard headers[index].withUnsafeValueBytes({ body(headers[index].name, $0) }) else { return }
             }
         }
