@@ -66,9 +66,7 @@ struct PublishSorter {
         let provenanceForLimiters = provenance.map { Self.isAny($0.name, of: limiterHeaderNames) }
         for (index, wire) in publish.records.enumerated() {
             let verdict = wire.value.withUnsafeReadableBytes {
-                policy.recordVerdict(topic: publish.topic, value: $0) {
-                    wire.headers.visitHeadersInPlace(named: $0, $1)
-                }
+                policy.recordVerdict(topic: publish.topic, value: $0) { wire.headers.visitHeaders(named: $0, $1) }
             }
             // One pass converts the headers (room left for the provenance headers, so appending them does not
             // grow the array) and finds the dedupe key: exactly one `dedupe-key` header makes a key; the router
