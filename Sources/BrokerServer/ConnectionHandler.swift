@@ -325,7 +325,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let receivedAt = currentTimeMillis()
-        var sorted = PublishSorter.sort(publish, principal: principal, policy: policy, receivedAtMillis: receivedAt)
+        let limiterHeaderNames = LimiterEngine.headerNames(policy.limiters(for: publish.topic, direction: .publish))
+        var sorted = PublishSorter.sort(
+            publish, principal: principal, policy: policy, receivedAtMillis: receivedAt,
+            limiterHeaderNames: limiterHeaderNames
+        )
         let gate = self.core.gate(for: publish.topic)
         if let gate { sorted.reserveKeys(gate) }
         let limits = self.core.limits
@@ -339,7 +343,9 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return { entry in
                 guard let publishJudge else { return .pass }
                 return publishJudge.judge(bytes: entry.record.value.readableBytes) {
-                    entry.record.headers.visitHeaders(named: $0, $1)
+                    entry.record.headers.visitHeadersInPlace(
+                        named: $0, among: entry.limiterHeaders, of: limiterHeaderNames, $1
+                    )
                 }
             }
         }

@@ -108,9 +108,30 @@ final class LimiterEngine: Sendable {
         guard !limiters.isEmpty else { return nil }
         let set = self.current.withLock { $0 }
         return PublishJudge(
-            limiters: limiters.map { ($0, try? set.handle($0.name)) }, now: Self.now(), topic: topic,
-            principal: principal, connectionID: connectionID, policy: policy
+            limiters: limiters.map {
+                PublishJudge.Limiter(
+                    declaration: $0,
+                    reader: policy.limiterKeyReader($0, topic: topic, principal: principal, connectionID: connectionID),
+                    handle: try? set.handle($0.name)
+                )
+            },
+            now: Self.now(), topic: topic, principal: principal, connectionID: connectionID, policy: policy
         )
+    }
+
+    /// The header names the publish limiters `limiters` read: `consent_scope` for one keyed by consent scope or
+    /// filtered by scopes, and the `key_header` of one keyed by recipient. `PublishSorter.sort` notes where they are.
+    static func headerNames(_ limiters: [LimiterDeclaration]) -> [String] {
+        var names: [String] = []
+        for limiter in limiters {
+            if limiter.consentScopes != nil || limiter.key == .consentScope,
+                !names.contains(RecordRules.consentScopeHeader)
+            {
+                names.append(RecordRules.consentScopeHeader)
+            }
+            if limiter.key == .recipient, !names.contains(limiter.keyHeader) { names.append(limiter.keyHeader) }
+        }
+        return names
     }
 
     /// How many of `sizes` (records about to be delivered, in order) the delivery limiters let through now; when
@@ -231,19 +252,37 @@ final class LimiterEngine: Sendable {
 
 /// One PUBLISH request's view of its topic's publish limiters (`LimiterEngine.publishJudge`).
 final class PublishJudge {
-    /// Each limiter with its handle in the limiter set (nil: the set does not know it, a reload raced us).
-    let limiters: [(declaration: LimiterDeclaration, handle: LimiterSet.Handle?)]
+    /// A limiter with its key reader and its handle in the limiter set (nil: the set does not know it, a reload
+    /// raced us). A class: the judge visits each for every record, and copying a tuple of them out of the array
+    /// cost about 500 instructions of retains and releases per record.
+    final class Limiter {
+        let declaration: LimiterDeclaration
+        let reader: LimiterKeyReader
+        let handle: LimiterSet.Handle?
+
+        init(declaration: LimiterDeclaration, reader: LimiterKeyReader, handle: LimiterSet.Handle?) {
+            self.declaration = declaration
+            self.reader = reader
+            self.handle = handle
+        }
+    }
+
+    let limiters: [Limiter]
     let now: LimiterNow
     let topic: String
     let principal: Principal
     let connectionID: UInt64
     let policy: Policy
+    /// One record's keys for one limiter, as bytes; reused for every record and limiter (no allocation per record).
+    /// Unchecked exclusivity: only `judge` touches it, on one event loop, never re-entrantly (the header walk it
+    /// passes `keys` to does not call back into the judge), so the run-time access checks are pure cost.
+    @exclusivity(unchecked) private var keys = LimiterKeyBytes()
 
     /// A class, not a struct: the per-record judge closure holds it, and copying a struct of this many references
     /// out of the closure's context for every record cost about 800 instructions of retains and releases.
     init(
-        limiters: [(declaration: LimiterDeclaration, handle: LimiterSet.Handle?)], now: LimiterNow, topic: String,
-        principal: Principal, connectionID: UInt64, policy: Policy
+        limiters: [Limiter],
+        now: LimiterNow, topic: String, principal: Principal, connectionID: UInt64, policy: Policy
     ) {
         self.limiters = limiters
         self.now = now
@@ -255,17 +294,38 @@ final class PublishJudge {
 
     /// Judges one record, first refusal wins. A refusal of a later limiter does not give back what earlier ones
     /// counted (a refused record may use up allowance: the limits err on the side of fewer contacts, never more).
+    ///
+    /// The keys are `Policy.limiterKeys`'s; the key reader finds them as bytes, and a single key (the usual case)
+    /// is checked by its bytes, so no `String` is built for a key the limiter already holds. When the reader
+    /// declines (a key that is not ASCII), `limiterKeys` gives them as strings.
     func judge(bytes: Int, eachHeader: HeaderVisitor) -> LimitDecision {
-        for (limiter, handle) in self.limiters {
-            let keys = self.policy.limiterKeys(
-                limiter, topic: self.topic, principal: self.principal, connectionID: self.connectionID, group: nil,
-                eachHeader: eachHeader
-            )
-            guard !keys.isEmpty else { continue }
+        for entry in self.limiters {
+            let limiter = entry.declaration
+            let handle = entry.handle
+            var strings: [String]? = nil
+            if !entry.reader.keys(eachHeader: eachHeader, into: &self.keys) {
+                strings = self.policy.limiterKeys(
+                    limiter, topic: self.topic, principal: self.principal, connectionID: self.connectionID,
+                    group: nil, eachHeader: eachHeader
+                )
+            }
+            let count = strings?.count ?? self.keys.count
+            guard count > 0 else { continue }
             // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
-            let outcome =
-                handle?.check(keys: keys, tokens: 1, bytes: bytes, now: self.now)
-                ?? .limited(retryAfterNanos: 1_000_000_000)
+            let outcome: LimiterOutcome
+            if let handle {
+                if strings == nil && count == 1 {
+                    var checked = LimiterOutcome.allowed
+                    self.keys.withKey(0) {
+                        checked = handle.check(keyBytes: $0, tokens: 1, bytes: bytes, now: self.now)
+                    }
+                    outcome = checked
+                } else {
+                    outcome = handle.check(keys: strings ?? self.keys.strings, tokens: 1, bytes: bytes, now: self.now)
+                }
+            } else {
+                outcome = .limited(retryAfterNanos: 1_000_000_000)
+            }
             let retry: UInt64
             switch outcome {
             case .allowed: continue
@@ -279,5 +339,43 @@ final class PublishJudge {
             }
         }
         return .pass
+    }
+}
+
+extension Array where Element: PolicyHeaderView {
+    /// `visitHeaders(named:_:)` reading each header where it is in the array instead of copying it out (the array's
+    /// iterator hands out copies: a retain and a release of each header's name and value, about 140 instructions
+    /// per header visited, callgrind). The per-record walks of the publish path use it: the record checks over the
+    /// PUBLISH's headers, and the publish limiters' keys.
+    func visitHeadersInPlace(named: String?, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
+        self.withUnsafeBufferPointer { headers in
+            for index in headers.indices {
+                if let named, headers[index].name != named { continue }
+                guard headers[index].withUnsafeValueBytes({ body(headers[index].name, $0) }) else { return }
+            }
+        }
+    }
+
+    /// `visitHeadersInPlace(named:_:)` for a walk by one of `names`, visiting only the headers whose bit is set in
+    /// `candidates` (bit `n` for header `n`; every header called by one of `names` must have its bit set, as
+    /// `PublishSorter.Accepted.limiterHeaders` has). A walk by another name, or with `candidates` `.max`, visits
+    /// every header.
+    func visitHeadersInPlace(
+        named: String?, among candidates: UInt64, of names: [String],
+        _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+    ) {
+        guard candidates != .max, let named, names.contains(named) else {
+            return self.visitHeadersInPlace(named: named, body)
+        }
+        self.withUnsafeBufferPointer { headers in
+            var bits = candidates
+            while bits != 0 {
+                let index = bits.trailingZeroBitCount
+                bits &= bits &- 1
+                guard index < headers.count else { return }
+                if headers[index].name != named { continue }
+                guard headers[index].withUnsafeValueBytes({ body(headers[index].name, $0) }) else { return }
+            }
+        }
     }
 }

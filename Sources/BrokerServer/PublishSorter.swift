@@ -12,6 +12,9 @@ struct PublishSorter {
         var record: LogRecord
         var dedupeKey: ByteBuffer?
         var ticket: DedupeTicket? = nil
+        /// Bit `n` is set when `record.headers[n]` is called by one of the names `sort` was given as the publish
+        /// limiters' (`.max`: not known, every header may be): the limiters' header walk visits only those.
+        var limiterHeaders: UInt64 = .max
     }
 
     struct Quarantined {
@@ -45,7 +48,12 @@ struct PublishSorter {
     let count: Int
 
     /// Sorts `publish`, whose topic the principal may publish to (the caller checked `publishDecision`).
-    static func sort(_ publish: Publish, principal: Principal, policy: Policy, receivedAtMillis: Int64) -> PublishSorter {
+    /// `limiterHeaderNames` are the header names its topic's publish limiters read (`LimiterEngine.headerNames`):
+    /// each accepted record notes where they are (`Accepted.limiterHeaders`), found in the pass that converts them.
+    static func sort(
+        _ publish: Publish, principal: Principal, policy: Policy, receivedAtMillis: Int64,
+        limiterHeaderNames: [String] = []
+    ) -> PublishSorter {
         var sorter = PublishSorter(count: publish.records.count)
         sorter.accepted.reserveCapacity(publish.records.count)
         let receivedAt = String(receivedAtMillis)
@@ -55,6 +63,7 @@ struct PublishSorter {
             LogHeader(RecordHeaderName.brokerProducer, principal.clientID),
             LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
         ]
+        let provenanceForLimiters = provenance.map { Self.isAny($0.name, of: limiterHeaderNames) }
         for (index, wire) in publish.records.enumerated() {
             let verdict = wire.value.withUnsafeReadableBytes {
                 policy.recordVerdict(topic: publish.topic, value: $0) { wire.headers.visitHeaders(named: $0, $1) }
@@ -66,12 +75,20 @@ struct PublishSorter {
             headers.reserveCapacity(wire.headers.count + provenance.count)
             var key: ByteBuffer?
             var keyCount = 0
-            for header in wire.headers {
+            var limiterHeaders: UInt64 = 0
+            for (position, header) in wire.headers.enumerated() {
                 headers.append(LogHeader(name: header.name, value: header.value))
                 if header.name == RecordHeaderName.dedupeKey {
                     key = header.value
                     keyCount += 1
                 }
+                if !limiterHeaderNames.isEmpty && Self.isAny(header.name, of: limiterHeaderNames) {
+                    limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
+                }
+            }
+            for (offset, read) in provenanceForLimiters.enumerated() where read {
+                let position = wire.headers.count + offset
+                limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
             }
             if keyCount != 1 { key = nil }
             // Before the record takes the array: appending to `record.headers` while `headers` still shares its
@@ -84,7 +101,9 @@ struct PublishSorter {
             )
             switch verdict {
             case .accept:
-                sorter.accepted.append(Accepted(index: index, record: record, dedupeKey: key))
+                sorter.accepted.append(
+                    Accepted(index: index, record: record, dedupeKey: key, limiterHeaders: limiterHeaders)
+                )
             case .quarantine(let reason, let rule, let message):
                 record.headers += Self.quarantineHeaders(
                     topic: publish.topic, producer: principal.clientID, time: receivedAt, reason: reason.rawValue,
@@ -98,6 +117,12 @@ struct PublishSorter {
             }
         }
         return sorter
+    }
+
+    /// Whether `name` is one of `names` (lengths compared first: most names differ in length).
+    private static func isAny(_ name: String, of names: [String]) -> Bool {
+        let length = name.utf8.count
+        return names.contains { $0.utf8.count == length && $0 == name }
     }
 
     /// The headers the broker adds to a record it puts in `__quarantine` (docs/PROTOCOL.md 8.3), in order.
@@ -125,11 +150,21 @@ struct PublishSorter {
         judge: (Accepted) -> LimitDecision
     ) -> [(limiter: String, decision: String)] {
         var decisions: [(limiter: String, decision: String)] = []
-        var kept: [Accepted] = []
-        for entry in self.accepted {
-            switch judge(entry) {
+        // Usually every record passes and `accepted` stays as it is: the records kept are copied into a new array
+        // only from the first one that does not pass.
+        var kept: [Accepted]? = nil
+        let accepted = self.accepted
+        for position in accepted.indices {
+            let entry = accepted[position]
+            let decision = judge(entry)
+            if case .pass = decision {
+                kept?.append(entry)
+                continue
+            }
+            if kept == nil { kept = Array(accepted[..<position]) }
+            switch decision {
             case .pass:
-                kept.append(entry)
+                break
             case .reject(let limiter, let key, let retry):
                 if let gate, let ticket = entry.ticket { gate.release(ticket) }
                 self.rateLimited[entry.index] = PublishResult(
@@ -155,8 +190,10 @@ struct PublishSorter {
                 decisions.append((limiter, "delay"))
             }
         }
-        self.accepted = kept
-        self.quarantined.sort { $0.index < $1.index }
+        if let kept {
+            self.accepted = kept
+            self.quarantined.sort { $0.index < $1.index }
+        }
         return decisions
     }
 

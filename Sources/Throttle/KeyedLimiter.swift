@@ -35,11 +35,18 @@ package enum KeyedDecision: Equatable, Sendable {
 /// window is indistinguishable from a fresh one, so nothing is lost). When even that key is not idle the new key is
 /// refused with `.tableFull`: the table fails closed. `evictIdle(nowNanos:)` releases idle keys eagerly.
 ///
-/// A check of an existing key is O(1) and allocates nothing: one dictionary lookup, the state mutated in place in
-/// a slot array, and an intrusive list relink.
+/// A check of an existing key is O(1) and allocates nothing: one probe of the hash index, the state mutated in place
+/// in a slot array, and an intrusive list relink.
+///
+/// The index is the table's own (open addressing, linear probing, at most half full) rather than a `Dictionary`, so
+/// that a key can be found by its hash and a comparison the caller supplies (`heldSlot(hash:matching:)`): a caller
+/// holding only a key's bytes finds it without building the key. The hash is always the key's `hashValue`
+/// (`Hasher`, seeded at random per process, so keys a producer chooses cannot be made to collide).
 package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Sendable {
     private struct Slot: Sendable {
         var key: Key
+        /// `key.hashValue`.
+        var hash: Int
         var state: State
         /// Neighbours in recency order (-1: none). `older` towards `oldest`, `newer` towards `newest`.
         var older: Int
@@ -48,7 +55,10 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
 
     package let maxKeys: Int
     private let makeState: @Sendable (_ nowNanos: UInt64) -> State
-    private var index: [Key: Int] = [:]
+    /// The hash index: slot number + 1 per bucket, 0 for an empty bucket; a power of two long, at most half full.
+    private var buckets: [Int] = []
+    /// Keys held (live slots).
+    private var held = 0
     private var slots: [Slot] = []
     private var free: [Int] = []
     private var oldest = -1
@@ -61,17 +71,17 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
     }
 
     /// Keys currently held.
-    package var count: Int { self.index.count }
+    package var count: Int { self.held }
 
     /// The state of a key, if held.
     package func state(for key: Key) -> State? {
-        self.index[key].map { self.slots[$0].state }
+        self.heldSlot(for: key).map { self.slots[$0].state }
     }
 
     /// Every key with its state, least recently used first.
     package var entries: [(key: Key, state: State)] {
         var result: [(key: Key, state: State)] = []
-        result.reserveCapacity(self.index.count)
+        result.reserveCapacity(self.held)
         var current = self.oldest
         while current >= 0 {
             result.append((self.slots[current].key, self.slots[current].state))
@@ -88,7 +98,7 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
         excluding: (Key) -> Bool,
         nowNanos: UInt64
     ) -> (count: Int, retryAfterNanos: UInt64) {
-        var count = self.maxKeys - self.index.count
+        var count = self.maxKeys - self.held
         guard count < needed else { return (count, 0) }
         var excludedWait = UInt64.max
         var current = self.oldest
@@ -110,7 +120,22 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
     /// Where `key`'s state is held, if it is: valid until the next insert or eviction (a check that found its keys
     /// held uses it to look each up once, see `tryTake(_:held:nowNanos:)`).
     package func heldSlot(for key: Key) -> Int? {
-        self.index[key]
+        self.heldSlot(hash: key.hashValue) { $0 == key }
+    }
+
+    /// `heldSlot(for:)` for the key whose `hashValue` is `hash` and which `matching` accepts (it is asked only
+    /// about held keys with that hash). A caller that has a key's hash without the key (computed from its bytes)
+    /// looks it up this way; a hash that is not the key's `hashValue` only makes the lookup miss.
+    package func heldSlot(hash: Int, matching: (Key) -> Bool) -> Int? {
+        guard !self.buckets.isEmpty else { return nil }
+        let mask = self.buckets.count - 1
+        var position = hash & mask
+        while true {
+            let entry = self.buckets[position]
+            guard entry != 0 else { return nil }
+            if self.slots[entry - 1].hash == hash && matching(self.slots[entry - 1].key) { return entry - 1 }
+            position = (position + 1) & mask
+        }
     }
 
     /// The state in a slot `heldSlot(for:)` gave.
@@ -129,12 +154,13 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
 
     /// Takes `tokens` from `key`'s limit.
     package mutating func tryTake(_ tokens: Int, key: Key, nowNanos: UInt64) -> KeyedDecision {
+        let hash = key.hashValue
         let slot: Int
-        if let existing = self.index[key] {
+        if let existing = self.heldSlot(hash: hash, matching: { $0 == key }) {
             slot = existing
             self.touch(slot)
         } else {
-            switch self.insert(key, nowNanos: nowNanos) {
+            switch self.insert(key, hash: hash, nowNanos: nowNanos) {
             case .success(let inserted): slot = inserted
             case .failure(let full): return .tableFull(retryAfterNanos: full.retryAfterNanos)
             }
@@ -148,12 +174,13 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
     /// Puts a key's state in place (restoring persisted state); same bound and eviction as a new key.
     @discardableResult
     package mutating func restore(_ key: Key, state: State, nowNanos: UInt64) -> Bool {
-        if let existing = self.index[key] {
+        let hash = key.hashValue
+        if let existing = self.heldSlot(hash: hash, matching: { $0 == key }) {
             self.slots[existing].state = state
             self.touch(existing)
             return true
         }
-        guard case .success(let slot) = self.insert(key, nowNanos: nowNanos) else { return false }
+        guard case .success(let slot) = self.insert(key, hash: hash, nowNanos: nowNanos) else { return false }
         self.slots[slot].state = state
         return true
     }
@@ -166,7 +193,7 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
         while current >= 0 {
             let next = self.slots[current].newer
             if self.slots[current].state.nanosUntilIdle(nowNanos: nowNanos) == 0 {
-                self.index[self.slots[current].key] = nil
+                self.removeFromIndex(current)
                 self.unlink(current)
                 self.free.append(current)
                 dropped += 1
@@ -180,29 +207,70 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
         var retryAfterNanos: UInt64
     }
 
-    private mutating func insert(_ key: Key, nowNanos: UInt64) -> Result<Int, TableFull> {
+    private mutating func insert(_ key: Key, hash: Int, nowNanos: UInt64) -> Result<Int, TableFull> {
         let slot: Int
-        if self.index.count < self.maxKeys {
+        if self.held < self.maxKeys {
             if let reused = self.free.popLast() {
                 slot = reused
-                self.slots[slot] = Slot(key: key, state: self.makeState(nowNanos), older: -1, newer: -1)
+                self.slots[slot] = Slot(key: key, hash: hash, state: self.makeState(nowNanos), older: -1, newer: -1)
             } else {
                 slot = self.slots.count
-                self.slots.append(Slot(key: key, state: self.makeState(nowNanos), older: -1, newer: -1))
+                self.slots.append(Slot(key: key, hash: hash, state: self.makeState(nowNanos), older: -1, newer: -1))
             }
         } else {
             let victim = self.oldest
             let wait = self.slots[victim].state.nanosUntilIdle(nowNanos: nowNanos)
             guard wait == 0 else { return .failure(TableFull(retryAfterNanos: wait)) }
-            self.index[self.slots[victim].key] = nil
+            self.removeFromIndex(victim)
             self.unlink(victim)
             slot = victim
             self.slots[slot].key = key
+            self.slots[slot].hash = hash
             self.slots[slot].state = self.makeState(nowNanos)
         }
-        self.index[key] = slot
+        self.addToIndex(slot)
         self.linkNewest(slot)
         return .success(slot)
+    }
+
+    /// Puts a slot's key in the index (it is not there yet), growing the index first when it would be over half full.
+    private mutating func addToIndex(_ slot: Int) {
+        if (self.held + 1) * 2 > self.buckets.count {
+            let old = self.buckets
+            self.buckets = [Int](repeating: 0, count: max(16, self.buckets.count * 2))
+            for entry in old where entry != 0 { self.place(entry) }
+        }
+        self.place(slot + 1)
+        self.held += 1
+    }
+
+    /// Puts a bucket entry (slot + 1) in the first empty bucket from its slot's home bucket on.
+    private mutating func place(_ entry: Int) {
+        let mask = self.buckets.count - 1
+        var position = self.slots[entry - 1].hash & mask
+        while self.buckets[position] != 0 { position = (position + 1) & mask }
+        self.buckets[position] = entry
+    }
+
+    /// Takes a held slot's key out of the index. Linear probing without tombstones: the entries after the emptied
+    /// bucket, up to the next empty one, move back into it when that is no earlier than their home bucket, so every
+    /// key stays reachable from its home bucket without passing an empty one.
+    private mutating func removeFromIndex(_ slot: Int) {
+        let mask = self.buckets.count - 1
+        var hole = self.slots[slot].hash & mask
+        while self.buckets[hole] != slot + 1 { hole = (hole + 1) & mask }
+        var next = (hole + 1) & mask
+        while self.buckets[next] != 0 {
+            let home = self.slots[self.buckets[next] - 1].hash & mask
+            // Distance from its home to where it is, against from the hole to where it is (both going forward).
+            if (next &- home) & mask >= (next &- hole) & mask {
+                self.buckets[hole] = self.buckets[next]
+                hole = next
+            }
+            next = (next + 1) & mask
+        }
+        self.buckets[hole] = 0
+        self.held -= 1
     }
 
     private mutating func touch(_ slot: Int) {

@@ -228,6 +228,29 @@ package final class LimiterSet: Sendable {
             case .window(let table): return table.check(keys: keys, tokens: tokens, bytes: bytes, now: now)
             }
         }
+
+        /// `check(keys: [String(decoding: key, as: UTF8.self)], ...)`, the same outcome and the same counting, with
+        /// the key given as its UTF-8 bytes: a key already held is found without building a `String` (the usual
+        /// case: one recipient or one consent scope per record, seen before).
+        package func check(
+            keyBytes key: UnsafeRawBufferPointer, tokens: Int = 1, bytes: Int = 0, now: LimiterNow
+        ) -> LimiterOutcome {
+            switch self.table {
+            case .bucket(let table): return table.check(keyBytes: key, tokens: tokens, bytes: bytes, now: now)
+            case .window(let table): return table.check(keyBytes: key, tokens: tokens, bytes: bytes, now: now)
+            }
+        }
+    }
+
+    /// The hash a `String` key has in a limiter's table (its `hashValue`) when `bytes` are its UTF-8, computed from
+    /// the bytes alone. `String` hashes the UTF-8 of a string in normal form C followed by a 0xFF terminator; for
+    /// other bytes (not UTF-8, or not in normal form C) this is not the hash of `String(decoding: bytes, as:
+    /// UTF8.self)`, and a lookup with it misses (the caller then builds the `String`; nothing is counted wrongly).
+    package static func keyHash(utf8 bytes: UnsafeRawBufferPointer) -> Int {
+        var hasher = Hasher()
+        hasher.combine(bytes: bytes)
+        hasher.combine(0xFF as UInt8)
+        return hasher.finalize()
     }
 
     /// The handle of the limiter called `limiter`.
@@ -385,84 +408,139 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
         let recordNow = now.nanos(self.clock)
         let byteNow = now.monotonicNanos
         let byteTokens = min(max(bytes, 0), self.byteBurst ?? 0)
-        func isRepeat(_ index: Int) -> Bool { keys[..<index].contains(keys[index]) }
         return self.tables.withLock { tables -> LimiterOutcome in
             if keys.count == 1, let outcome = Self.checkHeld(
-                keys[0], tokens: tokens, byteTokens: byteTokens, recordNow: recordNow, byteNow: byteNow, in: &tables
+                hash: keys[0].hashValue, matching: { $0 == keys[0] }, tokens: tokens, byteTokens: byteTokens,
+                recordNow: recordNow, byteNow: byteNow, in: &tables
             ) {
                 return outcome
             }
-            // 1. Would every key allow it? Nothing is changed yet.
-            var retry: UInt64? = nil
-            var newRecordKeys = 0
-            var newByteKeys = 0
-            for index in keys.indices where !isRepeat(index) {
-                let key = keys[index]
-                let decision: ThrottleDecision
-                if let state = tables.records.state(for: key) {
-                    decision = state.peek(tokens, nowNanos: recordNow)
-                } else {
-                    newRecordKeys += 1
-                    decision = self.makeState(recordNow).peek(tokens, nowNanos: recordNow)
-                }
-                if case .limited(let wait) = decision { retry = max(retry ?? 0, wait) }
-                if let byteTable = tables.bytes, byteTokens > 0 {
-                    if let bucket = byteTable.state(for: key) {
-                        if case .limited(let wait) = bucket.peek(byteTokens, nowNanos: byteNow) {
-                            retry = max(retry ?? 0, wait)
-                        }
-                    } else {
-                        newByteKeys += 1
-                    }
-                }
-            }
-            if let retry { return .limited(retryAfterNanos: retry) }
-            // 2. Is there room for the new keys without forgetting a key that is still limited?
-            if newRecordKeys > 0 {
-                let room = tables.records.insertableKeys(
-                    needed: newRecordKeys,
-                    excluding: { keys.contains($0) },
-                    nowNanos: recordNow
-                )
-                if room.count < newRecordKeys { return .tableFull(retryAfterNanos: room.retryAfterNanos) }
-            }
-            if newByteKeys > 0, let byteTable = tables.bytes {
-                let room = byteTable.insertableKeys(
-                    needed: newByteKeys,
-                    excluding: { keys.contains($0) },
-                    nowNanos: byteNow
-                )
-                if room.count < newByteKeys { return .tableFull(retryAfterNanos: room.retryAfterNanos) }
-            }
-            // 3. Take. Held keys first, so that they move to the recent end before new keys reuse idle slots
-            // from the old end (the slots step 2 counted).
-            for pass in 0..<2 {
-                for index in keys.indices where !isRepeat(index) {
-                    let key = keys[index]
-                    let held = tables.records.state(for: key) != nil
-                    if held == (pass == 0) {
-                        _ = tables.records.tryTake(tokens, key: key, nowNanos: recordNow)
-                    }
-                    if byteTokens > 0, let byteHeld = tables.bytes.map({ $0.state(for: key) != nil }),
-                        byteHeld == (pass == 0)
-                    {
-                        _ = tables.bytes?.tryTake(byteTokens, key: key, nowNanos: byteNow)
-                    }
-                }
-            }
-            return .allowed
+            return self.checkKeys(
+                keys, tokens: tokens, byteTokens: byteTokens, recordNow: recordNow, byteNow: byteNow, in: &tables
+            )
         }
     }
 
+    /// `check(keys: [String(decoding: key, as: UTF8.self)], ...)` with the key's bytes (`Handle.check(keyBytes:)`).
+    func check(keyBytes key: UnsafeRawBufferPointer, tokens: Int, bytes: Int, now: LimiterNow) -> LimiterOutcome {
+        let recordNow = now.nanos(self.clock)
+        let byteNow = now.monotonicNanos
+        let byteTokens = min(max(bytes, 0), self.byteBurst ?? 0)
+        let hash = LimiterSet.keyHash(utf8: key)
+        return self.tables.withLock { tables -> LimiterOutcome in
+            // A held key whose UTF-8 is exactly these bytes is the key `String(decoding:)` would give.
+            if let outcome = Self.checkHeld(
+                hash: hash, matching: { Self.utf8($0, equals: key) }, tokens: tokens, byteTokens: byteTokens,
+                recordNow: recordNow, byteNow: byteNow, in: &tables
+            ) {
+                return outcome
+            }
+            return self.checkKeys(
+                [String(decoding: key, as: UTF8.self)], tokens: tokens, byteTokens: byteTokens, recordNow: recordNow,
+                byteNow: byteNow, in: &tables
+            )
+        }
+    }
+
+    /// Whether `key`'s UTF-8 is exactly `bytes`.
+    private static func utf8(_ key: String, equals bytes: UnsafeRawBufferPointer) -> Bool {
+        guard key.utf8.count == bytes.count else { return false }
+        var key = key  // `withUTF8` is mutating: it would make a non-native string native (a Swift string is)
+        return key.withUTF8 { utf8 in
+            // Eight bytes at a time, then the rest.
+            let stored = UnsafeRawBufferPointer(utf8)
+            var offset = 0
+            while offset + 8 <= stored.count {
+                guard stored.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                    == bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+                else { return false }
+                offset += 8
+            }
+            while offset < stored.count {
+                guard stored[offset] == bytes[offset] else { return false }
+                offset += 1
+            }
+            return true
+        }
+    }
+
+    /// The general check, under the lock: any number of keys, held or not.
+    private func checkKeys(
+        _ keys: [String], tokens: Int, byteTokens: Int, recordNow: UInt64, byteNow: UInt64, in tables: inout Tables
+    ) -> LimiterOutcome {
+        func isRepeat(_ index: Int) -> Bool { keys[..<index].contains(keys[index]) }
+        // 1. Would every key allow it? Nothing is changed yet.
+        var retry: UInt64? = nil
+        var newRecordKeys = 0
+        var newByteKeys = 0
+        for index in keys.indices where !isRepeat(index) {
+            let key = keys[index]
+            let decision: ThrottleDecision
+            if let state = tables.records.state(for: key) {
+                decision = state.peek(tokens, nowNanos: recordNow)
+            } else {
+                newRecordKeys += 1
+                decision = self.makeState(recordNow).peek(tokens, nowNanos: recordNow)
+            }
+            if case .limited(let wait) = decision { retry = max(retry ?? 0, wait) }
+            if let byteTable = tables.bytes, byteTokens > 0 {
+                if let bucket = byteTable.state(for: key) {
+                    if case .limited(let wait) = bucket.peek(byteTokens, nowNanos: byteNow) {
+                        retry = max(retry ?? 0, wait)
+                    }
+                } else {
+                    newByteKeys += 1
+                }
+            }
+        }
+        if let retry { return .limited(retryAfterNanos: retry) }
+        // 2. Is there room for the new keys without forgetting a key that is still limited?
+        if newRecordKeys > 0 {
+            let room = tables.records.insertableKeys(
+                needed: newRecordKeys,
+                excluding: { keys.contains($0) },
+                nowNanos: recordNow
+            )
+            if room.count < newRecordKeys { return .tableFull(retryAfterNanos: room.retryAfterNanos) }
+        }
+        if newByteKeys > 0, let byteTable = tables.bytes {
+            let room = byteTable.insertableKeys(
+                needed: newByteKeys,
+                excluding: { keys.contains($0) },
+                nowNanos: byteNow
+            )
+            if room.count < newByteKeys { return .tableFull(retryAfterNanos: room.retryAfterNanos) }
+        }
+        // 3. Take. Held keys first, so that they move to the recent end before new keys reuse idle slots
+        // from the old end (the slots step 2 counted).
+        for pass in 0..<2 {
+            for index in keys.indices where !isRepeat(index) {
+                let key = keys[index]
+                let held = tables.records.state(for: key) != nil
+                if held == (pass == 0) {
+                    _ = tables.records.tryTake(tokens, key: key, nowNanos: recordNow)
+                }
+                if byteTokens > 0, let byteHeld = tables.bytes.map({ $0.state(for: key) != nil }),
+                    byteHeld == (pass == 0)
+                {
+                    _ = tables.bytes?.tryTake(byteTokens, key: key, nowNanos: byteNow)
+                }
+            }
+        }
+        return .allowed
+    }
+
     /// The usual case, one key already held (in the byte table too, when counted there): each table is searched
-    /// once instead of three times. nil when the key is not held; then the general path decides.
+    /// once instead of three times. The key is the held one whose hash is `hash` and which `matching` accepts. nil
+    /// when it is not held; then the general path decides.
     private static func checkHeld(
-        _ key: String, tokens: Int, byteTokens: Int, recordNow: UInt64, byteNow: UInt64, in tables: inout Tables
+        hash: Int, matching: (String) -> Bool, tokens: Int, byteTokens: Int, recordNow: UInt64, byteNow: UInt64,
+        in tables: inout Tables
     ) -> LimiterOutcome? {
-        guard let slot = tables.records.heldSlot(for: key) else { return nil }
+        guard let slot = tables.records.heldSlot(hash: hash, matching: matching) else { return nil }
         var byteSlot: Int? = nil
         if byteTokens > 0, let byteTable = tables.bytes {
-            guard let held = byteTable.heldSlot(for: key) else { return nil }
+            guard let held = byteTable.heldSlot(hash: hash, matching: matching) else { return nil }
             byteSlot = held
         }
         var retry: UInt64? = nil

@@ -527,3 +527,173 @@ extension Policy {
         }
     }
 }
+
+/// A record's limiter keys as UTF-8 bytes, in storage reused from one record to the next (nothing is allocated per
+/// record once it has grown): what `Policy.limiterKeys` gives as `String`s, found without building them.
+package struct LimiterKeyBytes {
+    /// The keys' bytes, one after the other, in the first `used` bytes (the rest is room kept from earlier records).
+    private var storage: [UInt8] = []
+    private var used = 0
+    /// Where each key ends in `storage`, in the first `count` entries; key `n` starts where key `n - 1` ends.
+    private var ends: [Int] = []
+    /// The number of keys.
+    package private(set) var count = 0
+
+    /// No keys.
+    package init() {}
+
+    /// Forgets the keys, keeping the storage.
+    package mutating func removeAll() {
+        self.used = 0
+        self.count = 0
+    }
+
+    /// Calls `body` with key `index`'s bytes (valid only for the call). Not generic, so that it is compiled once
+    /// here and callers in other modules do not run an unspecialized generic.
+    package func withKey(_ index: Int, _ body: (UnsafeRawBufferPointer) -> Void) {
+        precondition(index >= 0 && index < self.count, "no limiter key \(index)")
+        let start = index == 0 ? 0 : self.ends[index - 1]
+        self.storage.withUnsafeBytes { body(UnsafeRawBufferPointer(rebasing: $0[start..<self.ends[index]])) }
+    }
+
+    /// The keys as strings, in order.
+    package var strings: [String] {
+        var strings: [String] = []
+        strings.reserveCapacity(self.count)
+        for index in 0..<self.count { self.withKey(index) { strings.append(String(decoding: $0, as: UTF8.self)) } }
+        return strings
+    }
+
+    /// Adds `key` unless a key with the same bytes is already there.
+    mutating func appendDistinct(_ key: UnsafeRawBufferPointer) {
+        for index in 0..<self.count {
+            var same = false
+            self.withKey(index) { same = $0.elementsEqual(key) }
+            if same { return }
+        }
+        let end = self.used + key.count
+        if self.storage.count < end {
+            self.storage.append(contentsOf: repeatElement(0, count: end - self.storage.count))
+        }
+        if let source = key.baseAddress {
+            self.storage.withUnsafeMutableBytes {
+                $0.baseAddress!.advanced(by: self.used).copyMemory(from: source, byteCount: key.count)
+            }
+        }
+        self.used = end
+        if self.ends.count > self.count { self.ends[self.count] = end } else { self.ends.append(end) }
+        self.count += 1
+    }
+}
+
+/// One limiter's keys for the records of one request (one topic, one principal, one connection): `limiterKeys` with
+/// everything that does not depend on the record's headers settled once (``Policy/limiterKeyReader``), and keys
+/// read as bytes into ``LimiterKeyBytes`` instead of `String`s.
+package struct LimiterKeyReader: Sendable {
+    fileprivate enum Source: Sendable {
+        /// The distinct non-empty values of the headers of this name (`recipient`).
+        case header(String)
+        /// The distinct consent scopes (`consent_scope`).
+        case scopes
+        /// These keys, whatever the record (`class`, `producer`, `connection`, `subscriber`, `group`, `global`; none
+        /// for `class` on a topic the policy does not know).
+        case fixed([[UInt8]])
+    }
+
+    fileprivate let source: Source
+    /// The limiter's `consent_scopes` as bytes; nil without the filter.
+    fileprivate let filter: [[UInt8]]?
+    /// False when bytes cannot decide what `String`s would (a filter name that is not ASCII): `keys` then always
+    /// declines.
+    fileprivate let exact: Bool
+
+    /// The record's keys, exactly those `limiterKeys` gives (the same keys, in the same order) as UTF-8 bytes in
+    /// `keys` (emptied first). Returns false, with `keys` unspecified, when it declines to decide: a consent scope
+    /// entry or a header value that is not ASCII, where `String` equality (canonical equivalence) may join values
+    /// whose bytes differ. The caller then asks `limiterKeys`.
+    package func keys(eachHeader: HeaderVisitor, into keys: inout LimiterKeyBytes) -> Bool {
+        keys.removeAll()
+        guard self.exact else { return false }
+        var ascii = true
+        if self.filter != nil || self.isScopeKeyed {
+            var matched = false
+            eachHeader(RecordRules.consentScopeHeader) { _, value in
+                RecordRules.forEachListItem(value) { item in
+                    guard !item.isEmpty else { return true }
+                    guard Self.isASCII(item) else {
+                        ascii = false
+                        return false
+                    }
+                    if let filter = self.filter, !filter.contains(where: { $0.elementsEqual(item) }) { return true }
+                    matched = true
+                    if self.isScopeKeyed { keys.appendDistinct(item) }
+                    return true
+                }
+                return ascii
+            }
+            guard ascii else { return false }
+            if self.filter != nil && !matched { return true }
+        }
+        switch self.source {
+        case .header(let name):
+            eachHeader(name) { _, value in
+                guard !value.isEmpty else { return true }
+                guard Self.isASCII(value) else {
+                    ascii = false
+                    return false
+                }
+                keys.appendDistinct(value)
+                return true
+            }
+            return ascii
+        case .scopes:
+            return true
+        case .fixed(let fixed):
+            for key in fixed { key.withUnsafeBytes { keys.appendDistinct($0) } }
+            return true
+        }
+    }
+
+    private var isScopeKeyed: Bool {
+        if case .scopes = self.source { return true }
+        return false
+    }
+
+    private static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var bits: UInt8 = 0
+        for byte in bytes { bits |= byte }
+        return bits < 0x80
+    }
+}
+
+extension Policy {
+    /// `limiter`'s ``LimiterKeyReader`` for the records of one request on `topic` (the arguments of `limiterKeys`
+    /// other than the headers).
+    package func limiterKeyReader(
+        _ limiter: LimiterDeclaration,
+        topic: String,
+        principal: Principal,
+        connectionID: UInt64,
+        group: String? = nil
+    ) -> LimiterKeyReader {
+        let source: LimiterKeyReader.Source
+        switch limiter.key {
+        case .recipient:
+            source = .header(limiter.keyHeader)
+        case .consentScope:
+            source = .scopes
+        case .sensitivityClass, .producer, .subscriber, .connection, .group, .global:
+            // The record's headers play no part in these (but for the filter, checked per record): the keys
+            // `limiterKeys` gives the unfiltered limiter for no headers at all.
+            var unfiltered = limiter
+            unfiltered.consentScopes = nil
+            let fixed = self.limiterKeys(
+                unfiltered, topic: topic, principal: principal, connectionID: connectionID, group: group
+            ) { _, _ in }
+            source = .fixed(fixed.map { Array($0.utf8) })
+        }
+        let filter = limiter.consentScopes.map { $0.map { Array($0.utf8) } }
+        let exact = filter?.allSatisfy { $0.allSatisfy { $0 < 0x80 } } ?? true
+        return LimiterKeyReader(source: source, filter: filter, exact: exact)
+    }
+}

@@ -108,6 +108,14 @@ package final class Policy: Sendable {
         let allowed: [[UInt8]]?
         /// For a reserved topic, the capability that grants reading it.
         let readCapability: Capability?
+        /// The header names the header checks look for, each once: the required headers (in order), then
+        /// `dedupe-key` and `consent_scope` unless required. With their UTF-8 lengths, so that most headers are told
+        /// apart by length before a name is compared.
+        let watchedNames: [String]
+        let watchedLengths: [Int]
+        /// Where `dedupe-key` and `consent_scope` are in `watchedNames` (required headers keep their index there).
+        let dedupeKeyWatch: Int
+        let consentScopeWatch: Int
 
         /// The bit of `forbiddenLengths` for a name of `length` bytes.
         static func lengthBit(_ length: Int) -> UInt64 { 1 << UInt64(min(length, 63)) }
@@ -125,6 +133,26 @@ package final class Policy: Sendable {
             self.forbiddenLengths = forbidden.reduce(0) { $0 | Self.lengthBit($1.count) }
             self.allowed = allowed
             self.readCapability = readCapability
+            var watched = policy.requiredHeaders
+            for name in [RecordRules.dedupeKeyHeader, RecordRules.consentScopeHeader] where !watched.contains(name) {
+                watched.append(name)
+            }
+            self.watchedNames = watched
+            self.watchedLengths = watched.map(\.utf8.count)
+            self.dedupeKeyWatch = watched.firstIndex(of: RecordRules.dedupeKeyHeader)!
+            self.consentScopeWatch = watched.firstIndex(of: RecordRules.consentScopeHeader)!
+        }
+
+        /// The index in `watchedNames` of `name`, or -1: one length comparison per watched name, and a name
+        /// comparison only where the lengths agree.
+        @inline(__always)
+        func watchIndex(_ name: String) -> Int {
+            let length = name.utf8.count
+            for index in 0..<self.watchedLengths.count
+            where self.watchedLengths[index] == length && self.watchedNames[index] == name {
+                return index
+            }
+            return -1
         }
     }
 
@@ -596,16 +624,19 @@ package final class Policy: Sendable {
                     reserved = (name, prefix)
                     return false
                 }
-                if name == RecordRules.dedupeKeyHeader {
+                // Required header names are unique (validated), so a name is at most one watched name.
+                let watch = topic.watchIndex(name)
+                guard watch >= 0 else { return true }
+                if watch == topic.dedupeKeyWatch {
                     dedupeKeys += 1
                     if badDedupeKeyLength == nil && (value.isEmpty || value.count > RecordRules.maxDedupeKeyBytes) {
                         badDedupeKeyLength = value.count
                     }
                 }
-                for index in required.indices where required[index] == name {
-                    seen[index] = value.isEmpty ? 2 : max(seen[index], 1)
+                if watch < required.count {
+                    seen[watch] = value.isEmpty ? 2 : max(seen[watch], 1)
                 }
-                if consentProblem == nil && name == RecordRules.consentScopeHeader {
+                if consentProblem == nil && watch == topic.consentScopeWatch {
                     consentProblem = self.consentScopeProblem(topic, value)
                 }
                 return true

@@ -15,23 +15,37 @@ package enum RecordRules {
     package static let reservedHeaderPrefixes = ["broker-", "quarantine-", "replayed-", "replay-"]
 
     private static let reservedPrefixBytes = reservedHeaderPrefixes.map { Array($0.utf8) }
-    /// The reserved prefixes' first bytes (lowercase; an array: a handful of bytes is faster to scan than to hash).
-    private static let reservedFirstBytes: [UInt8] = Array(Set(reservedPrefixBytes.map { $0[0] })).sorted()
+
+    /// Whether a header name starting with `byte` may start with a reserved prefix: its first byte, ASCII case
+    /// folded, is `b`, `q` or `r` (a test checks this against `reservedHeaderPrefixes`). Spelled out rather than
+    /// derived from the prefixes, so that asking costs no lazy-global check: every header of every record asks.
+    @inline(__always)
+    static func mayStartReservedPrefix(_ byte: UInt8) -> Bool {
+        switch byte | 0x20 {
+        case UInt8(ascii: "b"), UInt8(ascii: "q"), UInt8(ascii: "r"): return true
+        default: return false
+        }
+    }
 
     /// The reserved prefix `name` starts with (ignoring ASCII case), or nil.
     package static func reservedPrefix(of name: String) -> String? {
-        // Every header of every record is checked: most names are ruled out by their first byte alone.
-        guard let first = name.utf8.first, Self.reservedFirstBytes.contains(Self.lowercased(first)) else {
-            return nil
-        }
-        var name = name
-        return name.withUTF8 { bytes in
-            for (index, prefix) in Self.reservedPrefixBytes.enumerated()
-            where bytes.count >= prefix.count && Self.equalIgnoringASCIICase(bytes[0..<prefix.count], prefix) {
-                return Self.reservedHeaderPrefixes[index]
+        // Every header of every record is checked: most names are ruled out by their first byte alone, and the
+        // others (`recipient`, `region`, ...) by the first byte that differs from each prefix.
+        let utf8 = name.utf8
+        guard let first = utf8.first, Self.mayStartReservedPrefix(first) else { return nil }
+        for (index, prefix) in Self.reservedPrefixBytes.enumerated() {
+            var position = utf8.startIndex
+            var matches = true
+            for byte in prefix {
+                guard position != utf8.endIndex, Self.lowercased(utf8[position]) == byte else {
+                    matches = false
+                    break
+                }
+                utf8.formIndex(after: &position)
             }
-            return nil
+            if matches { return Self.reservedHeaderPrefixes[index] }
         }
+        return nil
     }
 
     /// Whether two byte runs are equal once ASCII letters are folded to lowercase.

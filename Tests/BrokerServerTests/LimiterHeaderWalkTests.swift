@@ -1,0 +1,62 @@
+import LogStore
+import NIOCore
+import Testing
+import TopicRouter
+import WireProtocol
+
+@testable import BrokerServer
+
+/// The publish limiters' header walk: `PublishSorter.sort` notes where the limiters' headers are, and the walk over
+/// those alone visits exactly what a walk over every header visits.
+@Suite("Limiter header walk")
+struct LimiterHeaderWalkTests {
+    /// Every (name, value) a walk by `named` visits, until `stopAfter` visits.
+    func visits(
+        _ walk: (String?, (String, UnsafeRawBufferPointer) -> Bool) -> Void, named: String?, stopAfter: Int = .max
+    ) -> [String] {
+        var seen: [String] = []
+        walk(named) { name, value in
+            seen.append(name + "=" + String(decoding: value, as: UTF8.self))
+            return seen.count < stopAfter
+        }
+        return seen
+    }
+
+    @Test("the noted headers give the same visits as a full walk, for 3 to 70 headers, with provenance read too")
+    func sameVisits() throws {
+        let policy = try Policy(config: TestBroker.makeConfig(dataDir: "/nonexistent"))
+        let names = ["recipient", "consent_scope", "broker-producer"]
+        for extra in [0, 1, 40, 61, 62, 63, 67] {
+            var record = educationEvent(extra)
+            for n in 0..<extra {
+                let (name, value) =
+                    n % 7 == 3
+                    ? ("recipient", "pt_\(n)") : n % 11 == 5 ? ("consent_scope", "educational") : ("x-\(n)", "v\(n)")
+                record.headers.append(WireHeader(name: name, value: ByteBuffer(string: value)))
+            }
+            record.headers.append(WireHeader(name: "recipient", value: ByteBuffer(string: "pt_\(extra)")))
+            let sorted = PublishSorter.sort(
+                Publish(topic: "education.completed", records: [record]),
+                principal: Principal(clientID: "p", role: "r", clearance: "phi"), policy: policy,
+                receivedAtMillis: 1, limiterHeaderNames: names
+            )
+            #expect(sorted.accepted.count == 1, "\(extra) extra headers")
+            guard let entry = sorted.accepted.first else { continue }
+            let headers = entry.record.headers
+            for named in names + ["event_type", "x-1"] as [String?] + [nil] {
+                for stop in [1, 2, Int.max] {
+                    let full = self.visits(
+                        { headers.visitHeadersInPlace(named: $0, $1) }, named: named, stopAfter: stop
+                    )
+                    let noted = self.visits(
+                        { headers.visitHeadersInPlace(named: $0, among: entry.limiterHeaders, of: names, $1) },
+                        named: named, stopAfter: stop
+                    )
+                    #expect(noted == full, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
+                }
+            }
+            let producer = self.visits({ headers.visitHeadersInPlace(named: $0, $1) }, named: "broker-producer")
+            #expect(producer == ["broker-producer=p"])
+        }
+    }
+}
