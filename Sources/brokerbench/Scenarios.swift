@@ -130,6 +130,17 @@ extension Scenario {
     }
 }
 
+/// Gives every record of `batch` a unique `dedupe-key` header: `prefix` then the next `sequence` number.
+func stampDedupeKeys(_ batch: inout [WireRecord], prefix: String, sequence: inout Int) {
+    for i in batch.indices {
+        var key = ByteBufferAllocator().buffer(capacity: prefix.utf8.count + 20)
+        key.writeString(prefix)
+        key.writeString(String(sequence))
+        sequence += 1
+        batch[i].headers.append(WireHeader(name: RecordHeaderName.dedupeKey, value: key))
+    }
+}
+
 /// Set once to end a load early (recovery ends its fill when the log is big enough).
 final class StopFlag: Sendable {
     private let flag = Atomic(false)
@@ -216,15 +227,7 @@ struct PublishLoad {
                             var batch = batches[round % batches.count]
                             round += 1
                             if let budget, budget.add(-batch.count) < 0 { break }
-                            if withKeys {
-                                for i in batch.indices {
-                                    var key = ByteBufferAllocator().buffer(capacity: keyPrefix.utf8.count + 20)
-                                    key.writeString(keyPrefix)
-                                    key.writeString(String(sequence))
-                                    sequence += 1
-                                    batch[i].headers.append(WireHeader(name: RecordHeaderName.dedupeKey, value: key))
-                                }
-                            }
+                            if withKeys { stampDedupeKeys(&batch, prefix: keyPrefix, sequence: &sequence) }
                             let sent = monotonicNanos()
                             let results = try await client.publish(topic: topic, records: batch)
                             last = monotonicNanos()
@@ -309,15 +312,7 @@ struct PipelinedLoad: Sendable {
                     sending = false
                     break
                 }
-                if let keyPrefix = self.keyPrefix {
-                    for i in batch.indices {
-                        var key = ByteBufferAllocator().buffer(capacity: keyPrefix.utf8.count + 20)
-                        key.writeString(keyPrefix)
-                        key.writeString(String(sequence))
-                        sequence += 1
-                        batch[i].headers.append(WireHeader(name: RecordHeaderName.dedupeKey, value: key))
-                    }
-                }
+                if let keyPrefix = self.keyPrefix { stampDedupeKeys(&batch, prefix: keyPrefix, sequence: &sequence) }
                 let number = try await self.publisher.send(topic: self.topic, records: batch)
                 sentAt[Int(number % UInt64(window))] = now
                 outstanding += 1

@@ -108,9 +108,7 @@ struct LimiterOverTCPTests {
     func delayAction() async throws {
         let config = ConfigText()
         // per_connection as a delaying limiter of 10 records/s, bursts of 1.
-        config.edit(after: #"name = "per_connection""#, replacing: "rate = 50000", with: "rate = 10")
-        config.edit(after: #"name = "per_connection""#, replacing: "burst = 100000", with: "burst = 1")
-        config.edit(after: #"name = "per_connection""#, replacing: #"action = "reject""#, with: #"action = "delay""#)
+        config.delayPerConnection(rate: 10)
         let broker = try await TestBroker.startScenario(configText: config)
         defer { broker.removeData() }
         let producer = try await broker.client("learning-portal")

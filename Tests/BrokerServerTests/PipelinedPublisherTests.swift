@@ -150,9 +150,7 @@ struct PipelinedPublisherTests {
         let config = ConfigText()
         // per_connection as a delaying limiter of 1 record/s, bursts of 1: the second and third PUBLISH are held
         // for a second or more, so they are outstanding when the client closes.
-        config.edit(after: #"name = "per_connection""#, replacing: "rate = 50000", with: "rate = 1")
-        config.edit(after: #"name = "per_connection""#, replacing: "burst = 100000", with: "burst = 1")
-        config.edit(after: #"name = "per_connection""#, replacing: #"action = "reject""#, with: #"action = "delay""#)
+        config.delayPerConnection(rate: 1)
         let broker = try await TestBroker.startScenario(configText: config)
         defer { broker.removeData() }
         let producer = try await broker.client("learning-portal")
