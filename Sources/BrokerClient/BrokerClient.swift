@@ -98,10 +98,11 @@ package final class BrokerClient: Sendable {
         return ack.results
     }
 
-    /// A publisher that pipelines PUBLISH requests on this connection without awaiting each answer: ``PipelinedPublisher/send(topic:records:)``
-    /// returns at once while fewer than `maxInFlight` requests are outstanding, and the answers arrive in send
-    /// order from ``PipelinedPublisher/acknowledgements`` (what Kafka's producer does). For many small requests this
-    /// costs far less per request than a task awaiting ``publish(topic:records:)`` for each.
+    /// A publisher that pipelines PUBLISH requests on this connection without awaiting each answer:
+    /// ``PipelinedPublisher/send(topic:records:)`` returns at once while fewer than `maxInFlight` requests are
+    /// outstanding, and the answers arrive in send order from ``PipelinedPublisher/acknowledgements`` (what Kafka's
+    /// producer does). For many small requests this costs far less per request than a task awaiting
+    /// ``publish(topic:records:)`` for each.
     package func pipelinedPublisher(maxInFlight: Int = 1000) -> PipelinedPublisher {
         let publisher = PipelinedPublisher(client: self, maxInFlight: maxInFlight)
         let (core, handler) = (publisher.core, self.handler)

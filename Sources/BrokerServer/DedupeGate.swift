@@ -507,7 +507,8 @@ package final class DedupeGate: Sendable {
         location: DedupeLocation,
         atMillis: Int64? = nil
     ) -> DedupeEntry? {
-        self.commit(CollectionOfOne((ticket: ticket, offset: offset)), location: location, atMillis: atMillis).first ?? nil
+        let one = CollectionOfOne((ticket: ticket, offset: offset))
+        return self.commit(one, location: location, atMillis: atMillis).first ?? nil
     }
 
     /// ``commit(_:offset:location:atMillis:)`` for the admitted records of one append (each ticket with its
@@ -693,7 +694,8 @@ package final class DedupeGate: Sendable {
     }
 
     /// Captures the index's entries and the covered ends (O(keys / 4096): ``DedupeIndex/entries`` shares the
-    /// index's chunks, and its next change copies one chunk) and queues the write. Called under the lock so captures reach the serial queue in order.
+    /// index's chunks, and its next change copies one chunk) and queues the write. Called under the lock so captures
+    /// reach the serial queue in order.
     private func startSnapshot(
         _ state: inout State,
         now: Int64,

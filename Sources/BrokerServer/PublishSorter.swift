@@ -261,7 +261,11 @@ struct PublishSorter {
             case .duplicate(let entry): self.duplicates[index] = entry
             case .inFlight(let waiter): self.waiting[index] = waiter
             }
-            if owner.quarantined { keepQuarantined[owner.position] = false } else { keepAccepted[owner.position] = false }
+            if owner.quarantined {
+                keepQuarantined[owner.position] = false
+            } else {
+                keepAccepted[owner.position] = false
+            }
         }
         if keepAccepted.contains(false) {
             self.accepted = zip(self.accepted, keepAccepted).compactMap { $1 ? $0 : nil }

@@ -22,7 +22,9 @@ struct DedupeStorageTests {
             } else {
                 #expect(table.remove(digest) == (model.removeValue(forKey: digest) != nil), "step \(step)")
             }
-            if table.count != model.count { Issue.record("step \(step): count \(table.count), expected \(model.count)") }
+            if table.count != model.count {
+                Issue.record("step \(step): count \(table.count), expected \(model.count)")
+            }
             if step % 1_000 == 0 {
                 for (key, value) in model { #expect(table.value(of: key) == value, "step \(step)") }
             }
