@@ -39,10 +39,18 @@ struct PipelinedPublisherTests {
     /// Holds the iterator of a publisher's acknowledgements so a child task can read it.
     final class AcknowledgementReader: @unchecked Sendable {
         // Read by one task at a time: `next(_:timeout:)` waits for each read before the test goes on (after a
-        // timeout the test has failed and reads no more).
+        // timeout the test has failed and reads no more). Each read runs in a new task, so `order` orders the
+        // reads for ThreadSanitizer too: a read takes it before touching the iterator and after it is done, so
+        // the next read, in another task and maybe on another thread, sees what the previous one wrote.
         private var iterator: PipelinedPublisher.Acknowledgements.Iterator
+        private let order = Locked(0)
         init(_ publisher: PipelinedPublisher) { self.iterator = publisher.acknowledgements.makeAsyncIterator() }
-        func next() async -> PipelinedPublisher.Acknowledgement? { await self.iterator.next() }
+        func next() async -> PipelinedPublisher.Acknowledgement? {
+            self.order.withLock { $0 += 1 }
+            let acknowledgement = await self.iterator.next()
+            self.order.withLock { $0 += 1 }
+            return acknowledgement
+        }
     }
 
     @Test("acknowledgements come in send order with ascending offsets, and every record is stored")
