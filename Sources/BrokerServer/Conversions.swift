@@ -152,12 +152,18 @@ extension TopicLogConfig {
         self.retentionBytes = topic.retentionBytes
         self.retentionMillis = topic.retentionMillis
         switch topic.fsync {
-        case .always: self.fsync = .always
+        case .always:
+            self.fsync = .always
+            // Every append waits for an fdatasync: keep it from also waiting for a journal commit.
+            self.preallocateBytes = Self.brokerPreallocateBytes
         case .interval(let milliseconds): self.fsync = .interval(milliseconds: milliseconds)
         case .never: self.fsync = .never
         }
         self.compression = topic.compression == .lz4 ? .lz4 : .none
     }
+
+    /// Zeros kept ahead of an `fsync = "always"` topic's active segment (docs/STORAGE.md, "Preallocation").
+    static let brokerPreallocateBytes = 4 << 20
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

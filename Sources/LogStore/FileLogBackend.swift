@@ -156,6 +156,9 @@ package final class FileLogBackend: LogBackend {
         guard config.maxBatchBodyBytes >= 1 else {
             throw refuse("maxBatchBodyBytes \(config.maxBatchBodyBytes) must be at least 1")
         }
+        guard config.preallocateBytes >= 0, config.preallocateBytes <= 1 << 30 else {
+            throw refuse("preallocateBytes \(config.preallocateBytes) must be in 0...\(1 << 30)")
+        }
         if let age = config.segmentMaxAgeMillis, age < 1 {
             throw refuse("segmentMaxAgeMillis \(age) must be at least 1")
         }

@@ -53,6 +53,11 @@ final class FileTopicLog: TopicLog {
     private let clock: @Sendable () -> Int64
     private let writeQueue: DispatchQueue
     private let syncQueue: DispatchQueue
+    /// Writes the zeros of preallocation (`TopicLogConfig.preallocateBytes`), off the writer's path.
+    private let preallocateQueue: DispatchQueue
+    /// Entered by the writer when it starts a preallocation, left when the preallocation is done: the writer, a
+    /// roll and close wait on it before they write past, or truncate, the space being zeroed.
+    private let preallocations = DispatchGroup()
     private let start: Atomic<Int64>
     private let end: Atomic<Int64>
     /// Appends handed to the writer queue and not started yet (`.always`: the writer syncs inline only at 0).
@@ -91,6 +96,7 @@ final class FileTopicLog: TopicLog {
         self.clock = clock
         self.writeQueue = DispatchQueue(label: "brokerd.logstore.write.\(name)")
         self.syncQueue = DispatchQueue(label: "brokerd.logstore.sync.\(name)")
+        self.preallocateQueue = DispatchQueue(label: "brokerd.logstore.preallocate.\(name)")
         let total = segments.reduce(Int64(0)) { $0 + $1.state.withLock { $0.size } }
         self.start = Atomic(segments[0].baseOffset)
         self.end = Atomic(segments[segments.count - 1].state.withLock { $0.nextOffset })
@@ -190,6 +196,7 @@ final class FileTopicLog: TopicLog {
             ($0.size, $0.nextOffset, $0.bytesSinceIndexEntry)
         }
         let batch = BatchCodec.assemble(body, baseOffset: baseOffset)
+        self.waitForPreallocation(segment, through: position + Int64(batch.readableBytes))
         var newEntry: IndexEntry?
         if sinceIndex >= Int64(self.config.indexIntervalBytes) {
             newEntry = IndexEntry(relativeOffset: UInt32(baseOffset - segment.baseOffset), position: UInt32(position))
@@ -206,10 +213,13 @@ final class FileTopicLog: TopicLog {
                 )
             }
         } catch {
-            // Leave no half-written batch behind; recovery truncates it otherwise.
+            // Leave no half-written batch behind; recovery truncates it otherwise. (A preallocation still writing
+            // zeros past `position` would lengthen the file again: it finishes first.)
+            self.preallocations.wait()
             let cut: Bool
             do {
                 try self.io.ftruncate(segment.logFD, to: position, path: segment.logPath)
+                segment.state.withLock { $0.allocated = min($0.allocated, position) }
                 if newEntry != nil {
                     let entries = segment.state.withLock { $0.index.count }
                     try self.io.ftruncate(segment.indexFD, to: Int64(entries * IndexEntry.size), path: segment.indexPath)
@@ -251,6 +261,7 @@ final class FileTopicLog: TopicLog {
             return (state.totalBytes, state.segments.count)
         }
         self.metrics.sizeChanged(bytes: totalBytes, segments: segmentCount)
+        self.preallocateIfDue(segment)
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
         let result = AppendResult(baseOffset: baseOffset, count: Int(body.recordCount))
@@ -373,7 +384,9 @@ final class FileTopicLog: TopicLog {
         }
         guard let reason else { return active }
         // A closed segment is durable before the next one exists: recovery checkpoints at the active segment.
+        // It ends at its last batch: preallocated zeros after it are cut first.
         do {
+            try self.cutPreallocation(active)
             try self.io.fdatasync(active.logFD, path: active.logPath)
             try self.io.fdatasync(active.indexFD, path: active.indexPath)
         } catch {
@@ -391,6 +404,90 @@ final class FileTopicLog: TopicLog {
             metadata: ["brokerd.segment": "\(segment.logPath)", "brokerd.reason": "\(reason)"]
         )
         return segment
+    }
+
+    // MARK: Preallocation
+
+    /// Zeros for preallocation, written from slices of this one buffer.
+    private static let zeros = ByteBuffer(repeating: 0, count: 1 << 20)
+
+    /// Writer queue: before writing a batch that ends at `end`, waits for a preallocation that is zeroing the
+    /// space it would write to (the writer never writes where zeros are still to come).
+    private func waitForPreallocation(_ segment: Segment, through end: Int64) {
+        guard self.config.preallocateBytes > 0 else { return }
+        if segment.state.withLock({ $0.extending && end > $0.allocated }) { self.preallocations.wait() }
+    }
+
+    /// Writer queue, after a batch: starts zeroing the next `preallocateBytes` (up to `segmentBytes`, where the
+    /// segment rolls) once less than half of them is left ahead of the segment's end.
+    private func preallocateIfDue(_ segment: Segment) {
+        let chunk = Int64(self.config.preallocateBytes)
+        guard chunk > 0 else { return }
+        let range: Range<Int64>? = segment.state.withLock { state in
+            guard !state.extending, !state.preallocationStopped, state.allocated - state.size < chunk / 2 else {
+                return nil
+            }
+            let from = max(state.allocated, state.size)
+            let to = min(from + chunk, self.config.segmentBytes)
+            guard to > from else { return nil }
+            state.allocated = from
+            state.extending = true
+            return from..<to
+        }
+        guard let range else { return }
+        self.preallocations.enter()
+        self.preallocateQueue.async {
+            defer { self.preallocations.leave() }
+            self.preallocate(segment, range)
+        }
+    }
+
+    /// Preallocate queue: writes zeros over `range` and fdatasyncs them. A write that fails (no space, say) only
+    /// stops preallocation in this segment: appends then extend the file as they go. A failed fdatasync fails the
+    /// log, as every failed fdatasync does: it may have lost dirty pages of written batches, and a later
+    /// fdatasync of the same file would not report it again.
+    private func preallocate(_ segment: Segment, _ range: Range<Int64>) {
+        var at = range.lowerBound
+        do throws(FileIOError) {
+            while at < range.upperBound {
+                let count = Int(min(Int64(Self.zeros.readableBytes), range.upperBound - at))
+                let zeros = Self.zeros.getSlice(at: 0, length: count)!
+                try self.io.writeAll(segment.logFD, zeros, at: at, path: segment.logPath)
+                at += Int64(count)
+            }
+        } catch {
+            self.logger.notice(
+                "preallocation stopped; the segment grows batch by batch",
+                metadata: ["brokerd.segment": "\(segment.logPath)", "brokerd.error": "\(error)"]
+            )
+            segment.state.withLock {
+                $0.extending = false
+                $0.preallocationStopped = true
+            }
+            return
+        }
+        do {
+            try self.io.fdatasync(segment.logFD, path: segment.logPath)
+        } catch {
+            segment.state.withLock { $0.extending = false }
+            self.fail(self.storageFailure("fdatasync of preallocated space", error))
+            return
+        }
+        segment.state.withLock {
+            $0.allocated = range.upperBound
+            $0.extending = false
+        }
+    }
+
+    /// Before a roll or close: waits for a preallocation in flight, then cuts the file back to its last batch.
+    private func cutPreallocation(_ segment: Segment) throws(FileIOError) {
+        guard self.config.preallocateBytes > 0 else { return }
+        self.preallocations.wait()
+        let size = segment.state.withLock { $0.size }
+        if try self.io.fileSize(segment.logFD, path: segment.logPath) > size {
+            try self.io.ftruncate(segment.logFD, to: size, path: segment.logPath)
+        }
+        segment.state.withLock { $0.allocated = size }
     }
 
     // MARK: Failure
@@ -671,6 +768,7 @@ final class FileTopicLog: TopicLog {
         }
         let active = segments[segments.count - 1]
         do {
+            try self.cutPreallocation(active)
             try self.io.fdatasync(active.logFD, path: active.logPath)
             try self.io.fdatasync(active.indexFD, path: active.indexPath)
             try Recovery.writeCleanMarker(directory: self.directory, endOffset: self.endOffset, io: self.io)

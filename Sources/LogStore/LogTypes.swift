@@ -88,6 +88,11 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// Largest uncompressed records body of one batch; larger appends fail with `.tooLarge`. Capped by the
     /// format's own limit, ``BatchFormat/maxBodyBytes``.
     package var maxBatchBodyBytes: Int = BatchFormat.maxBodyBytes
+    /// Bytes of zeros kept written and synced ahead of the active segment's end (0: none). Batches then overwrite
+    /// space the file already has, so an fdatasync flushes their data without a file-system journal commit. A
+    /// background thread extends the space by this much once less than half of it is left (see docs/STORAGE.md,
+    /// "Preallocation"). Meant for `.always` topics; the broker sets it for those.
+    package var preallocateBytes: Int = 0
     /// Retention never deletes a segment that contains an offset at or above `retentionFloor()` (for example the
     /// `topicEnd` of the topic's latest dedupe snapshot, so keys not yet in a snapshot stay rebuildable). nil: no
     /// floor. Called once per retention pass (on open and after each write), on the writer queue and outside the
@@ -103,6 +108,7 @@ package struct TopicLogConfig: Equatable, Sendable {
             && lhs.retentionBytes == rhs.retentionBytes && lhs.retentionMillis == rhs.retentionMillis
             && lhs.fsync == rhs.fsync && lhs.compression == rhs.compression
             && lhs.indexIntervalBytes == rhs.indexIntervalBytes && lhs.maxBatchBodyBytes == rhs.maxBatchBodyBytes
+            && lhs.preallocateBytes == rhs.preallocateBytes
             && (lhs.retentionFloor == nil) == (rhs.retentionFloor == nil)
     }
 }

@@ -25,6 +25,8 @@ struct Recovery {
         var maxTimestamp: Int64?
         /// Why the scan stopped before the end, if it did.
         var problem: String?
+        /// The scan stopped at preallocated space: every byte from `validEnd` to the end is zero (not a problem).
+        var zeroTail = false
     }
 
     private func wrap<T>(_ what: String, _ body: () throws(FileIOError) -> T) throws(LogStoreError) -> T {
@@ -161,7 +163,7 @@ struct Recovery {
     }
 
     private func recover(_ segment: Segment, isActive: Bool, nextBase: Int64?, clean: Bool) throws(FileIOError) {
-        let fileSize = try self.io.fileSize(segment.logFD, path: segment.logPath)
+        var fileSize = try self.io.fileSize(segment.logFD, path: segment.logPath)
         if isActive && !clean {
             try self.validateActive(segment, fileSize: fileSize)
             return
@@ -191,6 +193,19 @@ struct Recovery {
             entries = []
             rebuilt = true
             scan = try self.scan(segment, from: 0, to: fileSize, expectedOffset: segment.baseOffset, validateCRC: false)
+        }
+        if scan.zeroTail {
+            // Only the active segment is ever preallocated (a roll cuts the zeros before the next segment
+            // exists); closed segments are opened read-only and never truncated, so zeros there are skipped.
+            if isActive {
+                try self.cutZeroTail(segment, scan: scan, fileSize: fileSize)
+            } else {
+                self.logger.notice(
+                    "closed segment has zeros after its last batch; reads end there",
+                    metadata: ["brokerd.file": "\(segment.logPath)", "brokerd.position": "\(scan.validEnd)"]
+                )
+            }
+            fileSize = scan.validEnd
         }
         if scan.problem != nil && isActive {
             self.logger.warning(
@@ -238,7 +253,9 @@ struct Recovery {
     /// batch is cut; the index is rewritten from the scan.
     private func validateActive(_ segment: Segment, fileSize: Int64) throws(FileIOError) {
         let scan = try self.scan(segment, from: 0, to: fileSize, expectedOffset: segment.baseOffset, validateCRC: true)
-        if scan.validEnd < fileSize {
+        if scan.zeroTail {
+            try self.cutZeroTail(segment, scan: scan, fileSize: fileSize)
+        } else if scan.validEnd < fileSize {
             self.logger.warning(
                 "truncating torn or corrupt tail",
                 metadata: [
@@ -261,6 +278,20 @@ struct Recovery {
         }
     }
 
+    /// Cuts the zeros preallocation left after the last batch (an unclean stop, or one before the roll or close
+    /// that cuts them): the file ends at its last batch again, and the writer preallocates anew.
+    private func cutZeroTail(_ segment: Segment, scan: Scan, fileSize: Int64) throws(FileIOError) {
+        self.logger.info(
+            "cutting preallocated zeros after the last batch",
+            metadata: [
+                "brokerd.file": "\(segment.logPath)", "brokerd.position": "\(scan.validEnd)",
+                "brokerd.bytes_cut": "\(fileSize - scan.validEnd)",
+            ]
+        )
+        try self.io.ftruncate(segment.logFD, to: scan.validEnd, path: segment.logPath)
+        try self.io.fdatasync(segment.logFD, path: segment.logPath)
+    }
+
     /// Replaces the `.index` file content and syncs it.
     private func writeIndex(_ segment: Segment, _ entries: [IndexEntry]) throws(FileIOError) {
         try self.io.ftruncate(segment.indexFD, to: 0, path: segment.indexPath)
@@ -281,8 +312,19 @@ struct Recovery {
                 scan.problem = "batch position \(position) beyond the 32-bit index range"
                 break
             }
+            // Preallocation leaves zeros after the last batch of the active segment. A batch never has a zero
+            // length (its header is 38 bytes after the length), so zeros from there to the end are the end of the
+            // batches, not damage.
             guard let header = try segment.readHeader(at: position, limit: end) else {
-                scan.problem = "\(end - position) bytes, shorter than a batch header"
+                if try segment.isZero(from: position, to: end) {
+                    scan.zeroTail = true
+                } else {
+                    scan.problem = "\(end - position) bytes, shorter than a batch header"
+                }
+                break
+            }
+            if header.length == 0, try segment.isZero(from: position, to: end) {
+                scan.zeroTail = true
                 break
             }
             if let problem = header.structuralProblem {
@@ -336,6 +378,18 @@ func parentDirectory(of path: String) -> String {
 }
 
 extension Segment {
+    /// Whether every byte of the `.log` file in `from..<to` is zero (read 1 MiB at a time).
+    func isZero(from: Int64, to end: Int64) throws(FileIOError) -> Bool {
+        var position = from
+        while position < end {
+            let piece = try self.read(at: position, count: Int(min(end - position, 1 << 20)))
+            guard !piece.readableBytesView.isEmpty else { return false }
+            guard piece.readableBytesView.allSatisfy({ $0 == 0 }) else { return false }
+            position += Int64(piece.readableBytes)
+        }
+        return true
+    }
+
     /// Reads the whole `.index` file.
     func readIndexFile(size: Int) throws(FileIOError) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: size)

@@ -83,6 +83,15 @@ final class Segment: Sendable {
         var firstTimestamp: Int64?
         /// Newest record timestamp seen (drives age retention).
         var maxTimestamp: Int64?
+        /// Preallocation (active segment, `TopicLogConfig.preallocateBytes`): the `.log` file holds zeros, written
+        /// and fdatasynced, from `size` up to here (nothing when `allocated <= size`), so a batch written there
+        /// changes no file metadata and its fdatasync needs no journal commit. While `extending`, the preallocator
+        /// is writing zeros from `allocated` on, and the writer waits rather than write past `allocated`.
+        var allocated: Int64 = 0
+        /// A preallocation is running (see `allocated`).
+        var extending = false
+        /// A preallocation failed to write (no space): this segment grows batch by batch from then on.
+        var preallocationStopped = false
     }
 
     let baseOffset: Int64

@@ -144,7 +144,7 @@ struct BrokerctlProcessTests {
         let described = try #require(try Self.document(topics.out)["topics"] as? [[String: Any]])
         #expect(described.map { $0["name"] as? String } == InspectionOverTCPTests.everyTopic)
         let education = try #require(described.first { $0["name"] as? String == "education.completed" })
-        let onDisk = try InspectionOverTCPTests.segmentFiles(broker, topic: "education.completed")
+        let onDisk = try broker.segmentBatchBytes(topic: "education.completed")
         #expect((education["log_bytes"] as? Int).map { $0 > 0 && Int64($0) == onDisk.bytes } == true)
         #expect(education["segments"] as? Int == onDisk.count)
         #expect(education["start_offset"] as? Int == 0 && education["end_offset"] as? Int == 3)

@@ -15,17 +15,6 @@ struct InspectionOverTCPTests {
         "clinical.referral", "__quarantine", "__audit",
     ]
 
-    /// Bytes of a topic's `.log` segment files on disk, and how many there are.
-    static func segmentFiles(_ broker: TestBroker, topic: String) throws -> (bytes: Int64, count: Int) {
-        let directory = broker.dataDir + "/topics/" + topic
-        let logs = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".log") }
-        let bytes = try logs.reduce(Int64(0)) { total, file in
-            let attributes = try FileManager.default.attributesOfItem(atPath: directory + "/" + file)
-            return total + ((attributes[.size] as? NSNumber)?.int64Value ?? -1)
-        }
-        return (bytes, logs.count)
-    }
-
     /// The broker's answer to `body` as the error it threw, or nil.
     static func refusal(_ body: () async throws -> Void) async -> BrokerClientError? {
         do {
@@ -54,7 +43,7 @@ struct InspectionOverTCPTests {
         #expect(education.retentionBytes == -1 && education.retentionMillis == -1)
         #expect(education.fsync == "always" && education.compression == "lz4" && education.segmentBytes == 67_108_864)
         #expect(education.startOffset == 0 && education.endOffset == 3)
-        let onDisk = try Self.segmentFiles(broker, topic: "education.completed")
+        let onDisk = try broker.segmentBatchBytes(topic: "education.completed")
         #expect(education.logBytes > 0)
         #expect(education.logBytes == onDisk.bytes)
         #expect(Int(education.segmentCount) == onDisk.count && onDisk.count == 1)

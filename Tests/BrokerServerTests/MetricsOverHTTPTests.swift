@@ -160,7 +160,8 @@ struct MetricsOverHTTPTests {
         let appends = try #require(m.value(LogMetrics.appendDurationName + "_count", ["topic": education]))
         #expect(appends >= 1 && appends <= 4)
         #expect(m.value(LogMetrics.segmentsName, ["topic": education]) == 1)
-        #expect(m.value(LogMetrics.bytesName, ["topic": education]) == Double(try Self.logFileBytes(broker, topic: education)))
+        let batchBytes = try broker.segmentBatchBytes(topic: education).bytes
+        #expect(m.value(LogMetrics.bytesName, ["topic": education]) == Double(batchBytes))
 
         // N more records published and delivered: the counters move, no metric object is made.
         let made = metrics.factory.made
@@ -233,14 +234,6 @@ struct MetricsOverHTTPTests {
         #expect(try await MetricsScrape.get(port: taken).status == 200)  // the first still serves
         await off.stop()
         await first.stop()
-    }
-
-    /// Bytes of the topic's segment log files on disk.
-    static func logFileBytes(_ broker: TestBroker, topic: String) throws -> Int {
-        let directory = broker.dataDir + "/topics/" + topic
-        return try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".log") }.reduce(0) {
-            $0 + ((try FileManager.default.attributesOfItem(atPath: directory + "/" + $1)[.size] as? NSNumber)?.intValue ?? 0)
-        }
     }
 }
 

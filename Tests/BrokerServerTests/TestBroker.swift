@@ -374,3 +374,25 @@ extension WireRecord {
         self.headers.first { $0.name == name }.map { String(decoding: $0.value.readableBytesView, as: UTF8.self) }
     }
 }
+
+extension TestBroker {
+    /// Bytes of the batches in a topic's `.log` segment files (parsed from their headers; what the broker reports
+    /// as the log's size: an `fsync = "always"` topic's active segment may also hold preallocated zeros), and how
+    /// many `.log` files there are.
+    func segmentBatchBytes(topic: String) throws -> (bytes: Int64, count: Int) {
+        let directory = self.dataDir + "/topics/" + topic
+        let logs = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".log") }
+        var total: Int64 = 0
+        for file in logs {
+            let bytes = ByteBuffer(bytes: try Data(contentsOf: URL(fileURLWithPath: directory + "/" + file)))
+            var position = 0
+            while let header = BatchHeader.peek(bytes.getSlice(at: position, length: bytes.readableBytes - position)!),
+                header.length > 0, position + header.totalSize <= bytes.readableBytes
+            {
+                position += header.totalSize
+            }
+            total += Int64(position)
+        }
+        return (total, logs.count)
+    }
+}

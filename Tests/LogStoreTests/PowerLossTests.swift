@@ -218,8 +218,12 @@ struct PowerLossTests {
         try await withTemporaryDirectory { dir in
             let io = PowerLossFileIO()
             let compression: CompressionCodec = seed % 2 == 0 ? .lz4 : .none
-            // Small segments and index intervals, so crashes land in rolls and index writes too.
-            let config = TopicLogConfig.test(segmentBytes: 2048, fsync: .always, compression: compression, indexIntervalBytes: 256)
+            // Small segments and index intervals, so crashes land in rolls and index writes too; half the seeds
+            // preallocate (zeros ahead of the last batch, cut at rolls), so crashes land in those as well.
+            let config = TopicLogConfig.test(
+                segmentBytes: 2048, fsync: .always, compression: compression, indexIntervalBytes: 256,
+                preallocateBytes: (seed / 2) % 2 == 0 ? 1024 : 0
+            )
             let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger, io: io)
             let log = try await backend.openTopic(name: "t", config: config)
             let ledger = Ledger()

@@ -79,6 +79,8 @@ final class FaultyFileIO: FileIO {
         var failLogFdatasync: Int32?
         /// pwrite of `.log` files fails with this errno while set.
         var failLogWrite: Int32?
+        /// pwrite of zeros only (preallocation) to `.log` files fails with this errno while set.
+        var failZeroWrite: Int32?
         /// fdatasync of the offsets file fails with this errno while set.
         var failOtherFdatasync: Int32?
         /// fdatasyncs of files other than segment logs (offset store, durable tables).
@@ -108,8 +110,10 @@ final class FaultyFileIO: FileIO {
     func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int
     {
         if Self.isSegmentLog(path) {
+            let zeros = bytes.allSatisfy { $0 == 0 }
             let fail = self.state.withLock { state -> Int32? in
                 if let errno = state.failLogWrite { return errno }
+                if zeros, let errno = state.failZeroWrite { return errno }
                 state.logWrites += 1
                 return nil
             }
@@ -181,9 +185,11 @@ extension TopicLogConfig {
         segmentBytes: Int64 = 64 * 1024,
         fsync: FsyncPolicy = .never,
         compression: CompressionCodec = .none,
-        indexIntervalBytes: Int = 4096
+        indexIntervalBytes: Int = 4096,
+        preallocateBytes: Int = 0
     ) -> TopicLogConfig {
         var config = TopicLogConfig()
+        config.preallocateBytes = preallocateBytes
         config.segmentBytes = segmentBytes
         config.fsync = fsync
         config.compression = compression

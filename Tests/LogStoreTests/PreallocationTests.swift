@@ -1,0 +1,194 @@
+import Foundation
+import Glibc
+import Logging
+import NIOCore
+import Testing
+
+@testable import LogStore
+
+/// `TopicLogConfig.preallocateBytes`: zeros kept ahead of the active segment's last batch, cut at roll, close and
+/// open (docs/STORAGE.md, "Preallocation").
+@Suite("Preallocation")
+struct PreallocationTests {
+    static let topic = "t"
+
+    /// Where the batches of a `.log` file end (parsed from their headers), and the file's size.
+    static func batchesEnd(_ path: String) throws -> (end: Int, size: Int) {
+        let bytes = try fileBytes(path)
+        var position = 0
+        while let header = BatchHeader.peek(ByteBuffer(bytes: bytes[position...])), header.length > 0,
+            position + header.totalSize <= bytes.count
+        {
+            position += header.totalSize
+        }
+        return (position, bytes.count)
+    }
+
+    static func logPaths(_ dir: String) throws -> [String] {
+        try fileNames(dir + "/" + Self.topic).filter { $0.hasSuffix(".log") }.sorted().map { dir + "/" + Self.topic + "/" + $0 }
+    }
+
+    /// Waits (bounded) until the active segment's file is longer than its batches: a preallocation finished.
+    static func awaitPreallocated(_ path: String) async throws -> (end: Int, size: Int) {
+        for _ in 0..<500 {
+            let state = try Self.batchesEnd(path)
+            if state.size > state.end { return state }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        return try Self.batchesEnd(path)
+    }
+
+    @Test("zeros are kept ahead of the last batch, batches overwrite them, and close cuts them")
+    func keptAheadAndCutAtClose() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let config = TopicLogConfig.test(segmentBytes: 1 << 20, fsync: .always, preallocateBytes: 64 << 10)
+            let log = try await backend.openTopic(name: Self.topic, config: config)
+            try await FileTopicLogTests.fill(log, batches: 4, padding: 100)
+            let path = try Self.logPaths(dir)[0]
+            let ahead = try await Self.awaitPreallocated(path)
+            #expect(ahead.size > ahead.end, "zeros follow the batches")
+            #expect(ahead.size <= ahead.end + (64 << 10), "at most one preallocation ahead")
+            #expect(try fileBytes(path)[ahead.end...].allSatisfy { $0 == 0 })
+            // The next batches land in the zeros: the file does not grow while they fit.
+            try await FileTopicLogTests.fill(log, batches: 4, padding: 100)
+            let after = try Self.batchesEnd(path)
+            #expect(after.end > ahead.end)
+            #expect(after.size >= ahead.size)
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 100)
+            let end = log.endOffset
+            await backend.closeAll()
+            let closed = try Self.batchesEnd(path)
+            #expect(closed.size == closed.end, "close cuts the zeros")
+            #expect(try fileNames(dir + "/" + Self.topic).contains(cleanShutdownMarkerName))
+            // A clean reopen needs no cut and serves every record.
+            let logs = CapturedLogs()
+            let reopened = try FileLogBackend(directory: dir, logger: logs.logger)
+            let again = try await reopened.openTopic(name: Self.topic, config: config)
+            #expect(again.endOffset == end)
+            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 100)
+            #expect(!logs.contains(level: .info, "cutting preallocated zeros"))
+            await reopened.closeAll()
+        }
+    }
+
+    @Test("a roll leaves closed segments ending at their last batch; preallocation stops at segmentBytes")
+    func rollCutsZeros() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let config = TopicLogConfig.test(segmentBytes: 16 << 10, fsync: .always, preallocateBytes: 64 << 10)
+            let log = try await backend.openTopic(name: Self.topic, config: config)
+            try await FileTopicLogTests.fill(log, batches: 120, padding: 200)
+            let paths = try Self.logPaths(dir)
+            #expect(paths.count >= 3)
+            for path in paths.dropLast() {
+                let closed = try Self.batchesEnd(path)
+                #expect(closed.size == closed.end, "\(path)")
+            }
+            // The active segment's zeros never reach past where it rolls (a batch may cross it).
+            let active = try await Self.awaitPreallocated(paths.last!)
+            #expect(active.size <= max(active.end, 16 << 10))
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 200)
+            await backend.closeAll()
+        }
+    }
+
+    @Test("an unclean stop with zeros after the last batch: reopen cuts them quietly and keeps every record")
+    func uncleanStopCutsZerosQuietly() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let config = TopicLogConfig.test(segmentBytes: 1 << 20, fsync: .always, preallocateBytes: 64 << 10)
+            let log = try await backend.openTopic(name: Self.topic, config: config)
+            try await FileTopicLogTests.fill(log, batches: 6, padding: 100)
+            let end = log.endOffset
+            let path = try Self.logPaths(dir)[0]
+            let ahead = try await Self.awaitPreallocated(path)
+            #expect(ahead.size > ahead.end)
+            // What a SIGKILL leaves: the files as they are now, no clean marker.
+            let copy = dir + "/copy"
+            try FileManager.default.createDirectory(atPath: copy, withIntermediateDirectories: false)
+            try FileManager.default.copyItem(atPath: dir + "/" + Self.topic, toPath: copy + "/" + Self.topic)
+            await backend.closeAll()
+            let logs = CapturedLogs()
+            let reopened = try FileLogBackend(directory: copy, logger: logs.logger)
+            let again = try await reopened.openTopic(name: Self.topic, config: config)
+            #expect(again.endOffset == end)
+            #expect(logs.contains(level: .info, "cutting preallocated zeros"))
+            #expect(!logs.all.contains { $0.level >= .warning }, "zeros are not damage")
+            let cut = try Self.batchesEnd(try Self.logPaths(copy)[0])
+            #expect(cut.end == ahead.end)
+            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 100)
+            #expect(try await again.append(testRecords(end..<end + 3)) == AppendResult(baseOffset: end, count: 3))
+            FileTopicLogTests.expectRecords(try readAll(again, from: end), end..<end + 3)
+            await reopened.closeAll()
+        }
+    }
+
+    @Test("a torn batch followed by zeros is still a torn tail: cut with a warning")
+    func tornBatchBeforeZeros() async throws {
+        try await withTemporaryDirectory { dir in
+            let (bytes, lastStart, lastBase) = try await FileTopicLogTests.pristineSegment(dir: dir, batches: 4)
+            let torn = Array(bytes[..<(lastStart + 20)]) + [UInt8](repeating: 0, count: 8192)
+            try writeFile(dir + "/t/00000000000000000000.log", torn)
+            try FileManager.default.removeItem(atPath: dir + "/t/" + cleanShutdownMarkerName)
+            let logs = CapturedLogs()
+            let backend = try FileLogBackend(directory: dir, logger: logs.logger)
+            let log = try await backend.openTopic(name: "t", config: .test())
+            #expect(log.endOffset == lastBase)
+            #expect(logs.contains(level: .warning, "truncating torn or corrupt tail"))
+            #expect(try fileBytes(dir + "/t/00000000000000000000.log").count == lastStart)
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<lastBase)
+            await backend.closeAll()
+        }
+    }
+
+    @Test("zeros after the last batch of a cleanly closed log: the active segment's are cut, a closed one's skipped")
+    func strayZerosInClosedSegment() async throws {
+        try await withTemporaryDirectory { dir in
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let config = TopicLogConfig.test(segmentBytes: 4 << 10)
+            let log = try await backend.openTopic(name: Self.topic, config: config)
+            try await FileTopicLogTests.fill(log, batches: 40, padding: 100)
+            let end = log.endOffset
+            await backend.closeAll()
+            let paths = try Self.logPaths(dir)
+            #expect(paths.count >= 2)
+            for path in [paths[0], paths.last!] {
+                try writeFile(path, try fileBytes(path) + [UInt8](repeating: 0, count: 5000))
+            }
+            let logs = CapturedLogs()
+            let reopened = try FileLogBackend(directory: dir, logger: logs.logger)
+            let again = try await reopened.openTopic(name: Self.topic, config: config)
+            #expect(again.endOffset == end)
+            #expect(!logs.all.contains { $0.level >= .warning })
+            #expect(logs.contains(level: .notice, "closed segment has zeros after its last batch"))
+            #expect(logs.contains(level: .info, "cutting preallocated zeros"))
+            let active = try Self.batchesEnd(paths.last!)
+            #expect(active.size == active.end, "the active segment's zeros are cut")
+            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 100)
+            await reopened.closeAll()
+        }
+    }
+
+    @Test("a preallocation that cannot write (no space) stops quietly; appends go on and grow the file")
+    func failedPreallocationStops() async throws {
+        try await withTemporaryDirectory { dir in
+            let io = FaultyFileIO()
+            io.state.withLock { $0.failZeroWrite = ENOSPC }
+            let logs = CapturedLogs()
+            let backend = try FileLogBackend(directory: dir, logger: logs.logger, io: io)
+            let config = TopicLogConfig.test(segmentBytes: 1 << 20, fsync: .always, preallocateBytes: 64 << 10)
+            let log = try await backend.openTopic(name: Self.topic, config: config)
+            try await FileTopicLogTests.fill(log, batches: 12, padding: 100)
+            for _ in 0..<500 where !logs.contains(level: .notice, "preallocation stopped") {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(logs.contains(level: .notice, "preallocation stopped"))
+            try await FileTopicLogTests.fill(log, batches: 12, padding: 100)
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 100)
+            let state = try Self.batchesEnd(try Self.logPaths(dir)[0])
+            #expect(state.size == state.end)
+            await backend.closeAll()
+        }
+    }
+}
