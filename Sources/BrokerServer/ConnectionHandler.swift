@@ -718,6 +718,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.readFinished(.success(ahead), from: from, maxRecords: maxRecords, for: subscription)
             return
         }
+        // A consumer that keeps up reads the newest batches, which the log still holds as written: that read does
+        // no file I/O, so it runs here rather than costing two thread hand-offs through the read pool.
+        if log.readsFromMemory(from: from) {
+            let result = Result { () throws(LogStoreError) -> RawRecords in
+                try log.readRaw(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
+            }
+            self.readFinished(result.mapError { $0 }, from: from, maxRecords: maxRecords, for: subscription)
+            return
+        }
         self.readPool.runIfActive(eventLoop: eventLoop) {
             try log.readRaw(from: from, maxRecords: maxRecords, maxBytes: Self.readMaxBytes)
         }.assumeIsolated().whenComplete { result in

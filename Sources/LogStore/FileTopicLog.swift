@@ -64,6 +64,8 @@ final class FileTopicLog: TopicLog {
     private let queuedAppends = Atomic<Int>(0)
     private let state: Locked<State>
     private let metrics: LogMetrics
+    /// The newest batches as written (`TopicLogConfig.recentBatchBytes`): reads near the end come from here.
+    private let recent = Locked(RecentBatches())
 
     /// `(closing, closed)`: `close()` was called / has finished.
     var closeState: (closing: Bool, closed: Bool) { self.state.withLock { ($0.closing, $0.closed) } }
@@ -255,6 +257,10 @@ final class FileTopicLog: TopicLog {
             state.bytesSinceIndexEntry += size
             if state.firstTimestamp == nil { state.firstTimestamp = body.firstTimestamp }
             state.maxTimestamp = max(state.maxTimestamp ?? body.maxTimestamp, body.maxTimestamp)
+        }
+        if self.config.recentBatchBytes > 0 {
+            let next = baseOffset + Int64(body.recordCount)
+            self.recent.withLock { $0.add(batch, base: baseOffset, next: next, limit: self.config.recentBatchBytes) }
         }
         let (totalBytes, segmentCount) = self.state.withLock { state in
             state.totalBytes += size
@@ -613,6 +619,24 @@ final class FileTopicLog: TopicLog {
             )
         }
         guard offset < end, maxRecords > 0 else { return }
+        if let batches = self.recent.withLock({ $0.batches(from: offset, maxBytes: maxBytes) }) {
+            // The same walk as over a segment's file below, over the batches as written.
+            var bytes = 0
+            for batch in batches {
+                let header = BatchHeader.peek(batch)!  // written by this log
+                if header.baseOffset >= end { return }
+                if count() > 0 && bytes + header.totalSize > maxBytes { return }
+                do {
+                    if try take(batch, end) { return }
+                } catch {
+                    let at = "topic '\(self.name)': batch at offset \(header.baseOffset) in memory"
+                    throw LogStoreError(.corruptBatch, "\(at): \(error.reason)")
+                }
+                bytes += header.totalSize
+                if count() >= maxRecords || bytes >= maxBytes { return }
+            }
+            return
+        }
         // Last segment whose base is at or below the offset.
         var low = 0
         var high = segments.count
@@ -724,6 +748,10 @@ final class FileTopicLog: TopicLog {
         return false
     }
 
+    func readsFromMemory(from offset: Int64) -> Bool {
+        self.recent.withLock { $0.covers(offset) }
+    }
+
     private func corrupt(_ segment: Segment, _ position: Int64, _ reason: String) -> LogStoreError {
         LogStoreError(
             .corruptBatch,
@@ -762,6 +790,7 @@ final class FileTopicLog: TopicLog {
             }
             return (state.segments, state.failure)
         }
+        self.recent.withLock { $0 = RecentBatches() }
         if let failure {
             self.logger.warning("failed topic log closed without a clean marker; the next open recovers it")
             return .failure(failure)
@@ -778,5 +807,53 @@ final class FileTopicLog: TopicLog {
             return .failure(failure)
         }
         return .success(())
+    }
+}
+
+/// The newest batches of a log as written, oldest first, at most a byte limit (but always the newest one).
+private struct RecentBatches {
+    private var entries: [(base: Int64, next: Int64, batch: ByteBuffer)] = []
+    /// Entries before this index were dropped (compacted away now and then).
+    private var head = 0
+    private var bytes = 0
+
+    mutating func add(_ batch: ByteBuffer, base: Int64, next: Int64, limit: Int) {
+        // Batches are written in offset order; after a gap (none is expected) only the new one is kept.
+        if let last = self.entries.last, last.next != base { self = RecentBatches() }
+        self.entries.append((base, next, batch))
+        self.bytes += batch.readableBytes
+        while self.bytes > limit, self.entries.count - self.head > 1 {
+            self.bytes -= self.entries[self.head].batch.readableBytes
+            self.entries[self.head].batch = ByteBuffer()
+            self.head += 1
+        }
+        if self.head >= 64, self.head * 2 >= self.entries.count {
+            self.entries.removeFirst(self.head)
+            self.head = 0
+        }
+    }
+
+    func covers(_ offset: Int64) -> Bool {
+        self.head < self.entries.count && self.entries[self.head].base <= offset
+    }
+
+    /// The batches from the one holding `offset` on, as many as a read of `maxBytes` can take (at least one), or
+    /// nil when `offset` is older than the oldest kept.
+    func batches(from offset: Int64, maxBytes: Int) -> [ByteBuffer]? {
+        guard self.covers(offset) else { return nil }
+        var low = self.head
+        var high = self.entries.count
+        while low < high {  // the first batch that ends after `offset`
+            let mid = (low + high) / 2
+            if self.entries[mid].next <= offset { low = mid + 1 } else { high = mid }
+        }
+        var batches: [ByteBuffer] = []
+        var bytes = 0
+        for entry in self.entries[low...] {
+            batches.append(entry.batch)
+            bytes += entry.batch.readableBytes
+            if bytes >= maxBytes { break }
+        }
+        return batches
     }
 }

@@ -93,6 +93,9 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// background thread extends the space by this much once less than half of it is left (see docs/STORAGE.md,
     /// "Preallocation"). Meant for `.always` topics; the broker sets it for those.
     package var preallocateBytes: Int = 0
+    /// Bytes of the newest batches kept in memory as written (at least the newest one), so that reads of the end
+    /// of the log (consumers that keep up) need no file read (0: none).
+    package var recentBatchBytes: Int = 1 << 20
     /// Retention never deletes a segment that contains an offset at or above `retentionFloor()` (for example the
     /// `topicEnd` of the topic's latest dedupe snapshot, so keys not yet in a snapshot stay rebuildable). nil: no
     /// floor. Called once per retention pass (on open and after each write), on the writer queue and outside the
@@ -108,7 +111,7 @@ package struct TopicLogConfig: Equatable, Sendable {
             && lhs.retentionBytes == rhs.retentionBytes && lhs.retentionMillis == rhs.retentionMillis
             && lhs.fsync == rhs.fsync && lhs.compression == rhs.compression
             && lhs.indexIntervalBytes == rhs.indexIntervalBytes && lhs.maxBatchBodyBytes == rhs.maxBatchBodyBytes
-            && lhs.preallocateBytes == rhs.preallocateBytes
+            && lhs.preallocateBytes == rhs.preallocateBytes && lhs.recentBatchBytes == rhs.recentBatchBytes
             && (lhs.retentionFloor == nil) == (rhs.retentionFloor == nil)
     }
 }
@@ -195,8 +198,17 @@ package protocol TopicLog: AnyObject, Sendable {
     /// wire without building a `LogRecord` per record and keeps what it cannot send yet instead of decoding that
     /// batch again. Same errors as `read`.
     func readRaw(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> RawRecords
+    /// True when a read from `offset` would be served from memory, with no file I/O (the newest batches, as
+    /// written: see `TopicLogConfig.recentBatchBytes`), so it may run on an event loop. A hint: the answer may be
+    /// stale by the time of the read, which then reads the file as usual.
+    func readsFromMemory(from offset: Int64) -> Bool
     /// Flushes, syncs and closes; a clean close lets the next open skip recovery.
     func close() async throws(LogStoreError)
+}
+
+extension TopicLog {
+    /// A log that keeps nothing in memory.
+    package func readsFromMemory(from offset: Int64) -> Bool { false }
 }
 
 /// Called once with an append's outcome.

@@ -81,6 +81,8 @@ final class FaultyFileIO: FileIO {
         var failLogWrite: Int32?
         /// pwrite of zeros only (preallocation) to `.log` files fails with this errno while set.
         var failZeroWrite: Int32?
+        /// preads of segment `.log` files.
+        var logReads = 0
         /// fdatasync of the offsets file fails with this errno while set.
         var failOtherFdatasync: Int32?
         /// fdatasyncs of files other than segment logs (offset store, durable tables).
@@ -124,7 +126,8 @@ final class FaultyFileIO: FileIO {
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
         throws(FileIOError) -> Int
     {
-        try self.posix.pread(fd, into: buffer, at: offset, path: path)
+        if Self.isSegmentLog(path) { self.state.withLock { $0.logReads += 1 } }
+        return try self.posix.pread(fd, into: buffer, at: offset, path: path)
     }
     func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
         if Self.isSegmentLog(path) {
@@ -186,9 +189,11 @@ extension TopicLogConfig {
         fsync: FsyncPolicy = .never,
         compression: CompressionCodec = .none,
         indexIntervalBytes: Int = 4096,
-        preallocateBytes: Int = 0
+        preallocateBytes: Int = 0,
+        recentBatchBytes: Int = 0
     ) -> TopicLogConfig {
         var config = TopicLogConfig()
+        config.recentBatchBytes = recentBatchBytes
         config.preallocateBytes = preallocateBytes
         config.segmentBytes = segmentBytes
         config.fsync = fsync
