@@ -30,6 +30,7 @@ let package = Package(
         .target(name: "CCRC32C"),
         // A prefetch hint (static inline C): the dedupe table starts its cache misses for a whole request at once.
         .target(name: "CPrefetch"),
+        .target(name: "CFileIO"),
 
         // Leaf modules: pure logic, no NIOPosix, no imports of each other.
         .target(
@@ -41,7 +42,7 @@ let package = Package(
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4", "CCRC32C", "CPrefetch", "Locking", "RawBytes",
+                "CLZ4", "CCRC32C", "CPrefetch", "CFileIO", "Locking", "RawBytes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 // fsync latency, group-commit size and append latency are measured where they happen.

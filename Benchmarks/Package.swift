@@ -5,9 +5,9 @@ import PackageDescription
 //
 // Why the leaf targets are declared again here: every API worth measuring (FrameCodec, BatchCodec, CRC32C,
 // DedupeIndex, Policy, TokenBucket, ...) has `package` access, and `package` symbols are visible only to targets of
-// the same package. Sources/WireProtocol, LogStore, TopicRouter, Throttle, CLZ4, CCRC32C and CPrefetch in this
-// folder are symlinks to ../../Sources/<Target>, so this package compiles the very same files as its own targets
-// and the benchmarks see `package` symbols without any change to the main package's access levels. Keep the targets
+// the same package. Sources/WireProtocol, LogStore, TopicRouter, Throttle, CLZ4, CCRC32C, CPrefetch and CFileIO in
+// this folder are symlinks to ../../Sources/<Target>, so this package compiles the very same files as its own
+// targets and the benchmarks see `package` symbols without any change to the main package's access levels. Keep the targets
 // and dependencies below in step with ../Package.swift (a C target added there needs its symlink and target here
 // too).
 // It is a separate package so that the main package's `swift build` / `swift test` never builds package-benchmark.
@@ -27,6 +27,7 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         .target(name: "CCRC32C"),
         .target(name: "CPrefetch"),
+        .target(name: "CFileIO"),
         .target(
             name: "WireProtocol",
             dependencies: ["RawBytes", .product(name: "NIOCore", package: "swift-nio")]
@@ -36,7 +37,7 @@ let package = Package(
         .target(
             name: "LogStore",
             dependencies: [
-                "CLZ4", "CCRC32C", "CPrefetch", "Locking", "RawBytes",
+                "CLZ4", "CCRC32C", "CPrefetch", "CFileIO", "Locking", "RawBytes",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),

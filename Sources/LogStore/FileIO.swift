@@ -1,3 +1,4 @@
+import CFileIO
 import Glibc
 import NIOCore
 
@@ -58,6 +59,15 @@ package protocol FileIO: Sendable {
     func mkdir(_ path: String) throws(FileIOError)
     /// Names of the entries of a directory, without "." and "..", unsorted.
     func listDirectory(_ path: String) throws(FileIOError) -> [String]
+    /// Writes the range's dirty pages to the device and waits for them (`sync_file_range` with WAIT_BEFORE,
+    /// WRITE and WAIT_AFTER): no metadata and no cache flush, so nothing is made durable; it keeps a large write
+    /// from sitting dirty until an fdatasync of the same file has to wait for all of it. May do nothing.
+    func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError)
+}
+
+extension FileIO {
+    /// By default nothing is written early; the next fdatasync writes everything.
+    package func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError) {}
 }
 
 /// The real POSIX implementation of ``FileIO``.
@@ -111,6 +121,14 @@ package struct PosixFileIO: FileIO {
     package func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
         if Glibc.fdatasync(fd) != 0 {
             throw FileIOError(operation: "fdatasync", path: path, errno: Glibc.errno)
+        }
+    }
+
+    /// See ``FileIO``.
+    package func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError) {
+        while brokerd_write_out(fd, offset, count) != 0 {
+            if Glibc.errno == EINTR { continue }
+            throw FileIOError(operation: "sync_file_range", path: path, errno: Glibc.errno)
         }
     }
 

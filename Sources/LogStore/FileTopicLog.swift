@@ -414,8 +414,8 @@ final class FileTopicLog: TopicLog {
 
     // MARK: Preallocation
 
-    /// Zeros for preallocation, written from slices of this one buffer.
-    private static let zeros = ByteBuffer(repeating: 0, count: 1 << 20)
+    /// Zeros for preallocation, written from slices of this one buffer, one piece at a time.
+    private static let zeros = ByteBuffer(repeating: 0, count: 128 << 10)
 
     /// Writer queue: before writing a batch that ends at `end`, waits for a preallocation that is zeroing the
     /// space it would write to (the writer never writes where zeros are still to come).
@@ -448,8 +448,10 @@ final class FileTopicLog: TopicLog {
         }
     }
 
-    /// Preallocate queue: writes zeros over `range` and fdatasyncs them. A write that fails (no space, say) only
-    /// stops preallocation in this segment: appends then extend the file as they go. A failed fdatasync fails the
+    /// Preallocate queue: writes zeros over `range` and fdatasyncs them. Each 128 KiB piece is written out to the
+    /// device before the next (`FileIO.writeOut`): an append's fdatasync of the same file waits for every page of
+    /// it still dirty or in flight, and must not wait for megabytes of zeros. A write that fails (no space, say)
+    /// only stops preallocation in this segment: appends then extend the file as they go. A failed fdatasync fails the
     /// log, as every failed fdatasync does: it may have lost dirty pages of written batches, and a later
     /// fdatasync of the same file would not report it again.
     private func preallocate(_ segment: Segment, _ range: Range<Int64>) {
@@ -459,6 +461,7 @@ final class FileTopicLog: TopicLog {
                 let count = Int(min(Int64(Self.zeros.readableBytes), range.upperBound - at))
                 let zeros = Self.zeros.getSlice(at: 0, length: count)!
                 try self.io.writeAll(segment.logFD, zeros, at: at, path: segment.logPath)
+                try self.io.writeOut(segment.logFD, offset: at, count: Int64(count), path: segment.logPath)
                 at += Int64(count)
             }
         } catch {
