@@ -152,6 +152,22 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
         }
     }
 
+    /// Takes `tokens` from the held key `heldSlot(hash:matching:)` finds, or returns nil (nothing changed) when
+    /// there is none. Unlike `tryTake(_:held:nowNanos:)`, the key moves to the recent end only when the take is
+    /// allowed (a refused take leaves the recency order as it was); the state is read and changed in its slot.
+    package mutating func tryTake(
+        _ tokens: Int, heldHash hash: Int, matching: (Key) -> Bool, nowNanos: UInt64
+    ) -> KeyedDecision? {
+        guard let slot = self.heldSlot(hash: hash, matching: matching) else { return nil }
+        switch self.slots[slot].state.tryTake(tokens, nowNanos: nowNanos) {
+        case .allowed:
+            self.touch(slot)
+            return .allowed
+        case .limited(let retry):
+            return .limited(retryAfterNanos: retry)
+        }
+    }
+
     /// Takes `tokens` from `key`'s limit.
     package mutating func tryTake(_ tokens: Int, key: Key, nowNanos: UInt64) -> KeyedDecision {
         let hash = key.hashValue

@@ -22,6 +22,14 @@ struct LimiterHeaderWalkTests {
         return seen
     }
 
+    /// The generic walk (`Element: PolicyHeaderView`), which a `[LogHeader]` call site does not pick.
+    static func genericWalk<Header: PolicyHeaderView>(
+        _ headers: [Header], named: String?, among candidates: UInt64, of names: [String],
+        _ body: (String, UnsafeRawBufferPointer) -> Bool
+    ) {
+        headers.visitHeadersInPlace(named: named, among: candidates, of: names, body)
+    }
+
     @Test("the noted headers give the same visits as a full walk, for 3 to 70 headers, with provenance read too")
     func sameVisits() throws {
         let policy = try Policy(config: TestBroker.makeConfig(dataDir: "/nonexistent"))
@@ -53,10 +61,47 @@ struct LimiterHeaderWalkTests {
                         named: named, stopAfter: stop
                     )
                     #expect(noted == full, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
+                    // Both against the plain walk over the array's iterator (the `[LogHeader]` walks read the
+                    // headers through pointers; the generic ones through `PolicyHeaderView`).
+                    let plain = self.visits({ headers.visitHeaders(named: $0, $1) }, named: named, stopAfter: stop)
+                    #expect(full == plain, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
+                    let generic = self.visits(
+                        { Self.genericWalk(headers, named: $0, among: entry.limiterHeaders, of: names, $1) },
+                        named: named, stopAfter: stop
+                    )
+                    #expect(generic == plain, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
                 }
             }
             let producer = self.visits({ headers.visitHeadersInPlace(named: $0, $1) }, named: "broker-producer")
             #expect(producer == ["broker-producer=p"])
+        }
+    }
+}
+
+/// The judge's per-limiter memo of the last key's hash.
+@Suite("Publish judge key hash")
+struct PublishJudgeKeyHashTests {
+    @Test("a limiter's remembered hash is always the hash of the key asked about, repeated or not")
+    func rememberedHashIsTheKeys() throws {
+        let policy = try Policy(config: TestBroker.makeConfig(dataDir: "/nonexistent"))
+        let declaration = LimiterDeclaration(
+            name: "r", direction: .publish, key: .recipient, limit: .window(cap: 3, windowMillis: 1_000)
+        )
+        let limiter = PublishJudge.Limiter(
+            declaration: declaration,
+            reader: policy.limiterKeyReader(
+                declaration, topic: "education.completed",
+                principal: Principal(clientID: "p", role: "r", clearance: "phi"), connectionID: 1
+            ),
+            handle: nil
+        )
+        // Repeats, keys of the same length that differ in one byte (first, middle, last), a prefix, and empty.
+        let keys = ["pt_1", "pt_1", "pt_2", "pt_2", "qt_2", "pt_2", "pu_2", "pt_22", "pt_2", "", "", "pt_1", "pt_1"]
+        for key in keys {
+            let bytes = Array(key.utf8)
+            // `LimiterSet.keyHash(utf8:)` is the hash `String` gives an ASCII key (ThrottleTests check it).
+            let remembered = bytes.withUnsafeBytes { limiter.keyHash($0) }
+            #expect(remembered == key.hashValue, "\(key)")
         }
     }
 }

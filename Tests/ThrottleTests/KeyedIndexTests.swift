@@ -127,4 +127,51 @@ struct LimiterKeyBytesTests {
         }
         #expect(byBytes.snapshot(now: LimiterNow(nanos: now)) == byString.snapshot(now: LimiterNow(nanos: now)))
     }
+
+    /// The reference for the single-key paths: the same key listed twice takes the general path (`checkKeys`: peek
+    /// every key, then take), which counts it once.
+    @Test(
+        "a held key checked by its bytes, with its hash given (right or wrong), counts as the general path does",
+        arguments: [4, 5, 6] as [UInt64]
+    )
+    func bytesWithHashEqualGeneralPath(seed: UInt64) throws {
+        let definitions = [
+            LimiterDefinition(name: "w", limit: .window(cap: 2, windowNanos: 1_000), maxKeys: 4),
+            LimiterDefinition(name: "b", limit: .tokenBucket(ratePerSecond: 1_000_000, burst: 2), maxKeys: 4),
+            LimiterDefinition(name: "q", limit: .tokenBucket(ratePerSecond: 1_000_000, burst: 2), bytesPerSecond: 1e6),
+        ]
+        let reference = try LimiterSet(definitions: definitions)
+        let rightHash = try LimiterSet(definitions: definitions)
+        let wrongHash = try LimiterSet(definitions: definitions)
+        var rng = SplitMix(state: seed)
+        var now: UInt64 = 0
+        for step in 0..<3_000 {
+            now += UInt64.random(in: 0...150, using: &rng)
+            let key = Self.pool[Int.random(in: 0..<Self.pool.count, using: &rng)]
+            let size = Int.random(in: 0...3, using: &rng)
+            let at = LimiterNow(nanos: now)
+            for name in ["w", "b", "q"] {
+                let string = String(decoding: key, as: UTF8.self)
+                let expected = try reference.check(limiter: name, keys: [string, string], bytes: size, now: at)
+                let (right, wrong) = try key.withUnsafeBytes { bytes in
+                    let hash = LimiterSet.keyHash(utf8: bytes)
+                    return (
+                        try rightHash.handle(name).check(keyBytes: bytes, hash: hash, bytes: size, now: at),
+                        try wrongHash.handle(name).check(keyBytes: bytes, hash: hash ^ 0x5A5A, bytes: size, now: at)
+                    )
+                }
+                #expect(right == expected, "step \(step), limiter \(name), key \(key)")
+                #expect(wrong == expected, "step \(step), limiter \(name), key \(key), wrong hash")
+                #expect(try rightHash.keyCount(limiter: name) == reference.keyCount(limiter: name))
+                #expect(try wrongHash.keyCount(limiter: name) == reference.keyCount(limiter: name))
+                // Same use and retry-after for this key, in every limiter's table.
+                let state = try reference.state(limiter: name, key: string, now: at)
+                #expect(try rightHash.state(limiter: name, key: string, now: at) == state)
+                #expect(try wrongHash.state(limiter: name, key: string, now: at) == state)
+            }
+            // The window limiter's keys in recency order (a refused check must not move its key).
+            #expect(rightHash.snapshot(now: at) == reference.snapshot(now: at), "step \(step)")
+            #expect(wrongHash.snapshot(now: at) == reference.snapshot(now: at), "step \(step)")
+        }
+    }
 }
