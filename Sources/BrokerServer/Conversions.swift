@@ -64,8 +64,76 @@ extension EncodedDeliveredRecords {
     }
 }
 
+extension StoredRecordBytes {
+    /// The accepted records of a PUBLISH in their stored layout (docs/STORAGE.md "Record"), written straight from
+    /// the frame's bytes in one pass: for each, the timestamp (0: `receivedAtMillis`), the key and the value fields
+    /// as the wire carries them (the same bytes stored), the header count with `extraHeaders` added, each header
+    /// with its name length widened from u16 to u32 (name, value length and value copied as one run), then
+    /// `extraHeaders`. The bytes are those `BatchCodec.storedRecords` writes for the `LogRecord`s of
+    /// `PublishSorter.storedRecord(_:)`.
+    init(
+        _ records: EncodedPublishRecords, accepted: [PublishSorter.Accepted], extraHeaders: [LogHeader],
+        receivedAtMillis: Int64
+    ) {
+        // The extra headers in stored form, once for every record.
+        var extra = ByteBuffer()
+        for header in extraHeaders {
+            extra.writeInteger(UInt32(header.name.utf8.count))
+            extra.writeString(header.name)
+            extra.writeInteger(UInt32(header.value.readableBytes))
+            extra.writeImmutableBuffer(header.value)
+        }
+        var size = 0
+        var valueBytes = 0
+        var firstTimestamp: Int64 = 0
+        var maxTimestamp: Int64 = 0
+        var bytes = ByteBuffer()
+        records.withViews { view in
+            for entry in accepted {
+                let record = view(entry.index)
+                // timestamp, key field, value field, header count, headers (2 more bytes each), extra headers.
+                size += 8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
+                    + 2 * record.headerCount + extra.readableBytes
+                valueBytes += record.value.count
+            }
+            bytes = ByteBufferAllocator().buffer(capacity: size)
+            extra.withUnsafeReadableBytes { extraBytes in
+                let written = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+                    var writer = WireBytesWriter(out)
+                    for (position, entry) in accepted.enumerated() {
+                        let record = view(entry.index)
+                        let stamped = record.timestamp
+                        let timestamp = stamped == 0 ? receivedAtMillis : stamped
+                        if position == 0 {
+                            firstTimestamp = timestamp
+                            maxTimestamp = timestamp
+                        } else {
+                            maxTimestamp = max(maxTimestamp, timestamp)
+                        }
+                        writer.put(timestamp)
+                        writer.put(record.keyField)
+                        writer.put(record.valueField)
+                        writer.put(UInt32(record.headerCount + extraHeaders.count))
+                        record.forEachHeaderRun { nameLength, run in
+                            writer.put(UInt32(nameLength))
+                            writer.put(run)
+                        }
+                        writer.put(extraBytes)
+                    }
+                    return writer.position
+                }
+                precondition(written == size, "stored records wrote \(written) bytes, sized \(size)")
+            }
+        }
+        self.init(
+            count: accepted.count, bytes: bytes, firstTimestamp: firstTimestamp, maxTimestamp: maxTimestamp,
+            valueBytes: valueBytes
+        )
+    }
+}
+
 /// Writes big-endian integers and bytes through a raw pointer the caller sized (bounds checked by precondition).
-private struct WireBytesWriter {
+struct WireBytesWriter {
     private let out: UnsafeMutableRawBufferPointer
     private(set) var position = 0
 
