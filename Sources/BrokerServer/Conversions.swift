@@ -75,37 +75,51 @@ extension StoredRecordBytes {
         _ records: EncodedPublishRecords, accepted: [PublishSorter.Accepted], extraHeaders: [LogHeader],
         receivedAtMillis: Int64
     ) {
-        // The extra headers in stored form, once for every record.
-        var extra = ByteBuffer()
-        for header in extraHeaders {
-            extra.writeInteger(UInt32(header.name.utf8.count))
-            extra.writeString(header.name)
-            extra.writeInteger(UInt32(header.value.readableBytes))
-            extra.writeImmutableBuffer(header.value)
+        // The extra headers in stored form, once for every record (sized, then written in one raw write).
+        var extraSize = 0
+        for header in extraHeaders { extraSize += 8 + header.name.utf8.count + header.value.readableBytes }
+        var extra = ByteBufferAllocator().buffer(capacity: extraSize)
+        extra.writeWithUnsafeMutableBytes(minimumWritableBytes: extraSize) { out in
+            var writer = WireBytesWriter(out)
+            for header in extraHeaders {
+                writer.put(UInt32(header.name.utf8.count))
+                var name = header.name
+                name.withUTF8 { writer.put(UnsafeRawBufferPointer($0)) }
+                writer.put(UInt32(header.value.readableBytes))
+                header.value.withUnsafeReadableBytes { writer.put($0) }
+            }
+            return writer.position
         }
-        var size = 0
-        var valueBytes = 0
-        var firstTimestamp: Int64 = 0
-        var maxTimestamp: Int64 = 0
-        var bytes = ByteBuffer()
-        records.withViews { view in
+        let extraCount = UInt32(extraHeaders.count)
+        // Each closure below keeps its own variables and returns what it found: variables a closure captures and
+        // updates pay a run-time exclusivity check on every access.
+        let (size, valueBytes) = records.withViews { view -> (Int, Int) in
+            var size = 0
+            var valueBytes = 0
             for entry in accepted {
                 let record = view(entry.index)
                 // timestamp, key field, value field, header count, headers (2 more bytes each), extra headers.
-                size += 8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
-                    + 2 * record.headerCount + extra.readableBytes
+                size +=
+                    8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
+                    + 2 * record.headerCount + extraSize
                 valueBytes += record.value.count
             }
-            bytes = ByteBufferAllocator().buffer(capacity: size)
-            extra.withUnsafeReadableBytes { extraBytes in
+            return (size, valueBytes)
+        }
+        var bytes = ByteBufferAllocator().buffer(capacity: size)
+        var timestamps = (first: Int64(0), max: Int64(0))
+        extra.withUnsafeReadableBytes { extraBytes in
+            records.withViews { view in
                 let written = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
                     var writer = WireBytesWriter(out)
+                    var first: Int64 = 0
+                    var maxTimestamp: Int64 = 0
                     for (position, entry) in accepted.enumerated() {
                         let record = view(entry.index)
                         let stamped = record.timestamp
                         let timestamp = stamped == 0 ? receivedAtMillis : stamped
                         if position == 0 {
-                            firstTimestamp = timestamp
+                            first = timestamp
                             maxTimestamp = timestamp
                         } else {
                             maxTimestamp = max(maxTimestamp, timestamp)
@@ -113,20 +127,22 @@ extension StoredRecordBytes {
                         writer.put(timestamp)
                         writer.put(record.keyField)
                         writer.put(record.valueField)
-                        writer.put(UInt32(record.headerCount + extraHeaders.count))
-                        record.forEachHeaderRun { nameLength, run in
+                        writer.put(UInt32(record.headerCount) + extraCount)
+                        var headers = record.headers
+                        while let (nameLength, run) = headers.nextRun() {
                             writer.put(UInt32(nameLength))
                             writer.put(run)
                         }
                         writer.put(extraBytes)
                     }
+                    timestamps = (first, maxTimestamp)
                     return writer.position
                 }
                 precondition(written == size, "stored records wrote \(written) bytes, sized \(size)")
             }
         }
         self.init(
-            count: accepted.count, bytes: bytes, firstTimestamp: firstTimestamp, maxTimestamp: maxTimestamp,
+            count: accepted.count, bytes: bytes, firstTimestamp: timestamps.first, maxTimestamp: timestamps.max,
             valueBytes: valueBytes
         )
     }

@@ -73,60 +73,68 @@ struct PublishSorter {
             LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
         ]
         let records = publish.encodedRecords
-        var sorter = PublishSorter(records: records, provenance: provenance, receivedAtMillis: receivedAtMillis)
-        sorter.accepted.reserveCapacity(records.count)
         var provenanceForLimiters: UInt64 = 0
         for (offset, header) in provenance.enumerated() where Self.isAny(header.name, of: limiterHeaderNames) {
             provenanceForLimiters |= 1 << UInt64(offset)
         }
-        records.forEach { index, view in
-            let verdict = policy.recordVerdict(topic: publish.topic, value: view.value) {
-                view.visitHeaders(named: $0, $1)
-            }
-            // One pass finds the dedupe key (exactly one `dedupe-key` header makes a key; the router quarantines
-            // a repeated or malformed one) and the limiters' headers.
-            var key: UnsafeRawBufferPointer? = nil
-            var keyCount = 0
-            var limiterHeaders: UInt64 = 0
-            let headerCount = view.headerCount
-            view.forEachHeader { position, name, value in
-                if name == RecordHeaderName.dedupeKey {
-                    key = value
-                    keyCount += 1
+        // The sorter lives inside the closure (not captured by it), and the header loop is an iterator: variables
+        // a closure captures and updates pay a run-time exclusivity check on every access.
+        return records.withViews { view -> PublishSorter in
+            var sorter = PublishSorter(records: records, provenance: provenance, receivedAtMillis: receivedAtMillis)
+            sorter.accepted.reserveCapacity(records.count)
+            for index in 0..<records.count {
+                let record = view(index)
+                let verdict = policy.recordVerdict(topic: publish.topic, value: record.value) {
+                    record.visitHeaders(named: $0, $1)
                 }
-                if !limiterHeaderNames.isEmpty && Self.isAny(name, of: limiterHeaderNames) {
-                    limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
+                // One pass finds the dedupe key (exactly one `dedupe-key` header makes a key; the router
+                // quarantines a repeated or malformed one) and the limiters' headers.
+                var key: UnsafeRawBufferPointer? = nil
+                var keyCount = 0
+                var limiterHeaders: UInt64 = 0
+                var headerCount = 0
+                var headers = record.headers
+                while let (position, name, value) = headers.next() {
+                    headerCount += 1
+                    if name == RecordHeaderName.dedupeKey {
+                        key = value
+                        keyCount += 1
+                    }
+                    if !limiterHeaderNames.isEmpty && Self.isAny(name, of: limiterHeaderNames) {
+                        limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
+                    }
                 }
-                return true
-            }
-            if provenanceForLimiters != 0 {
-                limiterHeaders |= headerCount + provenance.count <= 64 ? provenanceForLimiters << UInt64(headerCount) : .max
-            }
-            let dedupeKey = keyCount == 1 ? key.map { records.slice($0, of: view) } : nil
-            switch verdict {
-            case .accept:
-                sorter.accepted.append(
-                    Accepted(
-                        index: index, valueBytes: view.value.count, dedupeKey: dedupeKey, limiterHeaders: limiterHeaders
+                if provenanceForLimiters != 0 {
+                    limiterHeaders |=
+                        headerCount + provenance.count <= 64 ? provenanceForLimiters << UInt64(headerCount) : .max
+                }
+                let dedupeKey = keyCount == 1 ? key.map { records.slice($0, of: record) } : nil
+                switch verdict {
+                case .accept:
+                    sorter.accepted.append(
+                        Accepted(
+                            index: index, valueBytes: record.value.count, dedupeKey: dedupeKey,
+                            limiterHeaders: limiterHeaders
+                        )
                     )
-                )
-            case .quarantine(let reason, let rule, let message):
-                var record = sorter.logRecord(view)
-                record.headers += Self.quarantineHeaders(
-                    topic: publish.topic, producer: principal.clientID, time: receivedAt, reason: reason.rawValue,
-                    rule: rule, policyVersion: policy.policyVersion, message: message
-                )
-                sorter.quarantined.append(
-                    Quarantined(
-                        index: index, record: record, reason: reason.rawValue, rule: rule, message: message,
-                        dedupeKey: dedupeKey
+                case .quarantine(let reason, let rule, let message):
+                    var stored = sorter.logRecord(record)
+                    stored.headers += Self.quarantineHeaders(
+                        topic: publish.topic, producer: principal.clientID, time: receivedAt, reason: reason.rawValue,
+                        rule: rule, policyVersion: policy.policyVersion, message: message
                     )
-                )
-            case .refuse(let code, let reason, _):
-                sorter.refused.append(Refused(index: index, code: ErrorCode(code), message: reason))
+                    sorter.quarantined.append(
+                        Quarantined(
+                            index: index, record: stored, reason: reason.rawValue, rule: rule, message: message,
+                            dedupeKey: dedupeKey
+                        )
+                    )
+                case .refuse(let code, let reason, _):
+                    sorter.refused.append(Refused(index: index, code: ErrorCode(code), message: reason))
+                }
             }
+            return sorter
         }
-        return sorter
     }
 
     /// A record as values, in its stored form without the provenance headers (a zero timestamp stamped with the
@@ -186,11 +194,14 @@ struct PublishSorter {
         records.withRecord(at: entry.index) { view in
             headerCount = view.headerCount
             guard candidates & (headerCount >= 64 ? .max : (1 << UInt64(headerCount)) &- 1) != 0 else { return }
-            view.forEachHeader { position, name, value in
-                if position < 64 && candidates & (1 << UInt64(position)) == 0 { return true }
-                if let named, name != named { return true }
-                going = body(name, value)
-                return going
+            var headers = view.headers
+            while let (position, name, value) = headers.next() {
+                if position < 64 && candidates & (1 << UInt64(position)) == 0 { continue }
+                if let named, name != named { continue }
+                guard body(name, value) else {
+                    going = false
+                    return
+                }
             }
         }
         guard going else { return }

@@ -526,41 +526,22 @@ package struct PublishRecordView {
         return self.load(at + 4 + Int(self.load(at, as: UInt32.self)), as: Int64.self)
     }
 
+    /// The headers, in order (an iterator: a loop over it needs no closure, so the variables it updates need no
+    /// run-time exclusivity checks).
+    package var headers: PublishHeaderIterator {
+        let at = Int(self.location.headerCount)
+        return PublishHeaderIterator(
+            all: self.all, names: self.names, nameIDs: self.nameIDs, position: at + 4,
+            remaining: Int(self.load(at, as: UInt32.self)), nameID: Int(self.location.firstHeader)
+        )
+    }
+
     /// Calls `body` with each header's position, name (from the frame's name table; valid UTF-8, checked by the
     /// decoder) and value bytes, in order, until it returns false.
     package func forEachHeader(_ body: (_ position: Int, _ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
-        var p = Int(self.location.headerCount)
-        let count = Int(self.load(p, as: UInt32.self))
-        p += 4
-        var id = Int(self.location.firstHeader)
-        for position in 0..<count {
-            let nameLength = Int(self.load(p, as: UInt16.self))
-            let nameID = self.nameIDs[id]
-            id += 1
-            let name =
-                nameID == EncodedPublishRecords.uncachedName
-                ? String(decoding: UnsafeRawBufferPointer(rebasing: self.all[p + 2..<p + 2 + nameLength]), as: UTF8.self)
-                : self.names[Int(nameID)]
-            p += 2 + nameLength
-            let valueLength = Int(self.load(p, as: UInt32.self))
-            let value = UnsafeRawBufferPointer(rebasing: self.all[p + 4..<p + 4 + valueLength])
-            p += 4 + valueLength
-            guard body(position, name, value) else { return }
-        }
-    }
-
-    /// Calls `body` with each header's name bytes and the bytes from the name to the end of its value (name, u32
-    /// value length, value: the run a stored header repeats after its u32 name length), in order.
-    package func forEachHeaderRun(_ body: (_ nameLength: Int, _ run: UnsafeRawBufferPointer) -> Void) {
-        var p = Int(self.location.headerCount)
-        let count = Int(self.load(p, as: UInt32.self))
-        p += 4
-        for _ in 0..<count {
-            let nameLength = Int(self.load(p, as: UInt16.self))
-            let runStart = p + 2
-            p = runStart + nameLength
-            p += 4 + Int(self.load(p, as: UInt32.self))
-            body(nameLength, UnsafeRawBufferPointer(rebasing: self.all[runStart..<p]))
+        var headers = self.headers
+        while let header = headers.next() {
+            guard body(header.position, header.name, header.value) else { return }
         }
     }
 
@@ -867,6 +848,65 @@ package struct DeliveredRecordView {
             timestamp: self.timestamp
         )
         return DeliveredRecord(offset: self.offset, record: record)
+    }
+}
+
+/// The headers of a ``PublishRecordView``, in order.
+package struct PublishHeaderIterator: IteratorProtocol {
+    let all: UnsafeRawBufferPointer
+    let names: UnsafeBufferPointer<String>
+    let nameIDs: UnsafeBufferPointer<UInt16>
+    var position: Int
+    var remaining: Int
+    var nameID: Int
+    private var index = 0
+
+    init(
+        all: UnsafeRawBufferPointer, names: UnsafeBufferPointer<String>, nameIDs: UnsafeBufferPointer<UInt16>,
+        position: Int, remaining: Int, nameID: Int
+    ) {
+        self.all = all
+        self.names = names
+        self.nameIDs = nameIDs
+        self.position = position
+        self.remaining = remaining
+        self.nameID = nameID
+    }
+
+    @inline(__always)
+    private func length<T: FixedWidthInteger>(at position: Int, as type: T.Type) -> Int {
+        Int(T(bigEndian: self.all.loadUnaligned(fromByteOffset: position, as: T.self)))
+    }
+
+    /// The next header: its position in the record, its name (from the frame's name table; valid UTF-8) and its
+    /// value bytes; nil after the last.
+    package mutating func next() -> (position: Int, name: String, value: UnsafeRawBufferPointer)? {
+        let nameAt = self.position + 2
+        guard let (nameLength, run) = self.nextRun() else { return nil }
+        let id = self.nameIDs[self.nameID - 1]
+        let name =
+            id == EncodedPublishRecords.uncachedName
+            ? String(decoding: UnsafeRawBufferPointer(rebasing: self.all[nameAt..<nameAt + nameLength]), as: UTF8.self)
+            : self.names[Int(id)]
+        let valueAt = nameAt + nameLength + 4
+        let value = UnsafeRawBufferPointer(rebasing: self.all[valueAt..<nameAt + run.count])
+        return (self.index - 1, name, value)
+    }
+
+    /// The next header as stored bytes need it: its name's length and the run from its name to the end of its
+    /// value (name, u32 value length, value: what a stored header repeats after its u32 name length); nil after
+    /// the last.
+    package mutating func nextRun() -> (nameLength: Int, run: UnsafeRawBufferPointer)? {
+        guard self.remaining > 0 else { return nil }
+        self.remaining -= 1
+        let nameLength = self.length(at: self.position, as: UInt16.self)
+        let start = self.position + 2
+        let valueLengthAt = start + nameLength
+        let end = valueLengthAt + 4 + self.length(at: valueLengthAt, as: UInt32.self)
+        self.position = end
+        self.nameID += 1
+        self.index += 1
+        return (nameLength, UnsafeRawBufferPointer(rebasing: self.all[start..<end]))
     }
 }
 
