@@ -75,21 +75,10 @@ extension StoredRecordBytes {
         _ records: EncodedPublishRecords, accepted: [PublishSorter.Accepted], extraHeaders: [LogHeader],
         receivedAtMillis: Int64
     ) {
-        // The extra headers in stored form, once for every record (sized, then written in one raw write).
+        // The extra headers take the same bytes after every record: written once after the first, then copied from
+        // there (no buffer of their own).
         var extraSize = 0
         for header in extraHeaders { extraSize += 8 + header.name.utf8.count + header.value.readableBytes }
-        var extra = ByteBufferAllocator().buffer(capacity: extraSize)
-        extra.writeWithUnsafeMutableBytes(minimumWritableBytes: extraSize) { out in
-            var writer = WireBytesWriter(out)
-            for header in extraHeaders {
-                writer.put(UInt32(header.name.utf8.count))
-                var name = header.name
-                name.withUTF8 { writer.put(UnsafeRawBufferPointer($0)) }
-                writer.put(UInt32(header.value.readableBytes))
-                header.value.withUnsafeReadableBytes { writer.put($0) }
-            }
-            return writer.position
-        }
         let extraCount = UInt32(extraHeaders.count)
         // Each closure below keeps its own variables and returns what it found: variables a closure captures and
         // updates pay a run-time exclusivity check on every access.
@@ -108,12 +97,13 @@ extension StoredRecordBytes {
         }
         var bytes = ByteBufferAllocator().buffer(capacity: size)
         var timestamps = (first: Int64(0), max: Int64(0))
-        extra.withUnsafeReadableBytes { extraBytes in
+        do {
             records.withViews { view in
                 let written = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
                     var writer = WireBytesWriter(out)
                     var first: Int64 = 0
                     var maxTimestamp: Int64 = 0
+                    var extraAt = -1
                     for (position, entry) in accepted.enumerated() {
                         let record = view(entry.index)
                         let stamped = record.timestamp
@@ -133,7 +123,18 @@ extension StoredRecordBytes {
                             writer.put(UInt32(nameLength))
                             writer.put(run)
                         }
-                        writer.put(extraBytes)
+                        if extraAt < 0 {
+                            extraAt = writer.position
+                            for header in extraHeaders {
+                                writer.put(UInt32(header.name.utf8.count))
+                                var name = header.name
+                                name.withUTF8 { writer.put(UnsafeRawBufferPointer($0)) }
+                                writer.put(UInt32(header.value.readableBytes))
+                                header.value.withUnsafeReadableBytes { writer.put($0) }
+                            }
+                        } else {
+                            writer.put(UnsafeRawBufferPointer(rebasing: out[extraAt..<extraAt + extraSize]))
+                        }
                     }
                     timestamps = (first, maxTimestamp)
                     return writer.position

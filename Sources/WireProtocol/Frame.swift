@@ -412,6 +412,9 @@ package struct EncodedPublishRecords: Sendable {
                 let firstHeader = self.nameIDs.count
                 if firstHeader == 0 && headerCount > 0 {
                     self.nameIDs.reserveCapacity(min(headerCount * count, (size - p) / FrameCodec.MinimumSize.header))
+                    // Room for the usual few distinct names at once (growing from empty reallocated twice or more).
+                    self.names.reserveCapacity(8)
+                    self.nameSpans.reserveCapacity(8)
                 }
                 for position in 0..<headerCount {
                     guard let nameLength16 = load(UInt16.self) else { return false }
