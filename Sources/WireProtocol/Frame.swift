@@ -855,15 +855,22 @@ package struct DeliveredRecordView {
 }
 
 /// The headers of a ``PublishRecordView``, in order.
-package struct PublishHeaderIterator: IteratorProtocol {
-    let all: UnsafeRawBufferPointer
-    let names: UnsafeBufferPointer<String>
-    let nameIDs: UnsafeBufferPointer<UInt16>
-    var position: Int
-    var remaining: Int
-    var nameID: Int
-    private var index = 0
+///
+/// `public`, `@frozen` and `@inlinable` (like LogStore's `RawRecordView`), so the loops over it in the broker's
+/// module inline it: as `package` calls, each header cost a call and a generic destroy of the returned tuple.
+@frozen
+public struct PublishHeaderIterator: IteratorProtocol {
+    @usableFromInline let all: UnsafeRawBufferPointer
+    @usableFromInline let names: UnsafeBufferPointer<String>
+    @usableFromInline let nameIDs: UnsafeBufferPointer<UInt16>
+    @usableFromInline var position: Int
+    @usableFromInline var remaining: Int
+    @usableFromInline var nameID: Int
+    @usableFromInline var index = 0
+    /// A name id meaning "not in the name table" (``EncodedPublishRecords``'s).
+    @usableFromInline static let uncachedName = UInt16.max
 
+    @inlinable
     init(
         all: UnsafeRawBufferPointer, names: UnsafeBufferPointer<String>, nameIDs: UnsafeBufferPointer<UInt16>,
         position: Int, remaining: Int, nameID: Int
@@ -876,19 +883,20 @@ package struct PublishHeaderIterator: IteratorProtocol {
         self.nameID = nameID
     }
 
-    @inline(__always)
-    private func length<T: FixedWidthInteger>(at position: Int, as type: T.Type) -> Int {
+    @inlinable @inline(__always)
+    func length<T: FixedWidthInteger>(at position: Int, as type: T.Type) -> Int {
         Int(T(bigEndian: self.all.loadUnaligned(fromByteOffset: position, as: T.self)))
     }
 
     /// The next header: its position in the record, its name (from the frame's name table; valid UTF-8) and its
     /// value bytes; nil after the last.
-    package mutating func next() -> (position: Int, name: String, value: UnsafeRawBufferPointer)? {
+    @inlinable
+    public mutating func next() -> (position: Int, name: String, value: UnsafeRawBufferPointer)? {
         let nameAt = self.position + 2
         guard let (nameLength, run) = self.nextRun() else { return nil }
         let id = self.nameIDs[self.nameID - 1]
         let name =
-            id == EncodedPublishRecords.uncachedName
+            id == Self.uncachedName
             ? String(decoding: UnsafeRawBufferPointer(rebasing: self.all[nameAt..<nameAt + nameLength]), as: UTF8.self)
             : self.names[Int(id)]
         let valueAt = nameAt + nameLength + 4
@@ -899,7 +907,8 @@ package struct PublishHeaderIterator: IteratorProtocol {
     /// The next header as stored bytes need it: its name's length and the run from its name to the end of its
     /// value (name, u32 value length, value: what a stored header repeats after its u32 name length); nil after
     /// the last.
-    package mutating func nextRun() -> (nameLength: Int, run: UnsafeRawBufferPointer)? {
+    @inlinable
+    public mutating func nextRun() -> (nameLength: Int, run: UnsafeRawBufferPointer)? {
         guard self.remaining > 0 else { return nil }
         self.remaining -= 1
         let nameLength = self.length(at: self.position, as: UInt16.self)
