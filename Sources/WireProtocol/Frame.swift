@@ -540,11 +540,26 @@ package struct PublishRecordView {
     }
 
     /// Calls `body` with each header's position, name (from the frame's name table; valid UTF-8, checked by the
-    /// decoder) and value bytes, in order, until it returns false.
+    /// decoder) and value bytes, in order, until it returns false. (A direct loop: over the iterator, compiled in
+    /// this module, each header cost a generic destroy of the optional tuple it returns.)
     package func forEachHeader(_ body: (_ position: Int, _ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
-        var headers = self.headers
-        while let header = headers.next() {
-            guard body(header.position, header.name, header.value) else { return }
+        var p = Int(self.location.headerCount)
+        let count = Int(self.load(p, as: UInt32.self))
+        p += 4
+        var id = Int(self.location.firstHeader)
+        for position in 0..<count {
+            let nameLength = Int(self.load(p, as: UInt16.self))
+            let nameID = self.nameIDs[id]
+            id += 1
+            let name =
+                nameID == EncodedPublishRecords.uncachedName
+                ? String(decoding: UnsafeRawBufferPointer(rebasing: self.all[p + 2..<p + 2 + nameLength]), as: UTF8.self)
+                : self.names[Int(nameID)]
+            p += 2 + nameLength
+            let valueLength = Int(self.load(p, as: UInt32.self))
+            let value = UnsafeRawBufferPointer(rebasing: self.all[p + 4..<p + 4 + valueLength])
+            p += 4 + valueLength
+            guard body(position, name, value) else { return }
         }
     }
 
