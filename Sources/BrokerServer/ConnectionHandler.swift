@@ -305,7 +305,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let rule = access.rule
             self.logger.notice("publish refused", metadata: ["brokerd.topic": "\(publish.topic)", "brokerd.reason": "\(reason)"])
             self.audit(principal.clientID, AuditAction.publishRefuse, topic: publish.topic, decision: "refuse", reason: ErrorCode(code).name, rule: rule, detail: reason, policy: policy)
-            self.core.topics.metrics(for: publish.topic)?.count(PublishTally(.refused, count: publish.records.count))
+            self.core.topics.metrics(for: publish.topic)?.count(PublishTally(.refused, count: publish.recordCount))
             self.send(.error(ErrorFrame(code: ErrorCode(code), message: reason)), correlationID: correlationID)
             return
         }
@@ -314,13 +314,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         let limit = self.core.settings.maxRecordsPerPublish
-        guard (1...limit).contains(publish.records.count) else {
-            appender.metrics.count(PublishTally(.refused, count: publish.records.count))
-            self.send(.error(ErrorFrame(code: .invalidRequest, message: "a PUBLISH carries 1 to \(limit) records; this one has \(publish.records.count)")), correlationID: correlationID)
+        guard (1...limit).contains(publish.recordCount) else {
+            appender.metrics.count(PublishTally(.refused, count: publish.recordCount))
+            self.send(.error(ErrorFrame(code: .invalidRequest, message: "a PUBLISH carries 1 to \(limit) records; this one has \(publish.recordCount)")), correlationID: correlationID)
             return
         }
         guard self.core.beginAppend() else {
-            appender.metrics.count(PublishTally(.failed, count: publish.records.count))
+            appender.metrics.count(PublishTally(.failed, count: publish.recordCount))
             self.send(.error(ErrorFrame(code: .shuttingDown, message: "the broker is shutting down")), correlationID: correlationID)
             return
         }
@@ -335,6 +335,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let limits = self.core.limits
         let connectionID = self.connectionID
         let topic = publish.topic
+        let records = sorted.records
+        let provenance = sorted.provenance
         // The limiters and clocks are read once per request (and again for records a "delay" limiter held).
         func judge() -> (PublishSorter.Accepted) -> LimitDecision {
             let publishJudge = limits.publishJudge(
@@ -342,9 +344,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             )
             return { entry in
                 guard let publishJudge else { return .pass }
-                return publishJudge.judge(bytes: entry.record.value.readableBytes) {
-                    entry.record.headers.visitHeadersInPlace(
-                        named: $0, among: entry.limiterHeaders, of: limiterHeaderNames, $1
+                return publishJudge.judge(bytes: entry.valueBytes) {
+                    PublishSorter.visitHeaders(
+                        of: entry, in: records, provenance: provenance, named: $0,
+                        limiterHeaderNames: limiterHeaderNames, $1
                     )
                 }
             }
@@ -405,18 +408,26 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard !sorted.quarantined.isEmpty else {
             // The usual case, nothing quarantined: the one append's completion comes back to the event loop
             // directly (a promise and its future cost a pipelined single-record PUBLISH about 3,000 instructions).
-            let records = sorted.accepted.map(\.record)
-            guard !records.isEmpty else {
+            guard !sorted.accepted.isEmpty else {
                 settle(.success(-1), .success(-1))
                 return
             }
             let bound = NIOLoopBound(settle, eventLoop: eventLoop)
-            appender.enqueue(records) { result in
+            appender.enqueue(stored: Self.storedAccepted(sorted)) { result in
                 eventLoop.execute { bound.value(result.map(\.baseOffset), .success(-1)) }
             }
             return
         }
-        let accepted = self.append(sorted.accepted.map(\.record), to: appender, on: eventLoop)
+        let accepted: EventLoopFuture<Int64>
+        if sorted.accepted.isEmpty {
+            accepted = eventLoop.makeSucceededFuture(-1)
+        } else {
+            let promise = eventLoop.makePromise(of: Int64.self)
+            appender.enqueue(stored: Self.storedAccepted(sorted)) { result in
+                promise.completeWith(result.map(\.baseOffset).mapError { $0 })
+            }
+            accepted = promise.futureResult
+        }
         let quarantined = self.append(sorted.quarantined.map(\.record), to: self.core.quarantine, on: eventLoop)
         // Each append settles on its own: a failure of one never reports the other's records as failed.
         EventLoopFuture.whenAllComplete([accepted, quarantined], on: eventLoop).assumeIsolated().whenSuccess { settled in
@@ -450,6 +461,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         }
+    }
+
+    /// The accepted records of `sorted` in their stored form, written from the frame's bytes with the provenance
+    /// headers.
+    private static func storedAccepted(_ sorted: PublishSorter) -> StoredRecordBytes {
+        StoredRecordBytes(
+            sorted.records, accepted: sorted.accepted, extraHeaders: sorted.provenance,
+            receivedAtMillis: sorted.receivedAtMillis
+        )
     }
 
     /// Appends `records` (none: succeeds at once with offset -1) and completes on `eventLoop` with the base offset.

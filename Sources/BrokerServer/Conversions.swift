@@ -64,8 +64,93 @@ extension EncodedDeliveredRecords {
     }
 }
 
+extension StoredRecordBytes {
+    /// The accepted records of a PUBLISH in their stored layout (docs/STORAGE.md "Record"), written straight from
+    /// the frame's bytes in one pass: for each, the timestamp (0: `receivedAtMillis`), the key and the value fields
+    /// as the wire carries them (the same bytes stored), the header count with `extraHeaders` added, each header
+    /// with its name length widened from u16 to u32 (name, value length and value copied as one run), then
+    /// `extraHeaders`. The bytes are those `BatchCodec.storedRecords` writes for the `LogRecord`s of
+    /// `PublishSorter.storedRecord(_:)`.
+    init(
+        _ records: EncodedPublishRecords, accepted: [PublishSorter.Accepted], extraHeaders: [LogHeader],
+        receivedAtMillis: Int64
+    ) {
+        // The extra headers take the same bytes after every record: written once after the first, then copied from
+        // there (no buffer of their own).
+        var extraSize = 0
+        for header in extraHeaders { extraSize += 8 + header.name.utf8.count + header.value.readableBytes }
+        let extraCount = UInt32(extraHeaders.count)
+        // Each closure below keeps its own variables and returns what it found: variables a closure captures and
+        // updates pay a run-time exclusivity check on every access.
+        let (size, valueBytes) = records.withViews { view -> (Int, Int) in
+            var size = 0
+            var valueBytes = 0
+            for entry in accepted {
+                let record = view(entry.index)
+                // timestamp, key field, value field, header count, headers (2 more bytes each), extra headers.
+                size +=
+                    8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
+                    + 2 * record.headerCount + extraSize
+                valueBytes += record.value.count
+            }
+            return (size, valueBytes)
+        }
+        var bytes = ByteBufferAllocator().buffer(capacity: size)
+        var timestamps = (first: Int64(0), max: Int64(0))
+        do {
+            records.withViews { view in
+                let written = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+                    var writer = WireBytesWriter(out)
+                    var first: Int64 = 0
+                    var maxTimestamp: Int64 = 0
+                    var extraAt = -1
+                    for (position, entry) in accepted.enumerated() {
+                        let record = view(entry.index)
+                        let stamped = record.timestamp
+                        let timestamp = stamped == 0 ? receivedAtMillis : stamped
+                        if position == 0 {
+                            first = timestamp
+                            maxTimestamp = timestamp
+                        } else {
+                            maxTimestamp = max(maxTimestamp, timestamp)
+                        }
+                        writer.put(timestamp)
+                        writer.put(record.keyField)
+                        writer.put(record.valueField)
+                        writer.put(UInt32(record.headerCount) + extraCount)
+                        var headers = record.headers
+                        while let (nameLength, run) = headers.nextRun() {
+                            writer.put(UInt32(nameLength))
+                            writer.put(run)
+                        }
+                        if extraAt < 0 {
+                            extraAt = writer.position
+                            for header in extraHeaders {
+                                writer.put(UInt32(header.name.utf8.count))
+                                var name = header.name
+                                name.withUTF8 { writer.put(UnsafeRawBufferPointer($0)) }
+                                writer.put(UInt32(header.value.readableBytes))
+                                header.value.withUnsafeReadableBytes { writer.put($0) }
+                            }
+                        } else {
+                            writer.put(UnsafeRawBufferPointer(rebasing: out[extraAt..<extraAt + extraSize]))
+                        }
+                    }
+                    timestamps = (first, maxTimestamp)
+                    return writer.position
+                }
+                precondition(written == size, "stored records wrote \(written) bytes, sized \(size)")
+            }
+        }
+        self.init(
+            count: accepted.count, bytes: bytes, firstTimestamp: timestamps.first, maxTimestamp: timestamps.max,
+            valueBytes: valueBytes
+        )
+    }
+}
+
 /// Writes big-endian integers and bytes through a raw pointer the caller sized (bounds checked by precondition).
-private struct WireBytesWriter {
+struct WireBytesWriter {
     private let out: UnsafeMutableRawBufferPointer
     private(set) var position = 0
 

@@ -7,13 +7,17 @@ import WireProtocol
 /// records for `__quarantine` (with the quarantine headers), then maps the two appends' base offsets back to one
 /// result per record, in the request's order. Pure: no I/O.
 struct PublishSorter {
+    /// A record the policy accepted: record `index` of `records`, read from the frame's bytes (its stored form, with
+    /// the provenance headers, is written from there when it is appended).
     struct Accepted {
         var index: Int
-        var record: LogRecord
+        /// Bytes of the record's value (what the publish limiters count).
+        var valueBytes: Int
         var dedupeKey: ByteBuffer?
         var ticket: DedupeTicket? = nil
-        /// Bit `n` is set when `record.headers[n]` is called by one of the names `sort` was given as the publish
-        /// limiters' (`.max`: not known, every header may be): the limiters' header walk visits only those.
+        /// Bit `n` is set when header `n` (the record's headers, then the provenance headers) is called by one of
+        /// the names `sort` was given as the publish limiters' (`.max`: not known, every header may be): the
+        /// limiters' header walk visits only those.
         var limiterHeaders: UInt64 = .max
     }
 
@@ -34,6 +38,12 @@ struct PublishSorter {
         var message: String
     }
 
+    /// The request's records, in wire form (the frame's bytes).
+    let records: EncodedPublishRecords
+    /// The headers stamped on every accepted record (receive time, producer, policy version), in order.
+    let provenance: [LogHeader]
+    /// The broker's receive time: the timestamp of a record that came with 0.
+    let receivedAtMillis: Int64
     private(set) var accepted: [Accepted] = []
     private(set) var quarantined: [Quarantined] = []
     private(set) var refused: [Refused] = []
@@ -45,78 +55,162 @@ struct PublishSorter {
     private(set) var rateLimited: [Int: PublishResult] = [:]
     /// Records a publish limiter with action "delay" holds, with the limiter and the wait.
     private(set) var delayed: [(entry: Accepted, limiter: String, nanos: UInt64)] = []
-    let count: Int
+    var count: Int { self.records.count }
 
     /// Sorts `publish`, whose topic the principal may publish to (the caller checked `publishDecision`).
     /// `limiterHeaderNames` are the header names its topic's publish limiters read (`LimiterEngine.headerNames`):
-    /// each accepted record notes where they are (`Accepted.limiterHeaders`), found in the pass that converts them.
+    /// each accepted record notes where they are (`Accepted.limiterHeaders`), found in the pass that finds its
+    /// dedupe key. The records are read in place from the frame's bytes: no header array per record.
     static func sort(
         _ publish: Publish, principal: Principal, policy: Policy, receivedAtMillis: Int64,
         limiterHeaderNames: [String] = []
     ) -> PublishSorter {
-        var sorter = PublishSorter(count: publish.records.count)
-        sorter.accepted.reserveCapacity(publish.records.count)
         let receivedAt = String(receivedAtMillis)
-        // The same for every record of the request: built once, shared (ByteBuffer is copy-on-write).
+        // The same for every record of the request: built once.
         let provenance = [
             LogHeader(RecordHeaderName.brokerReceivedAt, receivedAt),
             LogHeader(RecordHeaderName.brokerProducer, principal.clientID),
             LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
         ]
-        let provenanceForLimiters = provenance.map { Self.isAny($0.name, of: limiterHeaderNames) }
-        for (index, wire) in publish.records.enumerated() {
-            let verdict = wire.value.withUnsafeReadableBytes {
-                policy.recordVerdict(topic: publish.topic, value: $0) { wire.headers.visitHeaders(named: $0, $1) }
-            }
-            // One pass converts the headers (room left for the provenance headers, so appending them does not
-            // grow the array) and finds the dedupe key: exactly one `dedupe-key` header makes a key; the router
-            // quarantines a repeated or malformed one.
-            var headers: [LogHeader] = []
-            headers.reserveCapacity(wire.headers.count + provenance.count)
-            var key: ByteBuffer?
-            var keyCount = 0
-            var limiterHeaders: UInt64 = 0
-            for (position, header) in wire.headers.enumerated() {
-                headers.append(LogHeader(name: header.name, value: header.value))
-                if header.name == RecordHeaderName.dedupeKey {
-                    key = header.value
-                    keyCount += 1
+        let records = publish.encodedRecords
+        var provenanceForLimiters: UInt64 = 0
+        for (offset, header) in provenance.enumerated() where Self.isAny(header.name, of: limiterHeaderNames) {
+            provenanceForLimiters |= 1 << UInt64(offset)
+        }
+        // The sorter lives inside the closure (not captured by it), and the header loop is an iterator: variables
+        // a closure captures and updates pay a run-time exclusivity check on every access.
+        return records.withViews { view -> PublishSorter in
+            var sorter = PublishSorter(records: records, provenance: provenance, receivedAtMillis: receivedAtMillis)
+            sorter.accepted.reserveCapacity(records.count)
+            for index in 0..<records.count {
+                let record = view(index)
+                let verdict = policy.recordVerdict(topic: publish.topic, value: record.value) {
+                    record.visitHeaders(named: $0, $1)
                 }
-                if !limiterHeaderNames.isEmpty && Self.isAny(header.name, of: limiterHeaderNames) {
-                    limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
+                // One pass finds the dedupe key (exactly one `dedupe-key` header makes a key; the router
+                // quarantines a repeated or malformed one) and the limiters' headers.
+                var key: UnsafeRawBufferPointer? = nil
+                var keyCount = 0
+                var limiterHeaders: UInt64 = 0
+                var headerCount = 0
+                var headers = record.headers
+                while let (position, name, value) = headers.next() {
+                    headerCount += 1
+                    if name == RecordHeaderName.dedupeKey {
+                        key = value
+                        keyCount += 1
+                    }
+                    if !limiterHeaderNames.isEmpty && Self.isAny(name, of: limiterHeaderNames) {
+                        limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
+                    }
+                }
+                if provenanceForLimiters != 0 {
+                    limiterHeaders |=
+                        headerCount + provenance.count <= 64 ? provenanceForLimiters << UInt64(headerCount) : .max
+                }
+                let dedupeKey = keyCount == 1 ? key.map { records.slice($0, of: record) } : nil
+                switch verdict {
+                case .accept:
+                    sorter.accepted.append(
+                        Accepted(
+                            index: index, valueBytes: record.value.count, dedupeKey: dedupeKey,
+                            limiterHeaders: limiterHeaders
+                        )
+                    )
+                case .quarantine(let reason, let rule, let message):
+                    var stored = sorter.logRecord(record)
+                    stored.headers += Self.quarantineHeaders(
+                        topic: publish.topic, producer: principal.clientID, time: receivedAt, reason: reason.rawValue,
+                        rule: rule, policyVersion: policy.policyVersion, message: message
+                    )
+                    sorter.quarantined.append(
+                        Quarantined(
+                            index: index, record: stored, reason: reason.rawValue, rule: rule, message: message,
+                            dedupeKey: dedupeKey
+                        )
+                    )
+                case .refuse(let code, let reason, _):
+                    sorter.refused.append(Refused(index: index, code: ErrorCode(code), message: reason))
                 }
             }
-            for (offset, read) in provenanceForLimiters.enumerated() where read {
-                let position = wire.headers.count + offset
-                limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
-            }
-            if keyCount != 1 { key = nil }
-            // Before the record takes the array: appending to `record.headers` while `headers` still shares its
-            // buffer copied it (callgrind: one more array per record).
-            if case .accept = verdict { headers.append(contentsOf: provenance) }  // capacity reserved above
-            // The stored form; a zero timestamp is stamped with the broker's receive time.
-            var record = LogRecord(
-                key: wire.key, headers: headers, value: wire.value,
-                timestamp: wire.timestamp == 0 ? receivedAtMillis : wire.timestamp
-            )
-            switch verdict {
-            case .accept:
-                sorter.accepted.append(
-                    Accepted(index: index, record: record, dedupeKey: key, limiterHeaders: limiterHeaders)
-                )
-            case .quarantine(let reason, let rule, let message):
-                record.headers += Self.quarantineHeaders(
-                    topic: publish.topic, producer: principal.clientID, time: receivedAt, reason: reason.rawValue,
-                    rule: rule, policyVersion: policy.policyVersion, message: message
-                )
-                sorter.quarantined.append(
-                    Quarantined(index: index, record: record, reason: reason.rawValue, rule: rule, message: message, dedupeKey: key)
-                )
-            case .refuse(let code, let reason, _):
-                sorter.refused.append(Refused(index: index, code: ErrorCode(code), message: reason))
+            return sorter
+        }
+    }
+
+    /// A record as values, in its stored form without the provenance headers (a zero timestamp stamped with the
+    /// receive time): for the records that go to `__quarantine` (rare), appended as `LogRecord`s.
+    private func logRecord(_ view: PublishRecordView) -> LogRecord {
+        var headers: [LogHeader] = []
+        headers.reserveCapacity(view.headerCount + RecordHeaderName.quarantineSet.count)
+        view.forEachHeader { _, name, value in
+            headers.append(LogHeader(name: name, value: self.records.slice(value, of: view)))
+            return true
+        }
+        let timestamp = view.timestamp
+        return LogRecord(
+            key: view.key.map { self.records.slice($0, of: view) }, headers: headers,
+            value: self.records.slice(view.value, of: view),
+            timestamp: timestamp == 0 ? self.receivedAtMillis : timestamp
+        )
+    }
+
+    /// Record `index` as `logRecord(_:)` gives it.
+    private func logRecord(at index: Int) -> LogRecord {
+        self.records.withRecord(at: index) { self.logRecord($0) }
+    }
+
+    /// The stored form of accepted record `entry` (its headers, then the provenance headers): what its append
+    /// writes. For tests and tools; the append itself writes the bytes straight from the frame.
+    func storedRecord(_ entry: Accepted) -> LogRecord {
+        var record = self.logRecord(at: entry.index)
+        record.headers += self.provenance
+        return record
+    }
+
+    /// Walks accepted record `entry`'s headers, then the provenance headers, for the publish limiters (a
+    /// `HeaderVisitor`): with `named` one of `limiterHeaderNames` only the positions noted in `entry.limiterHeaders`
+    /// are looked at.
+    func visitHeaders(
+        of entry: Accepted, named: String?, limiterHeaderNames: [String],
+        _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+    ) {
+        Self.visitHeaders(
+            of: entry, in: self.records, provenance: self.provenance, named: named,
+            limiterHeaderNames: limiterHeaderNames, body
+        )
+    }
+
+    /// `visitHeaders(of:named:limiterHeaderNames:_:)` given the sorter's records and provenance headers.
+    static func visitHeaders(
+        of entry: Accepted, in records: EncodedPublishRecords, provenance: [LogHeader], named: String?,
+        limiterHeaderNames: [String], _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+    ) {
+        var candidates = UInt64.max
+        if entry.limiterHeaders != .max, let named, limiterHeaderNames.contains(named) {
+            candidates = entry.limiterHeaders
+        }
+        var headerCount = 0
+        var going = true
+        records.withRecord(at: entry.index) { view in
+            headerCount = view.headerCount
+            guard candidates & (headerCount >= 64 ? .max : (1 << UInt64(headerCount)) &- 1) != 0 else { return }
+            var headers = view.headers
+            while let (position, name, value) = headers.next() {
+                if position < 64 && candidates & (1 << UInt64(position)) == 0 { continue }
+                if let named, name != named { continue }
+                guard body(name, value) else {
+                    going = false
+                    return
+                }
             }
         }
-        return sorter
+        guard going else { return }
+        for (offset, header) in provenance.enumerated() {
+            let position = headerCount + offset
+            if position < 64 && candidates & (1 << UInt64(position)) == 0 { continue }
+            if let named, header.name != named { continue }
+            guard header.value.withUnsafeReadableBytes({ body(header.name, $0) }) else { return }
+        }
     }
 
     /// Whether `name` is one of `names` (lengths compared first: most names differ in length).
@@ -173,8 +267,9 @@ struct PublishSorter {
                 )
                 decisions.append((limiter, "reject"))
             case .quarantine(let limiter, let key, let retry):
-                var record = entry.record
-                record.headers.removeAll { $0.name.hasPrefix(RecordHeaderName.brokerPrefix) }
+                // The record without the provenance headers (it never had other `broker-` headers: the router
+                // quarantines those), then the quarantine headers.
+                var record = self.logRecord(at: entry.index)
                 let message = "limiter '\(limiter)' (\(key.rawValue)): limit reached (it allows more in \(retry) ms)"
                 record.headers += Self.quarantineHeaders(
                     topic: topic, producer: producer, time: String(receivedAtMillis), reason: "RATE_LIMITED",

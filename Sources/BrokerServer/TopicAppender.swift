@@ -14,10 +14,11 @@ final class TopicAppender: Sendable {
     typealias Completion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
 
     private struct Pending {
-        var records: [LogRecord]
+        /// The records in their stored layout (the part of the batch body they become).
+        var records: StoredRecordBytes
+        /// Their size for batching: key, header names and values, value, and 16 bytes per record (the stored size
+        /// less 4 per record).
         var bytes: Int
-        /// Bytes of the records' values, for `brokerd_published_bytes_total`.
-        var valueBytes: Int
         var completion: Completion
     }
 
@@ -44,16 +45,25 @@ final class TopicAppender: Sendable {
         self.maxBatchBytes = maxBatchBytes
     }
 
-    /// Queues records; `completion` runs (on any thread) once they are appended or failed.
+    /// Queues records; `completion` runs (on any thread) once they are appended or failed. They are laid out in
+    /// their stored form here (records too large for any batch fail at once, without being queued).
     func enqueue(_ records: [LogRecord], completion: @escaping Completion) {
-        var bytes = 0
-        var valueBytes = 0
-        for record in records {
-            bytes += record.approximateSize
-            valueBytes += record.value.readableBytes
+        let stored: StoredRecordBytes
+        do {
+            stored = try BatchCodec.storedRecords(records)
+        } catch {
+            completion(.failure(error))
+            return
         }
+        self.enqueue(stored: stored, completion: completion)
+    }
+
+    /// Queues records already in their stored layout (a PUBLISH's accepted records, converted from the frame's
+    /// bytes); `completion` runs (on any thread) once they are appended or failed.
+    func enqueue(stored records: StoredRecordBytes, completion: @escaping Completion) {
+        let bytes = records.bytes.readableBytes - 4 * records.count
         let batch: [Pending]? = self.state.withLock { state in
-            state.queue.append(Pending(records: records, bytes: bytes, valueBytes: valueBytes, completion: completion))
+            state.queue.append(Pending(records: records, bytes: bytes, completion: completion))
             if state.draining { return nil }
             state.draining = true
             return self.takeBatch(&state)
@@ -86,12 +96,12 @@ final class TopicAppender: Sendable {
 
     /// Appends one batch; its completion answers the batch's requests, then hands the log the next batch.
     private func write(_ batch: [Pending]) {
-        let records = batch.count == 1 ? batch[0].records : batch.flatMap(\.records)
-        self.log.append(records) { result in
+        let parts = batch.map(\.records)
+        self.log.append(stored: parts) { result in
             switch result {
             case .success(let appended):
-                self.metrics.publishedRecords.increment(by: records.count)
-                self.metrics.publishedBytes.increment(by: batch.reduce(0) { $0 + $1.valueBytes })
+                self.metrics.publishedRecords.increment(by: parts.reduce(0) { $0 + $1.count })
+                self.metrics.publishedBytes.increment(by: parts.reduce(0) { $0 + $1.valueBytes })
                 var base = appended.baseOffset
                 for pending in batch {
                     pending.completion(.success(AppendResult(baseOffset: base, count: pending.records.count)))
@@ -103,14 +113,5 @@ final class TopicAppender: Sendable {
             self.listeners?.notify(topic: self.log.name, endOffset: self.log.endOffset)
             if let next = self.state.withLock({ self.takeBatch(&$0) }) { self.write(next) }
         }
-    }
-}
-
-extension LogRecord {
-    /// Bytes of payload this record carries (key, header names and values, value), for batch sizing.
-    var approximateSize: Int {
-        var size = self.value.readableBytes + (self.key?.readableBytes ?? 0) + 16
-        for header in self.headers { size += header.name.utf8.count + header.value.readableBytes + 8 }
-        return size
     }
 }

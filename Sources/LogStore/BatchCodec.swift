@@ -114,6 +114,30 @@ package struct EncodedBatchBody: Sendable {
     package var batchSize: Int { BatchFormat.headerSize + self.storedBody.readableBytes }
 }
 
+/// Records already in their stored layout (docs/STORAGE.md "Record"), back to back, with what a batch header needs
+/// from them: what an append hands the log. Whoever builds one guarantees the layout (``BatchCodec/storedRecords(_:maxBodyBytes:)``
+/// from `LogRecord`s; the broker converts a PUBLISH's wire records straight into this form).
+package struct StoredRecordBytes: Sendable {
+    /// Number of records in `bytes`.
+    package let count: Int
+    /// The records' bytes, exactly `count` stored records.
+    package let bytes: ByteBuffer
+    /// Timestamp of the first record (0 when there are none).
+    package let firstTimestamp: Int64
+    /// Largest record timestamp (0 when there are none).
+    package let maxTimestamp: Int64
+    /// Bytes of the records' values (for the published-bytes metric).
+    package let valueBytes: Int
+    /// Wraps records the caller laid out.
+    package init(count: Int, bytes: ByteBuffer, firstTimestamp: Int64, maxTimestamp: Int64, valueBytes: Int) {
+        self.count = count
+        self.bytes = bytes
+        self.firstTimestamp = firstTimestamp
+        self.maxTimestamp = maxTimestamp
+        self.valueBytes = valueBytes
+    }
+}
+
 /// Why a stored batch could not be decoded.
 package struct BatchDecodeError: Error, Equatable, Sendable {
     /// What is wrong with it.
@@ -133,25 +157,36 @@ package enum BatchCodec {
         codec: CompressionCodec,
         maxBodyBytes: Int = BatchFormat.maxBodyBytes
     ) throws(LogStoreError) -> EncodedBatchBody {
-        guard let first = records.first else {
+        guard !records.isEmpty else {
             throw LogStoreError(.invalidArgument, "a batch needs at least one record")
         }
+        let stored = try self.storedRecords(records, maxBodyBytes: maxBodyBytes)
+        return try self.encodeBody(parts: [stored], codec: codec, maxBodyBytes: maxBodyBytes)
+    }
+
+    /// `records` in their stored layout (docs/STORAGE.md "Record"), back to back: the bytes ``encodeBody(_:codec:maxBodyBytes:)``
+    /// puts in a batch body for them. No records: an empty run (an append of nothing still fails, in `encodeBody`).
+    /// - Throws: `.tooLarge` when they take more than `maxBodyBytes` (capped at the format limit).
+    package static func storedRecords(
+        _ records: [LogRecord],
+        maxBodyBytes: Int = BatchFormat.maxBodyBytes
+    ) throws(LogStoreError) -> StoredRecordBytes {
         guard records.count <= Int(UInt32.max) else {
             throw LogStoreError(.tooLarge, "batch of \(records.count) records exceeds \(UInt32.max)")
         }
+        guard let first = records.first else {
+            return StoredRecordBytes(count: 0, bytes: ByteBuffer(), firstTimestamp: 0, maxTimestamp: 0, valueBytes: 0)
+        }
         let limit = min(maxBodyBytes, BatchFormat.maxBodyBytes)
         var size = 0
+        var valueBytes = 0
         for record in records {
             size += 8 + 4 + (record.key?.readableBytes ?? 0) + 4 + record.value.readableBytes + 4
+            valueBytes += record.value.readableBytes
             for header in record.headers { size += 8 + header.name.utf8.count + header.value.readableBytes }
             if size > limit { break }
         }
-        guard size <= limit else {
-            throw LogStoreError(
-                .tooLarge,
-                "batch body of more than \(limit) bytes (limit \(limit)) in \(records.count) records"
-            )
-        }
+        guard size <= limit else { throw Self.tooLarge(limit: limit, records: records.count) }
         // One write of exactly `size` bytes through a raw pointer: ByteBuffer's per-call bookkeeping (capacity
         // checks, exclusivity checks on its storage) cost more than the copies for ~30 small fields per record.
         var body = ByteBufferAllocator().buffer(capacity: size)
@@ -180,6 +215,50 @@ package enum BatchCodec {
             return writer.position
         }
         precondition(written == size, "batch body wrote \(written) bytes, sized \(size)")
+        return StoredRecordBytes(
+            count: records.count, bytes: body, firstTimestamp: first.timestamp, maxTimestamp: maxTimestamp,
+            valueBytes: valueBytes
+        )
+    }
+
+    private static func tooLarge(limit: Int, records: Int) -> LogStoreError {
+        LogStoreError(.tooLarge, "batch body of more than \(limit) bytes (limit \(limit)) in \(records) records")
+    }
+
+    /// One batch body of `parts`' records, in order (one part: its bytes are the body, no copy), compressed with
+    /// `codec` when that makes it smaller.
+    /// - Throws: `.invalidArgument` for no records, `.tooLarge` when the body exceeds `maxBodyBytes` (capped at the
+    ///   format limit).
+    package static func encodeBody(
+        parts: [StoredRecordBytes],
+        codec: CompressionCodec,
+        maxBodyBytes: Int = BatchFormat.maxBodyBytes
+    ) throws(LogStoreError) -> EncodedBatchBody {
+        var count = 0
+        var size = 0
+        var firstTimestamp: Int64? = nil
+        var maxTimestamp = Int64.min
+        for part in parts where part.count > 0 {
+            count += part.count
+            size += part.bytes.readableBytes
+            if firstTimestamp == nil { firstTimestamp = part.firstTimestamp }
+            maxTimestamp = max(maxTimestamp, part.maxTimestamp)
+        }
+        guard let firstTimestamp else {
+            throw LogStoreError(.invalidArgument, "a batch needs at least one record")
+        }
+        guard count <= Int(UInt32.max) else {
+            throw LogStoreError(.tooLarge, "batch of \(count) records exceeds \(UInt32.max)")
+        }
+        let limit = min(maxBodyBytes, BatchFormat.maxBodyBytes)
+        guard size <= limit else { throw Self.tooLarge(limit: limit, records: count) }
+        var body: ByteBuffer
+        if let only = parts.first(where: { $0.count > 0 }), only.count == count {
+            body = only.bytes
+        } else {
+            body = ByteBufferAllocator().buffer(capacity: size)
+            for part in parts { body.writeImmutableBuffer(part.bytes) }
+        }
         var stored = body
         var usedCodec = CompressionCodec.none
         if codec == .lz4, let compressed = self.compress(body) {
@@ -189,8 +268,8 @@ package enum BatchCodec {
         return EncodedBatchBody(
             storedBody: stored,
             attributes: usedCodec.rawValue,
-            recordCount: UInt32(records.count),
-            firstTimestamp: first.timestamp,
+            recordCount: UInt32(count),
+            firstTimestamp: firstTimestamp,
             maxTimestamp: maxTimestamp,
             bodyLength: UInt32(body.readableBytes)
         )

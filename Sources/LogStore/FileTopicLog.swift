@@ -148,6 +148,23 @@ final class FileTopicLog: TopicLog {
     /// continuation sits between the fdatasync and the caller's completion: on a publish's path every thread
     /// hand-off costs tens of microseconds on a busy machine.
     func append(_ records: [LogRecord], completion: @escaping AppendCompletion) {
+        self.append(encoding: { () throws(LogStoreError) -> EncodedBatchBody in
+            try BatchCodec.encodeBody(records, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
+        }, completion: completion)
+    }
+
+    /// `append(_:completion:)` for records already in their stored layout: the batch body is their bytes (one
+    /// part) or their bytes one after the other.
+    func append(stored parts: [StoredRecordBytes], completion: @escaping AppendCompletion) {
+        self.append(encoding: { () throws(LogStoreError) -> EncodedBatchBody in
+            try BatchCodec.encodeBody(parts: parts, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
+        }, completion: completion)
+    }
+
+    private func append(
+        encoding encode: @escaping @Sendable () throws(LogStoreError) -> EncodedBatchBody,
+        completion: @escaping AppendCompletion
+    ) {
         let started = DispatchTime.now().uptimeNanoseconds
         let metrics = self.metrics
         let timed: AppendCompletion = { result in
@@ -159,11 +176,7 @@ final class FileTopicLog: TopicLog {
             self.queuedAppends.subtract(1, ordering: .relaxed)
             let body: EncodedBatchBody
             do throws(LogStoreError) {
-                body = try BatchCodec.encodeBody(
-                    records,
-                    codec: self.config.compression,
-                    maxBodyBytes: self.config.maxBatchBodyBytes
-                )
+                body = try encode()
             } catch {
                 timed(.failure(error))
                 return

@@ -190,6 +190,9 @@ package protocol TopicLog: AnyObject, Sendable {
     /// records are written (and synced under `.always`) or with why they were not. Batches are stored in the order
     /// of the calls.
     func append(_ records: [LogRecord], completion: @escaping AppendCompletion)
+    /// `append(_:completion:)` for records already in their stored layout (``StoredRecordBytes``), `parts` in order
+    /// as one batch; the same outcomes.
+    func append(stored parts: [StoredRecordBytes], completion: @escaping AppendCompletion)
     /// Reads records from `offset` (at most `maxRecords`, about `maxBytes`; at least one record when any exists).
     /// Blocking file I/O: call it off the event loop. Returns [] when `offset == endOffset`.
     func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord]

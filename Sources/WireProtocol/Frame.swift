@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 import NIOCore
 
 /// Protocol constants shared by the encoder, the decoder and docs/PROTOCOL.md.
@@ -172,15 +177,407 @@ package struct HelloOK: Equatable, Sendable {
 }
 
 /// PUBLISH: append records to one topic.
+///
+/// Either built from ``WireRecord`` values (what a client sends) or, as the decoder builds it, over the frame's own
+/// bytes (``EncodedPublishRecords``): the broker reads each record in place and writes it into its log batch from
+/// there, without a `WireRecord` (and its header array) per record. The two are equal when they carry the same
+/// records.
 package struct Publish: Equatable, Sendable {
     /// The topic to append to.
     package var topic: String
-    /// The records, appended in this order at consecutive offsets.
-    package var records: [WireRecord]
+    private var storage: Storage
+
+    private enum Storage: Sendable {
+        case records([WireRecord])
+        case encoded(EncodedPublishRecords)
+    }
+
     /// Creates a PUBLISH.
     package init(topic: String, records: [WireRecord]) {
         self.topic = topic
-        self.records = records
+        self.storage = .records(records)
+    }
+
+    /// Creates a PUBLISH of records in wire form.
+    package init(topic: String, encoded: EncodedPublishRecords) {
+        self.topic = topic
+        self.storage = .encoded(encoded)
+    }
+
+    /// The records, appended in this order at consecutive offsets (decoded when the PUBLISH holds wire-form records).
+    package var records: [WireRecord] {
+        get {
+            switch self.storage {
+            case .records(let records): return records
+            case .encoded(let encoded): return encoded.decoded()
+            }
+        }
+        set { self.storage = .records(newValue) }
+    }
+
+    /// Number of records.
+    package var recordCount: Int {
+        switch self.storage {
+        case .records(let records): return records.count
+        case .encoded(let encoded): return encoded.count
+        }
+    }
+
+    /// The records in wire form: the decoder's view of the frame, or, for a PUBLISH built from `WireRecord`s, those
+    /// records laid out as the frame would carry them (their header names must fit a wire string; see
+    /// `FrameCodec.validate`).
+    package var encodedRecords: EncodedPublishRecords {
+        switch self.storage {
+        case .encoded(let encoded): return encoded
+        case .records(let records): return EncodedPublishRecords(records)
+        }
+    }
+
+    /// The wire-form records, when the PUBLISH was decoded (or built) from them.
+    var wireForm: EncodedPublishRecords? {
+        if case .encoded(let encoded) = self.storage { return encoded }
+        return nil
+    }
+
+    /// Same topic and the same records.
+    package static func == (lhs: Publish, rhs: Publish) -> Bool {
+        lhs.topic == rhs.topic && lhs.records == rhs.records
+    }
+}
+
+/// PUBLISH records in wire form (docs/PROTOCOL.md "Record (inside PUBLISH and DELIVER)"), checked exactly as the
+/// field-by-field decode checks them, kept as the frame's bytes with where each record is and the header names
+/// they use. Reading a record costs no allocation: the per-frame arrays (locations, name ids, distinct names) are
+/// all there is.
+package struct EncodedPublishRecords: Sendable {
+    /// Where one record is in `bytes`.
+    struct Location: Sendable {
+        /// First byte of the record (its key length).
+        var start: UInt32
+        /// Position of its header count.
+        var headerCount: UInt32
+        /// Position of its value length (after the last header).
+        var valueLength: UInt32
+        /// Index of its first header in `nameIDs`.
+        var firstHeader: UInt32
+    }
+
+    /// A name id meaning "not in the name table: decode it from the bytes".
+    static let uncachedName = UInt16.max
+    /// Distinct names kept per frame (the records of one PUBLISH repeat a few names).
+    static let maxNames = 32
+
+    /// The records' bytes (reader index at the first record's key length), exactly `count` records.
+    package let bytes: ByteBuffer
+    let locations: [Location]
+    /// Distinct header names, in first-seen order (at most `maxNames`), each valid UTF-8.
+    let names: [String]
+    /// For every header of every record, in order: its index in `names`, or `uncachedName`.
+    let nameIDs: [UInt16]
+
+    /// Number of records.
+    package var count: Int { self.locations.count }
+
+    /// Checks `count` records that fill `bytes` exactly, as the decoder does; nil when the field-by-field decode
+    /// would refuse them (it then names the failure).
+    package init?(count: Int, bytes: ByteBuffer) {
+        guard let walked = Walk.run(count: count, bytes: bytes) else { return nil }
+        self.bytes = bytes
+        self.locations = walked.locations
+        self.names = walked.names
+        self.nameIDs = walked.nameIDs
+    }
+
+    /// `records` laid out as a PUBLISH carries them.
+    package init(_ records: [WireRecord]) {
+        var bytes = ByteBuffer()
+        for record in records { FrameCodec.writeRecord(record, into: &bytes) }
+        guard let walked = Walk.run(count: records.count, bytes: bytes) else {
+            preconditionFailure("records written by FrameCodec.writeRecord failed the PUBLISH checks")
+        }
+        self.bytes = bytes
+        self.locations = walked.locations
+        self.names = walked.names
+        self.nameIDs = walked.nameIDs
+    }
+
+    /// The records decoded as values (slices of `bytes`).
+    package func decoded() -> [WireRecord] {
+        var reader = BodyReader(buffer: self.bytes, opcode: .publish)
+        do {
+            return try reader.fieldByFieldRecords(self.count, withOffsets: false).records
+        } catch {
+            preconditionFailure("checked PUBLISH records failed to decode: \(error)")
+        }
+    }
+
+    /// Calls `body` with each record in order, read in place. The views are valid only during the call.
+    package func forEach(_ body: (_ index: Int, _ record: PublishRecordView) throws -> Void) rethrows {
+        try self.bytes.withUnsafeReadableBytes { raw in
+            try self.names.withUnsafeBufferPointer { names in
+                try self.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    for index in self.locations.indices {
+                        try body(index, PublishRecordView(raw, self.locations[index], names, nameIDs))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Calls `body` with record `index`, read in place; the view is valid only during the call.
+    package func withRecord<Result>(at index: Int, _ body: (PublishRecordView) throws -> Result) rethrows -> Result {
+        try self.bytes.withUnsafeReadableBytes { raw in
+            try self.names.withUnsafeBufferPointer { names in
+                try self.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    try body(PublishRecordView(raw, self.locations[index], names, nameIDs))
+                }
+            }
+        }
+    }
+
+    /// Calls `body` with a function that reads record `index` in place; the views are valid only during the call.
+    package func withViews<Result>(_ body: (_ view: (Int) -> PublishRecordView) throws -> Result) rethrows -> Result {
+        try self.bytes.withUnsafeReadableBytes { raw in
+            try self.names.withUnsafeBufferPointer { names in
+                try self.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    try body { PublishRecordView(raw, self.locations[$0], names, nameIDs) }
+                }
+            }
+        }
+    }
+
+    /// A slice of `bytes` for `part`, a range of a view of these records (the key or a header value).
+    package func slice(_ part: UnsafeRawBufferPointer, of record: PublishRecordView) -> ByteBuffer {
+        let offset = part.baseAddress.map { $0 - record.all.baseAddress! } ?? 0
+        return self.bytes.getSlice(at: self.bytes.readerIndex + offset, length: part.count)!
+    }
+
+    /// Record `index` as values (slices of `bytes`).
+    package func record(at index: Int) -> WireRecord {
+        self.withRecord(at: index) { view in
+            var headers: [WireHeader] = []
+            headers.reserveCapacity(view.headerCount)
+            view.forEachHeader { _, name, value in
+                headers.append(WireHeader(name: name, value: self.slice(value, of: view)))
+                return true
+            }
+            return WireRecord(
+                key: view.key.map { self.slice($0, of: view) }, headers: headers, value: self.slice(view.value, of: view),
+                timestamp: view.timestamp
+            )
+        }
+    }
+
+    /// One pass over the records: the checks of the field-by-field decode, the locations and the name table.
+    private struct Walk {
+        var locations: [Location] = []
+        var names: [String] = []
+        var nameSpans: [(start: Int, length: Int)] = []
+        var nameIDs: [UInt16] = []
+
+        static func run(count: Int, bytes: ByteBuffer) -> Walk? {
+            var walk = Walk()
+            let ok = bytes.withUnsafeReadableBytes { walk.walk(count, $0) }
+            return ok ? walk : nil
+        }
+
+        private mutating func walk(_ count: Int, _ raw: UnsafeRawBufferPointer) -> Bool {
+            let size = raw.count
+            // Positions are kept as UInt32: a ByteBuffer holds at most UInt32.max bytes.
+            guard size <= Int(UInt32.max), count <= size / FrameCodec.MinimumSize.record else { return false }
+            var p = 0
+            @inline(__always) func load<T: FixedWidthInteger>(_ type: T.Type) -> T? {
+                guard size - p >= MemoryLayout<T>.size else { return nil }
+                defer { p += MemoryLayout<T>.size }
+                return T(bigEndian: raw.loadUnaligned(fromByteOffset: p, as: T.self))
+            }
+            @inline(__always) func skip(_ length: Int) -> Bool {
+                guard length >= 0, length <= size - p else { return false }
+                p += length
+                return true
+            }
+            self.locations.reserveCapacity(count)
+            var previousFirst = 0
+            var previousCount = 0
+            for _ in 0..<count {
+                let start = p
+                guard let keyLength = load(Int32.self) else { return false }
+                if keyLength != -1 {
+                    guard skip(Int(keyLength)) else { return false }
+                }
+                let headerCountAt = p
+                guard let headerCount32 = load(UInt32.self) else { return false }
+                let headerCount = Int(headerCount32)
+                guard headerCount <= (size - p) / FrameCodec.MinimumSize.header else { return false }
+                let firstHeader = self.nameIDs.count
+                if firstHeader == 0 && headerCount > 0 {
+                    self.nameIDs.reserveCapacity(min(headerCount * count, (size - p) / FrameCodec.MinimumSize.header))
+                    // Room for the usual few distinct names at once (growing from empty reallocated twice or more).
+                    self.names.reserveCapacity(8)
+                    self.nameSpans.reserveCapacity(8)
+                }
+                for position in 0..<headerCount {
+                    guard let nameLength16 = load(UInt16.self) else { return false }
+                    let nameLength = Int(nameLength16)
+                    guard nameLength <= size - p else { return false }
+                    let predicted = position < previousCount ? self.nameIDs[previousFirst + position] : uncachedName
+                    guard let id = self.nameID(raw, at: p, length: nameLength, predicted: predicted) else {
+                        return false
+                    }
+                    self.nameIDs.append(id)
+                    p += nameLength
+                    guard let valueLength = load(UInt32.self), skip(Int(valueLength)) else { return false }
+                }
+                previousFirst = firstHeader
+                previousCount = headerCount
+                let valueLengthAt = p
+                guard let valueLength = load(UInt32.self), skip(Int(valueLength)), load(Int64.self) != nil else {
+                    return false
+                }
+                self.locations.append(
+                    Location(
+                        start: UInt32(start), headerCount: UInt32(headerCountAt), valueLength: UInt32(valueLengthAt),
+                        firstHeader: UInt32(firstHeader)
+                    )
+                )
+            }
+            return p == size
+        }
+
+        /// The id of the name at `position`: the predicted one when it matches, else a table search, else a new
+        /// entry (validated as UTF-8 once); nil when the name is not valid UTF-8.
+        @inline(__always)
+        private mutating func nameID(_ raw: UnsafeRawBufferPointer, at position: Int, length: Int, predicted: UInt16)
+            -> UInt16?
+        {
+            let base = raw.baseAddress!
+            if predicted != uncachedName {
+                let span = self.nameSpans[Int(predicted)]
+                if span.length == length && (length == 0 || memcmp(base + span.start, base + position, length) == 0) {
+                    return predicted
+                }
+            }
+            for (id, span) in self.nameSpans.enumerated() where span.length == length {
+                if length == 0 || memcmp(base + span.start, base + position, length) == 0 { return UInt16(id) }
+            }
+            let bytes = UnsafeRawBufferPointer(start: base + position, count: length)
+            var string = String(decoding: bytes, as: UTF8.self)
+            guard string.withUTF8({ $0.elementsEqual(bytes) }) else { return nil }
+            guard self.names.count < maxNames else { return uncachedName }
+            self.names.append(string)
+            self.nameSpans.append((position, length))
+            return UInt16(self.names.count - 1)
+        }
+    }
+}
+
+/// One PUBLISH record read in place from the frame's bytes (``EncodedPublishRecords/forEach(_:)``): valid only during
+/// the call that hands it out.
+package struct PublishRecordView {
+    /// All the records' bytes (positions in `location` are relative to these).
+    let all: UnsafeRawBufferPointer
+    private let location: EncodedPublishRecords.Location
+    private let names: UnsafeBufferPointer<String>
+    private let nameIDs: UnsafeBufferPointer<UInt16>
+
+    init(
+        _ all: UnsafeRawBufferPointer, _ location: EncodedPublishRecords.Location, _ names: UnsafeBufferPointer<String>,
+        _ nameIDs: UnsafeBufferPointer<UInt16>
+    ) {
+        self.all = all
+        self.location = location
+        self.names = names
+        self.nameIDs = nameIDs
+    }
+
+    @inline(__always)
+    private func load<T: FixedWidthInteger>(_ position: Int, as type: T.Type) -> T {
+        T(bigEndian: self.all.loadUnaligned(fromByteOffset: position, as: T.self))
+    }
+
+    /// The key's bytes, or nil when the record has no key.
+    package var key: UnsafeRawBufferPointer? {
+        let start = Int(self.location.start)
+        let length = Int(self.load(start, as: Int32.self))
+        guard length >= 0 else { return nil }
+        return UnsafeRawBufferPointer(rebasing: self.all[start + 4..<start + 4 + length])
+    }
+
+    /// The key field as the wire carries it: its i32 length (-1: none), then its bytes (the same in a stored record).
+    package var keyField: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(rebasing: self.all[Int(self.location.start)..<Int(self.location.headerCount)])
+    }
+
+    /// Number of headers.
+    package var headerCount: Int { Int(self.load(Int(self.location.headerCount), as: UInt32.self)) }
+
+    /// The value's bytes.
+    package var value: UnsafeRawBufferPointer {
+        let at = Int(self.location.valueLength)
+        return UnsafeRawBufferPointer(rebasing: self.all[at + 4..<at + 4 + Int(self.load(at, as: UInt32.self))])
+    }
+
+    /// The value field as the wire carries it: its u32 length, then its bytes (the same in a stored record).
+    package var valueField: UnsafeRawBufferPointer {
+        let at = Int(self.location.valueLength)
+        return UnsafeRawBufferPointer(rebasing: self.all[at..<at + 4 + Int(self.load(at, as: UInt32.self))])
+    }
+
+    /// Producer timestamp, milliseconds since the Unix epoch; 0 asks the broker to stamp its receive time.
+    package var timestamp: Int64 {
+        let at = Int(self.location.valueLength)
+        return self.load(at + 4 + Int(self.load(at, as: UInt32.self)), as: Int64.self)
+    }
+
+    /// The headers, in order (an iterator: a loop over it needs no closure, so the variables it updates need no
+    /// run-time exclusivity checks).
+    package var headers: PublishHeaderIterator {
+        let at = Int(self.location.headerCount)
+        return PublishHeaderIterator(
+            all: self.all, names: self.names, nameIDs: self.nameIDs, position: at + 4,
+            remaining: Int(self.load(at, as: UInt32.self)), nameID: Int(self.location.firstHeader)
+        )
+    }
+
+    /// Calls `body` with each header's position, name (from the frame's name table; valid UTF-8, checked by the
+    /// decoder) and value bytes, in order, until it returns false. (A direct loop: over the iterator, compiled in
+    /// this module, each header cost a generic destroy of the optional tuple it returns.)
+    package func forEachHeader(_ body: (_ position: Int, _ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
+        var p = Int(self.location.headerCount)
+        let count = Int(self.load(p, as: UInt32.self))
+        p += 4
+        var id = Int(self.location.firstHeader)
+        for position in 0..<count {
+            let nameLength = Int(self.load(p, as: UInt16.self))
+            let nameID = self.nameIDs[id]
+            id += 1
+            let name =
+                nameID == EncodedPublishRecords.uncachedName
+                ? String(decoding: UnsafeRawBufferPointer(rebasing: self.all[p + 2..<p + 2 + nameLength]), as: UTF8.self)
+                : self.names[Int(nameID)]
+            p += 2 + nameLength
+            let valueLength = Int(self.load(p, as: UInt32.self))
+            let value = UnsafeRawBufferPointer(rebasing: self.all[p + 4..<p + 4 + valueLength])
+            p += 4 + valueLength
+            guard body(position, name, value) else { return }
+        }
+    }
+
+    /// Bytes of the headers as the wire carries them (after the count), for sizing: each header's u16 name length,
+    /// name, u32 value length and value.
+    package var headerBytes: Int { Int(self.location.valueLength) - Int(self.location.headerCount) - 4 }
+
+    /// A header visitor (`HeaderVisitor` of TopicRouter) over this record's headers: name and value of each header
+    /// (only those called `named`, when given), in order, until `body` returns false.
+    package func visitHeaders(named: String?, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool) {
+        guard let named else {
+            self.forEachHeader { _, name, value in body(name, value) }
+            return
+        }
+        self.forEachHeader { _, name, value in
+            guard name == named else { return true }
+            return body(name, value)
+        }
     }
 }
 
@@ -469,6 +866,74 @@ package struct DeliveredRecordView {
             timestamp: self.timestamp
         )
         return DeliveredRecord(offset: self.offset, record: record)
+    }
+}
+
+/// The headers of a ``PublishRecordView``, in order.
+///
+/// `public`, `@frozen` and `@inlinable` (like LogStore's `RawRecordView`), so the loops over it in the broker's
+/// module inline it: as `package` calls, each header cost a call and a generic destroy of the returned tuple.
+@frozen
+public struct PublishHeaderIterator: IteratorProtocol {
+    @usableFromInline let all: UnsafeRawBufferPointer
+    @usableFromInline let names: UnsafeBufferPointer<String>
+    @usableFromInline let nameIDs: UnsafeBufferPointer<UInt16>
+    @usableFromInline var position: Int
+    @usableFromInline var remaining: Int
+    @usableFromInline var nameID: Int
+    @usableFromInline var index = 0
+    /// A name id meaning "not in the name table" (``EncodedPublishRecords``'s).
+    @usableFromInline static let uncachedName = UInt16.max
+
+    @inlinable
+    init(
+        all: UnsafeRawBufferPointer, names: UnsafeBufferPointer<String>, nameIDs: UnsafeBufferPointer<UInt16>,
+        position: Int, remaining: Int, nameID: Int
+    ) {
+        self.all = all
+        self.names = names
+        self.nameIDs = nameIDs
+        self.position = position
+        self.remaining = remaining
+        self.nameID = nameID
+    }
+
+    @inlinable @inline(__always)
+    func length<T: FixedWidthInteger>(at position: Int, as type: T.Type) -> Int {
+        Int(T(bigEndian: self.all.loadUnaligned(fromByteOffset: position, as: T.self)))
+    }
+
+    /// The next header: its position in the record, its name (from the frame's name table; valid UTF-8) and its
+    /// value bytes; nil after the last.
+    @inlinable
+    public mutating func next() -> (position: Int, name: String, value: UnsafeRawBufferPointer)? {
+        let nameAt = self.position + 2
+        guard let (nameLength, run) = self.nextRun() else { return nil }
+        let id = self.nameIDs[self.nameID - 1]
+        let name =
+            id == Self.uncachedName
+            ? String(decoding: UnsafeRawBufferPointer(rebasing: self.all[nameAt..<nameAt + nameLength]), as: UTF8.self)
+            : self.names[Int(id)]
+        let valueAt = nameAt + nameLength + 4
+        let value = UnsafeRawBufferPointer(rebasing: self.all[valueAt..<nameAt + run.count])
+        return (self.index - 1, name, value)
+    }
+
+    /// The next header as stored bytes need it: its name's length and the run from its name to the end of its
+    /// value (name, u32 value length, value: what a stored header repeats after its u32 name length); nil after
+    /// the last.
+    @inlinable
+    public mutating func nextRun() -> (nameLength: Int, run: UnsafeRawBufferPointer)? {
+        guard self.remaining > 0 else { return nil }
+        self.remaining -= 1
+        let nameLength = self.length(at: self.position, as: UInt16.self)
+        let start = self.position + 2
+        let valueLengthAt = start + nameLength
+        let end = valueLengthAt + 4 + self.length(at: valueLengthAt, as: UInt32.self)
+        self.position = end
+        self.nameID += 1
+        self.index += 1
+        return (nameLength, UnsafeRawBufferPointer(rebasing: self.all[start..<end]))
     }
 }
 

@@ -153,6 +153,8 @@ package enum FrameCodec {
             try check(ok.clearance, "clearance")
         case .publish(let publish):
             try check(publish.topic, "topic")
+            // Wire-form records passed the decoder's checks.
+            guard publish.wireForm == nil else { break }
             for (index, record) in publish.records.enumerated() {
                 try check(record, "records[\(index)]")
             }
@@ -240,9 +242,13 @@ package enum FrameCodec {
             buffer.writeMultipleIntegers(ok.maxFrameBytes, ok.maxRecordsPerPublish)
         case .publish(let publish):
             Self.writeIdentifier(publish.topic, into: &buffer)
-            buffer.writeInteger(UInt32(publish.records.count))
-            for record in publish.records {
-                Self.writeRecord(record, into: &buffer)
+            buffer.writeInteger(UInt32(publish.recordCount))
+            if let encoded = publish.wireForm {
+                buffer.writeImmutableBuffer(encoded.bytes)
+            } else {
+                for record in publish.records {
+                    Self.writeRecord(record, into: &buffer)
+                }
             }
         case .publishAck(let ack):
             buffer.writeInteger(UInt32(ack.results.count))
@@ -535,7 +541,16 @@ package enum FrameCodec {
         case .publish:
             let topic = try reader.string("topic")
             let count = try reader.count("recordCount", minimumElementSize: MinimumSize.record)
-            frame = .publish(Publish(topic: topic, records: try reader.records(count, withOffsets: false).records))
+            // Kept as the frame's bytes when they pass every check (the broker writes them into its batch from
+            // there); else decoded field by field, which names the failure.
+            if let encoded = EncodedPublishRecords(count: count, bytes: reader.buffer) {
+                reader.buffer.moveReaderIndex(forwardBy: reader.buffer.readableBytes)
+                frame = .publish(Publish(topic: topic, encoded: encoded))
+            } else {
+                frame = .publish(
+                    Publish(topic: topic, records: try reader.fieldByFieldRecords(count, withOffsets: false).records)
+                )
+            }
         case .publishAck:
             let count = try reader.count("resultCount", minimumElementSize: MinimumSize.publishResult)
             var results: [PublishResult] = []

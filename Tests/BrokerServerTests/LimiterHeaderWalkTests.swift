@@ -50,14 +50,17 @@ struct LimiterHeaderWalkTests {
             )
             #expect(sorted.accepted.count == 1, "\(extra) extra headers")
             guard let entry = sorted.accepted.first else { continue }
-            let headers = entry.record.headers
+            // The stored record's headers (the record's, then the provenance headers), walked one by one, against
+            // the walk the limiters get over the frame's bytes.
+            let headers = sorted.storedRecord(entry).headers
+            #expect(headers.count == record.headers.count + 3)
             for named in names + ["event_type", "x-1"] as [String?] + [nil] {
                 for stop in [1, 2, Int.max] {
                     let full = self.visits(
                         { headers.visitHeadersInPlace(named: $0, $1) }, named: named, stopAfter: stop
                     )
                     let noted = self.visits(
-                        { headers.visitHeadersInPlace(named: $0, among: entry.limiterHeaders, of: names, $1) },
+                        { sorted.visitHeaders(of: entry, named: $0, limiterHeaderNames: names, $1) },
                         named: named, stopAfter: stop
                     )
                     #expect(noted == full, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
@@ -70,9 +73,18 @@ struct LimiterHeaderWalkTests {
                         named: named, stopAfter: stop
                     )
                     #expect(generic == plain, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
+                    var everything = entry
+                    everything.limiterHeaders = .max
+                    let unnoted = self.visits(
+                        { sorted.visitHeaders(of: everything, named: $0, limiterHeaderNames: names, $1) },
+                        named: named, stopAfter: stop
+                    )
+                    #expect(unnoted == full, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
                 }
             }
-            let producer = self.visits({ headers.visitHeadersInPlace(named: $0, $1) }, named: "broker-producer")
+            let producer = self.visits(
+                { sorted.visitHeaders(of: entry, named: $0, limiterHeaderNames: names, $1) }, named: "broker-producer"
+            )
             #expect(producer == ["broker-producer=p"])
         }
     }

@@ -64,6 +64,18 @@ struct RecordsDecodeTests {
         guard let count = Self.lead(&fast, opcode), Self.lead(&slow, opcode) == count else { return (nil, nil) }
         var slowResult = try? slow.fieldByFieldRecords(count, withOffsets: opcode == .deliver)
         if slowResult != nil, (try? slow.finish()) == nil { slowResult = nil }
+        if opcode == .publish {
+            // The broker's view of a PUBLISH (`EncodedPublishRecords`) is built exactly when the one-pass decode
+            // accepts the records, and reads back as the same records.
+            let encoded = EncodedPublishRecords(count: count, bytes: fast.buffer)
+            let decoded = fast.wellFormedRecords(count, withOffsets: false, build: false)
+            #expect((encoded != nil) == (decoded != nil))
+            if let encoded {
+                #expect((0..<encoded.count).map { encoded.record(at: $0) } == encoded.decoded())
+            }
+            fast = BodyReader(buffer: body, opcode: opcode)
+            _ = Self.lead(&fast, opcode)
+        }
         let fastResult = fast.wellFormedRecords(count, withOffsets: opcode == .deliver)
         if fastResult != nil { #expect(fast.buffer.readableBytes == 0) }
         return (fastResult, slowResult)
@@ -87,7 +99,40 @@ struct RecordsDecodeTests {
         #expect(slow?.records == Self.records)
         #expect(fast?.offsets == (opcode == .deliver ? [41, 42, 43] : []))
         var decodeBody = body
-        #expect(try FrameCodec.decodeBody(opcode: opcode, body: &decodeBody) == frame)
+        let decoded = try FrameCodec.decodeBody(opcode: opcode, body: &decodeBody)
+        #expect(decoded == frame)
+        if case .publish(let publish) = decoded {
+            // Kept as the frame's bytes, and encoded from them again unchanged.
+            #expect(publish.wireForm != nil)
+            #expect(publish.recordCount == Self.records.count)
+            #expect(Self.body(decoded) == body)
+        }
+    }
+
+    @Test("a PUBLISH with more distinct header names than the name table holds, and names repeated at other positions")
+    func manyNames() throws {
+        let records = (0..<5).map { n in
+            WireRecord(
+                key: nil,
+                headers: (0..<50).map { WireHeader(name: "name-\(($0 * (n + 1)) % 45)", value: bytes("\($0)")) },
+                value: bytes("v\(n)"), timestamp: Int64(n)
+            )
+        }
+        let frame = Frame.publish(Publish(topic: "t", records: records))
+        var body = Self.body(frame)
+        let decoded = try FrameCodec.decodeBody(opcode: .publish, body: &body)
+        guard case .publish(let publish) = decoded else { throw CancellationError() }
+        #expect(publish.wireForm != nil)
+        #expect(publish.records == records)
+        #expect((0..<records.count).map { publish.encodedRecords.record(at: $0) } == records)
+        var seen: [String] = []
+        publish.encodedRecords.withRecord(at: 3) { view in
+            view.visitHeaders(named: "name-4") { name, value in
+                seen.append(name + "=" + String(decoding: value, as: UTF8.self))
+                return true
+            }
+        }
+        #expect(seen == records[3].headers.filter { $0.name == "name-4" }.map { "name-4=" + String(buffer: $0.value) })
     }
 
     @Test(
