@@ -38,12 +38,19 @@ struct PreallocationTests {
         return try Self.batchesEnd(path)
     }
 
+    /// A backend on `dir` and topic `t` opened with `fsync` always and 64 KiB of preallocation.
+    static func open(
+        _ dir: String, segmentBytes: Int64, io: any FileIO = PosixFileIO(), logs: CapturedLogs = CapturedLogs()
+    ) async throws -> (FileLogBackend, any TopicLog, TopicLogConfig) {
+        let backend = try FileLogBackend(directory: dir, logger: logs.logger, io: io)
+        let config = TopicLogConfig.test(segmentBytes: segmentBytes, fsync: .always, preallocateBytes: 64 << 10)
+        return (backend, try await backend.openTopic(name: Self.topic, config: config), config)
+    }
+
     @Test("zeros are kept ahead of the last batch, batches overwrite them, and close cuts them")
     func keptAheadAndCutAtClose() async throws {
         try await withTemporaryDirectory { dir in
-            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let config = TopicLogConfig.test(segmentBytes: 1 << 20, fsync: .always, preallocateBytes: 64 << 10)
-            let log = try await backend.openTopic(name: Self.topic, config: config)
+            let (backend, log, config) = try await Self.open(dir, segmentBytes: 1 << 20)
             try await FileTopicLogTests.fill(log, batches: 4, padding: 100)
             let path = try Self.logPaths(dir)[0]
             let ahead = try await Self.awaitPreallocated(path)
@@ -75,9 +82,7 @@ struct PreallocationTests {
     @Test("a roll leaves closed segments ending at their last batch; preallocation stops at segmentBytes")
     func rollCutsZeros() async throws {
         try await withTemporaryDirectory { dir in
-            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let config = TopicLogConfig.test(segmentBytes: 16 << 10, fsync: .always, preallocateBytes: 64 << 10)
-            let log = try await backend.openTopic(name: Self.topic, config: config)
+            let (backend, log, _) = try await Self.open(dir, segmentBytes: 16 << 10)
             try await FileTopicLogTests.fill(log, batches: 120, padding: 200)
             let paths = try Self.logPaths(dir)
             #expect(paths.count >= 3)
@@ -96,9 +101,7 @@ struct PreallocationTests {
     @Test("an unclean stop with zeros after the last batch: reopen cuts them quietly and keeps every record")
     func uncleanStopCutsZerosQuietly() async throws {
         try await withTemporaryDirectory { dir in
-            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let config = TopicLogConfig.test(segmentBytes: 1 << 20, fsync: .always, preallocateBytes: 64 << 10)
-            let log = try await backend.openTopic(name: Self.topic, config: config)
+            let (backend, log, config) = try await Self.open(dir, segmentBytes: 1 << 20)
             try await FileTopicLogTests.fill(log, batches: 6, padding: 100)
             let end = log.endOffset
             let path = try Self.logPaths(dir)[0]
@@ -176,9 +179,7 @@ struct PreallocationTests {
             let io = FaultyFileIO()
             io.state.withLock { $0.failZeroWrite = ENOSPC }
             let logs = CapturedLogs()
-            let backend = try FileLogBackend(directory: dir, logger: logs.logger, io: io)
-            let config = TopicLogConfig.test(segmentBytes: 1 << 20, fsync: .always, preallocateBytes: 64 << 10)
-            let log = try await backend.openTopic(name: Self.topic, config: config)
+            let (backend, log, _) = try await Self.open(dir, segmentBytes: 1 << 20, io: io, logs: logs)
             try await FileTopicLogTests.fill(log, batches: 12, padding: 100)
             for _ in 0..<500 where !logs.contains(level: .notice, "preallocation stopped") {
                 try await Task.sleep(for: .milliseconds(10))
