@@ -233,6 +233,13 @@ final class RawConnection: Sendable {
         return RawConnection(channel: channel)
     }
 
+    /// Writes raw bytes and closes the connection without reading anything.
+    func sendAndClose(_ bytes: [UInt8]) async throws {
+        try await self.channel.executeThenClose { _, outbound in
+            try await outbound.write(ByteBuffer(bytes: bytes))
+        }
+    }
+
     /// Writes raw bytes, then reads until the peer closes or `timeout`; returns the frames read and whether it closed.
     func exchange(_ bytes: [UInt8], timeout: Duration = .seconds(10), until stop: @escaping @Sendable ([TaggedFrame]) -> Bool = { _ in false }) async throws -> (frames: [TaggedFrame], closed: Bool) {
         try await self.channel.executeThenClose { inbound, outbound in
