@@ -405,11 +405,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             return
         }
-        // A "delay" limiter holds its records (at most `maxPublishDelay`), then they are judged again.
+        // A "delay" limiter holds its records (at most `maxPublishDelay`), then they are judged again. The closure
+        // captures a copy made here: capturing `sorted` itself would put it in a heap box, with an exclusivity check
+        // on every use above, for every request, delayed or not.
+        var held = sorted
         let wait = min(delay, Self.maxPublishDelayNanos)
         eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(wait))) {
-            sorted.resumeDelayed(gate: gate, judge: judge())
-            self.appendAndAcknowledge(sorted, appender: appender, gate: gate, receivedAt: receivedAt, principal: principal, policy: policy, correlationID: correlationID)
+            held.resumeDelayed(gate: gate, judge: judge())
+            self.appendAndAcknowledge(held, appender: appender, gate: gate, receivedAt: receivedAt, principal: principal, policy: policy, correlationID: correlationID)
         }
     }
 
@@ -505,29 +508,23 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
         let appender: TopicAppender
         let eventLoop: any EventLoop
-        var parts: [StoredRecordBytes] = []
+        /// The requests' accepted records, in their stored layout, in one buffer.
+        var records = StoredRecordsBuilder(capacity: 32 << 10)
         var requests: [Request] = []
-        /// The stored bytes of `parts`, to keep a group well below any batch limit.
-        var bytes = 0
     }
 
     /// A group is sent to its appender once it holds this many stored bytes (a batch body may be up to 16 MiB; the
     /// appender batches up to 4 MiB).
     static let publishGroupMaxBytes = 1 << 20
 
-    /// Adds an accepted-only publish to the group (sending the group first if it is for another topic or full). The
-    /// group is sent when the current event-loop tick's reads are done, before any other request of this connection
-    /// is served, before a publish that takes the other path, and when the connection closes: the records of one
-    /// connection reach the log in the order their PUBLISHes arrived.
+    /// Adds an accepted-only publish to the group (sending the group first if it is for another topic). The group is
+    /// sent once it holds `publishGroupMaxBytes`, when the current event-loop tick's reads are done, before any other
+    /// request of this connection is served, before a publish that takes the other path, and when the connection
+    /// closes: the records of one connection reach the log in the order their PUBLISHes arrived.
     private func group(
         _ sorted: PublishSorter, appender: TopicAppender, gate: DedupeGate?, correlationID: UInt32, eventLoop: any EventLoop
     ) {
-        let stored = Self.storedAccepted(sorted)
-        if let current = self.publishGroup,
-            current.appender !== appender || current.bytes + stored.bytes.readableBytes > Self.publishGroupMaxBytes
-        {
-            self.flushPublishGroup()
-        }
+        if let current = self.publishGroup, current.appender !== appender { self.flushPublishGroup() }
         if self.publishGroup == nil {
             self.publishGroup = PublishGroup(appender: appender, eventLoop: eventLoop)
             if !self.publishGroupFlushScheduled {
@@ -539,9 +536,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 }
             }
         }
-        self.publishGroup!.parts.append(stored)
-        self.publishGroup!.bytes += stored.bytes.readableBytes
+        self.publishGroup!.records.append(
+            sorted.records, accepted: sorted.accepted, extraHeaders: sorted.provenance,
+            receivedAtMillis: sorted.receivedAtMillis
+        )
         self.publishGroup!.requests.append(PublishGroup.Request(sorted: sorted, gate: gate, correlationID: correlationID))
+        if self.publishGroup!.records.byteCount >= Self.publishGroupMaxBytes { self.flushPublishGroup() }
     }
 
     /// Hands the group's records to its appender (one queue entry) and settles its requests when they are appended.
@@ -551,16 +551,17 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let bound = NIOLoopBound((handler: self, requests: group.requests), eventLoop: group.eventLoop)
         let eventLoop = group.eventLoop
         let appender = group.appender
-        appender.enqueue(stored: group.parts) { result in
+        appender.enqueue(stored: group.records.build()) { result in
             eventLoop.execute {
                 let (handler, requests) = bound.value
                 var base = (try? result.get())?.baseOffset ?? -1
-                for request in requests {
+                // By index: the requests are read in place, not copied out one by one.
+                for index in requests.indices {
                     let accepted = result.map { _ in base }
-                    base += Int64(request.sorted.accepted.count)
+                    base += Int64(requests[index].sorted.accepted.count)
                     handler.settle(
-                        request.sorted, gate: request.gate, appender: appender, correlationID: request.correlationID,
-                        accepted: accepted, quarantined: .success(-1)
+                        requests[index].sorted, gate: requests[index].gate, appender: appender,
+                        correlationID: requests[index].correlationID, accepted: accepted, quarantined: .success(-1)
                     )
                 }
             }

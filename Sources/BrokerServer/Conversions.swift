@@ -65,16 +65,54 @@ extension EncodedDeliveredRecords {
 }
 
 extension StoredRecordBytes {
-    /// The accepted records of a PUBLISH in their stored layout (docs/STORAGE.md "Record"), written straight from
+    /// The accepted records of a PUBLISH in their stored layout, written straight from the frame's bytes (see
+    /// ``StoredRecordsBuilder/append(_:accepted:extraHeaders:receivedAtMillis:)``).
+    init(
+        _ records: EncodedPublishRecords, accepted: [PublishSorter.Accepted], extraHeaders: [LogHeader],
+        receivedAtMillis: Int64
+    ) {
+        var builder = StoredRecordsBuilder()
+        builder.append(records, accepted: accepted, extraHeaders: extraHeaders, receivedAtMillis: receivedAtMillis)
+        self = builder.build()
+    }
+}
+
+/// The accepted records of one or more PUBLISHes, in their stored layout, back to back in one buffer (a publish
+/// group's requests share it: one allocation for all of them, not one per request).
+struct StoredRecordsBuilder {
+    private var bytes: ByteBuffer
+    private(set) var count = 0
+    private var firstTimestamp: Int64 = 0
+    private var maxTimestamp: Int64 = 0
+    private var valueBytes = 0
+
+    /// Starts empty, with room for `capacity` bytes (it grows as needed).
+    init(capacity: Int = 0) {
+        self.bytes = ByteBufferAllocator().buffer(capacity: capacity)
+    }
+
+    /// Bytes written so far.
+    var byteCount: Int { self.bytes.readableBytes }
+
+    /// What was written, as one run of stored records.
+    func build() -> StoredRecordBytes {
+        StoredRecordBytes(
+            count: self.count, bytes: self.bytes, firstTimestamp: self.firstTimestamp, maxTimestamp: self.maxTimestamp,
+            valueBytes: self.valueBytes
+        )
+    }
+
+    /// Writes the accepted records of a PUBLISH in their stored layout (docs/STORAGE.md "Record"), straight from
     /// the frame's bytes in one pass: for each, the timestamp (0: `receivedAtMillis`), the key and the value fields
     /// as the wire carries them (the same bytes stored), the header count with `extraHeaders` added, each header
     /// with its name length widened from u16 to u32 (name, value length and value copied as one run), then
     /// `extraHeaders`. The bytes are those `BatchCodec.storedRecords` writes for the `LogRecord`s of
     /// `PublishSorter.storedRecord(_:)`.
-    init(
+    mutating func append(
         _ records: EncodedPublishRecords, accepted: [PublishSorter.Accepted], extraHeaders: [LogHeader],
         receivedAtMillis: Int64
     ) {
+        guard !accepted.isEmpty else { return }
         // The extra headers take the same bytes after every record: written once after the first, then copied from
         // there (no buffer of their own).
         var extraSize = 0
@@ -95,57 +133,59 @@ extension StoredRecordBytes {
             }
             return (size, valueBytes)
         }
-        var bytes = ByteBufferAllocator().buffer(capacity: size)
+        let firstOfAll = self.count == 0
         var timestamps = (first: Int64(0), max: Int64(0))
-        do {
-            records.withViews { view in
-                let written = bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-                    var writer = WireBytesWriter(out)
-                    var first: Int64 = 0
-                    var maxTimestamp: Int64 = 0
-                    var extraAt = -1
-                    for (position, entry) in accepted.enumerated() {
-                        let record = view(entry.index)
-                        let stamped = record.timestamp
-                        let timestamp = stamped == 0 ? receivedAtMillis : stamped
-                        if position == 0 {
-                            first = timestamp
-                            maxTimestamp = timestamp
-                        } else {
-                            maxTimestamp = max(maxTimestamp, timestamp)
-                        }
-                        writer.put(timestamp)
-                        writer.put(record.keyField)
-                        writer.put(record.valueField)
-                        writer.put(UInt32(record.headerCount) + extraCount)
-                        var headers = record.headers
-                        while let (nameLength, run) = headers.nextRun() {
-                            writer.put(UInt32(nameLength))
-                            writer.put(run)
-                        }
-                        if extraAt < 0 {
-                            extraAt = writer.position
-                            for header in extraHeaders {
-                                writer.put(UInt32(header.name.utf8.count))
-                                var name = header.name
-                                name.withUTF8 { writer.put(UnsafeRawBufferPointer($0)) }
-                                writer.put(UInt32(header.value.readableBytes))
-                                header.value.withUnsafeReadableBytes { writer.put($0) }
-                            }
-                        } else {
-                            writer.put(UnsafeRawBufferPointer(rebasing: out[extraAt..<extraAt + extraSize]))
-                        }
+        records.withViews { view in
+            let written = self.bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
+                var writer = WireBytesWriter(UnsafeMutableRawBufferPointer(rebasing: out[0..<size]))
+                var first: Int64 = 0
+                var maxTimestamp: Int64 = 0
+                var extraAt = -1
+                for (position, entry) in accepted.enumerated() {
+                    let record = view(entry.index)
+                    let stamped = record.timestamp
+                    let timestamp = stamped == 0 ? receivedAtMillis : stamped
+                    if position == 0 {
+                        first = timestamp
+                        maxTimestamp = timestamp
+                    } else {
+                        maxTimestamp = max(maxTimestamp, timestamp)
                     }
-                    timestamps = (first, maxTimestamp)
-                    return writer.position
+                    writer.put(timestamp)
+                    writer.put(record.keyField)
+                    writer.put(record.valueField)
+                    writer.put(UInt32(record.headerCount) + extraCount)
+                    var headers = record.headers
+                    while let (nameLength, run) = headers.nextRun() {
+                        writer.put(UInt32(nameLength))
+                        writer.put(run)
+                    }
+                    if extraAt < 0 {
+                        extraAt = writer.position
+                        for header in extraHeaders {
+                            writer.put(UInt32(header.name.utf8.count))
+                            var name = header.name
+                            name.withUTF8 { writer.put(UnsafeRawBufferPointer($0)) }
+                            writer.put(UInt32(header.value.readableBytes))
+                            header.value.withUnsafeReadableBytes { writer.put($0) }
+                        }
+                    } else {
+                        writer.put(UnsafeRawBufferPointer(rebasing: out[extraAt..<extraAt + extraSize]))
+                    }
                 }
-                precondition(written == size, "stored records wrote \(written) bytes, sized \(size)")
+                timestamps = (first, maxTimestamp)
+                return writer.position
             }
+            precondition(written == size, "stored records wrote \(written) bytes, sized \(size)")
         }
-        self.init(
-            count: accepted.count, bytes: bytes, firstTimestamp: timestamps.first, maxTimestamp: timestamps.max,
-            valueBytes: valueBytes
-        )
+        if firstOfAll {
+            self.firstTimestamp = timestamps.first
+            self.maxTimestamp = timestamps.max
+        } else {
+            self.maxTimestamp = max(self.maxTimestamp, timestamps.max)
+        }
+        self.count += accepted.count
+        self.valueBytes += valueBytes
     }
 }
 

@@ -14,10 +14,8 @@ final class TopicAppender: Sendable {
     typealias Completion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
 
     private struct Pending {
-        /// The records in their stored layout (the parts of the batch body they become, in order).
-        var parts: [StoredRecordBytes]
-        /// How many records `parts` hold.
-        var count: Int
+        /// The records in their stored layout (the part of the batch body they become).
+        var records: StoredRecordBytes
         /// Their size for batching: key, header names and values, value, and 16 bytes per record (the stored size
         /// less 4 per record).
         var bytes: Int
@@ -61,25 +59,13 @@ final class TopicAppender: Sendable {
     }
 
     /// Queues records already in their stored layout (a PUBLISH's accepted records, converted from the frame's
-    /// bytes); `completion` runs (on any thread) once they are appended or failed.
+    /// bytes); `completion` runs (on any thread) once they are appended or failed. A connection's publishes that
+    /// arrived together come as one entry, their records back to back: one queue entry and one completion for all
+    /// of them (its `AppendResult` spans them all).
     func enqueue(stored records: StoredRecordBytes, completion: @escaping Completion) {
-        self.enqueue(stored: [records], completion: completion)
-    }
-
-    /// Queues the records of several requests, already in their stored layout, as one entry: they go into the same
-    /// batch, in order, and `completion` runs once for all of them (its `AppendResult` spans every part; the first
-    /// part's records start at its base offset). A connection's publishes that arrived together use this: one
-    /// queue entry and one completion instead of one per request.
-    func enqueue(stored parts: [StoredRecordBytes], completion: @escaping Completion) {
-        var bytes = 0
-        var count = 0
-        for part in parts {
-            bytes += part.bytes.readableBytes - 4 * part.count
-            count += part.count
-        }
-        let pending = Pending(parts: parts, count: count, bytes: bytes, completion: completion)
+        let bytes = records.bytes.readableBytes - 4 * records.count
         let batch: [Pending]? = self.state.withLock { state in
-            state.queue.append(pending)
+            state.queue.append(Pending(records: records, bytes: bytes, completion: completion))
             if state.draining { return nil }
             state.draining = true
             return self.takeBatch(&state)
@@ -112,7 +98,7 @@ final class TopicAppender: Sendable {
 
     /// Appends one batch; its completion answers the batch's requests, then hands the log the next batch.
     private func write(_ batch: [Pending]) {
-        let parts = batch.count == 1 ? batch[0].parts : batch.flatMap(\.parts)
+        let parts = batch.map(\.records)
         self.log.append(stored: parts) { result in
             switch result {
             case .success(let appended):
@@ -120,8 +106,8 @@ final class TopicAppender: Sendable {
                 self.metrics.publishedBytes.increment(by: parts.reduce(0) { $0 + $1.valueBytes })
                 var base = appended.baseOffset
                 for pending in batch {
-                    pending.completion(.success(AppendResult(baseOffset: base, count: pending.count)))
-                    base += Int64(pending.count)
+                    pending.completion(.success(AppendResult(baseOffset: base, count: pending.records.count)))
+                    base += Int64(pending.records.count)
                 }
             case .failure(let error):
                 for pending in batch { pending.completion(.failure(error)) }
