@@ -17,7 +17,7 @@ enum Scenario: String, CaseIterable, Sendable {
         case .durablePublish: "4 producers, batches of 100 records, fsync=always, LZ4: publish throughput"
         case .pipelinedSingle: "1 connection, 1 record per PUBLISH, 1000 in flight, fsync=always: publish throughput"
         case .syncLatency: "1 record at a time waiting for its ack, fsync=always; also the cost of one fdatasync"
-        case .e2eLatency: "publish at a fixed --rate while a consumer reads: publish-to-deliver latency"
+        case .e2eLatency: "publish at a fixed --rate while a consumer reads: publish-to-deliver latency (and publish-to-ack)"
         case .consume: "fill a topic with --records records, then read them from earliest: consume throughput"
         case .manyConnections: "open --connections authenticated idle connections: broker memory per connection"
         case .policyOverhead:

@@ -366,6 +366,9 @@ struct EndToEndLoad {
         let inFlight = Counter(0)
         let errors = Counter(0)
         let sentMeasured = Counter(0)
+        // Each measured PUBLISH's send-to-acknowledgement time: beside publish-to-deliver it tells the append path's
+        // share of the latency (the ack comes once the records are durable) from the delivery path's.
+        let acks = Locked(makeHistogram())
 
         let histogram = try await withThrowingTaskGroup(of: Histogram<UInt64>?.self) { group in
             for subscription in subscriptions {
@@ -416,11 +419,16 @@ struct EndToEndLoad {
                             )
                         }
                         sent += records.count
-                        if now >= clock.measureFrom { sentMeasured.add(records.count) }
+                        let measured = now >= clock.measureFrom
+                        if measured { sentMeasured.add(records.count) }
                         inFlight.add(1)
                         Task {
                             defer { inFlight.add(-1) }
                             let results = try? await producer.publish(topic: topic, records: records)
+                            if measured {
+                                let acked = monotonicNanos()
+                                acks.withLock { $0.record((acked - min(now, acked)) / 1000) }
+                            }
                             errors.add(results.map { $0.filter { $0.code != .ok }.count } ?? records.count)
                         }
                     }
@@ -444,6 +452,11 @@ struct EndToEndLoad {
             latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: histogram
         )
         result.extra["records_sent_measured"] = Double(sentMeasured.value)
+        acks.withLock { acks in
+            result.extra["publish_ack_p50_us"] = Double(acks.valueAtPercentile(50))
+            result.extra["publish_ack_p99_us"] = Double(acks.valueAtPercentile(99))
+            result.extra["publish_ack_max_us"] = Double(acks.max)
+        }
         return result
     }
 }
