@@ -319,6 +319,9 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// The route of this connection's last publish.
     private var publishRoute: PublishRoute?
+    /// The provenance headers of this connection's last publish, with the millisecond and policy they are for: every
+    /// request of one millisecond under one policy gets the same (a pipelining producer sends hundreds a millisecond).
+    private var lastProvenance: (receivedAtMillis: Int64, policy: Policy, headers: [LogHeader])?
 
     private func route(to topic: String, policy: Policy, principal: Principal) -> PublishRoute {
         if let route = self.publishRoute, route.policy === policy, route.topic == topic { return route }
@@ -365,9 +368,16 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let receivedAt = currentTimeMillis()
         let limiterHeaderNames = route.limiterHeaderNames
+        let stamps: [LogHeader]
+        if let last = self.lastProvenance, last.receivedAtMillis == receivedAt, last.policy === policy {
+            stamps = last.headers
+        } else {
+            stamps = PublishSorter.provenance(receivedAtMillis: receivedAt, principal: principal, policy: policy)
+            self.lastProvenance = (receivedAt, policy, stamps)
+        }
         var sorted = PublishSorter.sort(
             publish, principal: principal, policy: policy, receivedAtMillis: receivedAt,
-            limiterHeaderNames: limiterHeaderNames
+            limiterHeaderNames: limiterHeaderNames, provenance: stamps
         )
         let gate = route.gate
         if let gate { sorted.reserveKeys(gate) }

@@ -57,21 +57,27 @@ struct PublishSorter {
     private(set) var delayed: [(entry: Accepted, limiter: String, nanos: UInt64)] = []
     var count: Int { self.records.count }
 
+    /// The headers the broker stamps on every accepted record of a request: receive time, producer, policy version.
+    static func provenance(receivedAtMillis: Int64, principal: Principal, policy: Policy) -> [LogHeader] {
+        [
+            LogHeader(RecordHeaderName.brokerReceivedAt, String(receivedAtMillis)),
+            LogHeader(RecordHeaderName.brokerProducer, principal.clientID),
+            LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
+        ]
+    }
+
     /// Sorts `publish`, whose topic the principal may publish to (the caller checked `publishDecision`).
     /// `limiterHeaderNames` are the header names its topic's publish limiters read (`LimiterEngine.headerNames`):
     /// each accepted record notes where they are (`Accepted.limiterHeaders`), found in the pass that finds its
     /// dedupe key. The records are read in place from the frame's bytes: no header array per record.
+    /// `provenance`: the request's ``provenance(receivedAtMillis:principal:policy:)`` headers when the caller has
+    /// them (a connection keeps them for all its requests of one millisecond); nil: built here.
     static func sort(
         _ publish: Publish, principal: Principal, policy: Policy, receivedAtMillis: Int64,
-        limiterHeaderNames: [String] = []
+        limiterHeaderNames: [String] = [], provenance given: [LogHeader]? = nil
     ) -> PublishSorter {
-        let receivedAt = String(receivedAtMillis)
         // The same for every record of the request: built once.
-        let provenance = [
-            LogHeader(RecordHeaderName.brokerReceivedAt, receivedAt),
-            LogHeader(RecordHeaderName.brokerProducer, principal.clientID),
-            LogHeader(RecordHeaderName.brokerPolicyVersion, policy.policyVersion),
-        ]
+        let provenance = given ?? Self.provenance(receivedAtMillis: receivedAtMillis, principal: principal, policy: policy)
         let records = publish.encodedRecords
         var provenanceForLimiters: UInt64 = 0
         for (offset, header) in provenance.enumerated() where Self.isAny(header.name, of: limiterHeaderNames) {
@@ -120,8 +126,8 @@ struct PublishSorter {
                 case .quarantine(let reason, let rule, let message):
                     var stored = sorter.logRecord(record)
                     stored.headers += Self.quarantineHeaders(
-                        topic: publish.topic, producer: principal.clientID, time: receivedAt, reason: reason.rawValue,
-                        rule: rule, policyVersion: policy.policyVersion, message: message
+                        topic: publish.topic, producer: principal.clientID, time: String(receivedAtMillis),
+                        reason: reason.rawValue, rule: rule, policyVersion: policy.policyVersion, message: message
                     )
                     sorter.quarantined.append(
                         Quarantined(

@@ -145,6 +145,40 @@ struct ReplayAndReloadTests {
         await broker.stop()
     }
 
+    @Test("a reload applies to a producer already publishing: its next PUBLISH on the same connection is checked and stamped by the new policy")
+    func reloadAppliesToLiveProducer() async throws {
+        let config = ConfigText()
+        let broker = try await TestBroker.startScenario(configText: config)
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        for n in 0..<2 {
+            #expect(try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(n)]) == [.ok(offset: Int64(n))])
+        }
+        let admin = try await broker.client("ops-admin")
+        // First a change that keeps the producer's access: its next record carries the new policy version.
+        config.edit(after: #"name = "learning_portal""#, replacing: #"publish = ["education.*"]"#, with: #"publish = ["education.completed"]"#)
+        let widened = try await admin.reload().policyVersion
+        #expect(try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(2)]) == [.ok(offset: 2)])
+        // Then one that takes it away: the same connection is refused.
+        config.edit(after: #"name = "learning_portal""#, replacing: #"publish = ["education.completed"]"#, with: "publish = []")
+        _ = try await admin.reload()
+        do {
+            _ = try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(3)])
+            Issue.record("the producer may no longer publish")
+        } catch let error as BrokerClientError {
+            #expect(error.code == .notAuthorized)
+        }
+        let crm = try await broker.client("crm-automation")
+        let stored = try await PolicyPlaneTests.readAll(crm, "education.completed")
+        #expect(stored.count == 3)
+        let versions = stored.map { $0.record.header(RecordHeaderName.brokerPolicyVersion) }
+        #expect(versions[0] == versions[1])
+        #expect(versions[1] != widened)
+        #expect(versions[2] == widened)
+        for client in [producer, admin, crm] { await client.close() }
+        await broker.stop()
+    }
+
     @Test("a bad config is rejected whole: CONFIG_REJECTED, the running policy unchanged, audited")
     func badReloadRejected() async throws {
         let config = ConfigText()
