@@ -527,14 +527,20 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// appender batches up to 4 MiB).
     static let publishGroupMaxBytes = 1 << 20
 
-    /// Adds an accepted-only publish to the group (sending the group first if it is for another topic). The group is
-    /// sent once it holds `publishGroupMaxBytes`, when the current event-loop tick's reads are done, before any other
-    /// request of this connection is served, before a publish that takes the other path, and when the connection
-    /// closes: the records of one connection reach the log in the order their PUBLISHes arrived.
+    /// Adds an accepted-only publish to the group (sending the group first if it is for another topic, or if this
+    /// request would take it past `publishGroupMaxBytes`: a large request goes on its own, as it would without
+    /// groups). The group is sent once it holds `publishGroupMaxBytes`, when the current event-loop tick's reads are
+    /// done, before any other request of this connection is served, before a publish that takes the other path, and
+    /// when the connection closes: the records of one connection reach the log in the order their PUBLISHes arrived.
     private func group(
         _ sorted: PublishSorter, appender: TopicAppender, gate: DedupeGate?, correlationID: UInt32, eventLoop: any EventLoop
     ) {
-        if let current = self.publishGroup, current.appender !== appender { self.flushPublishGroup() }
+        if let current = self.publishGroup,
+            current.appender !== appender
+                || current.records.byteCount + 2 * sorted.records.bytes.readableBytes > Self.publishGroupMaxBytes
+        {
+            self.flushPublishGroup()
+        }
         if self.publishGroup == nil {
             self.publishGroup = PublishGroup(appender: appender, eventLoop: eventLoop)
             if !self.publishGroupFlushScheduled {

@@ -21,7 +21,8 @@ struct PublishGroupTests {
         let broker = try await TestBroker.startScenario()
         defer { broker.removeData() }
         // 40 requests in one write. Most carry one good record; some a record to quarantine (alone or after a good
-        // one), one a whole-request refusal (unknown topic), and a PING sits in the middle.
+        // one), one a whole-request refusal (unknown topic), one 1,500 good records (about 500 KB: a group sends
+        // what it holds before taking a request that large), and a PING sits in the middle.
         var frames: [TaggedFrame] = [hello("learning-portal")]
         var expectedAccounts: [String] = []
         var expectedQuarantined = 0
@@ -35,6 +36,10 @@ struct PublishGroupTests {
                 frames.append(Self.publish(correlationID, "education.completed", [PolicyPlaneTests.event(n), Self.leaking(n)]))
                 expectedAccounts.append("acct_\(n)")
                 expectedQuarantined += 1
+            case 5:
+                let many = (0..<1_500).map { PolicyPlaneTests.event(1_000 + $0) }
+                frames.append(Self.publish(correlationID, "education.completed", many))
+                expectedAccounts += (0..<1_500).map { "acct_\(1_000 + $0)" }
             case 21:
                 frames.append(Self.publish(correlationID, "no.such.topic", [PolicyPlaneTests.event(n)]))
             case 30:
