@@ -189,7 +189,9 @@ struct PublishSorter {
                     }
                     if role.limiterSlot >= 0 {
                         limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
-                        limiterValues.append(slot: role.limiterSlot, start: record.offset(of: value), length: value.count)
+                        limiterValues.append(
+                            slot: role.limiterSlot, start: record.offset(of: value), length: value.count
+                        )
                     }
                 }
                 let verdict =
@@ -295,8 +297,8 @@ struct PublishSorter {
                     for index in 0..<count {
                         let value = entry.limiterValues.value(index)
                         guard value.slot == slot else { continue }
-                        guard body(named, UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length]))
-                        else {
+                        let bytes = UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length])
+                        guard body(named, bytes) else {
                             going = false
                             return
                         }

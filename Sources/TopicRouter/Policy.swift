@@ -1044,7 +1044,9 @@ package struct RecordChecks {
 
     /// The role of header name `name` on this topic.
     package func role(of name: String) -> HeaderNameRole {
-        let prefix = RecordRules.reservedPrefix(of: name).flatMap { RecordRules.reservedHeaderPrefixes.firstIndex(of: $0) }
+        let prefix = RecordRules.reservedPrefix(of: name).flatMap {
+            RecordRules.reservedHeaderPrefixes.firstIndex(of: $0)
+        }
         return HeaderNameRole(reservedPrefix: Int32(prefix ?? -1), watch: Int32(self.topic.watchIndex(name)))
     }
 

@@ -32,7 +32,9 @@ struct SorterChecksTests {
                 if next(3) == 0 { record.headers.removeAll { _ in next(6) == 0 } }
                 for _ in 0..<next(4) {
                     record.headers.insert(
-                        WireHeader(name: names[next(names.count)], value: ByteBuffer(string: values[next(values.count)])),
+                        WireHeader(
+                            name: names[next(names.count)], value: ByteBuffer(string: values[next(values.count)])
+                        ),
                         at: next(record.headers.count + 1)
                     )
                 }
@@ -55,7 +57,9 @@ struct SorterChecksTests {
                 limiterHeaderNames: ["recipient", "consent_scope"]
             )
             for (index, record) in records.enumerated() {
-                let headers = record.headers.map { PolicyHeader(name: $0.name, value: Array($0.value.readableBytesView)) }
+                let headers = record.headers.map {
+                    PolicyHeader(name: $0.name, value: Array($0.value.readableBytesView))
+                }
                 let expected = policy.recordVerdict(
                     topic: publish.topic, headers: headers, value: Array(record.value.readableBytesView)
                 )
