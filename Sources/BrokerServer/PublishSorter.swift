@@ -19,6 +19,68 @@ struct PublishSorter {
         /// the names `sort` was given as the publish limiters' (`.max`: not known, every header may be): the
         /// limiters' header walk visits only those.
         var limiterHeaders: UInt64 = .max
+        /// The values of those headers among the record's own, as offsets in the records' bytes: the limiters'
+        /// walk reads them from there without walking the record (`.unknown`: walk by `limiterHeaders`).
+        var limiterValues = LimiterValues.unknown
+    }
+
+    /// Where the values of up to four headers that the publish limiters read are, in header order, each with the
+    /// index of its name in the limiters' header names; and the record's header count (the provenance headers'
+    /// positions follow it). Fixed fields, not an array: no allocation per record.
+    struct LimiterValues {
+        static let capacity = 4
+        /// Not noted: more than `capacity` such headers, or the sorter was not given the names.
+        static let unknown = LimiterValues(count: UInt8.max)
+
+        /// How many are noted; `UInt8.max`: unknown.
+        private(set) var count: UInt8
+        private(set) var headerCount: UInt32 = 0
+        /// Byte `n` is the name index of value `n`.
+        private var slots: UInt32 = 0
+        private var starts: (UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0)
+        private var lengths: (UInt32, UInt32, UInt32, UInt32) = (0, 0, 0, 0)
+
+        private init(count: UInt8) { self.count = count }
+
+        /// None noted yet, for a record of `headerCount` headers.
+        init(headerCount: Int) {
+            self.count = 0
+            self.headerCount = UInt32(clamping: headerCount)
+        }
+
+        var isKnown: Bool { self.count != UInt8.max }
+
+        /// Notes the value at `start` (`length` bytes) of a header called by name `slot`; past the capacity the
+        /// values become unknown.
+        mutating func append(slot: Int, start: Int, length: Int) {
+            guard self.isKnown else { return }
+            guard Int(self.count) < Self.capacity, slot < 256, let start = UInt32(exactly: start),
+                let length = UInt32(exactly: length)
+            else {
+                self = .unknown
+                return
+            }
+            let index = Int(self.count)
+            self.slots |= UInt32(slot) << UInt32(8 * index)
+            switch index {
+            case 0: (self.starts.0, self.lengths.0) = (start, length)
+            case 1: (self.starts.1, self.lengths.1) = (start, length)
+            case 2: (self.starts.2, self.lengths.2) = (start, length)
+            default: (self.starts.3, self.lengths.3) = (start, length)
+            }
+            self.count += 1
+        }
+
+        /// Value `index`: its name index, offset and length.
+        func value(_ index: Int) -> (slot: Int, start: Int, length: Int) {
+            let slot = Int((self.slots >> UInt32(8 * index)) & 0xff)
+            switch index {
+            case 0: return (slot, Int(self.starts.0), Int(self.lengths.0))
+            case 1: return (slot, Int(self.starts.1), Int(self.lengths.1))
+            case 2: return (slot, Int(self.starts.2), Int(self.lengths.2))
+            default: return (slot, Int(self.starts.3), Int(self.lengths.3))
+            }
+        }
     }
 
     struct Quarantined {
@@ -83,33 +145,66 @@ struct PublishSorter {
         for (offset, header) in provenance.enumerated() where Self.isAny(header.name, of: limiterHeaderNames) {
             provenanceForLimiters |= 1 << UInt64(offset)
         }
+        // What each distinct header name of the frame means here, found once per frame: its role in the record
+        // checks, whether it is the dedupe key, which of the limiters' names it is.
+        let checks = policy.recordChecks(topic: publish.topic)
+        let names = records.headerNames
+        var roles: [NameRole] = []
+        roles.reserveCapacity(names.count)
+        for name in names {
+            roles.append(Self.role(of: name, checks: checks, limiterHeaderNames: limiterHeaderNames))
+        }
         // The sorter lives inside the closure (not captured by it), and the header loop is an iterator: variables
         // a closure captures and updates pay a run-time exclusivity check on every access.
-        return records.withViews { view -> PublishSorter in
+        return roles.withUnsafeBufferPointer { roles in records.withViews { view -> PublishSorter in
             var sorter = PublishSorter(records: records, provenance: provenance, receivedAtMillis: receivedAtMillis)
             sorter.accepted.reserveCapacity(records.count)
+            var checks = checks
             for index in 0..<records.count {
                 let record = view(index)
-                let verdict = policy.recordVerdict(topic: publish.topic, value: record.value) {
-                    record.visitHeaders(named: $0, $1)
-                }
-                // One pass finds the dedupe key (exactly one `dedupe-key` header makes a key; the router
-                // quarantines a repeated or malformed one) and the limiters' headers.
+                // One pass feeds the record checks and finds the dedupe key (exactly one `dedupe-key` header makes a
+                // key; the checks quarantine a repeated or malformed one) and the limiters' headers.
+                var findings = RecordHeaderFindings()
+                var checking = checks != nil
                 var key: UnsafeRawBufferPointer? = nil
                 var keyCount = 0
                 var limiterHeaders: UInt64 = 0
                 var headerCount = 0
+                var limiterValues = LimiterValues(headerCount: record.headerCount)
                 var headers = record.headers
-                while let (position, name, value) = headers.next() {
+                while let (position, nameID, nameBytes, value) = headers.nextByID() {
                     headerCount += 1
-                    if name == RecordHeaderName.dedupeKey {
+                    let role =
+                        nameID != EncodedPublishRecords.uncachedNameID
+                        ? roles[Int(nameID)]
+                        : Self.role(
+                            of: String(decoding: nameBytes, as: UTF8.self), checks: checks,
+                            limiterHeaderNames: limiterHeaderNames
+                        )
+                    if checking {
+                        checking = checks!.see(
+                            role.check,
+                            name: nameID != EncodedPublishRecords.uncachedNameID
+                                ? names[Int(nameID)] : String(decoding: nameBytes, as: UTF8.self),
+                            value: value, into: &findings
+                        )
+                    }
+                    if role.isDedupeKey {
                         key = value
                         keyCount += 1
                     }
-                    if !limiterHeaderNames.isEmpty && Self.isAny(name, of: limiterHeaderNames) {
+                    if role.limiterSlot >= 0 {
                         limiterHeaders |= position < 64 ? 1 << UInt64(position) : .max
+                        limiterValues.append(
+                            slot: role.limiterSlot, start: record.offset(of: value), length: value.count
+                        )
                     }
                 }
+                let verdict =
+                    checks.map { policy.recordVerdict($0, findings: findings, value: record.value) }
+                    ?? policy.recordVerdict(topic: publish.topic, value: record.value) {
+                        record.visitHeaders(named: $0, $1)
+                    }
                 if provenanceForLimiters != 0 {
                     limiterHeaders |=
                         headerCount + provenance.count <= 64 ? provenanceForLimiters << UInt64(headerCount) : .max
@@ -120,7 +215,7 @@ struct PublishSorter {
                     sorter.accepted.append(
                         Accepted(
                             index: index, valueBytes: record.value.count, dedupeKey: dedupeKey,
-                            limiterHeaders: limiterHeaders
+                            limiterHeaders: limiterHeaders, limiterValues: limiterValues
                         )
                     )
                 case .quarantine(let reason, let rule, let message):
@@ -140,7 +235,7 @@ struct PublishSorter {
                 }
             }
             return sorter
-        }
+        } }
     }
 
     /// A record as values, in its stored form without the provenance headers (a zero timestamp stamped with the
@@ -192,11 +287,50 @@ struct PublishSorter {
         limiterHeaderNames: [String], _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
     ) {
         var candidates = UInt64.max
-        if entry.limiterHeaders != .max, let named, limiterHeaderNames.contains(named) {
+        var slot: Int? = nil
+        if let named { slot = Self.index(of: named, in: limiterHeaderNames) }
+        if entry.limiterHeaders != .max, slot != nil {
             candidates = entry.limiterHeaders
         }
         var headerCount = 0
         var going = true
+        if let slot, let named, entry.limiterValues.isKnown {
+            // The values noted by `sort`: read in place, no walk over the record.
+            headerCount = Int(entry.limiterValues.headerCount)
+            let count = Int(entry.limiterValues.count)
+            if count > 0 {
+                records.bytes.withUnsafeReadableBytes { raw in
+                    for index in 0..<count {
+                        let value = entry.limiterValues.value(index)
+                        guard value.slot == slot else { continue }
+                        let bytes = UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length])
+                        guard body(named, bytes) else {
+                            going = false
+                            return
+                        }
+                    }
+                }
+            }
+        } else {
+            Self.walkHeaders(
+                of: entry, in: records, named: named, candidates: candidates, headerCount: &headerCount,
+                going: &going, body
+            )
+        }
+        guard going else { return }
+        for (offset, header) in provenance.enumerated() {
+            let position = headerCount + offset
+            if position < 64 && candidates & (1 << UInt64(position)) == 0 { continue }
+            if let named, header.name != named { continue }
+            guard header.value.withUnsafeReadableBytes({ body(header.name, $0) }) else { return }
+        }
+    }
+
+    /// The record's part of `visitHeaders`: a walk over its headers (those in `candidates`).
+    private static func walkHeaders(
+        of entry: Accepted, in records: EncodedPublishRecords, named: String?, candidates: UInt64,
+        headerCount: inout Int, going: inout Bool, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
+    ) {
         records.withRecord(at: entry.index) { view in
             headerCount = view.headerCount
             guard candidates & (headerCount >= 64 ? .max : (1 << UInt64(headerCount)) &- 1) != 0 else { return }
@@ -210,19 +344,33 @@ struct PublishSorter {
                 }
             }
         }
-        guard going else { return }
-        for (offset, header) in provenance.enumerated() {
-            let position = headerCount + offset
-            if position < 64 && candidates & (1 << UInt64(position)) == 0 { continue }
-            if let named, header.name != named { continue }
-            guard header.value.withUnsafeReadableBytes({ body(header.name, $0) }) else { return }
-        }
+    }
+
+    /// What a header name means to `sort`.
+    private struct NameRole {
+        /// Its role in the record checks (unused without them).
+        var check: HeaderNameRole
+        var isDedupeKey: Bool
+        /// Its index in the limiters' header names, or -1.
+        var limiterSlot: Int
+    }
+
+    private static func role(of name: String, checks: RecordChecks?, limiterHeaderNames: [String]) -> NameRole {
+        NameRole(
+            check: checks?.role(of: name) ?? HeaderNameRole.none, isDedupeKey: name == RecordHeaderName.dedupeKey,
+            limiterSlot: limiterHeaderNames.isEmpty ? -1 : Self.index(of: name, in: limiterHeaderNames) ?? -1
+        )
     }
 
     /// Whether `name` is one of `names` (lengths compared first: most names differ in length).
     private static func isAny(_ name: String, of names: [String]) -> Bool {
+        Self.index(of: name, in: names) != nil
+    }
+
+    /// The index of `name` in `names` (lengths compared first: most names differ in length).
+    private static func index(of name: String, in names: [String]) -> Int? {
         let length = name.utf8.count
-        return names.contains { $0.utf8.count == length && $0 == name }
+        return names.firstIndex { $0.utf8.count == length && $0 == name }
     }
 
     /// The headers the broker adds to a record it puts in `__quarantine` (docs/PROTOCOL.md 8.3), in order.

@@ -91,7 +91,7 @@ package final class Policy: Sendable {
 
     /// A topic ready for decisions. A class, so that looking one up per record costs one retain instead of a copy
     /// of every field (callgrind: about 1,000 instructions per published record as a struct).
-    private final class CompiledTopic: Sendable {
+    fileprivate final class CompiledTopic: Sendable {
         /// The effective topic (`forbiddenFields` resolved).
         let policy: TopicPolicy
         let rank: Int
@@ -641,40 +641,12 @@ package final class Policy: Sendable {
                 }
                 return true
             }
-            if let reserved {
-                return .quarantine(
-                    .reservedHeader,
-                    rule: PolicyRule.recordReservedHeader,
-                    message: "header '\(reserved.name)' starts with '\(reserved.prefix)', which only the broker may "
-                        + "set (reserved prefixes: \(RecordRules.reservedHeaderPrefixes.joined(separator: ", ")))"
-                )
-            }
-            if dedupeKeys > 1 {
-                return .quarantine(
-                    .invalidDedupeKey,
-                    rule: PolicyRule.recordDedupeKey,
-                    message: "header '\(RecordRules.dedupeKeyHeader)' appears \(dedupeKeys) times; a record carries "
-                        + "at most one dedupe key"
-                )
-            }
-            if let length = badDedupeKeyLength {
-                return .quarantine(
-                    .invalidDedupeKey,
-                    rule: PolicyRule.recordDedupeKey,
-                    message: "header '\(RecordRules.dedupeKeyHeader)' is \(length) bytes; a dedupe key is "
-                        + "1…\(RecordRules.maxDedupeKeyBytes) bytes"
-                )
+            if let reserved { return Self.reservedHeaderQuarantine(reserved.name, prefix: reserved.prefix) }
+            if let quarantine = Self.dedupeKeyQuarantine(count: dedupeKeys, badLength: badDedupeKeyLength) {
+                return quarantine
             }
             for index in required.indices where seen[index] != 1 {
-                let name = required[index]
-                return .quarantine(
-                    .missingHeader,
-                    rule: PolicyRule.topicRequiredHeaders,
-                    message: seen[index] == 2
-                        ? "required header '\(name)' is empty on a record for topic '\(topic.policy.name)'"
-                        : "missing required header '\(name)'; topic '\(topic.policy.name)' requires "
-                            + required.joined(separator: ", ")
-                )
+                return Self.missingHeaderQuarantine(topic, index: index, empty: seen[index] == 2)
             }
             if let consentProblem {
                 return .quarantine(
@@ -685,8 +657,91 @@ package final class Policy: Sendable {
         }
     }
 
+    /// Check 1's quarantine: header `name` starts with reserved `prefix`.
+    private static func reservedHeaderQuarantine(_ name: String, prefix: String) -> PublishVerdict {
+        .quarantine(
+            .reservedHeader,
+            rule: PolicyRule.recordReservedHeader,
+            message: "header '\(name)' starts with '\(prefix)', which only the broker may "
+                + "set (reserved prefixes: \(RecordRules.reservedHeaderPrefixes.joined(separator: ", ")))"
+        )
+    }
+
+    /// Check 2's quarantine for `count` dedupe-key headers, the first of a bad length `badLength` bytes; or nil.
+    private static func dedupeKeyQuarantine(count: Int, badLength: Int?) -> PublishVerdict? {
+        if count > 1 {
+            return .quarantine(
+                .invalidDedupeKey,
+                rule: PolicyRule.recordDedupeKey,
+                message: "header '\(RecordRules.dedupeKeyHeader)' appears \(count) times; a record carries "
+                    + "at most one dedupe key"
+            )
+        }
+        if let length = badLength {
+            return .quarantine(
+                .invalidDedupeKey,
+                rule: PolicyRule.recordDedupeKey,
+                message: "header '\(RecordRules.dedupeKeyHeader)' is \(length) bytes; a dedupe key is "
+                    + "1…\(RecordRules.maxDedupeKeyBytes) bytes"
+            )
+        }
+        return nil
+    }
+
+    /// Check 3's quarantine: required header `index` of `topic` is missing (or `empty`).
+    private static func missingHeaderQuarantine(_ topic: CompiledTopic, index: Int, empty: Bool) -> PublishVerdict {
+        let required = topic.policy.requiredHeaders
+        let name = required[index]
+        return .quarantine(
+            .missingHeader,
+            rule: PolicyRule.topicRequiredHeaders,
+            message: empty
+                ? "required header '\(name)' is empty on a record for topic '\(topic.policy.name)'"
+                : "missing required header '\(name)'; topic '\(topic.policy.name)' requires "
+                    + required.joined(separator: ", ")
+        )
+    }
+
+    /// The record checks of `topic` for a caller that walks headers whose names repeat (a PUBLISH's records share
+    /// its name table): nil when `recordVerdict` refuses every record of `topic` (unknown or reserved topic) or
+    /// the topic requires more headers than ``RecordHeaderFindings`` tracks; then use `recordVerdict`.
+    package func recordChecks(topic: String) -> RecordChecks? {
+        guard let compiled = self.topics[topic], compiled.readCapability == nil,
+            compiled.policy.requiredHeaders.count <= RecordHeaderFindings.maxRequired
+        else { return nil }
+        return RecordChecks(policy: self, topic: compiled)
+    }
+
+    /// `recordVerdict` for one record whose headers `checks` has seen (`findings`), with its value: the header
+    /// checks' verdict from the findings (in the checks' order), then the payload checks.
+    package func recordVerdict(
+        _ checks: RecordChecks, findings: RecordHeaderFindings, value: UnsafeRawBufferPointer
+    ) -> PublishVerdict {
+        let topic = checks.topic
+        if let reserved = findings.reserved {
+            return Self.reservedHeaderQuarantine(reserved.name, prefix: reserved.prefix)
+        }
+        if let quarantine = Self.dedupeKeyQuarantine(count: findings.dedupeKeys, badLength: findings.badDedupeKeyLength)
+        {
+            return quarantine
+        }
+        // The first required header not seen non-empty (seen and never empty is the only good state).
+        let required = topic.policy.requiredHeaders.count
+        let requiredBits: UInt64 = required == 64 ? .max : (1 &<< UInt64(required)) &- 1
+        let bad = ~(findings.present & ~findings.empty) & requiredBits
+        if bad != 0 {
+            let index = bad.trailingZeroBitCount
+            return Self.missingHeaderQuarantine(topic, index: index, empty: findings.empty & (1 &<< UInt64(index)) != 0)
+        }
+        if let problem = findings.consentProblem {
+            return .quarantine(.consentScopeNotAllowed, rule: PolicyRule.topicConsentScopes, message: problem)
+        }
+        guard topic.policy.payload == .json else { return .accept }
+        return self.payloadVerdict(topic, value)
+    }
+
     /// What is wrong with one `consent_scope` header's value on `topic`, or nil.
-    private func consentScopeProblem(_ topic: CompiledTopic, _ value: UnsafeRawBufferPointer) -> String? {
+    fileprivate func consentScopeProblem(_ topic: CompiledTopic, _ value: UnsafeRawBufferPointer) -> String? {
         var problem: String? = nil
         RecordRules.forEachListItem(value) { item in
             guard !item.isEmpty else {
@@ -937,5 +992,112 @@ package enum Credentials {
         var hasher = SHA256()
         bytes.withUnsafeBytes { hasher.update(bufferPointer: $0) }
         return Array(hasher.finalize())
+    }
+}
+
+/// What the header checks (1–4 of `Policy.recordVerdict`) found in one record's headers, fed one header at a time by
+/// ``RecordChecks/see(_:name:value:into:)``.
+package struct RecordHeaderFindings {
+    /// The most required headers tracked (bits of `present` and `empty`).
+    package static let maxRequired = 64
+
+    var dedupeKeys = 0
+    var badDedupeKeyLength: Int? = nil
+    var reserved: (name: String, prefix: String)? = nil
+    var consentProblem: String? = nil
+    /// Bit `n`: required header `n` was seen; seen with an empty value.
+    var present: UInt64 = 0
+    var empty: UInt64 = 0
+
+    /// Nothing seen yet.
+    package init() {}
+}
+
+/// What the header checks need to know about one header name on one topic: the reserved prefix it starts with and
+/// its index among the names the checks watch. The same for every header of that name, so a caller that meets a
+/// few names again and again (a PUBLISH's name table) asks ``RecordChecks/role(of:)`` once per name.
+package struct HeaderNameRole: Equatable, Sendable {
+    /// Index in `RecordRules.reservedHeaderPrefixes`, or -1.
+    let reservedPrefix: Int32
+    /// Index among the topic's watched names (required headers, then `dedupe-key` and `consent_scope`), or -1.
+    let watch: Int32
+
+    /// Neither reserved nor watched.
+    package static let none = HeaderNameRole(reservedPrefix: -1, watch: -1)
+}
+
+/// The record checks of one topic, judged from each header's ``HeaderNameRole`` (`Policy.recordChecks(topic:)`):
+/// for each record, feed every header to `see` into fresh ``RecordHeaderFindings`` (until it returns false), then
+/// ask `Policy.recordVerdict(_:findings:value:)`. The verdict is exactly `recordVerdict(topic:value:eachHeader:)`'s.
+package struct RecordChecks {
+    let policy: Policy
+    fileprivate let topic: Policy.CompiledTopic
+    /// The last `consent_scope` value that had no problem, as bytes: the records of one request usually carry the
+    /// same scope, so its entries are looked up once, not once per record.
+    private var lastGoodScope: [UInt8] = []
+    private var hasLastGoodScope = false
+
+    fileprivate init(policy: Policy, topic: Policy.CompiledTopic) {
+        self.policy = policy
+        self.topic = topic
+    }
+
+    /// The role of header name `name` on this topic.
+    package func role(of name: String) -> HeaderNameRole {
+        let prefix = RecordRules.reservedPrefix(of: name).flatMap {
+            RecordRules.reservedHeaderPrefixes.firstIndex(of: $0)
+        }
+        return HeaderNameRole(reservedPrefix: Int32(prefix ?? -1), watch: Int32(self.topic.watchIndex(name)))
+    }
+
+    /// Feeds one header (its name's role, its name and value) into `findings`. Returns false when the rest of the
+    /// record's headers cannot change the verdict (a reserved name: the walk of `recordVerdict` stops there too).
+    @inline(__always)
+    package mutating func see(
+        _ role: HeaderNameRole, name: @autoclosure () -> String, value: UnsafeRawBufferPointer,
+        into findings: inout RecordHeaderFindings
+    ) -> Bool {
+        if role.reservedPrefix >= 0 {
+            findings.reserved = (name(), RecordRules.reservedHeaderPrefixes[Int(role.reservedPrefix)])
+            return false
+        }
+        let watch = Int(role.watch)
+        guard watch >= 0 else { return true }
+        if watch == self.topic.dedupeKeyWatch {
+            findings.dedupeKeys += 1
+            if findings.badDedupeKeyLength == nil && (value.isEmpty || value.count > RecordRules.maxDedupeKeyBytes) {
+                findings.badDedupeKeyLength = value.count
+            }
+        }
+        if watch < self.topic.policy.requiredHeaders.count {
+            findings.present |= 1 &<< UInt64(watch)
+            if value.isEmpty { findings.empty |= 1 &<< UInt64(watch) }
+        }
+        if findings.consentProblem == nil && watch == self.topic.consentScopeWatch {
+            findings.consentProblem = self.consentScopeProblem(value)
+        }
+        return true
+    }
+
+    /// Whether two byte runs of the same length are equal.
+    private static func equal(_ a: UnsafeRawBufferPointer, _ b: UnsafeRawBufferPointer) -> Bool {
+        for index in 0..<a.count where a[index] != b[index] { return false }
+        return true
+    }
+
+    /// `Policy.consentScopeProblem` for this topic, remembering the last value without a problem.
+    private mutating func consentScopeProblem(_ value: UnsafeRawBufferPointer) -> String? {
+        if self.hasLastGoodScope && value.count == self.lastGoodScope.count
+            && self.lastGoodScope.withUnsafeBytes({ Self.equal($0, value) })
+        {
+            return nil
+        }
+        let problem = self.policy.consentScopeProblem(self.topic, value)
+        if problem == nil {
+            self.lastGoodScope.removeAll(keepingCapacity: true)
+            self.lastGoodScope.append(contentsOf: value)
+            self.hasLastGoodScope = true
+        }
+        return problem
     }
 }

@@ -278,6 +278,13 @@ package struct EncodedPublishRecords: Sendable {
     /// Number of records.
     package var count: Int { self.locations.count }
 
+    /// The frame's distinct header names, in first-seen order: a header's ``PublishHeaderIterator/nextByID()`` name
+    /// id indexes them (a name past the first `maxNames` has id ``uncachedNameID``).
+    package var headerNames: [String] { self.names }
+
+    /// The name id of a header whose name is not in ``headerNames``.
+    package static var uncachedNameID: UInt16 { uncachedName }
+
     /// Checks `count` records that fill `bytes` exactly, as the decoder does; nil when the field-by-field decode
     /// would refuse them (it then names the failure).
     package init?(count: Int, bytes: ByteBuffer) {
@@ -506,6 +513,11 @@ package struct PublishRecordView {
     /// The key field as the wire carries it: its i32 length (-1: none), then its bytes (the same in a stored record).
     package var keyField: UnsafeRawBufferPointer {
         UnsafeRawBufferPointer(rebasing: self.all[Int(self.location.start)..<Int(self.location.headerCount)])
+    }
+
+    /// Where `part` (a range of this view: the key, a header value) starts in the records' bytes.
+    package func offset(of part: UnsafeRawBufferPointer) -> Int {
+        part.baseAddress.map { $0 - self.all.baseAddress! } ?? 0
     }
 
     /// Number of headers.
@@ -917,6 +929,22 @@ public struct PublishHeaderIterator: IteratorProtocol {
         let valueAt = nameAt + nameLength + 4
         let value = UnsafeRawBufferPointer(rebasing: self.all[valueAt..<nameAt + run.count])
         return (self.index - 1, name, value)
+    }
+
+    /// The next header without its name as a `String`: its position, its name's id in the frame's name table
+    /// (``EncodedPublishRecords/headerNames``; ``EncodedPublishRecords/uncachedNameID`` for a name not in it), its
+    /// name's bytes and its value bytes; nil after the last. Nothing in it needs reference counting.
+    @inlinable
+    public mutating func nextByID()
+        -> (position: Int, nameID: UInt16, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)?
+    {
+        let nameAt = self.position + 2
+        guard let (nameLength, run) = self.nextRun() else { return nil }
+        let id = self.nameIDs[self.nameID - 1]
+        let name = UnsafeRawBufferPointer(rebasing: self.all[nameAt..<nameAt + nameLength])
+        let valueAt = nameAt + nameLength + 4
+        let value = UnsafeRawBufferPointer(rebasing: self.all[valueAt..<nameAt + run.count])
+        return (self.index - 1, id, name, value)
     }
 
     /// The next header as stored bytes need it: its name's length and the run from its name to the end of its

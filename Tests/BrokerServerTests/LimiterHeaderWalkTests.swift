@@ -42,6 +42,9 @@ struct LimiterHeaderWalkTests {
             )
             #expect(sorted.accepted.count == 1, "\(extra) extra headers")
             guard let entry = sorted.accepted.first else { continue }
+            // Up to four of the limiters' headers are noted by their values, more by their positions alone.
+            let limiterHeaderCount = record.headers.filter { names.contains($0.name) }.count
+            #expect(entry.limiterValues.isKnown == (limiterHeaderCount <= PublishSorter.LimiterValues.capacity))
             // The stored record's headers (the record's, then the provenance headers), walked one by one, against
             // the walk the limiters get over the frame's bytes.
             let headers = sorted.storedRecord(entry).headers
@@ -56,6 +59,7 @@ struct LimiterHeaderWalkTests {
                     #expect(noted == full, "\(extra) extra headers, walk by \(named ?? "nil"), stop after \(stop)")
                     var everything = entry
                     everything.limiterHeaders = .max
+                    everything.limiterValues = .unknown
                     let unnoted = self.visits(
                         { sorted.visitHeaders(of: everything, named: $0, limiterHeaderNames: names, $1) },
                         named: named, stopAfter: stop
