@@ -427,7 +427,7 @@ struct EndToEndLoad {
                             let results = try? await producer.publish(topic: topic, records: records)
                             if measured {
                                 let acked = monotonicNanos()
-                                acks.withLock { $0.record((acked - min(now, acked)) / 1000) }
+                                _ = acks.withLock { $0.record((acked - min(now, acked)) / 1000) }
                             }
                             errors.add(results.map { $0.filter { $0.code != .ok }.count } ?? records.count)
                         }
