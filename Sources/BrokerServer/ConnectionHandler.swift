@@ -496,6 +496,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let gate {
             sorted.settleKeys(gate, accepted: accepted, quarantined: quarantined, receivedAtMillis: sorted.receivedAtMillis)
         }
+        if case .success(let base) = accepted, sorted.accepted.count == sorted.count {
+            // Every record appended, in order, at offsets from `base` (the usual answer): the PUBLISH_ACK is written
+            // straight from the base and the count, without a results array.
+            appender.metrics.count(PublishTally(.ok, count: sorted.count))
+            self.sendAllOKPublishAck(firstOffset: base, count: sorted.count, correlationID: correlationID)
+            return
+        }
         for case .failure(let error) in [accepted, quarantined] {
             self.logger.error("append failed", metadata: ["brokerd.topic": "\(appender.log.name)", "brokerd.error": "\(error)"])
         }
@@ -1035,6 +1042,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func send(_ frame: Frame, correlationID: UInt32) {
         guard let context = self.context, context.channel.isActive else { return }
         guard self.encode(TaggedFrame(correlationID: correlationID, frame: frame), context: context) else { return }
+        self.scheduleFlush(context)
+    }
+
+    /// `send` of a PUBLISH_ACK whose `count` results are all OK at offsets from `firstOffset`, encoded from those two
+    /// numbers (`FrameCodec.encodeAllOKPublishAck`: the same bytes, no results array, nothing to validate).
+    private func sendAllOKPublishAck(firstOffset: Int64, count: Int, correlationID: UInt32) {
+        guard let context = self.context, context.channel.isActive else { return }
+        FrameCodec.encodeAllOKPublishAck(
+            correlationID: correlationID, firstOffset: firstOffset, count: count, into: &self.outbound
+        )
+        self.scheduleFlush(context)
+    }
+
+    /// Writes and flushes this tick's outbound bytes at its end (once, however many frames it encodes).
+    private func scheduleFlush(_ context: ChannelHandlerContext) {
         guard !self.flushScheduled else { return }
         self.flushScheduled = true
         context.eventLoop.assumeIsolated().execute {

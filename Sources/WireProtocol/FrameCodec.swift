@@ -102,6 +102,35 @@ package enum FrameCodec {
         buffer.setInteger(UInt32(buffer.writerIndex - bodyStart), at: lengthIndex)
     }
 
+    /// The PUBLISH_ACK whose `count` results are all OK, at offsets `firstOffset`, `firstOffset + 1`, ..., with no
+    /// flags, retry or message: the bytes `encode` writes for that frame, without building its results (a broker
+    /// acknowledges most publishes this way).
+    package static func encodeAllOKPublishAck(
+        correlationID: UInt32, firstOffset: Int64, count: Int, into buffer: inout ByteBuffer
+    ) {
+        // code u16, offset i64, flags u8, retryAfterMillis u32, message length u16 (an empty message).
+        let resultSize = 2 + 8 + 1 + 4 + 2
+        let bodySize = 4 + count * resultSize
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: WireConstants.headerSize + bodySize) { out in
+            var writer = RawWriter(out)
+            writer.put(WireConstants.magic)
+            writer.put(WireConstants.protocolVersion)
+            writer.put(Opcode.publishAck.rawValue)
+            writer.put(UInt16(0))  // flags
+            writer.put(correlationID)
+            writer.put(UInt32(bodySize))
+            writer.put(UInt32(count))
+            for index in 0..<count {
+                writer.put(ErrorCode.ok.rawValue)
+                writer.put(firstOffset + Int64(index))
+                writer.put(UInt8(0))
+                writer.put(UInt32(0))
+                writer.put(UInt16(0))
+            }
+            return writer.position
+        }
+    }
+
     /// For a DELIVER of wire-form records (``EncodedDeliveredRecords``): writes the frame's bytes up to its records
     /// (header, subscription id, count) and returns the records' buffer, whose bytes complete the frame as they are;
     /// `encode` would copy them after the same head. nil, writing nothing, for any other frame.

@@ -256,6 +256,23 @@ struct FrameCodecTests {
         #expect(fields.map { Int($0.5) } == buffer.readableBytes - WireConstants.headerSize)
     }
 
+    @Test(
+        "an all-OK PUBLISH_ACK written from its first offset and count is byte for byte the encoded frame",
+        arguments: [(0, 1), (41, 3), (1 << 40, 100), (Int64.max - 5, 5)] as [(Int64, Int)]
+    )
+    func allOKPublishAck(firstOffset: Int64, count: Int) throws {
+        let results = (0..<count).map { PublishResult.ok(offset: firstOffset + Int64($0)) }
+        let frame = TaggedFrame(correlationID: 0xC0FF_EE01, frame: .publishAck(PublishAck(results: results)))
+        var expected = ByteBuffer(bytes: [0xAA])
+        FrameCodec.encode(frame, into: &expected)
+        var written = ByteBuffer(bytes: [0xAA])
+        FrameCodec.encodeAllOKPublishAck(correlationID: 0xC0FF_EE01, firstOffset: firstOffset, count: count, into: &written)
+        #expect(written == expected)
+        written.moveReaderIndex(forwardBy: 1)
+        var decoder = FrameDecoder()
+        #expect(try decoder.decode(buffer: &written) == frame)
+    }
+
     @Test("encode appends to what is already in the buffer")
     func encodeAppends() throws {
         var buffer = ByteBuffer(bytes: [0xAA, 0xBB])
