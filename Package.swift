@@ -28,8 +28,7 @@ let package = Package(
         .systemLibrary(name: "CLZ4", pkgConfig: "liblz4", providers: [.apt(["liblz4-dev"])]),
         // CRC-32C with the SSE4.2 instruction, behind a run-time check (LogStore falls back to its tables).
         .target(name: "CCRC32C"),
-        // The dedupe table's memory: a prefetch hint (static inline C), so a request's cache misses start at once,
-        // and zero-filled slots, mapped with huge pages requested for large tables.
+        // A prefetch hint (static inline C): the dedupe table starts its cache misses for a whole request at once.
         .target(name: "CPrefetch"),
         .target(name: "CFileIO"),
 

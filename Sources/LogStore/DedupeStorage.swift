@@ -44,15 +44,14 @@ struct DedupeItem: Sendable {
 /// STORAGE.md "Collision bound"). Swift's `Dictionary` would hash the digest again with its own SipHash-1-3 and
 /// keep keys, values and occupancy in three separate arrays (three cache misses per probe in a large table).
 package struct DigestTable: Sendable {
-    /// One slot: a digest and its value + 1 (`tag`); tag 0 marks an empty slot, so zero-filled memory is an empty
-    /// table.
-    fileprivate struct Slot {
+    private struct Slot {
         var first: UInt64
         var second: UInt64
+        /// The value + 1; 0 marks an empty slot.
         var tag: UInt64
     }
 
-    private var storage: DigestSlots
+    private var slots: [Slot]
     private var mask: Int
     /// Keys held.
     package private(set) var count = 0
@@ -61,7 +60,7 @@ package struct DigestTable: Sendable {
     package init(capacity: Int = 0) {
         var size = 16
         while size * 5 / 8 < capacity { size *= 2 }
-        self.storage = DigestSlots(count: size)
+        self.slots = Array(repeating: Slot(first: 0, second: 0, tag: 0), count: size)
         self.mask = size - 1
     }
 
@@ -70,51 +69,48 @@ package struct DigestTable: Sendable {
 
     /// The slot holding `digest`, or nil.
     private func slotIndex(of digest: DedupeDigest) -> Int? {
-        let slots = self.storage.base
-        var i = self.home(digest.first)
-        while true {
-            let slot = slots[i]
-            if slot.tag == 0 { return nil }
-            if slot.first == digest.first && slot.second == digest.second { return i }
-            i = (i + 1) & self.mask
+        self.slots.withUnsafeBufferPointer { slots in
+            var i = self.home(digest.first)
+            while true {
+                let slot = slots[i]
+                if slot.tag == 0 { return nil }
+                if slot.first == digest.first && slot.second == digest.second { return i }
+                i = (i + 1) & self.mask
+            }
         }
     }
 
     /// The value `digest` maps to, or nil.
     package func value(of digest: DedupeDigest) -> UInt64? {
         guard let i = self.slotIndex(of: digest) else { return nil }
-        return self.storage.base[i].tag - 1
+        return self.slots[i].tag - 1
     }
 
     /// Starts loading `digest`'s home slot into the cache, so that a probe soon after finds it there. Issued for
     /// every key of a request before the first probe, the misses overlap instead of each probe waiting for its own.
     package func prefetch(_ digest: DedupeDigest) {
-        brokerd_prefetch(self.storage.base + self.home(digest.first))
-    }
-
-    /// The slots, unshared (a copy of the table shares them until one side changes: copy on write).
-    private mutating func uniqueSlots() -> UnsafeMutablePointer<Slot> {
-        if !isKnownUniquelyReferenced(&self.storage) { self.storage = self.storage.copy() }
-        return self.storage.base
+        self.slots.withUnsafeBufferPointer { brokerd_prefetch($0.baseAddress! + self.home(digest.first)) }
     }
 
     /// Maps `digest` to `value` (replacing any mapping it had); `value` must be below `UInt64.max`.
     package mutating func set(_ digest: DedupeDigest, to value: UInt64) {
-        if (self.count + 1) * 8 > self.storage.count * 5 { self.grow() }
+        if (self.count + 1) * 8 > self.slots.count * 5 { self.grow() }
         precondition(value < UInt64.max, "a digest table value must be below UInt64.max")
         let tag = value + 1
         let mask = self.mask
-        let slots = self.uniqueSlots()
-        var i = Int(truncatingIfNeeded: digest.first) & mask
-        while slots[i].tag != 0 {
-            if slots[i].first == digest.first && slots[i].second == digest.second {
-                slots[i].tag = tag
-                return
+        let added = self.slots.withUnsafeMutableBufferPointer { slots in
+            var i = Int(truncatingIfNeeded: digest.first) & mask
+            while slots[i].tag != 0 {
+                if slots[i].first == digest.first && slots[i].second == digest.second {
+                    slots[i].tag = tag
+                    return false
+                }
+                i = (i + 1) & mask
             }
-            i = (i + 1) & mask
+            slots[i] = Slot(first: digest.first, second: digest.second, tag: tag)
+            return true
         }
-        slots[i] = Slot(first: digest.first, second: digest.second, tag: tag)
-        self.count += 1
+        if added { self.count += 1 }
     }
 
     /// Removes `digest`'s mapping; returns whether there was one.
@@ -122,75 +118,39 @@ package struct DigestTable: Sendable {
     package mutating func remove(_ digest: DedupeDigest) -> Bool {
         guard var hole = self.slotIndex(of: digest) else { return false }
         let mask = self.mask
-        let slots = self.uniqueSlots()
-        // Backward shift: move each later slot of the run back into the hole unless its home lies cyclically in
-        // (hole, j], where it would become unreachable from its home if moved before it.
-        var j = hole
-        while true {
-            j = (j + 1) & mask
-            if slots[j].tag == 0 { break }
-            let home = Int(truncatingIfNeeded: slots[j].first) & mask
-            let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
-            if stays { continue }
-            slots[hole] = slots[j]
-            hole = j
+        self.slots.withUnsafeMutableBufferPointer { slots in
+            // Backward shift: move each later slot of the run back into the hole unless its home lies cyclically
+            // in (hole, j], where it would become unreachable from its home if moved before it.
+            var j = hole
+            while true {
+                j = (j + 1) & mask
+                if slots[j].tag == 0 { break }
+                let home = Int(truncatingIfNeeded: slots[j].first) & mask
+                let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
+                if stays { continue }
+                slots[hole] = slots[j]
+                hole = j
+            }
+            slots[hole].tag = 0
         }
-        slots[hole].tag = 0
         self.count -= 1
         return true
     }
 
-    /// Doubles the table. The new slots are zero-filled memory (``DigestSlots``): an empty table without a pass
-    /// that writes every slot first.
     private mutating func grow() {
-        let old = self.storage
+        let old = self.slots
         let size = old.count * 2
-        let new = DigestSlots(count: size)
-        let mask = size - 1
-        let slots = new.base
-        for index in 0..<old.count {
-            let slot = old.base[index]
-            guard slot.tag != 0 else { continue }
-            var i = Int(truncatingIfNeeded: slot.first) & mask
-            while slots[i].tag != 0 { i = (i + 1) & mask }
-            slots[i] = slot
+        self.slots = Array(repeating: Slot(first: 0, second: 0, tag: 0), count: size)
+        self.mask = size - 1
+        let mask = self.mask
+        self.slots.withUnsafeMutableBufferPointer { slots in
+            for slot in old where slot.tag != 0 {
+                var i = Int(truncatingIfNeeded: slot.first) & mask
+                while slots[i].tag != 0 { i = (i + 1) & mask }
+                slots[i] = slot
+            }
         }
-        self.storage = new
-        self.mask = mask
     }
-}
-
-/// The slots of a ``DigestTable``: `count` zero-filled slots from `brokerd_table_alloc`, which maps a large
-/// table on 2 MiB boundaries with transparent huge pages requested (a table of millions of keys is probed at
-/// random, and with 4 KiB pages nearly every probe would also miss the TLB) and lets the kernel zero its pages
-/// when first touched.
-///
-/// `@unchecked Sendable`: the memory is written only through ``DigestTable``'s mutating methods, and they write
-/// only after `isKnownUniquelyReferenced` proved no other table (on this thread or any other) holds this object;
-/// an object two tables share is only ever read. The same argument as `Array`'s copy on write.
-private final class DigestSlots: @unchecked Sendable {
-    let base: UnsafeMutablePointer<DigestTable.Slot>
-    let count: Int
-
-    private var bytes: Int { self.count * MemoryLayout<DigestTable.Slot>.stride }
-
-    init(count: Int) {
-        self.count = count
-        let bytes = count * MemoryLayout<DigestTable.Slot>.stride
-        guard let memory = brokerd_table_alloc(bytes) else {
-            fatalError("dedupe table: no memory for \(count) slots (\(bytes) bytes)")
-        }
-        self.base = memory.bindMemory(to: DigestTable.Slot.self, capacity: count)
-    }
-
-    /// A new object holding the same slots.
-    func copy() -> DigestSlots {
-        let copy = DigestSlots(count: self.count)
-        copy.base.update(from: self.base, count: self.count)
-        return copy
-    }
-
-    deinit { brokerd_table_free(self.base, self.bytes) }
 }
 
 /// The items of a dedupe index in insertion order, addressed by sequence number: a FIFO of fixed-size chunks.
