@@ -33,6 +33,40 @@ struct DedupeStorageTests {
         #expect(table.value(of: DedupeDigest(first: 5, second: 99_999)) == nil)
     }
 
+    @Test("a table grown to millions of bytes agrees with a dictionary, and a copy keeps its own slots")
+    func digestTableLargeAndCopied() {
+        var random = SplitMix64(seed: 23)
+        var table = DigestTable()
+        var model: [DedupeDigest: UInt64] = [:]
+        // 150,000 uniform keys (2^18 slots, 6 MiB), then a copy, then removals and inserts on the original only.
+        for n in 0..<150_000 {
+            let digest = DedupeDigest(first: random.next(), second: random.next())
+            table.set(digest, to: UInt64(n))
+            model[digest] = UInt64(n)
+        }
+        #expect(table.count == model.count)
+        let copy = table
+        let copiedModel = model
+        var changed = 0
+        for (key, value) in model where value % 3 == 0 {
+            let removed = table.remove(key)
+            #expect(removed)
+            model[key] = nil
+            changed += 1
+        }
+        for n in 0..<1_000 {
+            let digest = DedupeDigest(first: random.next(), second: UInt64(n))
+            table.set(digest, to: UInt64(1_000_000 + n))
+            model[digest] = UInt64(1_000_000 + n)
+        }
+        #expect(changed == 50_000)
+        #expect(table.count == model.count)
+        for (key, value) in model { if table.value(of: key) != value { Issue.record("table lost \(key)"); break } }
+        #expect(copy.count == copiedModel.count)
+        for (key, value) in copiedModel { if copy.value(of: key) != value { Issue.record("copy lost \(key)"); break } }
+        #expect(copy.value(of: DedupeDigest(first: 1, second: 1)) == nil)
+    }
+
     @Test("items are addressed by sequence across chunks; a copy keeps what it saw through appends, pops and edits")
     func itemsCopyOnWrite() {
         func item(_ n: Int64) -> DedupeItem {
