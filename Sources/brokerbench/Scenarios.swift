@@ -389,6 +389,11 @@ struct EndToEndLoad {
     let parameters: BenchParameters
     static let sentHeader = "bench-sent-ns"
 
+    /// When record `n` (from 0) is due at `rate` records/s after `start` (monotonic ns): its `bench-sent-ns` stamp.
+    static func scheduled(_ n: Int, start: UInt64, rate: Int) -> UInt64 {
+        start + UInt64(Double(n) * 1e9 / Double(rate))
+    }
+
     func run() async throws -> BenchResult {
         let p = self.parameters
         let topic = self.target.topics[0]
@@ -452,17 +457,26 @@ struct EndToEndLoad {
                     let now = monotonicNanos()
                     let due = Int(Double(now - start) / 1e9 * Double(p.rate)) - sent
                     if due > 0, inFlight.value < p.inFlight {
-                        var stamp = ByteBuffer()
-                        stamp.writeInteger(now)
-                        let records = (0..<min(due, 10_000)).map {
+                        // Each record carries the time the schedule meant it to be sent, not the time it left: a
+                        // record held back (the in-flight window full, this task late to wake) counts its wait too,
+                        // so a stall on the broker cannot hide the records it delayed ("coordinated omission").
+                        let count = min(due, 10_000)
+                        var stamps = ByteBuffer()
+                        stamps.reserveCapacity(count * 8)
+                        for n in sent..<(sent + count) { stamps.writeInteger(Self.scheduled(n, start: start, rate: p.rate)) }
+                        let records = (0..<count).map {
                             WireRecord(
-                                headers: benchHeaders + [WireHeader(name: Self.sentHeader, value: stamp)],
+                                headers: benchHeaders
+                                    + [WireHeader(name: Self.sentHeader, value: stamps.getSlice(at: $0 * 8, length: 8)!)],
                                 value: payloads[(sent + $0) % payloads.count]
                             )
                         }
-                        sent += records.count
+                        let measuredRecords = (sent..<(sent + count)).lazy.filter {
+                            Self.scheduled($0, start: start, rate: p.rate) >= clock.measureFrom
+                        }.count
+                        sent += count
                         let measured = now >= clock.measureFrom
-                        if measured { sentMeasured.add(records.count) }
+                        sentMeasured.add(measuredRecords)
                         inFlight.add(1)
                         Task {
                             defer { inFlight.add(-1) }
