@@ -147,12 +147,18 @@ final class TopicAppender: Sendable {
 
     /// Appends one batch; its completion answers the batch's requests, then hands the log the next batch.
     private func write(_ batch: [Pending]) {
-        let parts = batch.map { $0.records.built() }
-        self.log.append(stored: parts) { result in
+        // Deferred records are laid out where the log encodes the batch (its write queue), not on this thread (an
+        // event loop when the log was idle). Their value bytes, for the metric, are known once they are.
+        let valueBytes = Locked(0)
+        self.log.append(storedBy: {
+            let parts = batch.map { $0.records.built() }
+            valueBytes.withLock { $0 = parts.reduce(0) { $0 + $1.valueBytes } }
+            return parts
+        }) { result in
             switch result {
             case .success(let appended):
-                self.metrics.publishedRecords.increment(by: parts.reduce(0) { $0 + $1.count })
-                self.metrics.publishedBytes.increment(by: parts.reduce(0) { $0 + $1.valueBytes })
+                self.metrics.publishedRecords.increment(by: batch.reduce(0) { $0 + $1.records.count })
+                self.metrics.publishedBytes.increment(by: valueBytes.withLock { $0 })
                 var base = appended.baseOffset
                 for pending in batch {
                     pending.completion(.success(AppendResult(baseOffset: base, count: pending.records.count)))
