@@ -314,13 +314,26 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// request (a pipelining producer sends thousands of requests a second to one topic). A reload installs a new
     /// `Policy` object, which starts a new route; it opens a new topic's log before it installs the policy, and an
     /// open topic never closes while the broker runs, so a route never outlives what it looked up.
-    private struct PublishRoute {
+    /// A class: each request takes the route with one retain, not one per field.
+    private final class PublishRoute {
         let topic: String
         let policy: Policy
         let access: (decision: Decision, rule: String)
         let appender: TopicAppender?
         let gate: DedupeGate?
         let limiterHeaderNames: [String]
+
+        init(
+            topic: String, policy: Policy, access: (decision: Decision, rule: String), appender: TopicAppender?,
+            gate: DedupeGate?, limiterHeaderNames: [String]
+        ) {
+            self.topic = topic
+            self.policy = policy
+            self.access = access
+            self.appender = appender
+            self.gate = gate
+            self.limiterHeaderNames = limiterHeaderNames
+        }
     }
 
     /// The route of this connection's last publish.
