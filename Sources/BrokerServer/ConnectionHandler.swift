@@ -164,13 +164,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// A decoded frame from the client. `FrameReader` calls this directly (no `NIOAny` box, pipeline walk or cast
     /// per frame); `channelRead` serves a pipeline without it.
     func frameReceived(_ tagged: TaggedFrame) {
-        // Publishes waiting in the group are appended before anything else this connection asked for is served.
         if case .publish(let publish) = tagged.frame, let principal = self.machine.principal {
             // What the machine answers for any request but HELLO once authenticated (`.serve`), without the frame
             // copied into the action and out again: a pipelining producer sends thousands of PUBLISHes a second.
             self.publish(publish, correlationID: tagged.correlationID, principal: principal)
             return
         }
+        // Publishes waiting in the group are appended before anything else this connection asked for is served.
         if self.publishGroup != nil, tagged.frame.opcode != .publish { self.flushPublishGroup() }
         switch self.machine.frameReceived(tagged) {
         case .authenticate(let hello, let correlationID):

@@ -13,9 +13,9 @@ import LogStore
 final class TopicAppender: Sendable {
     typealias Completion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
 
-    /// Records whose stored layout is written when their batch is handed to the log (usually on the log's thread,
-    /// from the previous append's completion), not by whoever queued them: the event loop that serves a connection
-    /// is its bottleneck, and the bytes are the same wherever they are written.
+    /// Records whose stored layout is written where the log encodes their batch (`TopicLog.append(storedBy:)`: a
+    /// file log's write queue), not by whoever queued them: the event loop that serves a pipelining connection is
+    /// its bottleneck, and the bytes are the same wherever they are written.
     struct DeferredRecords: Sendable {
         /// Number of records `build` lays out.
         let count: Int

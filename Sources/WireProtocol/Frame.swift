@@ -397,7 +397,7 @@ package struct EncodedPublishRecords: Sendable {
         private let nameSpans: UnsafeMutableBufferPointer<(start: Int, length: Int)>
         private var nameCount = 0
         private let knownNames: [String]
-        /// How many names (the first ones) are `knownNames`' ; -1 once one was not (then `names` holds them all).
+        /// How many names (the first ones) are `knownNames`'; -1 once one was not (then `names` holds them all).
         private var fromKnown = 0
 
         private init(nameSpans: UnsafeMutableBufferPointer<(start: Int, length: Int)>, knownNames: [String]) {
@@ -405,6 +405,8 @@ package struct EncodedPublishRecords: Sendable {
             self.knownNames = knownNames
         }
 
+        /// The walk of `count` records in `bytes`, or nil when they fail the checks. Only `locations`, `names` and
+        /// `nameIDs` of the result may be read: its name spans were stack memory of this call.
         static func run(count: Int, bytes: ByteBuffer, knownNames: [String] = []) -> Walk? {
             withUnsafeTemporaryAllocation(of: (start: Int, length: Int).self, capacity: maxNames) { spans in
                 var walk = Walk(nameSpans: spans, knownNames: knownNames)
