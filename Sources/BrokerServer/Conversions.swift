@@ -112,19 +112,61 @@ struct StoredRecordsBuilder {
         _ records: EncodedPublishRecords, accepted: [PublishSorter.Accepted], extraHeaders: [LogHeader],
         receivedAtMillis: Int64
     ) {
+        self.append(
+            records, indices: accepted.lazy.map(\.index), extraHeaders: extraHeaders, receivedAtMillis: receivedAtMillis
+        )
+    }
+
+    /// ``append(_:accepted:extraHeaders:receivedAtMillis:)`` for every record of `records`.
+    mutating func appendAll(_ records: EncodedPublishRecords, extraHeaders: [LogHeader], receivedAtMillis: Int64) {
+        self.append(records, indices: 0..<records.count, extraHeaders: extraHeaders, receivedAtMillis: receivedAtMillis)
+    }
+
+    /// The bytes ``appendAll(_:extraHeaders:receivedAtMillis:)`` writes for `records`, from the frame's size: each
+    /// record's stored form is its wire form with 2 more bytes per header (name lengths u32, not u16) and the extra
+    /// headers; the fields move, the sizes add up the same.
+    static func storedSizeOfAll(_ records: EncodedPublishRecords, extraHeaders: [LogHeader]) -> Int {
+        records.bytes.readableBytes + 2 * records.headerCount + records.count * Self.size(of: extraHeaders)
+    }
+
+    /// The stored size of `headers` (u32 name length, name, u32 value length, value).
+    private static func size(of headers: [LogHeader]) -> Int {
+        var size = 0
+        for header in headers { size += 8 + header.name.utf8.count + header.value.readableBytes }
+        return size
+    }
+
+    /// The bytes ``append(_:indices:extraHeaders:receivedAtMillis:)`` writes.
+    static func storedSize(of records: EncodedPublishRecords, indices: [Int], extraHeaders: [LogHeader]) -> Int {
+        let extraSize = Self.size(of: extraHeaders)
+        return records.withViews { view in
+            var size = 0
+            for index in indices {
+                let record = view(index)
+                size +=
+                    8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
+                    + 2 * record.headerCount + extraSize
+            }
+            return size
+        }
+    }
+
+    /// Writes records `indices` of `records` (see ``append(_:accepted:extraHeaders:receivedAtMillis:)``).
+    mutating func append<Indices: Collection<Int>>(
+        _ records: EncodedPublishRecords, indices accepted: Indices, extraHeaders: [LogHeader], receivedAtMillis: Int64
+    ) {
         guard !accepted.isEmpty else { return }
         // The extra headers take the same bytes after every record: written once after the first, then copied from
         // there (no buffer of their own).
-        var extraSize = 0
-        for header in extraHeaders { extraSize += 8 + header.name.utf8.count + header.value.readableBytes }
+        let extraSize = Self.size(of: extraHeaders)
         let extraCount = UInt32(extraHeaders.count)
         // Each closure below keeps its own variables and returns what it found: variables a closure captures and
         // updates pay a run-time exclusivity check on every access.
         let (size, valueBytes) = records.withViews { view -> (Int, Int) in
             var size = 0
             var valueBytes = 0
-            for entry in accepted {
-                let record = view(entry.index)
+            for index in accepted {
+                let record = view(index)
                 // timestamp, key field, value field, header count, headers (2 more bytes each), extra headers.
                 size +=
                     8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
@@ -141,8 +183,8 @@ struct StoredRecordsBuilder {
                 var first: Int64 = 0
                 var maxTimestamp: Int64 = 0
                 var extraAt = -1
-                for (position, entry) in accepted.enumerated() {
-                    let record = view(entry.index)
+                for (position, index) in accepted.enumerated() {
+                    let record = view(index)
                     let stamped = record.timestamp
                     let timestamp = stamped == 0 ? receivedAtMillis : stamped
                     if position == 0 {

@@ -149,14 +149,16 @@ struct PublishSorter {
         // checks, whether it is the dedupe key, which of the limiters' names it is.
         let checks = policy.recordChecks(topic: publish.topic)
         let names = records.headerNames
-        var roles: [NameRole] = []
-        roles.reserveCapacity(names.count)
-        for name in names {
-            roles.append(Self.role(of: name, checks: checks, limiterHeaderNames: limiterHeaderNames))
-        }
         // The sorter lives inside the closure (not captured by it), and the header loop is an iterator: variables
-        // a closure captures and updates pay a run-time exclusivity check on every access.
-        return roles.withUnsafeBufferPointer { roles in records.withViews { view -> PublishSorter in
+        // a closure captures and updates pay a run-time exclusivity check on every access. The roles are in stack
+        // memory (a plain value type: nothing to deinitialize), not an array allocated per request.
+        return withUnsafeTemporaryAllocation(of: NameRole.self, capacity: names.count) { roles in
+            for (id, name) in names.enumerated() {
+                (roles.baseAddress! + id).initialize(
+                    to: Self.role(of: name, checks: checks, limiterHeaderNames: limiterHeaderNames)
+                )
+            }
+            return records.withViews { view -> PublishSorter in
             var sorter = PublishSorter(records: records, provenance: provenance, receivedAtMillis: receivedAtMillis)
             sorter.accepted.reserveCapacity(records.count)
             var checks = checks

@@ -13,9 +13,48 @@ import LogStore
 final class TopicAppender: Sendable {
     typealias Completion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
 
+    /// Records whose stored layout is written where the log encodes their batch (`TopicLog.append(storedBy:)`: a
+    /// file log's write queue), not by whoever queued them: the event loop that serves a pipelining connection is
+    /// its bottleneck, and the bytes are the same wherever they are written.
+    struct DeferredRecords: Sendable {
+        /// Number of records `build` lays out.
+        let count: Int
+        /// Exactly the bytes `build` writes.
+        let storedBytes: Int
+        /// Lays the records out (once).
+        let build: @Sendable () -> StoredRecordBytes
+    }
+
+    private enum Records {
+        case stored(StoredRecordBytes)
+        case deferred(DeferredRecords)
+
+        var count: Int {
+            switch self {
+            case .stored(let stored): stored.count
+            case .deferred(let deferred): deferred.count
+            }
+        }
+
+        /// The records in their stored layout.
+        func built() -> StoredRecordBytes {
+            switch self {
+            case .stored(let stored): return stored
+            case .deferred(let deferred):
+                let stored = deferred.build()
+                precondition(
+                    stored.count == deferred.count && stored.bytes.readableBytes == deferred.storedBytes,
+                    "deferred records built \(stored.count) records in \(stored.bytes.readableBytes) bytes, sized "
+                        + "\(deferred.count) in \(deferred.storedBytes)"
+                )
+                return stored
+            }
+        }
+    }
+
     private struct Pending {
-        /// The records in their stored layout (the part of the batch body they become).
-        var records: StoredRecordBytes
+        /// The records (the part of the batch body they become).
+        var records: Records
         /// Their size for batching: key, header names and values, value, and 16 bytes per record (the stored size
         /// less 4 per record).
         var bytes: Int
@@ -63,9 +102,19 @@ final class TopicAppender: Sendable {
     /// arrived together come as one entry, their records back to back: one queue entry and one completion for all
     /// of them (its `AppendResult` spans them all).
     func enqueue(stored records: StoredRecordBytes, completion: @escaping Completion) {
-        let bytes = records.bytes.readableBytes - 4 * records.count
+        self.enqueue(
+            Pending(records: .stored(records), bytes: records.bytes.readableBytes - 4 * records.count, completion: completion)
+        )
+    }
+
+    /// ``enqueue(stored:completion:)`` for records laid out when their batch is written (see `DeferredRecords`).
+    func enqueue(deferred records: DeferredRecords, completion: @escaping Completion) {
+        self.enqueue(Pending(records: .deferred(records), bytes: records.storedBytes - 4 * records.count, completion: completion))
+    }
+
+    private func enqueue(_ pending: Pending) {
         let batch: [Pending]? = self.state.withLock { state in
-            state.queue.append(Pending(records: records, bytes: bytes, completion: completion))
+            state.queue.append(pending)
             if state.draining { return nil }
             state.draining = true
             return self.takeBatch(&state)
@@ -98,12 +147,18 @@ final class TopicAppender: Sendable {
 
     /// Appends one batch; its completion answers the batch's requests, then hands the log the next batch.
     private func write(_ batch: [Pending]) {
-        let parts = batch.map(\.records)
-        self.log.append(stored: parts) { result in
+        // Deferred records are laid out where the log encodes the batch (its write queue), not on this thread (an
+        // event loop when the log was idle). Their value bytes, for the metric, are known once they are.
+        let valueBytes = Locked(0)
+        self.log.append(storedBy: {
+            let parts = batch.map { $0.records.built() }
+            valueBytes.withLock { $0 = parts.reduce(0) { $0 + $1.valueBytes } }
+            return parts
+        }) { result in
             switch result {
             case .success(let appended):
-                self.metrics.publishedRecords.increment(by: parts.reduce(0) { $0 + $1.count })
-                self.metrics.publishedBytes.increment(by: parts.reduce(0) { $0 + $1.valueBytes })
+                self.metrics.publishedRecords.increment(by: batch.reduce(0) { $0 + $1.records.count })
+                self.metrics.publishedBytes.increment(by: valueBytes.withLock { $0 })
                 var base = appended.baseOffset
                 for pending in batch {
                     pending.completion(.success(AppendResult(baseOffset: base, count: pending.records.count)))

@@ -161,6 +161,14 @@ final class FileTopicLog: TopicLog {
         }, completion: completion)
     }
 
+    /// `append(stored:completion:)` with the parts laid out by `build` on the write queue, just before the batch
+    /// is encoded there.
+    func append(storedBy build: @escaping @Sendable () -> [StoredRecordBytes], completion: @escaping AppendCompletion) {
+        self.append(encoding: { () throws(LogStoreError) -> EncodedBatchBody in
+            try BatchCodec.encodeBody(parts: build(), codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
+        }, completion: completion)
+    }
+
     private func append(
         encoding encode: @escaping @Sendable () throws(LogStoreError) -> EncodedBatchBody,
         completion: @escaping AppendCompletion

@@ -193,6 +193,9 @@ package protocol TopicLog: AnyObject, Sendable {
     /// `append(_:completion:)` for records already in their stored layout (``StoredRecordBytes``), `parts` in order
     /// as one batch; the same outcomes.
     func append(stored parts: [StoredRecordBytes], completion: @escaping AppendCompletion)
+    /// `append(stored:completion:)` with the parts laid out by `build`, called once, where the log encodes the
+    /// batch (on its own thread, for a log that has one): a caller on a busy thread leaves that work to the log.
+    func append(storedBy build: @escaping @Sendable () -> [StoredRecordBytes], completion: @escaping AppendCompletion)
     /// Reads records from `offset` (at most `maxRecords`, about `maxBytes`; at least one record when any exists).
     /// Blocking file I/O: call it off the event loop. Returns [] when `offset == endOffset`.
     func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord]
@@ -212,6 +215,13 @@ package protocol TopicLog: AnyObject, Sendable {
 extension TopicLog {
     /// A log that keeps nothing in memory.
     package func readsFromMemory(from offset: Int64) -> Bool { false }
+
+    /// A log without a thread of its own lays the parts out on the caller's.
+    package func append(
+        storedBy build: @escaping @Sendable () -> [StoredRecordBytes], completion: @escaping AppendCompletion
+    ) {
+        self.append(stored: build(), completion: completion)
+    }
 }
 
 /// Called once with an append's outcome.

@@ -278,6 +278,9 @@ package struct EncodedPublishRecords: Sendable {
     /// Number of records.
     package var count: Int { self.locations.count }
 
+    /// Number of headers of all the records together.
+    package var headerCount: Int { self.nameIDs.count }
+
     /// The frame's distinct header names, in first-seen order: a header's ``PublishHeaderIterator/nextByID()`` name
     /// id indexes them (a name past the first `maxNames` has id ``uncachedNameID``).
     package var headerNames: [String] { self.names }
@@ -288,7 +291,15 @@ package struct EncodedPublishRecords: Sendable {
     /// Checks `count` records that fill `bytes` exactly, as the decoder does; nil when the field-by-field decode
     /// would refuse them (it then names the failure).
     package init?(count: Int, bytes: ByteBuffer) {
-        guard let walked = Walk.run(count: count, bytes: bytes) else { return nil }
+        self.init(count: count, bytes: bytes, knownNames: [])
+    }
+
+    /// As ``init(count:bytes:)``, given the ``headerNames`` of an earlier frame (a connection's PUBLISHes repeat
+    /// the same few names): a name that comes in the same place of the table, with the same bytes, is taken from
+    /// there (no string made and checked again), and when all of them match the table is `knownNames` itself (no
+    /// array allocated). The result is the same either way.
+    package init?(count: Int, bytes: ByteBuffer, knownNames: [String]) {
+        guard let walked = Walk.run(count: count, bytes: bytes, knownNames: knownNames) else { return nil }
         self.bytes = bytes
         self.locations = walked.locations
         self.names = walked.names
@@ -378,14 +389,33 @@ package struct EncodedPublishRecords: Sendable {
     /// One pass over the records: the checks of the field-by-field decode, the locations and the name table.
     private struct Walk {
         var locations: [Location] = []
+        /// The names table; while every name so far is the one `knownNames` has in its place, those are not
+        /// copied here (`fromKnown` of them) and this stays empty.
         var names: [String] = []
-        var nameSpans: [(start: Int, length: Int)] = []
         var nameIDs: [UInt16] = []
+        /// Where each name of the table is first seen in the bytes (one per name, in the caller's stack memory).
+        private let nameSpans: UnsafeMutableBufferPointer<(start: Int, length: Int)>
+        private var nameCount = 0
+        private let knownNames: [String]
+        /// How many names (the first ones) are `knownNames`'; -1 once one was not (then `names` holds them all).
+        private var fromKnown = 0
 
-        static func run(count: Int, bytes: ByteBuffer) -> Walk? {
-            var walk = Walk()
-            let ok = bytes.withUnsafeReadableBytes { walk.walk(count, $0) }
-            return ok ? walk : nil
+        private init(nameSpans: UnsafeMutableBufferPointer<(start: Int, length: Int)>, knownNames: [String]) {
+            self.nameSpans = nameSpans
+            self.knownNames = knownNames
+        }
+
+        /// The walk of `count` records in `bytes`, or nil when they fail the checks. Only `locations`, `names` and
+        /// `nameIDs` of the result may be read: its name spans were stack memory of this call.
+        static func run(count: Int, bytes: ByteBuffer, knownNames: [String] = []) -> Walk? {
+            withUnsafeTemporaryAllocation(of: (start: Int, length: Int).self, capacity: maxNames) { spans in
+                var walk = Walk(nameSpans: spans, knownNames: knownNames)
+                guard bytes.withUnsafeReadableBytes({ walk.walk(count, $0) }) else { return nil }
+                if walk.fromKnown >= 0 {
+                    walk.names = walk.fromKnown == knownNames.count ? knownNames : Array(knownNames[..<walk.fromKnown])
+                }
+                return walk
+            }
         }
 
         private mutating func walk(_ count: Int, _ raw: UnsafeRawBufferPointer) -> Bool {
@@ -419,9 +449,6 @@ package struct EncodedPublishRecords: Sendable {
                 let firstHeader = self.nameIDs.count
                 if firstHeader == 0 && headerCount > 0 {
                     self.nameIDs.reserveCapacity(min(headerCount * count, (size - p) / FrameCodec.MinimumSize.header))
-                    // Room for the usual few distinct names at once (growing from empty reallocated twice or more).
-                    self.names.reserveCapacity(8)
-                    self.nameSpans.reserveCapacity(8)
                 }
                 for position in 0..<headerCount {
                     guard let nameLength16 = load(UInt16.self) else { return false }
@@ -464,16 +491,37 @@ package struct EncodedPublishRecords: Sendable {
                     return predicted
                 }
             }
-            for (id, span) in self.nameSpans.enumerated() where span.length == length {
-                if length == 0 || memcmp(base + span.start, base + position, length) == 0 { return UInt16(id) }
+            for id in 0..<self.nameCount {
+                let span = self.nameSpans[id]
+                if span.length == length && (length == 0 || memcmp(base + span.start, base + position, length) == 0) {
+                    return UInt16(id)
+                }
             }
             let bytes = UnsafeRawBufferPointer(start: base + position, count: length)
+            let id = self.nameCount
+            if self.fromKnown == id, id < self.knownNames.count, self.knownNames[id].utf8.count == length {
+                var known = self.knownNames[id]
+                if known.withUTF8({ length == 0 || memcmp($0.baseAddress!, base + position, length) == 0 }) {
+                    // The same bytes as a name that was checked as UTF-8 when it was made.
+                    self.fromKnown += 1
+                    self.nameSpans[id] = (position, length)
+                    self.nameCount += 1
+                    return UInt16(id)
+                }
+            }
             var string = String(decoding: bytes, as: UTF8.self)
             guard string.withUTF8({ $0.elementsEqual(bytes) }) else { return nil }
-            guard self.names.count < maxNames else { return uncachedName }
+            guard id < maxNames else { return uncachedName }
+            if self.fromKnown >= 0 {
+                // Room for the usual few distinct names at once (growing from empty reallocated twice or more).
+                self.names.reserveCapacity(8)
+                self.names.append(contentsOf: self.knownNames[..<self.fromKnown])
+                self.fromKnown = -1
+            }
             self.names.append(string)
-            self.nameSpans.append((position, length))
-            return UInt16(self.names.count - 1)
+            self.nameSpans[id] = (position, length)
+            self.nameCount += 1
+            return UInt16(id)
         }
     }
 }

@@ -543,6 +543,24 @@ package enum FrameCodec {
     /// credentials) are slices of `body`, not copies. Bytes left over after the last field are MALFORMED_FRAME.
     /// Errors name the opcode, the field and its body offset (the frame offset is the body offset + 14).
     package static func decodeBody(opcode: Opcode, body: inout ByteBuffer) throws(WireProtocolError) -> Frame {
+        var recent = RecentPublish()
+        return try self.decodeBody(opcode: opcode, body: &body, recent: &recent)
+    }
+
+    /// What a connection's last PUBLISH decoded to that the next one likely repeats: its topic and its header
+    /// names table. `FrameDecoder` keeps one per connection; the decoded frames are the same with or without it.
+    package struct RecentPublish: Sendable {
+        var topic = ""
+        var headerNames: [String] = []
+        package init() {}
+    }
+
+    /// ``decodeBody(opcode:body:)`` with `recent`: a PUBLISH whose topic has the bytes of `recent.topic` takes
+    /// that string (no new string made and checked as UTF-8), its header names table reuses `recent`'s names
+    /// (``EncodedPublishRecords/init(count:bytes:knownNames:)``), and `recent` becomes this PUBLISH's.
+    package static func decodeBody(
+        opcode: Opcode, body: inout ByteBuffer, recent: inout RecentPublish
+    ) throws(WireProtocolError) -> Frame {
         var reader = BodyReader(buffer: body, opcode: opcode)
         defer { body = reader.buffer }
         let frame: Frame
@@ -568,12 +586,14 @@ package enum FrameCodec {
                 )
             )
         case .publish:
-            let topic = try reader.string("topic")
+            let topic = try reader.string("topic", known: recent.topic)
             let count = try reader.count("recordCount", minimumElementSize: MinimumSize.record)
             // Kept as the frame's bytes when they pass every check (the broker writes them into its batch from
             // there); else decoded field by field, which names the failure.
-            if let encoded = EncodedPublishRecords(count: count, bytes: reader.buffer) {
+            if let encoded = EncodedPublishRecords(count: count, bytes: reader.buffer, knownNames: recent.headerNames) {
                 reader.buffer.moveReaderIndex(forwardBy: reader.buffer.readableBytes)
+                recent.topic = topic
+                recent.headerNames = encoded.headerNames
                 frame = .publish(Publish(topic: topic, encoded: encoded))
             } else {
                 frame = .publish(
@@ -879,6 +899,20 @@ struct BodyReader {
     }
 
     /// A u16 byte length followed by that many bytes of valid UTF-8.
+    /// ``string(_:)``, returning `known` itself when the field has its bytes (they were checked when it was made).
+    mutating func string(_ field: @autoclosure () -> String, known: String) throws(WireProtocolError) -> String {
+        let matches: Bool = self.buffer.withUnsafeReadableBytes { raw in
+            guard raw.count >= 2 else { return false }
+            let length = Int(UInt16(raw[0]) << 8 | UInt16(raw[1]))
+            guard length == known.utf8.count, raw.count - 2 >= length else { return false }
+            var known = known
+            return known.withUTF8 { length == 0 || memcmp($0.baseAddress!, raw.baseAddress! + 2, length) == 0 }
+        }
+        guard matches else { return try self.string(field()) }
+        self.buffer.moveReaderIndex(forwardBy: 2 + known.utf8.count)
+        return known
+    }
+
     mutating func string(_ field: @autoclosure () -> String) throws(WireProtocolError) -> String {
         let lengthOffset = self.bodyOffset
         let length = Int(try self.integer("\(field()).length", as: UInt16.self))
@@ -1205,6 +1239,8 @@ package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
     package typealias InboundOut = TaggedFrame
     /// Largest body accepted; a longer declared length is FRAME_TOO_LARGE before any body byte is buffered.
     package let maxBodyLength: UInt32
+    /// The last PUBLISH's topic and header names (``FrameCodec/decodeBody(opcode:body:recent:)``).
+    private var recentPublish = FrameCodec.RecentPublish()
     /// Creates a decoder refusing bodies longer than `maxBodyLength` (the broker passes `server.max_frame_bytes`).
     package init(maxBodyLength: UInt32 = WireConstants.defaultMaxBodyLength) {
         self.maxBodyLength = maxBodyLength
@@ -1269,7 +1305,7 @@ package struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: WireConstants.headerSize)
         var body = buffer.readSlice(length: Int(bodyLength))!  // length checked just above
         do {
-            let frame = try FrameCodec.decodeBody(opcode: opcode, body: &body)
+            let frame = try FrameCodec.decodeBody(opcode: opcode, body: &body, recent: &self.recentPublish)
             return TaggedFrame(correlationID: correlationID, flags: flags, frame: frame)
         } catch {
             var error = error

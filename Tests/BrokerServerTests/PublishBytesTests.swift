@@ -128,6 +128,34 @@ struct PublishBytesTests {
         #expect(first.accepted.map { first.storedRecord($0) } == Self.logRecords(Array(Self.records.prefix(3)), provenance: first.provenance))
     }
 
+    @Test("the sizes a publish group queues its records by, before they are written, are the bytes written")
+    func sizesBeforeWriting() throws {
+        let policy = try Self.policy()
+        for records in [Self.records, Array(Self.records.prefix(1)), Array(Self.records.suffix(2))] {
+            let sorted = PublishSorter.sort(
+                try Self.received(records), principal: Self.principal, policy: policy, receivedAtMillis: Self.receivedAt
+            )
+            var all = StoredRecordsBuilder()
+            all.appendAll(sorted.records, extraHeaders: sorted.provenance, receivedAtMillis: Self.receivedAt)
+            let whole = StoredRecordBytes(
+                sorted.records, accepted: sorted.accepted, extraHeaders: sorted.provenance, receivedAtMillis: Self.receivedAt
+            )
+            #expect(all.build().bytes == whole.bytes && all.count == records.count)
+            #expect(StoredRecordsBuilder.storedSizeOfAll(sorted.records, extraHeaders: sorted.provenance) == whole.bytes.readableBytes)
+            let indices = sorted.accepted.map(\.index).filter { $0 % 2 == 0 }
+            var some = StoredRecordsBuilder()
+            some.append(sorted.records, indices: indices, extraHeaders: sorted.provenance, receivedAtMillis: Self.receivedAt)
+            #expect(
+                StoredRecordsBuilder.storedSize(of: sorted.records, indices: indices, extraHeaders: sorted.provenance)
+                    == some.byteCount
+            )
+            #expect(some.build().bytes == StoredRecordBytes(
+                sorted.records, accepted: sorted.accepted.filter { $0.index % 2 == 0 }, extraHeaders: sorted.provenance,
+                receivedAtMillis: Self.receivedAt
+            ).bytes)
+        }
+    }
+
     @Test("quarantined records keep the LogRecord path: their headers, then the quarantine headers")
     func quarantined() throws {
         let policy = try Self.policy()

@@ -135,6 +135,59 @@ struct RecordsDecodeTests {
         #expect(seen == records[3].headers.filter { $0.name == "name-4" }.map { "name-4=" + String(buffer: $0.value) })
     }
 
+    @Test("a connection's PUBLISHes decoded one after another (topic and names taken from the last one) decode as each alone")
+    func recentPublish() throws {
+        func publish(_ topic: String, _ names: [String]) -> Frame {
+            .publish(
+                Publish(
+                    topic: topic,
+                    records: [
+                        WireRecord(key: nil, headers: names.map { WireHeader(name: $0, value: bytes("x")) }, value: bytes("v")),
+                        WireRecord(key: nil, headers: names.reversed().map { WireHeader(name: $0, value: bytes("y")) }, value: bytes("w")),
+                    ]
+                )
+            )
+        }
+        let many = (0..<40).map { "n\($0)" }
+        let frames: [Frame] = [
+            publish("education.completed", ["event_type", "source_system", "consent_scope"]),
+            publish("education.completed", ["event_type", "source_system", "consent_scope"]),
+            // A prefix of the last table, a longer one, one that differs in its second name, a name of the same
+            // length with other bytes, none at all, more than the table holds, then the same again.
+            publish("education.completed", ["event_type"]),
+            publish("education.completed", ["event_type", "source_system", "consent_scope", "extra"]),
+            publish("education.started", ["event_type", "source_systen", "consent_scope"]),
+            publish("education.starteD", ["event_typf"]),
+            publish("", []),
+            publish("", ["", "a"]),
+            publish("t", many),
+            publish("t", many),
+            publish("education.completed", ["event_type", "source_system", "consent_scope"]),
+            .publish(Publish(topic: "a.b", records: [])),
+        ]
+        var recent = FrameCodec.RecentPublish()
+        for frame in frames {
+            var alone = Self.body(frame)
+            var after = Self.body(frame)
+            let expected = try FrameCodec.decodeBody(opcode: .publish, body: &alone)
+            let decoded = try FrameCodec.decodeBody(opcode: .publish, body: &after, recent: &recent)
+            #expect(decoded == expected)
+            #expect(after.readableBytes == 0)
+            guard case .publish(let one) = decoded, case .publish(let other) = expected else { throw CancellationError() }
+            #expect(one.topic == other.topic)
+            #expect(one.encodedRecords.headerNames == other.encodedRecords.headerNames)
+            #expect((0..<one.recordCount).map { one.encodedRecords.record(at: $0) } == other.records)
+            #expect(recent.topic == one.topic && recent.headerNames == one.encodedRecords.headerNames)
+        }
+        // A name that is not UTF-8 after a frame whose table it would extend: still refused.
+        var invalid = Self.body(publish("education.completed", ["event_type", "source_system", "consent_scope", "bad"]))
+        let name = invalid.readableBytesView.firstRange(of: Array("bad".utf8))!
+        invalid.setInteger(UInt8(0xFF), at: name.lowerBound)
+        #expect(throws: WireProtocolError.self) {
+            try FrameCodec.decodeBody(opcode: .publish, body: &invalid, recent: &recent)
+        }
+    }
+
     @Test(
         "every truncation and every changed byte: the one-pass decode agrees with the field-by-field one",
         arguments: [Self.publish, Self.deliver]
