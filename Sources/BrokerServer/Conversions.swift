@@ -141,14 +141,17 @@ struct StoredRecordsBuilder {
         let extraSize = Self.size(of: extraHeaders)
         return records.withViews { view in
             var size = 0
-            for index in indices {
-                let record = view(index)
-                size +=
-                    8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
-                    + 2 * record.headerCount + extraSize
-            }
+            for index in indices { size += Self.storedSize(of: view(index), extraSize: extraSize) }
             return size
         }
+    }
+
+    /// One record's stored size: timestamp, key field, value field, header count, its headers (2 more bytes each
+    /// than on the wire), and `extraSize` bytes of extra headers.
+    @inline(__always)
+    private static func storedSize(of record: PublishRecordView, extraSize: Int) -> Int {
+        8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes + 2 * record.headerCount
+            + extraSize
     }
 
     /// Writes records `indices` of `records` (see ``append(_:accepted:extraHeaders:receivedAtMillis:)``).
@@ -167,10 +170,7 @@ struct StoredRecordsBuilder {
             var valueBytes = 0
             for index in accepted {
                 let record = view(index)
-                // timestamp, key field, value field, header count, headers (2 more bytes each), extra headers.
-                size +=
-                    8 + record.keyField.count + record.valueField.count + 4 + record.headerBytes
-                    + 2 * record.headerCount + extraSize
+                size += Self.storedSize(of: record, extraSize: extraSize)
                 valueBytes += record.value.count
             }
             return (size, valueBytes)
