@@ -474,11 +474,17 @@ final class FileTopicLog: TopicLog {
     /// it still dirty or in flight, and must not wait for megabytes of zeros. A write that fails (no space, say)
     /// only stops preallocation in this segment: appends then extend the file as they go. A failed fdatasync fails the
     /// log, as every failed fdatasync does: it may have lost dirty pages of written batches, and a later
-    /// fdatasync of the same file would not report it again.
+    /// fdatasync of the same file would not report it again. Once the log has failed (here or on the writer
+    /// queue), preallocation stops before its next piece and makes no fdatasync: nothing of a failed log is
+    /// synced again.
     private func preallocate(_ segment: Segment, _ range: Range<Int64>) {
         var at = range.lowerBound
         do throws(FileIOError) {
             while at < range.upperBound {
+                if self.hasFailed {
+                    segment.state.withLock { $0.extending = false }
+                    return
+                }
                 let count = Int(min(Int64(Self.zeros.readableBytes), range.upperBound - at))
                 let zeros = Self.zeros.getSlice(at: 0, length: count)!
                 try self.io.writeAll(segment.logFD, zeros, at: at, path: segment.logPath)
@@ -494,6 +500,10 @@ final class FileTopicLog: TopicLog {
                 $0.extending = false
                 $0.preallocationStopped = true
             }
+            return
+        }
+        if self.hasFailed {
+            segment.state.withLock { $0.extending = false }
             return
         }
         do {
@@ -525,6 +535,9 @@ final class FileTopicLog: TopicLog {
     private func storageFailure(_ what: String, _ error: FileIOError) -> LogStoreError {
         LogStoreError(.storageFailure, "topic '\(self.name)': \(what) failed: \(error)")
     }
+
+    /// Whether the log has failed (appends are refused until it is reopened).
+    private var hasFailed: Bool { self.state.withLock { $0.failure != nil } }
 
     /// Enters the failed state (first failure wins) and fails every append waiting for a sync.
     private func fail(_ error: LogStoreError) {
@@ -816,6 +829,8 @@ final class FileTopicLog: TopicLog {
         }
         self.recent.withLock { $0 = RecentBatches() }
         if let failure {
+            // A preallocation under way stops at its next piece (it sees the failure); none outlives the close.
+            if self.config.preallocateBytes > 0 { self.preallocations.wait() }
             self.logger.warning("failed topic log closed without a clean marker; the next open recovers it")
             return .failure(failure)
         }

@@ -388,6 +388,8 @@ struct EndToEndLoad {
     let target: BenchTarget
     let parameters: BenchParameters
     static let sentHeader = "bench-sent-ns"
+    /// The longest wait after the send loop, first for PUBLISHes in flight, then for records still to arrive.
+    static let drainSeconds: UInt64 = 30
 
     /// When record `n` (from 0) is due at `rate` records/s after `start` (monotonic ns): its `bench-sent-ns` stamp.
     static func scheduled(_ n: Int, start: UInt64, rate: Int) -> UInt64 {
@@ -413,6 +415,7 @@ struct EndToEndLoad {
         let inFlight = Counter(0)
         let errors = Counter(0)
         let sentMeasured = Counter(0)
+        let undelivered = Counter(0)
         // Each measured PUBLISH's send-to-acknowledgement time: beside publish-to-deliver it tells the append path's
         // share of the latency (the ack comes once the records are durable) from the delivery path's.
         let acks = Locked(makeHistogram())
@@ -490,8 +493,16 @@ struct EndToEndLoad {
                     }
                     try await Task.sleep(for: .milliseconds(1))
                 }
-                // Let the last records arrive, then end the subscriptions.
-                try await Task.sleep(for: .milliseconds(500))
+                // Let the last PUBLISHes be answered and every record sent reach every consumer (each wait bounded
+                // by `drainSeconds`), then end the subscriptions: a record still late at the end of a run counts in
+                // the histogram, and one that never arrives is reported, not silently left out.
+                let drainUntil = monotonicNanos() + Self.drainSeconds * 1_000_000_000
+                while inFlight.value > 0, monotonicNanos() < drainUntil { try await Task.sleep(for: .milliseconds(5)) }
+                let expected = sent * consumerClients.count
+                while progress.all.value < expected, monotonicNanos() < drainUntil {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+                undelivered.add(max(0, expected - progress.all.value))
                 for consumer in consumerClients { await consumer.close() }
                 return nil
             }
@@ -504,10 +515,11 @@ struct EndToEndLoad {
         var result = BenchResult(
             scenario: Scenario.e2eLatency.rawValue, parameters: p, measuredSeconds: p.duration,
             records: progress.measured.value, recordBytes: p.recordSize,
-            errors: errors.value,
+            errors: errors.value + undelivered.value,
             latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: histogram
         )
         result.extra["records_sent_measured"] = Double(sentMeasured.value)
+        result.extra["records_undelivered"] = Double(undelivered.value)
         acks.withLock { acks in
             result.extra["publish_ack_p50_us"] = Double(acks.valueAtPercentile(50))
             result.extra["publish_ack_p99_us"] = Double(acks.valueAtPercentile(99))

@@ -173,6 +173,31 @@ struct PreallocationTests {
         }
     }
 
+    @Test("a preallocation under way when an append's fdatasync fails stops: nothing of the failed log is synced again")
+    func preallocationStopsWhenLogFails() async throws {
+        try await withTemporaryDirectory { dir in
+            let io = FaultyFileIO()
+            io.state.withLock {
+                $0.holdZeroWrites = true
+                $0.failLogFdatasync = EIO
+            }
+            let (backend, log, _) = try await Self.open(dir, segmentBytes: 1 << 20, io: io)
+            // The batch is written, its preallocation starts (and waits in its first write of zeros), then the
+            // batch's fdatasync fails.
+            await #expect(throws: LogStoreError.self) { try await log.append(testRecords(0..<1, padding: 100)) }
+            #expect(io.state.withLock { $0.zeroWritesHeld } == 1)
+            #expect(io.logFdatasyncs == 1)
+            // The disk would sync again; the preallocation goes on, sees the failed log, and stops. Close waits
+            // for it.
+            io.state.withLock {
+                $0.failLogFdatasync = nil
+                $0.holdZeroWrites = false
+            }
+            await backend.closeAll()
+            #expect(io.logFdatasyncs == 1, "no fdatasync after the failure, from the writer or the preallocation")
+        }
+    }
+
     @Test("a preallocation that cannot write (no space) stops quietly; appends go on and grow the file")
     func failedPreallocationStops() async throws {
         try await withTemporaryDirectory { dir in

@@ -81,6 +81,10 @@ final class FaultyFileIO: FileIO {
         var failLogWrite: Int32?
         /// pwrite of zeros only (preallocation) to `.log` files fails with this errno while set.
         var failZeroWrite: Int32?
+        /// pwrite of zeros to `.log` files waits while this is set (at most 5 s), counted in `zeroWritesHeld`; a
+        /// failing `.log` fdatasync meanwhile first waits (at most 5 s) for a zero write to be held.
+        var holdZeroWrites = false
+        var zeroWritesHeld = 0
         /// preads of segment `.log` files.
         var logReads = 0
         /// fdatasync of the offsets file fails with this errno while set.
@@ -120,6 +124,12 @@ final class FaultyFileIO: FileIO {
                 return nil
             }
             if let fail { throw FileIOError(operation: "pwrite", path: path, errno: fail) }
+            if zeros, self.state.withLock({ state in
+                if state.holdZeroWrites { state.zeroWritesHeld += 1 }
+                return state.holdZeroWrites
+            }) {
+                for _ in 0..<5000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
+            }
         }
         return try self.posix.pwrite(fd, bytes, at: offset, path: path)
     }
@@ -135,7 +145,12 @@ final class FaultyFileIO: FileIO {
                 state.logFdatasyncs += 1
                 return (state.failLogFdatasync, state.holdFirstSyncUntilAppends, state.logFdatasyncs == 1)
             }
-            if let fail { throw FileIOError(operation: "fdatasync", path: path, errno: fail) }
+            if let fail {
+                for _ in 0..<5000 where self.state.withLock({ $0.holdZeroWrites && $0.zeroWritesHeld == 0 }) {
+                    usleep(1000)
+                }
+                throw FileIOError(operation: "fdatasync", path: path, errno: fail)
+            }
             if first, let hold {
                 // Bounded wait: the test's appends are all queued long before this runs out.
                 for _ in 0..<10_000 where self.state.withLock({ $0.appendsStarted }) < hold { usleep(1000) }
