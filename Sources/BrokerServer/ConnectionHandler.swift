@@ -322,6 +322,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let appender: TopicAppender?
         let gate: DedupeGate?
         let limiterHeaderNames: [String]
+        let sortMemo: PublishSorter.Memo
 
         init(
             topic: String, policy: Policy, access: (decision: Decision, rule: String), appender: TopicAppender?,
@@ -333,6 +334,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.appender = appender
             self.gate = gate
             self.limiterHeaderNames = limiterHeaderNames
+            self.sortMemo = PublishSorter.Memo(topic: topic, policy: policy)
         }
     }
 
@@ -396,7 +398,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         var sorted = PublishSorter.sort(
             publish, principal: principal, policy: policy, receivedAtMillis: receivedAt,
-            limiterHeaderNames: limiterHeaderNames, provenance: stamps
+            limiterHeaderNames: limiterHeaderNames, provenance: stamps, memo: route.sortMemo
         )
         let gate = route.gate
         if let gate { sorted.reserveKeys(gate) }
@@ -613,22 +615,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func group(
         _ sorted: PublishSorter, appender: TopicAppender, gate: DedupeGate?, correlationID: UInt32, eventLoop: any EventLoop
     ) {
-        if let current = self.publishGroup,
-            current.appender !== appender
+        // The group is taken out of `publishGroup`, changed as a local and put back: one access of the property
+        // each way (each access of a class's stored property is a run-time exclusivity check), and no copy.
+        var group: PublishGroup
+        if let current = self.publishGroup.take() {
+            if current.appender !== appender
                 || current.storedBytes + 2 * sorted.records.bytes.readableBytes > Self.publishGroupMaxBytes
-        {
-            self.flushPublishGroup()
-        }
-        if self.publishGroup == nil {
-            self.publishGroup = PublishGroup(appender: appender, eventLoop: eventLoop)
-            if !self.publishGroupFlushScheduled {
-                self.publishGroupFlushScheduled = true
-                // Runs after this tick's reads (the event loop runs its tasks after handling I/O events).
-                eventLoop.assumeIsolated().execute {
-                    self.publishGroupFlushScheduled = false
-                    self.flushPublishGroup()
-                }
+            {
+                self.publishGroup = current
+                self.flushPublishGroup()
+                group = self.startPublishGroup(appender: appender, eventLoop: eventLoop)
+            } else {
+                group = current
             }
+        } else {
+            group = self.startPublishGroup(appender: appender, eventLoop: eventLoop)
         }
         let all = sorted.accepted.count == sorted.count
         let part = PublishGroup.Part(
@@ -639,16 +640,31 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             all
             ? StoredRecordsBuilder.storedSizeOfAll(sorted.records, extraHeaders: sorted.provenance)
             : StoredRecordsBuilder.storedSize(of: sorted.records, indices: part.accepted!, extraHeaders: sorted.provenance)
-        self.publishGroup!.parts.append(part)
-        self.publishGroup!.count += sorted.accepted.count
-        self.publishGroup!.storedBytes += storedBytes
+        group.parts.append(part)
+        group.count += sorted.accepted.count
+        group.storedBytes += storedBytes
         let plain = all && (gate == nil || sorted.accepted.allSatisfy { $0.ticket == nil })
-        self.publishGroup!.requests.append(
+        group.requests.append(
             PublishGroup.Request(
                 correlationID: correlationID, count: sorted.count, sorted: plain ? nil : sorted, gate: plain ? nil : gate
             )
         )
-        if self.publishGroup!.storedBytes >= Self.publishGroupMaxBytes { self.flushPublishGroup() }
+        let full = group.storedBytes >= Self.publishGroupMaxBytes
+        self.publishGroup = group
+        if full { self.flushPublishGroup() }
+    }
+
+    /// A new, empty publish group, with its flush scheduled for the end of this tick if none is.
+    private func startPublishGroup(appender: TopicAppender, eventLoop: any EventLoop) -> PublishGroup {
+        if !self.publishGroupFlushScheduled {
+            self.publishGroupFlushScheduled = true
+            // Runs after this tick's reads (the event loop runs its tasks after handling I/O events).
+            eventLoop.assumeIsolated().execute {
+                self.publishGroupFlushScheduled = false
+                self.flushPublishGroup()
+            }
+        }
+        return PublishGroup(appender: appender, eventLoop: eventLoop)
     }
 
     /// A publish group whose requests carry fewer records than this on average is laid out on the log's write

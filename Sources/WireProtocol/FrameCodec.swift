@@ -604,7 +604,12 @@ package enum FrameCodec {
             let count = try reader.count("resultCount", minimumElementSize: MinimumSize.publishResult)
             var results: [PublishResult] = []
             results.reserveCapacity(count)
-            for index in 0..<count {
+            while results.count < count {
+                // Results with an empty message (every OK one) straight from the bytes, as many as come in a row;
+                // the first other one field by field below (the same values, and the same errors).
+                reader.emptyMessagePublishResults(into: &results, upTo: count)
+                guard results.count < count else { break }
+                let index = results.count
                 let code = try reader.integer("results[\(index)].code", as: UInt16.self)
                 let offset = try reader.integer("results[\(index)].offset", as: Int64.self)
                 let flags = try reader.integer("results[\(index)].flags", as: UInt8.self)
@@ -885,6 +890,32 @@ struct BodyReader {
             "field '\(field)' at body offset \(self.bodyOffset) needs \(needs) bytes but only "
                 + "\(self.buffer.readableBytes) remain (body length \(self.bodyOffset + self.buffer.readableBytes))"
         )
+    }
+
+    /// Appends PUBLISH_ACK results read at once from the bytes, while the next one (up to `count` in all) is whole
+    /// and its message is empty: its fixed fields (docs/PROTOCOL.md, `MinimumSize.publishResult` bytes) are loaded
+    /// without a bounds check and a ByteBuffer access each, and no String is decoded. Stops at the first result
+    /// with a message or one cut short; the caller reads that one field by field.
+    mutating func emptyMessagePublishResults(into results: inout [PublishResult], upTo count: Int) {
+        let size = FrameCodec.MinimumSize.publishResult
+        let consumed = self.buffer.withUnsafeReadableBytes { raw -> Int in
+            var position = 0
+            while results.count < count, raw.count - position >= size,
+                raw.loadUnaligned(fromByteOffset: position + 15, as: UInt16.self) == 0
+            {
+                results.append(
+                    PublishResult(
+                        code: ErrorCode(rawValue: UInt16(bigEndian: raw.loadUnaligned(fromByteOffset: position, as: UInt16.self))),
+                        offset: Int64(bigEndian: raw.loadUnaligned(fromByteOffset: position + 2, as: Int64.self)),
+                        flags: raw[position + 10],
+                        retryAfterMillis: UInt32(bigEndian: raw.loadUnaligned(fromByteOffset: position + 11, as: UInt32.self))
+                    )
+                )
+                position += size
+            }
+            return position
+        }
+        self.buffer.moveReaderIndex(forwardBy: consumed)
     }
 
     /// A big-endian fixed-width integer.

@@ -11,9 +11,15 @@ import WireProtocol
 /// also for names past the frame's name table (more than 32 distinct names) and for reserved names in any case.
 @Suite("Sorter record checks")
 struct SorterChecksTests {
-    @Test("accepted, quarantined (reason, rule, message) and dedupe keys match the per-record verdicts")
-    func sameDecisions() throws {
+    /// With `sharedMemo`, every frame is sorted twice with one `PublishSorter.Memo` (as a connection's requests
+    /// are): its roles of the name table and its memory of the last good consent scope carry from request to request.
+    @Test(
+        "accepted, quarantined (reason, rule, message) and dedupe keys match the per-record verdicts",
+        arguments: [false, true]
+    )
+    func sameDecisions(sharedMemo: Bool) throws {
         let policy = try Policy(config: TestBroker.makeConfig(dataDir: "/nonexistent"))
+        let memo = sharedMemo ? PublishSorter.Memo(topic: "education.completed", policy: policy) : nil
         let principal = Principal(clientID: "p", role: "r", clearance: "phi")
         let names = [
             "x-a", "dedupe-key", "broker-x", "Broker-Producer", "QUARANTINE-reason", "brokerage", "consent_scope",
@@ -52,9 +58,10 @@ struct SorterChecksTests {
                 records.append(record)
             }
             let publish = Publish(topic: "education.completed", records: records)
+            for _ in 0..<(sharedMemo ? 2 : 1) {
             let sorted = PublishSorter.sort(
                 publish, principal: principal, policy: policy, receivedAtMillis: 1,
-                limiterHeaderNames: ["recipient", "consent_scope"]
+                limiterHeaderNames: ["recipient", "consent_scope"], memo: memo
             )
             for (index, record) in records.enumerated() {
                 let headers = record.headers.map {
@@ -81,6 +88,7 @@ struct SorterChecksTests {
             }
             #expect(sorted.accepted.count + sorted.quarantined.count + sorted.refused.count == records.count)
             if frame >= 30 { #expect(sorted.quarantined.contains { $0.reason == "RESERVED_HEADER" }) }
+            }
         }
     }
 }
