@@ -165,9 +165,6 @@ struct PublishSorter {
             records.withViews { view -> PublishSorter in
             var sorter = PublishSorter(records: records, provenance: provenance, receivedAtMillis: receivedAtMillis)
             sorter.accepted.reserveCapacity(records.count)
-            var checks = checks
-            // The checks remember the last consent scope without a problem: kept for the next request.
-            defer { memo?.checks = checks }
             for index in 0..<records.count {
                 let record = view(index)
                 // One pass feeds the record checks and finds the dedupe key (exactly one `dedupe-key` header makes a
@@ -363,7 +360,7 @@ struct PublishSorter {
     /// Not Sendable: one connection's, on its event loop. Unchecked exclusivity: only `sort` reads and writes the
     /// fields, never re-entrantly (nothing it calls reaches the memo), so the run-time checks are pure cost.
     final class Memo {
-        @exclusivity(unchecked) fileprivate var checks: RecordChecks?
+        fileprivate let checks: RecordChecks?
         @exclusivity(unchecked) fileprivate var names: [String] = []
         @exclusivity(unchecked) fileprivate var roles: [NameRole] = []
 

@@ -1029,13 +1029,18 @@ package struct HeaderNameRole: Equatable, Sendable {
 /// The record checks of one topic, judged from each header's ``HeaderNameRole`` (`Policy.recordChecks(topic:)`):
 /// for each record, feed every header to `see` into fresh ``RecordHeaderFindings`` (until it returns false), then
 /// ask `Policy.recordVerdict(_:findings:value:)`. The verdict is exactly `recordVerdict(topic:value:eachHeader:)`'s.
-package struct RecordChecks {
+///
+/// A class: a caller keeps one for many requests to the topic (a connection's publish route) and hands it around
+/// without copying its fields. Not Sendable: one caller at a time.
+package final class RecordChecks {
     let policy: Policy
     fileprivate let topic: Policy.CompiledTopic
-    /// The last `consent_scope` value that had no problem, as bytes: the records of one request usually carry the
-    /// same scope, so its entries are looked up once, not once per record.
-    private var lastGoodScope: [UInt8] = []
-    private var hasLastGoodScope = false
+    /// The last `consent_scope` value that had no problem, as bytes: the records of a producer usually carry the
+    /// same scope, so its entries are looked up once, not once per record. Unchecked exclusivity: only
+    /// `consentScopeProblem` touches them, and what it calls (`Policy.consentScopeProblem`) never reaches this
+    /// object, so accesses cannot overlap; the run-time checks would cost about 85 instructions each.
+    @exclusivity(unchecked) private var lastGoodScope: [UInt8] = []
+    @exclusivity(unchecked) private var hasLastGoodScope = false
 
     fileprivate init(policy: Policy, topic: Policy.CompiledTopic) {
         self.policy = policy
@@ -1053,7 +1058,7 @@ package struct RecordChecks {
     /// Feeds one header (its name's role, its name and value) into `findings`. Returns false when the rest of the
     /// record's headers cannot change the verdict (a reserved name: the walk of `recordVerdict` stops there too).
     @inline(__always)
-    package mutating func see(
+    package func see(
         _ role: HeaderNameRole, name: @autoclosure () -> String, value: UnsafeRawBufferPointer,
         into findings: inout RecordHeaderFindings
     ) -> Bool {
@@ -1086,7 +1091,7 @@ package struct RecordChecks {
     }
 
     /// `Policy.consentScopeProblem` for this topic, remembering the last value without a problem.
-    private mutating func consentScopeProblem(_ value: UnsafeRawBufferPointer) -> String? {
+    private func consentScopeProblem(_ value: UnsafeRawBufferPointer) -> String? {
         if self.hasLastGoodScope && value.count == self.lastGoodScope.count
             && self.lastGoodScope.withUnsafeBytes({ Self.equal($0, value) })
         {
