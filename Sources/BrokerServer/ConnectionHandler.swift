@@ -322,18 +322,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let appender: TopicAppender?
         let gate: DedupeGate?
         let limiterHeaderNames: [String]
+        /// Whether the topic has publish limiters under this policy (without, its records are not judged).
+        let hasPublishLimiters: Bool
         let sortMemo: PublishSorter.Memo
 
         init(
             topic: String, policy: Policy, access: (decision: Decision, rule: String), appender: TopicAppender?,
-            gate: DedupeGate?, limiterHeaderNames: [String]
+            gate: DedupeGate?, limiters: [LimiterDeclaration]
         ) {
             self.topic = topic
             self.policy = policy
             self.access = access
             self.appender = appender
             self.gate = gate
-            self.limiterHeaderNames = limiterHeaderNames
+            self.limiterHeaderNames = LimiterEngine.headerNames(limiters)
+            self.hasPublishLimiters = !limiters.isEmpty
             self.sortMemo = PublishSorter.Memo(topic: topic, policy: policy)
         }
     }
@@ -353,7 +356,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             access: policy.publishAccess(principal: principal, topic: topic),
             appender: self.core.appender(for: topic),
             gate: self.core.gate(for: topic),
-            limiterHeaderNames: LimiterEngine.headerNames(policy.limiters(for: topic, direction: .publish))
+            limiters: policy.limiters(for: topic, direction: .publish)
         )
         // A topic without an open log is looked up again next time.
         self.publishRoute = route.appender == nil ? nil : route
@@ -402,33 +405,23 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         )
         let gate = route.gate
         if let gate { sorted.reserveKeys(gate) }
-        let limits = self.core.limits
-        let connectionID = self.connectionID
-        let topic = publish.topic
-        let records = sorted.records
-        let provenance = sorted.provenance
-        // The limiters and clocks are read once per request (and again for records a "delay" limiter held).
-        func judge() -> (PublishSorter.Accepted) -> LimitDecision {
-            let publishJudge = limits.publishJudge(
-                topic: topic, principal: principal, connectionID: connectionID, policy: policy
+        // A topic without publish limiters passes every record: nothing is judged, and nothing copied for it.
+        let judge: (() -> (PublishSorter.Accepted) -> LimitDecision)? =
+            route.hasPublishLimiters
+            ? Self.judgeMaker(
+                limits: self.core.limits, topic: publish.topic, principal: principal, connectionID: self.connectionID,
+                policy: policy, records: sorted.records, provenance: sorted.provenance,
+                limiterHeaderNames: limiterHeaderNames
+            ) : nil
+        if let judge {
+            let decisions = sorted.applyLimits(
+                topic: publish.topic, producer: principal.clientID, receivedAtMillis: receivedAt,
+                policyVersion: policy.policyVersion, gate: gate, judge: judge()
             )
-            return { entry in
-                guard let publishJudge else { return .pass }
-                return publishJudge.judge(bytes: entry.valueBytes) {
-                    PublishSorter.visitHeaders(
-                        of: entry, in: records, provenance: provenance, named: $0,
-                        limiterHeaderNames: limiterHeaderNames, $1
-                    )
-                }
-            }
+            for decision in decisions { self.core.limits.count(decision.limiter, decision.decision) }
         }
-        let decisions = sorted.applyLimits(
-            topic: topic, producer: principal.clientID, receivedAtMillis: receivedAt, policyVersion: policy.policyVersion,
-            gate: gate, judge: judge()
-        )
-        for decision in decisions { limits.count(decision.limiter, decision.decision) }
         let delay = sorted.longestDelayNanos
-        guard delay > 0, let eventLoop = self.context?.eventLoop else {
+        guard delay > 0, let judge, let eventLoop = self.context?.eventLoop else {
             if sorted.quarantined.isEmpty, !sorted.accepted.isEmpty, let eventLoop = self.context?.eventLoop {
                 self.group(sorted, appender: appender, gate: gate, correlationID: correlationID, eventLoop: eventLoop)
             } else {
@@ -450,6 +443,28 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// The longest a publish limiter with action "delay" holds a record before judging it again (then it is rejected
     /// if still limited).
     static let maxPublishDelayNanos: UInt64 = 2_000_000_000
+
+    /// What makes the judge of one request's records against `topic`'s publish limiters: the limiters and clocks
+    /// are read each time it is called, once per request (and again for records a "delay" limiter held).
+    private static func judgeMaker(
+        limits: LimiterEngine, topic: String, principal: Principal, connectionID: UInt64, policy: Policy,
+        records: EncodedPublishRecords, provenance: [LogHeader], limiterHeaderNames: [String]
+    ) -> () -> (PublishSorter.Accepted) -> LimitDecision {
+        {
+            let publishJudge = limits.publishJudge(
+                topic: topic, principal: principal, connectionID: connectionID, policy: policy
+            )
+            return { entry in
+                guard let publishJudge else { return .pass }
+                return publishJudge.judge(bytes: entry.valueBytes) {
+                    PublishSorter.visitHeaders(
+                        of: entry, in: records, provenance: provenance, named: $0,
+                        limiterHeaderNames: limiterHeaderNames, $1
+                    )
+                }
+            }
+        }
+    }
 
     /// Appends the sorted records (topic and `__quarantine`), settles their dedupe keys, audits quarantines, and
     /// sends the PUBLISH_ACK.
