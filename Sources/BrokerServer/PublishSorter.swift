@@ -351,7 +351,6 @@ struct PublishSorter {
         }
     }
 
-    /// What a header name means to `sort`.
     /// What `sort` works out per topic and per header-name table rather than per request: a connection keeps one
     /// for its publish route (one topic under one policy), so its requests share the topic's record checks (and
     /// their memory of the last consent scope without a problem) and the roles of the header names its PUBLISHes
@@ -370,6 +369,7 @@ struct PublishSorter {
         }
     }
 
+    /// What a header name means to `sort`.
     fileprivate struct NameRole {
         /// Its role in the record checks (unused without them).
         var check: HeaderNameRole
