@@ -23,6 +23,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var subscriptions: [UInt32: Subscription] = [:]
     private var nextSubscriptionID: UInt32 = 1
     private var counted = false
+    /// `sendErrorAndClose` ran: the connection is closing, and a later error sends nothing more.
+    private var closingAfterError = false
     private var flushScheduled = false
     /// Publishes of this tick whose records were all accepted, waiting to go to their topic's appender together
     /// (see `group`); nil when there are none.
@@ -78,7 +80,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 )
             }
             self.machine.decodeFailed()
-            self.sendErrorAndClose(ErrorFrame(code: .connectionLimit, message: "connection limit reached (\(self.core.settings.maxConnections))"), correlationID: 0)
+            self.sendErrorAndClose(ErrorFrame(code: .connectionLimit, message: "connection limit reached (\(self.core.settings.maxConnections))"), correlationID: 0, linger: false)
             return
         }
         self.counted = true
@@ -1234,8 +1236,23 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         context.flush()
     }
 
-    private func sendErrorAndClose(_ error: ErrorFrame, correlationID: UInt32) {
-        guard let context = self.context else { return }
+    /// How long a connection closed after an ERROR keeps reading (and dropping) what the client still sends, at most:
+    /// see `sendErrorAndClose`.
+    static let lingerSeconds: Int64 = 2
+
+    /// Sends `error`, then closes the connection without losing it.
+    ///
+    /// With `linger` (every case but the connection limit): a close while bytes the client sent are still unread
+    /// makes the kernel answer with a reset, and a reset makes the client's next read fail before it has read the
+    /// ERROR (a HELLO, a garbage frame and 4 MiB more lost it in 4 runs of 5). So the output is shut after the ERROR
+    /// (the client reads it, then the end of the stream), what the client still sends is read and dropped (the
+    /// state machine is closed, the frame reader stops at the first bad frame), and the connection closes when the
+    /// client closes its side, or after `lingerSeconds`. Where the output cannot be shut alone (TLS may not support
+    /// it), it closes at once, as without `linger`. A refusal at the connection limit closes at once: a flood of
+    /// refused connections must not hold descriptors.
+    private func sendErrorAndClose(_ error: ErrorFrame, correlationID: UInt32, linger: Bool = true) {
+        guard let context = self.context, !self.closingAfterError else { return }
+        self.closingAfterError = true
         if self.clientAuth != nil && !self.tlsEstablished {
             // The frame waits in the TLS handler for a handshake that may never complete (the connection limit
             // refuses right after accept): close after the handshake timeout at the latest.
@@ -1247,7 +1264,19 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let written = context.eventLoop.makePromise(of: Void.self)
         self.flushOutbound(context, promise: written)
         written.futureResult.assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
+            guard linger else {
+                context.close(promise: nil)
+                return
+            }
+            // Nothing more is sent: the subscriptions end now, not when the connection closes.
+            for (_, subscription) in self.subscriptions { self.endSubscription(subscription) }
+            self.subscriptions.removeAll()
+            let outputClosed = context.eventLoop.makePromise(of: Void.self)
+            context.close(mode: .output, promise: outputClosed)
+            outputClosed.futureResult.assumeIsolated().whenFailure { _ in context.close(promise: nil) }
+            context.eventLoop.assumeIsolated().scheduleTask(in: .seconds(Self.lingerSeconds)) {
+                context.close(promise: nil)
+            }
         }
     }
 }

@@ -288,6 +288,36 @@ struct BrokerIntegrationTests {
         await broker.stop()
     }
 
+    @Test("the ERROR before a close is read even when the client sent more after the bad frame (no reset loses it)")
+    func errorSurvivesUnreadBytes() async throws {
+        let broker = try await TestBroker.startScenario()
+        defer { broker.removeData() }
+        // A garbage frame, then 4 MiB the broker has not read when it closes: a plain close would answer with a
+        // reset, and the client's read would fail before it reads the ERROR (4 runs of 5 before the fix).
+        let bytes = encode(hello("learning-portal")) + Array("GET / HTTP/1.1\r\n\r\n".utf8)
+            + [UInt8](repeating: 0x78, count: 4 << 20)
+        for _ in 0..<3 {
+            let raw = try await RawConnection.connect(port: broker.port)
+            let (frames, closed) = try await raw.exchange(bytes, timeout: .seconds(15))
+            #expect(closed)
+            let errors = frames.compactMap { frame -> ErrorCode? in
+                if case .error(let error) = frame.frame { return error.code }
+                return nil
+            }
+            #expect(errors == [.malformedFrame])
+        }
+        // None of them is left open: only the admin's own connection counts.
+        let admin = try await broker.client("ops-admin")
+        var connections = try await admin.stats().connections
+        for _ in 0..<250 where connections != 1 {
+            try await Task.sleep(for: .milliseconds(20))
+            connections = try await admin.stats().connections
+        }
+        #expect(connections == 1)
+        await admin.close()
+        await broker.stop()
+    }
+
     @Test("a connection that never says HELLO is closed after the handshake timeout")
     func handshakeTimeout() async throws {
         let broker = try await TestBroker.start { $0.server.handshakeTimeoutSeconds = 1 }
