@@ -407,23 +407,19 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         )
         let gate = route.gate
         if let gate { sorted.reserveKeys(gate) }
-        // A topic without publish limiters passes every record: nothing is judged, and nothing copied for it.
-        let judge: (() -> (PublishSorter.Accepted) -> LimitDecision)? =
-            route.hasPublishLimiters
-            ? Self.judgeMaker(
-                limits: self.core.limits, topic: publish.topic, principal: principal, connectionID: self.connectionID,
-                policy: policy, records: sorted.records, provenance: sorted.provenance,
-                limiterHeaderNames: limiterHeaderNames
-            ) : nil
-        if let judge {
+        // A topic without publish limiters passes every record: nothing is judged, and nothing copied for it. With
+        // them the request's records are judged together (usually every one passes, and nothing changes).
+        if route.hasPublishLimiters, let publishJudge = self.core.limits.publishJudge(
+            topic: publish.topic, principal: principal, connectionID: self.connectionID, policy: policy
+        ), let limits = publishJudge.judgeRequest(sorted, limiterHeaderNames: limiterHeaderNames) {
             let decisions = sorted.applyLimits(
                 topic: publish.topic, producer: principal.clientID, receivedAtMillis: receivedAt,
-                policyVersion: policy.policyVersion, gate: gate, judge: judge()
+                policyVersion: policy.policyVersion, gate: gate, decisions: limits
             )
             for decision in decisions { self.core.limits.count(decision.limiter, decision.decision) }
         }
         let delay = sorted.longestDelayNanos
-        guard delay > 0, let judge, let eventLoop = self.context?.eventLoop else {
+        guard delay > 0, let eventLoop = self.context?.eventLoop else {
             if sorted.quarantined.isEmpty, !sorted.accepted.isEmpty, let eventLoop = self.context?.eventLoop {
                 self.group(sorted, appender: appender, gate: gate, correlationID: correlationID, eventLoop: eventLoop)
             } else {
@@ -431,6 +427,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
             return
         }
+        let judge = Self.judgeMaker(
+            limits: self.core.limits, topic: publish.topic, principal: principal, connectionID: self.connectionID,
+            policy: policy, records: sorted.records, provenance: sorted.provenance, limiterHeaderNames: limiterHeaderNames
+        )
         // A "delay" limiter holds its records (at most `maxPublishDelay`), then they are judged again. The closure
         // captures a copy made here: capturing `sorted` itself would put it in a heap box, with an exclusivity check
         // on every use above, for every request, delayed or not.
@@ -446,8 +446,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// if still limited).
     static let maxPublishDelayNanos: UInt64 = 2_000_000_000
 
-    /// What makes the judge of one request's records against `topic`'s publish limiters: the limiters and clocks
-    /// are read each time it is called, once per request (and again for records a "delay" limiter held).
+    /// What makes the judge of one request's records against `topic`'s publish limiters, record by record, for the
+    /// records a "delay" limiter held: the limiters and clocks are read each time it is called.
     private static func judgeMaker(
         limits: LimiterEngine, topic: String, principal: Principal, connectionID: UInt64, policy: Policy,
         records: EncodedPublishRecords, provenance: [LogHeader], limiterHeaderNames: [String]
@@ -460,7 +460,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 guard let publishJudge else { return .pass }
                 return publishJudge.judge(bytes: entry.valueBytes) {
                     PublishSorter.visitHeaders(
-                        of: entry, in: records, provenance: provenance, named: $0,
+                        of: entry.place, in: records, provenance: provenance, named: $0,
                         limiterHeaderNames: limiterHeaderNames, $1
                     )
                 }

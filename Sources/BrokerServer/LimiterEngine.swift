@@ -317,54 +317,147 @@ final class PublishJudge {
 
     /// Judges one record, first refusal wins. A refusal of a later limiter does not give back what earlier ones
     /// counted (a refused record may use up allowance: the limits err on the side of fewer contacts, never more).
-    ///
-    /// The keys are `Policy.limiterKeys`'s; the key reader finds them as bytes, and a single key (the usual case)
-    /// is checked by its bytes, so no `String` is built for a key the limiter already holds. When the reader
-    /// declines (a key that is not ASCII), `limiterKeys` gives them as strings.
     func judge(bytes: Int, eachHeader: HeaderVisitor) -> LimitDecision {
         for entry in self.limiters {
-            // The declaration is read only on the rare paths below: copying it out for every record and limiter
-            // cost about 530 instructions of retains and releases (its strings).
-            let handle = entry.handle
-            var strings: [String]? = nil
-            if !entry.reader.keys(eachHeader: eachHeader, into: &self.keys) {
-                strings = self.policy.limiterKeys(
-                    entry.declaration, topic: self.topic, principal: self.principal, connectionID: self.connectionID,
-                    group: nil, eachHeader: eachHeader
-                )
-            }
-            let count = strings?.count ?? self.keys.count
-            guard count > 0 else { continue }
-            // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
-            let outcome: LimiterOutcome
-            if let handle {
-                if strings == nil && count == 1 {
-                    var checked = LimiterOutcome.allowed
-                    self.keys.withKey(0) {
-                        checked = handle.check(
-                            keyBytes: $0, hash: entry.keyHash($0), tokens: 1, bytes: bytes, now: self.now
-                        )
-                    }
-                    outcome = checked
-                } else {
-                    outcome = handle.check(keys: strings ?? self.keys.strings, tokens: 1, bytes: bytes, now: self.now)
-                }
-            } else {
-                outcome = .limited(retryAfterNanos: 1_000_000_000)
-            }
-            let retry: UInt64
-            switch outcome {
-            case .allowed: continue
-            case .limited(let nanos), .tableFull(let nanos): retry = nanos
-            }
-            let millis = UInt32(min(retry / 1_000_000 + (retry % 1_000_000 == 0 ? 0 : 1), UInt64(UInt32.max)))
-            let limiter = entry.declaration
-            switch limiter.action {
-            case .reject: return .reject(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
-            case .quarantine: return .quarantine(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
-            case .delay: return .delay(limiter: limiter.name, key: limiter.key, nanos: retry)
-            }
+            if let refusal = self.verdict(entry, bytes: bytes, eachHeader: eachHeader) { return refusal }
         }
         return .pass
+    }
+
+    /// Judges the records `sorter` accepted from one request (their headers walked as `PublishSorter.visitHeaders`
+    /// does, by the limiters' header names `limiterHeaderNames`): the decisions `judge` would give them one after
+    /// another, one per record of `sorter.accepted`, or nil when every record passes (the usual case).
+    ///
+    /// Limiter by limiter instead of record by record: a limiter sees the same records in the same order either
+    /// way (those no earlier limiter refused), since limiters share no state. For each limiter the records are
+    /// grouped by key and each key is checked once for all its records (`LimiterSet.Handle.check(_:now:)`, exact
+    /// because the request has one `now`), under one lock. Judged record by record instead: a limiter with a byte
+    /// quota, one whose key table the request's new keys could fill, and one for which a record has more than one
+    /// key (two consent scopes) or keys the reader declines to read as bytes.
+    func judgeRequest(_ sorter: PublishSorter, limiterHeaderNames: [String]) -> [LimitDecision]? {
+        let accepted = sorter.accepted
+        var places: [PublishSorter.HeaderPlace] = []
+        places.reserveCapacity(accepted.count)
+        for index in accepted.indices { places.append(accepted[index].place) }
+        let records = sorter.records
+        let provenance = sorter.provenance
+        let count = accepted.count
+        // Calls `body` with a walk over record `record`'s headers (a closure literal: nothing allocated per record).
+        func visit<Result>(_ record: Int, _ body: (HeaderVisitor) -> Result) -> Result {
+            body {
+                PublishSorter.visitHeaders(
+                    of: places[record], in: records, provenance: provenance, named: $0,
+                    limiterHeaderNames: limiterHeaderNames, $1
+                )
+            }
+        }
+        // Decisions other than pass, allocated at the first one. (No nested function reads or writes it: a
+        // captured variable is checked for exclusive access at run time on every use.)
+        var decisions: [LimitDecision]? = nil
+        for entry in self.limiters {
+            if count > 1, let handle = entry.handle, !handle.hasByteQuota,
+                var grouped = self.groupByKey(entry, count: count, decided: decisions, visit: visit),
+                handle.check(&grouped.counts, now: self.now)
+            {
+                // Each key's first `allowed` records passed; the rest get the key's refusal.
+                var seen = [Int](repeating: 0, count: grouped.counts.count)
+                for record in 0..<count {
+                    let key = grouped.keyOf[record]
+                    guard key >= 0 else { continue }
+                    seen[key] += 1
+                    guard seen[key] > grouped.counts.allowed[key],
+                        let refusal = self.decision(entry, grouped.counts.refusals[key])
+                    else { continue }
+                    Self.set(&decisions, record, refusal, count: count)
+                }
+                continue
+            }
+            for record in 0..<count where Self.passes(decisions, record) {
+                let bytes = accepted[record].valueBytes
+                if let refusal = visit(record, { self.verdict(entry, bytes: bytes, eachHeader: $0) }) {
+                    Self.set(&decisions, record, refusal, count: count)
+                }
+            }
+        }
+        return decisions
+    }
+
+    /// Whether no limiter has refused record `record` so far (`decisions` nil: none refused any).
+    private static func passes(_ decisions: [LimitDecision]?, _ record: Int) -> Bool {
+        guard let decisions else { return true }
+        if case .pass = decisions[record] { return true }
+        return false
+    }
+
+    /// Sets record `record`'s decision, making the array (of `count`) at the first.
+    private static func set(_ decisions: inout [LimitDecision]?, _ record: Int, _ decision: LimitDecision, count: Int) {
+        if decisions == nil { decisions = [LimitDecision](repeating: .pass, count: count) }
+        decisions![record] = decision
+    }
+
+    /// The records no limiter refused so far (`decided`) grouped by their one key for `entry` (`keyOf`: the key's
+    /// index in `counts`, -1 for a record with no key or refused); nil when some record has more than one key or
+    /// keys the reader declines to give as bytes.
+    private func groupByKey(
+        _ entry: Limiter, count: Int, decided: [LimitDecision]?, visit: (Int, (HeaderVisitor) -> Bool) -> Bool
+    ) -> (counts: KeyCounts, keyOf: [Int])? {
+        var counts = KeyCounts(records: count)
+        var keyOf = [Int](repeating: -1, count: count)
+        for record in 0..<count where Self.passes(decided, record) {
+            guard visit(record, { entry.reader.keys(eachHeader: $0, into: &self.keys) }) else { return nil }
+            switch self.keys.count {
+            case 0: continue
+            case 1: self.keys.withKey(0) { keyOf[record] = counts.add($0) }
+            default: return nil
+            }
+        }
+        return (counts, keyOf)
+    }
+
+    /// One limiter's verdict on one record: nil when it passes. The keys are `Policy.limiterKeys`'s; the key reader
+    /// finds them as bytes, and a single key (the usual case) is checked by its bytes, so no `String` is built for a
+    /// key the limiter already holds. When the reader declines (a key that is not ASCII), `limiterKeys` gives them
+    /// as strings.
+    private func verdict(_ entry: Limiter, bytes: Int, eachHeader: HeaderVisitor) -> LimitDecision? {
+        // The declaration is read only on the rare paths below: copying it out for every record and limiter cost
+        // about 530 instructions of retains and releases (its strings).
+        let handle = entry.handle
+        var strings: [String]? = nil
+        if !entry.reader.keys(eachHeader: eachHeader, into: &self.keys) {
+            strings = self.policy.limiterKeys(
+                entry.declaration, topic: self.topic, principal: self.principal, connectionID: self.connectionID,
+                group: nil, eachHeader: eachHeader
+            )
+        }
+        let count = strings?.count ?? self.keys.count
+        guard count > 0 else { return nil }
+        // A limiter the set does not know (a reload raced us): refuse rather than let the record through.
+        guard let handle else { return self.decision(entry, .limited(retryAfterNanos: 1_000_000_000)) }
+        if strings == nil && count == 1 {
+            var checked = LimiterOutcome.allowed
+            self.keys.withKey(0) {
+                checked = handle.check(keyBytes: $0, hash: entry.keyHash($0), tokens: 1, bytes: bytes, now: self.now)
+            }
+            return self.decision(entry, checked)
+        }
+        return self.decision(
+            entry, handle.check(keys: strings ?? self.keys.strings, tokens: 1, bytes: bytes, now: self.now)
+        )
+    }
+
+    /// What `entry`'s action makes of `outcome`: nil for allowed.
+    private func decision(_ entry: Limiter, _ outcome: LimiterOutcome) -> LimitDecision? {
+        let retry: UInt64
+        switch outcome {
+        case .allowed: return nil
+        case .limited(let nanos), .tableFull(let nanos): retry = nanos
+        }
+        let millis = UInt32(min(retry / 1_000_000 + (retry % 1_000_000 == 0 ? 0 : 1), UInt64(UInt32.max)))
+        let limiter = entry.declaration
+        switch limiter.action {
+        case .reject: return .reject(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
+        case .quarantine: return .quarantine(limiter: limiter.name, key: limiter.key, retryAfterMillis: millis)
+        case .delay: return .delay(limiter: limiter.name, key: limiter.key, nanos: retry)
+        }
     }
 }

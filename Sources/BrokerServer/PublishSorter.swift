@@ -22,6 +22,20 @@ struct PublishSorter {
         /// The values of those headers among the record's own, as offsets in the records' bytes: the limiters'
         /// walk reads them from there without walking the record (`.unknown`: walk by `limiterHeaders`).
         var limiterValues = LimiterValues.unknown
+
+        /// Where its headers are, for `visitHeaders`.
+        var place: HeaderPlace {
+            HeaderPlace(index: self.index, limiterHeaders: self.limiterHeaders, limiterValues: self.limiterValues)
+        }
+    }
+
+    /// Where an accepted record's headers are (`Accepted`'s record index, `limiterHeaders` and `limiterValues`):
+    /// what `visitHeaders` reads. Nothing in it is reference-counted, so the limiters' walk over each record copies
+    /// it for free (copying an `Accepted` retains its dedupe key's storage).
+    struct HeaderPlace {
+        var index: Int
+        var limiterHeaders: UInt64
+        var limiterValues: LimiterValues
     }
 
     /// Where the values of up to four headers that the publish limiters read are, in header order, each with the
@@ -281,14 +295,14 @@ struct PublishSorter {
         _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
     ) {
         Self.visitHeaders(
-            of: entry, in: self.records, provenance: self.provenance, named: named,
+            of: entry.place, in: self.records, provenance: self.provenance, named: named,
             limiterHeaderNames: limiterHeaderNames, body
         )
     }
 
     /// `visitHeaders(of:named:limiterHeaderNames:_:)` given the sorter's records and provenance headers.
     static func visitHeaders(
-        of entry: Accepted, in records: EncodedPublishRecords, provenance: [LogHeader], named: String?,
+        of entry: HeaderPlace, in records: EncodedPublishRecords, provenance: [LogHeader], named: String?,
         limiterHeaderNames: [String], _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
     ) {
         var candidates = UInt64.max
@@ -304,16 +318,16 @@ struct PublishSorter {
             headerCount = Int(entry.limiterValues.headerCount)
             let count = Int(entry.limiterValues.count)
             if count > 0 {
-                records.bytes.withUnsafeReadableBytes { raw in
+                // The result, not a captured variable: a variable the closure writes is checked for exclusive
+                // access at run time on every use.
+                going = records.bytes.withUnsafeReadableBytes { raw in
                     for index in 0..<count {
                         let value = entry.limiterValues.value(index)
                         guard value.slot == slot else { continue }
                         let bytes = UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length])
-                        guard body(named, bytes) else {
-                            going = false
-                            return
-                        }
+                        guard body(named, bytes) else { return false }
                     }
+                    return true
                 }
             }
         } else {
@@ -323,17 +337,20 @@ struct PublishSorter {
             )
         }
         guard going else { return }
-        for (offset, header) in provenance.enumerated() {
+        // By index, the candidate bit first: a header that is not a candidate is not read (nor copied).
+        for offset in provenance.indices {
             let position = headerCount + offset
             if position < 64 && candidates & (1 << UInt64(position)) == 0 { continue }
-            if let named, header.name != named { continue }
-            guard header.value.withUnsafeReadableBytes({ body(header.name, $0) }) else { return }
+            if let named, provenance[offset].name != named { continue }
+            guard provenance[offset].value.withUnsafeReadableBytes({ body(provenance[offset].name, $0) }) else {
+                return
+            }
         }
     }
 
     /// The record's part of `visitHeaders`: a walk over its headers (those in `candidates`).
     private static func walkHeaders(
-        of entry: Accepted, in records: EncodedPublishRecords, named: String?, candidates: UInt64,
+        of entry: HeaderPlace, in records: EncodedPublishRecords, named: String?, candidates: UInt64,
         headerCount: inout Int, going: inout Bool, _ body: (_ name: String, _ value: UnsafeRawBufferPointer) -> Bool
     ) {
         records.withRecord(at: entry.index) { view in
@@ -412,22 +429,23 @@ struct PublishSorter {
         ]
     }
 
-    /// Applies the publish limiters to the accepted records (after `reserveKeys`, so duplicates never count):
-    /// refused ones are answered RATE_LIMITED (their dedupe reservation released), quarantined ones move to
-    /// `quarantined` (reason RATE_LIMITED, rule `limiter.<name>`), delayed ones wait in `delayed`. Returns every
-    /// decision other than pass, for metrics and the audit ledger.
+    /// Applies the publish limiters' decisions (`PublishJudge.judgeRequest`, one per accepted record, made after
+    /// `reserveKeys`, so duplicates never count): refused records are answered RATE_LIMITED (their dedupe
+    /// reservation released), quarantined ones move to `quarantined` (reason RATE_LIMITED, rule
+    /// `limiter.<name>`), delayed ones wait in `delayed`. Returns every decision other than pass, for metrics and the
+    /// audit ledger.
     mutating func applyLimits(
         topic: String, producer: String, receivedAtMillis: Int64, policyVersion: String, gate: DedupeGate?,
-        judge: (Accepted) -> LimitDecision
+        decisions limits: [LimitDecision]
     ) -> [(limiter: String, decision: String)] {
+        precondition(limits.count == self.accepted.count, "one limit decision per accepted record")
         var decisions: [(limiter: String, decision: String)] = []
-        // Usually every record passes and `accepted` stays as it is: the records kept are copied into a new array
-        // only from the first one that does not pass.
+        // The records kept are copied into a new array from the first one that does not pass.
         var kept: [Accepted]? = nil
         let accepted = self.accepted
         for position in accepted.indices {
             let entry = accepted[position]
-            let decision = judge(entry)
+            let decision = limits[position]
             if case .pass = decision {
                 kept?.append(entry)
                 continue

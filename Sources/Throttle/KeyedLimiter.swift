@@ -289,6 +289,14 @@ package struct KeyedLimiter<Key: Hashable & Sendable, State: LimiterState>: Send
         self.held -= 1
     }
 
+    /// Moves the held key `heldSlot(hash:matching:)` finds to the recent end, as an allowed take would; false when
+    /// it is not held.
+    package mutating func touch(heldHash hash: Int, matching: (Key) -> Bool) -> Bool {
+        guard let slot = self.heldSlot(hash: hash, matching: matching) else { return false }
+        self.touch(slot)
+        return true
+    }
+
     private mutating func touch(_ slot: Int) {
         guard slot != self.newest else { return }
         self.unlink(slot)

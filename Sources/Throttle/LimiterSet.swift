@@ -259,6 +259,38 @@ package final class LimiterSet: Sendable {
                 return table.check(keyBytes: key, hash: hash, tokens: tokens, bytes: bytes, now: now)
             }
         }
+
+        /// Whether this limiter has a byte quota (records counted with `bytes`); `check(_:now:)` is for limiters
+        /// without one.
+        package var hasByteQuota: Bool {
+            switch self.table {
+            case .bucket(let table): table.hasByteQuota
+            case .window(let table): table.hasByteQuota
+            }
+        }
+
+        /// Checks the records of `counts` as if each were checked on its own, in the order added
+        /// (`check(keyBytes:hash:tokens: 1, bytes: 0, now:)`), with the same outcomes and the same state afterwards,
+        /// but key by key under one lock: a key's records are charged at once when the limit allows all of them,
+        /// otherwise one by one until one is refused. Sets `counts.allowed` (how many of each key's records were
+        /// charged: the first ones) and `counts.refusals` (the outcome for the rest), and returns true; or returns
+        /// false, with nothing checked or charged, when new keys could fill the table (then a refusal's retry time
+        /// and which idle key a new one replaces depend on the order of the keys, and the caller checks record by
+        /// record). For a limiter without a byte quota (`hasByteQuota` false: with one, each record's bytes would
+        /// have to be clamped to the burst on its own).
+        ///
+        /// Why it is the same: every check has the same `now`, and with room for every new key no key's check
+        /// depends on another key, so each key sees the same sequence of checks; a refused check changes nothing, so
+        /// once one of a key's records is refused the rest are refused alike. What remains is the recency order of
+        /// the keys, which decides which key a later new key may replace: a key goes to the recent end when it is
+        /// charged, so the keys are charged in the order of their last record, and when some key had records
+        /// refused, moved again in the order of their last charged record.
+        package func check(_ counts: inout KeyCounts, now: LimiterNow) -> Bool {
+            switch self.table {
+            case .bucket(let table): table.check(&counts, now: now)
+            case .window(let table): table.check(&counts, now: now)
+            }
+        }
     }
 
     /// The hash a `String` key has in a limiter's table (its `hashValue`) when `bytes` are its UTF-8, computed from
@@ -423,6 +455,89 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
 
     var keyCount: Int { self.tables.withLock { $0.records.count } }
 
+    var hasByteQuota: Bool { self.byteBurst != nil }
+
+    /// `LimiterSet.Handle.check(_:now:)`.
+    func check(_ counts: inout KeyCounts, now: LimiterNow) -> Bool {
+        precondition(!self.hasByteQuota, "a grouped check of a limiter with a byte quota")
+        let recordNow = now.nanos(self.clock)
+        // A copy to read the keys from (one per batch): reading them from `counts` itself while it is `inout` made
+        // Swift copy it for every key.
+        let keys = counts
+        var allowed = [Int](repeating: 0, count: keys.count)
+        var refusals = [LimiterOutcome](repeating: .allowed, count: keys.count)
+        // The keys in the order of their last record (a key's records are adjacent, or it is the only key, mostly).
+        var order = Array(0..<keys.count)
+        if keys.count > 1 { order.sort { keys.lastRecord[$0] < keys.lastRecord[$1] } }
+        let checked = self.tables.withLock { tables -> Bool in
+            // Room for every new key without replacing one: at most `keys.count` of them are new, else count them.
+            if tables.records.count + keys.count > tables.records.maxKeys {
+                var new = 0
+                for index in 0..<keys.count {
+                    let held = keys.withKey(index) { key in
+                        tables.records.heldSlot(hash: keys.hashes[index], matching: { Self.utf8($0, equals: key) }) != nil
+                    }
+                    if !held { new += 1 }
+                }
+                guard tables.records.count + new <= tables.records.maxKeys else { return false }
+            }
+            var someRefused = false
+            for index in order {
+                let records = keys.records[index]
+                let hash = keys.hashes[index]
+                keys.withKey(index) { key in
+                    func take(_ tokens: Int) -> LimiterOutcome {
+                        if let outcome = Self.checkHeld(
+                            hash: hash, matching: { Self.utf8($0, equals: key) }, tokens: tokens, byteTokens: 0,
+                            recordNow: recordNow, byteNow: 0, in: &tables
+                        ) {
+                            return outcome
+                        }
+                        return self.checkKeys(
+                            [String(decoding: key, as: UTF8.self)], tokens: tokens, byteTokens: 0,
+                            recordNow: recordNow, byteNow: 0, in: &tables
+                        )
+                    }
+                    if take(records) == .allowed {
+                        allowed[index] = records
+                        return
+                    }
+                    // Not all at once: one by one, until one is refused.
+                    while allowed[index] < records {
+                        let outcome = take(1)
+                        guard outcome == .allowed else {
+                            refusals[index] = outcome
+                            someRefused = true
+                            return
+                        }
+                        allowed[index] += 1
+                    }
+                }
+            }
+            if someRefused {
+                // Recency as record by record: each charged key in the order of its last charged record.
+                var seen = [Int](repeating: 0, count: keys.count)
+                var lastCharged = [Int](repeating: -1, count: keys.count)
+                for (position, key) in keys.sequence.enumerated() {
+                    let index = Int(key)
+                    seen[index] += 1
+                    if seen[index] == allowed[index] { lastCharged[index] = position }
+                }
+                let charged = (0..<keys.count).filter { lastCharged[$0] >= 0 }.sorted { lastCharged[$0] < lastCharged[$1] }
+                for index in charged {
+                    keys.withKey(index) { key in
+                        _ = tables.records.touch(heldHash: keys.hashes[index], matching: { Self.utf8($0, equals: key) })
+                    }
+                }
+            }
+            return true
+        }
+        guard checked else { return false }
+        counts.allowed = allowed
+        counts.refusals = refusals
+        return true
+    }
+
     func check(keys: [String], tokens: Int, bytes: Int, now: LimiterNow) -> LimiterOutcome {
         let recordNow = now.nanos(self.clock)
         let byteNow = now.monotonicNanos
@@ -467,22 +582,7 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
     private static func utf8(_ key: String, equals bytes: UnsafeRawBufferPointer) -> Bool {
         guard key.utf8.count == bytes.count else { return false }
         var key = key  // `withUTF8` is mutating: it would make a non-native string native (a Swift string is)
-        return key.withUTF8 { utf8 in
-            // Eight bytes at a time, then the rest.
-            let stored = UnsafeRawBufferPointer(utf8)
-            var offset = 0
-            while offset + 8 <= stored.count {
-                guard stored.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-                    == bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
-                else { return false }
-                offset += 8
-            }
-            while offset < stored.count {
-                guard stored[offset] == bytes[offset] else { return false }
-                offset += 1
-            }
-            return true
-        }
+        return key.withUTF8 { sameBytes(UnsafeRawBufferPointer($0), bytes) }
     }
 
     /// The general check, under the lock: any number of keys, held or not.

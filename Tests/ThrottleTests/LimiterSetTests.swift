@@ -280,3 +280,33 @@ struct LimiterSetTests {
         #expect(restored.eventTimes(nowNanos: 1_020) == original.eventTimes(nowNanos: 1_020))
     }
 }
+
+@Suite("Key counts")
+struct KeyCountsTests {
+    @Test("records are grouped by their key's exact bytes, past the room sized at the start")
+    func groupsByBytes() {
+        var counts = KeyCounts(records: 1)
+        // Repeats in a row and apart, same length differing in one byte, prefixes, the empty key, long keys.
+        var keys = ["pt_1", "pt_1", "pt_2", "pt_1", "qt_1", "pt_10", "pt_1", "", "", "pt_", "a-long-recipient-id-0001"]
+        keys += (0..<300).map { "recipient-\($0 % 150)" }
+        var expected: [String: Int] = [:]
+        var firstSeen: [String] = []
+        for (position, key) in keys.enumerated() {
+            let index = Array(key.utf8).withUnsafeBytes { counts.add($0) }
+            if expected[key] == nil {
+                expected[key] = firstSeen.count
+                firstSeen.append(key)
+            }
+            #expect(index == expected[key], "\(key) at \(position)")
+            #expect(counts.sequence.last.map(Int.init) == index)
+            #expect(counts.lastRecord[index] == position)
+        }
+        #expect(counts.count == firstSeen.count)
+        for (index, key) in firstSeen.enumerated() {
+            #expect(counts.withKey(index) { String(decoding: $0, as: UTF8.self) } == key)
+            #expect(counts.records[index] == keys.filter { $0 == key }.count, "\(key)")
+            #expect(counts.hashes[index] == key.hashValue, "\(key)")
+        }
+        #expect(counts.sequence.count == keys.count)
+    }
+}
