@@ -58,6 +58,29 @@ struct DedupeSnapshotTests {
         }
     }
 
+    @Test("a snapshot of 300,000 keys is written in 4 MiB pieces, each written out before the next, and loads back")
+    func largeSnapshotInPieces() async throws {
+        try await withTemporaryDirectory { dir in
+            var index = try DedupeIndex(
+                windowMillis: 60_000, maxKeys: 400_000, hashKey: DedupeHashKey(k0: 7, k1: 9)
+            )
+            for i in 0..<300_000 {
+                _ = try index.insert(buffer("patient-event-\(i)"), offset: Int64(i), location: .topic, nowMillis: 1_000)
+            }
+            let snapshot = index.snapshot(topicEnd: 300_000, quarantineEnd: 0, takenAtMillis: 1_000)
+            let io = FaultyFileIO()
+            try snapshot.write(directory: dir, io: io)
+            let size = DedupeSnapshot.headerSize + 300_000 * DedupeSnapshot.entrySize + DedupeSnapshot.trailerSize
+            #expect(try fileBytes(dir + "/dedupe.snapshot").count == size)
+            // Every whole piece (the last, shorter one is left to the fsync), in order, of the temp file.
+            let piece = Int64(DedupeSnapshot.writePieceBytes)
+            let writeOuts = io.state.withLock { $0.writeOuts }
+            #expect(writeOuts.map(\.offset) == (0..<Int64(size / Int(piece))).map { $0 * piece })
+            #expect(writeOuts.allSatisfy { $0.count == piece && $0.path == dir + "/dedupe.snapshot.tmp" })
+            #expect(try DedupeSnapshot.load(directory: dir) == snapshot)
+        }
+    }
+
     @Test("an empty index round-trips")
     func empty() async throws {
         try await withTemporaryDirectory { dir in

@@ -98,6 +98,8 @@ final class FaultyFileIO: FileIO {
         var holdFirstSyncUntilAppends: Int?
         /// Appends the test has started (see `holdFirstSyncUntilAppends`).
         var appendsStarted = 0
+        /// `writeOut` calls, in order (recorded only: like the default, they write nothing early).
+        var writeOuts: [(path: String, offset: Int64, count: Int64)] = []
     }
     let state = Locked(State())
     private let posix = PosixFileIO()
@@ -165,6 +167,9 @@ final class FaultyFileIO: FileIO {
         try self.posix.fdatasync(fd, path: path)
     }
     func fsync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fsync(fd, path: path) }
+    func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError) {
+        self.state.withLock { $0.writeOuts.append((path, offset, count)) }
+    }
     func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) {
         try self.posix.ftruncate(fd, to: size, path: path)
     }
