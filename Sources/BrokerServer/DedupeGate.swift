@@ -533,13 +533,12 @@ package final class DedupeGate: Sendable {
                 guard ticket.kind == .publish, state.pending.settle(ticket.id) else { return nil }
                 let waiter = self.removeInFlight(&state, ticket)
                 let entry = DedupeEntry(offset: offset, location: location, expiresAtMillis: expiresAtMillis)
-                if let eviction = state.index.insert(digest: ticket.digest, entry: entry, nowMillis: now) {
-                    evictions.append(eviction)
-                }
+                let inserted = state.index.insertReporting(digest: ticket.digest, entry: entry, nowMillis: now)
+                if let eviction = inserted.eviction { evictions.append(eviction) }
                 state.changes &+= 1
                 state.commitsSinceSnapshot += 1
                 // A live entry that was already there keeps its expiry; report what the index holds.
-                let held = state.index.lookup(digest: ticket.digest, nowMillis: now) ?? entry
+                let held = inserted.held ?? entry
                 if let waiter { waiters.append((waiter, held)) }
                 return held
             }

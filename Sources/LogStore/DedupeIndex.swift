@@ -172,6 +172,15 @@ package struct DedupeIndex: Sendable {
     /// * Otherwise, when the index is full, the oldest entry is evicted first and returned (and counted in
     ///   ``evictedBeforeExpiry``).
     package mutating func insert(digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64) -> DedupeEviction? {
+        self.insertReporting(digest: digest, entry: entry, nowMillis: nowMillis).eviction
+    }
+
+    /// ``insert(digest:entry:nowMillis:)``, also giving the entry the index holds for `digest` afterwards: what
+    /// ``lookup(digest:nowMillis:)`` would return right after it (the dedupe gate reports it to waiting records),
+    /// without a second lookup.
+    package mutating func insertReporting(
+        digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64
+    ) -> (eviction: DedupeEviction?, held: DedupeEntry?) {
         self.removeExpired(nowMillis: nowMillis)
         if let sequence = self.table.value(of: digest) {
             var item = self.items[sequence]
@@ -181,7 +190,7 @@ package struct DedupeIndex: Sendable {
                     item.location = entry.location
                     self.items[sequence] = item
                 }
-                return nil
+                return (nil, item.entry)
             }
             // Expired but not yet dropped (its item is not at the front): drop it; its item stays until popped.
             item.current = false
@@ -189,7 +198,7 @@ package struct DedupeIndex: Sendable {
             self.table.remove(digest)
             self.expired += 1
         }
-        guard entry.expiresAtMillis > nowMillis else { return nil }
+        guard entry.expiresAtMillis > nowMillis else { return (nil, nil) }
         var eviction: DedupeEviction?
         while self.table.count >= self.maxKeys, let oldest = self.items.first {
             self.items.removeFirst()
@@ -208,7 +217,7 @@ package struct DedupeIndex: Sendable {
         }
         let sequence = self.items.append(DedupeItem(digest: digest, entry: entry))
         self.table.set(digest, to: sequence)
-        return eviction
+        return (eviction, entry)
     }
 
     /// Moves a key's record (a quarantined record replayed into its topic): replaces offset and location, keeps

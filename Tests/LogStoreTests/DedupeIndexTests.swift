@@ -247,4 +247,28 @@ struct DedupeIndexTests {
         let expectedOrder = model.sorted { $0.value.order < $1.value.order }.map(\.value.entry)
         #expect(index.entriesInInsertionOrder.map(\.entry) == expectedOrder)
     }
+
+    @Test("insertReporting holds what a lookup right after returns, and evicts what insert evicts", arguments: [UInt64(4), 5])
+    func insertReportingAgreesWithLookup(seed: UInt64) throws {
+        var random = SplitMix64(seed: seed)
+        var index = try Self.index(window: 50, maxKeys: 12)
+        var now: Int64 = 1_000
+        for step in 0..<5_000 {
+            // Mostly forward, sometimes back (entries that expired but were not dropped yet), keys repeating.
+            now += Int64.random(in: -3...4, using: &random)
+            let digest = try index.digest(buffer("key-\(Int.random(in: 0..<30, using: &random))"))
+            let entry = DedupeEntry(
+                offset: Int64(step), location: Bool.random(using: &random) ? .topic : .quarantine,
+                expiresAtMillis: now + Int64.random(in: -5...60, using: &random)
+            )
+            var copy = index
+            let expectedEviction = copy.insert(digest: digest, entry: entry, nowMillis: now)
+            let inserted = index.insertReporting(digest: digest, entry: entry, nowMillis: now)
+            #expect(inserted.eviction == expectedEviction, "step \(step)")
+            #expect(index.entriesInInsertionOrder.map(\.entry) == copy.entriesInInsertionOrder.map(\.entry))
+            // A lookup drops expired entries from the front (after an eviction, more of them): on a copy.
+            var probe = index
+            #expect(inserted.held == probe.lookup(digest: digest, nowMillis: now), "step \(step)")
+        }
+    }
 }
