@@ -140,7 +140,7 @@ extension Scenario {
 /// encoded) the rewrite copies it first, as any Swift array would.
 struct DedupeKeyStamper {
     private var batches: [[WireRecord]]
-    private let prefix: String
+    private let prefix: [UInt8]
     private var sequence = 0
 
     /// - Parameters:
@@ -154,7 +154,7 @@ struct DedupeKeyStamper {
                 return record
             }
         }
-        self.prefix = prefix
+        self.prefix = Array(prefix.utf8)
     }
 
     /// Batch `round % count`, each record's key now `prefix` followed by the next counter value.
@@ -164,16 +164,32 @@ struct DedupeKeyStamper {
         let first = self.sequence
         self.sequence += count
         // All the keys first, then the slices: a write after a slice was taken would copy the buffer.
-        var keys = ByteBufferAllocator().buffer(capacity: count * (self.prefix.utf8.count + 12))
+        var keys = ByteBufferAllocator().buffer(capacity: count * (self.prefix.count + 20))
         var ends: [Int] = []
         ends.reserveCapacity(count)
         for n in first..<(first + count) {
-            keys.writeString(self.prefix)
-            keys.writeString(String(n))
+            keys.writeBytes(self.prefix)
+            Self.writeDecimal(n, into: &keys)
             ends.append(keys.writerIndex)
         }
         Self.stamp(&self.batches[index], keys: keys, ends: ends)
         return self.batches[index]
+    }
+
+    /// `buffer.writeString(String(value))` for a value ≥ 0, without making the string (`batch` took about 300
+    /// instructions a key less, callgrind).
+    static func writeDecimal(_ value: Int, into buffer: inout ByteBuffer) {
+        precondition(value >= 0, "a dedupe key counter is never negative")
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 20) { digits in
+            var rest = UInt(value)
+            var start = digits.count
+            repeat {
+                start -= 1
+                digits[start] = UInt8(ascii: "0") + UInt8(rest % 10)
+                rest /= 10
+            } while rest > 0
+            buffer.writeBytes(UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(digits)[start...]))
+        }
     }
 
     private static func stamp(_ batch: inout [WireRecord], keys: ByteBuffer, ends: [Int]) {
