@@ -475,7 +475,7 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
                 var new = 0
                 for index in 0..<keys.count {
                     let held = keys.withKey(index) { key in
-                        tables.records.heldSlot(hash: keys.hashes[index], matching: { Self.utf8($0, equals: key) }) != nil
+                        tables.records.heldSlot(hash: keys.hashes[index]) { Self.utf8($0, equals: key) } != nil
                     }
                     if !held { new += 1 }
                 }
@@ -523,7 +523,8 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
                     seen[index] += 1
                     if seen[index] == allowed[index] { lastCharged[index] = position }
                 }
-                let charged = (0..<keys.count).filter { lastCharged[$0] >= 0 }.sorted { lastCharged[$0] < lastCharged[$1] }
+                let charged = (0..<keys.count).filter { lastCharged[$0] >= 0 }
+                    .sorted { lastCharged[$0] < lastCharged[$1] }
                 for index in charged {
                     keys.withKey(index) { key in
                         _ = tables.records.touch(heldHash: keys.hashes[index], matching: { Self.utf8($0, equals: key) })
