@@ -49,7 +49,11 @@ package struct DigestTable: Sendable {
     /// Keys held.
     package private(set) var count = 0
 
-    /// An empty table with room for `capacity` keys before it grows (spread evenly, as uniform digests are).
+    /// Slots allocated in all segments (24 bytes each).
+    package var slotCount: Int { self.segments.reduce(0) { $0 + $1.slotCount } }
+
+    /// An empty table with room for `capacity` keys before it grows (spread evenly, as uniform digests are); with
+    /// 0, a segment allocates its first 16 slots with its first key.
     package init(capacity: Int = 0) {
         let segments = 1 << Self.segmentBits
         self.segments = Array(
@@ -110,20 +114,30 @@ struct DigestTableSegment: Sendable {
     /// Keys held.
     private(set) var count = 0
 
-    /// An empty segment with room for `capacity` keys before it grows.
+    /// An empty segment with room for `capacity` keys before it grows; with 0, no slots until the first key (a
+    /// table's segments cost nothing until they hold keys: most topics' tables stay small or empty).
     init(capacity: Int = 0) {
+        guard capacity > 0 else {
+            self.slots = []
+            self.mask = 0
+            return
+        }
         var size = 16
         while size * 5 / 8 < capacity { size *= 2 }
         self.slots = Array(repeating: Slot(first: 0, second: 0, tag: 0), count: size)
         self.mask = size - 1
     }
 
+    /// Slots allocated.
+    var slotCount: Int { self.slots.count }
+
     @inline(__always)
     private func home(_ first: UInt64) -> Int { Int(truncatingIfNeeded: first) & self.mask }
 
     /// The slot holding `digest`, or nil.
     private func slotIndex(of digest: DedupeDigest) -> Int? {
-        self.slots.withUnsafeBufferPointer { slots in
+        guard !self.slots.isEmpty else { return nil }
+        return self.slots.withUnsafeBufferPointer { slots in
             var i = self.home(digest.first)
             while true {
                 let slot = slots[i]
@@ -143,6 +157,7 @@ struct DigestTableSegment: Sendable {
     /// Starts loading `digest`'s home slot into the cache, so that a probe soon after finds it there. Issued for
     /// every key of a request before the first probe, the misses overlap instead of each probe waiting for its own.
     func prefetch(_ digest: DedupeDigest) {
+        guard !self.slots.isEmpty else { return }
         self.slots.withUnsafeBufferPointer { brokerd_prefetch($0.baseAddress! + self.home(digest.first)) }
     }
 
@@ -196,7 +211,7 @@ struct DigestTableSegment: Sendable {
 
     private mutating func grow() {
         let old = self.slots
-        let size = old.count * 2
+        let size = max(old.count * 2, 16)
         self.slots = Array(repeating: Slot(first: 0, second: 0, tag: 0), count: size)
         self.mask = size - 1
         let mask = self.mask

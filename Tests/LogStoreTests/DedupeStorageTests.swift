@@ -33,6 +33,29 @@ struct DedupeStorageTests {
         #expect(table.value(of: DedupeDigest(first: 5, second: 99_999)) == nil)
     }
 
+    @Test("an empty table has no slots; a segment gets 16 with its first key, and a probe of an empty one misses")
+    func digestTableEmptySegments() {
+        var table = DigestTable()
+        #expect(table.slotCount == 0)
+        let digest = DedupeDigest(first: 7, second: 3 << 58)
+        #expect(table.value(of: digest) == nil)
+        table.prefetch(digest)
+        let removedFromEmpty = table.remove(digest)
+        #expect(!removedFromEmpty)
+        table.set(digest, to: 9)
+        #expect(table.slotCount == 16)
+        #expect(table.value(of: digest) == 9)
+        // The same first word in another segment (the second word's top bits differ): its own 16 slots.
+        let other = DedupeDigest(first: 7, second: 5 << 58)
+        #expect(table.value(of: other) == nil)
+        table.set(other, to: 10)
+        #expect(table.slotCount == 32)
+        #expect(table.value(of: digest) == 9 && table.value(of: other) == 10)
+        let removed = table.remove(digest)
+        #expect(removed && table.count == 1)
+        #expect(DigestTable(capacity: 64 * 10).slotCount == 64 * 16)
+    }
+
     @Test("a table grown to millions of bytes agrees with a dictionary, and a copy keeps its own slots")
     func digestTableLargeAndCopied() {
         var random = SplitMix64(seed: 23)
