@@ -17,8 +17,6 @@ package struct KeyCounts {
     package private(set) var records: [Int] = []
     /// The key of each record added, in the order added.
     package private(set) var sequence: [Int32] = []
-    /// Where in `sequence` each key's last record is.
-    package private(set) var lastRecord: [Int] = []
     /// After a check: how many of each key's records (the first ones, in the order added) were allowed.
     package internal(set) var allowed: [Int] = []
     /// After a check: the outcome for each key's records past `allowed` (`.allowed` when there are none).
@@ -38,7 +36,6 @@ package struct KeyCounts {
         self.hashes.reserveCapacity(records)
         self.records.reserveCapacity(records)
         self.sequence.reserveCapacity(records)
-        self.lastRecord.reserveCapacity(records)
     }
 
     /// The number of distinct keys.
@@ -72,7 +69,6 @@ package struct KeyCounts {
         self.quickHashes.append(quick)
         self.hashes.append(LimiterSet.keyHash(utf8: key))
         self.records.append(0)
-        self.lastRecord.append(0)
         self.slots[slot] = Int32(index + 1)
         self.last = index
         self.counted(index)
@@ -81,8 +77,21 @@ package struct KeyCounts {
 
     private mutating func counted(_ index: Int) {
         self.records[index] += 1
-        self.lastRecord[index] = self.sequence.count
         self.sequence.append(Int32(index))
+    }
+
+    /// The keys in the order of their `nth[key]`-th record (counted from 1) in `sequence`; keys with `nth` 0 are
+    /// left out. With `records`: the order of each key's last record.
+    package func keys(inOrderOfRecord nth: [Int]) -> [Int] {
+        var seen = [Int](repeating: 0, count: self.count)
+        var keys: [Int] = []
+        keys.reserveCapacity(self.count)
+        for key in self.sequence {
+            let index = Int(key)
+            seen[index] += 1
+            if seen[index] == nth[index] { keys.append(index) }
+        }
+        return keys
     }
 
     /// A process-wide random seed for `quickHash`, so that no producer can choose keys that all land in one slot.

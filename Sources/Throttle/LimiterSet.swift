@@ -466,9 +466,6 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
         let keys = counts
         var allowed = [Int](repeating: 0, count: keys.count)
         var refusals = [LimiterOutcome](repeating: .allowed, count: keys.count)
-        // The keys in the order of their last record (a key's records are adjacent, or it is the only key, mostly).
-        var order = Array(0..<keys.count)
-        if keys.count > 1 { order.sort { keys.lastRecord[$0] < keys.lastRecord[$1] } }
         let checked = self.tables.withLock { tables -> Bool in
             // Room for every new key without replacing one: at most `keys.count` of them are new, else count them.
             if tables.records.count + keys.count > tables.records.maxKeys {
@@ -482,20 +479,15 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
                 guard tables.records.count + new <= tables.records.maxKeys else { return false }
             }
             var someRefused = false
-            for index in order {
+            // Charged in the order of each key's last record, as record by record would leave their recency.
+            for index in keys.keys(inOrderOfRecord: keys.records) {
                 let records = keys.records[index]
                 let hash = keys.hashes[index]
                 keys.withKey(index) { key in
                     func take(_ tokens: Int) -> LimiterOutcome {
-                        if let outcome = Self.checkHeld(
-                            hash: hash, matching: { Self.utf8($0, equals: key) }, tokens: tokens, byteTokens: 0,
-                            recordNow: recordNow, byteNow: 0, in: &tables
-                        ) {
-                            return outcome
-                        }
-                        return self.checkKeys(
-                            [String(decoding: key, as: UTF8.self)], tokens: tokens, byteTokens: 0,
-                            recordNow: recordNow, byteNow: 0, in: &tables
+                        self.check(
+                            keyBytes: key, hash: hash, tokens: tokens, byteTokens: 0, recordNow: recordNow, byteNow: 0,
+                            in: &tables
                         )
                     }
                     if take(records) == .allowed {
@@ -516,16 +508,7 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
             }
             if someRefused {
                 // Recency as record by record: each charged key in the order of its last charged record.
-                var seen = [Int](repeating: 0, count: keys.count)
-                var lastCharged = [Int](repeating: -1, count: keys.count)
-                for (position, key) in keys.sequence.enumerated() {
-                    let index = Int(key)
-                    seen[index] += 1
-                    if seen[index] == allowed[index] { lastCharged[index] = position }
-                }
-                let charged = (0..<keys.count).filter { lastCharged[$0] >= 0 }
-                    .sorted { lastCharged[$0] < lastCharged[$1] }
-                for index in charged {
+                for index in keys.keys(inOrderOfRecord: allowed) {
                     keys.withKey(index) { key in
                         _ = tables.records.touch(heldHash: keys.hashes[index], matching: { Self.utf8($0, equals: key) })
                     }
@@ -564,19 +547,30 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
         let recordNow = now.nanos(self.clock)
         let byteNow = now.monotonicNanos
         let byteTokens = min(max(bytes, 0), self.byteBurst ?? 0)
-        return self.tables.withLock { tables -> LimiterOutcome in
-            // A held key whose UTF-8 is exactly these bytes is the key `String(decoding:)` would give.
-            if let outcome = Self.checkHeld(
-                hash: hash, matching: { Self.utf8($0, equals: key) }, tokens: tokens, byteTokens: byteTokens,
-                recordNow: recordNow, byteNow: byteNow, in: &tables
-            ) {
-                return outcome
-            }
-            return self.checkKeys(
-                [String(decoding: key, as: UTF8.self)], tokens: tokens, byteTokens: byteTokens, recordNow: recordNow,
+        return self.tables.withLock { tables in
+            self.check(
+                keyBytes: key, hash: hash, tokens: tokens, byteTokens: byteTokens, recordNow: recordNow,
                 byteNow: byteNow, in: &tables
             )
         }
+    }
+
+    /// One key given by its bytes, under the lock: a held key whose UTF-8 is exactly these bytes is the key
+    /// `String(decoding:)` would give; any other goes the general way.
+    private func check(
+        keyBytes key: UnsafeRawBufferPointer, hash: Int, tokens: Int, byteTokens: Int, recordNow: UInt64,
+        byteNow: UInt64, in tables: inout Tables
+    ) -> LimiterOutcome {
+        if let outcome = Self.checkHeld(
+            hash: hash, matching: { Self.utf8($0, equals: key) }, tokens: tokens, byteTokens: byteTokens,
+            recordNow: recordNow, byteNow: byteNow, in: &tables
+        ) {
+            return outcome
+        }
+        return self.checkKeys(
+            [String(decoding: key, as: UTF8.self)], tokens: tokens, byteTokens: byteTokens, recordNow: recordNow,
+            byteNow: byteNow, in: &tables
+        )
     }
 
     /// Whether `key`'s UTF-8 is exactly `bytes`.

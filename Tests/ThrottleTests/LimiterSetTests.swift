@@ -291,6 +291,7 @@ struct KeyCountsTests {
         keys += (0..<300).map { "recipient-\($0 % 150)" }
         var expected: [String: Int] = [:]
         var firstSeen: [String] = []
+        var lastRecord: [Int: Int] = [:]
         for (position, key) in keys.enumerated() {
             let index = Array(key.utf8).withUnsafeBytes { counts.add($0) }
             if expected[key] == nil {
@@ -299,8 +300,10 @@ struct KeyCountsTests {
             }
             #expect(index == expected[key], "\(key) at \(position)")
             #expect(counts.sequence.last.map(Int.init) == index)
-            #expect(counts.lastRecord[index] == position)
+            lastRecord[index] = position
         }
+        // Each key's last record is where the model saw it last: the keys in that order.
+        #expect(counts.keys(inOrderOfRecord: counts.records) == lastRecord.sorted { $0.value < $1.value }.map(\.key))
         #expect(counts.count == firstSeen.count)
         for (index, key) in firstSeen.enumerated() {
             #expect(counts.withKey(index) { String(decoding: $0, as: UTF8.self) } == key)
