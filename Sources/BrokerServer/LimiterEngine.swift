@@ -341,6 +341,20 @@ final class PublishJudge {
         for index in accepted.indices { places.append(accepted[index].place) }
         let records = sorter.records
         let provenance = sorter.provenance
+        return records.bytes.withUnsafeReadableBytes { raw in
+            self.judgeRequest(
+                accepted, places: places, records: records, raw: raw, provenance: provenance,
+                limiterHeaderNames: limiterHeaderNames
+            )
+        }
+    }
+
+    /// `judgeRequest(_:limiterHeaderNames:)` given the sorter's parts; `raw`: the records' bytes (the noted header
+    /// values' offsets are in it).
+    private func judgeRequest(
+        _ accepted: [PublishSorter.Accepted], places: [PublishSorter.HeaderPlace], records: EncodedPublishRecords,
+        raw: UnsafeRawBufferPointer, provenance: [LogHeader], limiterHeaderNames: [String]
+    ) -> [LimitDecision]? {
         let count = accepted.count
         // Calls `body` with a walk over record `record`'s headers (a closure literal: nothing allocated per record).
         func visit<Result>(_ record: Int, _ body: (HeaderVisitor) -> Result) -> Result {
@@ -356,7 +370,11 @@ final class PublishJudge {
         var decisions: [LimitDecision]? = nil
         for entry in self.limiters {
             if count > 1, let handle = entry.handle, !handle.hasByteQuota,
-                var grouped = self.groupByKey(entry, count: count, decided: decisions, visit: visit),
+                var grouped = self.groupByKey(
+                    entry, count: count, decided: decisions, places: places, raw: raw,
+                    slots: Self.valueSlots(entry.reader, limiterHeaderNames: limiterHeaderNames, provenance: provenance),
+                    visit: visit
+                ),
                 handle.check(&grouped.counts, now: self.now)
             {
                 // Each key's first `allowed` records passed; the rest get the key's refusal.
@@ -398,20 +416,115 @@ final class PublishJudge {
     /// The records no limiter refused so far (`decided`) grouped by their one key for `entry` (`keyOf`: the key's
     /// index in `counts`, -1 for a record with no key or refused); nil when some record has more than one key or
     /// keys the reader declines to give as bytes.
+    ///
+    /// With `slots` (the reader's header names among the values `sort` noted, `raw` the records' bytes), a record
+    /// whose values of those headers are the bytes of the last record read has that record's key (the one consent
+    /// scope of a whole request), and a key that is one header's value is read straight from the noted value: no
+    /// walk over the headers for either. The others are read by the reader through `visit`.
     private func groupByKey(
-        _ entry: Limiter, count: Int, decided: [LimitDecision]?, visit: (Int, (HeaderVisitor) -> Bool) -> Bool
+        _ entry: Limiter, count: Int, decided: [LimitDecision]?, places: [PublishSorter.HeaderPlace],
+        raw: UnsafeRawBufferPointer, slots: ValueSlots?, visit: (Int, (HeaderVisitor) -> Bool) -> Bool
     ) -> (counts: KeyCounts, keyOf: [Int])? {
         var counts = KeyCounts(records: count)
         var keyOf = [Int](repeating: -1, count: count)
+        // The last record whose key was read with its values noted, and that key (-1: none).
+        var memo = -1
         for record in 0..<count where Self.passes(decided, record) {
+            let values = places[record].limiterValues
+            let noted = slots != nil && values.isKnown
+            if let slots, noted {
+                if memo >= 0, Self.sameValues(values, places[memo].limiterValues, mask: slots.mask, raw) {
+                    let key = keyOf[memo]
+                    if key >= 0 { counts.addAgain(key) }
+                    keyOf[record] = key
+                    memo = record
+                    continue
+                }
+                if slots.sole >= 0, let value = Self.soleValue(values, slot: slots.sole, raw) {
+                    if !value.isEmpty {
+                        guard Self.isASCII(value) else { return nil }  // the reader declines it
+                        keyOf[record] = counts.add(value)
+                    }
+                    memo = record
+                    continue
+                }
+            }
             guard visit(record, { entry.reader.keys(eachHeader: $0, into: &self.keys) }) else { return nil }
             switch self.keys.count {
-            case 0: continue
+            case 0: break
             case 1: self.keys.withKey(0) { keyOf[record] = counts.add($0) }
             default: return nil
             }
+            memo = noted ? record : -1
         }
         return (counts, keyOf)
+    }
+
+    /// Where a limiter's key headers are among the header values `PublishSorter.sort` notes for each record: a bit
+    /// per slot (index in the limiters' header names) of the reader's `keyHeaderNames`, and the slot of its
+    /// `soleKeyHeader` (-1: none).
+    private struct ValueSlots {
+        var mask: UInt64
+        var sole: Int
+    }
+
+    /// `reader`'s `ValueSlots`; nil when the noted values do not decide its keys: a provenance header has one of its
+    /// names (`sort` notes the record's own headers only), or a name has no slot below 64.
+    private static func valueSlots(
+        _ reader: LimiterKeyReader, limiterHeaderNames: [String], provenance: [LogHeader]
+    ) -> ValueSlots? {
+        var mask: UInt64 = 0
+        for name in reader.keyHeaderNames {
+            guard !provenance.contains(where: { $0.name == name }),
+                let slot = limiterHeaderNames.firstIndex(of: name), slot < 64
+            else { return nil }
+            mask |= 1 << UInt64(slot)
+        }
+        let sole = reader.soleKeyHeader.flatMap { limiterHeaderNames.firstIndex(of: $0) } ?? -1
+        return ValueSlots(mask: mask, sole: sole)
+    }
+
+    /// Whether the values in slots `mask` of `a` and `b` are the same bytes (in `raw`) in the same order.
+    private static func sameValues(
+        _ a: PublishSorter.LimiterValues, _ b: PublishSorter.LimiterValues, mask: UInt64, _ raw: UnsafeRawBufferPointer
+    ) -> Bool {
+        // The next value in a slot of `mask` from position `index` of `values` (slot -1: none left).
+        func next(_ values: PublishSorter.LimiterValues, _ index: inout Int) -> (slot: Int, start: Int, length: Int) {
+            while index < Int(values.count) {
+                let value = values.value(index)
+                index += 1
+                if mask & (1 << UInt64(value.slot)) != 0 { return value }
+            }
+            return (-1, 0, 0)
+        }
+        var (i, j) = (0, 0)
+        while true {
+            let (x, y) = (next(a, &i), next(b, &j))
+            guard x.slot == y.slot, x.length == y.length else { return false }
+            guard x.slot >= 0 else { return true }
+            guard x.length == 0 || memcmp(raw.baseAddress! + x.start, raw.baseAddress! + y.start, x.length) == 0
+            else { return false }
+        }
+    }
+
+    /// The one value in slot `slot` of `values` (in `raw`); empty when there is none; nil when there are several.
+    private static func soleValue(
+        _ values: PublishSorter.LimiterValues, slot: Int, _ raw: UnsafeRawBufferPointer
+    ) -> UnsafeRawBufferPointer? {
+        var found: UnsafeRawBufferPointer? = nil
+        for index in 0..<Int(values.count) {
+            let value = values.value(index)
+            guard value.slot == slot else { continue }
+            guard found == nil else { return nil }
+            found = UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length])
+        }
+        return found ?? UnsafeRawBufferPointer(start: nil, count: 0)
+    }
+
+    private static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var bits: UInt8 = 0
+        for byte in bytes { bits |= byte }
+        return bits < 0x80
     }
 
     /// One limiter's verdict on one record: nil when it passes. The keys are `Policy.limiterKeys`'s; the key reader

@@ -86,6 +86,7 @@ struct PublishSorter {
         }
 
         /// Value `index`: its name index, offset and length.
+        @inline(__always)
         func value(_ index: Int) -> (slot: Int, start: Int, length: Int) {
             let slot = Int((self.slots >> UInt32(8 * index)) & 0xff)
             switch index {

@@ -75,6 +75,13 @@ package struct KeyCounts {
         return index
     }
 
+    /// Counts one more record under key `index` (one `add` returned), as `add` with that key's bytes would.
+    package mutating func addAgain(_ index: Int) {
+        precondition(index >= 0 && index < self.count, "no key \(index)")
+        self.counted(index)
+        self.last = index
+    }
+
     private mutating func counted(_ index: Int) {
         self.records[index] += 1
         self.sequence.append(Int32(index))

@@ -611,10 +611,32 @@ package final class LimiterKeyReader: Sendable {
     /// declines.
     fileprivate let exact: Bool
 
+    /// The names of the headers whose values alone decide `keys`, in the order `keys` reads them: `consent_scope`
+    /// when the limiter is keyed or filtered by consent scope, then the key header of one keyed by recipient. Two
+    /// records whose headers of these names hold the same values in the same order get the same keys.
+    package let keyHeaderNames: [String]
+    /// The key header of a limiter whose key is that header's value and nothing else (keyed by recipient, no consent
+    /// scope filter): a record with exactly one header of this name has its value as its one key when the value is
+    /// ASCII and not empty, and no key when it is empty (`keys` declines a value that is not ASCII). Nil otherwise.
+    package let soleKeyHeader: String?
+
     fileprivate init(source: Source, filter: [[UInt8]]?, exact: Bool) {
         self.source = source
         self.filter = filter
         self.exact = exact
+        var names: [String] = []
+        if filter != nil { names.append(RecordRules.consentScopeHeader) }
+        switch source {
+        case .header(let name):
+            names.append(name)
+            self.soleKeyHeader = filter == nil && exact ? name : nil
+        case .scopes:
+            if filter == nil { names.append(RecordRules.consentScopeHeader) }
+            self.soleKeyHeader = nil
+        case .fixed:
+            self.soleKeyHeader = nil
+        }
+        self.keyHeaderNames = names
     }
 
     /// The record's keys, exactly those `limiterKeys` gives (the same keys, in the same order) as UTF-8 bytes in

@@ -123,9 +123,9 @@ struct PublishJudgeRequestTests {
     /// Limiters that refuse often under the load below, one of each kind of path: a window per recipient (grouped),
     /// a token bucket per consent scope filtered to two scopes (grouped; a record with both scopes has two keys and
     /// sends the limiter record by record), a recipient window with room for 3 keys (table full), one with room
-    /// for 6 (checked by key, or record by record when a new key needs a held one's slot), and a token
-    /// bucket per producer with a byte quota (record by record; the policy allows byte quotas on delivery limiters
-    /// only, so this one's definition is made by hand).
+    /// for 6 (checked by key, or record by record when a new key needs a held one's slot), a window per producer
+    /// filtered to one scope (grouped), and a token bucket per producer with a byte quota (record by record; the
+    /// policy allows byte quotas on delivery limiters only, so this one's definition is made by hand).
     static let declarations: [LimiterDeclaration] = {
         var recipient = LimiterDeclaration(
             name: "recipient_window", direction: .publish, key: .recipient,
@@ -149,13 +149,20 @@ struct PublishJudgeRequestTests {
             limit: .window(cap: 12, windowMillis: 100), action: .reject
         )
         six.maxKeys = 6
+        // Keyed by producer (one key whatever the record) for the records with one consent scope: grouped, the
+        // key read once per run of records with the same consent_scope value.
+        var notices = LimiterDeclaration(
+            name: "producer_notices", direction: .publish, key: .producer,
+            limit: .window(cap: 4, windowMillis: 1_000), action: .reject
+        )
+        notices.consentScopes = ["operational_notice"]
         var bytes = LimiterDeclaration(
             name: "producer_bytes", direction: .publish, key: .producer,
             limit: .tokenBucket(ratePerSecond: 1_000, burst: 1_000), action: .reject
         )
         bytes.bytesPerSecond = 20_000
         bytes.burstBytes = 30_000
-        return [recipient, scope, few, six, bytes]
+        return [recipient, scope, few, six, notices, bytes]
     }()
 
     func judge(
@@ -199,13 +206,24 @@ struct PublishJudgeRequestTests {
             var refusals: [String: Int] = [:]
             for request in 0..<400 {
                 var records: [WireRecord] = []
+                // A request in twenty may carry recipients that are not ASCII (its limiters are then judged record by
+                // record); in all, some records have no recipient, an empty one or two recipient headers.
+                let foreign = numbers.next(20) == 0
                 for n in 0..<(1 + numbers.next(40)) {
                     var record = educationEvent(request * 100 + n)
                     record.headers.removeAll { $0.name == "consent_scope" }
                     let scopes = ["educational", "operational_notice", "educational,operational_notice", "treatment_support"]
                     record.headers.append(WireHeader(name: "consent_scope", value: ByteBuffer(string: scopes[numbers.next(4)])))
-                    if numbers.next(10) > 0 {
-                        record.headers.append(WireHeader(name: "recipient", value: ByteBuffer(string: "pt_\(numbers.next(7))")))
+                    let recipients: [String] = switch numbers.next(30) {
+                    case 0, 1, 2: []
+                    case 3: [""]
+                    case 4: ["pt_\(numbers.next(7))", "pt_\(numbers.next(7))"]
+                    // Two spellings of one name: equal as strings, not as bytes.
+                    case 5 where foreign: [["pt_\u{e9}", "pt_e\u{301}"][numbers.next(2)]]
+                    default: ["pt_\(numbers.next(7))"]
+                    }
+                    for recipient in recipients {
+                        record.headers.append(WireHeader(name: "recipient", value: ByteBuffer(string: recipient)))
                     }
                     // JSON of 0.2 to 2 KB (the byte quota's share).
                     let json = String(buffer: record.value).dropLast()
