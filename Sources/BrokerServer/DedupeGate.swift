@@ -719,17 +719,14 @@ package final class DedupeGate: Sendable {
         }
     }
 
-    /// On the gate's queue: encodes and writes the snapshot, then raises the floors.
+    /// On the gate's queue: writes the snapshot (encoded as it is written), then raises the floors.
     private func writeSnapshot(_ capture: Capture) -> Result<DedupeSnapshotCoverage, LogStoreError> {
-        let content = DedupeSnapshot.encode(
-            entries: capture.entries,
-            hashKey: self.hashKey,
-            topicEnd: capture.topicEnd,
-            quarantineEnd: capture.quarantineEnd,
-            takenAtMillis: capture.takenAtMillis
-        )
         do throws(LogStoreError) {
-            try DedupeSnapshot.write(content, directory: self.directory, io: self.io)
+            try DedupeSnapshot.write(
+                entries: capture.entries, hashKey: self.hashKey, topicEnd: capture.topicEnd,
+                quarantineEnd: capture.quarantineEnd, takenAtMillis: capture.takenAtMillis,
+                directory: self.directory, io: self.io
+            )
         } catch {
             self.state.withLock { $0.snapshotOwed = true }
             self.logger.error(

@@ -78,6 +78,42 @@ struct DedupeSnapshotTests {
             #expect(writeOuts.map(\.offset) == (0..<Int64(size / Int(piece))).map { $0 * piece })
             #expect(writeOuts.allSatisfy { $0.count == piece && $0.path == dir + "/dedupe.snapshot.tmp" })
             #expect(try DedupeSnapshot.load(directory: dir) == snapshot)
+            #expect(io.state.withLock { $0.snapshotWrites } == size / Int(piece) + 1)
+
+            // The server's way, encoded from the index's entries as the file is written: the same bytes, the same
+            // pieces.
+            try FileManager.default.createDirectory(atPath: dir + "/entries", withIntermediateDirectories: false)
+            let streamed = FaultyFileIO()
+            try DedupeSnapshot.write(
+                entries: index.entries, hashKey: index.hashKey, topicEnd: 300_000, quarantineEnd: 0,
+                takenAtMillis: 1_000, directory: dir + "/entries", io: streamed
+            )
+            #expect(try fileBytes(dir + "/entries/dedupe.snapshot") == fileBytes(dir + "/dedupe.snapshot"))
+            #expect(streamed.state.withLock { $0.writeOuts.map(\.offset) } == writeOuts.map(\.offset))
+        }
+    }
+
+    @Test("a snapshot write that fails after its first piece leaves the previous snapshot and no temp file")
+    func failedWriteMidway() async throws {
+        try await withTemporaryDirectory { dir in
+            let previous = try Self.sampleIndex().snapshot(topicEnd: 57, quarantineEnd: 12, takenAtMillis: 1_100)
+            try previous.write(directory: dir)
+            var index = try DedupeIndex(windowMillis: 60_000, maxKeys: 400_000, hashKey: DedupeHashKey(k0: 7, k1: 9))
+            for i in 0..<300_000 {
+                _ = try index.insert(buffer("patient-event-\(i)"), offset: Int64(i), location: .topic, nowMillis: 1_000)
+            }
+            let io = FaultyFileIO()
+            io.state.withLock { $0.failSnapshotWrite = (after: 1, errno: EIO) }
+            let error = #expect(throws: LogStoreError.self) {
+                try DedupeSnapshot.write(
+                    entries: index.entries, hashKey: index.hashKey, topicEnd: 300_000, quarantineEnd: 0,
+                    takenAtMillis: 1_000, directory: dir, io: io
+                )
+            }
+            #expect(error?.kind == .storageFailure)
+            #expect(io.state.withLock { $0.snapshotWrites } == 1, "the first piece was written, the second failed")
+            #expect(try fileNames(dir) == ["dedupe.snapshot"])
+            #expect(try DedupeSnapshot.load(directory: dir) == previous)
         }
     }
 

@@ -100,6 +100,10 @@ final class FaultyFileIO: FileIO {
         var appendsStarted = 0
         /// `writeOut` calls, in order (recorded only: like the default, they write nothing early).
         var writeOuts: [(path: String, offset: Int64, count: Int64)] = []
+        /// pwrite of a dedupe snapshot's temp file fails with `errno` once `after` of them succeeded.
+        var failSnapshotWrite: (after: Int, errno: Int32)?
+        /// pwrites of dedupe snapshot temp files.
+        var snapshotWrites = 0
     }
     let state = Locked(State())
     private let posix = PosixFileIO()
@@ -132,6 +136,13 @@ final class FaultyFileIO: FileIO {
             }) {
                 for _ in 0..<5000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
             }
+        }
+        if path.hasSuffix("/" + DedupeSnapshot.fileName + ".tmp"), let fail = self.state.withLock({ state -> Int32? in
+            if let fail = state.failSnapshotWrite, state.snapshotWrites >= fail.after { return fail.errno }
+            state.snapshotWrites += 1
+            return nil
+        }) {
+            throw FileIOError(operation: "pwrite", path: path, errno: fail)
         }
         return try self.posix.pwrite(fd, bytes, at: offset, path: path)
     }
