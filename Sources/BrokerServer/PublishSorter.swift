@@ -524,15 +524,20 @@ struct PublishSorter {
     mutating func reserveKeys(_ gate: DedupeGate) {
         // One gate call for the whole request (one lock, one clock reading). A key the gate refuses (not 1...256
         // bytes; the router quarantines those first) leaves its record without a ticket, as a record without a key.
+        // By index, not `enumerated()`: that copies each record's entry out (a retain and a release of its key).
         var digests: [DedupeDigest] = []
         var owners: [(quarantined: Bool, position: Int)] = []
-        for (position, entry) in self.accepted.enumerated() {
-            guard let key = entry.dedupeKey, let digest = try? gate.digest(of: key) else { continue }
+        digests.reserveCapacity(self.accepted.count + self.quarantined.count)
+        owners.reserveCapacity(self.accepted.count + self.quarantined.count)
+        for position in self.accepted.indices {
+            guard let key = self.accepted[position].dedupeKey, let digest = try? gate.digest(of: key) else { continue }
             digests.append(digest)
             owners.append((false, position))
         }
-        for (position, entry) in self.quarantined.enumerated() {
-            guard let key = entry.dedupeKey, let digest = try? gate.digest(of: key) else { continue }
+        for position in self.quarantined.indices {
+            guard let key = self.quarantined[position].dedupeKey, let digest = try? gate.digest(of: key) else {
+                continue
+            }
             digests.append(digest)
             owners.append((true, position))
         }
@@ -575,18 +580,21 @@ struct PublishSorter {
         receivedAtMillis: Int64
     ) {
         // One gate call per log and outcome (one lock each) for the whole request.
+        // By index, not `enumerated()`, as in `reserveKeys`.
         var commits: [(ticket: DedupeTicket, offset: Int64)] = []
         var quarantineCommits: [(ticket: DedupeTicket, offset: Int64)] = []
         var releases: [DedupeTicket] = []
-        for (position, entry) in self.accepted.enumerated() {
-            guard let ticket = entry.ticket else { continue }
+        if case .success = accepted { commits.reserveCapacity(self.accepted.count) }
+        if case .success = quarantined { quarantineCommits.reserveCapacity(self.quarantined.count) }
+        for position in self.accepted.indices {
+            guard let ticket = self.accepted[position].ticket else { continue }
             switch accepted {
             case .success(let base): commits.append((ticket, base + Int64(position)))
             case .failure: releases.append(ticket)
             }
         }
-        for (position, entry) in self.quarantined.enumerated() {
-            guard let ticket = entry.ticket else { continue }
+        for position in self.quarantined.indices {
+            guard let ticket = self.quarantined[position].ticket else { continue }
             switch quarantined {
             case .success(let base): quarantineCommits.append((ticket, base + Int64(position)))
             case .failure: releases.append(ticket)
