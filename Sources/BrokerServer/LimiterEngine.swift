@@ -433,18 +433,20 @@ final class PublishJudge {
             let values = places[record].limiterValues
             let noted = slots != nil && values.isKnown
             if let slots, noted {
+                // A key that is one header's value is read from it (`add` itself remembers the last key); the
+                // memo is for keys the reader has to work out.
+                if slots.sole >= 0, let value = Self.soleValue(values, slot: slots.sole, raw) {
+                    if !value.isEmpty {
+                        guard LimiterKeyReader.isASCII(value) else { return nil }  // the reader declines it
+                        keyOf[record] = counts.add(value)
+                    }
+                    memo = -1
+                    continue
+                }
                 if memo >= 0, Self.sameValues(values, places[memo].limiterValues, mask: slots.mask, raw) {
                     let key = keyOf[memo]
                     if key >= 0 { counts.addAgain(key) }
                     keyOf[record] = key
-                    memo = record
-                    continue
-                }
-                if slots.sole >= 0, let value = Self.soleValue(values, slot: slots.sole, raw) {
-                    if !value.isEmpty {
-                        guard Self.isASCII(value) else { return nil }  // the reader declines it
-                        keyOf[record] = counts.add(value)
-                    }
                     memo = record
                     continue
                 }
@@ -519,12 +521,6 @@ final class PublishJudge {
             found = UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length])
         }
         return found ?? UnsafeRawBufferPointer(start: nil, count: 0)
-    }
-
-    private static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var bits: UInt8 = 0
-        for byte in bytes { bits |= byte }
-        return bits < 0x80
     }
 
     /// One limiter's verdict on one record: nil when it passes. The keys are `Policy.limiterKeys`'s; the key reader

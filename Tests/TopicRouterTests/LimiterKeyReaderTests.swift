@@ -129,4 +129,19 @@ struct LimiterKeyReaderTests {
         for key in ["b", "a", "b"] { Array(key.utf8).withUnsafeBytes { keys.appendDistinct($0) } }
         #expect(keys.strings == ["b", "a"])
     }
+
+    @Test("isASCII finds a byte of 0x80 or above at every position of keys of 0 to 24 bytes")
+    func asciiAtEveryPosition() {
+        for length in 0...24 {
+            let plain = [UInt8](repeating: UInt8(ascii: "k"), count: length)
+            #expect(plain.withUnsafeBytes { LimiterKeyReader.isASCII($0) }, "length \(length)")
+            for position in 0..<length {
+                for high: UInt8 in [0x80, 0xC3, 0xFF] {
+                    var bytes = plain
+                    bytes[position] = high
+                    #expect(!bytes.withUnsafeBytes { LimiterKeyReader.isASCII($0) }, "length \(length), at \(position)")
+                }
+            }
+        }
+    }
 }
