@@ -56,6 +56,37 @@ struct DedupeStorageTests {
         #expect(DigestTable(capacity: 64 * 10).slotCount == 64 * 16)
     }
 
+    @Test("segments copied before a change keep their own slots, at 16 slots and at 262,144 (6 MiB)")
+    func segmentCopies() {
+        // Copies of one segment share its slots until one changes (a table made with a capacity starts so).
+        let shared = DigestTableSegment(capacity: 10)
+        var a = shared
+        var b = shared
+        let (one, two) = (DedupeDigest(first: 1, second: 1), DedupeDigest(first: 1, second: 2))
+        a.set(one, to: 1)
+        b.set(two, to: 2)
+        #expect(a.value(of: one) == 1 && a.value(of: two) == nil)
+        #expect(b.value(of: two) == 2 && b.value(of: one) == nil)
+        #expect(shared.value(of: one) == nil && shared.value(of: two) == nil && shared.count == 0)
+
+        var random = SplitMix64(seed: 5)
+        var segment = DigestTableSegment(capacity: 100_000)
+        #expect(segment.slotCount == 262_144)
+        var digests: [DedupeDigest] = []
+        for n in 0..<100_000 {
+            let digest = DedupeDigest(first: random.next(), second: random.next())
+            segment.set(digest, to: UInt64(n))
+            digests.append(digest)
+        }
+        let copy = segment
+        for (n, digest) in digests.enumerated() where n % 3 == 0 { segment.remove(digest) }
+        #expect(segment.count == 100_000 - 33_334 && copy.count == 100_000)
+        for (n, digest) in digests.enumerated() {
+            #expect(copy.value(of: digest) == UInt64(n))
+            #expect(segment.value(of: digest) == (n % 3 == 0 ? nil : UInt64(n)))
+        }
+    }
+
     @Test("a table grown to millions of bytes agrees with a dictionary, and a copy keeps its own slots")
     func digestTableLargeAndCopied() {
         var random = SplitMix64(seed: 23)
