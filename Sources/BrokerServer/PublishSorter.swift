@@ -525,12 +525,13 @@ struct PublishSorter {
         // One gate call for the whole request (one lock, one clock reading). A key the gate refuses (not 1...256
         // bytes; the router quarantines those first) leaves its record without a ticket, as a record without a key.
         // By index, not `enumerated()`: that copies each record's entry out (a retain and a release of its key).
+        // The arrays get their room with the first key (most requests to most topics carry none).
         var digests: [DedupeDigest] = []
         var owners: [(quarantined: Bool, position: Int)] = []
-        digests.reserveCapacity(self.accepted.count + self.quarantined.count)
-        owners.reserveCapacity(self.accepted.count + self.quarantined.count)
+        let room = self.accepted.count + self.quarantined.count
         for position in self.accepted.indices {
             guard let key = self.accepted[position].dedupeKey, let digest = try? gate.digest(of: key) else { continue }
+            if digests.isEmpty { Self.reserve(room, &digests, &owners) }
             digests.append(digest)
             owners.append((false, position))
         }
@@ -538,6 +539,7 @@ struct PublishSorter {
             guard let key = self.quarantined[position].dedupeKey, let digest = try? gate.digest(of: key) else {
                 continue
             }
+            if digests.isEmpty { Self.reserve(room, &digests, &owners) }
             digests.append(digest)
             owners.append((true, position))
         }
@@ -571,6 +573,14 @@ struct PublishSorter {
         }
     }
 
+    /// Room for `count` keys in `reserveKeys`' arrays.
+    private static func reserve(
+        _ count: Int, _ digests: inout [DedupeDigest], _ owners: inout [(quarantined: Bool, position: Int)]
+    ) {
+        digests.reserveCapacity(count)
+        owners.reserveCapacity(count)
+    }
+
     /// The two appends settled (each on its own: one may fail while the other succeeded). Keys of records that
     /// were appended are remembered (the window starts at the receive time); the others' reservations are released.
     func settleKeys(
@@ -584,12 +594,12 @@ struct PublishSorter {
         var commits: [(ticket: DedupeTicket, offset: Int64)] = []
         var quarantineCommits: [(ticket: DedupeTicket, offset: Int64)] = []
         var releases: [DedupeTicket] = []
-        if case .success = accepted { commits.reserveCapacity(self.accepted.count) }
-        if case .success = quarantined { quarantineCommits.reserveCapacity(self.quarantined.count) }
         for position in self.accepted.indices {
             guard let ticket = self.accepted[position].ticket else { continue }
             switch accepted {
-            case .success(let base): commits.append((ticket, base + Int64(position)))
+            case .success(let base):
+                if commits.isEmpty { commits.reserveCapacity(self.accepted.count - position) }
+                commits.append((ticket, base + Int64(position)))
             case .failure: releases.append(ticket)
             }
         }
