@@ -92,7 +92,8 @@ package struct DedupeSnapshot: Equatable, Sendable {
     /// The pieces `stream` gives, in one buffer.
     private static func collect(_ stream: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: 0)
-        // Only `emit` could throw, and this one does not.
+        // This `emit` does not throw; `stream` throws otherwise only when no memory is left for its 4 MiB buffer,
+        // and a snapshot built whole in memory has nowhere to go then either.
         try! stream { buffer.writeBytes($0) }
         return buffer
     }
@@ -107,7 +108,7 @@ package struct DedupeSnapshot: Equatable, Sendable {
         entries: ((DedupeDigest, DedupeEntry) throws -> Void) throws -> Void,
         emit: (UnsafeRawBufferPointer) throws -> Void
     ) throws {
-        var pieces = Pieces(size: Self.writePieceBytes)
+        var pieces = try Pieces(size: Self.writePieceBytes)
         defer { pieces.deallocate() }
         pieces.put(Self.headerSize) { writer in
             Self.magic.withUnsafeBytes { writer.put($0) }
@@ -152,13 +153,17 @@ package struct DedupeSnapshot: Equatable, Sendable {
         /// buffers (a stalled subscriber's unsent deliveries) then stay in its resident memory after they are
         /// freed (many-connections: 1.6–2.0 MB per stalled subscriber instead of 0.2–0.3). Only the pages a
         /// snapshot writes become resident.
-        init(size: Int) {
+        /// Throws `.storageFailure` when the kernel gives no memory for it (the snapshot is then not written; the
+        /// gate logs it and keeps retention at the previous one).
+        init(size: Int) throws(LogStoreError) {
             self.size = size
             let room = size + DedupeSnapshot.headerSize + DedupeSnapshot.entrySize
             guard let memory = mmap(nil, room, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
                 memory != MAP_FAILED
             else {
-                fatalError("dedupe snapshot: cannot map \(room) bytes: errno \(errno)")
+                throw LogStoreError(
+                    .storageFailure, "dedupe snapshot: no memory for its \(room)-byte buffer (errno \(errno))"
+                )
             }
             self.buffer = UnsafeMutableRawBufferPointer(start: memory, count: room)
         }
