@@ -57,8 +57,8 @@ public struct RawWriter {
         precondition(self.written + count <= self.out.count, "write overflows the region's computed size")
         let destination = self.out.baseAddress! + self.written
         // Read in place where the string allows it (native strings, small ones too), not through `withUTF8` on a
-        // copy: that mutating call on a local copy cost a retain, a release and a dynamic exclusivity check per
-        // string (callgrind: about 160 instructions per header name the client encodes).
+        // local copy, which retained and released the string (callgrind: 109 → 66 instructions per call, one per
+        // header name the client encodes).
         let copied: Void? = string.utf8.withContiguousStorageIfAvailable {
             destination.copyMemory(from: UnsafeRawPointer($0.baseAddress!), byteCount: count)
         }
