@@ -121,17 +121,12 @@ final class LimiterEngine: Sendable {
         )
     }
 
-    /// The header names the publish limiters `limiters` read: `consent_scope` for one keyed by consent scope or
-    /// filtered by scopes, and the `key_header` of one keyed by recipient. `PublishSorter.sort` notes where they are.
+    /// The header names the publish limiters `limiters` read (each one's `keyHeaderNames`, once).
+    /// `PublishSorter.sort` notes where they are.
     static func headerNames(_ limiters: [LimiterDeclaration]) -> [String] {
         var names: [String] = []
         for limiter in limiters {
-            if limiter.consentScopes != nil || limiter.key == .consentScope,
-                !names.contains(RecordRules.consentScopeHeader)
-            {
-                names.append(RecordRules.consentScopeHeader)
-            }
-            if limiter.key == .recipient, !names.contains(limiter.keyHeader) { names.append(limiter.keyHeader) }
+            for name in limiter.keyHeaderNames where !names.contains(name) { names.append(name) }
         }
         return names
     }
@@ -491,20 +486,22 @@ final class PublishJudge {
         _ a: PublishSorter.LimiterValues, _ b: PublishSorter.LimiterValues, mask: UInt64, _ raw: UnsafeRawBufferPointer
     ) -> Bool {
         // The next value in a slot of `mask` from position `index` of `values` (slot -1: none left).
-        func next(_ values: PublishSorter.LimiterValues, _ index: inout Int) -> (slot: Int, start: Int, length: Int) {
+        func next(
+            _ values: PublishSorter.LimiterValues, _ index: inout Int
+        ) -> (slot: Int, bytes: UnsafeRawBufferPointer) {
             while index < Int(values.count) {
-                let value = values.value(index)
+                let value = values.value(index, in: raw)
                 index += 1
                 if mask & (1 << UInt64(value.slot)) != 0 { return value }
             }
-            return (-1, 0, 0)
+            return (-1, UnsafeRawBufferPointer(start: nil, count: 0))
         }
         var (i, j) = (0, 0)
         while true {
             let (x, y) = (next(a, &i), next(b, &j))
-            guard x.slot == y.slot, x.length == y.length else { return false }
+            guard x.slot == y.slot, x.bytes.count == y.bytes.count else { return false }
             guard x.slot >= 0 else { return true }
-            guard x.length == 0 || memcmp(raw.baseAddress! + x.start, raw.baseAddress! + y.start, x.length) == 0
+            guard x.bytes.isEmpty || memcmp(x.bytes.baseAddress!, y.bytes.baseAddress!, x.bytes.count) == 0
             else { return false }
         }
     }
@@ -515,10 +512,10 @@ final class PublishJudge {
     ) -> UnsafeRawBufferPointer? {
         var found: UnsafeRawBufferPointer? = nil
         for index in 0..<Int(values.count) {
-            let value = values.value(index)
+            let value = values.value(index, in: raw)
             guard value.slot == slot else { continue }
             guard found == nil else { return nil }
-            found = UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length])
+            found = value.bytes
         }
         return found ?? UnsafeRawBufferPointer(start: nil, count: 0)
     }

@@ -85,6 +85,13 @@ struct PublishSorter {
             self.count += 1
         }
 
+        /// Value `index`: its name index and its bytes in `raw`, the records' bytes.
+        @inline(__always)
+        func value(_ index: Int, in raw: UnsafeRawBufferPointer) -> (slot: Int, bytes: UnsafeRawBufferPointer) {
+            let value = self.value(index)
+            return (value.slot, UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length]))
+        }
+
         /// Value `index`: its name index, offset and length.
         @inline(__always)
         func value(_ index: Int) -> (slot: Int, start: Int, length: Int) {
@@ -323,10 +330,9 @@ struct PublishSorter {
                 // access at run time on every use.
                 going = records.bytes.withUnsafeReadableBytes { raw in
                     for index in 0..<count {
-                        let value = entry.limiterValues.value(index)
+                        let value = entry.limiterValues.value(index, in: raw)
                         guard value.slot == slot else { continue }
-                        let bytes = UnsafeRawBufferPointer(rebasing: raw[value.start..<value.start + value.length])
-                        guard body(named, bytes) else { return false }
+                        guard body(named, value.bytes) else { return false }
                     }
                     return true
                 }

@@ -64,7 +64,7 @@ package struct DedupeSnapshot: Equatable, Sendable {
 
     /// The file's bytes (docs/STORAGE.md "Dedupe snapshot").
     package func encode() -> ByteBuffer {
-        Self.collect { emit throws in try self.stream(emit) }
+        Self.collect(self.streamer)
     }
 
     /// The bytes of a snapshot of `entries` (an index's entries at one moment), without building a
@@ -72,7 +72,33 @@ package struct DedupeSnapshot: Equatable, Sendable {
     package static func encode(
         entries: DedupeEntries, hashKey: DedupeHashKey, topicEnd: Int64, quarantineEnd: Int64, takenAtMillis: Int64
     ) -> ByteBuffer {
-        Self.collect { emit throws in
+        Self.collect(
+            Self.streamer(
+                entries: entries, hashKey: hashKey, topicEnd: topicEnd, quarantineEnd: quarantineEnd,
+                takenAtMillis: takenAtMillis
+            )
+        )
+    }
+
+    /// Hands a snapshot's bytes, piece by piece, to the `emit` it is called with (`stream`).
+    private typealias Streamer = ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
+
+    /// This snapshot's bytes, piece by piece.
+    private var streamer: Streamer {
+        { emit in
+            try Self.stream(
+                topicEnd: self.topicEnd, quarantineEnd: self.quarantineEnd, takenAtMillis: self.takenAtMillis,
+                hashKey: self.hashKey, count: self.entries.count,
+                entries: { write in for saved in self.entries { try write(saved.digest, saved.entry) } }, emit: emit
+            )
+        }
+    }
+
+    /// The bytes of a snapshot of `entries`, piece by piece.
+    private static func streamer(
+        entries: DedupeEntries, hashKey: DedupeHashKey, topicEnd: Int64, quarantineEnd: Int64, takenAtMillis: Int64
+    ) -> Streamer {
+        { emit in
             try Self.stream(
                 topicEnd: topicEnd, quarantineEnd: quarantineEnd, takenAtMillis: takenAtMillis, hashKey: hashKey,
                 count: entries.count, entries: { try entries.forEach($0) }, emit: emit
@@ -80,17 +106,8 @@ package struct DedupeSnapshot: Equatable, Sendable {
         }
     }
 
-    /// This snapshot's bytes, piece by piece (the static `stream`).
-    private func stream(_ emit: (UnsafeRawBufferPointer) throws -> Void) throws {
-        try Self.stream(
-            topicEnd: self.topicEnd, quarantineEnd: self.quarantineEnd, takenAtMillis: self.takenAtMillis,
-            hashKey: self.hashKey, count: self.entries.count,
-            entries: { write in for saved in self.entries { try write(saved.digest, saved.entry) } }, emit: emit
-        )
-    }
-
     /// The pieces `stream` gives, in one buffer.
-    private static func collect(_ stream: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void) -> ByteBuffer {
+    private static func collect(_ stream: Streamer) -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: 0)
         // This `emit` does not throw; `stream` throws otherwise only when no memory is left for its 4 MiB buffer,
         // and a snapshot built whole in memory has nowhere to go then either.
@@ -259,7 +276,7 @@ package struct DedupeSnapshot: Equatable, Sendable {
     /// Atomically replaces `<directory>/dedupe.snapshot`: writes `dedupe.snapshot.tmp`, fsyncs it, renames it over
     /// the old file and fsyncs the directory. On failure the previous snapshot (if any) is still in place.
     package func write(directory: String, io: any FileIO = PosixFileIO()) throws(LogStoreError) {
-        try Self.write(directory: directory, io: io) { emit throws in try self.stream(emit) }
+        try Self.write(directory: directory, io: io, stream: self.streamer)
     }
 
     /// ``write(directory:io:)`` for a snapshot of `entries` (an index's entries at one moment, as the server takes
@@ -268,12 +285,13 @@ package struct DedupeSnapshot: Equatable, Sendable {
         entries: DedupeEntries, hashKey: DedupeHashKey, topicEnd: Int64, quarantineEnd: Int64, takenAtMillis: Int64,
         directory: String, io: any FileIO = PosixFileIO()
     ) throws(LogStoreError) {
-        try Self.write(directory: directory, io: io) { emit throws in
-            try Self.stream(
-                topicEnd: topicEnd, quarantineEnd: quarantineEnd, takenAtMillis: takenAtMillis, hashKey: hashKey,
-                count: entries.count, entries: { try entries.forEach($0) }, emit: emit
+        try Self.write(
+            directory: directory, io: io,
+            stream: Self.streamer(
+                entries: entries, hashKey: hashKey, topicEnd: topicEnd, quarantineEnd: quarantineEnd,
+                takenAtMillis: takenAtMillis
             )
-        }
+        )
     }
 
     /// `write` hands the snapshot to the file in pieces of this size, each written out before the next.
@@ -283,7 +301,7 @@ package struct DedupeSnapshot: Equatable, Sendable {
     /// next (`writeOut`), so that the fsync does not push a whole snapshot (about 100 MB for 3 M keys) to the
     /// device at once, ahead of the logs' fdatasyncs that wait behind it; then fsync, rename, directory fsync.
     private static func write(
-        directory: String, io: any FileIO, stream: ((UnsafeRawBufferPointer) throws -> Void) throws -> Void
+        directory: String, io: any FileIO, stream: Streamer
     ) throws(LogStoreError) {
         let path = directory + "/" + Self.fileName
         let temp = path + ".tmp"

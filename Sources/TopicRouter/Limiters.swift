@@ -88,6 +88,17 @@ package struct LimiterDeclaration: Equatable, Sendable {
     /// The most keys held at once (`max_keys`); a full table of active keys refuses new keys (fails closed).
     package var maxKeys: Int = LimiterDeclaration.defaultMaxKeys
 
+    /// The record headers whose values decide this limiter's keys, in the order its key reader reads them:
+    /// `consent_scope` when it is keyed or filtered by consent scope, then the `key_header` of one keyed by
+    /// recipient. `PublishSorter.sort` notes where they are (`LimiterEngine.headerNames`), and two records whose
+    /// headers of these names hold the same values in the same order get the same keys (`LimiterKeyReader`).
+    package var keyHeaderNames: [String] {
+        var names: [String] = []
+        if self.consentScopes != nil || self.key == .consentScope { names.append(RecordRules.consentScopeHeader) }
+        if self.key == .recipient, !names.contains(self.keyHeader) { names.append(self.keyHeader) }
+        return names
+    }
+
     /// A limiter with no filters; the action defaults to `reject` for publish and `delay` for delivery.
     package init(
         name: String,
@@ -611,32 +622,23 @@ package final class LimiterKeyReader: Sendable {
     /// declines.
     fileprivate let exact: Bool
 
-    /// The names of the headers whose values alone decide `keys`, in the order `keys` reads them: `consent_scope`
-    /// when the limiter is keyed or filtered by consent scope, then the key header of one keyed by recipient. Two
-    /// records whose headers of these names hold the same values in the same order get the same keys.
+    /// The names of the headers whose values alone decide `keys` (the limiter's `LimiterDeclaration.keyHeaderNames`).
     package let keyHeaderNames: [String]
     /// The key header of a limiter whose key is that header's value and nothing else (keyed by recipient, no consent
     /// scope filter): a record with exactly one header of this name has its value as its one key when the value is
     /// ASCII and not empty, and no key when it is empty (`keys` declines a value that is not ASCII). Nil otherwise.
     package let soleKeyHeader: String?
 
-    fileprivate init(source: Source, filter: [[UInt8]]?, exact: Bool) {
+    fileprivate init(source: Source, filter: [[UInt8]]?, exact: Bool, keyHeaderNames: [String]) {
         self.source = source
         self.filter = filter
         self.exact = exact
-        var names: [String] = []
-        if filter != nil { names.append(RecordRules.consentScopeHeader) }
-        switch source {
-        case .header(let name):
-            names.append(name)
-            self.soleKeyHeader = filter == nil && exact ? name : nil
-        case .scopes:
-            if filter == nil { names.append(RecordRules.consentScopeHeader) }
-            self.soleKeyHeader = nil
-        case .fixed:
+        self.keyHeaderNames = keyHeaderNames
+        if case .header(let name) = source, filter == nil, exact {
+            self.soleKeyHeader = name
+        } else {
             self.soleKeyHeader = nil
         }
-        self.keyHeaderNames = names
     }
 
     /// The record's keys, exactly those `limiterKeys` gives (the same keys, in the same order) as UTF-8 bytes in
@@ -744,6 +746,6 @@ extension Policy {
         }
         let filter = limiter.consentScopes.map { $0.map { Array($0.utf8) } }
         let exact = filter?.allSatisfy { $0.allSatisfy { $0 < 0x80 } } ?? true
-        return LimiterKeyReader(source: source, filter: filter, exact: exact)
+        return LimiterKeyReader(source: source, filter: filter, exact: exact, keyHeaderNames: limiter.keyHeaderNames)
     }
 }
