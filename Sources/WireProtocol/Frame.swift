@@ -309,7 +309,7 @@ package struct EncodedPublishRecords: Sendable {
     /// `records` laid out as a PUBLISH carries them.
     package init(_ records: [WireRecord]) {
         var bytes = ByteBuffer()
-        for record in records { FrameCodec.writeRecord(record, into: &bytes) }
+        FrameCodec.writeRecords(records, into: &bytes)
         guard let walked = Walk.run(count: records.count, bytes: bytes) else {
             preconditionFailure("records written by FrameCodec.writeRecord failed the PUBLISH checks")
         }

@@ -275,9 +275,7 @@ package enum FrameCodec {
             if let encoded = publish.wireForm {
                 buffer.writeImmutableBuffer(encoded.bytes)
             } else {
-                for record in publish.records {
-                    Self.writeRecord(record, into: &buffer)
-                }
+                Self.writeRecords(publish.records, into: &buffer)
             }
         case .publishAck(let ack):
             buffer.writeInteger(UInt32(ack.results.count))
@@ -405,38 +403,57 @@ package enum FrameCodec {
     /// One record: key, headers, value, timestamp. Sized first, then written through one raw pointer: with a
     /// ByteBuffer call per field (about 15 per record) its bookkeeping cost more than the copies.
     static func writeRecord(_ record: WireRecord, into buffer: inout ByteBuffer) {
-        var size = 4 + 4 + 4 + record.value.readableBytes + 8
-        if let key = record.key {
-            precondition(key.readableBytes <= Self.maxKeyBytes, "record key longer than \(Self.maxKeyBytes) bytes")
-            size += key.readableBytes
+        withUnsafePointer(to: record) { Self.writeRecord(at: $0, into: &buffer) }
+    }
+
+    /// Each of `records` in order (``writeRecord(_:into:)``).
+    static func writeRecords(_ records: [WireRecord], into buffer: inout ByteBuffer) {
+        records.withUnsafeBufferPointer { records in
+            for i in records.indices { Self.writeRecord(at: records.baseAddress! + i, into: &buffer) }
         }
-        for header in record.headers {
-            let count = header.name.utf8.count
-            precondition(
-                count <= Self.maxStringBytes,
-                "string of \(count) UTF-8 bytes exceeds the wire limit of \(Self.maxStringBytes); "
-                    + "call FrameCodec.validate"
-            )
-            size += 2 + count + 4 + header.value.readableBytes
+    }
+
+    /// ``writeRecord(_:into:)`` reading the record and its headers where they lie. A copy of a record or a header
+    /// (iterating their arrays, capturing the record in the write's closure) retains and releases each buffer's
+    /// storage: atomic writes, which producers sharing header buffers across threads (one `event_type` value for
+    /// every record) make each other wait on.
+    private static func writeRecord(at record: UnsafePointer<WireRecord>, into buffer: inout ByteBuffer) {
+        var size = 4 + 4 + 4 + record.pointee.value.readableBytes + 8
+        if let keyBytes = record.pointee.key?.readableBytes {
+            precondition(keyBytes <= Self.maxKeyBytes, "record key longer than \(Self.maxKeyBytes) bytes")
+            size += keyBytes
+        }
+        record.pointee.headers.withUnsafeBufferPointer { headers in
+            for i in headers.indices {
+                let count = headers[i].name.utf8.count
+                precondition(
+                    count <= Self.maxStringBytes,
+                    "string of \(count) UTF-8 bytes exceeds the wire limit of \(Self.maxStringBytes); "
+                        + "call FrameCodec.validate"
+                )
+                size += 2 + count + 4 + headers[i].value.readableBytes
+            }
         }
         let written = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
             var writer = RawWriter(out)
-            if let key = record.key {
-                writer.put(Int32(key.readableBytes))
-                writer.put(key)
+            if let keyBytes = record.pointee.key?.readableBytes {
+                writer.put(Int32(keyBytes))
+                writer.put(record.pointee.key!)
             } else {
                 writer.put(Int32(-1))
             }
-            writer.put(UInt32(record.headers.count))
-            for header in record.headers {
-                writer.put(UInt16(header.name.utf8.count))
-                writer.put(header.name)
-                writer.put(UInt32(header.value.readableBytes))
-                writer.put(header.value)
+            record.pointee.headers.withUnsafeBufferPointer { headers in
+                writer.put(UInt32(headers.count))
+                for i in headers.indices {
+                    writer.put(UInt16(headers[i].name.utf8.count))
+                    writer.put(headers[i].name)
+                    writer.put(UInt32(headers[i].value.readableBytes))
+                    writer.put(headers[i].value)
+                }
             }
-            writer.put(UInt32(record.value.readableBytes))
-            writer.put(record.value)
-            writer.put(record.timestamp)
+            writer.put(UInt32(record.pointee.value.readableBytes))
+            writer.put(record.pointee.value)
+            writer.put(record.pointee.timestamp)
             return writer.position
         }
         precondition(written == size, "record wrote \(written) bytes, sized \(size)")
