@@ -461,7 +461,12 @@ package final class DedupeGate: Sendable {
     package func reserve(digests: [DedupeDigest]) -> [DedupeReservation] {
         let now = self.nowMillis()
         return self.state.withLock { state in
-            for digest in digests { state.index.prefetch(digest) }
+            for digest in digests {
+                state.index.prefetch(digest)
+                state.inFlight.prefetch(digest)
+            }
+            // The first lookup drops the keys whose window ended; their slots are as far apart as new keys'.
+            state.index.prefetchExpired(nowMillis: now, limit: digests.count)
             return digests.map { self.reserve(&state, digest: $0, now: now) }
         }
     }
@@ -527,7 +532,10 @@ package final class DedupeGate: Sendable {
         var evictions: [DedupeEviction] = []
         var waiters: [(DedupeWaiter, DedupeEntry)] = []
         let held: [DedupeEntry?] = self.state.withLock { state in
-            for (ticket, _) in tickets { state.index.prefetch(ticket.digest) }
+            for (ticket, _) in tickets {
+                state.index.prefetch(ticket.digest)
+                state.inFlight.prefetch(ticket.digest)
+            }
             state.index.prefetchExpired(nowMillis: now, limit: tickets.count)
             return tickets.map { ticket, offset in
                 guard ticket.kind == .publish, state.pending.settle(ticket.id) else { return nil }
