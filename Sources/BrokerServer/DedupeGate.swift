@@ -57,6 +57,8 @@ package struct DedupeTicket: Hashable, Sendable {
     package let id: UInt64
     let digest: DedupeDigest
     let kind: Kind
+    /// A publish's reservation in the index (``DedupeIndex/reserve(digest:nowMillis:tag:)``, tagged with `id`).
+    let sequence: UInt64
 }
 
 /// Waits for another connection's append of the same dedupe key. Thread-safe; callbacks run on the thread that
@@ -276,9 +278,8 @@ package final class DedupeGate: Sendable {
     }
 
     private struct State {
+        /// The keys, and those whose publish is in flight as reservations tagged with their ticket's id.
         var index: DedupeIndex
-        /// Digest → id of the ticket whose append of that key is in flight.
-        var inFlight = DigestTable()
         /// Ticket id → the waiter of an in-flight key someone else tried to reserve (rare: kept apart so the usual
         /// reserve and commit never hash into it).
         var waiters: [UInt64: DedupeWaiter] = [:]
@@ -461,27 +462,25 @@ package final class DedupeGate: Sendable {
     package func reserve(digests: [DedupeDigest]) -> [DedupeReservation] {
         let now = self.nowMillis()
         return self.state.withLock { state in
-            for digest in digests {
-                state.index.prefetch(digest)
-                state.inFlight.prefetch(digest)
-            }
-            // The first lookup drops the keys whose window ended; their slots are as far apart as new keys'.
+            for digest in digests { state.index.prefetch(digest) }
+            // The first reservation drops the keys whose window ended; their slots are as far apart as new keys'.
             state.index.prefetchExpired(nowMillis: now, limit: digests.count)
             return digests.map { self.reserve(&state, digest: $0, now: now) }
         }
     }
 
     private func reserve(_ state: inout State, digest: DedupeDigest, now: Int64) -> DedupeReservation {
-        if let entry = state.index.lookup(digest: digest, nowMillis: now) { return .duplicate(entry) }
-        if let ticketID = state.inFlight.value(of: digest) {
+        switch state.index.reserve(digest: digest, nowMillis: now, tag: state.nextTicketID) {
+        case .live(let entry):
+            return .duplicate(entry)
+        case .pending(let ticketID):
             if let waiter = state.waiters[ticketID] { return .inFlight(waiter) }
             let waiter = DedupeWaiter()
             state.waiters[ticketID] = waiter
             return .inFlight(waiter)
+        case .reserved(let sequence):
+            return .admitted(self.issueTicket(&state, digest: digest, kind: .publish, sequence: sequence))
         }
-        let ticket = self.issueTicket(&state, digest: digest, kind: .publish)
-        state.inFlight.set(digest, to: ticket.id)
-        return .admitted(ticket)
     }
 
     /// ``reserve(key:)`` with the waiting done (for async callers): `.admitted` or `.duplicate`.
@@ -532,16 +531,16 @@ package final class DedupeGate: Sendable {
         var evictions: [DedupeEviction] = []
         var waiters: [(DedupeWaiter, DedupeEntry)] = []
         let held: [DedupeEntry?] = self.state.withLock { state in
-            for (ticket, _) in tickets {
-                state.index.prefetch(ticket.digest)
-                state.inFlight.prefetch(ticket.digest)
-            }
+            // The keys' reservations are written in place (their items, in insertion order); only the expired keys
+            // the commits drop are probed in the table.
             state.index.prefetchExpired(nowMillis: now, limit: tickets.count)
             return tickets.map { ticket, offset in
                 guard ticket.kind == .publish, state.pending.settle(ticket.id) else { return nil }
-                let waiter = self.removeInFlight(&state, ticket)
+                let waiter = state.waiters.isEmpty ? nil : state.waiters.removeValue(forKey: ticket.id)
                 let entry = DedupeEntry(offset: offset, location: location, expiresAtMillis: expiresAtMillis)
-                let inserted = state.index.insertReporting(digest: ticket.digest, entry: entry, nowMillis: now)
+                let inserted = state.index.commit(
+                    reserved: ticket.sequence, tag: ticket.id, digest: ticket.digest, entry: entry, nowMillis: now
+                )
                 if let eviction = inserted.eviction { evictions.append(eviction) }
                 state.changes &+= 1
                 state.commitsSinceSnapshot += 1
@@ -569,7 +568,9 @@ package final class DedupeGate: Sendable {
         let outcomes: [(settled: Bool, waiter: DedupeWaiter?)] = self.state.withLock { state in
             tickets.map { ticket in
                 guard state.pending.settle(ticket.id) else { return (false, nil) }
-                return (true, ticket.kind == .publish ? self.removeInFlight(&state, ticket) : nil)
+                guard ticket.kind == .publish else { return (true, nil) }
+                state.index.abandon(reserved: ticket.sequence, tag: ticket.id, digest: ticket.digest)
+                return (true, state.waiters.isEmpty ? nil : state.waiters.removeValue(forKey: ticket.id))
             }
         }
         for (ticket, outcome) in zip(tickets, outcomes) {
@@ -787,20 +788,16 @@ package final class DedupeGate: Sendable {
         }
     }
 
-    private func issueTicket(_ state: inout State, digest: DedupeDigest, kind: DedupeTicket.Kind) -> DedupeTicket {
+    private func issueTicket(
+        _ state: inout State, digest: DedupeDigest, kind: DedupeTicket.Kind, sequence: UInt64 = 0
+    ) -> DedupeTicket {
         let id = state.nextTicketID
         state.nextTicketID += 1
         // endOffset is an atomic load: cheap, no I/O under the lock.
         state.pending.issue(
             id, floor: PendingFloor(topic: self.topicLog.endOffset, quarantine: self.quarantineLog.endOffset)
         )
-        return DedupeTicket(id: id, digest: digest, kind: kind)
-    }
-
-    private func removeInFlight(_ state: inout State, _ ticket: DedupeTicket) -> DedupeWaiter? {
-        guard state.inFlight.value(of: ticket.digest) == ticket.id else { return nil }
-        state.inFlight.remove(ticket.digest)
-        return state.waiters.isEmpty ? nil : state.waiters.removeValue(forKey: ticket.id)
+        return DedupeTicket(id: id, digest: digest, kind: kind, sequence: sequence)
     }
 
     private func misuse(_ ticket: DedupeTicket, _ what: String) {

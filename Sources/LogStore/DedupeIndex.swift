@@ -73,8 +73,11 @@ package struct DedupeIndex: Sendable {
     /// The front item last found live by `removeExpired`, and its expiry: until then nothing can expire, so the
     /// next calls answer without looking. Exact: the front changes only by being popped (a new sequence), and its
     /// key leaves only by being popped too (`insert` supersedes only items already expired, which the front's is
-    /// not).
+    /// not), except a reservation's, whose commit or abandonment clears this.
     private var liveFront: (sequence: UInt64, expiresAtMillis: Int64)? = nil
+    /// Keys reserved and not yet committed or abandoned (``reserve(digest:nowMillis:tag:)``): in the table, not
+    /// counted as entries.
+    private var pendingCount = 0
 
     /// Creates an empty index.
     /// - Parameters:
@@ -95,8 +98,8 @@ package struct DedupeIndex: Sendable {
     }
 
     /// Number of entries held, including expired ones not dropped yet (call ``removeExpired(nowMillis:)`` first
-    /// for an exact count of live ones).
-    package var count: Int { self.table.count }
+    /// for an exact count of live ones); reserved keys are not entries.
+    package var count: Int { self.table.count - self.pendingCount }
 
     // MARK: Digests
 
@@ -133,7 +136,7 @@ package struct DedupeIndex: Sendable {
         self.removeExpired(nowMillis: nowMillis)
         guard let sequence = self.table.value(of: digest) else { return nil }
         let item = self.items[sequence]
-        return item.expiresAtMillis > nowMillis ? item.entry : nil
+        return !item.pending && item.expiresAtMillis > nowMillis ? item.entry : nil
     }
 
     /// Records that the record with `key` was stored at `offset` in `location` at `nowMillis`; the entry expires at
@@ -171,6 +174,8 @@ package struct DedupeIndex: Sendable {
     ///   entry, so the topic location is the newer fact whatever order a rebuild sees them in).
     /// * Otherwise, when the index is full, the oldest entry is evicted first and returned (and counted in
     ///   ``evictedBeforeExpiry``).
+    /// * A reservation of `digest` (``reserve(digest:nowMillis:tag:)``) is superseded: the key holds this entry,
+    ///   and the reservation's commit is an insert of a live key.
     package mutating func insert(digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64) -> DedupeEviction? {
         self.insertReporting(digest: digest, entry: entry, nowMillis: nowMillis).eviction
     }
@@ -183,24 +188,35 @@ package struct DedupeIndex: Sendable {
     ) -> (eviction: DedupeEviction?, held: DedupeEntry?) {
         self.removeExpired(nowMillis: nowMillis)
         if let sequence = self.table.value(of: digest) {
-            var item = self.items[sequence]
-            if item.expiresAtMillis > nowMillis {
+            let item = self.items[sequence]
+            if item.pending {
+                self.dropReservation(sequence, digest: digest)
+            } else if item.expiresAtMillis > nowMillis {
                 if !(item.location == .topic && entry.location == .quarantine) {
-                    item.offset = entry.offset
-                    item.location = entry.location
-                    self.items[sequence] = item
+                    self.items[sequence].offset = entry.offset
+                    self.items[sequence].location = entry.location
                 }
-                return (nil, item.entry)
+                return (nil, self.items[sequence].entry)
+            } else {
+                // Expired but not yet dropped (its item is not at the front): drop it; its item stays until popped.
+                self.items[sequence].current = false
+                self.table.remove(digest)
+                self.expired += 1
             }
-            // Expired but not yet dropped (its item is not at the front): drop it; its item stays until popped.
-            item.current = false
-            self.items[sequence] = item
-            self.table.remove(digest)
-            self.expired += 1
         }
         guard entry.expiresAtMillis > nowMillis else { return (nil, nil) }
+        let eviction = self.makeRoom(nowMillis: nowMillis)
+        let sequence = self.items.append(DedupeItem(digest: digest, entry: entry))
+        self.table.set(digest, to: sequence)
+        return (eviction, entry)
+    }
+
+    /// Evicts the oldest entries (returning the last one evicted) until one more fits under ``maxKeys``. It stops at
+    /// a reservation at the front: a key being appended is not evicted, so the index can hold more than `maxKeys`
+    /// entries by the keys committed while older ones were still being appended.
+    private mutating func makeRoom(nowMillis: Int64) -> DedupeEviction? {
         var eviction: DedupeEviction?
-        while self.table.count >= self.maxKeys, let oldest = self.items.first {
+        while self.count >= self.maxKeys, let oldest = self.items.first, !oldest.pending {
             self.items.removeFirst()
             guard oldest.current else { continue }
             self.table.remove(oldest.digest)
@@ -215,13 +231,93 @@ package struct DedupeIndex: Sendable {
                 self.expired += 1
             }
         }
-        let sequence = self.items.append(DedupeItem(digest: digest, entry: entry))
+        return eviction
+    }
+
+    // MARK: Reservations
+
+    /// What ``reserve(digest:nowMillis:tag:)`` found.
+    package enum Reservation: Equatable, Sendable {
+        /// The key is live: a record carrying it is a duplicate of this entry.
+        case live(DedupeEntry)
+        /// The key is reserved already, under this tag: its record is being appended.
+        case pending(tag: UInt64)
+        /// The key was absent and is now reserved under the caller's tag at this sequence: call
+        /// ``commit(reserved:tag:digest:entry:nowMillis:)`` or ``abandon(reserved:tag:digest:)`` with both.
+        case reserved(sequence: UInt64)
+    }
+
+    /// Looks `digest` up and, when it is absent, reserves it under `tag` in the same probe: the key's record is about
+    /// to be appended. A reserved key is in the table but is not an entry (lookups, ``count`` and snapshots skip
+    /// it), never expires and is not evicted; its commit later writes its entry in place, without probing the
+    /// table again (with millions of keys each probe is a cache miss). Drops expired entries first, like ``insert``.
+    package mutating func reserve(digest: DedupeDigest, nowMillis: Int64, tag: UInt64) -> Reservation {
+        self.removeExpired(nowMillis: nowMillis)
+        if let sequence = self.table.value(of: digest) {
+            let item = self.items[sequence]
+            if item.pending { return .pending(tag: item.tag) }
+            if item.expiresAtMillis > nowMillis { return .live(item.entry) }
+            // Expired but not yet dropped: drop it, as insert does.
+            self.items[sequence].current = false
+            self.table.remove(digest)
+            self.expired += 1
+        }
+        let sequence = self.items.append(DedupeItem(reserving: digest, tag: tag))
         self.table.set(digest, to: sequence)
+        self.pendingCount += 1
+        return .reserved(sequence: sequence)
+    }
+
+    /// The record of the reservation at `sequence` under `tag` was stored: the key now holds `entry` (its
+    /// expiry included), as ``insertReporting(digest:entry:nowMillis:)`` would add it, evicting the oldest entry
+    /// when the index is full. When the reservation is no longer there (an insert superseded it) this is that
+    /// insert. Returns the eviction and the entry the key holds afterwards.
+    package mutating func commit(
+        reserved sequence: UInt64, tag: UInt64, digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64
+    ) -> (eviction: DedupeEviction?, held: DedupeEntry?) {
+        guard self.isReserved(sequence, tag: tag) else {
+            return self.insertReporting(digest: digest, entry: entry, nowMillis: nowMillis)
+        }
+        self.removeExpired(nowMillis: nowMillis)
+        guard entry.expiresAtMillis > nowMillis else {
+            // Its window ended already (a record time far back): not stored, as insert does.
+            self.dropReservation(sequence, digest: digest)
+            return (nil, nil)
+        }
+        let eviction = self.makeRoom(nowMillis: nowMillis)
+        self.pendingCount -= 1
+        if self.liveFront?.sequence == sequence { self.liveFront = nil }
+        self.items[sequence] = DedupeItem(digest: digest, entry: entry)
         return (eviction, entry)
     }
 
+    /// The record of the reservation at `sequence` under `tag` was not stored: the key is absent again. Nothing
+    /// happens when the reservation is no longer there.
+    package mutating func abandon(reserved sequence: UInt64, tag: UInt64, digest: DedupeDigest) {
+        guard self.isReserved(sequence, tag: tag) else { return }
+        self.dropReservation(sequence, digest: digest)
+    }
+
+    private func isReserved(_ sequence: UInt64, tag: UInt64) -> Bool {
+        guard let first = self.items.firstSequence, sequence >= first, sequence < self.items.nextSequence else {
+            return false
+        }
+        let item = self.items[sequence]
+        return item.pending && item.tag == tag
+    }
+
+    /// Removes the reservation at `sequence` (its item stays, not current, until popped).
+    private mutating func dropReservation(_ sequence: UInt64, digest: DedupeDigest) {
+        self.pendingCount -= 1
+        if self.liveFront?.sequence == sequence { self.liveFront = nil }
+        self.items[sequence].current = false
+        self.items[sequence].pending = false
+        self.table.remove(digest)
+    }
+
     /// Moves a key's record (a quarantined record replayed into its topic): replaces offset and location, keeps
-    /// the expiry. Returns the updated entry, or nil when the key is not held (unknown, or expired and dropped).
+    /// the expiry. Returns the updated entry, or nil when the key is not held (unknown, expired and dropped, or only
+    /// reserved).
     package mutating func update(_ key: ByteBuffer, offset: Int64, location: DedupeLocation) throws(LogStoreError)
         -> DedupeEntry?
     {
@@ -230,7 +326,7 @@ package struct DedupeIndex: Sendable {
 
     /// See ``update(_:offset:location:)``.
     package mutating func update(digest: DedupeDigest, offset: Int64, location: DedupeLocation) -> DedupeEntry? {
-        guard let sequence = self.table.value(of: digest) else { return nil }
+        guard let sequence = self.table.value(of: digest), !self.items[sequence].pending else { return nil }
         self.items[sequence].offset = offset
         self.items[sequence].location = location
         return self.items[sequence].entry
@@ -293,7 +389,7 @@ package struct DedupeIndex: Sendable {
     /// The entries held, oldest insertion first, as a value that shares the index's storage: O(keys / 4096) to
     /// take, and the index's next change copies at most one chunk of 4096 entries. What the gate hands to a
     /// snapshot write on another thread.
-    package var entries: DedupeEntries { DedupeEntries(items: self.items, count: self.table.count) }
+    package var entries: DedupeEntries { DedupeEntries(items: self.items, count: self.count) }
 }
 
 /// A dedupe index's entries at one moment, oldest insertion first (``DedupeIndex/entries``).
@@ -305,7 +401,7 @@ package struct DedupeEntries: Sendable {
     /// Calls `body` with each entry's digest and entry, oldest insertion first.
     package func forEach(_ body: (DedupeDigest, DedupeEntry) throws -> Void) rethrows {
         try self.items.forEach { item in
-            if item.current { try body(item.digest, item.entry) }
+            if item.current && !item.pending { try body(item.digest, item.entry) }
         }
     }
 }

@@ -6,17 +6,23 @@
 
 import CPrefetch
 
-/// One key of a dedupe index, in insertion order: its digest, its entry, and whether it is still the key's
-/// current entry. 40 bytes (the digest and the entry's fields are stored flat so the flags share the padding).
+/// One key of a dedupe index, in insertion order: its digest, its entry, whether it is still the key's current
+/// entry, and whether it is only reserved. 40 bytes (the digest and the entry's fields are stored flat so the flags
+/// share the padding).
 struct DedupeItem: Sendable {
     var first: UInt64
     var second: UInt64
+    /// The entry's offset; while `pending`, the reservation's tag.
     var offset: Int64
+    /// The entry's expiry; `Int64.max` while `pending` (a reserved key never expires).
     var expiresAtMillis: Int64
     var location: DedupeLocation
-    /// False once the key was dropped (expired, evicted) or re-inserted under a later sequence: the item is then
-    /// skipped by snapshots and popped without touching the table.
+    /// False once the key was dropped (expired, evicted, its reservation abandoned) or re-inserted under a later
+    /// sequence: the item is then skipped by snapshots and popped without touching the table.
     var current: Bool
+    /// Reserved (``DedupeIndex/reserve(digest:nowMillis:tag:)``): the key's record is being appended and has no
+    /// entry yet. Lookups and snapshots skip it; only a current item is pending.
+    var pending: Bool
 
     init(digest: DedupeDigest, entry: DedupeEntry) {
         self.first = digest.first
@@ -25,7 +31,22 @@ struct DedupeItem: Sendable {
         self.expiresAtMillis = entry.expiresAtMillis
         self.location = entry.location
         self.current = true
+        self.pending = false
     }
+
+    /// A reservation of `digest` under `tag`.
+    init(reserving digest: DedupeDigest, tag: UInt64) {
+        self.first = digest.first
+        self.second = digest.second
+        self.offset = Int64(bitPattern: tag)
+        self.expiresAtMillis = .max
+        self.location = .topic
+        self.current = true
+        self.pending = true
+    }
+
+    /// The tag of a pending item.
+    var tag: UInt64 { UInt64(bitPattern: self.offset) }
 
     var digest: DedupeDigest { DedupeDigest(first: self.first, second: self.second) }
 
