@@ -470,6 +470,7 @@ package final class DedupeGate: Sendable {
     }
 
     private func reserve(_ state: inout State, digest: DedupeDigest, now: Int64) -> DedupeReservation {
+        // Tagged with the id the ticket issued below gets.
         switch state.index.reserve(digest: digest, nowMillis: now, tag: state.nextTicketID) {
         case .live(let entry):
             return .duplicate(entry)

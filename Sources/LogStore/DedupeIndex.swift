@@ -198,10 +198,7 @@ package struct DedupeIndex: Sendable {
                 }
                 return (nil, self.items[sequence].entry)
             } else {
-                // Expired but not yet dropped (its item is not at the front): drop it; its item stays until popped.
-                self.items[sequence].current = false
-                self.table.remove(digest)
-                self.expired += 1
+                self.dropExpired(sequence, digest: digest)
             }
         }
         guard entry.expiresAtMillis > nowMillis else { return (nil, nil) }
@@ -257,10 +254,7 @@ package struct DedupeIndex: Sendable {
             let item = self.items[sequence]
             if item.pending { return .pending(tag: item.tag) }
             if item.expiresAtMillis > nowMillis { return .live(item.entry) }
-            // Expired but not yet dropped: drop it, as insert does.
-            self.items[sequence].current = false
-            self.table.remove(digest)
-            self.expired += 1
+            self.dropExpired(sequence, digest: digest)
         }
         let sequence = self.items.append(DedupeItem(reserving: digest, tag: tag))
         self.table.set(digest, to: sequence)
@@ -284,9 +278,9 @@ package struct DedupeIndex: Sendable {
             self.dropReservation(sequence, digest: digest)
             return (nil, nil)
         }
+        // Room first, while the reservation is not counted as an entry (and stops the eviction at itself).
         let eviction = self.makeRoom(nowMillis: nowMillis)
-        self.pendingCount -= 1
-        if self.liveFront?.sequence == sequence { self.liveFront = nil }
+        self.endReservation(sequence)
         self.items[sequence] = DedupeItem(digest: digest, entry: entry)
         return (eviction, entry)
     }
@@ -306,13 +300,27 @@ package struct DedupeIndex: Sendable {
         return item.pending && item.tag == tag
     }
 
-    /// Removes the reservation at `sequence` (its item stays, not current, until popped).
-    private mutating func dropReservation(_ sequence: UInt64, digest: DedupeDigest) {
+    /// The reservation at `sequence` is no longer pending; the caller makes its item an entry or drops it. (Its
+    /// item may be the front `removeExpired` found live: it is not, or no longer with that expiry.)
+    private mutating func endReservation(_ sequence: UInt64) {
         self.pendingCount -= 1
         if self.liveFront?.sequence == sequence { self.liveFront = nil }
+    }
+
+    /// Removes the reservation at `sequence` (its item stays, not current, until popped).
+    private mutating func dropReservation(_ sequence: UInt64, digest: DedupeDigest) {
+        self.endReservation(sequence)
         self.items[sequence].current = false
         self.items[sequence].pending = false
         self.table.remove(digest)
+    }
+
+    /// Drops the entry at `sequence`, expired but not dropped yet because its item is not at the front (its item
+    /// stays, not current, until popped).
+    private mutating func dropExpired(_ sequence: UInt64, digest: DedupeDigest) {
+        self.items[sequence].current = false
+        self.table.remove(digest)
+        self.expired += 1
     }
 
     /// Moves a key's record (a quarantined record replayed into its topic): replaces offset and location, keeps
