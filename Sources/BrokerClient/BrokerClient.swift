@@ -18,6 +18,15 @@ package struct BrokerClientError: Error, Equatable, Sendable, CustomStringConver
     package var description: String { "\(self.code.name): \(self.message)" }
 
     static let connectionClosed = BrokerClientError(code: .internal, message: "connection closed")
+
+    /// `FrameCodec.validate(frame)`, its refusal as a client error (nothing of the frame is sent).
+    static func check(_ frame: TaggedFrame) throws(BrokerClientError) {
+        do {
+            try FrameCodec.validate(frame)
+        } catch {
+            throw BrokerClientError(code: error.code, message: error.message)
+        }
+    }
 }
 
 /// An async/await client for brokerd: HELLO on connect, pipelined requests, credit-managed subscriptions.
@@ -100,11 +109,7 @@ package final class BrokerClient: Sendable {
     package func publish(topic: String, records: [WireRecord]) async throws -> [PublishResult] {
         let correlationID = self.nextCorrelationID()
         let frame = TaggedFrame(correlationID: correlationID, frame: .publish(Publish(topic: topic, records: records)))
-        do {
-            try FrameCodec.validate(frame)
-        } catch {
-            throw BrokerClientError(code: error.code, message: error.message)
-        }
+        try BrokerClientError.check(frame)
         var bytes = self.channel.allocator.buffer(capacity: self.publishFrameBytes.load(ordering: .relaxed))
         FrameCodec.encode(frame, into: &bytes)
         self.publishFrameBytes.store(bytes.readableBytes, ordering: .relaxed)
@@ -561,9 +566,9 @@ final class ClientHandler: ChannelInboundHandler {
     /// when the write fails, the request waiting under its correlation id fails.
     func send(_ frame: TaggedFrame, on channel: any Channel) {
         do {
-            try FrameCodec.validate(frame)
+            try BrokerClientError.check(frame)
         } catch {
-            self.fail(correlationID: frame.correlationID, BrokerClientError(code: error.code, message: error.message))
+            self.fail(correlationID: frame.correlationID, error)
             return
         }
         FrameCodec.encode(frame, into: &self.outbound)

@@ -40,12 +40,8 @@ package final class PipelinedPublisher: Sendable {
     @discardableResult
     package func send(topic: String, records: [WireRecord]) async throws(BrokerClientError) -> UInt64 {
         let frame = Frame.publish(Publish(topic: topic, records: records))
-        do {
-            // The correlation id does not change what is checked.
-            try FrameCodec.validate(TaggedFrame(correlationID: 0, frame: frame))
-        } catch {
-            throw BrokerClientError(code: error.code, message: error.message)
-        }
+        // The correlation id does not change what is checked.
+        try BrokerClientError.check(TaggedFrame(correlationID: 0, frame: frame))
         while true {
             switch self.core.trySend(frame, recordCount: records.count) {
             case .sent(let sequence):
