@@ -104,6 +104,15 @@ struct LoadOptions: ParsableArguments {
     @Option(name: .long, help: "e2e-latency: records per second to publish.")
     var rate: Int = 10_000
 
+    @Option(
+        name: .long,
+        help: """
+            e2e-latency: every this many microseconds the producer sends, as one PUBLISH, the records that have come \
+            due (1000 before 2026-12-03).
+            """
+    )
+    var paceMicros: Int = 100
+
     @Option(name: .long, help: "many-connections: how many connections to open.")
     var connections: Int = 10_000
 
@@ -138,6 +147,7 @@ struct LoadOptions: ParsableArguments {
         guard self.recordSize >= 16, self.recordSize <= 1 << 20 else { throw ValidationError("--record-size wants 16...1048576") }
         guard self.topics >= 1 else { throw ValidationError("--topics wants at least 1") }
         guard self.duration > 0, self.warmup >= 0 else { throw ValidationError("--duration wants > 0 and --warmup >= 0") }
+        guard self.paceMicros >= 10, self.paceMicros <= 1_000_000 else { throw ValidationError("--pace-micros wants 10...1000000") }
         guard ["lz4", "none"].contains(self.compression) else { throw ValidationError("--compression wants lz4 or none") }
         let fsync = self.fsync ?? (scenario == .recovery ? "never" : "always")
         guard fsync == "always" || fsync == "never" || fsync.hasPrefix("interval:") else {
@@ -147,7 +157,8 @@ struct LoadOptions: ParsableArguments {
             producers: 1, consumers: 1, topics: self.topics, recordSize: self.recordSize, batch: 1, inFlight: 1,
             fsync: fsync, compression: self.compression, duration: self.duration, records: self.records,
             warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit,
-            dedupeKeys: self.dedupeKeys, perRecord: self.perRecord, stalledSubscribers: self.stalledSubscribers
+            dedupeKeys: self.dedupeKeys, perRecord: self.perRecord, stalledSubscribers: self.stalledSubscribers,
+            paceMicros: self.paceMicros
         )
         switch scenario {
         case .durablePublish, .policyOverhead:  // policy-overhead runs the durable-publish load twice
@@ -226,4 +237,7 @@ struct BenchParameters: Codable, Sendable {
     var recoveryBytes: Int64?
     /// many-connections: subscribers that stop reading.
     var stalledSubscribers: Int = 0
+    /// e2e-latency: how often the producer sends the records that have come due, in µs (absent from results written
+    /// before 2026-12-03, when it was 1000).
+    var paceMicros: Int = 100
 }

@@ -37,6 +37,12 @@ struct MachineInfo: Codable, Sendable {
     var memoryBytes: UInt64
     var kernel: String
     var date: String
+    /// The kernel's cpuidle driver (e.g. `haltpoll` in a KVM guest), when it has one.
+    var cpuidleDriver: String?
+    /// How long an idle vCPU polls before it halts (the `haltpoll` driver's `guest_halt_poll_ns`), when the kernel
+    /// has that setting. At 0 every wake-up of a thread on an idle vCPU waits for the host to run that vCPU again:
+    /// in this project's measurements that doubled the round trip of one request (docs/BENCHMARKS.md, round 12).
+    var guestHaltPollNanos: Int?
 
     static func current() -> MachineInfo {
         var name = utsname()
@@ -46,8 +52,25 @@ struct MachineInfo: Codable, Sendable {
             cores: ProcessInfo.processInfo.activeProcessorCount,
             memoryBytes: ProcessInfo.processInfo.physicalMemory,
             kernel: release,
-            date: ISO8601DateFormatter().string(from: Date())
+            date: ISO8601DateFormatter().string(from: Date()),
+            cpuidleDriver: Self.readSetting("/sys/devices/system/cpu/cpuidle/current_driver"),
+            guestHaltPollNanos: Self.readSetting("/sys/module/haltpoll/parameters/guest_halt_poll_ns").flatMap { Int($0) }
         )
+    }
+
+    /// One line of a sysfs file, trimmed; nil when it cannot be read.
+    private static func readSetting(_ path: String) -> String? {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { return nil }
+        let line = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        return line.isEmpty ? nil : line
+    }
+
+    /// A line for the end-of-run table.
+    var summary: String {
+        var text = "\(self.cores) cores, \(self.memoryBytes >> 30) GiB, kernel \(self.kernel)"
+        if let driver = self.cpuidleDriver { text += ", cpuidle \(driver)" }
+        if let poll = self.guestHaltPollNanos { text += ", guest halt poll \(poll) ns" }
+        return text
     }
 }
 
@@ -118,6 +141,7 @@ struct BenchResult: Codable, Sendable {
             let precise = key.hasSuffix("_ratio") || key.hasPrefix("restart_") || key.hasSuffix("_gib")
             row(key, String(format: precise ? "%.3f" : "%.1f", value))
         }
+        if let machine = self.machine { row("machine", machine.summary) }
         if let broker = self.broker {
             let whose = broker.separateProcess ? "broker" : "brokerbench + embedded broker"
             row("\(whose) CPU s", String(format: "%.2f", broker.cpuSeconds))

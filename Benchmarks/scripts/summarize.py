@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Medians and min-max of brokerbench results, as docs/BENCHMARKS.md gives them.
+
+    summarize.py DIR                       # a table: one group of runs per name (NAME-N.json -> NAME)
+    summarize.py DIR --half-durable-rate   # half the median durable-publish records/s (suite.sh's e2e-latency rate)
+
+A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
+Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
+"""
+import glob
+import json
+import os
+import re
+import statistics
+import sys
+
+
+def load(directory):
+    groups = {}
+    for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
+        match = re.fullmatch(r"(.+)-(\d+)\.json", os.path.basename(path))
+        if not match:
+            continue
+        with open(path) as f:
+            groups.setdefault(match.group(1), []).append(json.load(f))
+    return groups
+
+
+def figures(result):
+    """The figures of one run, by name, in print order."""
+    out = {"records/s": result["recordsPerSecond"], "errors": result["errors"]}
+    latency = result.get("latencyMicros")
+    if latency:
+        for key in ("p50", "p90", "p99", "p999", "max"):
+            out[f"latency {key} us"] = latency[key]
+    for key, value in sorted(result.get("extra", {}).items()):
+        out[key] = value
+    broker = result.get("broker")
+    if broker:
+        out["broker CPU s"] = broker["cpuSeconds"]
+        out["broker RSS MB"] = broker["rssBytes"] / 1048576
+        out["broker peak RSS MB"] = broker["peakRssBytes"] / 1048576
+    return out
+
+
+def number(value):
+    if abs(value) >= 100 or value == int(value):
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def main():
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    groups = load(sys.argv[1])
+    if "--half-durable-rate" in sys.argv[2:]:
+        runs = [r["recordsPerSecond"] for name, rs in groups.items() if name.endswith("durable-publish") for r in rs]
+        if not runs:
+            sys.exit("no durable-publish results in " + sys.argv[1])
+        print(int(statistics.median(runs) / 2))
+        return
+    for name, runs in groups.items():
+        print(f"{name} ({len(runs)} run{'s' if len(runs) != 1 else ''})")
+        table = [figures(r) for r in runs]
+        for key in table[0]:
+            values = [t[key] for t in table if key in t]
+            median = statistics.median(values)
+            print(f"  {key:<40} {number(median)} ({number(min(values))}-{number(max(values))})")
+
+
+if __name__ == "__main__":
+    main()
