@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""µs of CPU per record, plain half against policy half, from a perf recording of `brokerbench run policy-overhead`.
+
+    perf record -e cpu-clock -F 499 -a -g -o F -- .build/release/brokerbench run policy-overhead --spawn \\
+        --output J > TXT
+    Benchmarks/scripts/perfhalves.py F TXT [--hz 499] [--top 40] [PATTERN...]
+
+The policy half starts at brokerd's first sample under `DigestTable` (only records with dedupe keys touch it); the
+plain half is taken from 8 s to 1 s before that, the policy half from 3 s to 10 s after. Samples in a window divided
+by (hz x the window's seconds x the half's records/s, from TXT) give µs of CPU per record. Printed: per process
+(brokerd, brokerbench, other), then brokerd's functions by their inclusive cost, largest difference first (or only
+the functions matching a PATTERN).
+"""
+import collections
+import re
+import subprocess
+import sys
+
+HEADER = re.compile(r"^\s*(\S.*?)\s+(\d+)/(\d+)\s+\[\d+\]\s+([\d.]+):")
+
+
+def samples(path):
+    text = subprocess.run(["perf", "script", "-i", path, "-F", "comm,pid,tid,cpu,time,ip,sym,dso"],
+                          capture_output=True, text=True, check=True).stdout
+    current = None
+    for line in text.splitlines():
+        match = HEADER.match(line)
+        if match:
+            if current:
+                yield current
+            current = (int(match.group(2)), float(match.group(4)), [])
+        elif current and line.strip():
+            parts = line.strip().split(None, 1)
+            if len(parts) == 2:
+                current[2].append(parts[1])
+    if current:
+        yield current
+
+
+def symbol(frame):
+    name = re.sub(r"\+0x[0-9a-f]+", "", frame.rsplit(" (", 1)[0])
+    return name
+
+
+def demangle(names):
+    """Swift names as `swift demangle --simplified` prints them (the mangled name when that fails)."""
+    try:
+        out = subprocess.run(["swift", "demangle", "--simplified", "--compact"], input="\n".join(names),
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        out = []
+    return dict(zip(names, out)) if len(out) == len(names) else {n: n for n in names}
+
+
+def main():
+    args = [a for a in sys.argv[1:]]
+    hz, top = 499.0, 40
+    if "--hz" in args:
+        i = args.index("--hz"); hz = float(args[i + 1]); del args[i:i + 2]
+    if "--top" in args:
+        i = args.index("--top"); top = int(args[i + 1]); del args[i:i + 2]
+    if len(args) < 2:
+        sys.exit(__doc__)
+    perf_path, txt_path, patterns = args[0], args[1], args[2:]
+    rates = {}
+    for line in open(txt_path):
+        for key in ("plain_records_per_s", "policy_records_per_s"):
+            if line.startswith(key):
+                rates[key.split("_")[0]] = float(line.split()[-1])
+    all_samples = list(samples(perf_path))
+    kind = {}
+    for pid, _, frames in all_samples:
+        for frame in frames:
+            if frame.endswith("/brokerd)"):
+                kind[pid] = "brokerd"
+            elif frame.endswith("/brokerbench)"):
+                kind.setdefault(pid, "brokerbench")
+    start = min(t for pid, t, frames in all_samples
+                if kind.get(pid) == "brokerd" and any("DigestTable" in f for f in frames))
+    windows = {"plain": (start - 8, start - 1), "policy": (start + 3, start + 10)}
+    readable = demangle(sorted({symbol(f) for pid, _, frames in all_samples if kind.get(pid) == "brokerd"
+                                for f in frames}))
+    per_process = {h: collections.Counter() for h in windows}
+    inclusive = {h: collections.Counter() for h in windows}
+    for pid, t, frames in all_samples:
+        for half, (lo, hi) in windows.items():
+            if lo <= t < hi:
+                who = kind.get(pid, "other" if pid else "idle")
+                per_process[half][who] += 1
+                if who == "brokerd":
+                    # Each function once per sample, however often it is on the stack (inclusive cost).
+                    for name in {readable[symbol(f)] for f in frames}:
+                        inclusive[half][name] += 1
+
+    def micros(half, count):
+        lo, hi = windows[half]
+        return count / (hz * (hi - lo) * rates[half]) * 1e6
+
+    print(f"records/s: plain {rates['plain']:,.0f}, policy {rates['policy']:,.0f}")
+    print(f"{'µs of CPU per record':<60} {'plain':>8} {'policy':>8}")
+    for who in ("brokerd", "brokerbench", "other", "idle"):
+        print(f"{who:<60} {micros('plain', per_process['plain'][who]):8.3f} "
+              f"{micros('policy', per_process['policy'][who]):8.3f}")
+    names = set(inclusive["plain"]) | set(inclusive["policy"])
+    if patterns:
+        names = [n for n in names if any(p in n for p in patterns)]
+    rows = sorted(names, key=lambda n: -(micros("policy", inclusive["policy"][n]) - micros("plain", inclusive["plain"][n])))
+    print(f"\nbrokerd, inclusive{' (matching ' + ', '.join(patterns) + ')' if patterns else ', largest difference first'}")
+    for name in rows[:top]:
+        a, b = micros("plain", inclusive["plain"][name]), micros("policy", inclusive["policy"][name])
+        print(f"  {name[:100]:<100} {a:8.3f} {b:8.3f} {b - a:+8.3f}")
+
+
+if __name__ == "__main__":
+    main()
