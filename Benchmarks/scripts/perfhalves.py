@@ -3,13 +3,13 @@
 
     perf record -e cpu-clock -F 499 -a -g -o F -- .build/release/brokerbench run policy-overhead --spawn \\
         --output J > TXT
-    Benchmarks/scripts/perfhalves.py F TXT [--hz 499] [--top 40] [PATTERN...]
+    Benchmarks/scripts/perfhalves.py F TXT [--hz 499] [--top 40] [--process brokerd|brokerbench] [PATTERN...]
 
 The policy half starts at brokerd's first sample under `DigestTable` (only records with dedupe keys touch it); the
 plain half is taken from 8 s to 1 s before that, the policy half from 3 s to 10 s after. Samples in a window divided
 by (hz x the window's seconds x the half's records/s, from TXT) give µs of CPU per record. Printed: per process
-(brokerd, brokerbench, other), then brokerd's functions by their inclusive cost, largest difference first (or only
-the functions matching a PATTERN).
+(brokerd, brokerbench, other), then the functions of one process (brokerd unless `--process` says otherwise) by
+their inclusive cost, largest difference first (or only the functions matching a PATTERN).
 """
 import collections
 import re
@@ -59,6 +59,9 @@ def main():
         i = args.index("--hz"); hz = float(args[i + 1]); del args[i:i + 2]
     if "--top" in args:
         i = args.index("--top"); top = int(args[i + 1]); del args[i:i + 2]
+    process = "brokerd"
+    if "--process" in args:
+        i = args.index("--process"); process = args[i + 1]; del args[i:i + 2]
     if len(args) < 2:
         sys.exit(__doc__)
     perf_path, txt_path, patterns = args[0], args[1], args[2:]
@@ -78,7 +81,7 @@ def main():
     start = min(t for pid, t, frames in all_samples
                 if kind.get(pid) == "brokerd" and any("DigestTable" in f for f in frames))
     windows = {"plain": (start - 8, start - 1), "policy": (start + 3, start + 10)}
-    readable = demangle(sorted({symbol(f) for pid, _, frames in all_samples if kind.get(pid) == "brokerd"
+    readable = demangle(sorted({symbol(f) for pid, _, frames in all_samples if kind.get(pid) == process
                                 for f in frames}))
     per_process = {h: collections.Counter() for h in windows}
     inclusive = {h: collections.Counter() for h in windows}
@@ -87,7 +90,7 @@ def main():
             if lo <= t < hi:
                 who = kind.get(pid, "other" if pid else "idle")
                 per_process[half][who] += 1
-                if who == "brokerd":
+                if who == process:
                     # Each function once per sample, however often it is on the stack (inclusive cost).
                     for name in {readable[symbol(f)] for f in frames}:
                         inclusive[half][name] += 1
@@ -105,7 +108,7 @@ def main():
     if patterns:
         names = [n for n in names if any(p in n for p in patterns)]
     rows = sorted(names, key=lambda n: -(micros("policy", inclusive["policy"][n]) - micros("plain", inclusive["plain"][n])))
-    print(f"\nbrokerd, inclusive{' (matching ' + ', '.join(patterns) + ')' if patterns else ', largest difference first'}")
+    print(f"\n{process}, inclusive{' (matching ' + ', '.join(patterns) + ')' if patterns else ', largest difference first'}")
     for name in rows[:top]:
         a, b = micros("plain", inclusive["plain"][name]), micros("policy", inclusive["policy"][name])
         print(f"  {name[:100]:<100} {a:8.3f} {b:8.3f} {b - a:+8.3f}")
