@@ -114,13 +114,15 @@ asan: deps
 # each benchmark for 2 iterations to prove they all build and work; `bench` runs them fully (about a minute after the
 # build) and prints wall clock, throughput and malloc counts. `bench-check` gates the malloc counts only, against
 # Benchmarks/Thresholds/ (refresh those with `bench-thresholds` after an intended change). Wall clock is never gated.
-# It also runs one short brokerbench scenario (2 s of durable-publish on an embedded broker), so the load generator
-# cannot rot either. CI (.ci/run) runs bench-smoke after make test; it gates on nothing measured in seconds.
+# It also runs one short brokerbench scenario (2 s of durable-publish on an embedded broker) and summarizes its result
+# with Benchmarks/scripts/summarize.py, so the load generator and that script cannot rot either. CI (.ci/run) runs bench-smoke after make test; it gates on nothing measured in seconds.
 bench-smoke: deps
 	cd Benchmarks && BROKERD_BENCH_SMOKE=1 $(SWIFT) package benchmark --no-progress
 	$(SWIFT) build --product brokerbench
+	mkdir -p .build/bench-smoke
 	./.build/debug/brokerbench run durable-publish --embedded --duration 2 --warmup 0.5 \
-		--output .build/brokerbench-smoke.json --plot .build/brokerbench-smoke.svg
+		--output .build/bench-smoke/durable-publish-1.json --plot .build/bench-smoke/durable-publish-1.svg
+	python3 Benchmarks/scripts/summarize.py .build/bench-smoke
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark --no-progress

@@ -53,6 +53,8 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     groups = load(sys.argv[1])
+    if not groups:
+        sys.exit(f"no NAME-N.json results in {sys.argv[1]}")
     if "--half-durable-rate" in sys.argv[2:]:
         runs = [r["recordsPerSecond"] for name, rs in groups.items() if name.endswith("durable-publish") for r in rs]
         if not runs:
