@@ -323,6 +323,7 @@ extension TopicLogConfig {
             self.fsync = .always
             // Every append waits for an fdatasync: keep it from also waiting for a journal commit.
             self.preallocateBytes = Self.brokerPreallocateBytes
+            self.preallocateUpToBytesPerSecond = Self.brokerPreallocateUpToBytesPerSecond
         case .interval(let milliseconds): self.fsync = .interval(milliseconds: milliseconds)
         case .never: self.fsync = .never
         }
@@ -331,6 +332,10 @@ extension TopicLogConfig {
 
     /// Zeros kept ahead of an `fsync = "always"` topic's active segment (docs/STORAGE.md, "Preallocation").
     static let brokerPreallocateBytes = 4 << 20
+    /// Above this rate of growth a topic's active segment is not preallocated: at 447,765 records/s (about 45 MB/s
+    /// stored) e2e-latency's p99 was lower without the zeros; at 100,000 (about 10 MB/s) its p50 was lower with
+    /// them, and at one record at a time (0.4 MB/s) sync-latency's p50 and p99 (docs/BENCHMARKS.md, round 12).
+    static let brokerPreallocateUpToBytesPerSecond: Int64 = 16 << 20
 }
 
 /// Wall-clock milliseconds since the Unix epoch.

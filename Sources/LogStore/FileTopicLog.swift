@@ -446,13 +446,32 @@ final class FileTopicLog: TopicLog {
     }
 
     /// Writer queue, after a batch: starts zeroing the next `preallocateBytes` (up to `segmentBytes`, where the
-    /// segment rolls) once less than half of them is left ahead of the segment's end.
+    /// segment rolls) once less than half of them is left ahead of the segment's end, unless the segment grows
+    /// faster than `preallocateUpToBytesPerSecond`: then none until it has grown by another `preallocateBytes`,
+    /// when its rate is judged again (the batches extend the file meanwhile).
     private func preallocateIfDue(_ segment: Segment) {
         let chunk = Int64(self.config.preallocateBytes)
         guard chunk > 0 else { return }
+        let limit = self.config.preallocateUpToBytesPerSecond
+        let now = DispatchTime.now().uptimeNanoseconds
         let range: Range<Int64>? = segment.state.withLock { state in
-            guard !state.extending, !state.preallocationStopped, state.allocated - state.size < chunk / 2 else {
+            guard !state.extending, !state.preallocationStopped, state.allocated - state.size < chunk / 2,
+                state.size >= state.preallocationPausedUntil
+            else {
                 return nil
+            }
+            // The rate since the last judgement: at least half a preallocation's bytes ago (the first one in a
+            // segment is not judged, so a new segment starts with zeros ahead).
+            if limit > 0, let mark = state.growthMark {
+                let grown = Double(state.size - mark.size)
+                let seconds = Double(now &- mark.uptimeNanos) / 1e9
+                state.growthMark = (state.size, now)
+                if grown > Double(limit) * seconds {
+                    state.preallocationPausedUntil = state.size + chunk
+                    return nil
+                }
+            } else {
+                state.growthMark = (state.size, now)
             }
             let from = max(state.allocated, state.size)
             let to = min(from + chunk, self.config.segmentBytes)

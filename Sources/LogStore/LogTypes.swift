@@ -93,6 +93,11 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// background thread extends the space by this much once less than half of it is left (see docs/STORAGE.md,
     /// "Preallocation"). Meant for `.always` topics; the broker sets it for those.
     package var preallocateBytes: Int = 0
+    /// Preallocation runs while the active segment grows at most this fast, in bytes per second (0: at any rate).
+    /// The zeros are written to the device as well as the batches that overwrite them: at a high append rate that
+    /// doubles the writes the appends' fdatasyncs wait behind, while the journal commit the zeros save is shared
+    /// by the many batches of each fdatasync. Measured on the reference machine (docs/BENCHMARKS.md, round 12).
+    package var preallocateUpToBytesPerSecond: Int64 = 0
     /// Bytes of the newest batches kept in memory as written (at least the newest one), so that reads of the end
     /// of the log (consumers that keep up) need no file read (0: none).
     package var recentBatchBytes: Int = 1 << 20
@@ -111,7 +116,9 @@ package struct TopicLogConfig: Equatable, Sendable {
             && lhs.retentionBytes == rhs.retentionBytes && lhs.retentionMillis == rhs.retentionMillis
             && lhs.fsync == rhs.fsync && lhs.compression == rhs.compression
             && lhs.indexIntervalBytes == rhs.indexIntervalBytes && lhs.maxBatchBodyBytes == rhs.maxBatchBodyBytes
-            && lhs.preallocateBytes == rhs.preallocateBytes && lhs.recentBatchBytes == rhs.recentBatchBytes
+            && lhs.preallocateBytes == rhs.preallocateBytes
+            && lhs.preallocateUpToBytesPerSecond == rhs.preallocateUpToBytesPerSecond
+            && lhs.recentBatchBytes == rhs.recentBatchBytes
             && (lhs.retentionFloor == nil) == (rhs.retentionFloor == nil)
     }
 }

@@ -92,6 +92,11 @@ final class Segment: Sendable {
         var extending = false
         /// A preallocation failed to write (no space): this segment grows batch by batch from then on.
         var preallocationStopped = false
+        /// Where and when the preallocator last judged how fast this segment grows (`size`, uptime in ns); nil
+        /// before its first preallocation (`TopicLogConfig.preallocateUpToBytesPerSecond`).
+        var growthMark: (size: Int64, uptimeNanos: UInt64)?
+        /// The segment grew too fast to preallocate: no preallocation until `size` reaches this.
+        var preallocationPausedUntil: Int64 = 0
     }
 
     let baseOffset: Int64

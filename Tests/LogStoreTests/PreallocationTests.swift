@@ -40,11 +40,52 @@ struct PreallocationTests {
 
     /// A backend on `dir` and topic `t` opened with `fsync` always and 64 KiB of preallocation.
     static func open(
-        _ dir: String, segmentBytes: Int64, io: any FileIO = PosixFileIO(), logs: CapturedLogs = CapturedLogs()
+        _ dir: String, segmentBytes: Int64, io: any FileIO = PosixFileIO(), logs: CapturedLogs = CapturedLogs(),
+        upToBytesPerSecond: Int64 = 0
     ) async throws -> (FileLogBackend, any TopicLog, TopicLogConfig) {
         let backend = try FileLogBackend(directory: dir, logger: logs.logger, io: io)
-        let config = TopicLogConfig.test(segmentBytes: segmentBytes, fsync: .always, preallocateBytes: 64 << 10)
+        var config = TopicLogConfig.test(segmentBytes: segmentBytes, fsync: .always, preallocateBytes: 64 << 10)
+        config.preallocateUpToBytesPerSecond = upToBytesPerSecond
         return (backend, try await backend.openTopic(name: Self.topic, config: config), config)
+    }
+
+    @Test("a segment growing faster than preallocateUpToBytesPerSecond gets no zeros after its first preallocation")
+    func fastGrowthPausesPreallocation() async throws {
+        try await withTemporaryDirectory { dir in
+            // 1 byte/s: every judgement of the rate finds the segment too fast.
+            let (backend, log, config) = try await Self.open(dir, segmentBytes: 4 << 20, upToBytesPerSecond: 1)
+            try await FileTopicLogTests.fill(log, batches: 240, padding: 400)
+            let path = try Self.logPaths(dir)[0]
+            // Past three preallocations' worth of bytes: only the first was zeroed, the batches grew the file since.
+            let state = try Self.batchesEnd(path)
+            #expect(state.end > 3 * (64 << 10))
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(try Self.batchesEnd(path).size == state.end, "no zeros ahead of the batches")
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 400)
+            let end = log.endOffset
+            await backend.closeAll()
+            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let again = try await reopened.openTopic(name: Self.topic, config: config)
+            #expect(again.endOffset == end)
+            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 400)
+            await reopened.closeAll()
+        }
+    }
+
+    @Test("a segment growing slower than preallocateUpToBytesPerSecond keeps zeros ahead of its batches")
+    func slowGrowthKeepsPreallocating() async throws {
+        try await withTemporaryDirectory { dir in
+            // 1 GiB/s: far above what appends that each wait for an fdatasync can reach.
+            let (backend, log, _) = try await Self.open(dir, segmentBytes: 4 << 20, upToBytesPerSecond: 1 << 30)
+            try await FileTopicLogTests.fill(log, batches: 240, padding: 400)
+            let path = try Self.logPaths(dir)[0]
+            let ahead = try await Self.awaitPreallocated(path)
+            #expect(ahead.end > 3 * (64 << 10))
+            #expect(ahead.size > ahead.end, "zeros follow the batches")
+            #expect(try fileBytes(path)[ahead.end...].allSatisfy { $0 == 0 })
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 400)
+            await backend.closeAll()
+        }
     }
 
     @Test("zeros are kept ahead of the last batch, batches overwrite them, and close cuts them")
