@@ -159,6 +159,9 @@ package final class FileLogBackend: LogBackend {
         guard config.preallocateBytes >= 0, config.preallocateBytes <= 1 << 30 else {
             throw refuse("preallocateBytes \(config.preallocateBytes) must be in 0...\(1 << 30)")
         }
+        guard config.preallocateUpToBytesPerSecond >= 0 else {
+            throw refuse("preallocateUpToBytesPerSecond \(config.preallocateUpToBytesPerSecond) must not be negative")
+        }
         guard config.recentBatchBytes >= 0 else {
             throw refuse("recentBatchBytes \(config.recentBatchBytes) must not be negative")
         }

@@ -72,6 +72,18 @@ struct PreallocationTests {
         }
     }
 
+    @Test("a negative preallocateUpToBytesPerSecond is refused when the topic opens")
+    func negativeRateLimitRefused() async throws {
+        try await withTemporaryDirectory { dir in
+            await #expect(
+                throws: LogStoreError(.invalidArgument, "topic 't': preallocateUpToBytesPerSecond -1 must not be negative")
+            ) {
+                _ = try await Self.open(dir, segmentBytes: 1 << 20, upToBytesPerSecond: -1)
+            }
+            #expect(!FileManager.default.fileExists(atPath: dir + "/" + Self.topic), "nothing of the topic is created")
+        }
+    }
+
     @Test("a segment growing slower than preallocateUpToBytesPerSecond keeps zeros ahead of its batches")
     func slowGrowthKeepsPreallocating() async throws {
         try await withTemporaryDirectory { dir in
