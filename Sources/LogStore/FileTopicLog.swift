@@ -460,8 +460,11 @@ final class FileTopicLog: TopicLog {
             else {
                 return nil
             }
-            // The rate since the last judgement: at least half a preallocation's bytes ago (the first one in a
-            // segment is not judged, so a new segment starts with zeros ahead).
+            let from = max(state.allocated, state.size)
+            let to = min(from + chunk, self.config.segmentBytes)
+            guard to > from else { return nil }
+            // The rate since the last judgement, at least half a preallocation's bytes ago (the first preallocation
+            // of a segment is not judged, so a new segment starts with zeros ahead).
             if limit > 0, let mark = state.growthMark {
                 let grown = Double(state.size - mark.size)
                 let seconds = Double(now &- mark.uptimeNanos) / 1e9
@@ -473,9 +476,6 @@ final class FileTopicLog: TopicLog {
             } else {
                 state.growthMark = (state.size, now)
             }
-            let from = max(state.allocated, state.size)
-            let to = min(from + chunk, self.config.segmentBytes)
-            guard to > from else { return nil }
             state.allocated = from
             state.extending = true
             return from..<to
