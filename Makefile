@@ -115,7 +115,8 @@ asan: deps
 # build) and prints wall clock, throughput and malloc counts. `bench-check` gates the malloc counts only, against
 # Benchmarks/Thresholds/ (refresh those with `bench-thresholds` after an intended change). Wall clock is never gated.
 # It also runs one short brokerbench scenario (2 s of durable-publish on an embedded broker) and summarizes its result
-# with Benchmarks/scripts/summarize.py, so the load generator and that script cannot rot either. CI (.ci/run) runs bench-smoke after make test; it gates on nothing measured in seconds.
+# with Benchmarks/scripts/summarize.py, so the load generator and that script cannot rot either. CI (.ci/run) runs
+# bench-smoke after make test; it gates on nothing measured in seconds.
 bench-smoke: deps
 	cd Benchmarks && BROKERD_BENCH_SMOKE=1 $(SWIFT) package benchmark --no-progress
 	$(SWIFT) build --product brokerbench

@@ -11,6 +11,7 @@ by (hz x the window's seconds x the half's records/s, from TXT) give µs of CPU 
 (brokerd, brokerbench, other), then the functions of one process (brokerd unless `--process` says otherwise) by
 their inclusive cost, largest difference first (or only the functions matching a PATTERN).
 """
+import argparse
 import collections
 import re
 import subprocess
@@ -53,18 +54,17 @@ def demangle(names):
 
 
 def main():
-    args = [a for a in sys.argv[1:]]
-    hz, top = 499.0, 40
-    if "--hz" in args:
-        i = args.index("--hz"); hz = float(args[i + 1]); del args[i:i + 2]
-    if "--top" in args:
-        i = args.index("--top"); top = int(args[i + 1]); del args[i:i + 2]
-    process = "brokerd"
-    if "--process" in args:
-        i = args.index("--process"); process = args[i + 1]; del args[i:i + 2]
-    if len(args) < 2:
-        sys.exit(__doc__)
-    perf_path, txt_path, patterns = args[0], args[1], args[2:]
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("perf_data", help="the perf recording (perf record -o F)")
+    parser.add_argument("printout", help="what brokerbench printed (its plain and policy records/s)")
+    parser.add_argument("patterns", nargs="*", help="show only functions whose name contains one of these")
+    parser.add_argument("--hz", type=float, default=499.0, help="perf's sampling frequency (-F)")
+    parser.add_argument("--top", type=int, default=40, help="how many functions to print")
+    parser.add_argument("--process", default="brokerd", choices=["brokerd", "brokerbench"],
+                        help="whose functions to print")
+    args = parser.parse_intermixed_args()  # patterns may follow the options
+    perf_path, txt_path, patterns = args.perf_data, args.printout, args.patterns
+    hz, top, process = args.hz, args.top, args.process
     rates = {}
     for line in open(txt_path):
         for key in ("plain_records_per_s", "policy_records_per_s"):

@@ -7,6 +7,7 @@
 A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
 Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
 """
+import argparse
 import glob
 import json
 import os
@@ -50,15 +51,18 @@ def number(value):
 
 
 def main():
-    if len(sys.argv) < 2:
-        sys.exit(__doc__)
-    groups = load(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("directory", help="where the NAME-N.json results are")
+    parser.add_argument("--half-durable-rate", action="store_true",
+                        help="print half the median durable-publish records/s and nothing else")
+    args = parser.parse_args()
+    groups = load(args.directory)
     if not groups:
-        sys.exit(f"no NAME-N.json results in {sys.argv[1]}")
-    if "--half-durable-rate" in sys.argv[2:]:
+        sys.exit(f"no NAME-N.json results in {args.directory}")
+    if args.half_durable_rate:
         runs = [r["recordsPerSecond"] for name, rs in groups.items() if name.endswith("durable-publish") for r in rs]
         if not runs:
-            sys.exit("no durable-publish results in " + sys.argv[1])
+            sys.exit("no durable-publish results in " + args.directory)
         print(int(statistics.median(runs) / 2))
         return
     for name, runs in groups.items():

@@ -453,7 +453,6 @@ final class FileTopicLog: TopicLog {
         let chunk = Int64(self.config.preallocateBytes)
         guard chunk > 0 else { return }
         let limit = self.config.preallocateUpToBytesPerSecond
-        let now = DispatchTime.now().uptimeNanoseconds
         let range: Range<Int64>? = segment.state.withLock { state in
             guard !state.extending, !state.preallocationStopped, state.allocated - state.size < chunk / 2,
                 state.size >= state.preallocationPausedUntil
@@ -464,7 +463,9 @@ final class FileTopicLog: TopicLog {
             let to = min(from + chunk, self.config.segmentBytes)
             guard to > from else { return nil }
             // The rate since the last judgement, at least half a preallocation's bytes ago (the first preallocation
-            // of a segment is not judged, so a new segment starts with zeros ahead).
+            // of a segment is not judged, so a new segment starts with zeros ahead). The clock is read only here,
+            // not for every batch.
+            let now = DispatchTime.now().uptimeNanoseconds
             if limit > 0, let mark = state.growthMark {
                 let grown = Double(state.size - mark.size)
                 let seconds = Double(now &- mark.uptimeNanos) / 1e9
