@@ -148,7 +148,7 @@ let package = Package(
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "Locking"]),
+        .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "Locking", "CFileIO"]),
         .testTarget(name: "TopicRouterTests", dependencies: ["TopicRouter"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle"]),
         .testTarget(

@@ -63,11 +63,18 @@ package protocol FileIO: Sendable {
     /// WRITE and WAIT_AFTER): no metadata and no cache flush, so nothing is made durable; it keeps a large write
     /// from sitting dirty until an fdatasync of the same file has to wait for all of it. May do nothing.
     func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError)
+    /// Turns on direct I/O (`O_DIRECT`: writes go from the caller's memory to the device, not through the page
+    /// cache) for `fd` when its file system supports it with an alignment that divides `maxAlignment`, and returns
+    /// that alignment: every later write's address, size and file offset must be a multiple of it. Returns 0 when
+    /// the fd stays buffered; never fails, since buffered writes are as correct, only costlier.
+    func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int
 }
 
 extension FileIO {
     /// By default nothing is written early; the next fdatasync writes everything.
     package func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError) {}
+    /// By default files stay buffered.
+    package func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int { 0 }
 }
 
 /// The real POSIX implementation of ``FileIO``.
@@ -130,6 +137,11 @@ package struct PosixFileIO: FileIO {
             if Glibc.errno == EINTR { continue }
             throw FileIOError(operation: "sync_file_range", path: path, errno: Glibc.errno)
         }
+    }
+
+    /// See ``FileIO``: statx's `STATX_DIOALIGN`, then `fcntl(F_SETFL, O_DIRECT)`.
+    package func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int {
+        Int(brokerd_enable_direct_io(fd, UInt32(clamping: maxAlignment)))
     }
 
     /// See ``FileIO``.
