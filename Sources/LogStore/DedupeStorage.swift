@@ -5,6 +5,7 @@
 // entries without copying them.
 
 import CPrefetch
+import Glibc
 
 /// One key of a dedupe index, in insertion order: its digest, its entry, whether it is still the key's current
 /// entry, and whether it is only reserved. 40 bytes (the digest and the entry's fields are stored flat so the flags
@@ -123,14 +124,15 @@ package struct DigestTable: Sendable {
 /// STORAGE.md "Collision bound"). Swift's `Dictionary` would hash the digest again with its own SipHash-1-3 and
 /// keep keys, values and occupancy in three separate arrays (three cache misses per probe in a large table).
 struct DigestTableSegment: Sendable {
-    private struct Slot {
+    fileprivate struct Slot {
         var first: UInt64
         var second: UInt64
         /// The value + 1; 0 marks an empty slot.
         var tag: UInt64
     }
 
-    private var slots: [Slot]
+    /// nil until the segment's first key (or a capacity).
+    private var storage: SlotStorage?
     private var mask: Int
     /// Keys held.
     private(set) var count = 0
@@ -139,71 +141,73 @@ struct DigestTableSegment: Sendable {
     /// table's segments cost nothing until they hold keys: most topics' tables stay small or empty).
     init(capacity: Int = 0) {
         guard capacity > 0 else {
-            self.slots = []
+            self.storage = nil
             self.mask = 0
             return
         }
         var size = 16
         while size * 5 / 8 < capacity { size *= 2 }
-        self.slots = Array(repeating: Slot(first: 0, second: 0, tag: 0), count: size)
+        self.storage = SlotStorage(count: size)
         self.mask = size - 1
     }
 
     /// Slots allocated.
-    var slotCount: Int { self.slots.count }
+    var slotCount: Int { self.storage?.count ?? 0 }
 
     @inline(__always)
     private func home(_ first: UInt64) -> Int { Int(truncatingIfNeeded: first) & self.mask }
 
     /// The slot holding `digest`, or nil.
     private func slotIndex(of digest: DedupeDigest) -> Int? {
-        guard !self.slots.isEmpty else { return nil }
-        return self.slots.withUnsafeBufferPointer { slots in
-            var i = self.home(digest.first)
-            while true {
-                let slot = slots[i]
-                if slot.tag == 0 { return nil }
-                if slot.first == digest.first && slot.second == digest.second { return i }
-                i = (i + 1) & self.mask
-            }
+        guard let slots = self.storage?.slots else { return nil }
+        var i = self.home(digest.first)
+        while true {
+            let slot = slots[i]
+            if slot.tag == 0 { return nil }
+            if slot.first == digest.first && slot.second == digest.second { return i }
+            i = (i + 1) & self.mask
         }
     }
 
     /// The value `digest` maps to, or nil.
     func value(of digest: DedupeDigest) -> UInt64? {
         guard let i = self.slotIndex(of: digest) else { return nil }
-        return self.slots[i].tag - 1
+        return self.storage!.slots[i].tag - 1
     }
 
     /// Starts loading `digest`'s home slot into the cache, so that a probe soon after finds it there. Issued for
     /// every key of a request before the first probe, the misses overlap instead of each probe waiting for its own.
     func prefetch(_ digest: DedupeDigest) {
-        guard !self.slots.isEmpty else { return }
-        self.slots.withUnsafeBufferPointer { brokerd_prefetch($0.baseAddress! + self.home(digest.first)) }
+        guard let slots = self.storage?.slots else { return }
+        brokerd_prefetch(slots + self.home(digest.first))
+    }
+
+    /// The slots, this segment's own (copied first if another copy of the segment shares them).
+    private mutating func uniqueSlots() -> UnsafeMutablePointer<Slot> {
+        if !isKnownUniquelyReferenced(&self.storage!) { self.storage = self.storage!.copy() }
+        return self.storage!.slots
     }
 
     /// Maps `digest` to `value` (replacing any mapping it had); `value` must be below `UInt64.max`. Returns
     /// whether the digest was new.
     @discardableResult
     mutating func set(_ digest: DedupeDigest, to value: UInt64) -> Bool {
-        if (self.count + 1) * 8 > self.slots.count * 5 { self.grow() }
+        if (self.count + 1) * 8 > self.slotCount * 5 { self.grow() }
         precondition(value < UInt64.max, "a digest table value must be below UInt64.max")
         let tag = value + 1
         let mask = self.mask
-        let added = self.slots.withUnsafeMutableBufferPointer { slots in
-            var i = Int(truncatingIfNeeded: digest.first) & mask
-            while slots[i].tag != 0 {
-                if slots[i].first == digest.first && slots[i].second == digest.second {
-                    slots[i].tag = tag
-                    return false
-                }
-                i = (i + 1) & mask
+        let slots = self.uniqueSlots()
+        var i = Int(truncatingIfNeeded: digest.first) & mask
+        while slots[i].tag != 0 {
+            if slots[i].first == digest.first && slots[i].second == digest.second {
+                slots[i].tag = tag
+                return false
             }
-            slots[i] = Slot(first: digest.first, second: digest.second, tag: tag)
-            return true
+            i = (i + 1) & mask
         }
-        if added { self.count += 1 }
-        return added
+        slots[i] = Slot(first: digest.first, second: digest.second, tag: tag)
+        self.count += 1
+        return true
     }
 
     /// Removes `digest`'s mapping; returns whether there was one.
@@ -211,39 +215,111 @@ struct DigestTableSegment: Sendable {
     mutating func remove(_ digest: DedupeDigest) -> Bool {
         guard var hole = self.slotIndex(of: digest) else { return false }
         let mask = self.mask
-        self.slots.withUnsafeMutableBufferPointer { slots in
-            // Backward shift: move each later slot of the run back into the hole unless its home lies cyclically
-            // in (hole, j], where it would become unreachable from its home if moved before it.
-            var j = hole
-            while true {
-                j = (j + 1) & mask
-                if slots[j].tag == 0 { break }
-                let home = Int(truncatingIfNeeded: slots[j].first) & mask
-                let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
-                if stays { continue }
-                slots[hole] = slots[j]
-                hole = j
-            }
-            slots[hole].tag = 0
+        let slots = self.uniqueSlots()
+        // Backward shift: move each later slot of the run back into the hole unless its home lies cyclically
+        // in (hole, j], where it would become unreachable from its home if moved before it.
+        var j = hole
+        while true {
+            j = (j + 1) & mask
+            if slots[j].tag == 0 { break }
+            let home = Int(truncatingIfNeeded: slots[j].first) & mask
+            let stays = hole <= j ? (hole < home && home <= j) : (hole < home || home <= j)
+            if stays { continue }
+            slots[hole] = slots[j]
+            hole = j
         }
+        slots[hole].tag = 0
         self.count -= 1
         return true
     }
 
+    /// Doubles the slots in place (``SlotStorage/double()``: the old slots stay where they are, only the new half
+    /// is fresh memory) and moves each key whose home is now in the new half.
+    ///
+    /// The keys are taken in slot order from just after the first empty slot, each out of its slot and into its
+    /// home under the new mask or the first empty slot after it. A key whose home stays in the old half lands
+    /// between its home and its old slot (the slots before it in its run are done, its own is empty now); a key
+    /// moving up lands in the new half, where only moved keys are, or, wrapping past its end, in the front run,
+    /// which was taken out beforehand (it may hold keys whose probe wrapped around the old end) and is put back
+    /// last. So no probe ever passes a slot that is emptied later.
     private mutating func grow() {
-        let old = self.slots
-        let size = max(old.count * 2, 16)
-        self.slots = Array(repeating: Slot(first: 0, second: 0, tag: 0), count: size)
-        self.mask = size - 1
-        let mask = self.mask
-        self.slots.withUnsafeMutableBufferPointer { slots in
-            for slot in old where slot.tag != 0 {
-                var i = Int(truncatingIfNeeded: slot.first) & mask
-                while slots[i].tag != 0 { i = (i + 1) & mask }
-                slots[i] = slot
-            }
+        guard self.storage != nil else {
+            self.storage = SlotStorage(count: 16)
+            self.mask = 15
+            return
         }
+        if !isKnownUniquelyReferenced(&self.storage!) { self.storage = self.storage!.copy() }
+        let oldSize = self.storage!.count
+        self.storage!.double()
+        let slots = self.storage!.slots
+        let mask = self.storage!.count - 1
+        self.mask = mask
+        func place(_ slot: Slot) {
+            var i = Int(truncatingIfNeeded: slot.first) & mask
+            while slots[i].tag != 0 { i = (i + 1) & mask }
+            slots[i] = slot
+        }
+        var firstEmpty = 0
+        while slots[firstEmpty].tag != 0 { firstEmpty += 1 }  // at most 5/8 full: there is one
+        var front: [Slot] = []
+        front.reserveCapacity(firstEmpty)
+        for i in 0..<firstEmpty {
+            front.append(slots[i])
+            slots[i].tag = 0
+        }
+        for i in (firstEmpty + 1)..<oldSize where slots[i].tag != 0 {
+            let slot = slots[i]
+            slots[i].tag = 0
+            place(slot)
+        }
+        for slot in front { place(slot) }
     }
+}
+
+/// A segment's slots: zeroed memory from `calloc`, doubled with `realloc`. For the large segments of a table of
+/// millions of keys glibc serves both from mappings of their own, and `realloc` then grows the mapping with
+/// `mremap`: the old slots keep their pages, and only the new half is memory the process has not touched. (A
+/// doubling into a new array touched twice the memory and unmapped the old: on a VM whose host hands out every new
+/// page with a fault of a few µs, page faults, the zeroing and `munmap` cost policy-overhead's policy half about
+/// 0.2–0.35 µs per record, docs/BENCHMARKS.md round 13.)
+///
+/// `@unchecked Sendable`: the slots are mutable memory behind a class reference, so copies of a segment share
+/// them; every write goes through ``DigestTableSegment``'s mutating methods, which first make the storage unique
+/// (`isKnownUniquelyReferenced`, else ``copy()``), as `Array` does. A storage is therefore written only by the one
+/// segment value holding it, whose own exclusivity (Swift's, and the dedupe index's lock in the server) rules out
+/// a concurrent read or write, while shared storages are only read.
+private final class SlotStorage: @unchecked Sendable {
+    private(set) var slots: UnsafeMutablePointer<DigestTableSegment.Slot>
+    /// Slots (a power of two).
+    private(set) var count: Int
+
+    init(count: Int) {
+        let stride = MemoryLayout<DigestTableSegment.Slot>.stride
+        guard let memory = calloc(count, stride) else { fatalError("dedupe table: no memory for \(count) slots") }
+        self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: count)
+        self.count = count
+    }
+
+    /// Twice the slots: the old ones where they were (moved by `mremap` when the mapping has to move), the new half
+    /// empty.
+    func double() {
+        let stride = MemoryLayout<DigestTableSegment.Slot>.stride
+        guard let memory = realloc(self.slots, 2 * self.count * stride) else {
+            fatalError("dedupe table: no memory for \(2 * self.count) slots")
+        }
+        self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: 2 * self.count)
+        memset(self.slots + self.count, 0, self.count * stride)
+        self.count *= 2
+    }
+
+    /// A storage of its own with the same slots.
+    func copy() -> SlotStorage {
+        let copy = SlotStorage(count: self.count)
+        copy.slots.update(from: self.slots, count: self.count)
+        return copy
+    }
+
+    deinit { free(self.slots) }
 }
 
 /// The items of a dedupe index in insertion order, addressed by sequence number: a FIFO of fixed-size chunks.
