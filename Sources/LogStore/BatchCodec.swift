@@ -2,7 +2,6 @@ import CLZ4
 import Glibc
 import NIOCore
 import RawBytes
-import Synchronization
 
 /// The on-disk record batch format (documented byte for byte in docs/STORAGE.md). All integers are big-endian.
 ///
@@ -254,22 +253,17 @@ package enum BatchCodec {
         let limit = min(maxBodyBytes, BatchFormat.maxBodyBytes)
         guard size <= limit else { throw Self.tooLarge(limit: limit, records: count) }
         var body: ByteBuffer
-        let concatenated: Bool
         if let only = parts.first(where: { $0.count > 0 }), only.count == count {
             body = only.bytes
-            concatenated = false
         } else {
-            body = BatchScratch.take(capacity: size)
+            body = ByteBufferAllocator().buffer(capacity: size)
             for part in parts { body.writeImmutableBuffer(part.bytes) }
-            concatenated = true
         }
-        let bodyLength = body.readableBytes
         var stored = body
         var usedCodec = CompressionCodec.none
         if codec == .lz4, let compressed = self.compress(body) {
             stored = compressed
             usedCodec = .lz4
-            if concatenated { BatchScratch.recycle(&body) }
         }
         return EncodedBatchBody(
             storedBody: stored,
@@ -277,7 +271,7 @@ package enum BatchCodec {
             recordCount: UInt32(count),
             firstTimestamp: firstTimestamp,
             maxTimestamp: maxTimestamp,
-            bodyLength: UInt32(bodyLength)
+            bodyLength: UInt32(body.readableBytes)
         )
     }
 
@@ -613,7 +607,7 @@ package enum BatchCodec {
         let inputSize = body.readableBytes
         guard inputSize > 0 else { return nil }
         let bound = Int(LZ4_compressBound(Int32(inputSize)))
-        var output = BatchScratch.take(capacity: bound)
+        var output = ByteBufferAllocator().buffer(capacity: bound)
         let written = body.withUnsafeReadableBytes { input in
             output.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { out in
                 let size = LZ4_compress_default(
@@ -625,10 +619,7 @@ package enum BatchCodec {
                 return max(Int(size), 0)
             }
         }
-        guard written > 0, written < inputSize else {
-            BatchScratch.recycle(&output)
-            return nil
-        }
+        guard written > 0, written < inputSize else { return nil }
         return output
     }
 
@@ -657,43 +648,5 @@ package enum BatchCodec {
             throw BatchDecodeError("LZ4 body decompressed to \(produced) bytes, header says \(length)")
         }
         return output
-    }
-}
-
-/// Buffers for the bytes a batch needs only until it is assembled: the concatenation of a batch's parts (LZ4's
-/// input) and LZ4's output, both copied into the assembled batch. Taken from and given back to a small pool shared
-/// by every log's writer (at most ``maxPooled`` buffers of at most ``maxBytes`` each), so that a busy log reuses
-/// memory it already touched instead of a fresh allocation per batch: buffers of a few hundred KiB come from
-/// mappings or trimmed heap that the kernel faults in again on every use (and on a VM whose host hands out each
-/// new page with a fault of a few µs, perf of policy-overhead's policy half showed 0.08 µs per record of page
-/// faults under these two copies; docs/BENCHMARKS.md round 13).
-///
-/// A buffer given back while another copy of it is still held (a caller's `EncodedBatchBody`) is safe: the next
-/// write to it copies first, as for any `ByteBuffer`.
-package enum BatchScratch {
-    /// Buffers kept at most.
-    static let maxPooled = 4
-    /// Larger buffers are not kept.
-    static let maxBytes = 1 << 20
-
-    private static let pool = Mutex<[ByteBuffer]>([])
-
-    /// An empty buffer with room for `capacity` bytes.
-    static func take(capacity: Int) -> ByteBuffer {
-        guard capacity <= Self.maxBytes, var buffer = Self.pool.withLock({ $0.popLast() }) else {
-            return ByteBufferAllocator().buffer(capacity: capacity)
-        }
-        buffer.clear(minimumCapacity: capacity)
-        return buffer
-    }
-
-    /// Gives `buffer` back for reuse (if it is small enough and the pool has room); `buffer` is left empty.
-    static func recycle(_ buffer: inout ByteBuffer) {
-        var kept = ByteBuffer()
-        swap(&kept, &buffer)
-        guard kept.capacity <= Self.maxBytes else { return }
-        Self.pool.withLock { pool in
-            if pool.count < Self.maxPooled { pool.append(kept) }
-        }
     }
 }

@@ -189,7 +189,7 @@ final class FileTopicLog: TopicLog {
                 timed(.failure(error))
                 return
             }
-            self.writeBatch(consume body, completion: timed)
+            self.writeBatch(body, completion: timed)
         }
     }
 
@@ -201,7 +201,7 @@ final class FileTopicLog: TopicLog {
     }
 
     /// Writer queue: rolls if needed, writes the batch, then completes it per the fsync policy.
-    private func writeBatch(_ body: consuming EncodedBatchBody, completion: @escaping AppendCompletion) {
+    private func writeBatch(_ body: EncodedBatchBody, completion: @escaping AppendCompletion) {
         dispatchPrecondition(condition: .onQueue(self.writeQueue))
         if let refusal = self.state.withLock({ self.refusal($0) }) {
             completion(.failure(refusal))
@@ -219,10 +219,6 @@ final class FileTopicLog: TopicLog {
             ($0.size, $0.nextOffset, $0.bytesSinceIndexEntry)
         }
         let batch = BatchCodec.assemble(body, baseOffset: baseOffset)
-        // The body's bytes are in the batch now: their buffer goes back for the next batch's encoding.
-        var spent = ByteBuffer()
-        swap(&spent, &body.storedBody)
-        BatchScratch.recycle(&spent)
         self.waitForPreallocation(segment, through: position + Int64(batch.readableBytes))
         var newEntry: IndexEntry?
         if sinceIndex >= Int64(self.config.indexIntervalBytes) {

@@ -61,49 +61,6 @@ struct BatchCodecTests {
         #expect(header.magic == BatchFormat.magic)
     }
 
-    @Test("batches of several parts, encoded one after another through the reused buffers, each decode to their own records")
-    func partsThroughReusedBuffers() throws {
-        for (n, codec) in (0..<40).map({ ($0, $0 % 3 == 0 ? CompressionCodec.none : .lz4) }) {
-            // Sizes that differ batch to batch, so a reused buffer holds more (or fewer) bytes than the next needs.
-            let records = testRecords(0..<Int64(5 + (n * 37) % 90), padding: (n * 13) % 300)
-            let cut = records.count / 3
-            let parts = [
-                try BatchCodec.storedRecords(Array(records[..<cut])), try BatchCodec.storedRecords(Array(records[cut...])),
-            ]
-            var body = try BatchCodec.encodeBody(parts: parts, codec: codec)
-            let batch = BatchCodec.assemble(body, baseOffset: Int64(n))
-            // What the log's writer does once the batch is assembled.
-            var spent = ByteBuffer()
-            swap(&spent, &body.storedBody)
-            BatchScratch.recycle(&spent)
-            let (header, decoded) = try BatchCodec.decode(batch)
-            #expect(decoded == records, "batch \(n)")
-            #expect(header.baseOffset == Int64(n))
-            #expect(batch == (try BatchCodec.encode(records, baseOffset: Int64(n), codec: codec)), "batch \(n)")
-        }
-    }
-
-    @Test("a buffer given back while another copy holds it leaves that copy's bytes alone; large ones are not kept")
-    func scratchBuffers() {
-        var given = ByteBuffer(string: String(repeating: "consent_scope=educational;", count: 100))
-        let held = given
-        BatchScratch.recycle(&given)
-        #expect(given.readableBytes == 0)
-        var large = ByteBufferAllocator().buffer(capacity: 2 * BatchScratch.maxBytes)
-        large.writeRepeatingByte(1, count: 2 * BatchScratch.maxBytes)
-        BatchScratch.recycle(&large)
-        var taken: [ByteBuffer] = []
-        for _ in 0..<(2 * BatchScratch.maxPooled) {
-            var buffer = BatchScratch.take(capacity: 64)
-            #expect(buffer.readableBytes == 0)
-            #expect(buffer.capacity <= BatchScratch.maxBytes, "a buffer over the limit was kept")
-            buffer.writeRepeatingByte(0x58, count: 64)
-            taken.append(buffer)
-        }
-        #expect(held == ByteBuffer(string: String(repeating: "consent_scope=educational;", count: 100)))
-        #expect(taken.allSatisfy { $0.readableBytesView.allSatisfy { $0 == 0x58 } })
-    }
-
     @Test("LZ4 is used when it shrinks the body and stated in the attributes")
     func compressionAttributes() throws {
         let compressible = try BatchCodec.encode(testRecords(0..<200, padding: 100), baseOffset: 0, codec: .lz4)
