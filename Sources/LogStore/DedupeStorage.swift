@@ -248,7 +248,7 @@ struct DigestTableSegment: Sendable {
             self.mask = 15
             return
         }
-        if !isKnownUniquelyReferenced(&self.storage!) { self.storage = self.storage!.copy() }
+        _ = self.uniqueSlots()
         let oldSize = self.storage!.count
         self.storage!.double()
         let slots = self.storage!.slots
@@ -280,8 +280,8 @@ struct DigestTableSegment: Sendable {
 /// millions of keys glibc serves both from mappings of their own, and `realloc` then grows the mapping with
 /// `mremap`: the old slots keep their pages, and only the new half is memory the process has not touched. (A
 /// doubling into a new array touched twice the memory and unmapped the old: on a VM whose host hands out every new
-/// page with a fault of a few µs, page faults, the zeroing and `munmap` cost policy-overhead's policy half about
-/// 0.2–0.35 µs per record, docs/BENCHMARKS.md round 13.)
+/// page with a fault of a few µs, perf of policy-overhead's policy half found up to 0.27 µs per record in that
+/// array's zeroing and page faults and up to 0.07 in `munmap`, docs/BENCHMARKS.md round 13.)
 ///
 /// `@unchecked Sendable`: the slots are mutable memory behind a class reference, so copies of a segment share
 /// them; every write goes through ``DigestTableSegment``'s mutating methods, which first make the storage unique
