@@ -1,7 +1,5 @@
-import CFileIO
 import Foundation
 import Glibc
-import Locking
 import NIOCore
 import Testing
 
@@ -106,20 +104,22 @@ struct DedupeSnapshotTests {
                 _ = try index.insert(buffer("patient-event-\(i)"), offset: Int64(i), location: .topic, nowMillis: 1_000)
             }
             let snapshot = index.snapshot(topicEnd: Int64(keys), quarantineEnd: 0, takenAtMillis: 1_000)
-            let io = DirectIORecorder()
+            let io = FaultyFileIO()
+            io.state.withLock { $0.directIO = true }
             try snapshot.write(directory: dir, io: io)
             let record = io.state.withLock { $0 }
             // The test's temporary directory is on a file system with direct I/O (ext4 here, as on CI).
-            let alignment = try #require(record.alignment)
+            let alignment = try #require(record.directIOAlignment)
             #expect(alignment > 0 && DedupeSnapshot.directIOMaxAlignment % alignment == 0)
-            #expect(!record.writes.isEmpty)
-            #expect(record.writes.allSatisfy { $0.direct && $0.offset % Int64(alignment) == 0 })
-            #expect(record.writes.allSatisfy { $0.count % alignment == 0 && $0.address % alignment == 0 })
+            let writes = record.snapshotWriteLog
+            #expect(!writes.isEmpty)
+            #expect(writes.allSatisfy { $0.direct && $0.offset % Int64(alignment) == 0 })
+            #expect(writes.allSatisfy { $0.count % alignment == 0 && $0.address % alignment == 0 })
             let size = DedupeSnapshot.headerSize + keys * DedupeSnapshot.entrySize + DedupeSnapshot.trailerSize
-            let last = try #require(record.writes.last)
+            let last = try #require(writes.last)
             #expect(last.offset + Int64(last.count) > Int64(size), "the last piece was padded")
-            #expect(record.truncations == [Int64(size)])
-            #expect(record.writeOuts == 0, "direct writes are on the device already")
+            #expect(record.snapshotTruncations == [Int64(size)])
+            #expect(record.writeOuts.isEmpty, "direct writes are on the device already")
 
             try FileManager.default.createDirectory(atPath: dir + "/buffered", withIntermediateDirectories: false)
             try snapshot.write(directory: dir + "/buffered", io: FaultyFileIO())
@@ -380,62 +380,3 @@ struct DedupeSnapshotTests {
     }
 }
 
-/// The real file calls, recording what a snapshot write does with direct I/O: the alignment granted, each write of
-/// the temp file (with whether its fd had `O_DIRECT` set), truncations and write-outs.
-final class DirectIORecorder: FileIO {
-    struct Write {
-        var offset: Int64
-        var count: Int
-        var address: Int
-        var direct: Bool
-    }
-    struct State {
-        var alignment: Int?
-        var writes: [Write] = []
-        var truncations: [Int64] = []
-        var writeOuts = 0
-    }
-    let state = Locked(State())
-    private let posix = PosixFileIO()
-
-    func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int {
-        let alignment = self.posix.enableDirectIO(fd, maxAlignment: maxAlignment, path: path)
-        self.state.withLock { $0.alignment = alignment }
-        return alignment
-    }
-    func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 {
-        try self.posix.open(path, flags: flags, mode: mode)
-    }
-    func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
-    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int
-    {
-        if path.hasSuffix(".tmp") {
-            let direct = fcntl(fd, F_GETFL) & brokerd_o_direct_flag() != 0
-            let write = Write(
-                offset: offset, count: bytes.count, address: Int(bitPattern: bytes.baseAddress), direct: direct
-            )
-            self.state.withLock { $0.writes.append(write) }
-        }
-        return try self.posix.pwrite(fd, bytes, at: offset, path: path)
-    }
-    func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
-        throws(FileIOError) -> Int
-    {
-        try self.posix.pread(fd, into: buffer, at: offset, path: path)
-    }
-    func fdatasync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fdatasync(fd, path: path) }
-    func fsync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fsync(fd, path: path) }
-    func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) {
-        self.state.withLock { $0.truncations.append(size) }
-        try self.posix.ftruncate(fd, to: size, path: path)
-    }
-    func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 { try self.posix.fileSize(fd, path: path) }
-    func rename(_ from: String, to: String) throws(FileIOError) { try self.posix.rename(from, to: to) }
-    func unlink(_ path: String) throws(FileIOError) { try self.posix.unlink(path) }
-    func mkdir(_ path: String) throws(FileIOError) { try self.posix.mkdir(path) }
-    func listDirectory(_ path: String) throws(FileIOError) -> [String] { try self.posix.listDirectory(path) }
-    func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError) {
-        self.state.withLock { $0.writeOuts += 1 }
-        try self.posix.writeOut(fd, offset: offset, count: count, path: path)
-    }
-}

@@ -1,3 +1,4 @@
+import CFileIO
 import Foundation
 import Glibc
 import Locking
@@ -104,11 +105,22 @@ final class FaultyFileIO: FileIO {
         var failSnapshotWrite: (after: Int, errno: Int32)?
         /// pwrites of dedupe snapshot temp files.
         var snapshotWrites = 0
+        /// While set, `enableDirectIO` is the real one's (otherwise files stay buffered, the protocol's default).
+        var directIO = false
+        /// What the last `enableDirectIO` granted.
+        var directIOAlignment: Int?
+        /// Each pwrite of a dedupe snapshot temp file, with whether its fd had `O_DIRECT` set.
+        var snapshotWriteLog: [(offset: Int64, count: Int, address: Int, direct: Bool)] = []
+        /// ftruncate sizes of dedupe snapshot temp files.
+        var snapshotTruncations: [Int64] = []
     }
     let state = Locked(State())
     private let posix = PosixFileIO()
 
     var logFdatasyncs: Int { self.state.withLock { $0.logFdatasyncs } }
+
+    /// True for a dedupe snapshot's temp file.
+    static func isSnapshotTemp(_ path: String) -> Bool { path.hasSuffix("/" + DedupeSnapshot.fileName + ".tmp") }
 
     /// True for a segment's `.log` file (not, say, `consumer-offsets.log`).
     static func isSegmentLog(_ path: String) -> Bool {
@@ -137,9 +149,11 @@ final class FaultyFileIO: FileIO {
                 for _ in 0..<5000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
             }
         }
-        if path.hasSuffix("/" + DedupeSnapshot.fileName + ".tmp"), let fail = self.state.withLock({ state -> Int32? in
+        if Self.isSnapshotTemp(path), let fail = self.state.withLock({ state -> Int32? in
             if let fail = state.failSnapshotWrite, state.snapshotWrites >= fail.after { return fail.errno }
             state.snapshotWrites += 1
+            let direct = fcntl(fd, F_GETFL) & brokerd_o_direct_flag() != 0
+            state.snapshotWriteLog.append((offset, bytes.count, Int(bitPattern: bytes.baseAddress), direct))
             return nil
         }) {
             throw FileIOError(operation: "pwrite", path: path, errno: fail)
@@ -182,7 +196,14 @@ final class FaultyFileIO: FileIO {
         self.state.withLock { $0.writeOuts.append((path, offset, count)) }
     }
     func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) {
+        if Self.isSnapshotTemp(path) { self.state.withLock { $0.snapshotTruncations.append(size) } }
         try self.posix.ftruncate(fd, to: size, path: path)
+    }
+    func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int {
+        guard self.state.withLock({ $0.directIO }) else { return 0 }
+        let alignment = self.posix.enableDirectIO(fd, maxAlignment: maxAlignment, path: path)
+        self.state.withLock { $0.directIOAlignment = alignment }
+        return alignment
     }
     func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 { try self.posix.fileSize(fd, path: path) }
     func rename(_ from: String, to: String) throws(FileIOError) {
