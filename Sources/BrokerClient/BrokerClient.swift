@@ -459,11 +459,17 @@ package struct DeliveredBatch: Sendable {
 
     private let storage: Storage
 
+    /// When the client's event loop read this DELIVER from the connection: nanoseconds of `CLOCK_MONOTONIC`
+    /// (`NIODeadline.now().uptimeNanoseconds`). Its difference to the moment the batch is consumed is the
+    /// time it waited in the client, between the event loop and the task iterating the subscription.
+    package let receivedAtNanos: UInt64
+
     /// The records of `deliver`; decoded now when `decoded` (a DELIVER built from record values is laid out in
     /// wire form here).
-    init(_ deliver: Deliver, decoded: Bool) {
+    init(_ deliver: Deliver, decoded: Bool, receivedAtNanos: UInt64) {
         let encoded = deliver.encodedRecords ?? EncodedDeliveredRecords(deliver.records)
         self.storage = decoded ? .decoded(deliver.records, encoded) : .encoded(encoded)
+        self.receivedAtNanos = receivedAtNanos
     }
 
     private var encoded: EncodedDeliveredRecords {
@@ -649,7 +655,12 @@ final class ClientHandler: ChannelInboundHandler {
             // stay in wire form until the consumer reads them (decoded by the per-record iterator, in place by
             // `batches`).
             if deliver.recordCount > 0 {
-                sink.continuation.yield(DeliveredBatch(deliver, decoded: sink.decodesOnEventLoop))
+                sink.continuation.yield(
+                    DeliveredBatch(
+                        deliver, decoded: sink.decodesOnEventLoop,
+                        receivedAtNanos: NIODeadline.now().uptimeNanoseconds
+                    )
+                )
             }
         case .subscribeOK(let ok):
             if let sink = self.pendingSinks.removeValue(forKey: tagged.correlationID) {

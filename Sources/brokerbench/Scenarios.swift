@@ -449,17 +449,27 @@ struct EndToEndLoad {
         // Each measured PUBLISH's send-to-acknowledgement time: beside publish-to-deliver it tells the append path's
         // share of the latency (the ack comes once the records are durable) from the delivery path's.
         let acks = Locked(makeHistogram())
+        // How late each measured PUBLISH left: from its oldest record's scheduled time to the send (the pace, and
+        // the producer task's own wake-ups on the two shared cores).
+        let lateness = Locked(makeHistogram())
 
-        let histogram = try await withThrowingTaskGroup(of: Histogram<UInt64>?.self) { group in
+        // Publish→deliver as the consumer task sees it, and publish→read: up to the moment the client's event loop
+        // read the DELIVER from the socket. Their difference is the wait in the client, between its event loop and
+        // the consumer task, which on two shared cores is a thread hand-off like those in the broker.
+        let (histogram, reads) = try await withThrowingTaskGroup(
+            of: (Histogram<UInt64>, Histogram<UInt64>)?.self
+        ) { group in
             for subscription in subscriptions {
                 group.addTask {
                     var local = makeHistogram()
+                    var localReads = makeHistogram()
                     let sentName = Array(Self.sentHeader.utf8)
                     do {
                         // A DELIVER at a time, read in place (what a consumer that keeps up would do): the
                         // records of one DELIVER arrived together, so one clock reading serves them all.
                         for try await batch in subscription.batches {
                             let now = monotonicNanos()
+                            let read = min(batch.receivedAtNanos, now)
                             var all = 0
                             var measured = 0
                             batch.forEach { record in
@@ -474,13 +484,14 @@ struct EndToEndLoad {
                                 if sent >= clock.measureFrom {
                                     measured += 1
                                     local.record((now - min(sent, now)) / 1000)
+                                    localReads.record((read - min(sent, read)) / 1000)
                                 }
                             }
                             progress.all.add(all)
                             progress.measured.add(measured)
                         }
                     } catch {}  // the connection closes at the end of the run
-                    return local
+                    return (local, localReads)
                 }
             }
             group.addTask {
@@ -509,6 +520,10 @@ struct EndToEndLoad {
                         }.count
                         sent += count
                         let measured = now >= clock.measureFrom
+                        if measured {
+                            let oldest = Self.scheduled(sent - count, start: start, rate: p.rate)
+                            lateness.withLock { $0.record((now - min(oldest, now)) / 1000) }
+                        }
                         sentMeasured.add(measuredRecords)
                         inFlight.add(1)
                         Task {
@@ -540,8 +555,14 @@ struct EndToEndLoad {
                 return nil
             }
             var merged = makeHistogram()
-            for try await local in group { if let local { merged.add(local) } }
-            return merged
+            var mergedReads = makeHistogram()
+            for try await local in group {
+                if let (deliver, read) = local {
+                    merged.add(deliver)
+                    mergedReads.add(read)
+                }
+            }
+            return (merged, mergedReads)
         }
         progress.stop()
         await producer.close()
@@ -553,6 +574,12 @@ struct EndToEndLoad {
         )
         result.extra["records_sent_measured"] = Double(sentMeasured.value)
         result.extra["records_undelivered"] = Double(undelivered.value)
+        result.extra["publish_to_client_read_p50_us"] = Double(reads.valueAtPercentile(50))
+        result.extra["publish_to_client_read_p99_us"] = Double(reads.valueAtPercentile(99))
+        lateness.withLock { lateness in
+            result.extra["send_lateness_p50_us"] = Double(lateness.valueAtPercentile(50))
+            result.extra["send_lateness_p99_us"] = Double(lateness.valueAtPercentile(99))
+        }
         acks.withLock { acks in
             result.extra["publish_ack_p50_us"] = Double(acks.valueAtPercentile(50))
             result.extra["publish_ack_p99_us"] = Double(acks.valueAtPercentile(99))

@@ -64,6 +64,34 @@ struct SubscriptionBatchTests {
         await broker.stop()
     }
 
+    @Test("a batch carries the monotonic time the client's event loop read it")
+    func receivedAt() async throws {
+        let broker = try await TestBroker.start()
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        let results = try await producer.publish(topic: "education.completed", records: [educationEvent(1)])
+        #expect(results.map(\.code) == [.ok])
+        let consumer = try await broker.client("crm-automation")
+        let subscribed = NIODeadline.now().uptimeNanoseconds
+        let subscription = try await consumer.subscribe(topic: "education.completed", start: .earliest, credit: 16)
+        var received: [UInt64] = []
+        for try await batch in subscription.batches {
+            let consumed = NIODeadline.now().uptimeNanoseconds
+            received.append(batch.receivedAtNanos)
+            // Read after the SUBSCRIBE was sent, before the task took the batch: the same clock as brokerbench's
+            // monotonicNanos (CLOCK_MONOTONIC), which e2e-latency subtracts it from.
+            #expect(batch.receivedAtNanos >= subscribed && batch.receivedAtNanos <= consumed)
+            var now = timespec()
+            clock_gettime(CLOCK_MONOTONIC, &now)
+            #expect(batch.receivedAtNanos <= UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec))
+            break
+        }
+        #expect(received.count == 1)
+        await producer.close()
+        await consumer.close()
+        await broker.stop()
+    }
+
     @Test("a record view reads fields and headers in place")
     func viewFields() async throws {
         let broker = try await TestBroker.start()
