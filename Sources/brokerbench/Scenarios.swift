@@ -412,6 +412,60 @@ struct PipelinedLoad: Sendable {
     }
 }
 
+/// One PUBLISH of e2e-latency's producer, until its acknowledgement: when it was sent, whether in the measured
+/// window, and how many records it carried.
+struct SentPublish: Sendable {
+    var at: UInt64 = 0
+    var measured = false
+    var records = 0
+}
+
+/// e2e-latency's records, stamped in place for each PUBLISH: the scenario's headers and a last one (`stampHeader`)
+/// whose 8-byte value is the record's scheduled send time.
+///
+/// A PUBLISH of `count` records reuses the array last sent with that count (the count varies with the pace: tens
+/// of values at a steady rate), whose records, header arrays and stamp buffers are then unique, so the stamps are
+/// written where they are. Building each record anew (a header array and a buffer slice per record, released after
+/// the acknowledgement) cost the producer an allocation and about ten reference-count changes per record, on the two
+/// cores the broker and the consumer share. Record `i` of a PUBLISH always carries payload `i` (modulo the
+/// payloads): the records of one PUBLISH, which the broker compresses together, still all differ.
+struct SentStamper {
+    /// Arrays kept for reuse, by record count (counts up to `largestKept`).
+    private var kept: [Int: [WireRecord]] = [:]
+    private let payloads: [ByteBuffer]
+    private let stampHeader: String
+    static let largestKept = 1024
+
+    init(payloads: [ByteBuffer], stampHeader: String) {
+        precondition(!payloads.isEmpty, "SentStamper needs at least one payload")
+        self.payloads = payloads
+        self.stampHeader = stampHeader
+    }
+
+    /// `count` records, record `i` stamped with `stamp(i)`; hand them back with `giveBack` once sent.
+    mutating func take(_ count: Int, stamp: (Int) -> UInt64) -> [WireRecord] {
+        var records = self.kept.removeValue(forKey: count) ?? (0..<count).map { index in
+            var value = ByteBuffer()
+            value.writeInteger(UInt64(0))
+            return WireRecord(
+                headers: benchHeaders + [WireHeader(name: self.stampHeader, value: value)],
+                value: self.payloads[index % self.payloads.count]
+            )
+        }
+        for index in records.indices {
+            let last = records[index].headers.count - 1
+            records[index].headers[last].value.setInteger(stamp(index), at: 0)
+        }
+        return records
+    }
+
+    /// Keeps `records` (sent: the publisher encoded them and holds no reference) for the next PUBLISH of its count.
+    mutating func giveBack(_ records: consuming [WireRecord]) {
+        guard records.count <= Self.largestKept else { return }
+        self.kept[records.count] = records
+    }
+}
+
 /// Publishes at a fixed rate (one PUBLISH per millisecond tick carrying the records due) while consumers read
 /// from latest; latency is from the tick that sent a record to its arrival at a consumer.
 struct EndToEndLoad {
@@ -442,7 +496,6 @@ struct EndToEndLoad {
         let progress = Progress()
         progress.start(clock: clock, label: "e2e-latency delivered")
         let payloads = makePayloads(size: p.recordSize)
-        let inFlight = Counter(0)
         let errors = Counter(0)
         let sentMeasured = Counter(0)
         let undelivered = Counter(0)
@@ -494,47 +547,62 @@ struct EndToEndLoad {
                     return (local, localReads)
                 }
             }
+            // The producer: one task paces and sends through a pipelined publisher (a PUBLISH is encoded as it is
+            // sent, so its records can be stamped again for the next one), one reads the acknowledgements in order.
+            let publisher = producer.pipelinedPublisher(maxInFlight: p.inFlight)
+            // What each outstanding PUBLISH was: by sequence number modulo the window. The sender fills a slot before
+            // its send (sequence numbers count sends from 0, and only the sender sends); a slot is reused only after
+            // the acknowledgement reader took its answer, which frees the window's room.
+            let window = publisher.maxInFlight
+            let outstanding = Locked([SentPublish](repeating: SentPublish(), count: window))
+            let acknowledged = Counter(0)
+            group.addTask {
+                for await acknowledgement in publisher.acknowledgements {
+                    defer { acknowledged.add(1) }
+                    let acked = monotonicNanos()
+                    let sent = outstanding.withLock { $0[Int(acknowledgement.sequence % UInt64(window))] }
+                    if sent.measured { _ = acks.withLock { $0.record((acked - min(sent.at, acked)) / 1000) } }
+                    switch acknowledgement.result {
+                    case .success(let results): errors.add(results.reduce(0) { $0 + ($1.code == .ok ? 0 : 1) })
+                    case .failure: errors.add(sent.records)
+                    }
+                }
+                return nil
+            }
             group.addTask {
                 var sent = 0
+                var sequence: UInt64 = 0
+                var stamper = SentStamper(payloads: payloads, stampHeader: Self.sentHeader)
+                defer { publisher.finish() }  // also when a send throws: the acknowledgement reader then ends
                 let start = monotonicNanos()
                 while !clock.isOver {
                     let now = monotonicNanos()
                     let due = Int(Double(now - start) / 1e9 * Double(p.rate)) - sent
-                    if due > 0, inFlight.value < p.inFlight {
+                    if due > 0 {
                         // Each record carries the time the schedule meant it to be sent, not the time it left: a
                         // record held back (the in-flight window full, this task late to wake) counts its wait too,
                         // so a stall on the broker cannot hide the records it delayed ("coordinated omission").
                         let count = min(due, 10_000)
-                        var stamps = ByteBuffer()
-                        stamps.reserveCapacity(count * 8)
-                        for n in sent..<(sent + count) { stamps.writeInteger(Self.scheduled(n, start: start, rate: p.rate)) }
-                        let records = (0..<count).map {
-                            WireRecord(
-                                headers: benchHeaders
-                                    + [WireHeader(name: Self.sentHeader, value: stamps.getSlice(at: $0 * 8, length: 8)!)],
-                                value: payloads[(sent + $0) % payloads.count]
-                            )
-                        }
+                        let first = sent
+                        let records = stamper.take(count) { Self.scheduled(first + $0, start: start, rate: p.rate) }
                         let measuredRecords = (sent..<(sent + count)).lazy.filter {
                             Self.scheduled($0, start: start, rate: p.rate) >= clock.measureFrom
                         }.count
                         sent += count
                         let measured = now >= clock.measureFrom
                         if measured {
-                            let oldest = Self.scheduled(sent - count, start: start, rate: p.rate)
-                            lateness.withLock { $0.record((now - min(oldest, now)) / 1000) }
+                            let oldest = Self.scheduled(first, start: start, rate: p.rate)
+                            _ = lateness.withLock { $0.record((now - min(oldest, now)) / 1000) }
                         }
                         sentMeasured.add(measuredRecords)
-                        inFlight.add(1)
-                        Task {
-                            defer { inFlight.add(-1) }
-                            let results = try? await producer.publish(topic: topic, records: records)
-                            if measured {
-                                let acked = monotonicNanos()
-                                _ = acks.withLock { $0.record((acked - min(now, acked)) / 1000) }
-                            }
-                            errors.add(results.map { $0.filter { $0.code != .ok }.count } ?? records.count)
+                        outstanding.withLock {
+                            $0[Int(sequence % UInt64(window))] = SentPublish(at: now, measured: measured, records: count)
                         }
+                        // Waits while `window` PUBLISHes are outstanding; records due meanwhile go in the next one.
+                        let number = try await publisher.send(topic: topic, records: records)
+                        precondition(number == sequence, "the e2e producer is its publisher's only sender")
+                        sequence += 1
+                        stamper.giveBack(records)
                     }
                     // A record waits here for at most one pace (and the sleep's overshoot) before it is sent: with
                     // the old pace of 1 ms that wait was about half of publish-to-deliver's median at 50,000
@@ -544,8 +612,11 @@ struct EndToEndLoad {
                 // Let the last PUBLISHes be answered and every record sent reach every consumer (each wait bounded
                 // by `drainSeconds`), then end the subscriptions: a record still late at the end of a run counts in
                 // the histogram, and one that never arrives is reported, not silently left out.
+                publisher.finish()
                 let drainUntil = monotonicNanos() + Self.drainSeconds * 1_000_000_000
-                while inFlight.value > 0, monotonicNanos() < drainUntil { try await Task.sleep(for: .milliseconds(5)) }
+                while acknowledged.value < Int(sequence), monotonicNanos() < drainUntil {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
                 let expected = sent * consumerClients.count
                 while progress.all.value < expected, monotonicNanos() < drainUntil {
                     try await Task.sleep(for: .milliseconds(5))
