@@ -149,6 +149,24 @@ package enum FrameCodec {
         return encoded.bytes
     }
 
+    /// Whether every record's key and header names are within the wire's limits (what `validate` checks of a
+    /// PUBLISH's records), read where they lie. Walking the records by value, as the loop that names the first
+    /// field over a limit does, retains and releases each record's header array, key and value: a producer
+    /// validates every record it sends, and a policy record has five headers.
+    private static func recordsFit(_ records: [WireRecord]) -> Bool {
+        records.withUnsafeBufferPointer { records in
+            for i in records.indices {
+                if let keyBytes = records[i].key?.readableBytes, keyBytes > Self.maxKeyBytes { return false }
+                let namesFit = records[i].headers.withUnsafeBufferPointer { headers in
+                    for j in headers.indices where headers[j].name.utf8.count > Self.maxStringBytes { return false }
+                    return true
+                }
+                if !namesFit { return false }
+            }
+            return true
+        }
+    }
+
     /// Checks that every string and key of `frame` fits its length prefix, so `encode` neither traps nor cuts an
     /// identifier. Throws INVALID_REQUEST naming the field, its length and the limit.
     package static func validate(_ frame: TaggedFrame) throws(WireProtocolError) {
@@ -182,8 +200,8 @@ package enum FrameCodec {
             try check(ok.clearance, "clearance")
         case .publish(let publish):
             try check(publish.topic, "topic")
-            // Wire-form records passed the decoder's checks.
-            guard publish.wireForm == nil else { break }
+            // Wire-form records passed the decoder's checks; records that all fit need no walk that names a field.
+            guard publish.wireForm == nil, !Self.recordsFit(publish.records) else { break }
             for (index, record) in publish.records.enumerated() {
                 try check(record, "records[\(index)]")
             }

@@ -499,11 +499,22 @@ struct FrameCodecTests {
             headers: [WireHeader(name: "ok", value: ByteBuffer()), WireHeader(name: long, value: ByteBuffer())],
             value: ByteBuffer()
         )
+        let good = WireRecord(
+            key: ByteBuffer(string: "k"), headers: [WireHeader(name: "ok", value: ByteBuffer(string: "v"))],
+            value: ByteBuffer(string: "{}")
+        )
         let frames: [(TaggedFrame, String)] = [
             (TaggedFrame(correlationID: 1, frame: .publish(Publish(topic: long, records: []))), "topic"),
             (
                 TaggedFrame(correlationID: 1, frame: .publish(Publish(topic: "t", records: [record]))),
                 "records[0].headers[1].name"
+            ),
+            (
+                TaggedFrame(
+                    correlationID: 1,
+                    frame: .publish(Publish(topic: "t", records: [WireRecord(value: ByteBuffer()), good, record]))
+                ),
+                "records[2].headers[1].name"
             ),
             (TaggedFrame(correlationID: 1, frame: .hello(Hello(clientID: long, credential: ByteBuffer()))), "clientID"),
             (TaggedFrame(correlationID: 1, frame: .commit(Commit(group: "g", topic: long, offset: 0))), "topic"),
