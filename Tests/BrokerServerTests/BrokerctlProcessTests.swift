@@ -23,38 +23,17 @@ struct BrokerctlProcessTests {
     }
 
     private static func runBlocking(_ broker: TestBroker, as principal: String, _ arguments: [String], input: String) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: self.brokerctlPath)
         let identity = ["--server", "127.0.0.1:\(broker.port)", "--client-id", principal, "--token", TestBroker.token(for: principal)]
         // Subcommand words first, then options.
-        process.arguments = arguments + identity
-        process.environment = ["PATH": "/usr/bin:/bin"]
-        let stdin = Pipe(), stdout = Pipe(), stderr = Pipe()
-        process.standardInput = stdin
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try stdin.fileHandleForWriting.close()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        return try ChildProcess.run(
+            self.brokerctlPath, arguments + identity, environment: ["PATH": "/usr/bin:/bin"], input: input
+        )
     }
 
     /// Runs an executable without a broker (completion scripts, --version); returns exit status and stdout.
     static func runTool(_ path: String, _ arguments: [String]) throws -> (status: Int32, out: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.environment = ["PATH": "/usr/bin:/bin"]
-        let stdout = Pipe()
-        process.standardOutput = stdout
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self))
+        let result = try ChildProcess.run(path, arguments, environment: ["PATH": "/usr/bin:/bin"])
+        return (result.status, result.out)
     }
 
     /// Parses stdout as one JSON document (an object).

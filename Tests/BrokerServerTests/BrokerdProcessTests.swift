@@ -21,13 +21,13 @@ struct BrokerdProcessTests {
 
     /// A running brokerd child process and the ports it reported.
     final class Daemon: Sendable {
-        let process: Process
+        let process: ChildProcess
         let port: Int
         /// The metrics endpoint's port; nil when brokerd reported `brokerd.metrics_address=off`.
         let metricsPort: Int?
         let output: OutputBuffer
 
-        init(process: Process, port: Int, metricsPort: Int?, output: OutputBuffer) {
+        init(process: ChildProcess, port: Int, metricsPort: Int?, output: OutputBuffer) {
             self.process = process
             self.port = port
             self.metricsPort = metricsPort
@@ -38,10 +38,11 @@ struct BrokerdProcessTests {
         /// endpoint's (never the users' default 9420, so tests and a running brokerd never collide).
         static func start(dataDir: String, arguments: [String] = []) async throws -> Daemon {
             let metrics = arguments.contains("--no-metrics") ? [] : ["--metrics-listen", "127.0.0.1:0"]
-            let (process, output, _) = try launch(
+            let process = try ChildProcess.launch(
                 BrokerdProcessTests.brokerdPath,
                 ["--data-dir", dataDir, "--listen", "127.0.0.1:0"] + metrics + arguments
             )
+            let output = process.output
             let clock = ContinuousClock()
             let deadline = clock.now.advanced(by: .seconds(30))
             while clock.now < deadline {
@@ -56,21 +57,21 @@ struct BrokerdProcessTests {
                 if !process.isRunning { break }
                 try await Task.sleep(for: .milliseconds(50))
             }
-            process.terminate()
+            process.signal(SIGTERM)
             throw TimeoutError(what: "brokerd to listen; output:\n\(output.text)")
         }
 
         /// Sends SIGTERM and waits for the exit status.
         func terminate() async throws -> Int32 {
-            kill(self.process.processIdentifier, SIGTERM)
+            self.process.signal(SIGTERM)
             let clock = ContinuousClock()
             let deadline = clock.now.advanced(by: .seconds(30))
             while self.process.isRunning, clock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-            if self.process.isRunning {
-                self.process.interrupt()
+            guard let status = self.process.poll() else {
+                self.process.signal(SIGINT)
                 throw TimeoutError(what: "brokerd to exit after SIGTERM")
             }
-            return self.process.terminationStatus
+            return status
         }
     }
 
@@ -124,7 +125,7 @@ struct BrokerdProcessTests {
             #expect(daemon.output.text.contains(text), "brokerd never said '\(text)'")
         }
         try "classes = [".write(toFile: configPath, atomically: true, encoding: .utf8)
-        kill(daemon.process.processIdentifier, SIGHUP)
+        daemon.process.signal(SIGHUP)
         try await waitForOutput("SIGHUP: config reload rejected")
 
         let revoked = ConfigLoader.embeddedDefault.replacingOccurrences(
@@ -133,7 +134,7 @@ struct BrokerdProcessTests {
         )
         #expect(revoked != ConfigLoader.embeddedDefault)
         try revoked.write(toFile: configPath, atomically: true, encoding: .utf8)
-        kill(daemon.process.processIdentifier, SIGHUP)
+        daemon.process.signal(SIGHUP)
         try await waitForOutput("SIGHUP: config reloaded")
         do {
             for try await _ in subscription { Issue.record("nothing was published; nothing may arrive") }
@@ -174,32 +175,17 @@ struct BrokerdProcessTests {
 
     @Test("brokerd --print-default-config prints a config that parses")
     func printDefaultConfig() throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.brokerdPath)
-        process.arguments = ["--print-default-config"]
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        #expect(process.terminationStatus == 0)
-        let config = try ConfigLoader.parse(String(decoding: data, as: UTF8.self))
+        let printed = try ChildProcess.run(Self.brokerdPath, ["--print-default-config"])
+        #expect(printed.status == 0)
+        let config = try ConfigLoader.parse(printed.out)
         #expect(config.topics.map(\.name).contains("clinical.referral"))
     }
 
     @Test("brokerd check-config: every problem with FILE:LINE and a hint, exit 1; a clean file exits 0; no file 2")
     func checkConfig() throws {
         func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: Self.brokerdPath)
-            process.arguments = ["check-config"] + arguments
-            let pipe = Pipe()
-            process.standardOutput = pipe
-            process.standardError = pipe
-            try process.run()
-            let data = pipe.fileHandleForReading.readDataToEndOfFile()
-            process.waitUntilExit()
-            return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+            let result = try ChildProcess.run(Self.brokerdPath, ["check-config"] + arguments)
+            return (result.status, result.out + result.err)
         }
         let dir = TestBroker.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -253,7 +239,7 @@ struct BrokerdProcessTests {
         let soak = URL(fileURLWithPath: brokerd).deletingLastPathComponent().appendingPathComponent("brokersoak").path
         let dataDir = TestBroker.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
-        let (process, output, _) = try launch(
+        let process = try ChildProcess.launch(
             soak,
             ["--cycles", "3", "--brokerd", brokerd, "--data-dir", dataDir, "--min-run-ms", "300", "--max-run-ms", "900"]
         )
@@ -261,38 +247,16 @@ struct BrokerdProcessTests {
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: .seconds(120))
         while process.isRunning, clock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        let text = output.text
-        #expect(process.terminationStatus == 0, "brokersoak output:\n\(text)")
+        process.signal(SIGKILL)
+        let status = process.waitUntilExit()
+        _ = process.waitForOutput()
+        let text = process.output.text
+        #expect(status == 0, "brokersoak output:\n\(text)")
         #expect(text.contains("cycles=3 "), "\(text)")
         #expect(text.contains("lost=0 duplicated=0 corrupt=0 misplaced=0 commit_regressions=0 forgotten_keys=0"), "\(text)")
         #expect(!text.contains("VIOLATION"), "\(text)")
         // It really ran: records were acknowledged before the kills.
         let acked = text.firstMatch(of: /acked=(\d+)/).flatMap { Int($0.1) } ?? 0
         #expect(acked > 0, "\(text)")
-    }
-}
-
-/// Starts `path` with `arguments`, its stdout and stderr collected together as they come.
-func launch(_ path: String, _ arguments: [String]) throws -> (process: Process, output: OutputBuffer, pipe: Pipe) {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
-    let output = OutputBuffer()
-    pipe.fileHandleForReading.readabilityHandler = { output.append($0.availableData) }
-    try process.run()
-    return (process, output, pipe)
-}
-
-/// Collects a child process's output from its pipe's reader thread.
-final class OutputBuffer: Sendable {
-    private let storage = Locked("")
-    var text: String { self.storage.withLock { $0 } }
-    func append(_ data: Data) {
-        self.storage.withLock { $0 += String(decoding: data, as: UTF8.self) }
     }
 }

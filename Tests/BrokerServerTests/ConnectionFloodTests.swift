@@ -57,10 +57,11 @@ struct ConnectionFloodTests {
     }
 
     /// Runs only with BROKERD_FLOOD=1, which `make test` and `make tsan` set for a separate `swift test --filter
-    /// ConnectionFloodTests` run: while this test holds 10,000 sockets, Foundation's `Process.run()` in any test
-    /// running beside it can crash the whole test process (swift-corelibs-foundation lists /proc/self/fd and reads
-    /// 256 bytes past a directory entry; with thousands of descriptors that read can cross into an unmapped page —
-    /// seen once as SIGSEGV in a brokerctl process test, and as an AddressSanitizer report).
+    /// ConnectionFloodTests` run. The reason it was moved out: while this test holds 10,000 sockets, Foundation's
+    /// `Process.run()` in any test running beside it could crash the whole test process (swift-corelibs-foundation
+    /// lists /proc/self/fd and reads 256 bytes past a directory entry; with thousands of descriptors that read can
+    /// cross into an unmapped page — seen once as SIGSEGV in a brokerctl process test, and as an AddressSanitizer
+    /// report). The tests now start children with posix_spawn (``ChildProcess``); the flood still runs on its own.
     static let enabled = ProcessInfo.processInfo.environment["BROKERD_FLOOD"] == "1"
 
     @Test(

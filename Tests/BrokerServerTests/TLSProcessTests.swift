@@ -10,25 +10,24 @@ struct TLSProcessTests {
     /// Runs brokerd with `arguments` until it exits or prints its listening line (then SIGTERM); returns the exit
     /// status and everything it printed.
     static func runBrokerd(_ arguments: [String]) async throws -> (status: Int32, output: String, listened: Bool) {
-        let (process, output, pipe) = try launch(BrokerdProcessTests.brokerdPath, arguments)
+        let process = try ChildProcess.launch(BrokerdProcessTests.brokerdPath, arguments)
         let deadline = ContinuousClock.now.advanced(by: .seconds(30))
         var listened = false
         while process.isRunning, ContinuousClock.now < deadline {
-            if output.text.contains("brokerd listening") {
+            if process.output.text.contains("brokerd listening") {
                 listened = true
-                kill(process.processIdentifier, SIGTERM)
+                process.signal(SIGTERM)
                 break
             }
             try await Task.sleep(for: .milliseconds(50))
         }
         while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(50)) }
-        if process.isRunning {
-            process.interrupt()
-            throw TimeoutError(what: "brokerd to exit; output:\n\(output.text)")
+        guard let status = process.poll() else {
+            process.signal(SIGINT)
+            throw TimeoutError(what: "brokerd to exit; output:\n\(process.output.text)")
         }
-        pipe.fileHandleForReading.readabilityHandler = nil
-        output.append(pipe.fileHandleForReading.readDataToEndOfFile())
-        return (process.terminationStatus, output.text, listened)
+        _ = process.waitForOutput()
+        return (status, process.output.text, listened)
     }
 
     @Test("without TLS brokerd refuses a non-loopback address unless --allow-plaintext, and then warns")
@@ -79,19 +78,10 @@ struct TLSProcessTests {
 
     /// Runs brokerctl against `broker` with the TLS options and `arguments`.
     static func brokerctl(_ broker: TestBroker, _ arguments: [String]) throws -> (status: Int32, out: String, err: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: BrokerctlProcessTests.brokerctlPath)
-        process.arguments = arguments + ["--server", "127.0.0.1:\(broker.port)"]
-        process.environment = ["PATH": "/usr/bin:/bin"]
-        let stdout = Pipe(), stderr = Pipe()
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = stdout
-        process.standardError = stderr
-        try process.run()
-        let out = stdout.fileHandleForReading.readDataToEndOfFile()
-        let err = stderr.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: out, as: UTF8.self), String(decoding: err, as: UTF8.self))
+        try ChildProcess.run(
+            BrokerctlProcessTests.brokerctlPath, arguments + ["--server", "127.0.0.1:\(broker.port)"],
+            environment: ["PATH": "/usr/bin:/bin"]
+        )
     }
 
     @Test("brokerctl over mutual TLS: the certificate is the identity; without a certificate nothing works")

@@ -93,48 +93,10 @@ final class TestPKI: Sendable {
     }
 }
 
-/// Runs `path` with `arguments` and returns its exit status and its stdout and stderr together.
-///
-/// posix_spawn, not Foundation's `Process`: on Linux `Process.run()` finds the highest open descriptor by listing
-/// /proc/self/fd and copies 256 bytes of each entry's name, reading past the end of the directory buffer (see
-/// .asan-suppressions). With many descriptors open in a parallel test run that read once crossed into an unmapped
-/// page and crashed the whole test process (2026-12-02, two TLS tests making certificates at the same moment).
-/// The TLS tests make most of the test run's child processes, one `openssl` per key and certificate.
+/// Runs `path` with `arguments` (``ChildProcess/run(_:_:environment:input:)``) and returns its exit status and its
+/// stdout and stderr, one after the other. The TLS tests make most of the test run's child processes, one
+/// `openssl` per key and certificate.
 func spawnAndCollect(_ path: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-    var fds: [Int32] = [0, 0]
-    guard pipe(&fds) == 0 else { throw TestPKI.PKIError(message: "pipe: \(String(cString: strerror(errno)))") }
-    // Not inherited by children spawned at the same time by other tests (pipe2 is not imported into Swift; a
-    // child that slips in between keeps the write end only until it exits, which delays our EOF, nothing more).
-    _ = fcntl(fds[0], F_SETFD, FD_CLOEXEC)
-    _ = fcntl(fds[1], F_SETFD, FD_CLOEXEC)
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 1)
-    posix_spawn_file_actions_adddup2(&actions, fds[1], 2)
-    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + arguments).map { strdup($0) } + [nil]
-    defer { for pointer in argv { free(pointer) } }
-    var pid: pid_t = 0
-    let spawned = posix_spawn(&pid, path, &actions, nil, argv, environ)
-    close(fds[1])
-    guard spawned == 0 else {
-        close(fds[0])
-        throw TestPKI.PKIError(message: "posix_spawn \(path): \(String(cString: strerror(spawned)))")
-    }
-    var output: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let count = chunk.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
-        if count > 0 {
-            output += chunk[0..<count]
-        } else if count == 0 || errno != EINTR {
-            break
-        }
-    }
-    close(fds[0])
-    var status: Int32 = 0
-    while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-    // WEXITSTATUS / WIFEXITED are macros Swift does not import.
-    let exited = status & 0x7F == 0
-    return (exited ? (status >> 8) & 0xFF : 128 + (status & 0x7F), String(decoding: output, as: UTF8.self))
+    let result = try ChildProcess.run(path, arguments)
+    return (result.status, result.out + result.err)
 }
