@@ -438,11 +438,17 @@ final class FileTopicLog: TopicLog {
     /// Zeros for preallocation, written from slices of this one buffer, one piece at a time.
     private static let zeros = ByteBuffer(repeating: 0, count: 128 << 10)
 
-    /// Writer queue: before writing a batch that ends at `end`, waits for a preallocation that is zeroing the
-    /// space it would write to (the writer never writes where zeros are still to come).
+    /// Writer queue: before writing a batch that ends at `end`, waits while a preallocation has not yet zeroed the
+    /// space it would write to (the writer never writes where zeros are still to come). The preallocator moves
+    /// `allocated` up as each piece is on the device, so the batch waits for the pieces it overwrites, not for the
+    /// whole preallocation and its fdatasync: the first preallocation of every new segment starts right after the
+    /// segment's first batch, and waiting for all of it stalled the topic's appends at every roll (4-12 ms for
+    /// brokerd's 4 MiB in durable-publish and e2e-latency, docs/BENCHMARKS.md "Round 14").
     private func waitForPreallocation(_ segment: Segment, through end: Int64) {
         guard self.config.preallocateBytes > 0 else { return }
-        if segment.state.withLock({ $0.extending && end > $0.allocated }) { self.preallocations.wait() }
+        while segment.state.withLock({ $0.extending && end > $0.allocated }) {
+            _ = self.preallocations.wait(timeout: .now() + .microseconds(100))
+        }
     }
 
     /// Writer queue, after a batch: starts zeroing the next `preallocateBytes` (up to `segmentBytes`, where the
@@ -491,7 +497,8 @@ final class FileTopicLog: TopicLog {
 
     /// Preallocate queue: writes zeros over `range` and fdatasyncs them. Each 128 KiB piece is written out to the
     /// device before the next (`FileIO.writeOut`): an append's fdatasync of the same file waits for every page of
-    /// it still dirty or in flight, and must not wait for megabytes of zeros. A write that fails (no space, say)
+    /// it still dirty or in flight, and must not wait for megabytes of zeros. `allocated` follows the pieces, so
+    /// the writer may fill one while the next is zeroed. A write that fails (no space, say)
     /// only stops preallocation in this segment: appends then extend the file as they go. A failed fdatasync fails the
     /// log, as every failed fdatasync does: it may have lost dirty pages of written batches, and a later
     /// fdatasync of the same file would not report it again. Once the log has failed (here or on the writer
@@ -510,6 +517,9 @@ final class FileTopicLog: TopicLog {
                 try self.io.writeAll(segment.logFD, zeros, at: at, path: segment.logPath)
                 try self.io.writeOut(segment.logFD, offset: at, count: Int64(count), path: segment.logPath)
                 at += Int64(count)
+                // On the device: a batch may now be written up to here while the rest is zeroed.
+                let zeroedTo = at
+                segment.state.withLock { $0.allocated = zeroedTo }
             }
         } catch {
             self.logger.notice(

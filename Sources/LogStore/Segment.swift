@@ -86,7 +86,8 @@ final class Segment: Sendable {
         /// Preallocation (active segment, `TopicLogConfig.preallocateBytes`): the `.log` file holds zeros, written
         /// and fdatasynced, from `size` up to here (nothing when `allocated <= size`), so a batch written there
         /// changes no file metadata and its fdatasync needs no journal commit. While `extending`, the preallocator
-        /// is writing zeros from `allocated` on, and the writer waits rather than write past `allocated`.
+        /// is writing zeros from `allocated` on, moving it up after each piece it has written out to the device
+        /// (fdatasynced with the rest at the end), and the writer waits rather than write past `allocated`.
         var allocated: Int64 = 0
         /// A preallocation is running (see `allocated`).
         var extending = false

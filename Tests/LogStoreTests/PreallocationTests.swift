@@ -38,13 +38,13 @@ struct PreallocationTests {
         return try Self.batchesEnd(path)
     }
 
-    /// A backend on `dir` and topic `t` opened with `fsync` always and 64 KiB of preallocation.
+    /// A backend on `dir` and topic `t` opened with `fsync` always and `preallocateBytes` (64 KiB) of preallocation.
     static func open(
         _ dir: String, segmentBytes: Int64, io: any FileIO = PosixFileIO(), logs: CapturedLogs = CapturedLogs(),
-        upToBytesPerSecond: Int64 = 0
+        upToBytesPerSecond: Int64 = 0, preallocateBytes: Int = 64 << 10
     ) async throws -> (FileLogBackend, any TopicLog, TopicLogConfig) {
         let backend = try FileLogBackend(directory: dir, logger: logs.logger, io: io)
-        var config = TopicLogConfig.test(segmentBytes: segmentBytes, fsync: .always, preallocateBytes: 64 << 10)
+        var config = TopicLogConfig.test(segmentBytes: segmentBytes, fsync: .always, preallocateBytes: preallocateBytes)
         config.preallocateUpToBytesPerSecond = upToBytesPerSecond
         return (backend, try await backend.openTopic(name: Self.topic, config: config), config)
     }
@@ -222,6 +222,48 @@ struct PreallocationTests {
             let active = try Self.batchesEnd(paths.last!)
             #expect(active.size == active.end, "the active segment's zeros are cut")
             FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 100)
+            await reopened.closeAll()
+        }
+    }
+
+    @Test("appends fill the zeros already written while the rest of a preallocation is still being written")
+    func appendsFollowPreallocationPieces() async throws {
+        try await withTemporaryDirectory { dir in
+            let io = FaultyFileIO()
+            // 512 KiB of zeros in 128 KiB pieces: the first piece is written, the second held.
+            io.state.withLock {
+                $0.holdZeroWrites = true
+                $0.zeroWritesBeforeHold = 1
+            }
+            let (backend, log, config) = try await Self.open(
+                dir, segmentBytes: 4 << 20, io: io, preallocateBytes: 512 << 10
+            )
+            // The first batch of the segment starts its first preallocation.
+            _ = try await log.append(testRecords(0..<1, padding: 100))
+            for _ in 0..<500 where io.state.withLock({ $0.zeroWritesHeld }) == 0 {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(io.state.withLock { $0.zeroWritesHeld } == 1)
+            // These batches fit in the first piece: they are written and acknowledged while the preallocation waits
+            // in its second (before, every one of them waited for the whole preallocation and its fdatasync).
+            for start in stride(from: 1, to: 41, by: 4) {
+                _ = try await log.append(testRecords(Int64(start)..<Int64(start + 4), padding: 100))
+            }
+            let path = try Self.logPaths(dir)[0]
+            let during = try Self.batchesEnd(path)
+            #expect(io.state.withLock { $0.holdZeroWrites && $0.zeroWritesHeld == 1 }, "the second piece is still held")
+            #expect(during.end < 128 << 10)
+            #expect(during.size < 512 << 10, "the preallocation has not finished: \(during)")
+            io.state.withLock { $0.holdZeroWrites = false }
+            let ahead = try await Self.awaitPreallocated(path)
+            #expect(ahead.size > during.end)
+            #expect(try fileBytes(path)[ahead.end...].allSatisfy { $0 == 0 })
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<41, padding: 100)
+            await backend.closeAll()
+            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let again = try await reopened.openTopic(name: Self.topic, config: config)
+            #expect(again.endOffset == 41)
+            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<41, padding: 100)
             await reopened.closeAll()
         }
     }

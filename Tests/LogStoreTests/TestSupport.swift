@@ -86,6 +86,9 @@ final class FaultyFileIO: FileIO {
         /// failing `.log` fdatasync meanwhile first waits (at most 5 s) for a zero write to be held.
         var holdZeroWrites = false
         var zeroWritesHeld = 0
+        /// With `holdZeroWrites`: this many zero writes pass first (counted in `zeroWritesPassed`), the next is held.
+        var zeroWritesBeforeHold = 0
+        var zeroWritesPassed = 0
         /// preads of segment `.log` files.
         var logReads = 0
         /// fdatasync of the offsets file fails with this errno while set.
@@ -143,8 +146,13 @@ final class FaultyFileIO: FileIO {
             }
             if let fail { throw FileIOError(operation: "pwrite", path: path, errno: fail) }
             if zeros, self.state.withLock({ state in
-                if state.holdZeroWrites { state.zeroWritesHeld += 1 }
-                return state.holdZeroWrites
+                guard state.holdZeroWrites else { return false }
+                if state.zeroWritesPassed < state.zeroWritesBeforeHold {
+                    state.zeroWritesPassed += 1
+                    return false
+                }
+                state.zeroWritesHeld += 1
+                return true
             }) {
                 for _ in 0..<5000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
             }
