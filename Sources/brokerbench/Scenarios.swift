@@ -415,9 +415,9 @@ struct PipelinedLoad: Sendable {
 /// One PUBLISH of e2e-latency's producer, until its acknowledgement: when it was sent, whether in the measured
 /// window, and how many records it carried.
 struct SentPublish: Sendable {
-    var at: UInt64 = 0
-    var measured = false
-    var records = 0
+    var at: UInt64
+    var measured: Bool
+    var records: Int
 }
 
 /// e2e-latency's records, stamped in place for each PUBLISH: the scenario's headers and a last one (`stampHeader`)
@@ -550,17 +550,19 @@ struct EndToEndLoad {
             // The producer: one task paces and sends through a pipelined publisher (a PUBLISH is encoded as it is
             // sent, so its records can be stamped again for the next one), one reads the acknowledgements in order.
             let publisher = producer.pipelinedPublisher(maxInFlight: p.inFlight)
-            // What each outstanding PUBLISH was: by sequence number modulo the window. The sender fills a slot before
-            // its send (sequence numbers count sends from 0, and only the sender sends); a slot is reused only after
-            // the acknowledgement reader took its answer, which frees the window's room.
-            let window = publisher.maxInFlight
-            let outstanding = Locked([SentPublish](repeating: SentPublish(), count: window))
+            // What each outstanding PUBLISH was, by sequence number: the sender adds it before its send (sequence
+            // numbers count sends from 0, and only the sender sends), the acknowledgement reader takes it out. (Slots
+            // by sequence modulo the window could be refilled by the sender between the reader taking an answer,
+            // which frees its room, and reading the slot.)
+            let outstanding = Locked([UInt64: SentPublish]())
             let acknowledged = Counter(0)
             group.addTask {
                 for await acknowledgement in publisher.acknowledgements {
                     defer { acknowledged.add(1) }
                     let acked = monotonicNanos()
-                    let sent = outstanding.withLock { $0[Int(acknowledgement.sequence % UInt64(window))] }
+                    guard let sent = outstanding.withLock({ $0.removeValue(forKey: acknowledgement.sequence) }) else {
+                        preconditionFailure("e2e-latency: acknowledgement \(acknowledgement.sequence) was never sent")
+                    }
                     if sent.measured { _ = acks.withLock { $0.record((acked - min(sent.at, acked)) / 1000) } }
                     switch acknowledgement.result {
                     case .success(let results): errors.add(results.reduce(0) { $0 + ($1.code == .ok ? 0 : 1) })
@@ -596,10 +598,22 @@ struct EndToEndLoad {
                         }
                         sentMeasured.add(measuredRecords)
                         outstanding.withLock {
-                            $0[Int(sequence % UInt64(window))] = SentPublish(at: now, measured: measured, records: count)
+                            $0[sequence] = SentPublish(at: now, measured: measured, records: count)
                         }
-                        // Waits while `window` PUBLISHes are outstanding; records due meanwhile go in the next one.
-                        let number = try await publisher.send(topic: topic, records: records)
+                        // Waits while `inFlight` PUBLISHes are outstanding; records due meanwhile go in the next one.
+                        // A send that fails (the connection closed) sent nothing: its records count as errors, not
+                        // as undelivered, and the producer stops.
+                        let number: UInt64
+                        do {
+                            number = try await publisher.send(topic: topic, records: records)
+                        } catch {
+                            FileHandle.standardError.write(Data("e2e-latency: send failed: \(error)\n".utf8))
+                            outstanding.withLock { _ = $0.removeValue(forKey: sequence) }
+                            sent -= count
+                            sentMeasured.add(-measuredRecords)
+                            errors.add(count)
+                            break
+                        }
                         precondition(number == sequence, "the e2e producer is its publisher's only sender")
                         sequence += 1
                         stamper.giveBack(records)
