@@ -3,6 +3,7 @@
 
     summarize.py DIR                       # a table: one group of runs per name (NAME-N.json -> NAME)
     summarize.py DIR --half-durable-rate   # half the median durable-publish records/s (suite.sh's e2e-latency rate)
+    summarize.py DIR --check               # the table, then exit 1 if any run counted errors or undelivered records
 
 A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
 Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
@@ -55,6 +56,8 @@ def main():
     parser.add_argument("directory", help="where the NAME-N.json results are")
     parser.add_argument("--half-durable-rate", action="store_true",
                         help="print half the median durable-publish records/s and nothing else")
+    parser.add_argument("--check", action="store_true",
+                        help="after the table, fail (exit 1) if any run counted errors or undelivered records")
     args = parser.parse_args()
     groups = load(args.directory)
     if not groups:
@@ -72,6 +75,11 @@ def main():
             values = [t[key] for t in table if key in t]
             median = statistics.median(values)
             print(f"  {key:<40} {number(median)} ({number(min(values))}-{number(max(values))})")
+    if args.check:
+        bad = sorted(name for name, runs in groups.items()
+                     if any(r["errors"] or r.get("extra", {}).get("records_undelivered") for r in runs))
+        if bad:
+            sys.exit("errors or undelivered records in " + ", ".join(bad))
 
 
 if __name__ == "__main__":
