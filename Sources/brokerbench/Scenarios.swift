@@ -586,10 +586,12 @@ struct EndToEndLoad {
                         // so a stall on the broker cannot hide the records it delayed ("coordinated omission").
                         let count = min(due, 10_000)
                         let first = sent
-                        let records = stamper.take(count) { Self.scheduled(first + $0, start: start, rate: p.rate) }
-                        let measuredRecords = (sent..<(sent + count)).lazy.filter {
-                            Self.scheduled($0, start: start, rate: p.rate) >= clock.measureFrom
-                        }.count
+                        var measuredRecords = 0  // counted as they are stamped: each schedule is computed once
+                        let records = stamper.take(count) {
+                            let stamp = Self.scheduled(first + $0, start: start, rate: p.rate)
+                            if stamp >= clock.measureFrom { measuredRecords += 1 }
+                            return stamp
+                        }
                         sent += count
                         let measured = now >= clock.measureFrom
                         if measured {
