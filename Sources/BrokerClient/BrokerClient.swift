@@ -33,18 +33,26 @@ package struct BrokerClientError: Error, Equatable, Sendable, CustomStringConver
 package final class BrokerClient: Sendable {
     let channel: any Channel
     let handler: NIOLoopBound<ClientHandler>
-    private let correlationIDs = Atomic<UInt32>(1)
+    private let correlationIDs: CorrelationIDs
     /// The size of the last PUBLISH frame encoded: the next one's buffer starts that big instead of growing by
     /// doubling (producers mostly send batches of one size).
     private let publishFrameBytes = Atomic<Int>(0)
     /// The broker's HELLO_OK: session id, role, clearance and limits.
     package let session: HelloOK
 
-    private init(channel: any Channel, handler: NIOLoopBound<ClientHandler>, session: HelloOK) {
+    private init(
+        channel: any Channel, handler: NIOLoopBound<ClientHandler>, correlationIDs: CorrelationIDs, session: HelloOK
+    ) {
         self.channel = channel
         self.handler = handler
+        self.correlationIDs = correlationIDs
         self.session = session
     }
+
+    /// The event loop this connection's I/O runs on: where ``pipelinedPublisher(maxInFlight:onAcknowledgement:)``
+    /// calls its callback and ``subscribe(topic:group:start:credit:onBatch:)`` its handler. Work scheduled on it
+    /// (a producer's pace, say) runs without a hand-off to another thread.
+    package var eventLoop: any EventLoop { self.channel.eventLoop }
 
     /// Connects and authenticates. Throws `BrokerClientError` with UNAUTHENTICATED when the broker refuses.
     ///
@@ -62,12 +70,13 @@ package final class BrokerClient: Sendable {
         maxFrameBytes: UInt32 = WireConstants.defaultMaxBodyLength
     ) async throws -> BrokerClient {
         let sslContext = try tls.map { try $0.makeContext() }
+        let correlationIDs = CorrelationIDs()
         let serverName = tls.flatMap { $0.serverName ?? (BrokerClientTLS.isIPAddress(host) ? nil : host) }
         let connected = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connect(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let handler = ClientHandler(maxFrameBytes: maxFrameBytes)
+                    let handler = ClientHandler(maxFrameBytes: maxFrameBytes, correlationIDs: correlationIDs)
                     if let sslContext {
                         // Without a server name the broker's certificate must carry the connected IP address.
                         try channel.pipeline.syncOperations.addHandler(
@@ -90,9 +99,8 @@ package final class BrokerClient: Sendable {
             try? await connected.channel.close()
             throw BrokerClientError(code: .malformedFrame, message: "expected HELLO_OK, got \(answer.opcode)")
         }
-        let client = BrokerClient(channel: connected.channel, handler: connected.handler, session: session)
-        client.correlationIDs.store(2, ordering: .relaxed)
-        return client
+        correlationIDs.startAfterHello()
+        return BrokerClient(channel: connected.channel, handler: connected.handler, correlationIDs: correlationIDs, session: session)
     }
 
     private struct Connected: Sendable {
@@ -128,8 +136,16 @@ package final class BrokerClient: Sendable {
     /// outstanding, and the answers arrive in send order from ``PipelinedPublisher/acknowledgements`` (what Kafka's
     /// producer does). For many small requests this costs far less per request than a task awaiting
     /// ``publish(topic:records:)`` for each.
-    package func pipelinedPublisher(maxInFlight: Int = 1000) -> PipelinedPublisher {
-        let publisher = PipelinedPublisher(client: self, maxInFlight: maxInFlight)
+    ///
+    /// With `onAcknowledgement`, each answer is handed to it instead, on this connection's event loop (``eventLoop``)
+    /// as soon as it and the answers before it are read, and its window slot is free from then on; the
+    /// ``PipelinedPublisher/acknowledgements`` sequence then hands out nothing. The callback runs on the event loop
+    /// that reads every answer of the connection: it must be quick and never block.
+    package func pipelinedPublisher(
+        maxInFlight: Int = 1000,
+        onAcknowledgement: (@Sendable (PipelinedPublisher.Acknowledgement) -> Void)? = nil
+    ) -> PipelinedPublisher {
+        let publisher = PipelinedPublisher(client: self, maxInFlight: maxInFlight, onAcknowledgement: onAcknowledgement)
         let (core, handler) = (publisher.core, self.handler)
         // Runs before the flush of any request sent on it (the event loop runs its tasks in order).
         self.channel.eventLoop.execute { handler.value.add(core) }
@@ -144,8 +160,36 @@ package final class BrokerClient: Sendable {
         start: StartPosition,
         credit: UInt32 = 256
     ) async throws -> BrokerSubscription {
+        try await self.subscribe(topic: topic, group: group, start: start, credit: credit, handler: nil)
+    }
+
+    /// Subscribes with a handler that the client's event loop (``eventLoop``) calls with each DELIVER's records as
+    /// it reads them, with no hand-off to a task: the shortest path from the socket to the consumer's code. Credit
+    /// is granted back from the event loop once the handler has returned, in chunks of half the window (as the
+    /// sequences do), so at most `credit` records are ever buffered in this client. The handler runs on the event
+    /// loop that reads every frame of the connection: it must be quick and never block.
+    ///
+    /// The returned subscription hands out no records; iterating it (or its ``BrokerSubscription/batches``) waits
+    /// for the end of the subscription and throws what ended it (the connection closing, or the broker ending it).
+    package func subscribe(
+        topic: String,
+        group: String = "",
+        start: StartPosition,
+        credit: UInt32 = 256,
+        onBatch handler: @escaping @Sendable (DeliveredBatch) -> Void
+    ) async throws -> BrokerSubscription {
+        try await self.subscribe(topic: topic, group: group, start: start, credit: credit, handler: handler)
+    }
+
+    private func subscribe(
+        topic: String,
+        group: String,
+        start: StartPosition,
+        credit: UInt32,
+        handler: (@Sendable (DeliveredBatch) -> Void)?
+    ) async throws -> BrokerSubscription {
         let (stream, continuation) = AsyncThrowingStream<DeliveredBatch, any Error>.makeStream()
-        let sink = DeliverySink(continuation)
+        let sink = DeliverySink(continuation, handler: handler, window: credit)
         let correlationID = self.nextCorrelationID()
         let request = Subscribe(topic: topic, group: group, start: start, initialCredit: credit)
         let answer = try await Self.request(
@@ -272,7 +316,7 @@ package final class BrokerClient: Sendable {
 
     /// Grants more credit to a subscription (no answer expected).
     func grantCredit(subscriptionID: UInt32, credit: UInt32) {
-        let frame = TaggedFrame(correlationID: self.nextCorrelationID(), frame: .credit(Credit(subscriptionID: subscriptionID, credit: credit)))
+        let frame = ClientHandler.creditFrame(subscriptionID: subscriptionID, credit: credit, correlationIDs: self.correlationIDs)
         let (channel, handler) = (self.channel, self.handler)
         channel.eventLoop.execute { handler.value.send(frame, on: channel) }
     }
@@ -283,11 +327,7 @@ package final class BrokerClient: Sendable {
     }
 
     /// A correlation id for a new request (never 0, which the broker's pushes use).
-    func nextCorrelationID() -> UInt32 {
-        var id = self.correlationIDs.wrappingAdd(1, ordering: .relaxed).oldValue
-        if id == 0 { id = self.correlationIDs.wrappingAdd(1, ordering: .relaxed).oldValue }
-        return id
-    }
+    func nextCorrelationID() -> UInt32 { self.correlationIDs.next() }
 
     private static func request(
         _ frame: Frame,
@@ -500,16 +540,42 @@ package struct DeliveredBatch: Sendable {
 /// subscription is iterated record by record).
 final class DeliverySink: Sendable {
     let continuation: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation
+    /// Called on the event loop with each DELIVER instead of yielding it (``BrokerClient/subscribe(topic:group:start:credit:onBatch:)``);
+    /// the stream then only ends.
+    let handler: (@Sendable (DeliveredBatch) -> Void)?
+    /// The credit granted in SUBSCRIBE: the handler's records are granted back in chunks of half of it.
+    let window: UInt32
     private let eager = Atomic<Bool>(false)
 
-    init(_ continuation: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation) {
+    init(
+        _ continuation: AsyncThrowingStream<DeliveredBatch, any Error>.Continuation,
+        handler: (@Sendable (DeliveredBatch) -> Void)? = nil,
+        window: UInt32 = 0
+    ) {
         self.continuation = continuation
+        self.handler = handler
+        self.window = window
     }
 
     /// Whether DELIVERs are decoded on the event loop, before they are yielded.
     var decodesOnEventLoop: Bool {
         get { self.eager.load(ordering: .relaxed) }
         set { self.eager.store(newValue, ordering: .relaxed) }
+    }
+}
+
+/// A connection's correlation ids for new requests: 1 is HELLO's, then 2, 3, ... (never 0, which the broker's pushes
+/// use), shared by the client (its requests) and its handler (the CREDIT it grants for a handler subscription).
+final class CorrelationIDs: Sendable {
+    private let counter = Atomic<UInt32>(1)
+
+    /// HELLO went out with id 1: requests after it start at 2.
+    func startAfterHello() { self.counter.store(2, ordering: .relaxed) }
+
+    func next() -> UInt32 {
+        var id = self.counter.wrappingAdd(1, ordering: .relaxed).oldValue
+        if id == 0 { id = self.counter.wrappingAdd(1, ordering: .relaxed).oldValue }
+        return id
     }
 }
 
@@ -526,9 +592,18 @@ final class ClientHandler: ChannelInboundHandler {
     private var processor: NIOSingleStepByteToMessageProcessor<FrameDecoder>
     /// A frame did not decode: the connection is closing, and later bytes are dropped.
     private var decodeFailed = false
+    private let correlationIDs: CorrelationIDs
+    /// Handler subscriptions (`DeliverySink.handler`): records handed to the handler and not yet granted back.
+    private var handledNotGranted: [UInt32: UInt32] = [:]
 
-    init(maxFrameBytes: UInt32) {
+    init(maxFrameBytes: UInt32, correlationIDs: CorrelationIDs) {
         self.processor = NIOSingleStepByteToMessageProcessor(FrameDecoder(maxBodyLength: maxFrameBytes))
+        self.correlationIDs = correlationIDs
+    }
+
+    /// A CREDIT frame with a new correlation id (the broker answers a CREDIT only with an ERROR, which carries it).
+    static func creditFrame(subscriptionID: UInt32, credit: UInt32, correlationIDs: CorrelationIDs) -> TaggedFrame {
+        TaggedFrame(correlationID: correlationIDs.next(), frame: .credit(Credit(subscriptionID: subscriptionID, credit: credit)))
     }
 
     // `pending`, `publishers` and `unclaimed` are read for every answer: their run-time exclusivity checks
@@ -639,17 +714,32 @@ final class ClientHandler: ChannelInboundHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !self.decodeFailed else { return }
         do {
-            try self.processor.process(buffer: self.unwrapInboundIn(data)) { self.frameReceived($0) }
+            let channel = context.channel
+            try self.processor.process(buffer: self.unwrapInboundIn(data)) { self.frameReceived($0, channel: channel) }
         } catch {
             self.decodeFailed = true
             self.errorCaught(context: context, error: error)
         }
     }
 
-    private func frameReceived(_ tagged: TaggedFrame) {
+    private func frameReceived(_ tagged: TaggedFrame, channel: any Channel) {
         switch tagged.frame {
         case .deliver(let deliver):
             guard let sink = self.sinks[deliver.subscriptionID] else { return }
+            if let handler = sink.handler {
+                guard deliver.recordCount > 0 else { return }
+                handler(DeliveredBatch(deliver, decoded: false, receivedAtNanos: NIODeadline.now().uptimeNanoseconds))
+                // Granted back once handled, in chunks of half the window (a DELIVER never exceeds the credit).
+                let handled = self.handledNotGranted[deliver.subscriptionID, default: 0] + UInt32(deliver.recordCount)
+                if handled >= Swift.max(1, sink.window / 2) {
+                    self.handledNotGranted[deliver.subscriptionID] = 0
+                    let frame = Self.creditFrame(subscriptionID: deliver.subscriptionID, credit: handled, correlationIDs: self.correlationIDs)
+                    self.send(frame, on: channel)
+                } else {
+                    self.handledNotGranted[deliver.subscriptionID] = handled
+                }
+                return
+            }
             // One element per DELIVER, not per record: the stream's lock and wake-up cost about 13,000
             // instructions per element, and the iterator hands the records out one by one anyway. The records
             // stay in wire form until the consumer reads them (decoded by the per-record iterator, in place by
@@ -680,6 +770,7 @@ final class ClientHandler: ChannelInboundHandler {
             } else if let subscriptionID = self.subscriptionByCorrelation.removeValue(forKey: tagged.correlationID) {
                 // The broker ended a live subscription.
                 self.sinks.removeValue(forKey: subscriptionID)?.continuation.finish(throwing: BrokerClientError(code: error.code, message: error.message))
+                self.handledNotGranted[subscriptionID] = nil
             } else if !self.publishers.isEmpty {
                 self.unclaimed.append(tagged)
             }
@@ -752,6 +843,7 @@ final class ClientHandler: ChannelInboundHandler {
         for (_, sink) in self.sinks { sink.continuation.finish(throwing: error) }
         self.pendingSinks.removeAll()
         self.sinks.removeAll()
+        self.handledNotGranted.removeAll()
     }
 }
 

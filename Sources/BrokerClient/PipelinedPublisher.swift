@@ -12,7 +12,10 @@ import WireProtocol
 /// request is acknowledged with the error that closed it (`BrokerClientError`, code INTERNAL "connection closed", or
 /// the broker's closing ERROR), later sends throw it, and ``acknowledgements`` ends after the last of them.
 ///
-/// One task may read ``acknowledgements`` at a time; any number may send.
+/// One task may read ``acknowledgements`` at a time; any number may send. A publisher made with an
+/// `onAcknowledgement` callback (``BrokerClient/pipelinedPublisher(maxInFlight:onAcknowledgement:)``) hands every
+/// answer to it on the connection's event loop instead, and ``sendIfRoom(topic:records:)`` sends without suspending:
+/// together they let a producer run entirely on that event loop, with no thread hand-off per request.
 package final class PipelinedPublisher: Sendable {
     /// One PUBLISH's answer.
     package struct Acknowledgement: Sendable {
@@ -27,9 +30,9 @@ package final class PipelinedPublisher: Sendable {
     package let maxInFlight: Int
     let core: Core
 
-    init(client: BrokerClient, maxInFlight: Int) {
+    init(client: BrokerClient, maxInFlight: Int, onAcknowledgement: (@Sendable (Acknowledgement) -> Void)? = nil) {
         self.maxInFlight = max(1, maxInFlight)
-        self.core = Core(client: client, maxInFlight: self.maxInFlight)
+        self.core = Core(client: client, maxInFlight: self.maxInFlight, onAcknowledgement: onAcknowledgement)
     }
 
     /// Queues one PUBLISH and returns its sequence number; waits only while `maxInFlight` requests are outstanding.
@@ -39,9 +42,7 @@ package final class PipelinedPublisher: Sendable {
     /// after ``finish()``.
     @discardableResult
     package func send(topic: String, records: [WireRecord]) async throws(BrokerClientError) -> UInt64 {
-        let frame = Frame.publish(Publish(topic: topic, records: records))
-        // The correlation id does not change what is checked.
-        try BrokerClientError.check(TaggedFrame(correlationID: 0, frame: frame))
+        let frame = try Self.checkedFrame(topic: topic, records: records)
         while true {
             switch self.core.trySend(frame, recordCount: records.count) {
             case .sent(let sequence):
@@ -52,6 +53,26 @@ package final class PipelinedPublisher: Sendable {
                 try await self.core.waitForRoom()
             }
         }
+    }
+
+    /// ``send(topic:records:)`` without waiting, for callers that must not suspend (work on the connection's event
+    /// loop, ``BrokerClient/eventLoop``): queues the PUBLISH and returns its sequence number when the window has
+    /// room, nil (nothing sent, no sequence number used) when `maxInFlight` requests are outstanding. Throws as
+    /// `send` does.
+    package func sendIfRoom(topic: String, records: [WireRecord]) throws(BrokerClientError) -> UInt64? {
+        let frame = try Self.checkedFrame(topic: topic, records: records)
+        switch self.core.trySend(frame, recordCount: records.count) {
+        case .sent(let sequence): return sequence
+        case .failed(let error): throw error
+        case .full: return nil
+        }
+    }
+
+    private static func checkedFrame(topic: String, records: [WireRecord]) throws(BrokerClientError) -> Frame {
+        let frame = Frame.publish(Publish(topic: topic, records: records))
+        // The correlation id does not change what is checked.
+        try BrokerClientError.check(TaggedFrame(correlationID: 0, frame: frame))
+        return frame
     }
 
     /// No more sends: ``acknowledgements`` ends after the acknowledgement of the last request sent.
@@ -129,10 +150,13 @@ package final class PipelinedPublisher: Sendable {
         private let state = Locked(State())
         private let client: BrokerClient
         private let maxInFlight: Int
+        /// Takes each acknowledgement on the event loop instead of the reader (`BrokerClient.pipelinedPublisher`).
+        private let onAcknowledgement: (@Sendable (Acknowledgement) -> Void)?
 
-        init(client: BrokerClient, maxInFlight: Int) {
+        init(client: BrokerClient, maxInFlight: Int, onAcknowledgement: (@Sendable (Acknowledgement) -> Void)?) {
             self.client = client
             self.maxInFlight = maxInFlight
+            self.onAcknowledgement = onAcknowledgement
         }
 
         /// Encodes the request onto the outbound bytes when the window has room; schedules their write.
@@ -255,7 +279,17 @@ package final class PipelinedPublisher: Sendable {
                 return (reader, state.finished && state.answeredPrefix == state.slots.count)
             }
             reader?.resume()
+            self.handToCallback()
             return done
+        }
+
+        /// With `onAcknowledgement`: takes the ready acknowledgements (freeing their slots) and hands them to it, in
+        /// order, outside the lock. Runs on the event loop, as everything that readies an acknowledgement does.
+        private func handToCallback() {
+            guard let onAcknowledgement = self.onAcknowledgement else { return }
+            var ready: [Acknowledgement] = []
+            _ = self.take(into: &ready)
+            for acknowledgement in ready { onAcknowledgement(acknowledgement) }
         }
 
         private static func slotIndex(of correlationID: UInt32, in state: State) -> Int? {
@@ -327,6 +361,7 @@ package final class PipelinedPublisher: Sendable {
             }
             reader?.resume()
             for sender in senders { sender.resume(throwing: error) }
+            self.handToCallback()
         }
     }
 }

@@ -466,8 +466,16 @@ struct SentStamper {
     }
 }
 
-/// Publishes at a fixed rate (one PUBLISH per millisecond tick carrying the records due) while consumers read
-/// from latest; latency is from the tick that sent a record to its arrival at a consumer.
+/// Publishes at a fixed rate (every `paceMicros` one PUBLISH carrying the records due) while consumers read from
+/// latest; latency is from the time the schedule meant a record to be sent to its arrival at a consumer.
+///
+/// Both ends run on their connection's event loop, as callbacks, not as tasks: the producer's pace is a task
+/// scheduled on the producer connection's event loop, which sends there and takes the acknowledgements there
+/// (`pipelinedPublisher(maxInFlight:onAcknowledgement:)`), and each consumer is a handler its connection's event
+/// loop calls with every DELIVER it reads (`subscribe(topic:start:credit:onBatch:)`). brokerbench shares the two
+/// cores with the broker it measures: with a task per role, every PUBLISH, acknowledgement and DELIVER also crossed
+/// between an event loop and the task pool (and the pace's sleep through a timer thread), about five thread
+/// wake-ups per PUBLISH in brokerbench, each costing the cores tens of microseconds on this VM.
 struct EndToEndLoad {
     let target: BenchTarget
     let parameters: BenchParameters
@@ -480,194 +488,223 @@ struct EndToEndLoad {
         start + UInt64(Double(n) * 1e9 / Double(rate))
     }
 
+    /// What the measurement collects, shared by the producer's and the consumers' callbacks.
+    struct Tallies: Sendable {
+        let clock: RunClock
+        let progress = Progress()
+        let errors = Counter(0)
+        let sentMeasured = Counter(0)
+        let acknowledged = Counter(0)
+        /// Each measured PUBLISH's send-to-acknowledgement time: beside publish-to-deliver it tells the append path's
+        /// share of the latency (the ack comes once the records are durable) from the delivery path's.
+        let acks = Locked(makeHistogram())
+        /// How late each measured PUBLISH left: from its oldest record's scheduled time to the send (the pace, a
+        /// window full of PUBLISHes in flight, and the event loop's own wake-ups on the two shared cores).
+        let lateness = Locked(makeHistogram())
+        /// What each outstanding PUBLISH was, by sequence number: the producer adds it when the send succeeds, the
+        /// acknowledgement callback takes it out (both on the producer connection's event loop).
+        let outstanding = Locked([UInt64: SentPublish]())
+    }
+
+    /// The producer, confined to its connection's event loop: every pace it sends the records that came due.
+    final class PacedProducer {
+        private let publisher: PipelinedPublisher
+        private let eventLoop: any EventLoop
+        private let topic: String
+        private let rate: Int
+        private let pace: TimeAmount
+        private let tallies: Tallies
+        private var stamper: SentStamper
+        private var start: UInt64 = 0
+        private var sent = 0
+        private var published = 0
+        /// What was sent: records and PUBLISHes.
+        struct Sent: Sendable {
+            var records: Int
+            var publishes: Int
+        }
+        /// Fulfilled with what was sent, once the run is over or a send failed.
+        let done: EventLoopPromise<Sent>
+
+        init(publisher: PipelinedPublisher, eventLoop: any EventLoop, topic: String, parameters: BenchParameters, payloads: [ByteBuffer], tallies: Tallies) {
+            self.publisher = publisher
+            self.eventLoop = eventLoop
+            self.topic = topic
+            self.rate = parameters.rate
+            self.pace = .microseconds(Int64(parameters.paceMicros))
+            self.tallies = tallies
+            self.stamper = SentStamper(payloads: payloads, stampHeader: EndToEndLoad.sentHeader)
+            self.done = eventLoop.makePromise()
+        }
+
+        /// On the event loop: starts the schedule now.
+        func begin() {
+            self.start = monotonicNanos()
+            self.tick()
+        }
+
+        private func tick() {
+            let clock = self.tallies.clock
+            guard !clock.isOver else { return self.finish() }
+            let now = monotonicNanos()
+            let due = Int(Double(now - self.start) / 1e9 * Double(self.rate)) - self.sent
+            if due > 0 {
+                // Each record carries the time the schedule meant it to be sent, not the time it left: a record
+                // held back (the in-flight window full, the event loop late to run this tick) counts its wait too,
+                // so a stall on the broker cannot hide the records it delayed ("coordinated omission").
+                let count = min(due, 10_000)
+                let (first, start, rate) = (self.sent, self.start, self.rate)
+                var measuredRecords = 0  // counted as they are stamped: each schedule is computed once
+                let records = self.stamper.take(count) {
+                    let stamp = EndToEndLoad.scheduled(first + $0, start: start, rate: rate)
+                    if stamp >= clock.measureFrom { measuredRecords += 1 }
+                    return stamp
+                }
+                // With `maxInFlight` PUBLISHes outstanding nothing is sent: the records due wait for a later tick,
+                // with more records, still stamped with their schedule. A send that fails (the connection closed)
+                // sent nothing: its records count as errors, not as undelivered, and the producer stops.
+                let sequence: UInt64?
+                do {
+                    sequence = try self.publisher.sendIfRoom(topic: self.topic, records: records)
+                } catch {
+                    FileHandle.standardError.write(Data("e2e-latency: send failed: \(error)\n".utf8))
+                    self.tallies.errors.add(count)
+                    return self.finish()
+                }
+                if let sequence {
+                    precondition(sequence == UInt64(self.published), "the e2e producer is its publisher's only sender")
+                    self.published += 1
+                    self.sent += count
+                    self.tallies.sentMeasured.add(measuredRecords)
+                    let measured = now >= clock.measureFrom
+                    if measured {
+                        let oldest = EndToEndLoad.scheduled(first, start: start, rate: rate)
+                        _ = self.tallies.lateness.withLock { $0.record((now - min(oldest, now)) / 1000) }
+                    }
+                    self.tallies.outstanding.withLock {
+                        $0[sequence] = SentPublish(at: now, measured: measured, records: count)
+                    }
+                }
+                self.stamper.giveBack(records)
+            }
+            // A record waits here for at most one pace (and the timer's overshoot) before it is sent: with the old
+            // pace of 1 ms that wait was about half of publish-to-deliver's median at 50,000 records/s. A shorter
+            // pace means more, smaller PUBLISHes for the same rate.
+            self.eventLoop.assumeIsolated().scheduleTask(in: self.pace) { self.tick() }
+        }
+
+        private func finish() {
+            self.publisher.finish()
+            self.done.succeed(Sent(records: self.sent, publishes: self.published))
+        }
+    }
+
     func run() async throws -> BenchResult {
         let p = self.parameters
         let topic = self.target.topics[0]
-        var consumers: [BrokerClient] = []
-        var subscriptions: [BrokerSubscription] = []
+        let clock = RunClock(warmup: p.warmup, duration: p.duration)
+        let tallies = Tallies(clock: clock)
+        let progress = tallies.progress
+        let sentName = Array(Self.sentHeader.utf8)
+        // Per consumer: publish→deliver as its handler sees a DELIVER (on the event loop that read it), and
+        // publish→read, up to the moment that event loop read the DELIVER from the socket (the decode between).
+        var consumers: [(client: BrokerClient, subscription: BrokerSubscription, deliver: Locked<Histogram<UInt64>>, read: Locked<Histogram<UInt64>>)] = []
         for _ in 0..<p.consumers {
             let client = try await self.target.connect()
-            consumers.append(client)
-            subscriptions.append(try await client.subscribe(topic: topic, start: .latest, credit: UInt32(p.credit)))
+            let (deliver, read) = (Locked(makeHistogram()), Locked(makeHistogram()))
+            // A DELIVER at a time, read in place (what a consumer that keeps up would do): the records of one
+            // DELIVER arrived together, so one clock reading serves them all.
+            let subscription = try await client.subscribe(topic: topic, start: .latest, credit: UInt32(p.credit)) { batch in
+                let now = monotonicNanos()
+                let readAt = min(batch.receivedAtNanos, now)
+                var all = 0
+                var measured: [UInt64] = []
+                batch.forEach { record in
+                    var stamp: UInt64?
+                    record.forEachHeader { name, value in
+                        guard value.count == 8, name.elementsEqual(sentName) else { return true }
+                        stamp = UInt64(bigEndian: value.loadUnaligned(as: UInt64.self))
+                        return false
+                    }
+                    guard let sent = stamp else { return }
+                    all += 1
+                    if sent >= clock.measureFrom { measured.append(sent) }
+                }
+                if !measured.isEmpty {
+                    deliver.withLock { histogram in
+                        for sent in measured { histogram.record((now - min(sent, now)) / 1000) }
+                    }
+                    read.withLock { histogram in
+                        for sent in measured { histogram.record((readAt - min(sent, readAt)) / 1000) }
+                    }
+                }
+                progress.all.add(all)
+                progress.measured.add(measured.count)
+            }
+            consumers.append((client, subscription, deliver, read))
         }
         let producer = try await self.target.connect()
-        let consumerClients = consumers
-        let clock = RunClock(warmup: p.warmup, duration: p.duration)
-        let progress = Progress()
         progress.start(clock: clock, label: "e2e-latency delivered")
-        let payloads = makePayloads(size: p.recordSize)
-        let errors = Counter(0)
-        let sentMeasured = Counter(0)
-        let undelivered = Counter(0)
-        // Each measured PUBLISH's send-to-acknowledgement time: beside publish-to-deliver it tells the append path's
-        // share of the latency (the ack comes once the records are durable) from the delivery path's.
-        let acks = Locked(makeHistogram())
-        // How late each measured PUBLISH left: from its oldest record's scheduled time to the send (the pace, and
-        // the producer task's own wake-ups on the two shared cores).
-        let lateness = Locked(makeHistogram())
+        let publisher = producer.pipelinedPublisher(maxInFlight: p.inFlight) { acknowledgement in
+            defer { tallies.acknowledged.add(1) }
+            let acked = monotonicNanos()
+            guard let sent = tallies.outstanding.withLock({ $0.removeValue(forKey: acknowledgement.sequence) }) else {
+                preconditionFailure("e2e-latency: acknowledgement \(acknowledgement.sequence) was never sent")
+            }
+            if sent.measured { _ = tallies.acks.withLock { $0.record((acked - min(sent.at, acked)) / 1000) } }
+            switch acknowledgement.result {
+            case .success(let results): tallies.errors.add(results.reduce(0) { $0 + ($1.code == .ok ? 0 : 1) })
+            case .failure: tallies.errors.add(sent.records)
+            }
+        }
+        let loop = producer.eventLoop
+        let sent = try await loop.flatSubmit {
+            let paced = PacedProducer(
+                publisher: publisher, eventLoop: loop, topic: topic, parameters: p,
+                payloads: makePayloads(size: p.recordSize), tallies: tallies
+            )
+            paced.begin()
+            return paced.done.futureResult
+        }.get()
 
-        // Publish→deliver as the consumer task sees it, and publish→read: up to the moment the client's event loop
-        // read the DELIVER from the socket. Their difference is the wait in the client, between its event loop and
-        // the consumer task, which on two shared cores is a thread hand-off like those in the broker.
-        let (histogram, reads) = try await withThrowingTaskGroup(
-            of: (Histogram<UInt64>, Histogram<UInt64>)?.self
-        ) { group in
-            for subscription in subscriptions {
-                group.addTask {
-                    var local = makeHistogram()
-                    var localReads = makeHistogram()
-                    let sentName = Array(Self.sentHeader.utf8)
-                    do {
-                        // A DELIVER at a time, read in place (what a consumer that keeps up would do): the
-                        // records of one DELIVER arrived together, so one clock reading serves them all.
-                        for try await batch in subscription.batches {
-                            let now = monotonicNanos()
-                            let read = min(batch.receivedAtNanos, now)
-                            var all = 0
-                            var measured = 0
-                            batch.forEach { record in
-                                var stamp: UInt64?
-                                record.forEachHeader { name, value in
-                                    guard value.count == 8, name.elementsEqual(sentName) else { return true }
-                                    stamp = UInt64(bigEndian: value.loadUnaligned(as: UInt64.self))
-                                    return false
-                                }
-                                guard let sent = stamp else { return }
-                                all += 1
-                                if sent >= clock.measureFrom {
-                                    measured += 1
-                                    local.record((now - min(sent, now)) / 1000)
-                                    localReads.record((read - min(sent, read)) / 1000)
-                                }
-                            }
-                            progress.all.add(all)
-                            progress.measured.add(measured)
-                        }
-                    } catch {}  // the connection closes at the end of the run
-                    return (local, localReads)
-                }
-            }
-            // The producer: one task paces and sends through a pipelined publisher (a PUBLISH is encoded as it is
-            // sent, so its records can be stamped again for the next one), one reads the acknowledgements in order.
-            let publisher = producer.pipelinedPublisher(maxInFlight: p.inFlight)
-            // What each outstanding PUBLISH was, by sequence number: the sender adds it before its send (sequence
-            // numbers count sends from 0, and only the sender sends), the acknowledgement reader takes it out. (Slots
-            // by sequence modulo the window could be refilled by the sender between the reader taking an answer,
-            // which frees its room, and reading the slot.)
-            let outstanding = Locked([UInt64: SentPublish]())
-            let acknowledged = Counter(0)
-            group.addTask {
-                for await acknowledgement in publisher.acknowledgements {
-                    defer { acknowledged.add(1) }
-                    let acked = monotonicNanos()
-                    guard let sent = outstanding.withLock({ $0.removeValue(forKey: acknowledgement.sequence) }) else {
-                        preconditionFailure("e2e-latency: acknowledgement \(acknowledgement.sequence) was never sent")
-                    }
-                    if sent.measured { _ = acks.withLock { $0.record((acked - min(sent.at, acked)) / 1000) } }
-                    switch acknowledgement.result {
-                    case .success(let results): errors.add(results.reduce(0) { $0 + ($1.code == .ok ? 0 : 1) })
-                    case .failure: errors.add(sent.records)
-                    }
-                }
-                return nil
-            }
-            group.addTask {
-                var sent = 0
-                var sequence: UInt64 = 0
-                var stamper = SentStamper(payloads: payloads, stampHeader: Self.sentHeader)
-                defer { publisher.finish() }  // also when a send throws: the acknowledgement reader then ends
-                let start = monotonicNanos()
-                while !clock.isOver {
-                    let now = monotonicNanos()
-                    let due = Int(Double(now - start) / 1e9 * Double(p.rate)) - sent
-                    if due > 0 {
-                        // Each record carries the time the schedule meant it to be sent, not the time it left: a
-                        // record held back (the in-flight window full, this task late to wake) counts its wait too,
-                        // so a stall on the broker cannot hide the records it delayed ("coordinated omission").
-                        let count = min(due, 10_000)
-                        let first = sent
-                        var measuredRecords = 0  // counted as they are stamped: each schedule is computed once
-                        let records = stamper.take(count) {
-                            let stamp = Self.scheduled(first + $0, start: start, rate: p.rate)
-                            if stamp >= clock.measureFrom { measuredRecords += 1 }
-                            return stamp
-                        }
-                        sent += count
-                        let measured = now >= clock.measureFrom
-                        if measured {
-                            let oldest = Self.scheduled(first, start: start, rate: p.rate)
-                            _ = lateness.withLock { $0.record((now - min(oldest, now)) / 1000) }
-                        }
-                        sentMeasured.add(measuredRecords)
-                        outstanding.withLock {
-                            $0[sequence] = SentPublish(at: now, measured: measured, records: count)
-                        }
-                        // Waits while `inFlight` PUBLISHes are outstanding; records due meanwhile go in the next one.
-                        // A send that fails (the connection closed) sent nothing: its records count as errors, not
-                        // as undelivered, and the producer stops.
-                        let number: UInt64
-                        do {
-                            number = try await publisher.send(topic: topic, records: records)
-                        } catch {
-                            FileHandle.standardError.write(Data("e2e-latency: send failed: \(error)\n".utf8))
-                            outstanding.withLock { _ = $0.removeValue(forKey: sequence) }
-                            sent -= count
-                            sentMeasured.add(-measuredRecords)
-                            errors.add(count)
-                            break
-                        }
-                        precondition(number == sequence, "the e2e producer is its publisher's only sender")
-                        sequence += 1
-                        stamper.giveBack(records)
-                    }
-                    // A record waits here for at most one pace (and the sleep's overshoot) before it is sent: with
-                    // the old pace of 1 ms that wait was about half of publish-to-deliver's median at 50,000
-                    // records/s. A shorter pace means more, smaller PUBLISHes for the same rate.
-                    try await Task.sleep(for: .microseconds(p.paceMicros))
-                }
-                // Let the last PUBLISHes be answered and every record sent reach every consumer (each wait bounded
-                // by `drainSeconds`), then end the subscriptions: a record still late at the end of a run counts in
-                // the histogram, and one that never arrives is reported, not silently left out.
-                publisher.finish()
-                let drainUntil = monotonicNanos() + Self.drainSeconds * 1_000_000_000
-                while acknowledged.value < Int(sequence), monotonicNanos() < drainUntil {
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-                let expected = sent * consumerClients.count
-                while progress.all.value < expected, monotonicNanos() < drainUntil {
-                    try await Task.sleep(for: .milliseconds(5))
-                }
-                undelivered.add(max(0, expected - progress.all.value))
-                for consumer in consumerClients { await consumer.close() }
-                return nil
-            }
-            var merged = makeHistogram()
-            var mergedReads = makeHistogram()
-            for try await local in group {
-                if let (deliver, read) = local {
-                    merged.add(deliver)
-                    mergedReads.add(read)
-                }
-            }
-            return (merged, mergedReads)
+        // Let the last PUBLISHes be answered and every record sent reach every consumer (each wait bounded by
+        // `drainSeconds`), then end the subscriptions: a record still late at the end of a run counts in the
+        // histogram, and one that never arrives is reported, not silently left out.
+        let drainUntil = monotonicNanos() + Self.drainSeconds * 1_000_000_000
+        while tallies.acknowledged.value < sent.publishes, monotonicNanos() < drainUntil {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let expected = sent.records * consumers.count
+        while progress.all.value < expected, monotonicNanos() < drainUntil {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let undelivered = max(0, expected - progress.all.value)
+        var histogram = makeHistogram()
+        var reads = makeHistogram()
+        for consumer in consumers {
+            await consumer.client.close()
+            // Ends with the connection (the handler runs no more once this returns).
+            do { for try await _ in consumer.subscription.batches {} } catch {}
+            consumer.deliver.withLock { histogram.add($0) }
+            consumer.read.withLock { reads.add($0) }
         }
         progress.stop()
         await producer.close()
         var result = BenchResult(
             scenario: Scenario.e2eLatency.rawValue, parameters: p, measuredSeconds: p.duration,
             records: progress.measured.value, recordBytes: p.recordSize,
-            errors: errors.value + undelivered.value,
+            errors: tallies.errors.value + undelivered,
             latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: histogram
         )
-        result.extra["records_sent_measured"] = Double(sentMeasured.value)
-        result.extra["records_undelivered"] = Double(undelivered.value)
+        result.extra["records_sent_measured"] = Double(tallies.sentMeasured.value)
+        result.extra["records_undelivered"] = Double(undelivered)
         result.extra["publish_to_client_read_p50_us"] = Double(reads.valueAtPercentile(50))
         result.extra["publish_to_client_read_p99_us"] = Double(reads.valueAtPercentile(99))
-        lateness.withLock { lateness in
+        tallies.lateness.withLock { lateness in
             result.extra["send_lateness_p50_us"] = Double(lateness.valueAtPercentile(50))
             result.extra["send_lateness_p99_us"] = Double(lateness.valueAtPercentile(99))
         }
-        acks.withLock { acks in
+        tallies.acks.withLock { acks in
             result.extra["publish_ack_p50_us"] = Double(acks.valueAtPercentile(50))
             result.extra["publish_ack_p99_us"] = Double(acks.valueAtPercentile(99))
             result.extra["publish_ack_max_us"] = Double(acks.max)

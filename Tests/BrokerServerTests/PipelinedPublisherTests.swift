@@ -53,6 +53,52 @@ struct PipelinedPublisherTests {
         }
     }
 
+    @Test("onAcknowledgement takes every answer on the event loop, in send order; sendIfRoom stops at a full window")
+    func callbackAndSendIfRoom() async throws {
+        let broker = try await TestBroker.start()
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        let loop = producer.eventLoop
+        let taken = Locked<(sequences: [UInt64], offsets: [Int64], offLoop: Int)>(([], [], 0))
+        let publisher = producer.pipelinedPublisher(maxInFlight: 4) { acknowledgement in
+            let onLoop = loop.inEventLoop
+            let offsets = (try? acknowledgement.result.get().map(\.offset)) ?? [-1]
+            taken.withLock { taken in
+                taken.sequences.append(acknowledgement.sequence)
+                taken.offsets += offsets
+                if !onLoop { taken.offLoop += 1 }
+            }
+        }
+        let total = 100
+        var sent = 0
+        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+        while taken.withLock({ $0.sequences.count }) < total, ContinuousClock.now < deadline {
+            // Sent on the event loop, as a paced producer does: no answer can be read meanwhile, so a fifth send in
+            // one go finds the window full (nothing sent, no sequence number used).
+            let first = sent
+            let sequences = try await loop.submit {
+                var sequences: [UInt64?] = []
+                for n in first..<min(first + 5, total) {
+                    sequences.append(try publisher.sendIfRoom(topic: "education.completed", records: [educationEvent(n)]))
+                }
+                return sequences
+            }.get()
+            let accepted = sequences.prefix { $0 != nil }.compactMap { $0 }
+            #expect(accepted == (0..<UInt64(accepted.count)).map { UInt64(first) + $0 })
+            #expect(sequences.dropFirst(accepted.count).allSatisfy { $0 == nil })
+            if sequences.count == 5 { #expect(accepted.count <= 4) }
+            sent += accepted.count
+            try await Task.sleep(for: .milliseconds(1))
+        }
+        let got = taken.withLock { $0 }
+        #expect(got.sequences == (0..<UInt64(total)).map { $0 })
+        #expect(got.offsets == Array(0..<Int64(total)))
+        #expect(got.offLoop == 0, "the callback ran off the connection's event loop")
+        publisher.finish()
+        await producer.close()
+        await broker.stop()
+    }
+
     @Test("acknowledgements come in send order with ascending offsets, and every record is stored")
     func inOrder() async throws {
         let broker = try await TestBroker.start()

@@ -1,6 +1,7 @@
 import BrokerClient
 import BrokerServer
 import Foundation
+import Locking
 import NIOCore
 import Testing
 import WireProtocol
@@ -61,6 +62,50 @@ struct SubscriptionBatchTests {
         #expect(sizes.allSatisfy { $0 >= 1 && $0 <= 8 }, "a DELIVER never exceeds the credit: \(sizes)")
         await producer.close()
         await consumer.close()
+        await broker.stop()
+    }
+
+    @Test("a handler subscription gets every record once, in order, on the client's event loop; credit flows back")
+    func handlerSubscription() async throws {
+        let broker = try await TestBroker.start()
+        defer { broker.removeData() }
+        let producer = try await broker.client("learning-portal")
+        var expected: [WireRecord] = []
+        for batch in 0..<5 {
+            let records = (0..<40).map { educationEvent(batch * 40 + $0) }
+            let results = try await producer.publish(topic: "education.completed", records: records)
+            #expect(results.allSatisfy { $0.code == .ok })
+            expected += records
+        }
+        let consumer = try await broker.client("crm-automation")
+        let loop = consumer.eventLoop
+        let seen = Locked<(records: [DeliveredRecord], sizes: [Int], offLoop: Int)>(([], [], 0))
+        // A window of 8 for 200 records: all of them arrive only if the client grants credit back after the handler.
+        let subscription = try await consumer.subscribe(topic: "education.completed", start: .earliest, credit: 8) { batch in
+            let onLoop = loop.inEventLoop
+            seen.withLock { seen in
+                seen.records += batch.records
+                seen.sizes.append(batch.count)
+                if !onLoop { seen.offLoop += 1 }
+            }
+        }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+        while seen.withLock({ $0.records.count }) < expected.count, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let got = seen.withLock { $0 }
+        #expect(got.records.map(\.offset) == (0..<Int64(expected.count)).map { $0 })
+        #expect(got.records.map(\.record.producerPart) == expected)
+        #expect(got.sizes.allSatisfy { $0 >= 1 && $0 <= 8 }, "a DELIVER never exceeds the credit: \(got.sizes)")
+        #expect(got.offLoop == 0, "the handler ran off the connection's event loop")
+        // The subscription hands out no records itself; it ends, with the error, when the connection closes.
+        await consumer.close()
+        var handedOut = 0
+        await #expect(throws: BrokerClientError.self) {
+            for try await _ in subscription.batches { handedOut += 1 }
+        }
+        #expect(handedOut == 0)
+        await producer.close()
         await broker.stop()
     }
 
