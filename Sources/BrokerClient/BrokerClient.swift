@@ -465,6 +465,10 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
         }
     }
 
+    /// How many handed-out records are granted back at once: half the window (at least 1), so the broker can go on
+    /// sending the other half while the grant travels.
+    static func creditChunk(window: UInt32) -> UInt32 { Swift.max(1, window / 2) }
+
     /// Counts the records handed to the caller and grants them back as credit once they make half the window.
     private struct CreditRefill {
         let client: BrokerClient
@@ -475,7 +479,7 @@ package struct BrokerSubscription: AsyncSequence, Sendable {
         init(client: BrokerClient, subscriptionID: UInt32, window: UInt32) {
             self.client = client
             self.subscriptionID = subscriptionID
-            self.refill = Swift.max(1, window / 2)
+            self.refill = BrokerSubscription.creditChunk(window: window)
         }
 
         mutating func handedOut(_ count: UInt32) {
@@ -731,7 +735,7 @@ final class ClientHandler: ChannelInboundHandler {
                 handler(DeliveredBatch(deliver, decoded: false, receivedAtNanos: NIODeadline.now().uptimeNanoseconds))
                 // Granted back once handled, in chunks of half the window (a DELIVER never exceeds the credit).
                 let handled = self.handledNotGranted[deliver.subscriptionID, default: 0] + UInt32(deliver.recordCount)
-                if handled >= Swift.max(1, sink.window / 2) {
+                if handled >= BrokerSubscription.creditChunk(window: sink.window) {
                     self.handledNotGranted[deliver.subscriptionID] = 0
                     let frame = Self.creditFrame(subscriptionID: deliver.subscriptionID, credit: handled, correlationIDs: self.correlationIDs)
                     self.send(frame, on: channel)

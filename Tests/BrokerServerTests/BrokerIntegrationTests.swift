@@ -13,14 +13,7 @@ struct BrokerIntegrationTests {
         let broker = try await TestBroker.start()
         defer { broker.removeData() }
         let producer = try await broker.client("learning-portal")
-        var expected: [WireRecord] = []
-        for batch in 0..<5 {
-            let records = (0..<40).map { educationEvent(batch * 40 + $0) }
-            let results = try await producer.publish(topic: "education.completed", records: records)
-            #expect(results.map(\.code) == Array(repeating: .ok, count: 40))
-            #expect(results.map(\.offset) == (0..<40).map { Int64(batch * 40 + $0) })
-            expected += records
-        }
+        let expected = try await publishEducationEvents(producer)
         let consumer = try await broker.client("crm-automation")
         let subscription = try await consumer.subscribe(topic: "education.completed", start: .earliest, credit: 16)
         let got = try await collect(subscription, count: expected.count)

@@ -44,13 +44,8 @@ struct SubscriptionBatchTests {
         let broker = try await TestBroker.start()
         defer { broker.removeData() }
         let producer = try await broker.client("learning-portal")
-        var expected: [WireRecord] = []
-        for batch in 0..<5 {
-            var records = (0..<40).map { educationEvent(batch * 40 + $0) }
+        let expected = try await publishEducationEvents(producer) { records in
             records[3].key = nil  // a record without a key (empty values: RecordsDecodeTests; this topic wants JSON)
-            let results = try await producer.publish(topic: "education.completed", records: records)
-            #expect(results.allSatisfy { $0.code == .ok })
-            expected += records
         }
         let consumer = try await broker.client("crm-automation")
         // A window of 8 for 200 records: the broker stops after 8 until the batches grant credit back.
@@ -70,13 +65,7 @@ struct SubscriptionBatchTests {
         let broker = try await TestBroker.start()
         defer { broker.removeData() }
         let producer = try await broker.client("learning-portal")
-        var expected: [WireRecord] = []
-        for batch in 0..<5 {
-            let records = (0..<40).map { educationEvent(batch * 40 + $0) }
-            let results = try await producer.publish(topic: "education.completed", records: records)
-            #expect(results.allSatisfy { $0.code == .ok })
-            expected += records
-        }
+        let expected = try await publishEducationEvents(producer)
         let consumer = try await broker.client("crm-automation")
         let loop = consumer.eventLoop
         let seen = Locked<(records: [DeliveredRecord], sizes: [Int], offLoop: Int)>(([], [], 0))

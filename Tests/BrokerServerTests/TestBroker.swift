@@ -5,6 +5,7 @@ import Locking
 import Logging
 import LogStore
 import Metrics
+import Testing
 import NIOCore
 import NIOPosix
 import TopicRouter
@@ -187,6 +188,23 @@ func educationEvent(_ n: Int) -> WireRecord {
         value: ByteBuffer(string: json),
         timestamp: 1_776_000_000_000 + Int64(n)
     )
+}
+
+/// Publishes `batches` PUBLISHes of `perBatch` education events (numbered from 0, each batch passed through `adjust`
+/// first) to a fresh `education.completed`, expecting every record stored at the next offset; returns them in order.
+func publishEducationEvents(
+    _ producer: BrokerClient, batches: Int = 5, perBatch: Int = 40, adjust: (inout [WireRecord]) -> Void = { _ in }
+) async throws -> [WireRecord] {
+    var published: [WireRecord] = []
+    for batch in 0..<batches {
+        var records = (0..<perBatch).map { educationEvent(batch * perBatch + $0) }
+        adjust(&records)
+        let results = try await producer.publish(topic: "education.completed", records: records)
+        #expect(results.map(\.code) == Array(repeating: .ok, count: perBatch))
+        #expect(results.map(\.offset) == (0..<perBatch).map { Int64(batch * perBatch + $0) })
+        published += records
+    }
+    return published
 }
 
 /// Collects `count` records from a subscription, failing after `timeout`.
