@@ -126,6 +126,13 @@ package struct DedupeIndex: Sendable {
 
     // MARK: Lookup and insert
 
+    /// The sequence of `digest`'s current item, if the table holds it. The table keeps only a digest's first word
+    /// (``DigestTable``): a slot whose first word matches is `digest`'s when its item has the same second word.
+    @inline(__always)
+    private func sequence(of digest: DedupeDigest) -> UInt64? {
+        self.table.value(of: digest) { self.items[$0].second == digest.second }
+    }
+
     /// The live entry of `key`, or nil when it is unknown or its window has ended at `nowMillis`.
     package mutating func lookup(_ key: ByteBuffer, nowMillis: Int64) throws(LogStoreError) -> DedupeEntry? {
         self.lookup(digest: try self.digest(key), nowMillis: nowMillis)
@@ -134,7 +141,7 @@ package struct DedupeIndex: Sendable {
     /// The live entry of `digest`, or nil when it is unknown or its window has ended at `nowMillis`.
     package mutating func lookup(digest: DedupeDigest, nowMillis: Int64) -> DedupeEntry? {
         self.removeExpired(nowMillis: nowMillis)
-        guard let sequence = self.table.value(of: digest) else { return nil }
+        guard let sequence = self.sequence(of: digest) else { return nil }
         let item = self.items[sequence]
         return !item.pending && item.expiresAtMillis > nowMillis ? item.entry : nil
     }
@@ -187,7 +194,7 @@ package struct DedupeIndex: Sendable {
         digest: DedupeDigest, entry: DedupeEntry, nowMillis: Int64
     ) -> (eviction: DedupeEviction?, held: DedupeEntry?) {
         self.removeExpired(nowMillis: nowMillis)
-        if let sequence = self.table.value(of: digest) {
+        if let sequence = self.sequence(of: digest) {
             let item = self.items[sequence]
             if item.pending {
                 self.dropReservation(sequence, digest: digest)
@@ -204,7 +211,7 @@ package struct DedupeIndex: Sendable {
         guard entry.expiresAtMillis > nowMillis else { return (nil, nil) }
         let eviction = self.makeRoom(nowMillis: nowMillis)
         let sequence = self.items.append(DedupeItem(digest: digest, entry: entry))
-        self.table.set(digest, to: sequence)
+        self.table.insert(digest, value: sequence)
         return (eviction, entry)
     }
 
@@ -214,9 +221,10 @@ package struct DedupeIndex: Sendable {
     private mutating func makeRoom(nowMillis: Int64) -> DedupeEviction? {
         var eviction: DedupeEviction?
         while self.count >= self.maxKeys, let oldest = self.items.first, !oldest.pending {
+            let sequence = self.items.firstSequence!
             self.items.removeFirst()
             guard oldest.current else { continue }
-            self.table.remove(oldest.digest)
+            self.table.remove(oldest.digest, value: sequence)
             if oldest.expiresAtMillis > nowMillis {
                 self.evictedBeforeExpiry += 1
                 eviction = DedupeEviction(
@@ -250,14 +258,14 @@ package struct DedupeIndex: Sendable {
     /// table again (with millions of keys each probe is a cache miss). Drops expired entries first, like ``insert``.
     package mutating func reserve(digest: DedupeDigest, nowMillis: Int64, tag: UInt64) -> Reservation {
         self.removeExpired(nowMillis: nowMillis)
-        if let sequence = self.table.value(of: digest) {
+        if let sequence = self.sequence(of: digest) {
             let item = self.items[sequence]
             if item.pending { return .pending(tag: item.tag) }
             if item.expiresAtMillis > nowMillis { return .live(item.entry) }
             self.dropExpired(sequence, digest: digest)
         }
         let sequence = self.items.append(DedupeItem(reserving: digest, tag: tag))
-        self.table.set(digest, to: sequence)
+        self.table.insert(digest, value: sequence)
         self.pendingCount += 1
         return .reserved(sequence: sequence)
     }
@@ -312,14 +320,14 @@ package struct DedupeIndex: Sendable {
         self.endReservation(sequence)
         self.items[sequence].current = false
         self.items[sequence].pending = false
-        self.table.remove(digest)
+        self.table.remove(digest, value: sequence)
     }
 
     /// Drops the entry at `sequence`, expired but not dropped yet because its item is not at the front (its item
     /// stays, not current, until popped).
     private mutating func dropExpired(_ sequence: UInt64, digest: DedupeDigest) {
         self.items[sequence].current = false
-        self.table.remove(digest)
+        self.table.remove(digest, value: sequence)
         self.expired += 1
     }
 
@@ -334,7 +342,7 @@ package struct DedupeIndex: Sendable {
 
     /// See ``update(_:offset:location:)``.
     package mutating func update(digest: DedupeDigest, offset: Int64, location: DedupeLocation) -> DedupeEntry? {
-        guard let sequence = self.table.value(of: digest), !self.items[sequence].pending else { return nil }
+        guard let sequence = self.sequence(of: digest), !self.items[sequence].pending else { return nil }
         self.items[sequence].offset = offset
         self.items[sequence].location = location
         return self.items[sequence].entry
@@ -355,7 +363,7 @@ package struct DedupeIndex: Sendable {
                     self.liveFront = (self.items.firstSequence!, front.expiresAtMillis)
                     break
                 }
-                self.table.remove(front.digest)
+                self.table.remove(front.digest, value: self.items.firstSequence!)
                 dropped += 1
             }
             self.items.removeFirst()

@@ -56,14 +56,21 @@ struct DedupeItem: Sendable {
     }
 }
 
-/// Digest → a 64-bit value (the index: the key's insertion sequence; the server's dedupe gate: the ticket of the
-/// key's append in flight), in 64 segments chosen by the top bits of the digest's second word, each an
-/// open-addressing table (``DigestTableSegment``) that grows on its own.
+/// Digest → a 64-bit value (the dedupe index: the key's insertion sequence, unique per key held), in 64 segments
+/// chosen by the top bits of the digest's second word, each an open-addressing table (``DigestTableSegment``) that
+/// grows on its own.
+///
+/// A slot holds only the digest's first word and the value (16 bytes): the second word is in the index's item at
+/// that sequence, so a lookup whose first word matches asks the caller (`confirm`) whether that item's second word
+/// is the digest's too, and a removal names the value it removes. With uniform 64-bit first words a lookup of a
+/// new key meets a matching first word about once in 2^64 / keys lookups, so `confirm` runs for the keys that are
+/// there, and the table is two thirds of the 24-byte slots it had with the whole digest: less memory to fault in
+/// as it grows and more slots per cache line (docs/BENCHMARKS.md, round 16).
 ///
 /// Segments, because a table grows by doubling: allocating and zeroing the new slots and moving every key into
 /// them, all at once under the caller's lock. With one table of millions of keys (about 3 M in the policy-overhead
-/// benchmark: 8 M slots, 192 MB) the topic's publishers stopped for up to 0.6–0.8 s; a segment holds a sixty-fourth
-/// of the keys, so each doubling moves a sixty-fourth, and the segments double at different moments.
+/// benchmark: 8 M slots, 192 MB then) the topic's publishers stopped for up to 0.6–0.8 s; a segment holds a
+/// sixty-fourth of the keys, so each doubling moves a sixty-fourth, and the segments double at different moments.
 package struct DigestTable: Sendable {
     /// log2 of the number of segments.
     static let segmentBits = 6
@@ -71,7 +78,7 @@ package struct DigestTable: Sendable {
     /// Keys held.
     package private(set) var count = 0
 
-    /// Slots allocated in all segments (24 bytes each).
+    /// Slots allocated in all segments (16 bytes each).
     package var slotCount: Int { self.segments.reduce(0) { $0 + $1.slotCount } }
 
     /// An empty table with room for `capacity` keys before it grows (spread evenly, as uniform digests are); with
@@ -90,33 +97,37 @@ package struct DigestTable: Sendable {
         Int(truncatingIfNeeded: digest.second >> UInt64(64 - Self.segmentBits))
     }
 
-    /// The value `digest` maps to, or nil.
-    package func value(of digest: DedupeDigest) -> UInt64? {
-        self.segments[Self.segment(digest)].value(of: digest)
+    /// The value `digest` maps to, or nil: the first value under `digest`'s first word (and segment) for which
+    /// `confirm` says the key it stands for has `digest`'s second word too.
+    @inline(__always)
+    package func value(of digest: DedupeDigest, confirm: (UInt64) -> Bool) -> UInt64? {
+        self.segments[Self.segment(digest)].value(of: digest.first, confirm: confirm)
     }
 
     /// Starts loading `digest`'s home slot into the cache, so that a probe soon after finds it there. Issued for
     /// every key of a request before the first probe, the misses overlap instead of each probe waiting for its own.
     package func prefetch(_ digest: DedupeDigest) {
-        self.segments[Self.segment(digest)].prefetch(digest)
+        self.segments[Self.segment(digest)].prefetch(digest.first)
     }
 
-    /// Maps `digest` to `value` (replacing any mapping it had); `value` must be below `UInt64.max`.
-    package mutating func set(_ digest: DedupeDigest, to value: UInt64) {
-        if self.segments[Self.segment(digest)].set(digest, to: value) { self.count += 1 }
+    /// Maps `digest` to `value`. `digest` must not be in the table (the index looks it up first), and `value` must
+    /// be below `UInt64.max` and not held by another key.
+    package mutating func insert(_ digest: DedupeDigest, value: UInt64) {
+        self.segments[Self.segment(digest)].insert(digest.first, value: value)
+        self.count += 1
     }
 
-    /// Removes `digest`'s mapping; returns whether there was one.
+    /// Removes `digest`'s mapping to `value`; returns whether there was one.
     @discardableResult
-    package mutating func remove(_ digest: DedupeDigest) -> Bool {
-        guard self.segments[Self.segment(digest)].remove(digest) else { return false }
+    package mutating func remove(_ digest: DedupeDigest, value: UInt64) -> Bool {
+        guard self.segments[Self.segment(digest)].remove(digest.first, value: value) else { return false }
         self.count -= 1
         return true
     }
 }
 
-/// One segment of a ``DigestTable``: open addressing with linear probing over 24-byte slots, deletion by backward
-/// shift (no tombstones), at most 5/8 full.
+/// One segment of a ``DigestTable``: open addressing with linear probing over 16-byte slots (a digest's first word
+/// and its value), deletion by backward shift (no tombstones), at most 5/8 full.
 ///
 /// The home slot of a digest is its first word masked to the segment's size, with no further hashing: a digest is
 /// the output of SipHash keyed with a secret (``DedupeHashKey``), so its words are already uniform and no
@@ -125,8 +136,8 @@ package struct DigestTable: Sendable {
 /// keep keys, values and occupancy in three separate arrays (three cache misses per probe in a large table).
 struct DigestTableSegment: Sendable {
     fileprivate struct Slot {
+        /// The digest's first word.
         var first: UInt64
-        var second: UInt64
         /// The value + 1; 0 marks an empty slot.
         var tag: UInt64
     }
@@ -157,29 +168,36 @@ struct DigestTableSegment: Sendable {
     @inline(__always)
     private func home(_ first: UInt64) -> Int { Int(truncatingIfNeeded: first) & self.mask }
 
-    /// The slot holding `digest`, or nil.
-    private func slotIndex(of digest: DedupeDigest) -> Int? {
+    /// The value of the first slot from `first`'s home on whose value `confirm` agrees, or nil at an empty slot.
+    @inline(__always)
+    func value(of first: UInt64, confirm: (UInt64) -> Bool) -> UInt64? {
         guard let slots = self.storage?.slots else { return nil }
-        var i = self.home(digest.first)
+        var i = self.home(first)
         while true {
             let slot = slots[i]
             if slot.tag == 0 { return nil }
-            if slot.first == digest.first && slot.second == digest.second { return i }
+            if slot.first == first && confirm(slot.tag - 1) { return slot.tag - 1 }
             i = (i + 1) & self.mask
         }
     }
 
-    /// The value `digest` maps to, or nil.
-    func value(of digest: DedupeDigest) -> UInt64? {
-        guard let i = self.slotIndex(of: digest) else { return nil }
-        return self.storage!.slots[i].tag - 1
+    /// The slot holding `first` with `value`, or nil.
+    private func slotIndex(of first: UInt64, value: UInt64) -> Int? {
+        guard let slots = self.storage?.slots else { return nil }
+        let tag = value &+ 1
+        var i = self.home(first)
+        while true {
+            let slot = slots[i]
+            if slot.tag == 0 { return nil }
+            if slot.first == first && slot.tag == tag { return i }
+            i = (i + 1) & self.mask
+        }
     }
 
-    /// Starts loading `digest`'s home slot into the cache, so that a probe soon after finds it there. Issued for
-    /// every key of a request before the first probe, the misses overlap instead of each probe waiting for its own.
-    func prefetch(_ digest: DedupeDigest) {
+    /// Starts loading the home slot of `first` into the cache, so that a probe soon after finds it there.
+    func prefetch(_ first: UInt64) {
         guard let slots = self.storage?.slots else { return }
-        brokerd_prefetch(slots + self.home(digest.first))
+        brokerd_prefetch(slots + self.home(first))
     }
 
     /// The slots, this segment's own (copied first if another copy of the segment shares them).
@@ -188,32 +206,23 @@ struct DigestTableSegment: Sendable {
         return self.storage!.slots
     }
 
-    /// Maps `digest` to `value` (replacing any mapping it had); `value` must be below `UInt64.max`. Returns
-    /// whether the digest was new.
-    @discardableResult
-    mutating func set(_ digest: DedupeDigest, to value: UInt64) -> Bool {
+    /// Puts `value` under `first` in the first empty slot from its home (the caller knows the key is absent);
+    /// `value` must be below `UInt64.max`.
+    mutating func insert(_ first: UInt64, value: UInt64) {
         if (self.count + 1) * 8 > self.slotCount * 5 { self.grow() }
         precondition(value < UInt64.max, "a digest table value must be below UInt64.max")
-        let tag = value + 1
         let mask = self.mask
         let slots = self.uniqueSlots()
-        var i = Int(truncatingIfNeeded: digest.first) & mask
-        while slots[i].tag != 0 {
-            if slots[i].first == digest.first && slots[i].second == digest.second {
-                slots[i].tag = tag
-                return false
-            }
-            i = (i + 1) & mask
-        }
-        slots[i] = Slot(first: digest.first, second: digest.second, tag: tag)
+        var i = Int(truncatingIfNeeded: first) & mask
+        while slots[i].tag != 0 { i = (i + 1) & mask }
+        slots[i] = Slot(first: first, tag: value + 1)
         self.count += 1
-        return true
     }
 
-    /// Removes `digest`'s mapping; returns whether there was one.
+    /// Removes the slot holding `first` with `value`; returns whether there was one.
     @discardableResult
-    mutating func remove(_ digest: DedupeDigest) -> Bool {
-        guard var hole = self.slotIndex(of: digest) else { return false }
+    mutating func remove(_ first: UInt64, value: UInt64) -> Bool {
+        guard var hole = self.slotIndex(of: first, value: value) else { return false }
         let mask = self.mask
         let slots = self.uniqueSlots()
         // Backward shift: move each later slot of the run back into the hole unless its home lies cyclically

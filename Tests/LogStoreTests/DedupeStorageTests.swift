@@ -5,25 +5,60 @@ import Testing
 
 @Suite("Dedupe index storage")
 struct DedupeStorageTests {
-    @Test("the digest table agrees with a dictionary under random sets and removes, with crowded home slots")
+    /// A digest table and the digest each of its values stands for: the table keeps only a digest's first word, and
+    /// its lookups ask what the value's key is (the dedupe index answers from its items).
+    struct Keyed {
+        var table = DigestTable()
+        var digests: [UInt64: DedupeDigest] = [:]
+
+        func value(of digest: DedupeDigest) -> UInt64? {
+            self.table.value(of: digest) { self.digests[$0]?.second == digest.second }
+        }
+
+        mutating func insert(_ digest: DedupeDigest, value: UInt64) {
+            self.table.insert(digest, value: value)
+            self.digests[value] = digest
+        }
+
+        mutating func remove(_ digest: DedupeDigest, value: UInt64) -> Bool {
+            let removed = self.table.remove(digest, value: value)
+            if removed { self.digests[value] = nil }
+            return removed
+        }
+    }
+
+    @Test("the digest table agrees with a dictionary under random inserts and removes, with crowded home slots")
     func digestTableModel() {
         var random = SplitMix64(seed: 11)
-        var table = DigestTable()
+        var table = Keyed()
         var model: [DedupeDigest: UInt64] = [:]
         for step in 0..<30_000 {
             // First words from a small range crowd a few home slots, so probes run long and wrap around the end,
-            // and backward-shift deletion has long runs to repair. The phases let the table grow, then shrink.
+            // and backward-shift deletion has long runs to repair; second words from a small range put digests
+            // with the same first word in one segment, told apart only by what their values stand for. The phases
+            // let the table grow, then shrink.
             let growing = (step / 10_000) % 2 == 0
             let first = random.next() % 512 &* 0x9E37_79B9_7F4A_7C15 | (random.next() % 3 == 0 ? UInt64.max << 60 : 0)
             let digest = DedupeDigest(first: first, second: random.next() % 20)
             if random.next() % 100 < (growing ? 70 : 30) {
-                table.set(digest, to: UInt64(step))
+                // A key already held moves to the new value, as the index re-inserts one: remove, then insert.
+                if let old = model[digest] {
+                    let removed = table.remove(digest, value: old)
+                    #expect(removed, "step \(step)")
+                }
+                table.insert(digest, value: UInt64(step))
                 model[digest] = UInt64(step)
+            } else if let value = model.removeValue(forKey: digest) {
+                // The wrong value under the right digest removes nothing.
+                let wrong = table.remove(digest, value: value + 100_000)
+                let removed = table.remove(digest, value: value)
+                #expect(!wrong && removed, "step \(step)")
             } else {
-                #expect(table.remove(digest) == (model.removeValue(forKey: digest) != nil), "step \(step)")
+                let removed = table.remove(digest, value: UInt64(step))
+                #expect(!removed, "step \(step)")
             }
-            if table.count != model.count {
-                Issue.record("step \(step): count \(table.count), expected \(model.count)")
+            if table.table.count != model.count {
+                Issue.record("step \(step): count \(table.table.count), expected \(model.count)")
             }
             if step % 1_000 == 0 {
                 for (key, value) in model { #expect(table.value(of: key) == value, "step \(step)") }
@@ -33,90 +68,131 @@ struct DedupeStorageTests {
         #expect(table.value(of: DedupeDigest(first: 5, second: 99_999)) == nil)
     }
 
+    @Test("digests that share their first word and segment are told apart by their values' keys")
+    func sameFirstWord() {
+        var table = Keyed()
+        let a = DedupeDigest(first: 42, second: 1)
+        let b = DedupeDigest(first: 42, second: 2)
+        table.insert(a, value: 7)
+        #expect(table.value(of: b) == nil)
+        table.insert(b, value: 8)
+        #expect(table.value(of: a) == 7 && table.value(of: b) == 8)
+        #expect(table.table.value(of: a) { _ in false } == nil)
+        let removedA = table.remove(a, value: 7)
+        #expect(removedA && table.value(of: a) == nil && table.value(of: b) == 8)
+        let removedAgain = table.remove(a, value: 7)
+        #expect(!removedAgain && table.value(of: b) == 8 && table.table.count == 1)
+    }
+
+    @Test("an index tells apart digests that share their first word: lookups, reservations, commits and expiry")
+    func indexSameFirstWord() throws {
+        var index = try DedupeIndex(windowMillis: 100, maxKeys: 10, hashKey: DedupeHashKey(k0: 1, k1: 2))
+        let a = DedupeDigest(first: 9, second: 1)
+        let b = DedupeDigest(first: 9, second: 2)
+        let c = DedupeDigest(first: 9, second: 3)
+        let entryA = DedupeEntry(offset: 1, location: .topic, expiresAtMillis: 100)
+        _ = index.insert(digest: a, entry: entryA, nowMillis: 0)
+        #expect(index.lookup(digest: b, nowMillis: 1) == nil)
+        guard case .reserved(let sequence) = index.reserve(digest: b, nowMillis: 50, tag: 7) else {
+            Issue.record("b was not reserved")
+            return
+        }
+        #expect(index.reserve(digest: b, nowMillis: 50, tag: 8) == .pending(tag: 7))
+        #expect(index.reserve(digest: a, nowMillis: 50, tag: 8) == .live(entryA))
+        let entryB = DedupeEntry(offset: 2, location: .topic, expiresAtMillis: 150)
+        #expect(index.commit(reserved: sequence, tag: 7, digest: b, entry: entryB, nowMillis: 50).held == entryB)
+        #expect(index.lookup(digest: a, nowMillis: 60) == entryA && index.lookup(digest: b, nowMillis: 60) == entryB)
+        #expect(index.lookup(digest: c, nowMillis: 60) == nil)
+        // a expires first and leaves b in place.
+        #expect(index.lookup(digest: a, nowMillis: 120) == nil && index.lookup(digest: b, nowMillis: 120) == entryB)
+        #expect(index.count == 1)
+    }
+
     @Test("an empty table has no slots; a segment gets 16 with its first key, and a probe of an empty one misses")
     func digestTableEmptySegments() {
-        var table = DigestTable()
-        #expect(table.slotCount == 0)
+        var table = Keyed()
+        #expect(table.table.slotCount == 0)
         let digest = DedupeDigest(first: 7, second: 3 << 58)
         #expect(table.value(of: digest) == nil)
-        table.prefetch(digest)
-        let removedFromEmpty = table.remove(digest)
+        table.table.prefetch(digest)
+        let removedFromEmpty = table.remove(digest, value: 9)
         #expect(!removedFromEmpty)
-        table.set(digest, to: 9)
-        #expect(table.slotCount == 16)
+        table.insert(digest, value: 9)
+        #expect(table.table.slotCount == 16)
         #expect(table.value(of: digest) == 9)
         // The same first word in another segment (the second word's top bits differ): its own 16 slots.
         let other = DedupeDigest(first: 7, second: 5 << 58)
         #expect(table.value(of: other) == nil)
-        table.set(other, to: 10)
-        #expect(table.slotCount == 32)
+        table.insert(other, value: 10)
+        #expect(table.table.slotCount == 32)
         #expect(table.value(of: digest) == 9 && table.value(of: other) == 10)
-        let removed = table.remove(digest)
-        #expect(removed && table.count == 1)
+        let removed = table.remove(digest, value: 9)
+        #expect(removed && table.table.count == 1)
         #expect(DigestTable(capacity: 64 * 10).slotCount == 64 * 16)
     }
 
-    @Test("segments copied before a change keep their own slots, at 16 slots and at 262,144 (6 MiB)")
+    @Test("segments copied before a change keep their own slots, at 16 slots and at 262,144 (4 MiB)")
     func segmentCopies() {
         // Copies of one segment share its slots until one changes (a table made with a capacity starts so).
         let shared = DigestTableSegment(capacity: 10)
         var a = shared
         var b = shared
-        let (one, two) = (DedupeDigest(first: 1, second: 1), DedupeDigest(first: 1, second: 2))
-        a.set(one, to: 1)
-        b.set(two, to: 2)
-        #expect(a.value(of: one) == 1 && a.value(of: two) == nil)
-        #expect(b.value(of: two) == 2 && b.value(of: one) == nil)
-        #expect(shared.value(of: one) == nil && shared.value(of: two) == nil && shared.count == 0)
+        let any: (UInt64) -> Bool = { _ in true }
+        a.insert(1, value: 1)
+        b.insert(2, value: 2)
+        #expect(a.value(of: 1, confirm: any) == 1 && a.value(of: 2, confirm: any) == nil)
+        #expect(b.value(of: 2, confirm: any) == 2 && b.value(of: 1, confirm: any) == nil)
+        #expect(shared.value(of: 1, confirm: any) == nil && shared.value(of: 2, confirm: any) == nil)
+        #expect(shared.count == 0)
 
         var random = SplitMix64(seed: 5)
         var segment = DigestTableSegment(capacity: 100_000)
         #expect(segment.slotCount == 262_144)
-        var digests: [DedupeDigest] = []
+        var firsts: [UInt64] = []
         for n in 0..<100_000 {
-            let digest = DedupeDigest(first: random.next(), second: random.next())
-            segment.set(digest, to: UInt64(n))
-            digests.append(digest)
+            let first = random.next()
+            segment.insert(first, value: UInt64(n))
+            firsts.append(first)
         }
         let copy = segment
-        for (n, digest) in digests.enumerated() where n % 3 == 0 { segment.remove(digest) }
+        for (n, first) in firsts.enumerated() where n % 3 == 0 { segment.remove(first, value: UInt64(n)) }
         #expect(segment.count == 100_000 - 33_334 && copy.count == 100_000)
-        for (n, digest) in digests.enumerated() {
-            #expect(copy.value(of: digest) == UInt64(n))
-            #expect(segment.value(of: digest) == (n % 3 == 0 ? nil : UInt64(n)))
+        for (n, first) in firsts.enumerated() {
+            #expect(copy.value(of: first) { $0 == UInt64(n) } == UInt64(n))
+            #expect(segment.value(of: first) { $0 == UInt64(n) } == (n % 3 == 0 ? nil : UInt64(n)))
         }
     }
 
     @Test("a table grown to millions of bytes agrees with a dictionary, and a copy keeps its own slots")
     func digestTableLargeAndCopied() {
         var random = SplitMix64(seed: 23)
-        var table = DigestTable()
+        var table = Keyed()
         var model: [DedupeDigest: UInt64] = [:]
-        // 150,000 uniform keys (2^18 slots, 6 MiB), then a copy, then removals and inserts on the original only.
+        // 150,000 uniform keys (2^18 slots, 4 MiB), then a copy, then removals and inserts on the original only.
         for n in 0..<150_000 {
             let digest = DedupeDigest(first: random.next(), second: random.next())
-            table.set(digest, to: UInt64(n))
+            table.insert(digest, value: UInt64(n))
             model[digest] = UInt64(n)
         }
-        #expect(table.count == model.count)
+        #expect(table.table.count == model.count)
         let copy = table
         let copiedModel = model
         var changed = 0
         for (key, value) in model where value % 3 == 0 {
-            let removed = table.remove(key)
+            let removed = table.remove(key, value: value)
             #expect(removed)
             model[key] = nil
             changed += 1
         }
         for n in 0..<1_000 {
             let digest = DedupeDigest(first: random.next(), second: UInt64(n))
-            table.set(digest, to: UInt64(1_000_000 + n))
+            table.insert(digest, value: UInt64(1_000_000 + n))
             model[digest] = UInt64(1_000_000 + n)
         }
         #expect(changed == 50_000)
-        #expect(table.count == model.count)
+        #expect(table.table.count == model.count)
         for (key, value) in model { if table.value(of: key) != value { Issue.record("table lost \(key)"); break } }
-        #expect(copy.count == copiedModel.count)
+        #expect(copy.table.count == copiedModel.count)
         for (key, value) in copiedModel { if copy.value(of: key) != value { Issue.record("copy lost \(key)"); break } }
         #expect(copy.value(of: DedupeDigest(first: 1, second: 1)) == nil)
     }
