@@ -318,15 +318,14 @@ package struct DedupeIndex: Sendable {
     /// Removes the reservation at `sequence` (its item stays, not current, until popped).
     private mutating func dropReservation(_ sequence: UInt64, digest: DedupeDigest) {
         self.endReservation(sequence)
-        self.items[sequence].current = false
-        self.items[sequence].pending = false
+        self.items[sequence].drop()
         self.table.remove(digest, value: sequence)
     }
 
     /// Drops the entry at `sequence`, expired but not dropped yet because its item is not at the front (its item
     /// stays, not current, until popped).
     private mutating func dropExpired(_ sequence: UInt64, digest: DedupeDigest) {
-        self.items[sequence].current = false
+        self.items[sequence].drop()
         self.table.remove(digest, value: sequence)
         self.expired += 1
     }

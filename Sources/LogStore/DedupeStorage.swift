@@ -8,31 +8,45 @@ import CPrefetch
 import Glibc
 
 /// One key of a dedupe index, in insertion order: its digest, its entry, whether it is still the key's current
-/// entry, and whether it is only reserved. 40 bytes (the digest and the entry's fields are stored flat so the flags
-/// share the padding).
+/// entry, and whether it is only reserved. 32 bytes: the digest's two words, the offset, and one word holding the
+/// expiry (62 bits) and the item's state (2 bits).
+///
+/// The expiry is kept in 62 bits, -2^61 ..< 2^61 − 1 ms; `2^61 − 1` stands for `Int64.max` ("never"), and any expiry at
+/// or past it is stored as never (2^61 ms after 1970 is some 73 million years away, so no record time or window
+/// reaches it but the overflow to `Int64.max` the index already makes), one before -2^61 as -2^61 (long expired).
 struct DedupeItem: Sendable {
     var first: UInt64
     var second: UInt64
     /// The entry's offset; while `pending`, the reservation's tag.
     var offset: Int64
-    /// The entry's expiry; `Int64.max` while `pending` (a reserved key never expires).
-    var expiresAtMillis: Int64
-    var location: DedupeLocation
-    /// False once the key was dropped (expired, evicted, its reservation abandoned) or re-inserted under a later
-    /// sequence: the item is then skipped by snapshots and popped without touching the table.
-    var current: Bool
-    /// Reserved (``DedupeIndex/reserve(digest:nowMillis:tag:)``): the key's record is being appended and has no
-    /// entry yet. Lookups and snapshots skip it; only a current item is pending.
-    var pending: Bool
+    /// The state in the top 2 bits (``State``), the expiry in the low 62 (two's complement).
+    private var word: UInt64
+
+    /// What an item is: its two top bits.
+    private enum State: UInt64 {
+        /// No longer its key's current entry (expired, evicted, its reservation abandoned, or the key re-inserted
+        /// under a later sequence): skipped by snapshots and popped without touching the table.
+        case dropped = 0
+        /// The current entry, in the topic.
+        case topic = 1
+        /// The current entry, in `__quarantine`.
+        case quarantine = 2
+        /// Reserved (``DedupeIndex/reserve(digest:nowMillis:tag:)``): the key's record is being appended and has no
+        /// entry yet. Lookups and snapshots skip it; it never expires.
+        case pending = 3
+    }
+
+    private static let expiryBits: UInt64 = 62
+    private static let expiryMask: UInt64 = (1 << 62) - 1
+    /// The stored expiry that means `Int64.max`, the largest a 62-bit expiry holds.
+    private static let never: Int64 = (1 << 61) - 1
+    private static let earliest: Int64 = -(1 << 61)
 
     init(digest: DedupeDigest, entry: DedupeEntry) {
         self.first = digest.first
         self.second = digest.second
         self.offset = entry.offset
-        self.expiresAtMillis = entry.expiresAtMillis
-        self.location = entry.location
-        self.current = true
-        self.pending = false
+        self.word = Self.pack(entry.location == .quarantine ? .quarantine : .topic, entry.expiresAtMillis)
     }
 
     /// A reservation of `digest` under `tag`.
@@ -40,10 +54,43 @@ struct DedupeItem: Sendable {
         self.first = digest.first
         self.second = digest.second
         self.offset = Int64(bitPattern: tag)
-        self.expiresAtMillis = .max
-        self.location = .topic
-        self.current = true
-        self.pending = true
+        self.word = Self.pack(.pending, .max)
+    }
+
+    private static func pack(_ state: State, _ expiresAtMillis: Int64) -> UInt64 {
+        let expiry = min(max(expiresAtMillis, Self.earliest), Self.never)
+        return state.rawValue << Self.expiryBits | UInt64(bitPattern: expiry) & Self.expiryMask
+    }
+
+    private var state: State { State(rawValue: self.word >> Self.expiryBits)! }
+
+    /// The entry's expiry; `Int64.max` while `pending` (a reserved key never expires).
+    var expiresAtMillis: Int64 {
+        // Sign-extend the low 62 bits.
+        let expiry = Int64(bitPattern: self.word << 2) >> 2
+        return expiry == Self.never ? .max : expiry
+    }
+
+    /// Where the entry's record is (`.topic` while pending or dropped); setting it on a current entry moves it.
+    var location: DedupeLocation {
+        get { self.state == .quarantine ? .quarantine : .topic }
+        set {
+            guard self.state == .topic || self.state == .quarantine else { return }
+            self.word = Self.pack(newValue == .quarantine ? .quarantine : .topic, self.expiresAtMillis)
+        }
+    }
+
+    /// False once the key was dropped (expired, evicted, its reservation abandoned) or re-inserted under a later
+    /// sequence: the item is then skipped by snapshots and popped without touching the table.
+    var current: Bool { self.state != .dropped }
+
+    /// Reserved: the key's record is being appended and has no entry yet. Lookups and snapshots skip it; only a
+    /// current item is pending.
+    var pending: Bool { self.state == .pending }
+
+    /// Marks the item no longer current (``current``), pending or not.
+    mutating func drop() {
+        self.word = Self.pack(.dropped, self.expiresAtMillis)
     }
 
     /// The tag of a pending item.
@@ -337,7 +384,7 @@ private final class SlotStorage: @unchecked Sendable {
 /// chunks (each an `Array`, copied on write), so taking one for a snapshot is O(chunks) and a later append copies
 /// at most the last chunk (``chunkSize`` items), not the index.
 struct DedupeItems: Sendable {
-    /// Items per chunk (160 KiB of 40-byte items).
+    /// Items per chunk (128 KiB of 32-byte items).
     static let chunkSize = 4096
 
     private var chunks: [[DedupeItem]] = []

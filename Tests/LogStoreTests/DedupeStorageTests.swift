@@ -197,6 +197,37 @@ struct DedupeStorageTests {
         #expect(copy.value(of: DedupeDigest(first: 1, second: 1)) == nil)
     }
 
+    @Test("an item is 32 bytes and keeps its entry, state and expiry; expiries past 62 bits are never or long past")
+    func itemPacking() {
+        #expect(MemoryLayout<DedupeItem>.stride == 32)
+        let digest = DedupeDigest(first: 1, second: 2)
+        let never = Int64(1) << 61 - 1
+        let cases: [(Int64, Int64)] = [
+            (0, 0), (1, 1), (-5, -5), (1_767_225_600_000, 1_767_225_600_000), (never - 1, never - 1),
+            (never, .max), (Int64(1) << 62, .max), (.max, .max), (-(Int64(1) << 61), -(Int64(1) << 61)),
+            (.min, -(Int64(1) << 61)),
+        ]
+        for (given, kept) in cases {
+            for location in [DedupeLocation.topic, .quarantine] {
+                var item = DedupeItem(
+                    digest: digest, entry: DedupeEntry(offset: -7, location: location, expiresAtMillis: given)
+                )
+                #expect(item.entry == DedupeEntry(offset: -7, location: location, expiresAtMillis: kept), "\(given)")
+                #expect(item.current && !item.pending && item.digest == digest)
+                item.location = location == .topic ? .quarantine : .topic
+                #expect(item.location != location && item.expiresAtMillis == kept)
+                item.drop()
+                #expect(!item.current && !item.pending && item.expiresAtMillis == kept)
+            }
+        }
+        var reserved = DedupeItem(reserving: digest, tag: .max)
+        #expect(reserved.pending && reserved.current && reserved.tag == .max && reserved.expiresAtMillis == .max)
+        reserved.location = .quarantine
+        #expect(reserved.pending && reserved.location == .topic)
+        reserved.drop()
+        #expect(!reserved.pending && !reserved.current)
+    }
+
     @Test("items are addressed by sequence across chunks; a copy keeps what it saw through appends, pops and edits")
     func itemsCopyOnWrite() {
         func item(_ n: Int64) -> DedupeItem {
@@ -214,7 +245,7 @@ struct DedupeStorageTests {
 
         let copy = items
         items[UInt64(DedupeItems.chunkSize * 2)].offset = -1
-        items[UInt64(total - 1)].current = false
+        items[UInt64(total - 1)].drop()
         for n in total..<(total + 10) { _ = items.append(item(Int64(n))) }
         for _ in 0..<DedupeItems.chunkSize { items.removeFirst() }
 
