@@ -215,30 +215,24 @@ struct DigestTableSegment: Sendable {
     @inline(__always)
     private func home(_ first: UInt64) -> Int { Int(truncatingIfNeeded: first) & self.mask }
 
-    /// The value of the first slot from `first`'s home on whose value `confirm` agrees, or nil at an empty slot.
+    /// The first slot from `first`'s home that holds `first` with a value `matches` accepts, or nil (an empty slot
+    /// ends the probe).
     @inline(__always)
-    func value(of first: UInt64, confirm: (UInt64) -> Bool) -> UInt64? {
+    private func slotIndex(of first: UInt64, where matches: (UInt64) -> Bool) -> Int? {
         guard let slots = self.storage?.slots else { return nil }
         var i = self.home(first)
         while true {
             let slot = slots[i]
             if slot.tag == 0 { return nil }
-            if slot.first == first && confirm(slot.tag - 1) { return slot.tag - 1 }
+            if slot.first == first && matches(slot.tag - 1) { return i }
             i = (i + 1) & self.mask
         }
     }
 
-    /// The slot holding `first` with `value`, or nil.
-    private func slotIndex(of first: UInt64, value: UInt64) -> Int? {
-        guard let slots = self.storage?.slots else { return nil }
-        let tag = value &+ 1
-        var i = self.home(first)
-        while true {
-            let slot = slots[i]
-            if slot.tag == 0 { return nil }
-            if slot.first == first && slot.tag == tag { return i }
-            i = (i + 1) & self.mask
-        }
+    /// The value of the first slot from `first`'s home that holds `first` with a value `confirm` accepts, or nil.
+    @inline(__always)
+    func value(of first: UInt64, confirm: (UInt64) -> Bool) -> UInt64? {
+        self.slotIndex(of: first, where: confirm).map { self.storage!.slots[$0].tag - 1 }
     }
 
     /// Starts loading the home slot of `first` into the cache, so that a probe soon after finds it there.
@@ -269,7 +263,7 @@ struct DigestTableSegment: Sendable {
     /// Removes the slot holding `first` with `value`; returns whether there was one.
     @discardableResult
     mutating func remove(_ first: UInt64, value: UInt64) -> Bool {
-        guard var hole = self.slotIndex(of: first, value: value) else { return false }
+        guard var hole = self.slotIndex(of: first, where: { $0 == value }) else { return false }
         let mask = self.mask
         let slots = self.uniqueSlots()
         // Backward shift: move each later slot of the run back into the hole unless its home lies cyclically
