@@ -34,6 +34,11 @@ struct DedupeItem: Sendable {
         /// Reserved (``DedupeIndex/reserve(digest:nowMillis:tag:)``): the key's record is being appended and has no
         /// entry yet. Lookups and snapshots skip it; it never expires.
         case pending = 3
+
+        /// The current entry's state for a record in `location`.
+        init(current location: DedupeLocation) {
+            self = location == .quarantine ? .quarantine : .topic
+        }
     }
 
     private static let expiryBits: UInt64 = 62
@@ -46,7 +51,7 @@ struct DedupeItem: Sendable {
         self.first = digest.first
         self.second = digest.second
         self.offset = entry.offset
-        self.word = Self.pack(entry.location == .quarantine ? .quarantine : .topic, entry.expiresAtMillis)
+        self.word = Self.pack(State(current: entry.location), entry.expiresAtMillis)
     }
 
     /// A reservation of `digest` under `tag`.
@@ -62,12 +67,17 @@ struct DedupeItem: Sendable {
         return state.rawValue << Self.expiryBits | UInt64(bitPattern: expiry) & Self.expiryMask
     }
 
-    private var state: State { State(rawValue: self.word >> Self.expiryBits)! }
+    /// The top 2 bits; setting it keeps the expiry's bits as they are.
+    private var state: State {
+        get { State(rawValue: self.word >> Self.expiryBits)! }
+        set { self.word = self.word & Self.expiryMask | newValue.rawValue << Self.expiryBits }
+    }
 
     /// The entry's expiry; `Int64.max` while `pending` (a reserved key never expires).
     var expiresAtMillis: Int64 {
         // Sign-extend the low 62 bits.
-        let expiry = Int64(bitPattern: self.word << 2) >> 2
+        let unused = 64 - Self.expiryBits
+        let expiry = Int64(bitPattern: self.word << unused) >> unused
         return expiry == Self.never ? .max : expiry
     }
 
@@ -76,7 +86,7 @@ struct DedupeItem: Sendable {
         get { self.state == .quarantine ? .quarantine : .topic }
         set {
             guard self.state == .topic || self.state == .quarantine else { return }
-            self.word = Self.pack(newValue == .quarantine ? .quarantine : .topic, self.expiresAtMillis)
+            self.state = State(current: newValue)
         }
     }
 
@@ -90,7 +100,7 @@ struct DedupeItem: Sendable {
 
     /// Marks the item no longer current (``current``), pending or not.
     mutating func drop() {
-        self.word = Self.pack(.dropped, self.expiresAtMillis)
+        self.state = .dropped
     }
 
     /// The tag of a pending item.
