@@ -604,16 +604,26 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         var requests: [Request] = []
 
         /// The requests' accepted records, in their stored layout, in one buffer, back to back.
+        ///
+        /// It runs on the log's write queue for a deferred group, so it reads the parts in place, by index: a copy of
+        /// a part (`for part in parts`) retained and released its references there, while the event loop retained
+        /// the same objects (the connection's header-name table, the provenance headers, the read buffer) for the
+        /// next requests, and each such pair moved the object's cache line between the two cores (perf of
+        /// pipelined-single: 27% of the write queue's samples in `swift_retain` and `swift_release`, 34% of the
+        /// event loop's; docs/BENCHMARKS.md, round 17).
         static func build(_ parts: [Part], storedBytes: Int) -> StoredRecordBytes {
             var builder = StoredRecordsBuilder(capacity: storedBytes)
-            for part in parts {
-                if let accepted = part.accepted {
+            for index in parts.indices {
+                if let accepted = parts[index].accepted {
                     builder.append(
-                        part.records, indices: accepted, extraHeaders: part.provenance,
-                        receivedAtMillis: part.receivedAtMillis
+                        parts[index].records, indices: accepted, extraHeaders: parts[index].provenance,
+                        receivedAtMillis: parts[index].receivedAtMillis
                     )
                 } else {
-                    builder.appendAll(part.records, extraHeaders: part.provenance, receivedAtMillis: part.receivedAtMillis)
+                    builder.appendAll(
+                        parts[index].records, extraHeaders: parts[index].provenance,
+                        receivedAtMillis: parts[index].receivedAtMillis
+                    )
                 }
             }
             return builder.build()
@@ -649,15 +659,21 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             group = self.startPublishGroup(appender: appender, eventLoop: eventLoop)
         }
         let all = sorted.accepted.count == sorted.count
-        let part = PublishGroup.Part(
-            records: sorted.records, accepted: all ? nil : sorted.accepted.map(\.index), provenance: sorted.provenance,
-            receivedAtMillis: sorted.receivedAtMillis
-        )
+        let accepted = all ? nil : sorted.accepted.map(\.index)
         let storedBytes =
-            all
-            ? StoredRecordsBuilder.storedSizeOfAll(sorted.records, extraHeaders: sorted.provenance)
-            : StoredRecordsBuilder.storedSize(of: sorted.records, indices: part.accepted!, extraHeaders: sorted.provenance)
-        group.parts.append(part)
+            if let accepted {
+                StoredRecordsBuilder.storedSize(of: sorted.records, indices: accepted, extraHeaders: sorted.provenance)
+            } else {
+                StoredRecordsBuilder.storedSizeOfAll(sorted.records, extraHeaders: sorted.provenance)
+            }
+        // Made in place in the array: a part made first and then appended was copied (its references retained, and
+        // released with the local).
+        group.parts.append(
+            PublishGroup.Part(
+                records: sorted.records, accepted: accepted, provenance: sorted.provenance,
+                receivedAtMillis: sorted.receivedAtMillis
+            )
+        )
         group.count += sorted.accepted.count
         group.storedBytes += storedBytes
         let plain = all && (gate == nil || sorted.accepted.allSatisfy { $0.ticket == nil })

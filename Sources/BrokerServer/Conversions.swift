@@ -129,10 +129,17 @@ struct StoredRecordsBuilder {
         records.bytes.readableBytes + 2 * records.headerCount + records.count * Self.size(of: extraHeaders)
     }
 
+    /// Calls `body` with `string`'s UTF-8 bytes, without copying a native string.
+    private static func withUTF8(of string: String, _ body: (UnsafeRawBufferPointer) -> Void) {
+        if string.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) == nil {
+            Array(string.utf8).withUnsafeBytes(body)
+        }
+    }
+
     /// The stored size of `headers` (u32 name length, name, u32 value length, value).
     private static func size(of headers: [LogHeader]) -> Int {
         var size = 0
-        for header in headers { size += 8 + header.name.utf8.count + header.value.readableBytes }
+        for header in headers.indices { size += 8 + headers[header].name.utf8.count + headers[header].value.readableBytes }
         return size
     }
 
@@ -204,12 +211,12 @@ struct StoredRecordsBuilder {
                     }
                     if extraAt < 0 {
                         extraAt = writer.position
-                        for header in extraHeaders {
-                            writer.put(UInt32(header.name.utf8.count))
-                            var name = header.name
-                            name.withUTF8 { writer.put(UnsafeRawBufferPointer($0)) }
-                            writer.put(UInt32(header.value.readableBytes))
-                            header.value.withUnsafeReadableBytes { writer.put($0) }
+                        // By index: a copy of a header would retain its name and value (see `PublishGroup.build`).
+                        for header in extraHeaders.indices {
+                            writer.put(UInt32(extraHeaders[header].name.utf8.count))
+                            Self.withUTF8(of: extraHeaders[header].name) { writer.put($0) }
+                            writer.put(UInt32(extraHeaders[header].value.readableBytes))
+                            extraHeaders[header].value.withUnsafeReadableBytes { writer.put($0) }
                         }
                     } else {
                         writer.put(UnsafeRawBufferPointer(rebasing: out[extraAt..<extraAt + extraSize]))

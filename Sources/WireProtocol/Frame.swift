@@ -267,23 +267,37 @@ package struct EncodedPublishRecords: Sendable {
     /// Distinct names kept per frame (the records of one PUBLISH repeat a few names).
     static let maxNames = 32
 
+    /// Where the records and their headers' names are, in one object: a copy of these records (the frame, the
+    /// sorter, a publish group's part) retains the bytes and this, not three arrays besides. Each retain and release
+    /// is an atomic instruction, and on the event loop of a pipelining producer they took a third of its time
+    /// (docs/BENCHMARKS.md, round 17).
+    final class Index: Sendable {
+        let locations: [Location]
+        /// Distinct header names, in first-seen order (at most `maxNames`), each valid UTF-8.
+        let names: [String]
+        /// For every header of every record, in order: its index in `names`, or `uncachedName`.
+        let nameIDs: [UInt16]
+
+        init(locations: [Location], names: [String], nameIDs: [UInt16]) {
+            self.locations = locations
+            self.names = names
+            self.nameIDs = nameIDs
+        }
+    }
+
     /// The records' bytes (reader index at the first record's key length), exactly `count` records.
     package let bytes: ByteBuffer
-    let locations: [Location]
-    /// Distinct header names, in first-seen order (at most `maxNames`), each valid UTF-8.
-    let names: [String]
-    /// For every header of every record, in order: its index in `names`, or `uncachedName`.
-    let nameIDs: [UInt16]
+    private let index: Index
 
     /// Number of records.
-    package var count: Int { self.locations.count }
+    package var count: Int { self.index.locations.count }
 
     /// Number of headers of all the records together.
-    package var headerCount: Int { self.nameIDs.count }
+    package var headerCount: Int { self.index.nameIDs.count }
 
     /// The frame's distinct header names, in first-seen order: a header's ``PublishHeaderIterator/nextByID()`` name
     /// id indexes them (a name past the first `maxNames` has id ``uncachedNameID``).
-    package var headerNames: [String] { self.names }
+    package var headerNames: [String] { self.index.names }
 
     /// The name id of a header whose name is not in ``headerNames``.
     package static var uncachedNameID: UInt16 { uncachedName }
@@ -301,9 +315,7 @@ package struct EncodedPublishRecords: Sendable {
     package init?(count: Int, bytes: ByteBuffer, knownNames: [String]) {
         guard let walked = Walk.run(count: count, bytes: bytes, knownNames: knownNames) else { return nil }
         self.bytes = bytes
-        self.locations = walked.locations
-        self.names = walked.names
-        self.nameIDs = walked.nameIDs
+        self.index = Index(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
     }
 
     /// `records` laid out as a PUBLISH carries them.
@@ -314,9 +326,7 @@ package struct EncodedPublishRecords: Sendable {
             preconditionFailure("records written by FrameCodec.writeRecord failed the PUBLISH checks")
         }
         self.bytes = bytes
-        self.locations = walked.locations
-        self.names = walked.names
-        self.nameIDs = walked.nameIDs
+        self.index = Index(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
     }
 
     /// The records decoded as values (slices of `bytes`).
@@ -332,10 +342,10 @@ package struct EncodedPublishRecords: Sendable {
     /// Calls `body` with each record in order, read in place. The views are valid only during the call.
     package func forEach(_ body: (_ index: Int, _ record: PublishRecordView) throws -> Void) rethrows {
         try self.bytes.withUnsafeReadableBytes { raw in
-            try self.names.withUnsafeBufferPointer { names in
-                try self.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    for index in self.locations.indices {
-                        try body(index, PublishRecordView(raw, self.locations[index], names, nameIDs))
+            try self.index.names.withUnsafeBufferPointer { names in
+                try self.index.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    for index in self.index.locations.indices {
+                        try body(index, PublishRecordView(raw, self.index.locations[index], names, nameIDs))
                     }
                 }
             }
@@ -345,9 +355,9 @@ package struct EncodedPublishRecords: Sendable {
     /// Calls `body` with record `index`, read in place; the view is valid only during the call.
     package func withRecord<Result>(at index: Int, _ body: (PublishRecordView) throws -> Result) rethrows -> Result {
         try self.bytes.withUnsafeReadableBytes { raw in
-            try self.names.withUnsafeBufferPointer { names in
-                try self.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    try body(PublishRecordView(raw, self.locations[index], names, nameIDs))
+            try self.index.names.withUnsafeBufferPointer { names in
+                try self.index.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    try body(PublishRecordView(raw, self.index.locations[index], names, nameIDs))
                 }
             }
         }
@@ -356,9 +366,9 @@ package struct EncodedPublishRecords: Sendable {
     /// Calls `body` with a function that reads record `index` in place; the views are valid only during the call.
     package func withViews<Result>(_ body: (_ view: (Int) -> PublishRecordView) throws -> Result) rethrows -> Result {
         try self.bytes.withUnsafeReadableBytes { raw in
-            try self.names.withUnsafeBufferPointer { names in
-                try self.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    try body { PublishRecordView(raw, self.locations[$0], names, nameIDs) }
+            try self.index.names.withUnsafeBufferPointer { names in
+                try self.index.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    try body { PublishRecordView(raw, self.index.locations[$0], names, nameIDs) }
                 }
             }
         }
