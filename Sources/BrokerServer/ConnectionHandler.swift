@@ -606,11 +606,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         /// The requests' accepted records, in their stored layout, in one buffer, back to back.
         ///
         /// It runs on the log's write queue for a deferred group, so it reads the parts in place, by index: a copy of
-        /// a part (`for part in parts`) retained and released its references there, while the event loop retained
-        /// the same objects (the connection's header-name table, the provenance headers, the read buffer) for the
-        /// next requests, and each such pair moved the object's cache line between the two cores (perf of
-        /// pipelined-single: 27% of the write queue's samples in `swift_retain` and `swift_release`, 34% of the
-        /// event loop's; docs/BENCHMARKS.md, round 17).
+        /// a part (`for part in parts`) retained and released its references there, atomic instructions on objects
+        /// (the connection's header-name table, the provenance headers, the read buffer) that the event loop was
+        /// retaining for the next requests at the same time (perf of pipelined-single: 27% of the write queue's
+        /// samples in `swift_retain` and `swift_release` before, 16% after; docs/BENCHMARKS.md, round 17).
         static func build(_ parts: [Part], storedBytes: Int) -> StoredRecordBytes {
             var builder = StoredRecordsBuilder(capacity: storedBytes)
             for index in parts.indices {

@@ -271,7 +271,7 @@ package struct EncodedPublishRecords: Sendable {
     /// sorter, a publish group's part) retains the bytes and this, not three arrays besides. Each retain and release
     /// is an atomic instruction, and on the event loop of a pipelining producer they took a third of its time
     /// (docs/BENCHMARKS.md, round 17).
-    final class Index: Sendable {
+    final class Layout: Sendable {
         let locations: [Location]
         /// Distinct header names, in first-seen order (at most `maxNames`), each valid UTF-8.
         let names: [String]
@@ -287,17 +287,17 @@ package struct EncodedPublishRecords: Sendable {
 
     /// The records' bytes (reader index at the first record's key length), exactly `count` records.
     package let bytes: ByteBuffer
-    private let index: Index
+    private let layout: Layout
 
     /// Number of records.
-    package var count: Int { self.index.locations.count }
+    package var count: Int { self.layout.locations.count }
 
     /// Number of headers of all the records together.
-    package var headerCount: Int { self.index.nameIDs.count }
+    package var headerCount: Int { self.layout.nameIDs.count }
 
     /// The frame's distinct header names, in first-seen order: a header's ``PublishHeaderIterator/nextByID()`` name
     /// id indexes them (a name past the first `maxNames` has id ``uncachedNameID``).
-    package var headerNames: [String] { self.index.names }
+    package var headerNames: [String] { self.layout.names }
 
     /// The name id of a header whose name is not in ``headerNames``.
     package static var uncachedNameID: UInt16 { uncachedName }
@@ -315,7 +315,7 @@ package struct EncodedPublishRecords: Sendable {
     package init?(count: Int, bytes: ByteBuffer, knownNames: [String]) {
         guard let walked = Walk.run(count: count, bytes: bytes, knownNames: knownNames) else { return nil }
         self.bytes = bytes
-        self.index = Index(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
+        self.layout = Layout(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
     }
 
     /// `records` laid out as a PUBLISH carries them.
@@ -326,7 +326,7 @@ package struct EncodedPublishRecords: Sendable {
             preconditionFailure("records written by FrameCodec.writeRecord failed the PUBLISH checks")
         }
         self.bytes = bytes
-        self.index = Index(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
+        self.layout = Layout(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
     }
 
     /// The records decoded as values (slices of `bytes`).
@@ -342,10 +342,10 @@ package struct EncodedPublishRecords: Sendable {
     /// Calls `body` with each record in order, read in place. The views are valid only during the call.
     package func forEach(_ body: (_ index: Int, _ record: PublishRecordView) throws -> Void) rethrows {
         try self.bytes.withUnsafeReadableBytes { raw in
-            try self.index.names.withUnsafeBufferPointer { names in
-                try self.index.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    for index in self.index.locations.indices {
-                        try body(index, PublishRecordView(raw, self.index.locations[index], names, nameIDs))
+            try self.layout.names.withUnsafeBufferPointer { names in
+                try self.layout.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    for index in self.layout.locations.indices {
+                        try body(index, PublishRecordView(raw, self.layout.locations[index], names, nameIDs))
                     }
                 }
             }
@@ -355,9 +355,9 @@ package struct EncodedPublishRecords: Sendable {
     /// Calls `body` with record `index`, read in place; the view is valid only during the call.
     package func withRecord<Result>(at index: Int, _ body: (PublishRecordView) throws -> Result) rethrows -> Result {
         try self.bytes.withUnsafeReadableBytes { raw in
-            try self.index.names.withUnsafeBufferPointer { names in
-                try self.index.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    try body(PublishRecordView(raw, self.index.locations[index], names, nameIDs))
+            try self.layout.names.withUnsafeBufferPointer { names in
+                try self.layout.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    try body(PublishRecordView(raw, self.layout.locations[index], names, nameIDs))
                 }
             }
         }
@@ -366,9 +366,9 @@ package struct EncodedPublishRecords: Sendable {
     /// Calls `body` with a function that reads record `index` in place; the views are valid only during the call.
     package func withViews<Result>(_ body: (_ view: (Int) -> PublishRecordView) throws -> Result) rethrows -> Result {
         try self.bytes.withUnsafeReadableBytes { raw in
-            try self.index.names.withUnsafeBufferPointer { names in
-                try self.index.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    try body { PublishRecordView(raw, self.index.locations[$0], names, nameIDs) }
+            try self.layout.names.withUnsafeBufferPointer { names in
+                try self.layout.nameIDs.withUnsafeBufferPointer { nameIDs in
+                    try body { PublishRecordView(raw, self.layout.locations[$0], names, nameIDs) }
                 }
             }
         }
