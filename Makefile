@@ -126,6 +126,8 @@ bench-smoke: deps
 		--output .build/bench-smoke/durable-publish-1.json --plot .build/bench-smoke/durable-publish-1.svg
 	./.build/debug/brokerbench run e2e-latency --embedded --rate 5000 --duration 1 --warmup 0.5 \
 		--output .build/bench-smoke/e2e-latency-1.json --plot .build/bench-smoke/e2e-latency-1.svg
+	./.build/debug/brokerbench run pipelined-single --embedded --duration 1 --warmup 0.5 \
+		--output .build/bench-smoke/pipelined-single-1.json --plot .build/bench-smoke/pipelined-single-1.svg
 	python3 Benchmarks/scripts/summarize.py .build/bench-smoke --check
 
 bench: deps

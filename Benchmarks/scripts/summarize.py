@@ -3,7 +3,8 @@
 
     summarize.py DIR                       # a table: one group of runs per name (NAME-N.json -> NAME)
     summarize.py DIR --half-durable-rate   # half the median durable-publish records/s (suite.sh's e2e-latency rate)
-    summarize.py DIR --check               # the table, then exit 1 if any run counted errors or undelivered records
+    summarize.py DIR --check               # the table, then exit 1 if any run counted errors or undelivered records,
+                                           # or measured no record
 
 A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
 Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
@@ -57,7 +58,8 @@ def main():
     parser.add_argument("--half-durable-rate", action="store_true",
                         help="print half the median durable-publish records/s and nothing else")
     parser.add_argument("--check", action="store_true",
-                        help="after the table, fail (exit 1) if any run counted errors or undelivered records")
+                        help="after the table, fail (exit 1) if any run counted errors or undelivered records, "
+                        "or measured no record")
     args = parser.parse_args()
     groups = load(args.directory)
     if not groups:
@@ -80,6 +82,9 @@ def main():
                      if any(r["errors"] or r.get("extra", {}).get("records_undelivered") for r in runs))
         if bad:
             sys.exit("errors or undelivered records in " + ", ".join(bad))
+        empty = sorted(name for name, runs in groups.items() if any(not r.get("records") for r in runs))
+        if empty:
+            sys.exit("no record measured in " + ", ".join(empty))
 
 
 if __name__ == "__main__":
