@@ -139,7 +139,9 @@ struct StoredRecordsBuilder {
     /// The stored size of `headers` (u32 name length, name, u32 value length, value).
     private static func size(of headers: [LogHeader]) -> Int {
         var size = 0
-        for header in headers.indices { size += 8 + headers[header].name.utf8.count + headers[header].value.readableBytes }
+        for header in headers.indices {
+            size += 8 + headers[header].name.utf8.count + headers[header].value.readableBytes
+        }
         return size
     }
 

@@ -313,20 +313,20 @@ package struct EncodedPublishRecords: Sendable {
     /// there (no string made and checked again), and when all of them match the table is `knownNames` itself (no
     /// array allocated). The result is the same either way.
     package init?(count: Int, bytes: ByteBuffer, knownNames: [String]) {
-        guard let walked = Walk.run(count: count, bytes: bytes, knownNames: knownNames) else { return nil }
+        guard let layout = Walk.run(count: count, bytes: bytes, knownNames: knownNames) else { return nil }
         self.bytes = bytes
-        self.layout = Layout(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
+        self.layout = layout
     }
 
     /// `records` laid out as a PUBLISH carries them.
     package init(_ records: [WireRecord]) {
         var bytes = ByteBuffer()
         FrameCodec.writeRecords(records, into: &bytes)
-        guard let walked = Walk.run(count: records.count, bytes: bytes) else {
+        guard let layout = Walk.run(count: records.count, bytes: bytes) else {
             preconditionFailure("records written by FrameCodec.writeRecord failed the PUBLISH checks")
         }
         self.bytes = bytes
-        self.layout = Layout(locations: walked.locations, names: walked.names, nameIDs: walked.nameIDs)
+        self.layout = layout
     }
 
     /// The records decoded as values (slices of `bytes`).
@@ -415,10 +415,8 @@ package struct EncodedPublishRecords: Sendable {
             self.knownNames = knownNames
         }
 
-        /// The locations, names and name ids of `count` records in `bytes`, or nil when they fail the checks.
-        static func run(
-            count: Int, bytes: ByteBuffer, knownNames: [String] = []
-        ) -> (locations: [Location], names: [String], nameIDs: [UInt16])? {
+        /// The layout of `count` records in `bytes` (locations, names, name ids), or nil when they fail the checks.
+        static func run(count: Int, bytes: ByteBuffer, knownNames: [String] = []) -> Layout? {
             withUnsafeTemporaryAllocation(of: (start: Int, length: Int).self, capacity: maxNames) { spans in
                 var walk = Walk(nameSpans: spans, knownNames: knownNames)
                 guard bytes.withUnsafeReadableBytes({ walk.walk(count, $0) }) else { return nil }
@@ -427,11 +425,11 @@ package struct EncodedPublishRecords: Sendable {
                 }
                 // Moved out, not copied (a copy of the walk and its release cost a request about 230 instructions
                 // of retains and releases, callgrind).
-                var result: (locations: [Location], names: [String], nameIDs: [UInt16]) = ([], [], [])
-                swap(&result.locations, &walk.locations)
-                swap(&result.names, &walk.names)
-                swap(&result.nameIDs, &walk.nameIDs)
-                return result
+                var (locations, names, nameIDs): ([Location], [String], [UInt16]) = ([], [], [])
+                swap(&locations, &walk.locations)
+                swap(&names, &walk.names)
+                swap(&nameIDs, &walk.nameIDs)
+                return Layout(locations: locations, names: names, nameIDs: nameIDs)
             }
         }
 
