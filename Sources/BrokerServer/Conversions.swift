@@ -5,6 +5,7 @@ import Darwin
 #endif
 import LogStore
 import NIOCore
+import RawBytes
 import TopicRouter
 import WireProtocol
 
@@ -36,7 +37,7 @@ extension EncodedDeliveredRecords {
         for index in indices { capacity += 8 + records.storedSize(at: index) }
         var bytes = ByteBufferAllocator().buffer(capacity: capacity)
         bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: capacity) { out in
-            var writer = WireBytesWriter(out)
+            var writer = RawWriter(out)
             // Runs of bytes that are the same stored and on the wire are copied whole (one copy each instead of a
             // length and its bytes): the key length and key, a header's name through its value (after its
             // length, a u32 stored and a u16 on the wire), the value length and value, the timestamp.
@@ -129,13 +130,6 @@ struct StoredRecordsBuilder {
         records.bytes.readableBytes + 2 * records.headerCount + records.count * Self.size(of: extraHeaders)
     }
 
-    /// Calls `body` with `string`'s UTF-8 bytes, without copying a native string.
-    private static func withUTF8(of string: String, _ body: (UnsafeRawBufferPointer) -> Void) {
-        if string.utf8.withContiguousStorageIfAvailable({ body(UnsafeRawBufferPointer($0)) }) == nil {
-            Array(string.utf8).withUnsafeBytes(body)
-        }
-    }
-
     /// The stored size of `headers` (u32 name length, name, u32 value length, value).
     private static func size(of headers: [LogHeader]) -> Int {
         var size = 0
@@ -188,7 +182,7 @@ struct StoredRecordsBuilder {
         var timestamps = (first: Int64(0), max: Int64(0))
         records.withViews { view in
             let written = self.bytes.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { out in
-                var writer = WireBytesWriter(UnsafeMutableRawBufferPointer(rebasing: out[0..<size]))
+                var writer = RawWriter(UnsafeMutableRawBufferPointer(rebasing: out[0..<size]))
                 var first: Int64 = 0
                 var maxTimestamp: Int64 = 0
                 var extraAt = -1
@@ -216,9 +210,9 @@ struct StoredRecordsBuilder {
                         // By index: a copy of a header would retain its name and value (see `PublishGroup.build`).
                         for header in extraHeaders.indices {
                             writer.put(UInt32(extraHeaders[header].name.utf8.count))
-                            Self.withUTF8(of: extraHeaders[header].name) { writer.put($0) }
+                            writer.put(extraHeaders[header].name)
                             writer.put(UInt32(extraHeaders[header].value.readableBytes))
-                            extraHeaders[header].value.withUnsafeReadableBytes { writer.put($0) }
+                            writer.put(extraHeaders[header].value)
                         }
                     } else {
                         writer.put(UnsafeRawBufferPointer(rebasing: out[extraAt..<extraAt + extraSize]))
@@ -237,33 +231,6 @@ struct StoredRecordsBuilder {
         }
         self.count += accepted.count
         self.valueBytes += valueBytes
-    }
-}
-
-/// Writes big-endian integers and bytes through a raw pointer the caller sized (bounds checked by precondition).
-struct WireBytesWriter {
-    private let out: UnsafeMutableRawBufferPointer
-    private(set) var position = 0
-
-    init(_ out: UnsafeMutableRawBufferPointer) {
-        self.out = out
-    }
-
-    @inline(__always)
-    mutating func put<T: FixedWidthInteger>(_ value: T) {
-        let size = MemoryLayout<T>.size
-        precondition(self.out.count - self.position >= size, "wire record overran its sized buffer")
-        self.out.storeBytes(of: value.bigEndian, toByteOffset: self.position, as: T.self)
-        self.position += size
-    }
-
-    @inline(__always)
-    mutating func put(_ bytes: UnsafeRawBufferPointer) {
-        precondition(self.out.count - self.position >= bytes.count, "wire record overran its sized buffer")
-        if let base = bytes.baseAddress, bytes.count > 0 {
-            (self.out.baseAddress! + self.position).copyMemory(from: base, byteCount: bytes.count)
-        }
-        self.position += bytes.count
     }
 }
 

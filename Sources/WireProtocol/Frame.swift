@@ -341,26 +341,14 @@ package struct EncodedPublishRecords: Sendable {
 
     /// Calls `body` with each record in order, read in place. The views are valid only during the call.
     package func forEach(_ body: (_ index: Int, _ record: PublishRecordView) throws -> Void) rethrows {
-        try self.bytes.withUnsafeReadableBytes { raw in
-            try self.layout.names.withUnsafeBufferPointer { names in
-                try self.layout.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    for index in self.layout.locations.indices {
-                        try body(index, PublishRecordView(raw, self.layout.locations[index], names, nameIDs))
-                    }
-                }
-            }
+        try self.withViews { view in
+            for index in 0..<self.count { try body(index, view(index)) }
         }
     }
 
     /// Calls `body` with record `index`, read in place; the view is valid only during the call.
     package func withRecord<Result>(at index: Int, _ body: (PublishRecordView) throws -> Result) rethrows -> Result {
-        try self.bytes.withUnsafeReadableBytes { raw in
-            try self.layout.names.withUnsafeBufferPointer { names in
-                try self.layout.nameIDs.withUnsafeBufferPointer { nameIDs in
-                    try body(PublishRecordView(raw, self.layout.locations[index], names, nameIDs))
-                }
-            }
-        }
+        try self.withViews { view in try body(view(index)) }
     }
 
     /// Calls `body` with a function that reads record `index` in place; the views are valid only during the call.
