@@ -4,7 +4,8 @@
     summarize.py DIR                       # a table: one group of runs per name (NAME-N.json -> NAME)
     summarize.py DIR --half-durable-rate   # half the median durable-publish records/s (suite.sh's e2e-latency rate)
     summarize.py DIR --check               # the table, then exit 1 if any run counted errors or undelivered records,
-                                           # or measured no record
+                                           # measured no record, or (a spawned brokerd's publishing scenario) read
+                                           # no publish stage from the broker's metrics
 
 A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
 Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
@@ -59,7 +60,7 @@ def main():
                         help="print half the median durable-publish records/s and nothing else")
     parser.add_argument("--check", action="store_true",
                         help="after the table, fail (exit 1) if any run counted errors or undelivered records, "
-                        "or measured no record")
+                        "measured no record, or (spawned, publishing) read no publish stage from the broker")
     args = parser.parse_args()
     groups = load(args.directory)
     if not groups:
@@ -85,6 +86,14 @@ def main():
         empty = sorted(name for name, runs in groups.items() if any(not r.get("records") for r in runs))
         if empty:
             sys.exit("no record measured in " + ", ".join(empty))
+        # A spawned brokerd of a publishing scenario reports where its publishes spent their time (METRICS.md,
+        # brokerd_publish_stage_seconds); brokerbench reads it from the broker's metrics endpoint.
+        publishing = ("durable-publish", "pipelined-single", "sync-latency", "e2e-latency", "policy-overhead")
+        unstaged = sorted(name for name, runs in groups.items()
+                          if any(r["scenario"] in publishing and (r.get("broker") or {}).get("separateProcess")
+                                 and not r.get("extra", {}).get("broker_timed_requests") for r in runs))
+        if unstaged:
+            sys.exit("no broker publish stages read in " + ", ".join(unstaged))
 
 
 if __name__ == "__main__":

@@ -345,6 +345,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// The route of this connection's last publish.
     private var publishRoute: PublishRoute?
+    /// The millisecond (`currentTimeMillis`) of this connection's last PUBLISH timed by `PublishStageTimers`.
+    private var lastTimedMillis: Int64 = -1
     /// The provenance headers of this connection's last publish, with the millisecond and policy they are for: every
     /// request of one millisecond under one policy gets the same (a pipelining producer sends hundreds a millisecond).
     private var lastProvenance: (receivedAtMillis: Int64, policy: Policy, headers: [LogHeader])?
@@ -366,6 +368,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func publish(_ publish: Publish, correlationID: UInt32, principal: Principal) {
+        let receivedAt = currentTimeMillis()
+        // The first request of each millisecond is timed through the publish path's stages (`PublishStageTimers`).
+        var sampledAt: UInt64 = 0
+        if receivedAt != self.lastTimedMillis {
+            self.lastTimedMillis = receivedAt
+            sampledAt = NIODeadline.now().uptimeNanoseconds
+        }
         let policy = self.core.policy
         let route = self.route(to: publish.topic, policy: policy, principal: principal)
         let access = route.access
@@ -392,7 +401,6 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.send(.error(ErrorFrame(code: .shuttingDown, message: "the broker is shutting down")), correlationID: correlationID)
             return
         }
-        let receivedAt = currentTimeMillis()
         let limiterHeaderNames = route.limiterHeaderNames
         let stamps: [LogHeader]
         if let last = self.lastProvenance, last.receivedAtMillis == receivedAt, last.policy === policy {
@@ -421,7 +429,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let delay = sorted.longestDelayNanos
         guard delay > 0, let eventLoop = self.context?.eventLoop else {
             if sorted.quarantined.isEmpty, !sorted.accepted.isEmpty, let eventLoop = self.context?.eventLoop {
-                self.group(sorted, appender: appender, gate: gate, correlationID: correlationID, eventLoop: eventLoop)
+                self.group(
+                    sorted, appender: appender, gate: gate, correlationID: correlationID, sampledAt: sampledAt,
+                    eventLoop: eventLoop
+                )
             } else {
                 self.appendAndAcknowledge(sorted, appender: appender, gate: gate, receivedAt: receivedAt, principal: principal, policy: policy, correlationID: correlationID)
             }
@@ -584,6 +595,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             /// the request's sorter is freed when it is grouped, not copied into the group.
             var sorted: PublishSorter?
             var gate: DedupeGate?
+            /// When the request was decoded, if it is timed (`PublishStageTimers`); else 0.
+            var sampledAt: UInt64
         }
 
         /// One request's accepted records (`accepted` their indices; nil: all of them) with what their stored
@@ -602,6 +615,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         var count = 0
         var storedBytes = 0
         var requests: [Request] = []
+        /// Some request is timed (`Request.sampledAt`).
+        var sampled = false
 
         /// The requests' accepted records, in their stored layout, in one buffer, back to back.
         ///
@@ -639,7 +654,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// done, before any other request of this connection is served, before a publish that takes the other path, and
     /// when the connection closes: the records of one connection reach the log in the order their PUBLISHes arrived.
     private func group(
-        _ sorted: PublishSorter, appender: TopicAppender, gate: DedupeGate?, correlationID: UInt32, eventLoop: any EventLoop
+        _ sorted: PublishSorter, appender: TopicAppender, gate: DedupeGate?, correlationID: UInt32, sampledAt: UInt64,
+        eventLoop: any EventLoop
     ) {
         // The group is taken out of `publishGroup`, changed as a local and put back: one access of the property
         // each way (each access of a class's stored property is a run-time exclusivity check), and no copy.
@@ -678,9 +694,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let plain = all && (gate == nil || sorted.accepted.allSatisfy { $0.ticket == nil })
         group.requests.append(
             PublishGroup.Request(
-                correlationID: correlationID, count: sorted.count, sorted: plain ? nil : sorted, gate: plain ? nil : gate
+                correlationID: correlationID, count: sorted.count, sorted: plain ? nil : sorted, gate: plain ? nil : gate,
+                sampledAt: sampledAt
             )
         )
+        if sampledAt != 0 { group.sampled = true }
         let full = group.storedBytes >= Self.publishGroupMaxBytes
         self.publishGroup = group
         if full { self.flushPublishGroup() }
@@ -711,26 +729,38 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let eventLoop = group.eventLoop
         let appender = group.appender
         let (parts, count, storedBytes) = (group.parts, group.count, group.storedBytes)
+        // Timed requests: when the group was handed over, and (below) when the log reported it durable (or failed).
+        let stages = group.sampled ? self.core.metrics.publishStages : nil
+        let handedAt = stages == nil ? 0 : NIODeadline.now().uptimeNanoseconds
+        if let stages {
+            for index in group.requests.indices where group.requests[index].sampledAt != 0 {
+                stages.handed(decodedAt: group.requests[index].sampledAt, handedAt: handedAt)
+            }
+        }
         let completion: TopicAppender.Completion = { result in
+            let durableAt = stages == nil ? 0 : NIODeadline.now().uptimeNanoseconds
             eventLoop.execute {
                 let (handler, requests) = bound.value
                 var base = (try? result.get())?.baseOffset ?? -1
                 // By index: the requests are read in place, not copied out one by one.
                 for index in requests.indices {
                     let accepted = result.map { _ in base }
-                    guard let sorted = requests[index].sorted else {
+                    if let sorted = requests[index].sorted {
+                        base += Int64(sorted.accepted.count)
+                        handler.settle(
+                            sorted, gate: requests[index].gate, appender: appender,
+                            correlationID: requests[index].correlationID, accepted: accepted, quarantined: .success(-1)
+                        )
+                    } else {
                         base += Int64(requests[index].count)
                         handler.settleAllAccepted(
                             count: requests[index].count, appender: appender,
                             correlationID: requests[index].correlationID, accepted: accepted
                         )
-                        continue
                     }
-                    base += Int64(sorted.accepted.count)
-                    handler.settle(
-                        sorted, gate: requests[index].gate, appender: appender,
-                        correlationID: requests[index].correlationID, accepted: accepted, quarantined: .success(-1)
-                    )
+                    if let stages, requests[index].sampledAt != 0 {
+                        stages.answered(decodedAt: requests[index].sampledAt, handedAt: handedAt, durableAt: durableAt)
+                    }
                 }
             }
         }

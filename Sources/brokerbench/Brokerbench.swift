@@ -61,8 +61,12 @@ struct RunCommand: AsyncParsableCommand {
             throw error
         }
         let resources = broker.resources()
+        // Where the broker's time went (a spawned brokerd's sampled publish stages over the run, warm-up
+        // included), unless the scenario already reported them for the part it measures.
+        let stages = result.extra["broker_timed_requests"] != nil ? nil : broker.publishStages()
         await broker.stop()
         var final = result
+        final.extra.merge(stages?.extras() ?? [:]) { current, _ in current }
         final.broker = resources
         final.machine = MachineInfo.current()
         print(final.table())

@@ -28,6 +28,8 @@ struct PolicyLoad {
             target: self.target, parameters: self.parameters, scenario: .policyOverhead,
             headers: Self.plainHeaders, dedupeKeys: false, label: "plain"
         ).run()
+        // A spawned broker's publish stages of each half: the plain half's now, the policy half's from here on.
+        let plainStages = self.target.markPublishStages()
         FileHandle.standardError.write(
             Data("policy-overhead 2/2: dedupe keys, limiters, consent on \(self.target.policyTopics)\n".utf8)
         )
@@ -47,6 +49,8 @@ struct PolicyLoad {
         result.extra["policy_over_plain_ratio"] = plain.recordsPerSecond > 0
             ? result.recordsPerSecond / plain.recordsPerSecond : 0
         result.errors += plain.errors
+        result.extra.merge(plainStages?.extras(prefix: "plain_") ?? [:]) { current, _ in current }
+        result.extra.merge(self.target.publishStages()?.extras() ?? [:]) { current, _ in current }
         // Show the limiters applied: how many keys each holds now (bench-made brokers grant LIMITS; others may not).
         do {
             let client = try await self.target.connect()

@@ -123,7 +123,9 @@ struct BenchResult: Codable, Sendable {
 
     func table() -> String {
         var lines: [String] = []
-        func row(_ name: String, _ value: String) { lines.append(name.padding(toLength: 34, withPad: " ", startingAt: 0) + value) }
+        func row(_ name: String, _ value: String) {
+            lines.append((name.count < 34 ? name.padding(toLength: 34, withPad: " ", startingAt: 0) : name + " ") + value)
+        }
         lines.append("")
         lines.append("brokerbench \(self.scenario)")
         row("measured seconds", String(format: "%.2f", self.measuredSeconds))

@@ -21,6 +21,10 @@ final class BenchTarget: Sendable {
         var brokerPid: Int32?
         var process: Process?
         var startResources: ResourceSample?
+        /// The spawned brokerd's metrics port.
+        var metricsPort: Int?
+        /// `markPublishStages()`'s read: `publishStages()` counts from there.
+        var stagesBase: PublishStages?
     }
 
     let host: String
@@ -41,7 +45,7 @@ final class BenchTarget: Sendable {
 
     private init(
         host: String, port: Int, clientID: String, token: String, topics: [String], policyTopics: [String],
-        kind: Kind, process: Process?, brokerPid: Int32?, dataDir: String?, removeDataDir: Bool
+        kind: Kind, process: Process?, brokerPid: Int32?, dataDir: String?, removeDataDir: Bool, metricsPort: Int? = nil
     ) {
         self.host = host
         self.clientID = clientID
@@ -52,7 +56,9 @@ final class BenchTarget: Sendable {
         self.dataDir = dataDir
         self.removeDataDir = removeDataDir
         let startResources = ResourceSample.read(pid: brokerPid ?? getpid())
-        self.live = Locked(Live(port: port, brokerPid: brokerPid, process: process, startResources: startResources))
+        self.live = Locked(
+            Live(port: port, brokerPid: brokerPid, process: process, startResources: startResources, metricsPort: metricsPort)
+        )
     }
 
     static let benchClientID = "brokerbench"
@@ -99,7 +105,8 @@ final class BenchTarget: Sendable {
         return BenchTarget(
             host: "127.0.0.1", port: launched.port, clientID: Self.benchClientID, token: token, topics: topics,
             policyTopics: policyTopics, kind: .spawned(configPath: configPath), process: launched.process,
-            brokerPid: launched.process.processIdentifier, dataDir: dataDir, removeDataDir: options.dataDir == nil
+            brokerPid: launched.process.processIdentifier, dataDir: dataDir, removeDataDir: options.dataDir == nil,
+            metricsPort: launched.metricsPort
         )
     }
 
@@ -192,7 +199,7 @@ final class BenchTarget: Sendable {
     /// just before the launch to the moment that line arrived.
     private static func launchBrokerd(
         configPath: String, dataDir: String
-    ) async throws -> (process: Process, port: Int, secondsToListen: Double, output: OutputCollector) {
+    ) async throws -> (process: Process, port: Int, metricsPort: Int?, secondsToListen: Double, output: OutputCollector) {
         let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
             .appendingPathComponent("brokerd").path
         guard FileManager.default.isExecutableFile(atPath: binary) else {
@@ -218,7 +225,9 @@ final class BenchTarget: Sendable {
                 if let range = text.range(of: #"brokerd\.address=\S*:(\d+)"#, options: .regularExpression),
                     let last = text[range].split(separator: ":").last, let port = Int(last)
                 {
-                    return (process, port, Double(seenAt - launchedAt) / 1e9, output)
+                    let metricsPort = text.range(of: #"brokerd\.metrics_address=\S*:(\d+)"#, options: .regularExpression)
+                        .flatMap { text[$0].split(separator: ":").last }.flatMap { Int($0) }
+                    return (process, port, metricsPort, Double(seenAt - launchedAt) / 1e9, output)
                 }
             }
             try await Task.sleep(for: .milliseconds(2))
@@ -249,6 +258,8 @@ final class BenchTarget: Sendable {
         self.live.withLock {
             $0.process = launched.process
             $0.port = launched.port
+            $0.metricsPort = launched.metricsPort
+            $0.stagesBase = nil
             $0.brokerPid = pid
             $0.startResources = ResourceSample.read(pid: pid)
         }
@@ -332,6 +343,22 @@ final class BenchTarget: Sendable {
             rssBytes: end.rssBytes,
             peakRssBytes: end.peakRssBytes
         )
+    }
+
+    /// The spawned broker's sampled publish stages (`PublishStages`) since it started, or since the last
+    /// `markPublishStages()`; nil for an embedded or remote broker, or when its metrics cannot be read.
+    func publishStages() -> PublishStages? {
+        let (port, base) = self.live.withLock { ($0.metricsPort, $0.stagesBase) }
+        return port.flatMap { PublishStages.scrape(port: $0) }?.since(base)
+    }
+
+    /// Makes `publishStages()` count from now; returns the stages until now (as `publishStages()` would have).
+    @discardableResult
+    func markPublishStages() -> PublishStages? {
+        let (port, base) = self.live.withLock { ($0.metricsPort, $0.stagesBase) }
+        guard let port, let now = PublishStages.scrape(port: port) else { return nil }
+        self.live.withLock { $0.stagesBase = now }
+        return now.since(base)
     }
 
     func stop() async {

@@ -1,6 +1,7 @@
 import BrokerClient
 import BrokerServer
 import Foundation
+import Locking
 import LogStore
 import Metrics
 import NIOCore
@@ -180,6 +181,46 @@ struct MetricsOverHTTPTests {
         #expect(metrics.factory.made == made)
 
         for client in [producer, portal, crm, operator_, admin] { await client.close() }
+        await broker.stop()
+    }
+
+    @Test("the first PUBLISH of each millisecond per connection is timed through each stage, which add up to its total")
+    func publishStages() async throws {
+        let metrics = Instrumented()
+        let broker = try await TestBroker.startScenario(metrics: metrics.injected)
+        defer { broker.removeData() }
+        let port = try #require(broker.server.metricsAddress?.port)
+        let count = BrokerMetrics.publishStage + "_count"
+        let sum = BrokerMetrics.publishStage + "_sum"
+        let topic = "education.completed"
+        // One request, answered: it is timed (no other request of its connection in its millisecond).
+        let producer = try await broker.client("learning-portal")
+        #expect(try await producer.publish(topic: topic, records: [PolicyPlaneTests.event(0)])[0].code == .ok)
+        let first = try await MetricsScrape.until(port: port) { $0.value(count, ["stage": "total"]) == 1 }.exposition
+        for stage in PublishStageTimers.stages {
+            #expect(first.value(count, ["stage": stage]) == 1, "\(stage)")
+            #expect((first.value(sum, ["stage": stage]) ?? 0) > 0, "\(stage)")
+            #expect(first.value(BrokerMetrics.publishStage + "_bucket", ["stage": stage, "le": "0.002"]) != nil, "\(stage)")
+        }
+        // The stages are read from one clock at their boundaries, so they add up to the total.
+        let parts = ["to_appender", "to_durable", "to_ack"].map { first.value(sum, ["stage": $0]) ?? 0 }.reduce(0, +)
+        #expect(abs(parts - (first.value(sum, ["stage": "total"]) ?? 0)) < 1e-6)
+
+        // 400 requests pipelined on another connection: at most one per millisecond they took is timed.
+        let pipelined = try await broker.client("learning-portal")
+        let answered = Locked(0)
+        let publisher = pipelined.pipelinedPublisher(maxInFlight: 400) { _ in answered.withLock { $0 += 1 } }
+        let started = ContinuousClock.now
+        for n in 0..<400 { try await publisher.send(topic: topic, records: [PolicyPlaneTests.event(1 + n)]) }
+        let deadline = started.advanced(by: .seconds(20))
+        while answered.withLock({ $0 }) < 400, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(1)) }
+        #expect(answered.withLock { $0 } == 400)
+        let milliseconds = (ContinuousClock.now - started) / .milliseconds(1)
+        let after = try await MetricsScrape.until(port: port) { ($0.value(count, ["stage": "total"]) ?? 0) > 1 }.exposition
+        let timed = try #require(after.value(count, ["stage": "total"])) - 1
+        #expect(timed >= 1 && timed <= milliseconds + 2, "\(timed) timed in \(milliseconds) ms")
+        #expect(after.value(count, ["stage": "to_durable"]) == timed + 1)
+        for client in [producer, pipelined] { await client.close() }
         await broker.stop()
     }
 
