@@ -363,7 +363,8 @@ extension ReplayResult {
 /// event loop's tick. At most one request per connection and millisecond keeps the clock reads and histogram updates
 /// off nearly every request of a pipelining producer (pipelined-single sends a few hundred a millisecond), while a
 /// connection that sends less often has every request timed.
-package final class PublishStageTimers: Sendable {    /// The label values of `stage`, in path order.
+package final class PublishStageTimers: Sendable {
+    /// The label values of `stage`, in path order.
     package static let stages = ["to_appender", "to_durable", "to_ack", "total"]
 
     private let toAppender: Timer

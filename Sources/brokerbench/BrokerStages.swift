@@ -1,3 +1,4 @@
+import BrokerServer
 import Foundation
 
 /// The spawned broker's `brokerd_publish_stage_seconds` histograms (docs/METRICS.md): where its sampled PUBLISH
@@ -34,9 +35,7 @@ struct PublishStages: Sendable {
         }
     }
 
-    static let metric = "brokerd_publish_stage_seconds"
-    /// The stages in path order (`PublishStageTimers.stages` in brokerd).
-    static let order = ["to_appender", "to_durable", "to_ack", "total"]
+    static let metric = BrokerMetrics.publishStage
 
     var stages: [String: Stage] = [:]
 
@@ -53,7 +52,7 @@ struct PublishStages: Sendable {
     /// (`PREFIXbroker_timed_requests`).
     func extras(prefix: String = "") -> [String: Double] {
         var extra: [String: Double] = [:]
-        for name in Self.order {
+        for name in PublishStageTimers.stages {
             guard let stage = self.stages[name], stage.count > 0 else { continue }
             extra["\(prefix)broker_\(name)_mean_us"] = (stage.meanMicros * 10).rounded() / 10
             // A quantile past the last finite bound (1 s) has no bound to give: left out (JSON has no infinity).
