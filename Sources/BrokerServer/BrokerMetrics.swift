@@ -384,15 +384,22 @@ package final class PublishStageTimers: Sendable {
 
     /// The request decoded at `decodedAt` (monotonic nanoseconds) was handed to its appender at `handedAt`.
     func handed(decodedAt: UInt64, handedAt: UInt64) {
-        self.toAppender.recordNanoseconds(Int64(handedAt &- decodedAt))
+        self.toAppender.recordNanoseconds(Self.nanoseconds(from: decodedAt, to: handedAt))
     }
 
     /// The request decoded at `decodedAt`, handed to its appender at `handedAt` and durable at `durableAt`, is
     /// answered now.
     func answered(decodedAt: UInt64, handedAt: UInt64, durableAt: UInt64) {
         let now = NIODeadline.now().uptimeNanoseconds
-        self.toDurable.recordNanoseconds(Int64(durableAt &- handedAt))
-        self.toAck.recordNanoseconds(Int64(now &- durableAt))
-        self.total.recordNanoseconds(Int64(now &- decodedAt))
+        self.toDurable.recordNanoseconds(Self.nanoseconds(from: handedAt, to: durableAt))
+        self.toAck.recordNanoseconds(Self.nanoseconds(from: durableAt, to: now))
+        self.total.recordNanoseconds(Self.nanoseconds(from: decodedAt, to: now))
+    }
+
+    /// `end - start`, 0 if `end` is earlier. The times are read in that order (`durableAt` on the log's thread, the
+    /// others on the event loop, each after the one before it happened), but a metric never traps the broker over
+    /// a clock: `Int64(end - start)` would for an `end` read before `start` on another core.
+    package static func nanoseconds(from start: UInt64, to end: UInt64) -> Int64 {
+        max(0, Int64(bitPattern: end &- start))
     }
 }
