@@ -348,17 +348,22 @@ final class BenchTarget: Sendable {
     /// The spawned broker's sampled publish stages (`PublishStages`) since it started, or since the last
     /// `markPublishStages()`; nil for an embedded or remote broker, or when its metrics cannot be read.
     func publishStages() -> PublishStages? {
-        let (port, base) = self.live.withLock { ($0.metricsPort, $0.stagesBase) }
-        return port.flatMap { PublishStages.scrape(port: $0) }?.since(base)
+        self.readPublishStages().map { $0.now.since($0.base) }
     }
 
     /// Makes `publishStages()` count from now; returns the stages until now (as `publishStages()` would have).
     @discardableResult
     func markPublishStages() -> PublishStages? {
+        guard let read = self.readPublishStages() else { return nil }
+        self.live.withLock { $0.stagesBase = read.now }
+        return read.now.since(read.base)
+    }
+
+    /// The stages read from the broker now, and the read they count from (nil: its start).
+    private func readPublishStages() -> (now: PublishStages, base: PublishStages?)? {
         let (port, base) = self.live.withLock { ($0.metricsPort, $0.stagesBase) }
         guard let port, let now = PublishStages.scrape(port: port) else { return nil }
-        self.live.withLock { $0.stagesBase = now }
-        return now.since(base)
+        return (now, base)
     }
 
     func stop() async {
