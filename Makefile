@@ -114,8 +114,8 @@ asan: deps
 # each benchmark for 2 iterations to prove they all build and work; `bench` runs them fully (about a minute after the
 # build) and prints wall clock, throughput and malloc counts. `bench-check` gates the malloc counts only, against
 # Benchmarks/Thresholds/ (refresh those with `bench-thresholds` after an intended change). Wall clock is never gated.
-# It also runs three short brokerbench scenarios, two on an embedded broker (2 s of durable-publish, 1 s of e2e-latency
-# at 5,000 records/s) and 1 s of pipelined-single on a spawned brokerd, and summarizes them with
+# It also runs four short brokerbench scenarios, three on an embedded broker (2 s of durable-publish, 1 s of
+# e2e-latency at 5,000 records/s, 1 s of sync-latency) and 1 s of pipelined-single on a spawned brokerd, and summarizes them with
 # Benchmarks/scripts/summarize.py --check, which fails if one counted an error or an undelivered record, measured no
 # record, or (spawned) read no publish stage from brokerd's metrics, so the load generator and that script cannot rot
 # either. CI (.ci/run) runs
@@ -129,6 +129,8 @@ bench-smoke: deps
 		--output .build/bench-smoke/durable-publish-1.json --plot .build/bench-smoke/durable-publish-1.svg
 	./.build/debug/brokerbench run e2e-latency --embedded --rate 5000 --duration 1 --warmup 0.5 \
 		--output .build/bench-smoke/e2e-latency-1.json --plot .build/bench-smoke/e2e-latency-1.svg
+	./.build/debug/brokerbench run sync-latency --embedded --duration 1 --warmup 0.5 \
+		--output .build/bench-smoke/sync-latency-1.json --plot .build/bench-smoke/sync-latency-1.svg
 	./.build/debug/brokerbench run pipelined-single --spawn --duration 1 --warmup 0.5 \
 		--output .build/bench-smoke/pipelined-single-1.json --plot .build/bench-smoke/pipelined-single-1.svg
 	python3 Benchmarks/scripts/summarize.py .build/bench-smoke --check

@@ -108,7 +108,7 @@ extension Scenario {
         case .durablePublish, .pipelinedSingle:
             return try await PublishLoad(target: target, parameters: parameters, scenario: self).run()
         case .syncLatency:
-            var result = try await PublishLoad(target: target, parameters: parameters, scenario: self).run()
+            var result = try await SyncLoad(target: target, parameters: parameters).run()
             let fsync = try measureFdatasync(directory: target.dataDir ?? NSTemporaryDirectory(), iterations: 2000)
             result.extra["fdatasync_4k_p50_us"] = Double(fsync.valueAtPercentile(50))
             result.extra["fdatasync_4k_p99_us"] = Double(fsync.valueAtPercentile(99))
