@@ -108,7 +108,7 @@ extension Scenario {
         case .durablePublish, .pipelinedSingle:
             return try await PublishLoad(target: target, parameters: parameters, scenario: self).run()
         case .syncLatency:
-            var result = try await SyncLoad(target: target, parameters: parameters).run()
+            var result = try await PublishLoad(target: target, parameters: parameters, scenario: self).run()
             let fsync = try measureFdatasync(directory: target.dataDir ?? NSTemporaryDirectory(), iterations: 2000)
             result.extra["fdatasync_4k_p50_us"] = Double(fsync.valueAtPercentile(50))
             result.extra["fdatasync_4k_p99_us"] = Double(fsync.valueAtPercentile(99))
@@ -260,7 +260,7 @@ struct PublishLoad {
             }
         }
         let withKeys = self.dedupeKeys ?? p.dedupeKeys
-        // Dedupe keys are unique per run (a random tag), producer connection and worker, then a counter.
+        // Dedupe keys are unique per run (a random tag) and producer connection, then a counter.
         let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
         let budget = p.records.map { Counter($0) }
@@ -271,63 +271,44 @@ struct PublishLoad {
         progress.start(clock: clock, label: self.label ?? self.scenario.rawValue)
         let topics = self.topics ?? self.target.topics
         var histogram = makeHistogram()
-        var finishedAt = clock.end
-        try await withThrowingTaskGroup(of: (Histogram<UInt64>, UInt64).self) { group in
-            for (index, client) in clients.enumerated() {
-                let topic = topics[index % topics.count]
-                if self.scenario == .pipelinedSingle {
-                    // One task per connection drives a pipelined publisher: it keeps up to `inFlight` requests
-                    // outstanding and reads their acknowledgements in order, as a real producer would (a task per
-                    // in-flight request awaiting each answer cost the client about as much CPU as the broker).
-                    group.addTask {
-                        let keyPrefix = "bb-\(runTag)-\(index)-0-"
-                        let load = PipelinedLoad(
-                            publisher: client.pipelinedPublisher(maxInFlight: p.inFlight), topic: topic,
-                            batches: batches, keyPrefix: withKeys ? keyPrefix : nil, clock: clock, budget: budget,
-                            stop: stop, progress: progress, errors: errors, duplicates: duplicates
-                        )
-                        return try await load.run()
-                    }
-                    continue
-                }
-                for worker in 0..<p.inFlight {
-                    group.addTask {
-                        var local = makeHistogram()
-                        var round = worker
-                        var last = monotonicNanos()
-                        var stamper = withKeys
-                            ? DedupeKeyStamper(batches: batches, prefix: "bb-\(runTag)-\(index)-\(worker)-") : nil
-                        while !clock.isOver, stop?.isSet != true {
-                            if let budget, budget.add(-batches[round % batches.count].count) < 0 { break }
-                            let batch = stamper?.batch(round) ?? batches[round % batches.count]
-                            round += 1
-                            let sent = monotonicNanos()
-                            let results = try await client.publish(topic: topic, records: batch)
-                            last = monotonicNanos()
-                            let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
-                            if ok < results.count, let failed = results.first(where: { $0.code != .ok }) {
-                                reportFirstError(failed)
-                            }
-                            if withKeys {
-                                let flag = PublishResult.duplicateFlag
-                                duplicates.add(results.reduce(0) { $0 + ($1.flags & flag != 0 ? 1 : 0) })
-                            }
-                            errors.add(results.count - ok)
-                            progress.all.add(ok)
-                            if sent >= clock.measureFrom {
-                                progress.measured.add(ok)
-                                local.record((last - sent) / 1000)
-                            }
-                        }
-                        return (local, last)
-                    }
-                }
+        var finishedAt = clock.measureFrom
+        // Every request's acknowledgement: a histogram and the time of the last one per connection.
+        var loads: [EventLoopFuture<(Histogram<UInt64>, UInt64)>] = []
+        var tasks: [Task<(Histogram<UInt64>, UInt64), any Error>] = []
+        let shared = PublishSender.Shared(
+            clock: clock, budget: budget, stop: stop, progress: progress, errors: errors, duplicates: duplicates
+        )
+        for (index, client) in clients.enumerated() {
+            let topic = topics[index % topics.count]
+            let keyPrefix = withKeys ? "bb-\(runTag)-\(index)-0-" : nil
+            if self.scenario == .pipelinedSingle {
+                // A task per connection drives a pipelined publisher: it keeps up to `inFlight` requests
+                // outstanding and reads their acknowledgements in order, as a real producer would (a task per
+                // in-flight request awaiting each answer cost the client about as much CPU as the broker).
+                let load = PipelinedLoad(
+                    publisher: client.pipelinedPublisher(maxInFlight: p.inFlight), topic: topic,
+                    batches: batches, keyPrefix: keyPrefix, clock: clock, budget: budget,
+                    stop: stop, progress: progress, errors: errors, duplicates: duplicates
+                )
+                tasks.append(Task { try await load.run() })
+            } else {
+                loads.append(
+                    PublishSender.start(
+                        on: client, inFlight: p.inFlight, topic: topic, batches: batches, keyPrefix: keyPrefix,
+                        shared: shared
+                    )
+                )
             }
-            finishedAt = clock.measureFrom
-            for try await (local, last) in group {
-                histogram.add(local)
-                finishedAt = max(finishedAt, last)
-            }
+        }
+        for future in loads {
+            let (local, last) = try await future.get()
+            histogram.add(local)
+            finishedAt = max(finishedAt, last)
+        }
+        for task in tasks {
+            let (local, last) = try await task.value
+            histogram.add(local)
+            finishedAt = max(finishedAt, last)
         }
         progress.stop()
         let seconds = Double(min(finishedAt, clock.end) - clock.measureFrom) / 1e9
