@@ -62,8 +62,10 @@ struct RunCommand: AsyncParsableCommand {
         }
         let resources = broker.resources()
         // Where the broker's time went (a spawned brokerd's sampled publish stages over the run, warm-up
-        // included), unless the scenario already reported them for the part it measures.
-        let stages = result.extra["broker_timed_requests"] != nil ? nil : broker.publishStages()
+        // included), unless the scenario already reported them for the part it measures (recovery reads its fill's
+        // before restarting brokerd: the brokerd running now has published nothing).
+        let stages =
+            result.extra["broker_timed_requests"] != nil || self.scenario == .recovery ? nil : broker.publishStages()
         await broker.stop()
         var final = result
         final.extra.merge(stages?.extras() ?? [:]) { current, _ in current }

@@ -122,6 +122,8 @@ struct RecoveryRun {
         monitor.cancel()
         let size = logBytes(in: logDir)
         let endBefore = try await self.endOffset(of: topic)
+        // The fill's publish stages, read before the restarts start new brokerd processes with empty metrics.
+        let fillStages = self.target.publishStages()
         FileHandle.standardError.write(
             Data("recovery: filled \(mebibytes(size)) MiB, \(endBefore) records; SIGTERM and restart\n".utf8)
         )
@@ -153,6 +155,7 @@ struct RecoveryRun {
         // 1 when brokerd's output shows the expected path: clean open after SIGTERM, validation after SIGKILL.
         result.extra["sigterm_restart_clean"] = clean.output.contains(marker) ? 0 : 1
         result.extra["sigkill_restart_validated"] = crash.output.contains(marker) ? 1 : 0
+        result.extra.merge(fillStages?.extras() ?? [:]) { current, _ in current }
         return result
     }
 
