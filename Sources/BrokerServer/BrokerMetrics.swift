@@ -48,6 +48,8 @@ package final class BrokerMetrics: Sendable {
     package static let auditEntries = "brokerd_audit_entries_total"
     /// Sampled PUBLISH requests' time in each stage of the broker's publish path, by stage (`PublishStageTimers`).
     package static let publishStage = "brokerd_publish_stage_seconds"
+    /// Sampled DELIVERs' time in each stage of the broker's delivery path, by stage (`DeliveryStageTimers`).
+    package static let deliveryStage = "brokerd_delivery_stage_seconds"
     /// Audit entries whose append to `__audit` failed.
     package static let auditFailures = "brokerd_audit_entries_failed_total"
 
@@ -70,10 +72,11 @@ package final class BrokerMetrics: Sendable {
             LogMetrics.appendDurationName: storage,
             BrokerMetrics.quarantineAgeAtReplay: review,
             BrokerMetrics.publishStage: BrokerMetrics.publishStageBuckets,
+            BrokerMetrics.deliveryStage: BrokerMetrics.publishStageBuckets,
         ]
     }()
 
-    /// A publish stage takes microseconds on an idle broker and milliseconds behind a busy disk or event loop; the
+    /// A publish (or delivery) stage takes microseconds on an idle broker and milliseconds behind a busy disk or event loop; the
     /// buckets around 1-3 ms tell a 2 ms latency budget's p99 apart.
     package static let publishStageBuckets: [Duration] = [
         .microseconds(10), .microseconds(25), .microseconds(50), .microseconds(100), .microseconds(250),
@@ -98,6 +101,7 @@ package final class BrokerMetrics: Sendable {
     let quarantineAgeAtReplay: Timer
     let auditFailures: Counter
     let publishStages: PublishStageTimers
+    let deliveryStages: DeliveryStageTimers
     private let replays: [String: Counter]
     private let auditByAction: [String: Counter]
     private let refusedByReason: KeyedMetrics<Counter>
@@ -116,6 +120,7 @@ package final class BrokerMetrics: Sendable {
         self.quarantineAgeAtReplay = Timer(label: Self.quarantineAgeAtReplay, factory: factory)
         self.auditFailures = Counter(label: Self.auditFailures, factory: factory)
         self.publishStages = PublishStageTimers(factory: factory)
+        self.deliveryStages = DeliveryStageTimers(factory: factory)
         self.replays = Dictionary(
             uniqueKeysWithValues: ReplayResult.metricOutcomes.map {
                 ($0, Counter(label: Self.quarantineReplays, dimensions: [("outcome", $0)], factory: factory))
@@ -401,5 +406,49 @@ package final class PublishStageTimers: Sendable {
     /// a clock: `Int64(end - start)` would for an `end` read before `start` on another core.
     package static func nanoseconds(from start: UInt64, to end: UInt64) -> Int64 {
         max(0, Int64(bitPattern: end &- start))
+    }
+}
+
+/// Where sampled DELIVERs spend their time inside the broker (`brokerd_delivery_stage_seconds{stage}`), the delivery
+/// path's counterpart of `PublishStageTimers`: from the log reporting new records readable (durable, for
+/// `fsync = "always"`) until the subscription's event loop runs the wake-up (`to_event_loop`), until the DELIVER of
+/// the read that wake-up started is encoded (`to_encoded`: the read, the consent verdicts, the encoding), until its
+/// bytes are written to the socket (`to_written`: the end of the event loop's tick, and a consumer that reads slowly
+/// fills the socket's buffer and makes this one long), and all three (`total`).
+///
+/// The first wake-up of each millisecond of each subscription that starts a read is timed (a subscription that
+/// keeps up is woken by every group commit of its topic); DELIVERs sent on credit or as a read's continuation are
+/// not (no record of theirs was just reported readable).
+package final class DeliveryStageTimers: Sendable {
+    /// The label values of `stage`, in path order.
+    package static let stages = ["to_event_loop", "to_encoded", "to_written", "total"]
+
+    private let toEventLoop: Timer
+    private let toEncoded: Timer
+    private let toWritten: Timer
+    private let total: Timer
+
+    init(factory: any MetricsFactory) {
+        func timer(_ stage: String) -> Timer {
+            Timer(label: BrokerMetrics.deliveryStage, dimensions: [("stage", stage)], factory: factory)
+        }
+        self.toEventLoop = timer("to_event_loop")
+        self.toEncoded = timer("to_encoded")
+        self.toWritten = timer("to_written")
+        self.total = timer("total")
+    }
+
+    /// The DELIVER of records reported readable at `notifiedAt` (monotonic nanoseconds), whose wake-up ran at
+    /// `wokeAt`, was encoded at `encodedAt`.
+    func encoded(notifiedAt: UInt64, wokeAt: UInt64, encodedAt: UInt64) {
+        self.toEventLoop.recordNanoseconds(PublishStageTimers.nanoseconds(from: notifiedAt, to: wokeAt))
+        self.toEncoded.recordNanoseconds(PublishStageTimers.nanoseconds(from: wokeAt, to: encodedAt))
+    }
+
+    /// That DELIVER's bytes are written to the socket now.
+    func written(notifiedAt: UInt64, encodedAt: UInt64) {
+        let now = NIODeadline.now().uptimeNanoseconds
+        self.toWritten.recordNanoseconds(PublishStageTimers.nanoseconds(from: encodedAt, to: now))
+        self.total.recordNanoseconds(PublishStageTimers.nanoseconds(from: notifiedAt, to: now))
     }
 }

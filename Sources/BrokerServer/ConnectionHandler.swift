@@ -1004,10 +1004,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             listener: SubscriptionListener(eventLoop: eventLoop)
         )
         let boundSelf = NIOLoopBound(self, eventLoop: eventLoop)
-        subscription.listener.onAdvance = { endOffset in
+        subscription.listener.onAdvance = { endOffset, notifiedAt in
             let handler = boundSelf.value
             guard let subscription = handler.subscriptions[id] else { return }
-            handler.run(subscription.machine.dataAvailable(endOffset: endOffset), for: subscription)
+            handler.wake(subscription, endOffset: endOffset, notifiedAt: notifiedAt)
         }
         self.subscriptions[id] = subscription
         self.core.addListener(subscription.listener, topic: request.topic)
@@ -1062,6 +1062,20 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: delivery
 
+    /// The log reported records readable at `notifiedAt` (up to `endOffset`). The first wake-up of each millisecond
+    /// that starts a read has that read timed through the delivery path's stages (`DeliveryStageTimers`).
+    private func wake(_ subscription: Subscription, endOffset: Int64, notifiedAt: UInt64) {
+        let action = subscription.machine.dataAvailable(endOffset: endOffset)
+        if case .read = action {
+            let now = NIODeadline.now().uptimeNanoseconds
+            if now / 1_000_000 != subscription.lastTimedWakeMillis {
+                subscription.lastTimedWakeMillis = now / 1_000_000
+                subscription.timedWake = (notifiedAt, now)
+            }
+        }
+        self.run(action, for: subscription)
+    }
+
     private func run(_ action: SubscriptionStateMachine.Action, for subscription: Subscription) {
         guard let eventLoop = self.context?.eventLoop else { return }
         if case .resume(let nanos) = action {
@@ -1104,6 +1118,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     ) {
         guard self.subscriptions[subscription.id] === subscription else { return }  // ended meanwhile
         let log = subscription.log
+        let timedWake = subscription.timedWake
+        subscription.timedWake = nil
         switch result {
         case .success(let read):
             let records = read.count > maxRecords ? read.prefix(maxRecords) : read
@@ -1156,6 +1172,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let bytes = records.valueBytes(outcome.deliver)
                 subscription.metrics.deliveredBytes.increment(by: bytes)
                 self.send(.deliver(frame), correlationID: 0)
+                if let timedWake { self.timeDelivery(timedWake) }
             }
             if subscription.withheldAuditDue(nowMillis: currentTimeMillis()) { self.auditWithheld(subscription, policy: policy) }
             // A subscription that waits for credit keeps at most one read's bytes (`readMaxBytes`) of decoded
@@ -1185,6 +1202,25 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let code = (error as? LogStoreError).map(ErrorCode.init) ?? .storageFailure
             self.send(.error(ErrorFrame(code: code, message: "subscription \(subscription.id) ended: \(error)")), correlationID: subscription.correlationID)
         }
+    }
+
+    /// Times the DELIVER just encoded, of the read wake-up `wake` started: its stages up to now, and, once its
+    /// bytes are written to the socket (a write queued after them completes), the last one and the total.
+    private func timeDelivery(_ wake: (notifiedAt: UInt64, wokeAt: UInt64)) {
+        guard let context = self.context else { return }
+        let stages = self.core.metrics.deliveryStages
+        let encodedAt = NIODeadline.now().uptimeNanoseconds
+        stages.encoded(notifiedAt: wake.notifiedAt, wokeAt: wake.wokeAt, encodedAt: encodedAt)
+        // What this tick encoded so far goes first (as the flush at its end would write it: both leave in one
+        // writev), so the empty write after it completes once the DELIVER's last byte is written.
+        if self.outbound.readableBytes > 0 {
+            let bytes = self.outbound
+            self.outbound = ByteBuffer()
+            context.write(self.wrapOutboundOut(bytes), promise: nil)
+        }
+        let written = context.eventLoop.makePromise(of: Void.self)
+        context.write(self.wrapOutboundOut(ByteBuffer()), promise: written)
+        written.futureResult.whenSuccess { stages.written(notifiedAt: wake.notifiedAt, encodedAt: encodedAt) }
     }
 
     private func endSubscription(_ subscription: Subscription) {
@@ -1343,6 +1379,11 @@ final class Subscription {
     let metrics: TopicMetrics
     var machine: SubscriptionStateMachine
     let listener: SubscriptionListener
+    /// The wake-up whose read is timed through the delivery path's stages (`DeliveryStageTimers`): when the log
+    /// reported the records and when the event loop ran it; nil when the read in flight is not timed.
+    var timedWake: (notifiedAt: UInt64, wokeAt: UInt64)? = nil
+    /// The millisecond (monotonic) of the last wake-up timed, so at most one a millisecond is.
+    var lastTimedWakeMillis: UInt64 = 0
     /// Withheld deliveries not yet audited, by consent scope.
     private var withheldByScope: [String: (rule: String, count: Int)] = [:]
     private var withheldTotal = 0
@@ -1430,15 +1471,19 @@ final class SubscriptionListener: TopicListener {
     private let scheduled = Atomic<Bool>(false)
     private let latestEnd = Atomic<Int64>(0)
     /// Set and cleared on the event loop only.
-    private let callback: NIOLoopBoundBox<((Int64) -> Void)?>
+    private let callback: NIOLoopBoundBox<((Int64, UInt64) -> Void)?>
 
     init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
         self.callback = NIOLoopBoundBox(nil, eventLoop: eventLoop)
     }
 
-    /// Called on the event loop with the newest visible end.
-    var onAdvance: ((Int64) -> Void)? {
+    /// When the log reported the records of the hop scheduled now (monotonic nanoseconds): the first report since
+    /// the last hop ran, as later ones join that hop.
+    private let notifiedAt = Atomic<UInt64>(0)
+
+    /// Called on the event loop with the newest visible end and when the first of the records it brings was reported.
+    var onAdvance: ((_ endOffset: Int64, _ notifiedAt: UInt64) -> Void)? {
         get { self.callback.value }
         set { self.callback.value = newValue }
     }
@@ -1451,10 +1496,13 @@ final class SubscriptionListener: TopicListener {
             current = original
         }
         guard !self.scheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        self.notifiedAt.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
         self.eventLoop.execute {
+            // Read before `scheduled` is cleared: a report after that schedules (and stamps) a hop of its own.
+            let notifiedAt = self.notifiedAt.load(ordering: .relaxed)
             self.scheduled.store(false, ordering: .releasing)
             let end = self.latestEnd.load(ordering: .relaxed)
-            self.callback.value?(end)
+            self.callback.value?(end, notifiedAt)
         }
     }
 }

@@ -65,7 +65,7 @@ struct RunCommand: AsyncParsableCommand {
         // included), unless the scenario already reported them for the part it measures (recovery reads its fill's
         // before restarting brokerd: the brokerd running now has published nothing).
         let stages =
-            result.extra["broker_timed_requests"] != nil || self.scenario == .recovery ? nil : broker.publishStages()
+            result.extra["broker_timed_requests"] != nil || self.scenario == .recovery ? nil : broker.brokerStages()
         await broker.stop()
         var final = result
         final.extra.merge(stages?.extras() ?? [:]) { current, _ in current }

@@ -29,7 +29,7 @@ struct PolicyLoad {
             headers: Self.plainHeaders, dedupeKeys: false, label: "plain"
         ).run()
         // A spawned broker's publish stages of each half: the plain half's now, the policy half's from here on.
-        let plainStages = self.target.markPublishStages()
+        let plainStages = self.target.markBrokerStages()
         FileHandle.standardError.write(
             Data("policy-overhead 2/2: dedupe keys, limiters, consent on \(self.target.policyTopics)\n".utf8)
         )
@@ -50,7 +50,7 @@ struct PolicyLoad {
             ? result.recordsPerSecond / plain.recordsPerSecond : 0
         result.errors += plain.errors
         result.extra.merge(plainStages?.extras(prefix: "plain_") ?? [:]) { current, _ in current }
-        result.extra.merge(self.target.publishStages()?.extras() ?? [:]) { current, _ in current }
+        result.extra.merge(self.target.brokerStages()?.extras() ?? [:]) { current, _ in current }
         // Show the limiters applied: how many keys each holds now (bench-made brokers grant LIMITS; others may not).
         do {
             let client = try await self.target.connect()
@@ -123,7 +123,7 @@ struct RecoveryRun {
         let size = logBytes(in: logDir)
         let endBefore = try await self.endOffset(of: topic)
         // The fill's publish stages, read before the restarts start new brokerd processes with empty metrics.
-        let fillStages = self.target.publishStages()
+        let fillStages = self.target.brokerStages()
         FileHandle.standardError.write(
             Data("recovery: filled \(mebibytes(size)) MiB, \(endBefore) records; SIGTERM and restart\n".utf8)
         )

@@ -124,7 +124,7 @@ struct BenchResult: Codable, Sendable {
     func table() -> String {
         var lines: [String] = []
         func row(_ name: String, _ value: String) {
-            lines.append((name.count < 34 ? name.padding(toLength: 34, withPad: " ", startingAt: 0) : name + " ") + value)
+            lines.append((name.count < 42 ? name.padding(toLength: 42, withPad: " ", startingAt: 0) : name + " ") + value)
         }
         lines.append("")
         lines.append("brokerbench \(self.scenario)")

@@ -23,8 +23,8 @@ final class BenchTarget: Sendable {
         var startResources: ResourceSample?
         /// The spawned brokerd's metrics port.
         var metricsPort: Int?
-        /// `markPublishStages()`'s read: `publishStages()` counts from there.
-        var stagesBase: PublishStages?
+        /// `markBrokerStages()`'s read: `brokerStages()` counts from there.
+        var stagesBase: BrokerStages?
     }
 
     let host: String
@@ -345,24 +345,24 @@ final class BenchTarget: Sendable {
         )
     }
 
-    /// The spawned broker's sampled publish stages (`PublishStages`) since it started, or since the last
-    /// `markPublishStages()`; nil for an embedded or remote broker, or when its metrics cannot be read.
-    func publishStages() -> PublishStages? {
-        self.readPublishStages().map { $0.now.since($0.base) }
+    /// The spawned broker's sampled publish and delivery stages (`BrokerStages`) since it started, or since the last
+    /// `markBrokerStages()`; nil for an embedded or remote broker, or when its metrics cannot be read.
+    func brokerStages() -> BrokerStages? {
+        self.readBrokerStages().map { $0.now.since($0.base) }
     }
 
-    /// Makes `publishStages()` count from now; returns the stages until now (as `publishStages()` would have).
+    /// Makes `brokerStages()` count from now; returns the stages until now (as `brokerStages()` would have).
     @discardableResult
-    func markPublishStages() -> PublishStages? {
-        guard let read = self.readPublishStages() else { return nil }
+    func markBrokerStages() -> BrokerStages? {
+        guard let read = self.readBrokerStages() else { return nil }
         self.live.withLock { $0.stagesBase = read.now }
         return read.now.since(read.base)
     }
 
     /// The stages read from the broker now, and the read they count from (nil: its start).
-    private func readPublishStages() -> (now: PublishStages, base: PublishStages?)? {
+    private func readBrokerStages() -> (now: BrokerStages, base: BrokerStages?)? {
         let (port, base) = self.live.withLock { ($0.metricsPort, $0.stagesBase) }
-        guard let port, let now = PublishStages.scrape(port: port) else { return nil }
+        guard let port, let now = BrokerStages.scrape(port: port) else { return nil }
         return (now, base)
     }
 

@@ -228,6 +228,60 @@ struct MetricsOverHTTPTests {
         await broker.stop()
     }
 
+    @Test("the first wake-up of each millisecond per subscription is timed through the delivery stages, which add up")
+    func deliveryStages() async throws {
+        let metrics = Instrumented()
+        let broker = try await TestBroker.startScenario(metrics: metrics.injected)
+        defer { broker.removeData() }
+        let port = try #require(broker.server.metricsAddress?.port)
+        let count = BrokerMetrics.deliveryStage + "_count"
+        let sum = BrokerMetrics.deliveryStage + "_sum"
+        let topic = "education.completed"
+        let consumer = try await broker.client("crm-automation")
+        let received = Locked(0)
+        let subscription = try await consumer.subscribe(topic: topic, start: .latest, credit: 1000) { batch in
+            received.withLock { $0 += batch.count }
+        }
+        func waitFor(_ records: Int) async throws {
+            let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+            while received.withLock({ $0 }) < records, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(1))
+            }
+            #expect(received.withLock { $0 } == records)
+        }
+        // One record: the log's report wakes the subscription, whose DELIVER is timed through every stage.
+        let producer = try await broker.client("learning-portal")
+        #expect(try await producer.publish(topic: topic, records: [PolicyPlaneTests.event(0)])[0].code == .ok)
+        try await waitFor(1)
+        let first = try await MetricsScrape.until(port: port) { $0.value(count, ["stage": "total"]) == 1 }.exposition
+        for stage in DeliveryStageTimers.stages {
+            #expect(first.value(count, ["stage": stage]) == 1, "\(stage)")
+            #expect((first.value(sum, ["stage": stage]) ?? 0) > 0, "\(stage)")
+            #expect(first.value(BrokerMetrics.deliveryStage + "_bucket", ["stage": stage, "le": "0.002"]) != nil, "\(stage)")
+        }
+        // The stages are read from one clock at their boundaries, so they add up to the total.
+        let parts = ["to_event_loop", "to_encoded", "to_written"].map { first.value(sum, ["stage": $0]) ?? 0 }
+            .reduce(0, +)
+        #expect(abs(parts - (first.value(sum, ["stage": "total"]) ?? 0)) < 1e-6)
+
+        // 300 requests one after another: each wakes the subscription, and at most one wake-up per millisecond they
+        // took is timed.
+        let started = ContinuousClock.now
+        for n in 0..<300 {
+            #expect(try await producer.publish(topic: topic, records: [PolicyPlaneTests.event(1 + n)])[0].code == .ok)
+        }
+        try await waitFor(301)
+        let milliseconds = (ContinuousClock.now - started) / .milliseconds(1)
+        let after = try await MetricsScrape.until(port: port) { ($0.value(count, ["stage": "total"]) ?? 0) > 1 }
+            .exposition
+        let timed = try #require(after.value(count, ["stage": "total"])) - 1
+        #expect(timed >= 1 && timed <= milliseconds + 2, "\(timed) timed in \(milliseconds) ms")
+        #expect(after.value(count, ["stage": "to_event_loop"]) == timed + 1)
+        _ = subscription
+        for client in [producer, consumer] { await client.close() }
+        await broker.stop()
+    }
+
     @Test("GET /metrics only: another path is 404, another method 405 with Allow: GET; keep-alive serves several")
     func routes() async throws {
         let metrics = Instrumented()
