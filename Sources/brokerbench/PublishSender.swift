@@ -14,21 +14,11 @@ import WireProtocol
 /// task awaiting `BrokerClient.publish`, which added two wake-ups of sleeping threads to every round trip (the event
 /// loop resuming the task, the task handing its next request to the event loop) on two cores that halt when idle.
 final class PublishSender {
-    /// What the connections' senders share.
-    struct Shared: Sendable {
-        let clock: RunClock
-        let budget: Counter?
-        let stop: StopFlag?
-        let progress: Progress
-        let errors: Counter
-        let duplicates: Counter
-    }
-
     private let publisher: PipelinedPublisher
     private let topic: String
     private let batches: [[WireRecord]]
     private var stamper: DedupeKeyStamper?
-    private let shared: Shared
+    private let tallies: PublishTallies
     /// When each outstanding request was sent, by sequence number modulo the window.
     private var sentAt: [UInt64]
     private var round = 0
@@ -44,13 +34,13 @@ final class PublishSender {
 
     private init(
         publisher: PipelinedPublisher, eventLoop: any EventLoop, topic: String, batches: [[WireRecord]],
-        keyPrefix: String?, shared: Shared
+        keyPrefix: String?, tallies: PublishTallies
     ) {
         self.publisher = publisher
         self.topic = topic
         self.batches = batches
         self.stamper = keyPrefix.map { DedupeKeyStamper(batches: batches, prefix: $0) }
-        self.shared = shared
+        self.tallies = tallies
         self.sentAt = [UInt64](repeating: 0, count: publisher.maxInFlight)
         self.done = eventLoop.makePromise()
     }
@@ -60,7 +50,7 @@ final class PublishSender {
     /// the budget or the stop flag; returns its `done`.
     static func start(
         on client: BrokerClient, inFlight: Int, topic: String, batches: [[WireRecord]], keyPrefix: String?,
-        shared: Shared
+        tallies: PublishTallies
     ) -> EventLoopFuture<(Histogram<UInt64>, UInt64)> {
         let loop = client.eventLoop
         let box = NIOLoopBoundBox.makeEmptyBox(valueType: PublishSender.self, eventLoop: loop)
@@ -68,7 +58,7 @@ final class PublishSender {
         return loop.flatSubmit {
             let sender = PublishSender(
                 publisher: publisher, eventLoop: loop, topic: topic, batches: batches, keyPrefix: keyPrefix,
-                shared: shared
+                tallies: tallies
             )
             box.value = sender
             while sender.sending, sender.outstanding < sender.sentAt.count { sender.sendNext() }
@@ -84,18 +74,11 @@ final class PublishSender {
         self.last = monotonicNanos()
         switch acknowledgement.result {
         case .success(let results):
-            let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
-            if ok < results.count, let failed = results.first(where: { $0.code != .ok }) {
-                reportFirstError(failed)
-            }
-            if self.stamper != nil { self.shared.duplicates.add(results.reduce(0) { $0 + ($1.isDuplicate ? 1 : 0) }) }
-            self.shared.errors.add(results.count - ok)
-            self.shared.progress.all.add(ok)
-            let sent = self.sentAt[Int(acknowledgement.sequence % UInt64(self.sentAt.count))]
-            if sent >= self.shared.clock.measureFrom {
-                self.shared.progress.measured.add(ok)
-                self.histogram.record((self.last - sent) / 1000)
-            }
+            self.tallies.answered(
+                results, withKeys: self.stamper != nil,
+                sentAt: self.sentAt[Int(acknowledgement.sequence % UInt64(self.sentAt.count))], answeredAt: self.last,
+                into: &self.histogram
+            )
         case .failure(let error):
             return self.fail(error)
         }
@@ -106,9 +89,7 @@ final class PublishSender {
     private func sendNext() {
         let now = monotonicNanos()
         let batch = self.batches[self.round % self.batches.count]
-        if now >= self.shared.clock.end || self.shared.stop?.isSet == true
-            || self.shared.budget.map({ $0.add(-batch.count) < 0 }) == true
-        {
+        guard self.tallies.maySend(batch.count, now: now) else {
             self.sending = false
             return
         }

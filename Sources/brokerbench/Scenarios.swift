@@ -275,7 +275,7 @@ struct PublishLoad {
         // Every request's acknowledgement: a histogram and the time of the last one per connection.
         var loads: [EventLoopFuture<(Histogram<UInt64>, UInt64)>] = []
         var tasks: [Task<(Histogram<UInt64>, UInt64), any Error>] = []
-        let shared = PublishSender.Shared(
+        let tallies = PublishTallies(
             clock: clock, budget: budget, stop: stop, progress: progress, errors: errors, duplicates: duplicates
         )
         for (index, client) in clients.enumerated() {
@@ -287,15 +287,14 @@ struct PublishLoad {
                 // in-flight request awaiting each answer cost the client about as much CPU as the broker).
                 let load = PipelinedLoad(
                     publisher: client.pipelinedPublisher(maxInFlight: p.inFlight), topic: topic,
-                    batches: batches, keyPrefix: keyPrefix, clock: clock, budget: budget,
-                    stop: stop, progress: progress, errors: errors, duplicates: duplicates
+                    batches: batches, keyPrefix: keyPrefix, tallies: tallies
                 )
                 tasks.append(Task { try await load.run() })
             } else {
                 loads.append(
                     PublishSender.start(
                         on: client, inFlight: p.inFlight, topic: topic, batches: batches, keyPrefix: keyPrefix,
-                        shared: shared
+                        tallies: tallies
                     )
                 )
             }
@@ -324,6 +323,41 @@ struct PublishLoad {
     }
 }
 
+/// What the producer connections of one `PublishLoad` share: when to stop (the clock, the budget of records, the stop
+/// flag) and what they count.
+struct PublishTallies: Sendable {
+    let clock: RunClock
+    let budget: Counter?
+    let stop: StopFlag?
+    let progress: Progress
+    let errors: Counter
+    let duplicates: Counter
+
+    /// Whether a connection may send `records` more records now (when not, sending is over for it).
+    func maySend(_ records: Int, now: UInt64) -> Bool {
+        now < self.clock.end && self.stop?.isSet != true && self.budget.map { $0.add(-records) >= 0 } != false
+    }
+
+    /// Counts one request's results (sent at `sentAt`, answered at `answeredAt`; `withKeys`: its records carried
+    /// dedupe keys) and, when it was sent in the measured window, records its latency in `histogram`.
+    func answered(
+        _ results: [PublishResult], withKeys: Bool, sentAt: UInt64, answeredAt: UInt64,
+        into histogram: inout Histogram<UInt64>
+    ) {
+        let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
+        if ok < results.count, let failed = results.first(where: { $0.code != .ok }) {
+            reportFirstError(failed)
+            self.errors.add(results.count - ok)
+        }
+        if withKeys { self.duplicates.add(results.reduce(0) { $0 + ($1.isDuplicate ? 1 : 0) }) }
+        self.progress.all.add(ok)
+        if sentAt >= self.clock.measureFrom {
+            self.progress.measured.add(ok)
+            histogram.record((answeredAt - sentAt) / 1000)
+        }
+    }
+}
+
 /// One connection's pipelined publishing (pipelined-single): up to `inFlight` PUBLISHes outstanding on a
 /// `PipelinedPublisher`, each acknowledgement read in order; latency per request, send to acknowledgement.
 struct PipelinedLoad: Sendable {
@@ -332,12 +366,7 @@ struct PipelinedLoad: Sendable {
     let batches: [[WireRecord]]
     /// With dedupe keys: the prefix of this connection's keys.
     let keyPrefix: String?
-    let clock: RunClock
-    let budget: Counter?
-    let stop: StopFlag?
-    let progress: Progress
-    let errors: Counter
-    let duplicates: Counter
+    let tallies: PublishTallies
 
     /// Returns the latency histogram and when the last acknowledgement arrived.
     func run() async throws -> (Histogram<UInt64>, UInt64) {
@@ -356,11 +385,7 @@ struct PipelinedLoad: Sendable {
         while true {
             while sending, outstanding < window {
                 let now = monotonicNanos()
-                if now >= self.clock.end || self.stop?.isSet == true {
-                    sending = false
-                    break
-                }
-                if let budget = self.budget, budget.add(-self.batches[round % self.batches.count].count) < 0 {
+                guard self.tallies.maySend(self.batches[round % self.batches.count].count, now: now) else {
                     sending = false
                     break
                 }
@@ -373,21 +398,10 @@ struct PipelinedLoad: Sendable {
             guard outstanding > 0, let acknowledgement = await acknowledgements.next() else { break }
             outstanding -= 1
             last = monotonicNanos()
-            let results = try acknowledgement.result.get()
-            let ok = results.reduce(0) { $0 + ($1.code == .ok ? 1 : 0) }
-            if ok < results.count, let failed = results.first(where: { $0.code != .ok }) {
-                reportFirstError(failed)
-                self.errors.add(results.count - ok)
-            }
-            if self.keyPrefix != nil {
-                self.duplicates.add(results.reduce(0) { $0 + ($1.isDuplicate ? 1 : 0) })
-            }
-            self.progress.all.add(ok)
-            let sent = sentAt[Int(acknowledgement.sequence % UInt64(window))]
-            if sent >= self.clock.measureFrom {
-                self.progress.measured.add(ok)
-                local.record((last - sent) / 1000)
-            }
+            self.tallies.answered(
+                try acknowledgement.result.get(), withKeys: self.keyPrefix != nil,
+                sentAt: sentAt[Int(acknowledgement.sequence % UInt64(window))], answeredAt: last, into: &local
+            )
         }
         return (local, last)
     }
