@@ -378,27 +378,24 @@ package final class PublishStageTimers: Sendable {
     private let total: Timer
 
     init(factory: any MetricsFactory) {
-        func timer(_ stage: String) -> Timer {
-            Timer(label: BrokerMetrics.publishStage, dimensions: [("stage", stage)], factory: factory)
-        }
-        self.toAppender = timer("to_appender")
-        self.toDurable = timer("to_durable")
-        self.toAck = timer("to_ack")
-        self.total = timer("total")
+        self.toAppender = Timer(stage: "to_appender", of: BrokerMetrics.publishStage, factory: factory)
+        self.toDurable = Timer(stage: "to_durable", of: BrokerMetrics.publishStage, factory: factory)
+        self.toAck = Timer(stage: "to_ack", of: BrokerMetrics.publishStage, factory: factory)
+        self.total = Timer(stage: "total", of: BrokerMetrics.publishStage, factory: factory)
     }
 
     /// The request decoded at `decodedAt` (monotonic nanoseconds) was handed to its appender at `handedAt`.
     func handed(decodedAt: UInt64, handedAt: UInt64) {
-        self.toAppender.recordNanoseconds(Self.nanoseconds(from: decodedAt, to: handedAt))
+        self.toAppender.record(from: decodedAt, to: handedAt)
     }
 
     /// The request decoded at `decodedAt`, handed to its appender at `handedAt` and durable at `durableAt`, is
     /// answered now.
     func answered(decodedAt: UInt64, handedAt: UInt64, durableAt: UInt64) {
         let now = NIODeadline.now().uptimeNanoseconds
-        self.toDurable.recordNanoseconds(Self.nanoseconds(from: handedAt, to: durableAt))
-        self.toAck.recordNanoseconds(Self.nanoseconds(from: durableAt, to: now))
-        self.total.recordNanoseconds(Self.nanoseconds(from: decodedAt, to: now))
+        self.toDurable.record(from: handedAt, to: durableAt)
+        self.toAck.record(from: durableAt, to: now)
+        self.total.record(from: decodedAt, to: now)
     }
 
     /// `end - start`, 0 if `end` is earlier. The times are read in that order (`durableAt` on the log's thread, the
@@ -429,26 +426,36 @@ package final class DeliveryStageTimers: Sendable {
     private let total: Timer
 
     init(factory: any MetricsFactory) {
-        func timer(_ stage: String) -> Timer {
-            Timer(label: BrokerMetrics.deliveryStage, dimensions: [("stage", stage)], factory: factory)
-        }
-        self.toEventLoop = timer("to_event_loop")
-        self.toEncoded = timer("to_encoded")
-        self.toWritten = timer("to_written")
-        self.total = timer("total")
+        self.toEventLoop = Timer(stage: "to_event_loop", of: BrokerMetrics.deliveryStage, factory: factory)
+        self.toEncoded = Timer(stage: "to_encoded", of: BrokerMetrics.deliveryStage, factory: factory)
+        self.toWritten = Timer(stage: "to_written", of: BrokerMetrics.deliveryStage, factory: factory)
+        self.total = Timer(stage: "total", of: BrokerMetrics.deliveryStage, factory: factory)
     }
 
     /// The DELIVER of records reported readable at `notifiedAt` (monotonic nanoseconds), whose wake-up ran at
     /// `wokeAt`, was encoded at `encodedAt`.
     func encoded(notifiedAt: UInt64, wokeAt: UInt64, encodedAt: UInt64) {
-        self.toEventLoop.recordNanoseconds(PublishStageTimers.nanoseconds(from: notifiedAt, to: wokeAt))
-        self.toEncoded.recordNanoseconds(PublishStageTimers.nanoseconds(from: wokeAt, to: encodedAt))
+        self.toEventLoop.record(from: notifiedAt, to: wokeAt)
+        self.toEncoded.record(from: wokeAt, to: encodedAt)
     }
 
     /// That DELIVER's bytes are written to the socket now.
     func written(notifiedAt: UInt64, encodedAt: UInt64) {
         let now = NIODeadline.now().uptimeNanoseconds
-        self.toWritten.recordNanoseconds(PublishStageTimers.nanoseconds(from: encodedAt, to: now))
-        self.total.recordNanoseconds(PublishStageTimers.nanoseconds(from: notifiedAt, to: now))
+        self.toWritten.record(from: encodedAt, to: now)
+        self.total.record(from: notifiedAt, to: now)
+    }
+}
+
+extension Timer {
+    /// Stage `stage`'s timer of the stage histogram `metric` (`PublishStageTimers`, `DeliveryStageTimers`).
+    fileprivate convenience init(stage: String, of metric: String, factory: any MetricsFactory) {
+        self.init(label: metric, dimensions: [("stage", stage)], factory: factory)
+    }
+
+    /// Records the interval from `start` to `end` (monotonic nanoseconds), 0 if `end` is earlier
+    /// (`PublishStageTimers.nanoseconds(from:to:)`).
+    fileprivate func record(from start: UInt64, to end: UInt64) {
+        self.recordNanoseconds(PublishStageTimers.nanoseconds(from: start, to: end))
     }
 }
