@@ -66,6 +66,9 @@ final class FileTopicLog: TopicLog {
     private let metrics: LogMetrics
     /// The newest batches as written (`TopicLogConfig.recentBatchBytes`): reads near the end come from here.
     private let recent = Locked(RecentBatches())
+    /// The preallocator writes its zeros with direct I/O (set at the first preallocation that could): they cost
+    /// no page-cache copy, so the segment's growth rate no longer pauses preallocation.
+    private let zerosDirect = Atomic<Bool>(false)
 
     /// `(closing, closed)`: `close()` was called / has finished.
     var closeState: (closing: Bool, closed: Bool) { self.state.withLock { ($0.closing, $0.closed) } }
@@ -218,14 +221,23 @@ final class FileTopicLog: TopicLog {
         let (position, baseOffset, sinceIndex) = segment.state.withLock {
             ($0.size, $0.nextOffset, $0.bytesSinceIndexEntry)
         }
-        let batch = BatchCodec.assemble(body, baseOffset: baseOffset)
-        self.waitForPreallocation(segment, through: position + Int64(batch.readableBytes))
+        let batchEnd = position + Int64(body.batchSize)
+        self.waitForPreallocation(segment, through: batchEnd)
+        let pad = self.zeroPad(segment, after: batchEnd)
+        var batch = BatchCodec.assemble(body, baseOffset: baseOffset, spareCapacity: pad)
         var newEntry: IndexEntry?
         if sinceIndex >= Int64(self.config.indexIntervalBytes) {
             newEntry = IndexEntry(relativeOffset: UInt32(baseOffset - segment.baseOffset), position: UInt32(position))
         }
         do {
-            try self.io.writeAll(segment.logFD, batch, at: position, path: segment.logPath)
+            if pad > 0 {
+                // One write through the end of the page (see `zeroPad`); the batch itself stays as assembled.
+                batch.writeRepeatingByte(0, count: pad)
+                defer { batch.moveWriterIndex(to: batch.writerIndex - pad) }
+                try self.io.writeAll(segment.logFD, batch, at: position, path: segment.logPath)
+            } else {
+                try self.io.writeAll(segment.logFD, batch, at: position, path: segment.logPath)
+            }
             if let newEntry {
                 let count = segment.state.withLock { $0.index.count }
                 try self.io.writeAll(
@@ -438,6 +450,18 @@ final class FileTopicLog: TopicLog {
     /// Zeros for preallocation, written from slices of this one buffer, one piece at a time.
     private static let zeros = ByteBuffer(repeating: 0, count: 128 << 10)
 
+    /// Zeros for direct-I/O preallocation: as many as `zeros`, in a mapping of their own (page-aligned, as direct
+    /// I/O needs), never unmapped.
+    // Never written after this initialiser (only read, by the kernel, as the source of direct writes): sharing
+    // the pointer between threads is safe.
+    private nonisolated(unsafe) static let directZeros: UnsafeRawBufferPointer = {
+        let count = 128 << 10
+        let memory = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let memory, memory != MAP_FAILED else { fatalError("mmap of \(count) bytes of zeros failed: \(errno)") }
+        memory.initializeMemory(as: UInt8.self, repeating: 0, count: count)
+        return UnsafeRawBufferPointer(start: memory, count: count)
+    }()
+
     /// Writer queue: before writing a batch that ends at `end`, waits while a preallocation has not yet zeroed the
     /// space it would write to (the writer never writes where zeros are still to come). The preallocator moves
     /// `allocated` up as each piece is on the device, so the batch waits for the pieces it overwrites, not for the
@@ -449,6 +473,22 @@ final class FileTopicLog: TopicLog {
         while segment.state.withLock({ $0.extending && end > $0.allocated }) {
             _ = self.preallocations.wait(timeout: .now() + .microseconds(100))
         }
+    }
+
+    /// The page size the zeros of direct-I/O preallocation and the writer's padding keep to.
+    static let pageBytes: Int64 = 4096
+
+    /// Writer queue: how many zero bytes to write after a batch that ends at `end` so that its write ends on a
+    /// page boundary, when the page holding `end` lies in zeros the preallocator wrote with direct I/O. Those zeros
+    /// are on the device but not in the page cache, and a write that ends inside a page the cache does not hold
+    /// makes the kernel read that page from the device first (about 100 µs here, docs/BENCHMARKS.md round 20);
+    /// writing the rest of the page with the zeros it already holds on the device fills the page without the
+    /// read. The next batch starts inside that page, now cached. 0 otherwise.
+    private func zeroPad(_ segment: Segment, after end: Int64) -> Int {
+        let pageEnd = (end + Self.pageBytes - 1) / Self.pageBytes * Self.pageBytes
+        guard pageEnd > end else { return 0 }
+        let direct = segment.state.withLock { $0.directZerosFrom <= end && pageEnd <= $0.allocated }
+        return direct ? Int(pageEnd - end) : 0
     }
 
     /// Writer queue, after a batch: starts zeroing the next `preallocateBytes` (up to `segmentBytes`, where the
@@ -472,7 +512,7 @@ final class FileTopicLog: TopicLog {
             // of a segment is not judged, so a new segment starts with zeros ahead). The clock is read only here,
             // not for every batch.
             let now = DispatchTime.now().uptimeNanoseconds
-            if limit > 0, let mark = state.growthMark {
+            if limit > 0, !self.zerosDirect.load(ordering: .relaxed), let mark = state.growthMark {
                 let grown = Double(state.size - mark.size)
                 let seconds = Double(now &- mark.uptimeNanos) / 1e9
                 state.growthMark = (state.size, now)
@@ -495,16 +535,34 @@ final class FileTopicLog: TopicLog {
         }
     }
 
-    /// Preallocate queue: writes zeros over `range` and fdatasyncs them. Each 128 KiB piece is written out to the
-    /// device before the next (`FileIO.writeOut`): an append's fdatasync of the same file waits for every page of
-    /// it still dirty or in flight, and must not wait for megabytes of zeros. `allocated` follows the pieces, so
-    /// the writer may fill one while the next is zeroed. A write that fails (no space, say)
-    /// only stops preallocation in this segment: appends then extend the file as they go. A failed fdatasync fails the
-    /// log, as every failed fdatasync does: it may have lost dirty pages of written batches, and a later
-    /// fdatasync of the same file would not report it again. Once the log has failed (here or on the writer
-    /// queue), preallocation stops before its next piece and makes no fdatasync: nothing of a failed log is
-    /// synced again.
+    /// Preallocate queue: writes zeros over `range` and fdatasyncs them. Where the file system has direct I/O
+    /// (``FileIO/enableDirectIO(_:maxAlignment:path:)``, through a second descriptor of the `.log` file), the
+    /// whole pages of the range go from one zeroed mapping straight to the device: no copy into the page cache,
+    /// no fresh page-cache pages, no writeback; the writer then pads each batch to its page's end (`zeroPad`).
+    /// Otherwise, and for the range's parts before its first and after its last page boundary, zeros are written
+    /// through the page cache and each 128 KiB piece is written out to the device before the next
+    /// (`FileIO.writeOut`): an append's fdatasync of the same file waits for every page of it still dirty or in
+    /// flight, and must not wait for megabytes of zeros. `allocated` follows the pieces, so the writer may fill one
+    /// while the next is zeroed. A write that fails (no space, say) only stops preallocation in this segment:
+    /// appends then extend the file as they go. A failed fdatasync fails the log, as every failed fdatasync does:
+    /// it may have lost dirty pages of written batches, and a later fdatasync of the same file would not report it
+    /// again. Once the log has failed (here or on the writer queue), preallocation stops before its next piece and
+    /// makes no fdatasync: nothing of a failed log is synced again.
     private func preallocate(_ segment: Segment, _ range: Range<Int64>) {
+        let page = Self.pageBytes
+        // The whole pages of the range, for direct I/O.
+        let pagesFrom = (range.lowerBound + page - 1) / page * page
+        let pagesTo = range.upperBound / page * page
+        var directFD: Int32 = -1
+        if pagesTo > pagesFrom, let fd = try? self.io.open(segment.logPath, flags: O_WRONLY | O_CLOEXEC, mode: 0) {
+            if self.io.enableDirectIO(fd, maxAlignment: Int(page), path: segment.logPath) != 0 {
+                directFD = fd
+                self.zerosDirect.store(true, ordering: .relaxed)
+            } else {
+                try? self.io.close(fd, path: segment.logPath)
+            }
+        }
+        defer { if directFD >= 0 { try? self.io.close(directFD, path: segment.logPath) } }
         var at = range.lowerBound
         do throws(FileIOError) {
             while at < range.upperBound {
@@ -512,11 +570,24 @@ final class FileTopicLog: TopicLog {
                     segment.state.withLock { $0.extending = false }
                     return
                 }
-                let count = Int(min(Int64(Self.zeros.readableBytes), range.upperBound - at))
-                let zeros = Self.zeros.getSlice(at: 0, length: count)!
-                try self.io.writeAll(segment.logFD, zeros, at: at, path: segment.logPath)
-                try self.io.writeOut(segment.logFD, offset: at, count: Int64(count), path: segment.logPath)
-                at += Int64(count)
+                let piece = Int64(Self.zeros.readableBytes)
+                if directFD >= 0 && at >= pagesFrom && at < pagesTo {
+                    let count = Int(min(piece, pagesTo - at))
+                    if at == pagesFrom { segment.state.withLock { $0.directZerosFrom = min($0.directZerosFrom, at) } }
+                    try self.io.writeAll(
+                        directFD, UnsafeRawBufferPointer(rebasing: Self.directZeros[0..<count]), at: at,
+                        path: segment.logPath
+                    )
+                    at += Int64(count)
+                } else {
+                    // Buffered: all of it, or (direct) the bytes before the first page boundary or after the last.
+                    let stop = directFD >= 0 && at < pagesFrom ? pagesFrom : range.upperBound
+                    let count = Int(min(piece, stop - at))
+                    let zeros = Self.zeros.getSlice(at: 0, length: count)!
+                    try self.io.writeAll(segment.logFD, zeros, at: at, path: segment.logPath)
+                    try self.io.writeOut(segment.logFD, offset: at, count: Int64(count), path: segment.logPath)
+                    at += Int64(count)
+                }
                 // On the device: a batch may now be written up to here while the rest is zeroed.
                 let zeroedTo = at
                 segment.state.withLock { $0.allocated = zeroedTo }

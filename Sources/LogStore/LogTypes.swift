@@ -97,6 +97,8 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// The zeros are written to the device as well as the batches that overwrite them: at a high append rate that
     /// doubles the writes the appends' fdatasyncs wait behind, while the journal commit the zeros save is shared
     /// by the many batches of each fdatasync. Measured on the reference machine (docs/BENCHMARKS.md, round 12).
+    /// Applies only to zeros written through the page cache: once the log has written them with direct I/O (where
+    /// the file system has it), preallocation runs at any rate (round 20).
     package var preallocateUpToBytesPerSecond: Int64 = 0
     /// Bytes of the newest batches kept in memory as written (at least the newest one), so that reads of the end
     /// of the log (consumers that keep up) need no file read (0: none).

@@ -91,6 +91,9 @@ final class Segment: Sendable {
         var allocated: Int64 = 0
         /// A preallocation is running (see `allocated`).
         var extending = false
+        /// Preallocated zeros from here to `allocated` were written with direct I/O: on the device, not in the
+        /// page cache (`Int64.max`: none were).
+        var directZerosFrom: Int64 = .max
         /// A preallocation failed to write (no space): this segment grows batch by batch from then on.
         var preallocationStopped = false
         /// Where and when the preallocator last judged how fast this segment grows (`size`, uptime in ns); nil

@@ -49,11 +49,13 @@ struct PreallocationTests {
         return (backend, try await backend.openTopic(name: Self.topic, config: config), config)
     }
 
-    @Test("a segment growing faster than preallocateUpToBytesPerSecond gets no zeros after its first preallocation")
+    @Test("a segment growing faster than preallocateUpToBytesPerSecond gets no buffered zeros after its first preallocation")
     func fastGrowthPausesPreallocation() async throws {
         try await withTemporaryDirectory { dir in
-            // 1 byte/s: every judgement of the rate finds the segment too fast.
-            let (backend, log, config) = try await Self.open(dir, segmentBytes: 4 << 20, upToBytesPerSecond: 1)
+            // 1 byte/s: every judgement of the rate finds the segment too fast. The files stay buffered.
+            let (backend, log, config) = try await Self.open(
+                dir, segmentBytes: 4 << 20, io: FaultyFileIO(), upToBytesPerSecond: 1
+            )
             try await FileTopicLogTests.fill(log, batches: 240, padding: 400)
             let path = try Self.logPaths(dir)[0]
             // Past three preallocations' worth of bytes: only the first was zeroed, the batches grew the file since.
@@ -64,6 +66,42 @@ struct PreallocationTests {
             FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 400)
             let end = log.endOffset
             await backend.closeAll()
+            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let again = try await reopened.openTopic(name: Self.topic, config: config)
+            #expect(again.endOffset == end)
+            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 400)
+            await reopened.closeAll()
+        }
+    }
+
+    @Test("with direct I/O the zeros bypass the page cache at any growth rate, and batches written over them end on a page boundary")
+    func directZeros() async throws {
+        try await withTemporaryDirectory { dir in
+            let io = FaultyFileIO()
+            io.state.withLock { $0.directIO = true }
+            // 1 byte/s would pause buffered zeros after the first preallocation (the test above).
+            let (backend, log, config) = try await Self.open(dir, segmentBytes: 4 << 20, io: io, upToBytesPerSecond: 1)
+            try await FileTopicLogTests.fill(log, batches: 240, padding: 400)
+            try #require(io.state.withLock { $0.directIOAlignment ?? 0 } > 0, "the temporary directory has direct I/O")
+            let path = try Self.logPaths(dir)[0]
+            let state = try await Self.awaitPreallocated(path)
+            #expect(state.end > 3 * (64 << 10), "past three preallocations' worth of bytes")
+            #expect(state.size > state.end, "zeros ahead of the batches despite the rate")
+            #expect(try fileBytes(path)[state.end...].allSatisfy { $0 == 0 })
+            let writes = io.state.withLock { $0.logWriteLog }
+            let directZeros = writes.filter { $0.zeros && $0.direct }
+            #expect(directZeros.allSatisfy { $0.offset % 4096 == 0 && $0.count % 4096 == 0 })
+            #expect(directZeros.reduce(0) { $0 + $1.count } > 3 * (64 << 10), "every preallocation went direct")
+            // Batches of 1-4 records of about 420 bytes: without the padding about 1 in 4096 would end on a page
+            // boundary by chance. Only the segment's first batches, before any zeros, are not padded.
+            let batches = writes.filter { !$0.zeros }
+            #expect(batches.count == 240)
+            #expect(batches.filter { ($0.offset + Int64($0.count)) % 4096 == 0 }.count >= 230)
+            FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 400)
+            let end = log.endOffset
+            await backend.closeAll()
+            let closed = try Self.batchesEnd(path)
+            #expect(closed.size == state.end && closed.end == state.end, "close cuts the zeros: \(closed)")
             let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
             let again = try await reopened.openTopic(name: Self.topic, config: config)
             #expect(again.endOffset == end)

@@ -116,6 +116,8 @@ final class FaultyFileIO: FileIO {
         var snapshotWriteLog: [(offset: Int64, count: Int, address: Int, direct: Bool)] = []
         /// ftruncate sizes of dedupe snapshot temp files.
         var snapshotTruncations: [Int64] = []
+        /// Every write to a segment's `.log` file: where, how many bytes, whether all zeros, whether direct I/O.
+        var logWriteLog: [(offset: Int64, count: Int, zeros: Bool, direct: Bool)] = []
     }
     let state = Locked(State())
     private let posix = PosixFileIO()
@@ -142,6 +144,8 @@ final class FaultyFileIO: FileIO {
                 if let errno = state.failLogWrite { return errno }
                 if zeros, let errno = state.failZeroWrite { return errno }
                 state.logWrites += 1
+                let direct = fcntl(fd, F_GETFL) & brokerd_o_direct_flag() != 0
+                state.logWriteLog.append((offset, bytes.count, zeros, direct))
                 return nil
             }
             if let fail { throw FileIOError(operation: "pwrite", path: path, errno: fail) }
