@@ -276,8 +276,8 @@ package enum BatchCodec {
     }
 
     /// Assembles the full batch (header with CRC, then body) for `baseOffset`.
-    package static func assemble(_ body: EncodedBatchBody, baseOffset: Int64, spareCapacity: Int = 0) -> ByteBuffer {
-        var batch = ByteBufferAllocator().buffer(capacity: body.batchSize + spareCapacity)
+    package static func assemble(_ body: EncodedBatchBody, baseOffset: Int64) -> ByteBuffer {
+        var batch = ByteBufferAllocator().buffer(capacity: body.batchSize)
         batch.writeInteger(UInt32(BatchFormat.headerBytesAfterLength + body.storedBody.readableBytes))
         batch.writeInteger(BatchFormat.magic)
         batch.writeInteger(UInt32(0))  // CRC, set below

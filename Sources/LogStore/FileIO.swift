@@ -63,6 +63,11 @@ package protocol FileIO: Sendable {
     /// WRITE and WAIT_AFTER): no metadata and no cache flush, so nothing is made durable; it keeps a large write
     /// from sitting dirty until an fdatasync of the same file has to wait for all of it. May do nothing.
     func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError)
+    /// Writes `bytes` and then `zeros` zero bytes (at most ``zerosLimit``) from `offset`, as one write; returns
+    /// how many bytes were written, which may be fewer than asked. By default through `pwrite` from a copy;
+    /// ``PosixFileIO`` uses `pwritev`.
+    func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, zeros: Int, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
     /// Turns on direct I/O (`O_DIRECT`: writes go from the caller's memory to the device, not through the page
     /// cache) for `fd` when its file system supports it with an alignment that divides `maxAlignment`, and returns
     /// that alignment: every later write's address, size and file offset must be a multiple of it. Returns 0 when
@@ -70,7 +75,26 @@ package protocol FileIO: Sendable {
     func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int
 }
 
+/// The most zeros one `FileIO.pwrite(_:_:zeros:at:path:)` writes: a page.
+package let zerosLimit = 4096
+
+/// `zerosLimit` zero bytes, the source of `PosixFileIO`'s written zeros.
+private let zeroPage = [UInt8](repeating: 0, count: zerosLimit)
+
 extension FileIO {
+    /// See ``FileIO``: the bytes and the zeros copied into one buffer, written with `pwrite`.
+    package func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, zeros: Int, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
+    {
+        precondition(zeros >= 0 && zeros <= zerosLimit, "at most \(zerosLimit) zeros")
+        var joined = [UInt8](repeating: 0, count: bytes.count + zeros)
+        joined.withUnsafeMutableBytes { $0.copyMemory(from: bytes) }
+        let written = joined.withUnsafeBytes { raw in
+            Result { () throws(FileIOError) -> Int in try self.pwrite(fd, raw, at: offset, path: path) }
+        }
+        return try written.get()
+    }
+
     /// By default nothing is written early; the next fdatasync writes everything.
     package func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError) {}
     /// By default files stay buffered.
@@ -110,6 +134,26 @@ package struct PosixFileIO: FileIO {
             if Glibc.errno == EINTR { continue }
             throw FileIOError(operation: "pwrite", path: path, errno: Glibc.errno)
         }
+    }
+
+    /// See ``FileIO``: one `pwritev` of the bytes and a slice of a page of zeros; retries on EINTR.
+    package func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, zeros: Int, at offset: Int64, path: String)
+        throws(FileIOError) -> Int
+    {
+        precondition(zeros >= 0 && zeros <= zerosLimit, "at most \(zerosLimit) zeros")
+        let written = zeroPage.withUnsafeBytes { page in
+            var parts = [
+                iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count),
+                iovec(iov_base: UnsafeMutableRawPointer(mutating: page.baseAddress), iov_len: zeros),
+            ]
+            while true {
+                let written = Glibc.pwritev(fd, &parts, 2, off_t(offset))
+                if written >= 0 { return Result<Int, FileIOError>.success(written) }
+                if Glibc.errno == EINTR { continue }
+                return .failure(FileIOError(operation: "pwritev", path: path, errno: Glibc.errno))
+            }
+        }
+        return try written.get()
     }
 
     /// See ``FileIO``; retries on EINTR where that is safe.
@@ -239,6 +283,31 @@ extension FileIO {
             } catch {
                 return error
             }
+        }
+        if let failure { throw failure }
+    }
+
+    /// Writes all readable bytes of `buffer` and then `zeros` zero bytes (at most ``zerosLimit``) at `offset`, each
+    /// call one write of both (``FileIO/pwrite(_:_:zeros:at:path:)``), looping over short writes.
+    func writeAll(_ fd: Int32, _ buffer: ByteBuffer, zeros: Int, at offset: Int64, path: String) throws(FileIOError) {
+        guard zeros > 0 else { return try self.writeAll(fd, buffer, at: offset, path: path) }
+        let failure = buffer.withUnsafeReadableBytes { raw -> FileIOError? in
+            var done = 0
+            let total = raw.count + zeros
+            while done < total {
+                let rest = UnsafeRawBufferPointer(rebasing: raw[min(done, raw.count)...])
+                let written: Int
+                do throws(FileIOError) {
+                    written = try self.pwrite(fd, rest, zeros: total - max(done, raw.count), at: offset + Int64(done), path: path)
+                } catch {
+                    return error
+                }
+                if written <= 0 {
+                    return FileIOError(operation: "pwritev (short write, \(done) of \(total) bytes)", path: path, errno: 0)
+                }
+                done += written
+            }
+            return nil
         }
         if let failure { throw failure }
     }

@@ -224,20 +224,14 @@ final class FileTopicLog: TopicLog {
         let batchEnd = position + Int64(body.batchSize)
         self.waitForPreallocation(segment, through: batchEnd)
         let pad = self.zeroPad(segment, after: batchEnd)
-        var batch = BatchCodec.assemble(body, baseOffset: baseOffset, spareCapacity: pad)
+        let batch = BatchCodec.assemble(body, baseOffset: baseOffset)
         var newEntry: IndexEntry?
         if sinceIndex >= Int64(self.config.indexIntervalBytes) {
             newEntry = IndexEntry(relativeOffset: UInt32(baseOffset - segment.baseOffset), position: UInt32(position))
         }
         do {
-            if pad > 0 {
-                // One write through the end of the page (see `zeroPad`); the batch itself stays as assembled.
-                batch.writeRepeatingByte(0, count: pad)
-                defer { batch.moveWriterIndex(to: batch.writerIndex - pad) }
-                try self.io.writeAll(segment.logFD, batch, at: position, path: segment.logPath)
-            } else {
-                try self.io.writeAll(segment.logFD, batch, at: position, path: segment.logPath)
-            }
+            // With the padding (see `zeroPad`) in the same write: the page must be whole when the kernel sees it.
+            try self.io.writeAll(segment.logFD, batch, zeros: pad, at: position, path: segment.logPath)
             if let newEntry {
                 let count = segment.state.withLock { $0.index.count }
                 try self.io.writeAll(
@@ -450,15 +444,15 @@ final class FileTopicLog: TopicLog {
     /// Zeros for preallocation, written from slices of this one buffer, one piece at a time.
     private static let zeros = ByteBuffer(repeating: 0, count: 128 << 10)
 
-    /// Zeros for direct-I/O preallocation: as many as `zeros`, in a mapping of their own (page-aligned, as direct
-    /// I/O needs), never unmapped.
-    // Never written after this initialiser (only read, by the kernel, as the source of direct writes): sharing
-    // the pointer between threads is safe.
+    /// Zeros for direct-I/O preallocation: as many as `zeros`, in a read-only anonymous mapping of their own
+    /// (page-aligned, as direct I/O needs; never written, so its pages are the kernel's one zero page and take no
+    /// memory), never unmapped.
+    // Read-only memory (only read, by the kernel, as the source of direct writes): sharing the pointer between
+    // threads is safe.
     private nonisolated(unsafe) static let directZeros: UnsafeRawBufferPointer = {
         let count = 128 << 10
-        let memory = mmap(nil, count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        let memory = mmap(nil, count, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let memory, memory != MAP_FAILED else { fatalError("mmap of \(count) bytes of zeros failed: \(errno)") }
-        memory.initializeMemory(as: UInt8.self, repeating: 0, count: count)
         return UnsafeRawBufferPointer(start: memory, count: count)
     }()
 
