@@ -114,10 +114,11 @@ asan: deps
 # each benchmark for 2 iterations to prove they all build and work; `bench` runs them fully (about a minute after the
 # build) and prints wall clock, throughput and malloc counts. `bench-check` gates the malloc counts only, against
 # Benchmarks/Thresholds/ (refresh those with `bench-thresholds` after an intended change). Wall clock is never gated.
-# It also runs four short brokerbench scenarios, three on an embedded broker (2 s of durable-publish, 1 s of
-# e2e-latency at 5,000 records/s, 1 s of sync-latency) and 1 s of pipelined-single on a spawned brokerd, and summarizes them with
-# Benchmarks/scripts/summarize.py --check, which fails if one counted an error or an undelivered record, measured no
-# record, or (spawned) read no publish stage from brokerd's metrics, so the load generator and that script cannot rot
+# It also runs five short brokerbench scenarios, four on an embedded broker (2 s of durable-publish, 1 s of
+# e2e-latency at 5,000 records/s, 1 s of sync-latency, 1 s of each of policy-overhead's three parts) and 1 s of
+# pipelined-single on a spawned brokerd, and summarizes them with Benchmarks/scripts/summarize.py --check, which
+# fails if one counted an error or an undelivered record, measured no record (in any of policy-overhead's parts),
+# or (spawned) read no publish stage from brokerd's metrics, so the load generator and that script cannot rot
 # either. CI (.ci/run) runs
 # bench-smoke after make test; it gates on nothing measured in seconds.
 bench-smoke: deps
@@ -133,6 +134,8 @@ bench-smoke: deps
 		--output .build/bench-smoke/sync-latency-1.json --plot .build/bench-smoke/sync-latency-1.svg
 	./.build/debug/brokerbench run pipelined-single --spawn --duration 1 --warmup 0.5 \
 		--output .build/bench-smoke/pipelined-single-1.json --plot .build/bench-smoke/pipelined-single-1.svg
+	./.build/debug/brokerbench run policy-overhead --embedded --duration 1 --warmup 0.5 \
+		--output .build/bench-smoke/policy-overhead-1.json --plot .build/bench-smoke/policy-overhead-1.svg
 	python3 Benchmarks/scripts/summarize.py .build/bench-smoke --check
 
 bench: deps

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""µs of CPU per record, plain half against policy half, from a perf recording of `brokerbench run policy-overhead`.
+"""µs of CPU per record, plain half against policy half (and the same-records part between them), from a perf
+recording of `brokerbench run policy-overhead`.
 
     perf record -e cpu-clock -F 499 -a -g -o F -- .build/release/brokerbench run policy-overhead --spawn \\
         --output J > TXT
     Benchmarks/scripts/perfhalves.py F TXT [--hz 499] [--top 40] [--process brokerd|brokerbench] [PATTERN...]
 
-The policy half starts at brokerd's first sample under `DigestTable` (only records with dedupe keys touch it); the
-plain half is taken from 8 s to 1 s before that, the policy half from 3 s to 10 s after. Samples in a window divided
-by (hz x the window's seconds x the half's records/s, from TXT) give µs of CPU per record. Printed: per process
-(brokerd, brokerbench, other), then the functions of one process (brokerd unless `--process` says otherwise) by
-their inclusive cost, largest difference first (or only the functions matching a PATTERN).
+The policy half starts at brokerd's first sample under `DigestTable` (only records with dedupe keys touch it), the
+plain half at brokerd's first sample under `ConnectionHandler.publish`; the same-records part (the policy records'
+bytes on the plain topics, no checks) runs as long as the plain half, so it is taken to start halfway between
+those two. Each part's window is from 8 s to 1 s before the next part's start (the policy half: from 3 s to 10 s
+after its start). Samples in a window divided by (hz x the window's seconds x the part's records/s, from TXT) give
+µs of CPU per record. Printed: per process (brokerd, brokerbench, other), then the functions of one process
+(brokerd unless `--process` says otherwise) by their inclusive cost, largest policy-minus-plain difference first
+(or only the functions matching a PATTERN).
 """
 import argparse
 import collections
@@ -67,9 +71,10 @@ def main():
     hz, top, process = args.hz, args.top, args.process
     rates = {}
     for line in open(txt_path):
-        for key in ("plain_records_per_s", "policy_records_per_s"):
-            if line.startswith(key):
-                rates[key.split("_")[0]] = float(line.split()[-1])
+        for half, key in (("plain", "plain_records_per_s"), ("same", "same_records_records_per_s"),
+                          ("policy", "policy_records_per_s")):
+            if line.startswith(key + " "):
+                rates[half] = float(line.split()[-1])
     all_samples = list(samples(perf_path))
     kind = {}
     for pid, _, frames in all_samples:
@@ -78,9 +83,12 @@ def main():
                 kind[pid] = "brokerd"
             elif frame.endswith("/brokerbench)"):
                 kind.setdefault(pid, "brokerbench")
-    start = min(t for pid, t, frames in all_samples
-                if kind.get(pid) == "brokerd" and any("DigestTable" in f for f in frames))
-    windows = {"plain": (start - 8, start - 1), "policy": (start + 3, start + 10)}
+    def first(marker):
+        return min(t for pid, t, frames in all_samples
+                   if kind.get(pid) == "brokerd" and any(marker in f for f in frames))
+    start = first("DigestTable")
+    same = first("ConnectionHandlerC7publish") + (start - first("ConnectionHandlerC7publish")) / 2
+    windows = {"plain": (same - 8, same - 1), "same": (start - 8, start - 1), "policy": (start + 3, start + 10)}
     readable = demangle(sorted({symbol(f) for pid, _, frames in all_samples if kind.get(pid) == process
                                 for f in frames}))
     per_process = {h: collections.Counter() for h in windows}
@@ -99,19 +107,19 @@ def main():
         lo, hi = windows[half]
         return count / (hz * (hi - lo) * rates[half]) * 1e6
 
-    print(f"records/s: plain {rates['plain']:,.0f}, policy {rates['policy']:,.0f}")
-    print(f"{'µs of CPU per record':<60} {'plain':>8} {'policy':>8}")
+    print(f"records/s: plain {rates['plain']:,.0f}, same records {rates['same']:,.0f}, policy {rates['policy']:,.0f}")
+    print(f"{'µs of CPU per record':<60} {'plain':>8} {'same':>8} {'policy':>8}")
     for who in ("brokerd", "brokerbench", "other", "idle"):
-        print(f"{who:<60} {micros('plain', per_process['plain'][who]):8.3f} "
-              f"{micros('policy', per_process['policy'][who]):8.3f}")
-    names = set(inclusive["plain"]) | set(inclusive["policy"])
+        print(f"{who:<60} " + " ".join(f"{micros(h, per_process[h][who]):8.3f}" for h in windows))
+    names = set(inclusive["plain"]) | set(inclusive["same"]) | set(inclusive["policy"])
     if patterns:
         names = [n for n in names if any(p in n for p in patterns)]
     rows = sorted(names, key=lambda n: -(micros("policy", inclusive["policy"][n]) - micros("plain", inclusive["plain"][n])))
     print(f"\n{process}, inclusive{' (matching ' + ', '.join(patterns) + ')' if patterns else ', largest difference first'}")
+    print(f"  {'':<100} {'plain':>8} {'same':>8} {'policy':>8} {'pol-pla':>8}")
     for name in rows[:top]:
-        a, b = micros("plain", inclusive["plain"][name]), micros("policy", inclusive["policy"][name])
-        print(f"  {name[:100]:<100} {a:8.3f} {b:8.3f} {b - a:+8.3f}")
+        a, m, b = (micros(h, inclusive[h][name]) for h in ("plain", "same", "policy"))
+        print(f"  {name[:100]:<100} {a:8.3f} {m:8.3f} {b:8.3f} {b - a:+8.3f}")
 
 
 if __name__ == "__main__":

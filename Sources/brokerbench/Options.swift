@@ -21,7 +21,7 @@ enum Scenario: String, CaseIterable, Sendable {
         case .consume: "fill a topic with --records records, then read them from earliest: consume throughput"
         case .manyConnections: "open --connections authenticated idle connections: broker memory per connection"
         case .policyOverhead:
-            "durable-publish twice: plain topics, then dedupe keys + 2 limiters + consent checks; throughput ratio"
+            "durable-publish on plain topics, again with the policy records' bytes, then with dedupe keys + 2 limiters + consent checks; throughput ratios"
         case .recovery:
             "--spawn only: fill a topic to --recovery-bytes, time brokerd's restart after SIGTERM and after SIGKILL"
         }

@@ -3,10 +3,12 @@ import Foundation
 import NIOCore
 import WireProtocol
 
-/// durable-publish twice on the same broker: first on plain topics (no consent_scope header, none required, no
-/// dedupe keys, no limiters), then on the policy topics (dedupe keys on every record, two publish limiters that
-/// apply but never trigger, consent scopes checked against the topic's list). Each half runs --warmup then
-/// --duration. The result's main figures are the policy half's; both throughputs and their ratio are extras.
+/// durable-publish three times on the same broker: first on plain topics (no consent_scope header, none required,
+/// no dedupe keys, no limiters); then on the plain topics with the policy records' bytes (the same three headers
+/// and values, the scope and the unique key under names of the same length that no check reads: what the longer
+/// records cost without any check); then on the policy topics (dedupe keys on every record, two publish limiters
+/// that apply but never trigger, consent scopes checked against the topic's list). Each part runs --warmup then
+/// --duration. The result's main figures are the policy half's; the throughputs and their ratios are extras.
 struct PolicyLoad {
     let target: BenchTarget
     let parameters: BenchParameters
@@ -20,18 +22,33 @@ struct PolicyLoad {
 
     /// The plain half's headers: the two the plain topics require.
     static let plainHeaders = benchHeaders.filter { $0.name != RecordHeaderName.consentScope }
+    /// The same-records part's stand-ins for `consent_scope` and `dedupe-key`: as long, read by no check.
+    static let standInScopeHeader = "x-bench-scope"
+    static let standInKeyHeader = "x-bench-id"
 
     func run() async throws -> BenchResult {
         guard !self.target.policyTopics.isEmpty else { throw BenchError("policy-overhead: no policy topics") }
-        FileHandle.standardError.write(Data("policy-overhead 1/2: plain topics \(self.target.topics)\n".utf8))
+        FileHandle.standardError.write(Data("policy-overhead 1/3: plain topics \(self.target.topics)\n".utf8))
         let plain = try await PublishLoad(
             target: self.target, parameters: self.parameters, scenario: .policyOverhead,
             headers: Self.plainHeaders, dedupeKeys: false, label: "plain"
         ).run()
-        // A spawned broker's publish stages of each half: the plain half's now, the policy half's from here on.
+        // A spawned broker's publish stages of each part: the plain half's now, the next part's from here on.
         let plainStages = self.target.markBrokerStages()
         FileHandle.standardError.write(
-            Data("policy-overhead 2/2: dedupe keys, limiters, consent on \(self.target.policyTopics)\n".utf8)
+            Data("policy-overhead 2/3: the policy records' bytes, no checks, on \(self.target.topics)\n".utf8)
+        )
+        let standIn = WireHeader(name: Self.standInScopeHeader, value: ByteBuffer(string: Self.recordScope))
+        var sameRecordsLoad = PublishLoad(
+            target: self.target, parameters: self.parameters, scenario: .policyOverhead,
+            headers: Self.plainHeaders + [standIn], recipients: Self.recipients, dedupeKeys: true,
+            label: "same-records"
+        )
+        sameRecordsLoad.keyHeader = Self.standInKeyHeader
+        let sameRecords = try await sameRecordsLoad.run()
+        let sameRecordsStages = self.target.markBrokerStages()
+        FileHandle.standardError.write(
+            Data("policy-overhead 3/3: dedupe keys, limiters, consent on \(self.target.policyTopics)\n".utf8)
         )
         let scope = WireHeader(name: RecordHeaderName.consentScope, value: ByteBuffer(string: Self.recordScope))
         var result = try await PublishLoad(
@@ -48,8 +65,15 @@ struct PolicyLoad {
         if let latency = result.latency { result.extra["policy_ack_p99_us"] = latency.p99 }
         result.extra["policy_over_plain_ratio"] = plain.recordsPerSecond > 0
             ? result.recordsPerSecond / plain.recordsPerSecond : 0
-        result.errors += plain.errors
+        result.extra["same_records_records_per_s"] = sameRecords.recordsPerSecond
+        result.extra["same_records_errors"] = Double(sameRecords.errors)
+        result.extra["same_records_over_plain_ratio"] = plain.recordsPerSecond > 0
+            ? sameRecords.recordsPerSecond / plain.recordsPerSecond : 0
+        result.extra["policy_over_same_records_ratio"] = sameRecords.recordsPerSecond > 0
+            ? result.recordsPerSecond / sameRecords.recordsPerSecond : 0
+        result.errors += plain.errors + sameRecords.errors
         result.extra.merge(plainStages?.extras(prefix: "plain_") ?? [:]) { current, _ in current }
+        result.extra.merge(sameRecordsStages?.extras(prefix: "same_records_") ?? [:]) { current, _ in current }
         result.extra.merge(self.target.brokerStages()?.extras() ?? [:]) { current, _ in current }
         // Show the limiters applied: how many keys each holds now (bench-made brokers grant LIMITS; others may not).
         do {

@@ -34,22 +34,22 @@ final class PublishSender {
 
     private init(
         publisher: PipelinedPublisher, eventLoop: any EventLoop, topic: String, batches: [[WireRecord]],
-        keyPrefix: String?, tallies: PublishTallies
+        keys: UniqueKeys?, tallies: PublishTallies
     ) {
         self.publisher = publisher
         self.topic = topic
         self.batches = batches
-        self.stamper = keyPrefix.map { DedupeKeyStamper(batches: batches, prefix: $0) }
+        self.stamper = keys.map { DedupeKeyStamper(batches: batches, keys: $0) }
         self.tallies = tallies
         self.sentAt = [UInt64](repeating: 0, count: publisher.maxInFlight)
         self.done = eventLoop.makePromise()
     }
 
     /// Starts a sender on `client`'s event loop, `inFlight` requests outstanding, publishing `batches` in turn to
-    /// `topic` (each record with a unique dedupe key starting with `keyPrefix`, when given), until the clock's end,
+    /// `topic` (each record with a unique key, `keys`, when given), until the clock's end,
     /// the budget or the stop flag; returns its `done`.
     static func start(
-        on client: BrokerClient, inFlight: Int, topic: String, batches: [[WireRecord]], keyPrefix: String?,
+        on client: BrokerClient, inFlight: Int, topic: String, batches: [[WireRecord]], keys: UniqueKeys?,
         tallies: PublishTallies
     ) -> EventLoopFuture<(Histogram<UInt64>, UInt64)> {
         let loop = client.eventLoop
@@ -57,7 +57,7 @@ final class PublishSender {
         let publisher = client.pipelinedPublisher(maxInFlight: inFlight) { box.value?.acknowledged($0) }
         return loop.flatSubmit {
             let sender = PublishSender(
-                publisher: publisher, eventLoop: loop, topic: topic, batches: batches, keyPrefix: keyPrefix,
+                publisher: publisher, eventLoop: loop, topic: topic, batches: batches, keys: keys,
                 tallies: tallies
             )
             box.value = sender

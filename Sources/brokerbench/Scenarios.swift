@@ -130,7 +130,14 @@ extension Scenario {
     }
 }
 
-/// One producer worker's batches with a unique `dedupe-key` on every record, for each send.
+/// What makes every record of a producer unique: a header (`dedupe-key`, or policy-overhead's same-records half's
+/// header of the same length that no check reads) whose value is `prefix` and then a counter.
+struct UniqueKeys: Sendable {
+    var header: String = RecordHeaderName.dedupeKey
+    var prefix: String
+}
+
+/// One producer worker's batches with a unique `dedupe-key` (or `UniqueKeys.header`) on every record, for each send.
 ///
 /// It holds its own copy of the batches in which every record already ends with a `dedupe-key` header, and
 /// rewrites those headers' values in place: a send costs one key buffer for the whole batch (each key a slice of
@@ -144,17 +151,18 @@ struct DedupeKeyStamper {
     private var sequence = 0
 
     /// - Parameters:
-    ///   - batches: the records to send; each gets a `dedupe-key` header appended in this stamper's copy.
-    ///   - prefix: what every key starts with (unique per run, connection and worker); a counter follows.
-    init(batches: [[WireRecord]], prefix: String) {
+    ///   - batches: the records to send; each gets a `keys.header` header appended in this stamper's copy.
+    ///   - keys: the header, and what every key starts with (unique per run, connection and worker); a counter
+    ///     follows.
+    init(batches: [[WireRecord]], keys: UniqueKeys) {
         self.batches = batches.map { batch in
             batch.map { record in
                 var record = record
-                record.headers.append(WireHeader(name: RecordHeaderName.dedupeKey, value: ByteBuffer()))
+                record.headers.append(WireHeader(name: keys.header, value: ByteBuffer()))
                 return record
             }
         }
-        self.prefix = Array(prefix.utf8)
+        self.prefix = Array(keys.prefix.utf8)
     }
 
     /// Batch `round % count`, each record's key now `prefix` followed by the next counter value.
@@ -235,6 +243,8 @@ struct PublishLoad {
     var recipients: Int = 0
     /// Whether every record carries a unique `dedupe-key` (default: `--dedupe-keys`).
     var dedupeKeys: Bool? = nil
+    /// The header that carries those unique keys.
+    var keyHeader = RecordHeaderName.dedupeKey
     /// Ends the run early when set.
     var stop: StopFlag? = nil
     /// The progress label (default: the scenario's name).
@@ -280,20 +290,20 @@ struct PublishLoad {
         )
         for (index, client) in clients.enumerated() {
             let topic = topics[index % topics.count]
-            let keyPrefix = withKeys ? "bb-\(runTag)-\(index)-0-" : nil
+            let keys = withKeys ? UniqueKeys(header: self.keyHeader, prefix: "bb-\(runTag)-\(index)-0-") : nil
             if self.scenario == .pipelinedSingle {
                 // A task per connection drives a pipelined publisher: it keeps up to `inFlight` requests
                 // outstanding and reads their acknowledgements in order, as a real producer would (a task per
                 // in-flight request awaiting each answer cost the client about as much CPU as the broker).
                 let load = PipelinedLoad(
                     publisher: client.pipelinedPublisher(maxInFlight: p.inFlight), topic: topic,
-                    batches: batches, keyPrefix: keyPrefix, tallies: tallies
+                    batches: batches, keys: keys, tallies: tallies
                 )
                 tasks.append(Task { try await load.run() })
             } else {
                 loads.append(
                     PublishSender.start(
-                        on: client, inFlight: p.inFlight, topic: topic, batches: batches, keyPrefix: keyPrefix,
+                        on: client, inFlight: p.inFlight, topic: topic, batches: batches, keys: keys,
                         tallies: tallies
                     )
                 )
@@ -364,8 +374,8 @@ struct PipelinedLoad: Sendable {
     let publisher: PipelinedPublisher
     let topic: String
     let batches: [[WireRecord]]
-    /// With dedupe keys: the prefix of this connection's keys.
-    let keyPrefix: String?
+    /// With dedupe keys: this connection's.
+    let keys: UniqueKeys?
     let tallies: PublishTallies
 
     /// Returns the latency histogram and when the last acknowledgement arrived.
@@ -378,7 +388,7 @@ struct PipelinedLoad: Sendable {
         var sentAt = [UInt64](repeating: 0, count: window)
         var outstanding = 0
         var round = 0
-        var stamper = self.keyPrefix.map { DedupeKeyStamper(batches: self.batches, prefix: $0) }
+        var stamper = self.keys.map { DedupeKeyStamper(batches: self.batches, keys: $0) }
         var sending = true
         var last = monotonicNanos()
         defer { self.publisher.finish() }
@@ -399,7 +409,7 @@ struct PipelinedLoad: Sendable {
             outstanding -= 1
             last = monotonicNanos()
             self.tallies.answered(
-                try acknowledgement.result.get(), withKeys: self.keyPrefix != nil,
+                try acknowledgement.result.get(), withKeys: self.keys != nil,
                 sentAt: sentAt[Int(acknowledgement.sequence % UInt64(window))], answeredAt: last, into: &local
             )
         }
