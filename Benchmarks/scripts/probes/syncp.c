@@ -1,14 +1,16 @@
-// Group commit over preallocated zeros: syncx.c's appender and syncer (CHUNK bytes at MBPS for SECONDS, latency from
-// each write to the return of an fdatasync that covers it, and the pwrite's own time), with the file prepared by MODE:
-//   0  none: every write grows the file (an fdatasync then also writes the inode)
+// Group commit with one or more syncer threads, over preallocated zeros: appends CHUNK bytes at MBPS for SECONDS while
+// each of NSYNC threads loops { take the written end; fdatasync; mark it durable }, and reports the latency from each
+// write to the return of an fdatasync that covers it, and the pwrite's own time, with the file prepared by MODE:
+//   0  none (the default): every write grows the file (an fdatasync then also writes the inode)
 //   1  the whole file zeroed through the page cache first, then fdatasynced
 //   2  the whole file zeroed with O_DIRECT first; each write padded with zeros to its page's end
 //   3  as 2, writes not padded (the kernel reads the uncached page a write ends in first)
 //   4  a thread zeroing with O_DIRECT in 4 MiB pieces, 8 MiB ahead of the writes; writes padded (brokerd since round 20)
 //   5  as 4, writes not padded
-// docs/BENCHMARKS.md, round 20.
+// docs/BENCHMARKS.md, round 13 (as syncx.c: two syncers did worse than one) and round 20 (the modes).
 //
-//   cc -O2 -pthread syncp.c -o syncp && for m in 0 2 3 4 5; do ./syncp 1 50 50000 5 /data/syncp.tmp $m; done
+//   cc -O2 -pthread syncp.c -o syncp && ./syncp 1 40 8192 5 /data/syncp.tmp && ./syncp 2 40 8192 5 /data/syncp.tmp
+//   for m in 0 2 3 4 5; do ./syncp 1 50 50000 5 /data/syncp.tmp $m; done
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
@@ -75,8 +77,8 @@ static int compare(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: syncp NSYNC MBPS CHUNK SECONDS FILE MODE\n");
+    if (argc != 6 && argc != 7) {
+        fprintf(stderr, "usage: syncp NSYNC MBPS CHUNK SECONDS FILE [MODE] (FILE is removed after)\n");
         return 2;
     }
     int syncers = atoi(argv[1]);
@@ -85,7 +87,7 @@ int main(int argc, char **argv) {
     long interval = (long)(chunk / (mbps * 1e6) * 1e9);
     chunks = (long)(atof(argv[4]) * 1e9 / interval);
     if (syncers < 1 || syncers > 8) return 2;
-    int mode = atoi(argv[6]); chunkSize = chunk; pathName = argv[5];
+    int mode = argc == 7 ? atoi(argv[6]) : 0; chunkSize = chunk; pathName = argv[5];
     fd = open(argv[5], O_CREAT | O_TRUNC | O_RDWR, 0600);
     long total = chunks * chunk + (8L << 20);
     if (mode == 1) {
