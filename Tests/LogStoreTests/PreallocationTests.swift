@@ -331,11 +331,22 @@ struct PreallocationTests {
         }
     }
 
-    @Test("a preallocation that cannot write (no space) stops quietly; appends go on and grow the file")
-    func failedPreallocationStops() async throws {
+    @Test(
+        "a preallocation that cannot write (no space) stops quietly; appends go on and grow the file",
+        arguments: ["buffered zeros", "direct zeros"]
+    )
+    func failedPreallocationStops(_ zeros: String) async throws {
         try await withTemporaryDirectory { dir in
             let io = FaultyFileIO()
-            io.state.withLock { $0.failZeroWrite = ENOSPC }
+            if zeros == "direct zeros" {
+                // The bytes up to the first page boundary are zeroed through the cache; the pages fail.
+                io.state.withLock {
+                    $0.directIO = true
+                    $0.failDirectZeroWrite = ENOSPC
+                }
+            } else {
+                io.state.withLock { $0.failZeroWrite = ENOSPC }
+            }
             let logs = CapturedLogs()
             let (backend, log, _) = try await Self.open(dir, segmentBytes: 1 << 20, io: io, logs: logs)
             try await FileTopicLogTests.fill(log, batches: 12, padding: 100)
@@ -347,7 +358,17 @@ struct PreallocationTests {
             FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 100)
             let state = try Self.batchesEnd(try Self.logPaths(dir)[0])
             #expect(state.size == state.end)
+            if zeros == "direct zeros" {
+                #expect(io.state.withLock { ($0.directIOAlignment ?? 0) > 0 }, "the pages were to go direct")
+                #expect(!io.state.withLock { $0.logWriteLog }.contains { $0.direct }, "no direct write succeeded")
+            }
+            let end = log.endOffset
             await backend.closeAll()
+            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let again = try await reopened.openTopic(name: Self.topic, config: TopicLogConfig.test(segmentBytes: 1 << 20))
+            #expect(again.endOffset == end)
+            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 100)
+            await reopened.closeAll()
         }
     }
 }

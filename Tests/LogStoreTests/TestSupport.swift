@@ -82,6 +82,8 @@ final class FaultyFileIO: FileIO {
         var failLogWrite: Int32?
         /// pwrite of zeros only (preallocation) to `.log` files fails with this errno while set.
         var failZeroWrite: Int32?
+        /// pwrite of zeros with direct I/O only to `.log` files fails with this errno while set.
+        var failDirectZeroWrite: Int32?
         /// pwrite of zeros to `.log` files waits while this is set (at most 5 s), counted in `zeroWritesHeld`; a
         /// failing `.log` fdatasync meanwhile first waits (at most 5 s) for a zero write to be held.
         var holdZeroWrites = false
@@ -140,11 +142,12 @@ final class FaultyFileIO: FileIO {
     {
         if Self.isSegmentLog(path) {
             let zeros = bytes.allSatisfy { $0 == 0 }
+            let direct = fcntl(fd, F_GETFL) & brokerd_o_direct_flag() != 0
             let fail = self.state.withLock { state -> Int32? in
                 if let errno = state.failLogWrite { return errno }
                 if zeros, let errno = state.failZeroWrite { return errno }
+                if zeros, direct, let errno = state.failDirectZeroWrite { return errno }
                 state.logWrites += 1
-                let direct = fcntl(fd, F_GETFL) & brokerd_o_direct_flag() != 0
                 state.logWriteLog.append((offset, bytes.count, zeros, direct))
                 return nil
             }
