@@ -257,15 +257,23 @@ package struct PosixFileIO: FileIO {
 }
 
 extension FileIO {
-    /// Writes all of `bytes` at `offset`, looping over short writes; a write that makes no progress is an error.
-    func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) {
+    /// Writes all of `bytes` and then `zeros` zero bytes (at most ``zerosLimit``; with some, each call writes both,
+    /// ``FileIO/pwrite(_:_:zeros:at:path:)``) at `offset`, looping over short writes; a write that makes no progress
+    /// is an error.
+    func writeAll(
+        _ fd: Int32, _ bytes: UnsafeRawBufferPointer, zeros: Int = 0, at offset: Int64, path: String
+    ) throws(FileIOError) {
         var done = 0
-        while done < bytes.count {
-            let rest = UnsafeRawBufferPointer(rebasing: bytes[done...])
-            let written = try self.pwrite(fd, rest, at: offset + Int64(done), path: path)
+        let total = bytes.count + zeros
+        while done < total {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[min(done, bytes.count)...])
+            let at = offset + Int64(done)
+            let written = zeros == 0
+                ? try self.pwrite(fd, rest, at: at, path: path)
+                : try self.pwrite(fd, rest, zeros: total - max(done, bytes.count), at: at, path: path)
             if written <= 0 {
                 throw FileIOError(
-                    operation: "pwrite (short write, \(done) of \(bytes.count) bytes)",
+                    operation: "\(zeros == 0 ? "pwrite" : "pwritev") (short write, \(done) of \(total) bytes)",
                     path: path,
                     errno: 0
                 )
@@ -274,40 +282,15 @@ extension FileIO {
         }
     }
 
-    /// Writes all readable bytes of `buffer` at `offset`.
-    func writeAll(_ fd: Int32, _ buffer: ByteBuffer, at offset: Int64, path: String) throws(FileIOError) {
+    /// Writes all readable bytes of `buffer`, then `zeros` zero bytes, at `offset` (as the raw-bytes `writeAll`).
+    func writeAll(_ fd: Int32, _ buffer: ByteBuffer, zeros: Int = 0, at offset: Int64, path: String) throws(FileIOError) {
         let failure = buffer.withUnsafeReadableBytes { raw -> FileIOError? in
             do throws(FileIOError) {
-                try self.writeAll(fd, raw, at: offset, path: path)
+                try self.writeAll(fd, raw, zeros: zeros, at: offset, path: path)
                 return nil
             } catch {
                 return error
             }
-        }
-        if let failure { throw failure }
-    }
-
-    /// Writes all readable bytes of `buffer` and then `zeros` zero bytes (at most ``zerosLimit``) at `offset`, each
-    /// call one write of both (``FileIO/pwrite(_:_:zeros:at:path:)``), looping over short writes.
-    func writeAll(_ fd: Int32, _ buffer: ByteBuffer, zeros: Int, at offset: Int64, path: String) throws(FileIOError) {
-        guard zeros > 0 else { return try self.writeAll(fd, buffer, at: offset, path: path) }
-        let failure = buffer.withUnsafeReadableBytes { raw -> FileIOError? in
-            var done = 0
-            let total = raw.count + zeros
-            while done < total {
-                let rest = UnsafeRawBufferPointer(rebasing: raw[min(done, raw.count)...])
-                let written: Int
-                do throws(FileIOError) {
-                    written = try self.pwrite(fd, rest, zeros: total - max(done, raw.count), at: offset + Int64(done), path: path)
-                } catch {
-                    return error
-                }
-                if written <= 0 {
-                    return FileIOError(operation: "pwritev (short write, \(done) of \(total) bytes)", path: path, errno: 0)
-                }
-                done += written
-            }
-            return nil
         }
         if let failure { throw failure }
     }
