@@ -378,10 +378,9 @@ package final class PublishStageTimers: Sendable {
     private let total: Timer
 
     init(factory: any MetricsFactory) {
-        self.toAppender = Timer(stage: "to_appender", of: BrokerMetrics.publishStage, factory: factory)
-        self.toDurable = Timer(stage: "to_durable", of: BrokerMetrics.publishStage, factory: factory)
-        self.toAck = Timer(stage: "to_ack", of: BrokerMetrics.publishStage, factory: factory)
-        self.total = Timer(stage: "total", of: BrokerMetrics.publishStage, factory: factory)
+        (self.toAppender, self.toDurable, self.toAck, self.total) = Timer.stages(
+            Self.stages, of: BrokerMetrics.publishStage, factory: factory
+        )
     }
 
     /// The request decoded at `decodedAt` (monotonic nanoseconds) was handed to its appender at `handedAt`.
@@ -426,10 +425,9 @@ package final class DeliveryStageTimers: Sendable {
     private let total: Timer
 
     init(factory: any MetricsFactory) {
-        self.toEventLoop = Timer(stage: "to_event_loop", of: BrokerMetrics.deliveryStage, factory: factory)
-        self.toEncoded = Timer(stage: "to_encoded", of: BrokerMetrics.deliveryStage, factory: factory)
-        self.toWritten = Timer(stage: "to_written", of: BrokerMetrics.deliveryStage, factory: factory)
-        self.total = Timer(stage: "total", of: BrokerMetrics.deliveryStage, factory: factory)
+        (self.toEventLoop, self.toEncoded, self.toWritten, self.total) = Timer.stages(
+            Self.stages, of: BrokerMetrics.deliveryStage, factory: factory
+        )
     }
 
     /// The DELIVER of records reported readable at `notifiedAt` (monotonic nanoseconds), whose wake-up ran at
@@ -448,9 +446,14 @@ package final class DeliveryStageTimers: Sendable {
 }
 
 extension Timer {
-    /// Stage `stage`'s timer of the stage histogram `metric` (`PublishStageTimers`, `DeliveryStageTimers`).
-    fileprivate convenience init(stage: String, of metric: String, factory: any MetricsFactory) {
-        self.init(label: metric, dimensions: [("stage", stage)], factory: factory)
+    /// The timers of the stage histogram `metric`, one per label of `stages` in that order (`PublishStageTimers`,
+    /// `DeliveryStageTimers`: four stages each, the last the total).
+    fileprivate static func stages(
+        _ stages: [String], of metric: String, factory: any MetricsFactory
+    ) -> (Timer, Timer, Timer, Timer) {
+        precondition(stages.count == 4, "\(metric) has four stages")
+        let timers = stages.map { Timer(label: metric, dimensions: [("stage", $0)], factory: factory) }
+        return (timers[0], timers[1], timers[2], timers[3])
     }
 
     /// Records the interval from `start` to `end` (monotonic nanoseconds), 0 if `end` is earlier
