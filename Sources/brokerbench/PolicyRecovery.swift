@@ -63,14 +63,15 @@ struct PolicyLoad {
         result.extra["policy_records_per_s"] = result.recordsPerSecond
         result.extra["policy_errors"] = Double(result.errors)
         if let latency = result.latency { result.extra["policy_ack_p99_us"] = latency.p99 }
-        result.extra["policy_over_plain_ratio"] = plain.recordsPerSecond > 0
-            ? result.recordsPerSecond / plain.recordsPerSecond : 0
+        // One part's throughput over another's (0 when that one measured nothing).
+        func ratio(_ part: BenchResult, over base: BenchResult) -> Double {
+            base.recordsPerSecond > 0 ? part.recordsPerSecond / base.recordsPerSecond : 0
+        }
+        result.extra["policy_over_plain_ratio"] = ratio(result, over: plain)
         result.extra["same_records_records_per_s"] = sameRecords.recordsPerSecond
         result.extra["same_records_errors"] = Double(sameRecords.errors)
-        result.extra["same_records_over_plain_ratio"] = plain.recordsPerSecond > 0
-            ? sameRecords.recordsPerSecond / plain.recordsPerSecond : 0
-        result.extra["policy_over_same_records_ratio"] = sameRecords.recordsPerSecond > 0
-            ? result.recordsPerSecond / sameRecords.recordsPerSecond : 0
+        result.extra["same_records_over_plain_ratio"] = ratio(sameRecords, over: plain)
+        result.extra["policy_over_same_records_ratio"] = ratio(result, over: sameRecords)
         result.errors += plain.errors + sameRecords.errors
         result.extra.merge(plainStages?.extras(prefix: "plain_") ?? [:]) { current, _ in current }
         result.extra.merge(sameRecordsStages?.extras(prefix: "same_records_") ?? [:]) { current, _ in current }
