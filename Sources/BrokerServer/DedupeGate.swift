@@ -775,6 +775,12 @@ package final class DedupeGate: Sendable {
         try self.digest(key)
     }
 
+    /// ``digest(of:)`` for a key's bytes read in place (valid for the call).
+    package func digest(of key: UnsafeRawBufferPointer) throws(LogStoreError) -> DedupeDigest {
+        try Self.validate(keyLength: key.count)
+        return SipHash128.digest(key, key: self.hashKey)
+    }
+
     private func digest(_ key: ByteBuffer) throws(LogStoreError) -> DedupeDigest {
         try Self.validate(keyLength: key.readableBytes)
         return key.withUnsafeReadableBytes { SipHash128.digest($0, key: self.hashKey) }

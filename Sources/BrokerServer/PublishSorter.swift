@@ -13,7 +13,7 @@ struct PublishSorter {
         var index: Int
         /// Bytes of the record's value (what the publish limiters count).
         var valueBytes: Int
-        var dedupeKey: ByteBuffer?
+        var dedupeKey: KeySpan?
         var ticket: DedupeTicket? = nil
         /// Bit `n` is set when header `n` (the record's headers, then the provenance headers) is called by one of
         /// the names `sort` was given as the publish limiters' (`.max`: not known, every header may be): the
@@ -105,13 +105,26 @@ struct PublishSorter {
         }
     }
 
+    /// Where a record's one `dedupe-key` value is in the records' bytes (`records.bytes`' readable bytes): read in
+    /// place by `reserveKeys`, so an `Accepted` holds no reference (a slice of the frame's buffer was a retain when
+    /// the record was sorted and at each copy, and a release at each destroy).
+    struct KeySpan {
+        var start: UInt32
+        var count: UInt32
+
+        /// The key's bytes in `raw`, the records' readable bytes.
+        func bytes(in raw: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(rebasing: raw[Int(self.start)..<Int(self.start) + Int(self.count)])
+        }
+    }
+
     struct Quarantined {
         var index: Int
         var record: LogRecord
         var reason: String
         var rule: String
         var message: String
-        var dedupeKey: ByteBuffer?
+        var dedupeKey: KeySpan?
         var ticket: DedupeTicket? = nil
     }
 
@@ -236,7 +249,8 @@ struct PublishSorter {
                     limiterHeaders |=
                         headerCount + provenance.count <= 64 ? provenanceForLimiters << UInt64(headerCount) : .max
                 }
-                let dedupeKey = keyCount == 1 ? key.map { records.slice($0, of: record) } : nil
+                let dedupeKey =
+                    keyCount == 1 ? key.map { KeySpan(start: UInt32(record.offset(of: $0)), count: UInt32($0.count)) } : nil
                 switch verdict {
                 case .accept:
                     sorter.accepted.append(
@@ -535,19 +549,22 @@ struct PublishSorter {
         var digests: [DedupeDigest] = []
         var owners: [(quarantined: Bool, position: Int)] = []
         let room = self.accepted.count + self.quarantined.count
-        for position in self.accepted.indices {
-            guard let key = self.accepted[position].dedupeKey, let digest = try? gate.digest(of: key) else { continue }
-            if digests.isEmpty { Self.reserve(room, &digests, &owners) }
-            digests.append(digest)
-            owners.append((false, position))
-        }
-        for position in self.quarantined.indices {
-            guard let key = self.quarantined[position].dedupeKey, let digest = try? gate.digest(of: key) else {
-                continue
+        self.records.bytes.withUnsafeReadableBytes { raw in
+            for position in self.accepted.indices {
+                guard let key = self.accepted[position].dedupeKey, let digest = try? gate.digest(of: key.bytes(in: raw))
+                else { continue }
+                if digests.isEmpty { Self.reserve(room, &digests, &owners) }
+                digests.append(digest)
+                owners.append((false, position))
             }
-            if digests.isEmpty { Self.reserve(room, &digests, &owners) }
-            digests.append(digest)
-            owners.append((true, position))
+            for position in self.quarantined.indices {
+                guard let key = self.quarantined[position].dedupeKey,
+                    let digest = try? gate.digest(of: key.bytes(in: raw))
+                else { continue }
+                if digests.isEmpty { Self.reserve(room, &digests, &owners) }
+                digests.append(digest)
+                owners.append((true, position))
+            }
         }
         guard !digests.isEmpty else { return }
         var keepAccepted = [Bool](repeating: true, count: self.accepted.count)
