@@ -372,7 +372,9 @@ final class PublishJudge {
                 ),
                 handle.check(&grouped.counts, now: self.now)
             {
-                // Each key's first `allowed` records passed; the rest get the key's refusal.
+                // Each key's first `allowed` records passed; the rest get the key's refusal (usually every record
+                // passed: nothing to set).
+                guard grouped.counts.someRefused else { continue }
                 var seen = [Int](repeating: 0, count: grouped.counts.count)
                 for record in 0..<count {
                     let key = grouped.keyOf[record]

@@ -21,6 +21,9 @@ package struct KeyCounts {
     package internal(set) var allowed: [Int] = []
     /// After a check: the outcome for each key's records past `allowed` (`.allowed` when there are none).
     package internal(set) var refusals: [LimiterOutcome] = []
+    /// After a check: whether some key had records refused (`allowed` below its `records`). Usually not, and then
+    /// there is nothing to read in `allowed` and `refusals`.
+    package internal(set) var someRefused = false
     /// Open addressing by `quickHashes`: key index + 1, 0 for an empty slot. Twice as many slots as keys, at least.
     private var slots: [Int32] = []
     /// The key added last.

@@ -273,11 +273,11 @@ package final class LimiterSet: Sendable {
         /// (`check(keyBytes:hash:tokens: 1, bytes: 0, now:)`), with the same outcomes and the same state afterwards,
         /// but key by key under one lock: a key's records are charged at once when the limit allows all of them,
         /// otherwise one by one until one is refused. Sets `counts.allowed` (how many of each key's records were
-        /// charged: the first ones) and `counts.refusals` (the outcome for the rest), and returns true; or returns
-        /// false, with nothing checked or charged, when new keys could fill the table (then a refusal's retry time
-        /// and which idle key a new one replaces depend on the order of the keys, and the caller checks record by
-        /// record). For a limiter without a byte quota (`hasByteQuota` false: with one, each record's bytes would
-        /// have to be clamped to the burst on its own).
+        /// charged: the first ones), `counts.refusals` (the outcome for the rest) and `counts.someRefused`, and
+        /// returns true; or returns false, with nothing checked or charged, when new keys could fill the table (then a
+        /// refusal's retry time and which idle key a new one replaces depend on the order of the keys, and the caller
+        /// checks record by record). For a limiter without a byte quota (`hasByteQuota` false: with one, each record's
+        /// bytes would have to be clamped to the burst on its own).
         ///
         /// Why it is the same: every check has the same `now`, and with room for every new key no key's check
         /// depends on another key, so each key sees the same sequence of checks; a refused check changes nothing, so
@@ -466,6 +466,7 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
         let keys = counts
         var allowed = [Int](repeating: 0, count: keys.count)
         var refusals = [LimiterOutcome](repeating: .allowed, count: keys.count)
+        var someRefused = false
         let checked = self.tables.withLock { tables -> Bool in
             // Room for every new key without replacing one: at most `keys.count` of them are new, else count them.
             if tables.records.count + keys.count > tables.records.maxKeys {
@@ -478,7 +479,6 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
                 }
                 guard tables.records.count + new <= tables.records.maxKeys else { return false }
             }
-            var someRefused = false
             // Charged in the order of each key's last record, as record by record would leave their recency.
             for index in keys.keys(inOrderOfRecord: keys.records) {
                 let records = keys.records[index]
@@ -519,6 +519,7 @@ final class KeyedTable<State: ReportingLimiterState>: Sendable {
         guard checked else { return false }
         counts.allowed = allowed
         counts.refusals = refusals
+        counts.someRefused = someRefused
         return true
     }
 
