@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Alternating A/B runs: for each round, each scenario runs once with A, then once with B (brokerd --spawn'ed beside
-# each brokerbench), so both see the same drift of this shared machine. Results go to OUT/A-SCENARIO-N.json and
-# OUT/B-SCENARIO-N.json (and .txt); compare with `summarize.py OUT`.
+# Alternating A/B runs: for each round, each scenario runs once with A and once with B (brokerd --spawn'ed beside
+# each brokerbench), so both see the same drift of this shared machine; A first in odd rounds, B first in even ones,
+# because the run second in a pair can gain from the first (docs/BENCHMARKS.md "Round 21", item 5: the second was
+# faster in 7 of 9 pairs of policy-overhead, whichever build it was). Use an even ROUNDS. Results go to
+# OUT/A-SCENARIO-N.json and OUT/B-SCENARIO-N.json (and .txt); compare with `summarize.py OUT`.
 #
 #   Benchmarks/scripts/ab.sh OUT A B ROUNDS SCENARIO... [-- ARGS...]
 #
@@ -21,7 +23,8 @@ args=("$@")
 mkdir -p "$out"
 for n in $(seq 1 "$rounds"); do
     for scenario in "${scenarios[@]}"; do
-        for label in A B; do
+        if [ $((n % 2)) -eq 1 ]; then order=(A B); else order=(B A); fi
+        for label in "${order[@]}"; do
             if [ $label = A ]; then command=$a; else command=$b; fi
             echo "$(date +%H:%M:%S) round $n $scenario $label"
             # shellcheck disable=SC2086  # the command is word-split on purpose
