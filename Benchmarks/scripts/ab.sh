@@ -22,8 +22,8 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do scenarios+=("$1"); shift; done
 args=("$@")
 mkdir -p "$out"
 for n in $(seq 1 "$rounds"); do
+    if [ $((n % 2)) -eq 1 ]; then order=(A B); else order=(B A); fi
     for scenario in "${scenarios[@]}"; do
-        if [ $((n % 2)) -eq 1 ]; then order=(A B); else order=(B A); fi
         for label in "${order[@]}"; do
             if [ $label = A ]; then command=$a; else command=$b; fi
             echo "$(date +%H:%M:%S) round $n $scenario $label"
