@@ -114,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "brokerbench",
             dependencies: [
-                "BrokerClient", "BrokerServer", "WireProtocol", "TopicRouter", "Locking",
+                "BrokerClient", "BrokerServer", "WireProtocol", "TopicRouter", "LogStore", "Locking",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

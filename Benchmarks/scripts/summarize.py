@@ -60,7 +60,8 @@ def main():
                         help="print half the median durable-publish records/s and nothing else")
     parser.add_argument("--check", action="store_true",
                         help="after the table, fail (exit 1) if any run counted errors or undelivered records, "
-                        "measured no record, or (spawned, publishing) read no publish stage from the broker")
+                        "measured no record, or (spawned, publishing) read no publish stage or log busy fraction from the "
+                        "broker")
     args = parser.parse_args()
     groups = load(args.directory)
     if not groups:
@@ -99,6 +100,12 @@ def main():
                                  and not r.get("extra", {}).get("broker_timed_requests") for r in runs))
         if unstaged:
             sys.exit("no broker publish stages read in " + ", ".join(unstaged))
+        # ... and how busy the logs of the topics it published on were (brokerd_log_append_duration_seconds).
+        unlogged = sorted(name for name, runs in groups.items()
+                          if any(r["scenario"] in publishing and (r.get("broker") or {}).get("separateProcess")
+                                 and not r.get("extra", {}).get("log_busy") for r in runs))
+        if unlogged:
+            sys.exit("no log busy fraction read in " + ", ".join(unlogged))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 import BrokerServer
 import Foundation
+import LogStore
 
 /// The spawned broker's stage histograms (docs/METRICS.md), read from its metrics endpoint: where its sampled PUBLISH
 /// requests (`brokerd_publish_stage_seconds`) and its sampled DELIVERs (`brokerd_delivery_stage_seconds`) spent their
-/// time inside the broker.
+/// time inside the broker, and how busy each topic's log was (`brokerd_log_append_duration_seconds`,
+/// `brokerd_log_fsync_duration_seconds`, `brokerd_log_group_commit_records`).
 struct BrokerStages: Sendable {
     /// One stage's histogram: cumulative bucket counts by upper bound (seconds), sum (seconds) and count.
     struct Stage: Sendable {
@@ -36,7 +38,7 @@ struct BrokerStages: Sendable {
         }
     }
 
-    /// One metric's stages, by stage label.
+    /// One metric's histograms, by the value of one label (a stage, or a topic).
     struct Histograms: Sendable {
         var stages: [String: Stage] = [:]
 
@@ -65,12 +67,13 @@ struct BrokerStages: Sendable {
             return extra
         }
 
-        /// Parses `metric`'s histograms out of a Prometheus text exposition (empty when it has none).
-        init(exposition: String, metric: String) {
+        /// Parses `metric`'s histograms out of a Prometheus text exposition, keyed by the value of `label` (empty
+        /// when it has none).
+        init(exposition: String, metric: String, label: String = "stage") {
             for line in exposition.split(separator: "\n") where line.hasPrefix(metric) {
                 let parts = line.split(separator: " ")
                 guard parts.count >= 2, let value = Double(parts[parts.count - 1]),
-                    let stage = BrokerStages.label("stage", in: parts[0])
+                    let stage = BrokerStages.label(label, in: parts[0])
                 else { continue }
                 let series = parts[0].prefix { $0 != "{" }
                 switch series.dropFirst(metric.count) {
@@ -92,16 +95,32 @@ struct BrokerStages: Sendable {
     var publish: Histograms
     /// The delivery path's stages.
     var delivery: Histograms
+    /// Per topic: its log's appends (encoding, write and, under `always`, the wait for the fdatasync that covers it),
+    /// its fdatasyncs, and the records each group-commit fdatasync made durable.
+    var logAppends: Histograms
+    var logSyncs: Histograms
+    var logGroupCommits: Histograms
+    /// When it was read (`monotonicNanos()`).
+    var readAt: UInt64
+    /// The seconds its samples span (set by `since`: from the earlier read, or from the broker's start).
+    var seconds: Double?
 
-    /// The samples taken after `base`.
-    func since(_ base: BrokerStages?) -> BrokerStages {
-        BrokerStages(publish: self.publish.since(base?.publish), delivery: self.delivery.since(base?.delivery))
+    /// The samples taken after `base`, or after `startedAt` (`monotonicNanos()`) when there is no earlier read.
+    func since(_ base: BrokerStages?, startedAt: UInt64) -> BrokerStages {
+        var result = self
+        result.publish = self.publish.since(base?.publish)
+        result.delivery = self.delivery.since(base?.delivery)
+        result.logAppends = self.logAppends.since(base?.logAppends)
+        result.logSyncs = self.logSyncs.since(base?.logSyncs)
+        result.logGroupCommits = self.logGroupCommits.since(base?.logGroupCommits)
+        result.seconds = Double(self.readAt &- (base?.readAt ?? startedAt)) / 1e9
+        return result
     }
 
     /// Figures for the result's `extra`: the publish stages as `PREFIXbroker_STAGE_...` with
     /// `PREFIXbroker_timed_requests`, the delivery stages as `PREFIXbroker_delivery_STAGE_...` with
-    /// `PREFIXbroker_timed_delivers` (only when some DELIVER was timed).
-    func extras(prefix: String = "") -> [String: Double] {
+    /// `PREFIXbroker_timed_delivers` (only when some DELIVER was timed), and the logs of `topics` (`logExtras`).
+    func extras(prefix: String = "", topics: [String]) -> [String: Double] {
         var extra = self.publish.extras(
             prefix: "\(prefix)broker_", names: PublishStageTimers.stages, countKey: "\(prefix)broker_timed_requests"
         )
@@ -113,19 +132,51 @@ struct BrokerStages: Sendable {
                 )
             ) { current, _ in current }
         }
+        extra.merge(self.logExtras(prefix: prefix, topics: topics)) { current, _ in current }
         return extra
     }
 
-    /// Both metrics' histograms in a Prometheus text exposition; nil when it has neither.
-    init?(exposition: String) {
+    /// How the logs of those of `topics` that appended anything spent the span (`seconds`): `PREFIXlog_busy`, the
+    /// fraction of it a topic's log had an append under way (the mean over those topics; over 1 when a topic's
+    /// appends overlap), `PREFIXlog_fsync_busy` the same for its fdatasyncs, `PREFIXlog_appends_per_s` (all of
+    /// them), `PREFIXlog_append_mean_us`, `PREFIXlog_fsync_mean_us` and `PREFIXlog_records_per_fsync` (records per
+    /// group commit). Empty without a span or an append.
+    func logExtras(prefix: String, topics: [String]) -> [String: Double] {
+        let appends = topics.compactMap { self.logAppends.stages[$0] }.filter { $0.count > 0 }
+        guard let seconds = self.seconds, seconds > 0, !appends.isEmpty else { return [:] }
+        func total(_ histograms: Histograms) -> (sum: Double, count: Double) {
+            topics.compactMap { histograms.stages[$0] }.reduce((0, 0)) { ($0.sum + $1.sum, $0.count + $1.count) }
+        }
+        func rounded(_ value: Double, _ scale: Double) -> Double { (value * scale).rounded() / scale }
+        let append = total(self.logAppends)
+        let sync = total(self.logSyncs)
+        let group = total(self.logGroupCommits)
+        let span = seconds * Double(appends.count)
+        var extra = [
+            "\(prefix)log_busy": rounded(append.sum / span, 1000),
+            "\(prefix)log_appends_per_s": rounded(append.count / seconds, 1),
+            "\(prefix)log_append_mean_us": rounded(append.sum / append.count * 1e6, 10),
+        ]
+        if sync.count > 0 {
+            extra["\(prefix)log_fsync_busy"] = rounded(sync.sum / span, 1000)
+            extra["\(prefix)log_fsync_mean_us"] = rounded(sync.sum / sync.count * 1e6, 10)
+        }
+        if group.count > 0 { extra["\(prefix)log_records_per_fsync"] = rounded(group.sum / group.count, 10) }
+        return extra
+    }
+
+    /// The histograms in a Prometheus text exposition, read at `readAt`; nil when it has no publish or delivery
+    /// stage.
+    init?(exposition: String, readAt: UInt64) {
         self.publish = Histograms(exposition: exposition, metric: BrokerMetrics.publishStage)
         self.delivery = Histograms(exposition: exposition, metric: BrokerMetrics.deliveryStage)
         if self.publish.stages.isEmpty && self.delivery.stages.isEmpty { return nil }
-    }
-
-    private init(publish: Histograms, delivery: Histograms) {
-        self.publish = publish
-        self.delivery = delivery
+        self.logAppends = Histograms(exposition: exposition, metric: LogMetrics.appendDurationName, label: "topic")
+        self.logSyncs = Histograms(exposition: exposition, metric: LogMetrics.fsyncDurationName, label: "topic")
+        self.logGroupCommits = Histograms(
+            exposition: exposition, metric: LogMetrics.groupCommitRecordsName, label: "topic"
+        )
+        self.readAt = readAt
     }
 
     /// The value of label `name` in a series like `metric_bucket{stage="total",le="0.001"}`.
@@ -159,12 +210,13 @@ struct BrokerStages: Sendable {
             return nil
         }
         var response: [UInt8] = []
+        let readAt = monotonicNanos()
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         while true {
             let count = read(fd, &chunk, chunk.count)
             if count <= 0 { break }
             response += chunk[0..<count]
         }
-        return BrokerStages(exposition: String(decoding: response, as: UTF8.self))
+        return BrokerStages(exposition: String(decoding: response, as: UTF8.self), readAt: readAt)
     }
 }

@@ -68,7 +68,7 @@ struct RunCommand: AsyncParsableCommand {
             result.extra["broker_timed_requests"] != nil || self.scenario == .recovery ? nil : broker.brokerStages()
         await broker.stop()
         var final = result
-        final.extra.merge(stages?.extras() ?? [:]) { current, _ in current }
+        final.extra.merge(stages?.extras(topics: broker.topics) ?? [:]) { current, _ in current }
         final.broker = resources
         final.machine = MachineInfo.current()
         print(final.table())

@@ -73,9 +73,14 @@ struct PolicyLoad {
         result.extra["same_records_over_plain_ratio"] = ratio(sameRecords, over: plain)
         result.extra["policy_over_same_records_ratio"] = ratio(result, over: sameRecords)
         result.errors += plain.errors + sameRecords.errors
-        result.extra.merge(plainStages?.extras(prefix: "plain_") ?? [:]) { current, _ in current }
-        result.extra.merge(sameRecordsStages?.extras(prefix: "same_records_") ?? [:]) { current, _ in current }
-        result.extra.merge(self.target.brokerStages()?.extras() ?? [:]) { current, _ in current }
+        let topics = self.target.topics
+        result.extra.merge(plainStages?.extras(prefix: "plain_", topics: topics) ?? [:]) { current, _ in current }
+        result.extra.merge(sameRecordsStages?.extras(prefix: "same_records_", topics: topics) ?? [:]) { current, _ in
+            current
+        }
+        result.extra.merge(self.target.brokerStages()?.extras(topics: self.target.policyTopics) ?? [:]) { current, _ in
+            current
+        }
         // Show the limiters applied: how many keys each holds now (bench-made brokers grant LIMITS; others may not).
         do {
             let client = try await self.target.connect()
@@ -180,7 +185,7 @@ struct RecoveryRun {
         // 1 when brokerd's output shows the expected path: clean open after SIGTERM, validation after SIGKILL.
         result.extra["sigterm_restart_clean"] = clean.output.contains(marker) ? 0 : 1
         result.extra["sigkill_restart_validated"] = crash.output.contains(marker) ? 1 : 0
-        result.extra.merge(fillStages?.extras() ?? [:]) { current, _ in current }
+        result.extra.merge(fillStages?.extras(topics: [topic]) ?? [:]) { current, _ in current }
         return result
     }
 

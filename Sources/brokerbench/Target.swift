@@ -25,6 +25,9 @@ final class BenchTarget: Sendable {
         var metricsPort: Int?
         /// `markBrokerStages()`'s read: `brokerStages()` counts from there.
         var stagesBase: BrokerStages?
+        /// When the broker was seen listening (`monotonicNanos()`): `brokerStages()` counts from there before any
+        /// `markBrokerStages()`.
+        var startedAt = monotonicNanos()
     }
 
     let host: String
@@ -260,6 +263,7 @@ final class BenchTarget: Sendable {
             $0.port = launched.port
             $0.metricsPort = launched.metricsPort
             $0.stagesBase = nil
+            $0.startedAt = monotonicNanos()
             $0.brokerPid = pid
             $0.startResources = ResourceSample.read(pid: pid)
         }
@@ -348,7 +352,7 @@ final class BenchTarget: Sendable {
     /// The spawned broker's sampled publish and delivery stages (`BrokerStages`) since it started, or since the last
     /// `markBrokerStages()`; nil for an embedded or remote broker, or when its metrics cannot be read.
     func brokerStages() -> BrokerStages? {
-        self.readBrokerStages().map { $0.now.since($0.base) }
+        self.readBrokerStages().map { $0.now.since($0.base, startedAt: $0.startedAt) }
     }
 
     /// Makes `brokerStages()` count from now; returns the stages until now (as `brokerStages()` would have).
@@ -356,14 +360,14 @@ final class BenchTarget: Sendable {
     func markBrokerStages() -> BrokerStages? {
         guard let read = self.readBrokerStages() else { return nil }
         self.live.withLock { $0.stagesBase = read.now }
-        return read.now.since(read.base)
+        return read.now.since(read.base, startedAt: read.startedAt)
     }
 
-    /// The stages read from the broker now, and the read they count from (nil: its start).
-    private func readBrokerStages() -> (now: BrokerStages, base: BrokerStages?)? {
-        let (port, base) = self.live.withLock { ($0.metricsPort, $0.stagesBase) }
+    /// The stages read from the broker now, and the read they count from (nil: its start, `startedAt`).
+    private func readBrokerStages() -> (now: BrokerStages, base: BrokerStages?, startedAt: UInt64)? {
+        let (port, base, startedAt) = self.live.withLock { ($0.metricsPort, $0.stagesBase, $0.startedAt) }
         guard let port, let now = BrokerStages.scrape(port: port) else { return nil }
-        return (now, base)
+        return (now, base, startedAt)
     }
 
     func stop() async {
