@@ -100,7 +100,8 @@ struct TopicAppenderTests {
 
     /// An appender on topic `t` of a fresh log in `dir` (fsync always, the broker's default), and its backend.
     static func appender(dir: String, io: GatedLogIO) async throws -> (TopicAppender, FileLogBackend) {
-        let backend = try FileLogBackend(directory: dir, logger: Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }, io: io)
+        let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
+        let backend = try FileLogBackend(directory: dir, logger: logger, io: io)
         let log = try await backend.openTopic(name: "t", config: TopicLogConfig())
         let metrics = TopicMetrics(topic: "t", factory: NOOPMetricsHandler.instance)
         return (TopicAppender(log: log, metrics: metrics), backend)
