@@ -73,6 +73,9 @@ struct PolicyLoad {
         result.extra["same_records_over_plain_ratio"] = ratio(sameRecords, over: plain)
         result.extra["policy_over_same_records_ratio"] = ratio(result, over: sameRecords)
         result.errors += plain.errors + sameRecords.errors
+        for (prefix, part) in [("plain_", plain), ("same_records_", sameRecords)] {
+            for (key, value) in part.extra where key.hasPrefix("cpu_") { result.extra[prefix + key] = value }
+        }
         let topics = self.target.topics
         result.extra.merge(plainStages?.extras(prefix: "plain_", topics: topics) ?? [:]) { current, _ in current }
         result.extra.merge(sameRecordsStages?.extras(prefix: "same_records_", topics: topics) ?? [:]) { current, _ in

@@ -273,6 +273,7 @@ struct PublishLoad {
         // Dedupe keys are unique per run (a random tag) and producer connection, then a counter.
         let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
+        let cpu = CPUWindow(measureFrom: clock.measureFrom, brokerPid: self.target.brokerPid)
         let budget = p.records.map { Counter($0) }
         let progress = Progress()
         let errors = Counter(0)
@@ -329,6 +330,7 @@ struct PublishLoad {
             histogram: histogram
         )
         if withKeys { result.extra["dedupe_duplicates"] = Double(duplicates.value) }
+        result.extra.merge(cpu.finish(records: progress.measured.value)) { current, _ in current }
         return result
     }
 }
