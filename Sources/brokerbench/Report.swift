@@ -141,7 +141,7 @@ struct BenchResult: Codable, Sendable {
         for (key, value) in self.extra.sorted(by: { $0.key < $1.key }) {
             // Ratios, busy fractions, cores and seconds need more than one decimal to be read.
             let precise = key.hasSuffix("_ratio") || key.hasSuffix("_busy") || key.hasSuffix("_cores")
-                || key.hasPrefix("restart_") || key.hasSuffix("_gib")
+                || key.hasSuffix("_per_record") || key.hasPrefix("restart_") || key.hasSuffix("_gib")
             row(key, String(format: precise ? "%.3f" : "%.1f", value))
         }
         if let machine = self.machine { row("machine", machine.summary) }
