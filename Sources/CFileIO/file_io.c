@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include "file_io.h"
 
@@ -22,3 +23,16 @@ uint32_t brokerd_enable_direct_io(int fd, uint32_t max_alignment) {
 }
 
 int brokerd_o_direct_flag(void) { return O_DIRECT; }
+
+void *brokerd_mremap_grow(void *address, size_t old_size, size_t new_size) {
+    void *moved = mremap(address, old_size, new_size, MREMAP_MAYMOVE);
+    return moved == MAP_FAILED ? NULL : moved;
+}
+
+int brokerd_populate_write(void *address, size_t size) {
+#ifdef MADV_POPULATE_WRITE
+    return madvise(address, size, MADV_POPULATE_WRITE);
+#else
+    return madvise(address, size, 23);  // MADV_POPULATE_WRITE, Linux 5.14; EINVAL on older kernels
+#endif
+}

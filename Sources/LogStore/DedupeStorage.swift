@@ -4,8 +4,11 @@
 // in fixed-size chunks, so that expiry, eviction and snapshots walk memory in order and a snapshot can hold the
 // entries without copying them.
 
+import CFileIO
 import CPrefetch
+import Dispatch
 import Glibc
+import Locking
 
 /// One key of a dedupe index, in insertion order: its digest, its entry, whether it is still the key's current
 /// entry, and whether it is only reserved. 32 bytes: the digest's two words, the offset, and one word holding the
@@ -268,6 +271,7 @@ struct DigestTableSegment: Sendable {
         while slots[i].tag != 0 { i = (i + 1) & mask }
         slots[i] = Slot(first: first, tag: value + 1)
         self.count += 1
+        if self.count * 16 >= self.slotCount * 9 { self.storage!.prepareGrowth() }
     }
 
     /// Removes the slot holding `first` with `value`; returns whether there was one.
@@ -336,40 +340,80 @@ struct DigestTableSegment: Sendable {
     }
 }
 
-/// A segment's slots: zeroed memory from `calloc`, doubled with `realloc`. For the large segments of a table of
-/// millions of keys glibc serves both from mappings of their own, and `realloc` then grows the mapping with
-/// `mremap`: the old slots keep their pages, and only the new half is memory the process has not touched. (A
-/// doubling into a new array touched twice the memory and unmapped the old: on a VM whose host hands out every new
-/// page with a fault of a few µs, perf of policy-overhead's policy half found up to 0.27 µs per record in that
-/// array's zeroing and page faults and up to 0.07 in `munmap`, docs/BENCHMARKS.md round 13.)
+/// A segment's slots: zeroed memory, doubled in place.
+///
+/// Below ``mappedFromSlots`` they come from `calloc` and double with `realloc`. A larger segment lives in an
+/// anonymous mapping of its own (``SlotMapping``) twice its size: the upper half is address space the process has not
+/// touched, so a doubling takes it (zeros, never written) and moves keys within the mapping, then doubles the mapping
+/// with `mremap` (its page tables move; nothing is copied). Once the segment is 9/16 full, ``prepareGrowth()`` has a
+/// background thread fault that upper half in with `madvise(MADV_POPULATE_WRITE)` (pages allocated and zeroed, their
+/// contents untouched), so the doubling, which runs under the dedupe index's lock on a publisher's event loop, finds
+/// the memory already there: on a VM whose host backs each new page as it is first touched, zeroing fresh pages was
+/// half of a doubling's time (docs/BENCHMARKS.md, round 22). (Before round 13 a doubling went into a new array and
+/// unmapped the old: twice the memory touched, and up to 0.07 µs per record in `munmap`.)
 ///
 /// `@unchecked Sendable`: the slots are mutable memory behind a class reference, so copies of a segment share
 /// them; every write goes through ``DigestTableSegment``'s mutating methods, which first make the storage unique
 /// (`isKnownUniquelyReferenced`, else ``copy()``), as `Array` does. A storage is therefore written only by the one
 /// segment value holding it, whose own exclusivity (Swift's, and the dedupe index's lock in the server) rules out
-/// a concurrent read or write, while shared storages are only read.
+/// a concurrent read or write, while shared storages are only read. The populating thread holds the storage's
+/// ``SlotMapping``, never the storage (which would then not be unique, and be copied by the next insert).
 private final class SlotStorage: @unchecked Sendable {
+    /// Segments of this many slots (256 KiB) and more live in a mapping of their own.
+    static let mappedFromSlots = 1 << 14
+    private static let populateQueue = DispatchQueue(label: "brokerd.dedupe.populate", qos: .utility)
+    fileprivate static let stride = MemoryLayout<DigestTableSegment.Slot>.stride
+
     private(set) var slots: UnsafeMutablePointer<DigestTableSegment.Slot>
     /// Slots (a power of two).
     private(set) var count: Int
+    /// The mapping holding the slots, twice `count` of them; nil while they are `calloc`'s.
+    private var mapping: SlotMapping?
+    /// The `count` for which `prepareGrowth()` last asked.
+    private var preparedFor = 0
 
     init(count: Int) {
-        let stride = MemoryLayout<DigestTableSegment.Slot>.stride
-        guard let memory = calloc(count, stride) else { fatalError("dedupe table: no memory for \(count) slots") }
-        self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: count)
+        if count >= Self.mappedFromSlots {
+            let mapping = SlotMapping(capacity: 2 * count)
+            self.mapping = mapping
+            self.slots = mapping.slots
+        } else {
+            guard let memory = calloc(count, Self.stride) else { fatalError("dedupe table: no memory for \(count) slots") }
+            self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: count)
+        }
         self.count = count
     }
 
-    /// Twice the slots: the old ones where they were (moved by `mremap` when the mapping has to move), the new half
-    /// empty.
+    /// Twice the slots: the old ones where they were (the mapping moved by `mremap` when it has to move), the new
+    /// half empty.
     func double() {
-        let stride = MemoryLayout<DigestTableSegment.Slot>.stride
-        guard let memory = realloc(self.slots, 2 * self.count * stride) else {
-            fatalError("dedupe table: no memory for \(2 * self.count) slots")
+        if let mapping = self.mapping {
+            // The upper half is zeros: never written (populating does not write). Then room for the next doubling.
+            self.slots = mapping.grow()
+        } else if 2 * self.count >= Self.mappedFromSlots {
+            // Into a mapping of its own from here on.
+            let mapping = SlotMapping(capacity: 4 * self.count)
+            mapping.slots.update(from: self.slots, count: self.count)
+            free(self.slots)
+            self.mapping = mapping
+            self.slots = mapping.slots
+        } else {
+            guard let memory = realloc(self.slots, 2 * self.count * Self.stride) else {
+                fatalError("dedupe table: no memory for \(2 * self.count) slots")
+            }
+            self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: 2 * self.count)
+            memset(self.slots + self.count, 0, self.count * Self.stride)
         }
-        self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: 2 * self.count)
-        memset(self.slots + self.count, 0, self.count * stride)
         self.count *= 2
+    }
+
+    /// Has the slots the next doubling takes faulted in on a background thread, once per size (a mapped storage
+    /// only; the segment calls it once it is 9/16 full).
+    func prepareGrowth() {
+        guard let mapping = self.mapping, self.preparedFor != self.count else { return }
+        let count = self.count
+        self.preparedFor = count
+        Self.populateQueue.async { mapping.populate(slotsFrom: count, count: count, whileCapacity: 2 * count) }
     }
 
     /// A storage of its own with the same slots.
@@ -379,7 +423,54 @@ private final class SlotStorage: @unchecked Sendable {
         return copy
     }
 
-    deinit { free(self.slots) }
+    deinit {
+        if self.mapping == nil { free(self.slots) }  // a mapping is unmapped when its last holder lets it go
+    }
+}
+
+/// An anonymous mapping of dedupe table slots: a ``SlotStorage``'s, and, while it runs, its populating task's.
+///
+/// `@unchecked Sendable`: `slots` and `capacity` change only in `grow()` and are read by another thread only in
+/// `populate`, both under `lock`; the slots' contents are the storage's (see ``SlotStorage``), and `populate` does
+/// not change them. Unmapped in `deinit`, so never while a populate runs on it.
+private final class SlotMapping: @unchecked Sendable {
+    private let lock = Locked(())
+    private(set) var slots: UnsafeMutablePointer<DigestTableSegment.Slot>
+    /// Slots mapped.
+    private var capacity: Int
+
+    init(capacity: Int) {
+        let bytes = capacity * SlotStorage.stride
+        let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let memory, memory != MAP_FAILED else { fatalError("dedupe table: no memory for \(capacity) slots") }
+        self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: capacity)
+        self.capacity = capacity
+    }
+
+    /// Twice the capacity (`mremap`, moving the mapping if it cannot grow where it is); returns where the slots are.
+    func grow() -> UnsafeMutablePointer<DigestTableSegment.Slot> {
+        self.lock.withLock { _ in
+            let bytes = self.capacity * SlotStorage.stride
+            guard let moved = brokerd_mremap_grow(self.slots, bytes, 2 * bytes) else {
+                fatalError("dedupe table: no memory for \(2 * self.capacity) slots")
+            }
+            self.slots = moved.bindMemory(to: DigestTableSegment.Slot.self, capacity: 2 * self.capacity)
+            self.capacity *= 2
+            return self.slots
+        }
+    }
+
+    /// Faults in `count` slots from `start` as a write would, without writing them, unless the mapping no longer has
+    /// `capacity` slots (it grew since: those slots are in use, and the next doubling's are others). On a kernel
+    /// before 5.14 `madvise` fails (EINVAL) and the doubling faults the pages in, as before.
+    func populate(slotsFrom start: Int, count: Int, whileCapacity capacity: Int) {
+        self.lock.withLock { _ in
+            guard self.capacity == capacity else { return }
+            _ = brokerd_populate_write(self.slots + start, count * SlotStorage.stride)
+        }
+    }
+
+    deinit { munmap(self.slots, self.capacity * SlotStorage.stride) }
 }
 
 /// The items of a dedupe index in insertion order, addressed by sequence number: a FIFO of fixed-size chunks.

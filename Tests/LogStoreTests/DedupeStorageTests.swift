@@ -197,6 +197,46 @@ struct DedupeStorageTests {
         #expect(copy.value(of: DedupeDigest(first: 1, second: 1)) == nil)
     }
 
+    @Test("a segment grown from empty past 256 KiB keeps every key through its doublings, in calloc's memory and then its own mapping")
+    func segmentGrownIntoItsOwnMapping() {
+        var random = SplitMix64(seed: 41)
+        var segment = DigestTableSegment()
+        var model: [UInt64: UInt64] = [:]
+        var copy: DigestTableSegment?
+        var copiedModel: [UInt64: UInt64] = [:]
+        var sizes: Set<Int> = []
+        var firsts: [UInt64] = []
+        // 120,000 inserts, a fifth removed again: doublings from 16 slots to 262,144 (4 MiB), the last four in a
+        // mapping (from 16,384 slots on), each after the populating thread was asked for the half it takes.
+        for n in 0..<120_000 {
+            let first = random.next()
+            segment.insert(first, value: UInt64(n))
+            model[first] = UInt64(n)
+            firsts.append(first)
+            if n % 5 == 4 {
+                let removed = segment.remove(firsts[n - 2], value: UInt64(n - 2))
+                #expect(removed)
+                model[firsts[n - 2]] = nil
+            }
+            if n == 30_000 {
+                copy = segment
+                copiedModel = model
+            }
+            sizes.insert(segment.slotCount)
+        }
+        #expect(sizes.max() == 262_144 && sizes.contains(16_384) && sizes.contains(8_192))
+        #expect(segment.count == model.count)
+        for (key, value) in model where segment.value(of: key, confirm: { $0 == value }) != value {
+            Issue.record("segment lost \(key)")
+            break
+        }
+        #expect(copy?.count == copiedModel.count)
+        for (key, value) in copiedModel where copy?.value(of: key, confirm: { $0 == value }) != value {
+            Issue.record("copy lost \(key)")
+            break
+        }
+    }
+
     @Test("an item is 32 bytes and keeps its entry, state and expiry; expiries past 62 bits are never or long past")
     func itemPacking() {
         #expect(MemoryLayout<DedupeItem>.stride == 32)

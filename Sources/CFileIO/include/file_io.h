@@ -2,6 +2,7 @@
 #ifndef BROKERD_FILE_IO_H
 #define BROKERD_FILE_IO_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /// sync_file_range(fd, offset, count, WAIT_BEFORE | WRITE | WAIT_AFTER): writes the range's dirty pages to the
@@ -15,5 +16,13 @@ uint32_t brokerd_enable_direct_io(int fd, uint32_t max_alignment);
 
 /// The O_DIRECT open flag (Swift's Glibc module does not import it), for checking an fd's flags.
 int brokerd_o_direct_flag(void);
+
+/// mremap(address, old_size, new_size, MREMAP_MAYMOVE): the mapping at `address` grown to `new_size`, moved when it
+/// cannot grow where it is (its page tables move; nothing is copied). NULL, with errno set, on failure.
+void *brokerd_mremap_grow(void *address, size_t old_size, size_t new_size);
+
+/// madvise(address, size, MADV_POPULATE_WRITE) (Linux 5.14): faults the range's pages in as a write would, without
+/// writing to them. 0, or -1 with errno set (EINVAL on an older kernel).
+int brokerd_populate_write(void *address, size_t size);
 
 #endif
