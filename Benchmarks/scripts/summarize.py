@@ -60,8 +60,8 @@ def main():
                         help="print half the median durable-publish records/s and nothing else")
     parser.add_argument("--check", action="store_true",
                         help="after the table, fail (exit 1) if any run counted errors or undelivered records, "
-                        "measured no record, or (spawned, publishing) read no publish stage or log busy fraction from the "
-                        "broker")
+                        "measured no record, or (spawned, publishing) read no publish stage or log busy fraction "
+                        "from the broker")
     args = parser.parse_args()
     groups = load(args.directory)
     if not groups:

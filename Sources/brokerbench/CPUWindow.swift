@@ -57,13 +57,13 @@ final class CPUWindow: Sendable {
         self.task.withLock { $0 = task }
     }
 
-    /// Reads the machine again and returns the window's figures for `records` measured records, with `prefix`:
+    /// Reads the machine again and returns the window's figures for `records` measured records:
     /// `cpu_machine_busy_cores`, `cpu_machine_idle_cores`, `cpu_steal_cores`, and per process `cpu_broker_cores` and
     /// `cpu_bench_cores` (the broker's only when it runs as a process of its own; embedded, the bench process's
     /// figure holds both), `cpu_other_cores` (the machine's busy less the two: kernel threads such as the file
     /// system's journal and the block device's completions, and any other process), and each side's
     /// `..._us_per_record`. Empty when the window never opened (the load ended in its warm-up).
-    func finish(records: Int, prefix: String = "") -> [String: Double] {
+    func finish(records: Int) -> [String: Double] {
         self.task.withLock { $0?.cancel() }
         guard let start = self.opened.withLock({ $0 }), let end = Sample.read(brokerPid: self.brokerPid),
             end.at > start.at
@@ -71,22 +71,22 @@ final class CPUWindow: Sendable {
         let seconds = Double(end.at - start.at) / 1e9
         func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
         var extra: [String: Double] = [
-            "\(prefix)cpu_machine_busy_cores": rounded((end.busy - start.busy) / seconds),
-            "\(prefix)cpu_machine_idle_cores": rounded((end.idle - start.idle) / seconds),
-            "\(prefix)cpu_steal_cores": rounded((end.steal - start.steal) / seconds),
+            "cpu_machine_busy_cores": rounded((end.busy - start.busy) / seconds),
+            "cpu_machine_idle_cores": rounded((end.idle - start.idle) / seconds),
+            "cpu_steal_cores": rounded((end.steal - start.steal) / seconds),
         ]
         var other = end.busy - start.busy
         for (name, before, after) in [("broker", start.broker, end.broker), ("bench", start.bench, end.bench)] {
             guard let before, let after else { continue }
             other -= after - before
-            extra["\(prefix)cpu_\(name)_cores"] = rounded((after - before) / seconds)
+            extra["cpu_\(name)_cores"] = rounded((after - before) / seconds)
             if records > 0 {
                 // Over the window's records: the window is about the measured one (the end is read once the last
                 // acknowledgement came).
-                extra["\(prefix)cpu_\(name)_us_per_record"] = rounded((after - before) / Double(records) * 1e6)
+                extra["cpu_\(name)_us_per_record"] = rounded((after - before) / Double(records) * 1e6)
             }
         }
-        extra["\(prefix)cpu_other_cores"] = rounded(other / seconds)
+        extra["cpu_other_cores"] = rounded(other / seconds)
         return extra
     }
 }
