@@ -430,33 +430,38 @@ private final class SlotStorage: @unchecked Sendable {
 
 /// An anonymous mapping of dedupe table slots: a ``SlotStorage``'s, and, while it runs, its populating task's.
 ///
-/// `@unchecked Sendable`: `slots` and `capacity` change only in `grow()` and are read by another thread only in
-/// `populate`, both under `lock`; the slots' contents are the storage's (see ``SlotStorage``), and `populate` does
-/// not change them. Unmapped in `deinit`, so never while a populate runs on it.
+/// `@unchecked Sendable`: where the mapping is and how large (`Region`) sit behind a lock, which `grow()` and
+/// `populate` hold while they use them; the slots' contents are the storage's (see ``SlotStorage``), and `populate`
+/// does not change them. Unmapped in `deinit`, so never while a populate runs on it.
 private final class SlotMapping: @unchecked Sendable {
-    private let lock = Locked(())
-    private(set) var slots: UnsafeMutablePointer<DigestTableSegment.Slot>
-    /// Slots mapped.
-    private var capacity: Int
+    private struct Region {
+        var slots: UnsafeMutablePointer<DigestTableSegment.Slot>
+        /// Slots mapped.
+        var capacity: Int
+    }
+    private let region: Locked<Region>
+
+    /// Where the slots are (until the next `grow()`).
+    var slots: UnsafeMutablePointer<DigestTableSegment.Slot> { self.region.withLock { $0.slots } }
 
     init(capacity: Int) {
         let bytes = capacity * SlotStorage.stride
         let memory = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         guard let memory, memory != MAP_FAILED else { fatalError("dedupe table: no memory for \(capacity) slots") }
-        self.slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: capacity)
-        self.capacity = capacity
+        let slots = memory.bindMemory(to: DigestTableSegment.Slot.self, capacity: capacity)
+        self.region = Locked(Region(slots: slots, capacity: capacity))
     }
 
     /// Twice the capacity (`mremap`, moving the mapping if it cannot grow where it is); returns where the slots are.
     func grow() -> UnsafeMutablePointer<DigestTableSegment.Slot> {
-        self.lock.withLock { _ in
-            let bytes = self.capacity * SlotStorage.stride
-            guard let moved = brokerd_mremap_grow(self.slots, bytes, 2 * bytes) else {
-                fatalError("dedupe table: no memory for \(2 * self.capacity) slots")
+        self.region.withLock { region in
+            let bytes = region.capacity * SlotStorage.stride
+            guard let moved = brokerd_mremap_grow(region.slots, bytes, 2 * bytes) else {
+                fatalError("dedupe table: no memory for \(2 * region.capacity) slots")
             }
-            self.slots = moved.bindMemory(to: DigestTableSegment.Slot.self, capacity: 2 * self.capacity)
-            self.capacity *= 2
-            return self.slots
+            region.slots = moved.bindMemory(to: DigestTableSegment.Slot.self, capacity: 2 * region.capacity)
+            region.capacity *= 2
+            return region.slots
         }
     }
 
@@ -464,13 +469,16 @@ private final class SlotMapping: @unchecked Sendable {
     /// `capacity` slots (it grew since: those slots are in use, and the next doubling's are others). On a kernel
     /// before 5.14 `madvise` fails (EINVAL) and the doubling faults the pages in, as before.
     func populate(slotsFrom start: Int, count: Int, whileCapacity capacity: Int) {
-        self.lock.withLock { _ in
-            guard self.capacity == capacity else { return }
-            _ = brokerd_populate_write(self.slots + start, count * SlotStorage.stride)
+        self.region.withLock { region in
+            guard region.capacity == capacity else { return }
+            _ = brokerd_populate_write(region.slots + start, count * SlotStorage.stride)
         }
     }
 
-    deinit { munmap(self.slots, self.capacity * SlotStorage.stride) }
+    deinit {
+        let region = self.region.withLock { $0 }
+        munmap(region.slots, region.capacity * SlotStorage.stride)
+    }
 }
 
 /// The items of a dedupe index in insertion order, addressed by sequence number: a FIFO of fixed-size chunks.
