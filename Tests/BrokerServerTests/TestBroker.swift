@@ -301,12 +301,16 @@ func hello(_ clientID: String, token: String? = nil, correlationID: UInt32 = 1) 
     TaggedFrame(correlationID: correlationID, frame: .hello(Hello(clientID: clientID, credential: ByteBuffer(string: token ?? TestBroker.tokens[clientID] ?? "x"))))
 }
 
-/// Real POSIX file I/O with faults armed by path: fdatasync failing with EIO, pwrite failing with an errno.
+/// Real POSIX file I/O with faults armed by path: fdatasync failing with EIO, pwrite failing with an errno or held
+/// until released.
 final class FailingSyncIO: FileIO {
     private struct Faults {
         var syncs: String?
-        var writes: (text: String, errno: Int32)?
+        var writes: (text: String, errno: Int32, remaining: Int)?
+        var heldWrites: String?
         var syncCalls: [String: Int] = [:]
+        var syncsReturned: [String: Int] = [:]
+        var writeCalls: [String: Int] = [:]
         var readCalls: [String: Int] = [:]
     }
     private let posix = PosixFileIO()
@@ -315,14 +319,32 @@ final class FailingSyncIO: FileIO {
     /// fdatasync of every path containing `text` fails from now on (nil: none).
     func failSyncs(ofPathsContaining text: String?) { self.faults.withLock { $0.syncs = text } }
 
-    /// pwrite of every path containing `text` fails with `errno` from now on (nil: none).
-    func failWrites(ofPathsContaining text: String?, errno: Int32 = ENOSPC) {
-        self.faults.withLock { $0.writes = text.map { ($0, errno) } }
+    /// pwrite of every path containing `text` fails with `errno` from now on, or for the next `count` such writes
+    /// (nil: none).
+    func failWrites(ofPathsContaining text: String?, errno: Int32 = ENOSPC, count: Int = .max) {
+        self.faults.withLock { $0.writes = text.map { ($0, errno, count) } }
     }
+
+    /// pwrite of every path containing `text` waits (at most 5 s each) until this is called with nil.
+    func holdWrites(ofPathsContaining text: String?) { self.faults.withLock { $0.heldWrites = text } }
 
     /// How many fdatasync calls were made on paths containing `text`.
     func syncCalls(ofPathsContaining text: String) -> Int {
-        self.faults.withLock { $0.syncCalls.filter { $0.key.contains(text) }.values.reduce(0, +) }
+        self.faults.withLock { Self.total($0.syncCalls, text) }
+    }
+
+    /// How many fdatasync calls on paths containing `text` returned successfully.
+    func syncsReturned(ofPathsContaining text: String) -> Int {
+        self.faults.withLock { Self.total($0.syncsReturned, text) }
+    }
+
+    /// How many pwrite calls were made on paths containing `text` (held and failed ones included).
+    func writeCalls(ofPathsContaining text: String) -> Int {
+        self.faults.withLock { Self.total($0.writeCalls, text) }
+    }
+
+    private static func total(_ calls: [String: Int], _ text: String) -> Int {
+        calls.filter { $0.key.contains(text) }.values.reduce(0, +)
     }
 
     func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
@@ -334,14 +356,25 @@ final class FailingSyncIO: FileIO {
             throw FileIOError(operation: "fdatasync", path: path, errno: EIO)
         }
         try self.posix.fdatasync(fd, path: path)
+        self.faults.withLock { $0.syncsReturned[path, default: 0] += 1 }
     }
 
     func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 { try self.posix.open(path, flags: flags, mode: mode) }
     func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
     func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
-        if let (text, errno) = self.faults.withLock({ $0.writes }), path.contains(text) {
-            throw FileIOError(operation: "pwrite", path: path, errno: errno)
+        func held(_ faults: Faults) -> Bool { faults.heldWrites.map { path.contains($0) } ?? false }
+        if self.faults.withLock({ faults in
+            faults.writeCalls[path, default: 0] += 1
+            return held(faults)
+        }) {
+            for _ in 0..<5000 where self.faults.withLock({ held($0) }) { usleep(1000) }
         }
+        let failing = self.faults.withLock { faults -> Int32? in
+            guard let writes = faults.writes, path.contains(writes.text), writes.remaining > 0 else { return nil }
+            faults.writes?.remaining -= 1
+            return writes.errno
+        }
+        if let failing { throw FileIOError(operation: "pwrite", path: path, errno: failing) }
         return try self.posix.pwrite(fd, bytes, at: offset, path: path)
     }
     func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String) throws(FileIOError) -> Int {
@@ -351,7 +384,7 @@ final class FailingSyncIO: FileIO {
 
     /// How many pread calls were made on paths containing `text`.
     func readCalls(ofPathsContaining text: String) -> Int {
-        self.faults.withLock { $0.readCalls.filter { $0.key.contains(text) }.values.reduce(0, +) }
+        self.faults.withLock { Self.total($0.readCalls, text) }
     }
     func fsync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fsync(fd, path: path) }
     func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) { try self.posix.ftruncate(fd, to: size, path: path) }

@@ -12,82 +12,6 @@ import Testing
 /// of space does not hold up the ones behind it.
 @Suite("Topic appender")
 struct TopicAppenderTests {
-    /// Real POSIX I/O that can hold a topic's first batch write until the test lets it go (at most 5 s), and fail it.
-    final class GatedLogIO: FileIO {
-        struct State {
-            /// The first batch write waits while this is set.
-            var holdFirstWrite = false
-            /// The first batch write fails with this errno (after any hold).
-            var failFirstWriteWith: Int32?
-            /// Batch writes (non-zero writes to segment `.log` files) started.
-            var batchWrites = 0
-            /// Segment fdatasyncs returned.
-            var syncsDone = 0
-        }
-        let state = Locked(State())
-        private let posix = PosixFileIO()
-
-        static func isSegmentLog(_ path: String) -> Bool {
-            path.hasSuffix(".log") && path.split(separator: "/").last.map { $0.count == 24 } == true
-        }
-
-        /// Waits (at most 5 s) until `condition` holds; returns whether it did.
-        @discardableResult
-        func wait(until condition: (State) -> Bool) -> Bool {
-            for _ in 0..<5000 {
-                if self.state.withLock({ condition($0) }) { return true }
-                usleep(1000)
-            }
-            return self.state.withLock { condition($0) }
-        }
-
-        func pwrite(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int64, path: String) throws(FileIOError)
-            -> Int
-        {
-            guard Self.isSegmentLog(path), !bytes.allSatisfy({ $0 == 0 }) else {
-                return try self.posix.pwrite(fd, bytes, at: offset, path: path)
-            }
-            let first = self.state.withLock { state in
-                state.batchWrites += 1
-                return state.batchWrites == 1
-            }
-            if first {
-                self.wait { !$0.holdFirstWrite }
-                if let errno = self.state.withLock({ $0.failFirstWriteWith }) {
-                    throw FileIOError(operation: "pwrite", path: path, errno: errno)
-                }
-            }
-            return try self.posix.pwrite(fd, bytes, at: offset, path: path)
-        }
-
-        func fdatasync(_ fd: Int32, path: String) throws(FileIOError) {
-            guard Self.isSegmentLog(path) else { return try self.posix.fdatasync(fd, path: path) }
-            try self.posix.fdatasync(fd, path: path)
-            self.state.withLock { $0.syncsDone += 1 }
-        }
-
-        func open(_ path: String, flags: Int32, mode: UInt32) throws(FileIOError) -> Int32 {
-            try self.posix.open(path, flags: flags, mode: mode)
-        }
-        func close(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.close(fd, path: path) }
-        func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int64, path: String)
-            throws(FileIOError) -> Int
-        {
-            try self.posix.pread(fd, into: buffer, at: offset, path: path)
-        }
-        func fsync(_ fd: Int32, path: String) throws(FileIOError) { try self.posix.fsync(fd, path: path) }
-        func ftruncate(_ fd: Int32, to size: Int64, path: String) throws(FileIOError) {
-            try self.posix.ftruncate(fd, to: size, path: path)
-        }
-        func fileSize(_ fd: Int32, path: String) throws(FileIOError) -> Int64 {
-            try self.posix.fileSize(fd, path: path)
-        }
-        func rename(_ from: String, to: String) throws(FileIOError) { try self.posix.rename(from, to: to) }
-        func unlink(_ path: String) throws(FileIOError) { try self.posix.unlink(path) }
-        func mkdir(_ path: String) throws(FileIOError) { try self.posix.mkdir(path) }
-        func listDirectory(_ path: String) throws(FileIOError) -> [String] { try self.posix.listDirectory(path) }
-    }
-
     /// What the appender answered one request: its result and how many fdatasyncs had returned by then.
     struct Answer {
         var result: Result<AppendResult, LogStoreError>
@@ -99,7 +23,7 @@ struct TopicAppenderTests {
     }
 
     /// An appender on topic `t` of a fresh log in `dir` (fsync always, the broker's default), and its backend.
-    static func appender(dir: String, io: GatedLogIO) async throws -> (TopicAppender, FileLogBackend) {
+    static func appender(dir: String, io: FailingSyncIO) async throws -> (TopicAppender, FileLogBackend) {
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let backend = try FileLogBackend(directory: dir, logger: logger, io: io)
         let log = try await backend.openTopic(name: "t", config: TopicLogConfig())
@@ -109,18 +33,20 @@ struct TopicAppenderTests {
 
     /// Enqueues `count` requests of one record each while the first batch's write is held, then lets it go; returns
     /// their answers in the order they came.
-    static func enqueueBehindHeldWrite(_ appender: TopicAppender, io: GatedLogIO, count: Int) async -> [Answer] {
+    static func enqueueBehindHeldWrite(_ appender: TopicAppender, io: FailingSyncIO, count: Int) async -> [Answer] {
         let answers = Locked<[(Int, Answer)]>([])
-        io.state.withLock { $0.holdFirstWrite = true }
+        io.holdWrites(ofPathsContaining: ".log")
         for n in 0..<count {
             appender.enqueue([Self.record(n)]) { result in
-                let syncs = io.state.withLock { $0.syncsDone }
+                let syncs = io.syncsReturned(ofPathsContaining: ".log")
                 answers.withLock { $0.append((n, Answer(result: result, syncsDone: syncs))) }
             }
             // The first request alone is the first batch: the rest queue behind its (held) write.
-            if n == 0 { io.wait { $0.batchWrites == 1 } }
+            if n == 0 {
+                for _ in 0..<5000 where io.writeCalls(ofPathsContaining: ".log") < 1 { usleep(1000) }
+            }
         }
-        io.state.withLock { $0.holdFirstWrite = false }
+        io.holdWrites(ofPathsContaining: nil)
         await appender.flushed()
         let answered = answers.withLock { $0 }
         #expect(answered.map(\.0) == Array(0..<count), "answered in the order queued")
@@ -131,10 +57,10 @@ struct TopicAppenderTests {
     func queuedRequestsShareTheNextBatch() async throws {
         let dir = TestBroker.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let io = GatedLogIO()
+        let io = FailingSyncIO()
         let (appender, backend) = try await Self.appender(dir: dir, io: io)
         let answers = await Self.enqueueBehindHeldWrite(appender, io: io, count: 3)
-        #expect(io.state.withLock { $0.batchWrites } == 2, "the first request, then the two queued behind it together")
+        #expect(io.writeCalls(ofPathsContaining: ".log") == 2, "the first request, then the two queued behind it together")
         #expect(answers.map { try? $0.result.get().baseOffset } == [0, 1, 2])
         // The first request after the first fdatasync, the two behind it only after the second.
         #expect(answers.map(\.syncsDone) == [1, 2, 2])
@@ -147,8 +73,8 @@ struct TopicAppenderTests {
     func refusedBatchDoesNotStallTheQueue() async throws {
         let dir = TestBroker.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let io = GatedLogIO()
-        io.state.withLock { $0.failFirstWriteWith = ENOSPC }
+        let io = FailingSyncIO()
+        io.failWrites(ofPathsContaining: ".log", errno: ENOSPC, count: 1)
         let (appender, backend) = try await Self.appender(dir: dir, io: io)
         let answers = await Self.enqueueBehindHeldWrite(appender, io: io, count: 3)
         guard case .failure(let error) = answers[0].result else {
