@@ -413,7 +413,7 @@ private final class SlotStorage: @unchecked Sendable {
         guard let mapping = self.mapping, self.preparedFor != self.count else { return }
         let count = self.count
         self.preparedFor = count
-        Self.populateQueue.async { mapping.populate(slotsFrom: count, count: count, whileCapacity: 2 * count) }
+        Self.populateQueue.async { mapping.populateUpperHalf(whileCapacity: 2 * count) }
     }
 
     /// A storage of its own with the same slots.
@@ -431,8 +431,8 @@ private final class SlotStorage: @unchecked Sendable {
 /// An anonymous mapping of dedupe table slots: a ``SlotStorage``'s, and, while it runs, its populating task's.
 ///
 /// `@unchecked Sendable`: where the mapping is and how large (`Region`) sit behind a lock, which `grow()` and
-/// `populate` hold while they use them; the slots' contents are the storage's (see ``SlotStorage``), and `populate`
-/// does not change them. Unmapped in `deinit`, so never while a populate runs on it.
+/// `populateUpperHalf` hold while they use them; the slots' contents are the storage's (see ``SlotStorage``), and
+/// `populateUpperHalf` does not change them. Unmapped in `deinit`, so never while a populate runs on it.
 private final class SlotMapping: @unchecked Sendable {
     private struct Region {
         var slots: UnsafeMutablePointer<DigestTableSegment.Slot>
@@ -465,13 +465,15 @@ private final class SlotMapping: @unchecked Sendable {
         }
     }
 
-    /// Faults in `count` slots from `start` as a write would, without writing them, unless the mapping no longer has
-    /// `capacity` slots (it grew since: those slots are in use, and the next doubling's are others). On a kernel
-    /// before 5.14 `madvise` fails (EINVAL) and the doubling faults the pages in, as before.
-    func populate(slotsFrom start: Int, count: Int, whileCapacity capacity: Int) {
+    /// Faults in the upper half of the mapping (the slots the next doubling takes) as a write would, without
+    /// writing them, unless the mapping no longer has `capacity` slots (it grew since: that half is in use, and the
+    /// next doubling's is another). On a kernel before 5.14 `madvise` fails (EINVAL) and the doubling faults the
+    /// pages in, as before.
+    func populateUpperHalf(whileCapacity capacity: Int) {
         self.region.withLock { region in
             guard region.capacity == capacity else { return }
-            _ = brokerd_populate_write(region.slots + start, count * SlotStorage.stride)
+            let half = capacity / 2
+            _ = brokerd_populate_write(region.slots + half, half * SlotStorage.stride)
         }
     }
 
