@@ -1,11 +1,10 @@
 import Foundation
-import Locking
 
 /// Where the machine's CPU went over a run's measured window: the whole machine (`/proc/stat`), the broker and
 /// brokerbench itself (`/proc/PID/stat`), read when the window opens (a task sleeping until then) and again when
 /// the load has finished. On a machine whose cores the broker and its load generator share, it says whether a run
 /// was bound by the cores (none idle) and what each record cost each side.
-final class CPUWindow: Sendable {
+struct CPUWindow: Sendable {
     /// One reading.
     struct Sample: Sendable {
         /// `monotonicNanos()` of the reading.
@@ -40,21 +39,19 @@ final class CPUWindow: Sendable {
     }
 
     private let brokerPid: Int32?
-    private let opened = Locked<Sample?>(nil)
-    private let task: Locked<Task<Void, Never>?> = Locked(nil)
+    /// The reading when the window opens (nil when it was cancelled before).
+    private let opened: Task<Sample?, Never>
 
     /// Reads the machine at `measureFrom` (`monotonicNanos()`); `brokerPid` is the broker's process when it is not
     /// this one.
     init(measureFrom: UInt64, brokerPid: Int32?) {
-        self.brokerPid = brokerPid == getpid() ? nil : brokerPid
-        let task = Task { [self] in
+        let pid = brokerPid == getpid() ? nil : brokerPid
+        self.brokerPid = pid
+        self.opened = Task {
             let now = monotonicNanos()
             if measureFrom > now { try? await Task.sleep(for: .nanoseconds(Int64(measureFrom - now))) }
-            guard !Task.isCancelled else { return }
-            let sample = Sample.read(brokerPid: self.brokerPid)
-            self.opened.withLock { $0 = sample }
+            return Task.isCancelled ? nil : Sample.read(brokerPid: pid)
         }
-        self.task.withLock { $0 = task }
     }
 
     /// Reads the machine again and returns the window's figures for `records` measured records:
@@ -63,9 +60,9 @@ final class CPUWindow: Sendable {
     /// figure holds both), `cpu_other_cores` (the machine's busy less the two: kernel threads such as the file
     /// system's journal and the block device's completions, and any other process), and each side's
     /// `..._us_per_record`. Empty when the window never opened (the load ended in its warm-up).
-    func finish(records: Int) -> [String: Double] {
-        self.task.withLock { $0?.cancel() }
-        guard let start = self.opened.withLock({ $0 }), let end = Sample.read(brokerPid: self.brokerPid),
+    func finish(records: Int) async -> [String: Double] {
+        self.opened.cancel()
+        guard let start = await self.opened.value, let end = Sample.read(brokerPid: self.brokerPid),
             end.at > start.at
         else { return [:] }
         let seconds = Double(end.at - start.at) / 1e9

@@ -330,7 +330,7 @@ struct PublishLoad {
             histogram: histogram
         )
         if withKeys { result.extra["dedupe_duplicates"] = Double(duplicates.value) }
-        result.extra.merge(cpu.finish(records: progress.measured.value)) { current, _ in current }
+        result.extra.merge(await cpu.finish(records: progress.measured.value)) { current, _ in current }
         return result
     }
 }
