@@ -93,19 +93,15 @@ def main():
         if empty:
             sys.exit("no record measured in " + ", ".join(empty))
         # A spawned brokerd of a publishing scenario reports where its publishes spent their time (METRICS.md,
-        # brokerd_publish_stage_seconds); brokerbench reads it from the broker's metrics endpoint.
+        # brokerd_publish_stage_seconds) and how busy the logs of the topics it published on were
+        # (brokerd_log_append_duration_seconds); brokerbench reads both from the broker's metrics endpoint.
         publishing = ("durable-publish", "pipelined-single", "sync-latency", "e2e-latency", "policy-overhead")
-        unstaged = sorted(name for name, runs in groups.items()
-                          if any(r["scenario"] in publishing and (r.get("broker") or {}).get("separateProcess")
-                                 and not r.get("extra", {}).get("broker_timed_requests") for r in runs))
-        if unstaged:
-            sys.exit("no broker publish stages read in " + ", ".join(unstaged))
-        # ... and how busy the logs of the topics it published on were (brokerd_log_append_duration_seconds).
-        unlogged = sorted(name for name, runs in groups.items()
-                          if any(r["scenario"] in publishing and (r.get("broker") or {}).get("separateProcess")
-                                 and not r.get("extra", {}).get("log_busy") for r in runs))
-        if unlogged:
-            sys.exit("no log busy fraction read in " + ", ".join(unlogged))
+        for key, what in (("broker_timed_requests", "broker publish stages"), ("log_busy", "log busy fraction")):
+            missing = sorted(name for name, runs in groups.items()
+                             if any(r["scenario"] in publishing and (r.get("broker") or {}).get("separateProcess")
+                                    and not r.get("extra", {}).get(key) for r in runs))
+            if missing:
+                sys.exit(f"no {what} read in " + ", ".join(missing))
 
 
 if __name__ == "__main__":
