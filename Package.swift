@@ -68,7 +68,7 @@ let package = Package(
         .target(
             name: "BrokerServer",
             dependencies: [
-                "WireProtocol", "LogStore", "TopicRouter", "Throttle", "Locking", "RawBytes",
+                "WireProtocol", "LogStore", "TopicRouter", "Throttle", "Locking", "RawBytes", "CFileIO",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

@@ -41,6 +41,10 @@ package final class BrokerMetrics: Sendable {
     package static let consumerLag = "brokerd_consumer_lag_records"
     /// Client connections open now.
     package static let connectionsOpen = "brokerd_connections_open"
+    /// Bytes the allocator has handed out and not had back (``AllocatorTuning/heapUsage()``).
+    package static let memoryAllocated = "brokerd_memory_allocated_bytes"
+    /// Bytes the allocator holds freed, kept for the next allocations (``AllocatorTuning``).
+    package static let memoryFreeHeld = "brokerd_memory_free_held_bytes"
     /// HELLOs refused (unknown client id or wrong token).
     package static let authFailures = "brokerd_auth_failures_total"
     package static let connectionsRefused = "brokerd_connections_refused_total"
@@ -95,6 +99,8 @@ package final class BrokerMetrics: Sendable {
     let authFailures: Counter
     let connectionsRefused: Counter
     let connectionsOpen: Gauge
+    let memoryAllocated: Gauge
+    let memoryFreeHeld: Gauge
     let subscriptionsRevoked: Counter
     let quarantineRecords: Gauge
     let quarantinePending: Gauge
@@ -114,6 +120,8 @@ package final class BrokerMetrics: Sendable {
         self.authFailures = Counter(label: Self.authFailures, factory: factory)
         self.connectionsRefused = Counter(label: Self.connectionsRefused, factory: factory)
         self.connectionsOpen = Gauge(label: Self.connectionsOpen, factory: factory)
+        self.memoryAllocated = Gauge(label: Self.memoryAllocated, factory: factory)
+        self.memoryFreeHeld = Gauge(label: Self.memoryFreeHeld, factory: factory)
         self.subscriptionsRevoked = Counter(label: Self.subscriptionsRevoked, factory: factory)
         self.quarantineRecords = Gauge(label: Self.quarantineRecords, factory: factory)
         self.quarantinePending = Gauge(label: Self.quarantinePending, factory: factory)

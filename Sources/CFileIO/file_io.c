@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include "file_io.h"
@@ -35,4 +36,15 @@ int brokerd_populate_write(void *address, size_t size) {
 #else
     return madvise(address, size, 23);  // MADV_POPULATE_WRITE, Linux 5.14; EINVAL on older kernels
 #endif
+}
+
+int brokerd_malloc_thresholds(int mmap_threshold, int trim_threshold) {
+    // Setting M_TRIM_THRESHOLD also stops glibc raising M_MMAP_THRESHOLD by itself, so both are set.
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) == 1 && mallopt(M_TRIM_THRESHOLD, trim_threshold) == 1;
+}
+
+void brokerd_heap_usage(size_t *allocated, size_t *free_held) {
+    struct mallinfo2 info = mallinfo2();
+    *allocated = info.uordblks + info.hblkhd;
+    *free_held = info.fordblks;
 }

@@ -187,9 +187,23 @@ struct BrokerStages: Sendable {
         return String(rest[..<end])
     }
 
-    /// GETs `/metrics` from 127.0.0.1:`port` (HTTP/1.0, the whole body until the server closes); nil on any
-    /// failure, with the reason on standard error: the stage figures are extra, a run never fails for them.
+    /// GETs `/metrics` from 127.0.0.1:`port` and reads the stages from it; nil on any failure (see ``exposition``).
     static func scrape(port: Int) -> BrokerStages? {
+        let readAt = monotonicNanos()
+        return Self.exposition(port: port).flatMap { BrokerStages(exposition: $0, readAt: readAt) }
+    }
+
+    /// The value of an unlabelled gauge or counter `metric` in a Prometheus text exposition.
+    static func value(of metric: String, in exposition: String) -> Double? {
+        for line in exposition.split(separator: "\n") where line.hasPrefix(metric + " ") {
+            return Double(line.dropFirst(metric.count + 1).trimmingCharacters(in: .whitespaces))
+        }
+        return nil
+    }
+
+    /// GETs `/metrics` from 127.0.0.1:`port` (HTTP/1.0, the whole response until the server closes); nil on any
+    /// failure, with the reason on standard error: the broker's figures are extra, a run never fails for them.
+    static func exposition(port: Int) -> String? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -210,13 +224,12 @@ struct BrokerStages: Sendable {
             return nil
         }
         var response: [UInt8] = []
-        let readAt = monotonicNanos()
         var chunk = [UInt8](repeating: 0, count: 64 << 10)
         while true {
             let count = read(fd, &chunk, chunk.count)
             if count <= 0 { break }
             response += chunk[0..<count]
         }
-        return BrokerStages(exposition: String(decoding: response, as: UTF8.self), readAt: readAt)
+        return String(decoding: response, as: UTF8.self)
     }
 }

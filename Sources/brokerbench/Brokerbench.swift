@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import BrokerServer
 
 /// brokerbench: load generator and latency recorder for brokerd.
 @main
@@ -46,6 +47,8 @@ struct RunCommand: AsyncParsableCommand {
     var plot: String?
 
     func run() async throws {
+        // The load generator frees on other threads what it allocates, like brokerd: same allocator settings.
+        AllocatorTuning.configure()
         if self.scenario == .recovery, !self.target.spawn {
             throw ValidationError("recovery needs --spawn: it kills and restarts brokerd, so it must own the process")
         }

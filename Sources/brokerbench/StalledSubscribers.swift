@@ -1,4 +1,5 @@
 import BrokerClient
+import BrokerServer
 import Foundation
 import NIOCore
 import WireProtocol
@@ -7,7 +8,9 @@ import WireProtocol
 /// a SUBSCRIBE from the earliest record with `credit` records of credit, and then never reads its socket (a
 /// consumer that hung). The broker may push only the credit granted; what it keeps for such a subscriber — the
 /// DELIVERs its socket did not take and the read-ahead of its last read — must stay within that credit, however
-/// much the topic holds. The figure is the broker's RSS growth per stalled subscriber, beside the credit's bytes.
+/// much the topic holds. The figures are the broker's RSS growth per stalled subscriber, beside the credit's bytes,
+/// and (a spawned brokerd, from its metrics) the growth of what its allocator has handed out: RSS also counts memory
+/// freed during the run that the allocator keeps for later (`brokerd_memory_free_held_bytes`, `AllocatorTuning`).
 struct StalledSubscribers {
     let target: BenchTarget
     /// A client of the many-connections run, used to fill the topic.
@@ -35,6 +38,7 @@ struct StalledSubscribers {
         }
         try await Task.sleep(for: .seconds(1))
         guard let before = ResourceSample.read(pid: pid) else { return [:] }
+        let heapBefore = self.target.brokerGauges(Self.heapGauges)
         var sockets: [Int32] = []
         defer { for fd in sockets { close(fd) } }
         for _ in 0..<self.count {
@@ -43,9 +47,10 @@ struct StalledSubscribers {
         // The broker pushes until the credit is spent or the socket stops taking bytes; give it time to get there.
         try await Task.sleep(for: .seconds(3))
         guard let after = ResourceSample.read(pid: pid) else { return [:] }
+        let heapAfter = self.target.brokerGauges(Self.heapGauges)
         // What one credit's worth of records weighs on the wire (value and headers; framing adds a few bytes).
         let headerBytes = benchHeaders.reduce(0) { $0 + $1.name.utf8.count + $1.value.readableBytes + 8 }
-        return [
+        var figures = [
             "stalled_subscribers": Double(self.count),
             "stalled_credit_records": Double(self.credit),
             "stalled_topic_records": Double(fill),
@@ -53,7 +58,15 @@ struct StalledSubscribers {
             "rss_growth_per_stalled_sub_bytes":
                 Double(after.rssBytes - before.rssBytes) / Double(max(1, self.count)),
         ]
+        let (allocated, freeHeld) = (BrokerMetrics.memoryAllocated, BrokerMetrics.memoryFreeHeld)
+        if let start = heapBefore[allocated], let end = heapAfter[allocated] {
+            figures["allocated_growth_per_stalled_sub_bytes"] = (end - start) / Double(max(1, self.count))
+        }
+        if let held = heapAfter[freeHeld] { figures["broker_free_held_mb"] = held / 1_048_576 }
+        return figures
     }
+
+    private static let heapGauges = [BrokerMetrics.memoryAllocated, BrokerMetrics.memoryFreeHeld]
 
     /// Connects, sends HELLO and SUBSCRIBE, and returns the socket without ever reading from it.
     private func openStalled(topic: String) throws -> Int32 {

@@ -363,6 +363,16 @@ final class BenchTarget: Sendable {
         return read.now.since(read.base, startedAt: read.startedAt)
     }
 
+    /// The values of unlabelled gauges `metrics` of a spawned broker now (from its `/metrics`), by name; empty when
+    /// it is not reachable, without those it does not report.
+    func brokerGauges(_ metrics: [String]) -> [String: Double] {
+        guard let port = self.live.withLock({ $0.metricsPort }), let exposition = BrokerStages.exposition(port: port)
+        else { return [:] }
+        var values: [String: Double] = [:]
+        for metric in metrics { values[metric] = BrokerStages.value(of: metric, in: exposition) }
+        return values
+    }
+
     /// The stages read from the broker now, and the read they count from (nil: its start, `startedAt`).
     private func readBrokerStages() -> (now: BrokerStages, base: BrokerStages?, startedAt: UInt64)? {
         let (port, base, startedAt) = self.live.withLock { ($0.metricsPort, $0.stagesBase, $0.startedAt) }

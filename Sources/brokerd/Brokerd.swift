@@ -107,6 +107,8 @@ struct Brokerd: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "brokerd")
+        let allocator = AllocatorTuning.configure()
+        logger.debug("allocator: \(allocator)")
 
         let (filled, generated) = try self.loadConfig(logger: logger)
         switch PlaintextGuard.check(

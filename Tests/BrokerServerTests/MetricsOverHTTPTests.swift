@@ -55,6 +55,27 @@ struct MetricsOverHTTPTests {
         await broker.stop()
     }
 
+    /// The broker shares this test process's allocator, so memory the test holds shows in the gauges. Other tests
+    /// allocate and free meanwhile: 256 MiB held stands well clear of them.
+    @Test("the allocator's gauges: memory held shows as allocated, and stops showing once freed")
+    func allocatorGauges() async throws {
+        let metrics = Instrumented()
+        let broker = try await TestBroker.startScenario(metrics: metrics.injected)
+        defer { broker.removeData() }
+        let port = try #require(broker.server.metricsAddress?.port)
+        let held = 256 << 20
+        let before = try #require(try await MetricsScrape.get(port: port).exposition.value(BrokerMetrics.memoryAllocated))
+        #expect(try await MetricsScrape.get(port: port).exposition.value(BrokerMetrics.memoryFreeHeld) != nil)
+        let block = try #require(malloc(held))
+        memset(block, 1, held)
+        let holding = try #require(try await MetricsScrape.get(port: port).exposition.value(BrokerMetrics.memoryAllocated))
+        free(block)
+        let after = try #require(try await MetricsScrape.get(port: port).exposition.value(BrokerMetrics.memoryAllocated))
+        #expect(holding - before > Double(held) * 3 / 4, "allocated \(before) before, \(holding) holding 256 MiB")
+        #expect(holding - after > Double(held) * 3 / 4, "allocated \(holding) holding 256 MiB, \(after) after freeing it")
+        await broker.stop()
+    }
+
     @Test("every decision is counted with its labels; lag is end minus committed; more records make no new metric objects")
     func scrapeAfterEveryDecision() async throws {
         let metrics = Instrumented()

@@ -1,4 +1,5 @@
-// Linux file calls Swift's Glibc module does not import (they sit behind _GNU_SOURCE), for LogStore's FileIO.
+// Linux file and memory calls Swift's Glibc module does not import (behind _GNU_SOURCE or in headers it leaves out),
+// for LogStore's FileIO and the dedupe table, and glibc's allocator settings for brokerd's AllocatorTuning.
 #ifndef BROKERD_FILE_IO_H
 #define BROKERD_FILE_IO_H
 
@@ -24,5 +25,14 @@ void *brokerd_mremap_grow(void *address, size_t old_size, size_t new_size);
 /// madvise(address, size, MADV_POPULATE_WRITE) (Linux 5.14): faults the range's pages in as a write would, without
 /// writing to them. 0, or -1 with errno set (EINVAL on an older kernel).
 int brokerd_populate_write(void *address, size_t size);
+
+/// mallopt(M_MMAP_THRESHOLD, mmap_threshold) and mallopt(M_TRIM_THRESHOLD, trim_threshold) (<malloc.h>): 1 when
+/// glibc took both, 0 when it refused one.
+int brokerd_malloc_thresholds(int mmap_threshold, int trim_threshold);
+
+/// mallinfo2() (glibc 2.33): bytes the allocator has handed out and not had back (`uordblks + hblkhd`: chunks in
+/// its arenas and chunks mapped on their own), and bytes it holds free in its arenas (`fordblks`: freed chunks and
+/// the arenas' unused tops, kept for the next allocations). Locks each arena in turn while it counts.
+void brokerd_heap_usage(size_t *allocated, size_t *free_held);
 
 #endif
