@@ -7,11 +7,11 @@ import Glibc
 ///
 /// A topic's appender (a `DispatchQueue` thread) allocates each batch's body and LZ4 output and frees them after the
 /// write, with the PUBLISHes' stored records the event loops built. With glibc's defaults (an arena gives back what
-/// is free at its top once that passes twice the largest chunk freed so far, 2 MiB or less here) the group of
-/// buffers freed after each write is given back (`madvise(MADV_DONTNEED)`) and the next batch faults the same
-/// pages in again, zeroed by the kernel: 680,000 page faults in brokerd over one policy-overhead run, 18,000 a
-/// second, most of them on the appender's thread. On a virtual machine that hands freed memory back to its host
-/// (free page reporting), each costs microseconds. An arena that keeps up to ``trimThreshold`` free at its top,
+/// is free at its top once that passes the trim threshold: 128 KiB at first, then twice the largest chunk freed
+/// from a mapping of its own) the group of buffers freed after each write is given back (`madvise(MADV_DONTNEED)`)
+/// and the next batch faults the same pages in again, zeroed by the kernel: 680,000 page faults in brokerd over
+/// one policy-overhead run, 18,000 a second, most of them on the appenders' threads. On a virtual machine that
+/// hands freed memory back to its host (free page reporting), each costs microseconds. An arena that keeps up to ``trimThreshold`` free at its top,
 /// and requests up to ``mmapThreshold`` served from the arenas rather than each from a mapping of its own, took
 /// 83,000 faults for the same run; at 2 MiB it was 1.1 million, at 4 MiB 104,000 (docs/BENCHMARKS.md, round 23).
 ///
