@@ -7,18 +7,19 @@ import Glibc
 ///
 /// A topic's appender (a `DispatchQueue` thread) allocates each batch's body and LZ4 output and frees them after the
 /// write, with the PUBLISHes' stored records the event loops built. With glibc's defaults (an arena gives back what
-/// is free at its top once that passes the trim threshold: 128 KiB at first, then twice the largest chunk freed
-/// from a mapping of its own) the group of buffers freed after each write is given back (`madvise(MADV_DONTNEED)`)
-/// and the next batch faults the same pages in again, zeroed by the kernel: 680,000 page faults in brokerd over
-/// one policy-overhead run, 18,000 a second, most of them on the appenders' threads. On a virtual machine that
-/// hands freed memory back to its host (free page reporting), each costs microseconds. An arena that keeps up to ``trimThreshold`` free at its top,
-/// and requests up to ``mmapThreshold`` served from the arenas rather than each from a mapping of its own, took
-/// 83,000 faults for the same run; at 2 MiB it was 1.1 million, at 4 MiB 104,000 (docs/BENCHMARKS.md, round 23).
+/// is free at its top once that passes the trim threshold: 128 KiB at first, then twice the largest chunk freed from
+/// a mapping of its own) the group of buffers freed after each write is given back (`madvise(MADV_DONTNEED)`) and
+/// the next batch faults the same pages in again, zeroed by the kernel: 680,000 page faults in brokerd over one
+/// policy-overhead run, 18,000 a second, most of them on the appenders' threads. On a virtual machine that hands
+/// freed memory back to its host (free page reporting), each costs microseconds. An arena that keeps up to
+/// ``trimThreshold`` free at its top, and requests up to ``mmapThreshold`` served from the arenas rather than each
+/// from a mapping of its own, took 83,000 faults for the same run; at 2 MiB it was 1.1 million, at 4 MiB 104,000
+/// (docs/BENCHMARKS.md, round 23).
 ///
 /// The cost is memory: up to ``trimThreshold`` freed at the top of each arena (glibc makes at most 8 arenas per
-/// core) stays with the process instead of going back to the system at once. `brokerd_memory_free_held_bytes`
-/// shows how much that is (``heapUsage()``). An operator who wants glibc's own behaviour back sets any
-/// `glibc.malloc` tunable in `GLIBC_TUNABLES`; brokerd then leaves the allocator to it (docs/OPERATIONS.md "Run").
+/// core) stays with the process instead of going back to the system at once. `brokerd_memory_free_held_bytes` shows
+/// how much that is (``heapUsage()``). An operator who wants glibc's own behaviour back sets any `glibc.malloc`
+/// tunable in `GLIBC_TUNABLES`; brokerd then leaves the allocator to it (docs/OPERATIONS.md "Run").
 package enum AllocatorTuning {
     /// Free bytes an arena keeps at its top before giving memory back (`M_TRIM_THRESHOLD`).
     package static let trimThreshold: Int32 = 8 << 20
@@ -31,7 +32,7 @@ package enum AllocatorTuning {
         case tuned
         /// `GLIBC_TUNABLES` names a `glibc.malloc` tunable: left to it.
         case leftToTunables
-        /// Not glibc, or glibc refused a setting: the allocator's defaults stand.
+        /// glibc refused a setting: the allocator's defaults stand.
         case unavailable
     }
 
@@ -46,15 +47,11 @@ package enum AllocatorTuning {
     /// What the allocator holds now (glibc's `mallinfo2`): bytes handed out and not had back, and bytes it keeps
     /// free for the next allocations. RSS less the two is mostly code, stacks and mappings of brokerd's own (the
     /// dedupe table's). Locks each arena in turn while it counts: for a scrape, not for a hot path.
-    package static func heapUsage() -> (allocated: Int, freeHeld: Int)? {
-        #if canImport(Glibc)
+    package static func heapUsage() -> (allocated: Int, freeHeld: Int) {
         var allocated = 0
         var freeHeld = 0
         brokerd_heap_usage(&allocated, &freeHeld)
         return (allocated, freeHeld)
-        #else
-        return nil
-        #endif
     }
 
     /// The process's `GLIBC_TUNABLES`, if set.
