@@ -32,7 +32,8 @@ package enum AllocatorTuning {
         case tuned
         /// `GLIBC_TUNABLES` names a `glibc.malloc` tunable: left to it.
         case leftToTunables
-        /// glibc refused a setting: the allocator's defaults stand.
+        /// malloc is a sanitizer's (a ThreadSanitizer or AddressSanitizer build), or glibc refused a setting: the
+        /// allocator's defaults stand.
         case unavailable
     }
 
@@ -41,13 +42,20 @@ package enum AllocatorTuning {
     @discardableResult
     package static func configure(environment: String? = Self.tunablesVariable()) -> Outcome {
         if let environment, environment.contains("glibc.malloc.") { return .leftToTunables }
+        guard Self.isGlibcMalloc else { return .unavailable }
         return brokerd_malloc_thresholds(Self.mmapThreshold, Self.trimThreshold) == 1 ? .tuned : .unavailable
     }
 
+    /// Whether malloc is glibc's own: false under a sanitizer's runtime, whose allocator glibc's settings and counts
+    /// do not reach.
+    package static let isGlibcMalloc = brokerd_malloc_is_glibc() == 1
+
     /// What the allocator holds now (glibc's `mallinfo2`): bytes handed out and not had back, and bytes it keeps
-    /// free for the next allocations. RSS less the two is mostly code, stacks and mappings of brokerd's own (the
-    /// dedupe table's). Locks each arena in turn while it counts: for a scrape, not for a hot path.
-    package static func heapUsage() -> (allocated: Int, freeHeld: Int) {
+    /// free for the next allocations; nil when malloc is not glibc's (``isGlibcMalloc``). RSS less the two is mostly
+    /// code, stacks and mappings of brokerd's own (the dedupe table's). Locks each arena in turn while it counts: for
+    /// a scrape, not for a hot path.
+    package static func heapUsage() -> (allocated: Int, freeHeld: Int)? {
+        guard Self.isGlibcMalloc else { return nil }
         var allocated = 0
         var freeHeld = 0
         brokerd_heap_usage(&allocated, &freeHeld)

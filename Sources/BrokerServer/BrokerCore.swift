@@ -341,9 +341,10 @@ final class BrokerCore: Sendable {
     /// scrape after its first commit.
     func refreshMetrics() {
         self.metrics.connectionsOpen.record(self.connectionCount)
-        let heap = AllocatorTuning.heapUsage()
-        self.metrics.memoryAllocated.record(heap.allocated)
-        self.metrics.memoryFreeHeld.record(heap.freeHeld)
+        if let heap = AllocatorTuning.heapUsage() {
+            self.metrics.memoryAllocated.record(heap.allocated)
+            self.metrics.memoryFreeHeld.record(heap.freeHeld)
+        }
         if let quarantine = self.log(for: ReservedTopic.quarantine) {
             let (start, end) = (quarantine.startOffset, quarantine.endOffset)
             let replayed = self.replayer.replayedCount(in: start..<end)

@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <sys/mman.h>
@@ -36,6 +37,10 @@ int brokerd_populate_write(void *address, size_t size) {
 #else
     return madvise(address, size, 23);  // MADV_POPULATE_WRITE, Linux 5.14; EINVAL on older kernels
 #endif
+}
+
+int brokerd_malloc_is_glibc(void) {
+    return dlsym(RTLD_DEFAULT, "__tsan_init") == NULL && dlsym(RTLD_DEFAULT, "__asan_init") == NULL;
 }
 
 int brokerd_malloc_thresholds(int mmap_threshold, int trim_threshold) {

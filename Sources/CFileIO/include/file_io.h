@@ -26,6 +26,10 @@ void *brokerd_mremap_grow(void *address, size_t old_size, size_t new_size);
 /// writing to them. 0, or -1 with errno set (EINVAL on an older kernel).
 int brokerd_populate_write(void *address, size_t size);
 
+/// 1 when malloc is glibc's own, 0 when a sanitizer's runtime (ThreadSanitizer, AddressSanitizer) replaced it, so
+/// that glibc's allocator settings and counts do not apply.
+int brokerd_malloc_is_glibc(void);
+
 /// mallopt(M_MMAP_THRESHOLD, mmap_threshold) and mallopt(M_TRIM_THRESHOLD, trim_threshold) (<malloc.h>): 1 when
 /// glibc took both, 0 when it refused one.
 int brokerd_malloc_thresholds(int mmap_threshold, int trim_threshold);
