@@ -50,19 +50,19 @@ struct StalledSubscribers {
         let heapAfter = self.target.brokerGauges(Self.heapGauges)
         // What one credit's worth of records weighs on the wire (value and headers; framing adds a few bytes).
         let headerBytes = benchHeaders.reduce(0) { $0 + $1.name.utf8.count + $1.value.readableBytes + 8 }
+        let subscribers = Double(max(1, self.count))
         var figures = [
             "stalled_subscribers": Double(self.count),
             "stalled_credit_records": Double(self.credit),
             "stalled_topic_records": Double(fill),
             "stalled_credit_bytes": Double(self.credit * (self.recordSize + headerBytes + 24)),
             "rss_growth_per_stalled_sub_bytes":
-                Double(after.rssBytes - before.rssBytes) / Double(max(1, self.count)),
+                Double(after.rssBytes - before.rssBytes) / subscribers,
         ]
-        let (allocated, freeHeld) = (BrokerMetrics.memoryAllocated, BrokerMetrics.memoryFreeHeld)
-        if let start = heapBefore[allocated], let end = heapAfter[allocated] {
-            figures["allocated_growth_per_stalled_sub_bytes"] = (end - start) / Double(max(1, self.count))
+        if let start = heapBefore[BrokerMetrics.memoryAllocated], let end = heapAfter[BrokerMetrics.memoryAllocated] {
+            figures["allocated_growth_per_stalled_sub_bytes"] = (end - start) / subscribers
         }
-        if let held = heapAfter[freeHeld] { figures["broker_free_held_mb"] = held / 1_048_576 }
+        if let held = heapAfter[BrokerMetrics.memoryFreeHeld] { figures["broker_free_held_mb"] = held / 1_048_576 }
         return figures
     }
 
