@@ -1,4 +1,7 @@
 import CFileIO
+import Dispatch
+import NIOCore
+import NIOPosix
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -65,5 +68,100 @@ package enum AllocatorTuning {
     /// The process's `GLIBC_TUNABLES`, if set.
     package static func tunablesVariable() -> String? {
         getenv("GLIBC_TUNABLES").map { String(cString: $0) }
+    }
+}
+
+extension AllocatorTuning {
+    /// The trim threshold in force while ``trimQuietHeap(eventLoops:readPool:readThreads:)`` runs (glibc's own
+    /// starting value).
+    package static let quietTrimThreshold: Int32 = 128 << 10
+
+    /// Gives back to the system what the allocator holds free, for a broker that has gone quiet (``QuietTrim``).
+    /// Returns whether any memory was given back; false when malloc is not glibc's.
+    ///
+    /// glibc's `malloc_trim(0)` gives back the whole pages of free chunks in every arena and the main arena's free
+    /// top, but not the free tops of the other arenas, the threads' own, which is where the memory ``trimThreshold``
+    /// keeps under load sits (up to 8 MiB each). An arena's top is trimmed when a free on it finds the top above the
+    /// trim threshold. So, with the threshold lowered to ``quietTrimThreshold`` for the duration, a block larger
+    /// than the old threshold is allocated and freed at once on each thread that allocates batch and read buffers:
+    /// the event loops, every thread of `readPool`, the dispatch worker threads (the logs' writers), and this one.
+    /// Then `malloc_trim(0)`, and the threshold back. Threads it does not reach (a dispatch worker beyond those
+    /// `concurrentPerform` uses) keep their arena's top until their next large free. Locks each arena in turn:
+    /// milliseconds for a heap of tens of MiB, which is why it runs only when the broker is quiet.
+    @discardableResult
+    package static func trimQuietHeap(
+        eventLoops: any EventLoopGroup, readPool: NIOThreadPool, readThreads: Int
+    ) async -> Bool {
+        guard Self.isGlibcMalloc else { return false }
+        _ = brokerd_malloc_trim_threshold(Self.quietTrimThreshold)
+        defer { _ = brokerd_malloc_trim_threshold(Self.trimThreshold) }
+        for loop in eventLoops.makeIterator() { try? await loop.submit(Self.releaseThisThreadsTop).get() }
+        await Self.onEachThread(of: readPool, threads: readThreads, eventLoop: eventLoops.next(), Self.releaseThisThreadsTop)
+        DispatchQueue.concurrentPerform(iterations: 2 * System.coreCount) { _ in Self.releaseThisThreadsTop() }
+        Self.releaseThisThreadsTop()
+        return brokerd_malloc_trim() == 1
+    }
+
+    /// Allocates and frees at once a block larger than ``trimThreshold`` on the calling thread: it comes from the
+    /// top of this thread's arena, and its free trims that top against the threshold in force.
+    package static func releaseThisThreadsTop() {
+        brokerd_malloc_poke_arena(Int(Self.trimThreshold) + (64 << 10))
+    }
+
+    /// Runs `body` once on each of `pool`'s `threads` threads: every job waits (at most 100 ms) until all of them
+    /// have started, so no two share a thread, unless the pool is busy that long.
+    static func onEachThread(
+        of pool: NIOThreadPool, threads: Int, eventLoop: any EventLoop, _ body: @escaping @Sendable () -> Void
+    ) async {
+        let started = DispatchGroup()
+        for _ in 0..<threads { started.enter() }
+        let jobs = (0..<threads).map { _ in
+            pool.runIfActive(eventLoop: eventLoop) {
+                started.leave()
+                _ = started.wait(timeout: .now() + .milliseconds(100))
+                body()
+            }
+        }
+        for job in jobs { try? await job.get() }
+    }
+}
+
+/// When brokerd gives back the memory its allocator keeps for reuse (``AllocatorTuning``): once no topic's log has
+/// grown for `quietTicks` ticks in a row, one trim, and then none until some log grows again and goes quiet again.
+///
+/// Under load the allocator keeps up to ``AllocatorTuning/trimThreshold`` free at the top of each arena, so that
+/// each batch's buffers are not faulted in again; when the load stops that memory would stay resident for as long as
+/// the broker runs (12–20 MB in a many-connections run, docs/BENCHMARKS.md round 24). A pure state machine: the
+/// caller reads the activity (the sum of every log's end offset), ticks, and trims when told.
+package struct QuietTrim: Sendable {
+    package enum Action: Equatable, Sendable {
+        case wait
+        case trim
+    }
+
+    /// Ticks without a log growing before the trim.
+    package let quietTicks: Int
+    private var lastActivity: Int64?
+    private var quietFor = 0
+    private var trimmedSinceActivity = false
+
+    package init(quietTicks: Int = 2) {
+        precondition(quietTicks >= 1, "a trim waits at least one quiet tick")
+        self.quietTicks = quietTicks
+    }
+
+    /// One tick: `activity` is a figure that grows whenever the broker appends (the sum of every log's end offset).
+    /// The first tick sets where activity starts from and counts as activity.
+    package mutating func tick(activity: Int64) -> Action {
+        guard activity == self.lastActivity else {
+            self.lastActivity = activity
+            self.quietFor = 0
+            self.trimmedSinceActivity = false
+            return .wait
+        }
+        self.quietFor += 1
+        guard self.quietFor >= self.quietTicks, !self.trimmedSinceActivity else { return .wait }
+        self.trimmedSinceActivity = true
+        return .trim
     }
 }

@@ -70,6 +70,8 @@ final class TopicTable: Sendable {
     /// The metric objects of an open topic; nil for a topic with no open log (nothing is counted for it).
     func metrics(for topic: String) -> TopicMetrics? { self.entries.withLock { $0[topic]?.metrics } }
     var gates: [DedupeGate] { self.entries.withLock { $0.values.compactMap(\.gate) } }
+    /// The sum of every open log's end offset: it grows with every append (``QuietTrim``'s activity).
+    var appendActivity: Int64 { self.entries.withLock { $0.values.reduce(0) { $0 &+ $1.log.endOffset } } }
 
     /// Opens `__quarantine` and `__audit` (first: the gates of declared topics read `__quarantine`).
     func openReserved(_ topics: [TopicPolicy]) async throws {

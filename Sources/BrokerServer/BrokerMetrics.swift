@@ -45,6 +45,8 @@ package final class BrokerMetrics: Sendable {
     package static let memoryAllocated = "brokerd_memory_allocated_bytes"
     /// Bytes the allocator holds freed, kept for the next allocations (``AllocatorTuning``).
     package static let memoryFreeHeld = "brokerd_memory_free_held_bytes"
+    /// Times brokerd gave the allocator's free memory back to the system once it had gone quiet (``QuietTrim``).
+    package static let memoryTrims = "brokerd_memory_trims_total"
     /// HELLOs refused (unknown client id or wrong token).
     package static let authFailures = "brokerd_auth_failures_total"
     package static let connectionsRefused = "brokerd_connections_refused_total"

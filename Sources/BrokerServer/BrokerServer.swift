@@ -23,8 +23,12 @@ package final class BrokerServer: Service, Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let readPool: NIOThreadPool
     private let state: Locked<State>
-    /// Snapshots the dedupe gates of quiet topics (busy ones snapshot as they commit), so retention floors advance.
-    private let maintenance = Locked<Task<Void, Never>?>(nil)
+    /// Snapshots the dedupe gates of quiet topics (busy ones snapshot as they commit), so retention floors advance;
+    /// and, with `quietTrimTick`, gives the allocator's kept memory back once the broker is quiet.
+    private let maintenance = Locked<[Task<Void, Never>]>([])
+    private let quietTrimTick: Duration?
+    /// Threads of `readPool` (subscriptions' and fetches' reads from the logs).
+    private static let readThreads = 2
 
     private enum State {
         case idle
@@ -41,6 +45,9 @@ package final class BrokerServer: Service, Sendable {
     ///   - metrics: makes every metric object of this broker, once each (docs/METRICS.md).
     ///   - metricsExposition: renders what `metrics` collected; with it, and `config.metrics.enabled`, the broker
     ///     serves `GET /metrics` on `config.metrics` listen. Without it no endpoint is served.
+    ///   - quietTrimTick: how often the broker looks whether any log grew; after two such ticks without, it gives
+    ///     the memory its allocator keeps for reuse back to the system (``QuietTrim``). nil: never (brokerd passes
+    ///     one second when it tuned the allocator, ``AllocatorTuning``).
     package init(
         config: BrokerConfig,
         logger: Logger,
@@ -48,8 +55,10 @@ package final class BrokerServer: Service, Sendable {
         reloadSource: (@Sendable () throws -> BrokerConfig)? = nil,
         io: any FileIO = PosixFileIO(),
         metrics: any MetricsFactory = MetricsSystem.factory,
-        metricsExposition: MetricsExposition? = nil
+        metricsExposition: MetricsExposition? = nil,
+        quietTrimTick: Duration? = nil
     ) {
+        self.quietTrimTick = quietTrimTick
         self.metricsFactory = metrics
         self.exposition = metricsExposition
         self.config = config
@@ -57,7 +66,7 @@ package final class BrokerServer: Service, Sendable {
         self.io = io
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, eventLoopThreads))
-        self.readPool = NIOThreadPool(numberOfThreads: 2)
+        self.readPool = NIOThreadPool(numberOfThreads: Self.readThreads)
         self.state = Locked(.idle)
     }
 
@@ -181,7 +190,24 @@ package final class BrokerServer: Service, Sendable {
                 core.limits.flushAudit(to: core.audit, policyVersion: core.policy.policyVersion)
             }
         }
-        self.maintenance.withLock { $0 = maintenance }
+        var tasks = [maintenance]
+        let group = self.group
+        if let tick = self.quietTrimTick, AllocatorTuning.isGlibcMalloc {
+            // Made here, so that a broker that never trims does not report the counter.
+            let trims = Counter(label: BrokerMetrics.memoryTrims, factory: self.metricsFactory)
+            tasks.append(Task {
+                var schedule = QuietTrim()
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: tick)
+                    guard schedule.tick(activity: core.topics.appendActivity) == .trim else { continue }
+                    await AllocatorTuning.trimQuietHeap(
+                        eventLoops: group, readPool: readPool, readThreads: Self.readThreads
+                    )
+                    trims.increment()
+                }
+            })
+        }
+        self.maintenance.withLock { $0 = tasks }
         self.logger.notice("brokerd listening", metadata: [
             "brokerd.address": "\(channel.localAddress.map { "\($0)" } ?? "?")",
             "brokerd.metrics_address": "\(metricsChannel.map { $0.localAddress.map { "\($0)" } ?? "?" } ?? "off")",
@@ -200,12 +226,12 @@ package final class BrokerServer: Service, Sendable {
         if let (channel, metricsChannel, core) = running {
             self.logger.info("shutting down: no new connections")
             try? await metricsChannel?.close()
-            let maintenance = self.maintenance.withLock { task in
-                defer { task = nil }
-                return task
+            let maintenance = self.maintenance.withLock { tasks in
+                defer { tasks = [] }
+                return tasks
             }
-            maintenance?.cancel()
-            await maintenance?.value  // never mid-snapshot or mid-audit-flush while the logs close
+            for task in maintenance { task.cancel() }
+            for task in maintenance { await task.value }  // never mid-snapshot or mid-audit-flush while the logs close
             try? await channel.close()
             await core.drainAppends(timeout: .seconds(10))
             core.limits.persist()

@@ -53,3 +53,15 @@ void brokerd_heap_usage(size_t *allocated, size_t *free_held) {
     *allocated = info.uordblks + info.hblkhd;
     *free_held = info.fordblks;
 }
+
+int brokerd_malloc_trim(void) { return malloc_trim(0); }
+
+int brokerd_malloc_trim_threshold(int trim_threshold) { return mallopt(M_TRIM_THRESHOLD, trim_threshold); }
+
+void brokerd_malloc_poke_arena(size_t size) {
+    void *block = malloc(size);
+    if (block != NULL) {
+        *(volatile char *)block = 0;
+        free(block);
+    }
+}

@@ -11,6 +11,7 @@ import WireProtocol
 /// much the topic holds. The figures are the broker's RSS growth per stalled subscriber, beside the credit's bytes,
 /// and (a spawned brokerd, from its metrics) the growth of what its allocator has handed out: RSS also counts memory
 /// freed during the run that the allocator keeps for later (`brokerd_memory_free_held_bytes`, `AllocatorTuning`).
+/// brokerd gives that back once it has gone quiet (`QuietTrim`), so both RSS samples wait for its next trim.
 struct StalledSubscribers {
     let target: BenchTarget
     /// A client of the many-connections run, used to fill the topic.
@@ -25,6 +26,7 @@ struct StalledSubscribers {
         let topic = self.target.topics[0]
         let fill = max(20_000, 4 * self.credit)
         let payloads = makePayloads(size: self.recordSize)
+        var trims = self.brokerTrims()
         var published = 0
         while published < fill {
             let records = (0..<min(1_000, fill - published)).map {
@@ -37,8 +39,9 @@ struct StalledSubscribers {
             published += records.count
         }
         try await Task.sleep(for: .seconds(1))
+        trims = try await self.nextTrim(after: trims)
         guard let before = ResourceSample.read(pid: pid) else { return [:] }
-        let heapBefore = self.target.brokerGauges(Self.heapGauges)
+        let heapBefore = self.target.brokerValues(Self.heapGauges)
         var sockets: [Int32] = []
         defer { for fd in sockets { close(fd) } }
         for _ in 0..<self.count {
@@ -46,8 +49,9 @@ struct StalledSubscribers {
         }
         // The broker pushes until the credit is spent or the socket stops taking bytes; give it time to get there.
         try await Task.sleep(for: .seconds(3))
+        trims = try await self.nextTrim(after: trims)
         guard let after = ResourceSample.read(pid: pid) else { return [:] }
-        let heapAfter = self.target.brokerGauges(Self.heapGauges)
+        let heapAfter = self.target.brokerValues(Self.heapGauges)
         // What one credit's worth of records weighs on the wire (value and headers; framing adds a few bytes).
         let headerBytes = benchHeaders.reduce(0) { $0 + $1.name.utf8.count + $1.value.readableBytes + 8 }
         let subscribers = Double(max(1, self.count))
@@ -63,7 +67,25 @@ struct StalledSubscribers {
             figures["allocated_growth_per_stalled_sub_bytes"] = (end - start) / subscribers
         }
         if let held = heapAfter[BrokerMetrics.memoryFreeHeld] { figures["broker_free_held_mb"] = held / 1_048_576 }
+        if let trims { figures["broker_quiet_trims"] = trims }
         return figures
+    }
+
+    /// How many times the broker has trimmed its heap when quiet; nil when it does not say (not spawned, or not
+    /// trimming: a sanitizer's malloc, or `GLIBC_TUNABLES` naming glibc.malloc).
+    private func brokerTrims() -> Double? {
+        self.target.brokerValues([BrokerMetrics.memoryTrims])[BrokerMetrics.memoryTrims]
+    }
+
+    /// Waits (at most 10 s) for the broker's next quiet trim after `count` of them; returns the count then.
+    private func nextTrim(after count: Double?) async throws -> Double? {
+        guard let count else { return nil }
+        let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+        while ContinuousClock.now < deadline {
+            if let now = self.brokerTrims(), now > count { return now }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return self.brokerTrims()
     }
 
     private static let heapGauges = [BrokerMetrics.memoryAllocated, BrokerMetrics.memoryFreeHeld]

@@ -363,9 +363,9 @@ final class BenchTarget: Sendable {
         return read.now.since(read.base, startedAt: read.startedAt)
     }
 
-    /// The values of unlabelled gauges `metrics` of a spawned broker now (from its `/metrics`), by name; empty when
+    /// The values of unlabelled gauges or counters `metrics` of a spawned broker now (from its `/metrics`), by name; empty when
     /// it is not reachable, without those it does not report.
-    func brokerGauges(_ metrics: [String]) -> [String: Double] {
+    func brokerValues(_ metrics: [String]) -> [String: Double] {
         guard let port = self.live.withLock({ $0.metricsPort }), let exposition = BrokerStages.exposition(port: port)
         else { return [:] }
         var values: [String: Double] = [:]

@@ -138,6 +138,8 @@ struct Brokerd: AsyncParsableCommand {
             reloadSource = nil
         }
         let server: BrokerServer
+        // Memory kept for reuse under load goes back to the system when the broker is quiet; left to glibc with it.
+        let quietTrimTick: Duration? = allocator == .tuned ? .seconds(1) : nil
         if filled.metrics.enabled {
             // The one place the Prometheus factory is bootstrapped; the libraries only see swift-metrics.
             let registry = PrometheusCollectorRegistry()
@@ -147,10 +149,12 @@ struct Brokerd: AsyncParsableCommand {
             MetricsSystem.bootstrap(factory)
             server = BrokerServer(
                 config: filled, logger: logger, reloadSource: reloadSource, metrics: factory,
-                metricsExposition: { registry.emit(into: &$0) }
+                metricsExposition: { registry.emit(into: &$0) }, quietTrimTick: quietTrimTick
             )
         } else {
-            server = BrokerServer(config: filled, logger: logger, reloadSource: reloadSource)
+            server = BrokerServer(
+                config: filled, logger: logger, reloadSource: reloadSource, quietTrimTick: quietTrimTick
+            )
         }
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         Task {

@@ -1,4 +1,5 @@
 import BrokerClient
+import BrokerServer
 import Foundation
 import Locking
 import Testing
@@ -171,6 +172,68 @@ struct BrokerdProcessTests {
         #expect(quiet.metricsPort == nil)
         #expect(quiet.output.text.contains("brokerd.metrics_address=off"))
         #expect(try await quiet.terminate() == 0)
+    }
+
+    /// Under load brokerd's allocator keeps freed buffers for reuse (up to 8 MiB at the top of each thread's arena,
+    /// `AllocatorTuning`), which `malloc_trim` alone never gives back; once quiet, brokerd gives them back
+    /// (`QuietTrim`). A process of its own, so that its arenas hold only brokerd's memory.
+    @Test(
+        "brokerd gives back the memory it kept for reuse under load once it is quiet",
+        .enabled(if: AllocatorTuning.isGlibcMalloc, "a sanitizer's malloc: brokerd leaves it alone")
+    )
+    func quietTrimGivesMemoryBack() async throws {
+        let dataDir = TestBroker.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dataDir) }
+        let daemon = try await Daemon.start(dataDir: dataDir)
+        let metricsPort = try #require(daemon.metricsPort)
+        func trims() async throws -> Double {
+            try await MetricsScrape.get(port: metricsPort).exposition.value(BrokerMetrics.memoryTrims) ?? 0
+        }
+        /// Polls (at most 15 s) until brokerd has trimmed more than `count` times; returns how many it has.
+        func trimAfter(_ count: Double) async throws -> Double {
+            let deadline = ContinuousClock.now.advanced(by: .seconds(15))
+            while try await trims() <= count, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(100)) }
+            return try await trims()
+        }
+        func residentKiB() throws -> Int {
+            let status = try String(contentsOfFile: "/proc/\(daemon.process.pid)/status", encoding: .utf8)
+            let line = try #require(status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") })
+            return try #require(Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]))
+        }
+        func allocatedKiB() async throws -> Int {
+            let bytes = try await MetricsScrape.get(port: metricsPort).exposition.value(BrokerMetrics.memoryAllocated)
+            return Int(try #require(bytes)) >> 10
+        }
+        let started = try await trimAfter(0)
+        #expect(started >= 1, "no trim after the start's recovery")
+        let idle = try residentKiB()
+        let allocatedIdle = try await allocatedKiB()
+        let tokens = try Credentials.parseCredentials(String(contentsOfFile: dataDir + "/credentials.toml", encoding: .utf8))
+        let producer = try await BrokerClient.connect(host: "127.0.0.1", port: daemon.port, clientID: "learning-portal", token: tokens["learning-portal"]!)
+        // About 16 MB of records, 1 MB PUBLISHes four at a time: multi-MiB batches on the log's writer.
+        let records = (0..<4_000).map(educationEvent)
+        for _ in 0..<4 {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        let results = try await producer.publish(topic: "education.completed", records: records)
+                        #expect(results.count == 4_000)
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        let loaded = try residentKiB()
+        #expect(try await trimAfter(started) > started, "no trim once the publishes stopped")
+        let after = try residentKiB()
+        let inUse = try await allocatedKiB() - allocatedIdle
+        // RSS grew by the memory now in use (the log's recent batches, say) and by memory freed and kept; after the
+        // trim it is back to the memory in use.
+        let figures = "RSS \(idle) KiB idle, \(loaded) loaded, \(after) after the trim; \(inUse) KiB more in use"
+        #expect(loaded - idle > inUse + 1_536, "\(figures): too little kept to see a trim")
+        #expect(after - idle < inUse + 512, "\(figures)")
+        await producer.close()
+        #expect(try await daemon.terminate() == 0)
     }
 
     @Test("brokerd --print-default-config prints a config that parses")

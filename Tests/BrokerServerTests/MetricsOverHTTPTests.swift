@@ -79,6 +79,40 @@ struct MetricsOverHTTPTests {
         await broker.stop()
     }
 
+    /// brokerd gives the allocator's kept memory back once no log has grown for two ticks, once per quiet spell.
+    @Test(
+        "a quiet broker trims its heap once, and again only after appends resume and stop",
+        .enabled(if: AllocatorTuning.isGlibcMalloc, "malloc is a sanitizer's: there is nothing of glibc's to trim")
+    )
+    func quietTrim() async throws {
+        let metrics = Instrumented()
+        let tick = Duration.milliseconds(50)
+        let broker = try await TestBroker.startScenario(metrics: metrics.injected, quietTrimTick: tick)
+        defer { broker.removeData() }
+        let port = try #require(broker.server.metricsAddress?.port)
+        func trims() async throws -> Double {
+            try await MetricsScrape.get(port: port).exposition.value(BrokerMetrics.memoryTrims) ?? 0
+        }
+        /// Polls until the counter reaches `count` (at most 10 s: the first trim comes 2-3 ticks after the last
+        /// append).
+        func waitForTrims(_ count: Double) async throws {
+            let deadline = ContinuousClock.now.advanced(by: .seconds(10))
+            while try await trims() < count, ContinuousClock.now < deadline { try await Task.sleep(for: tick) }
+            #expect(try await trims() == count)
+        }
+        let producer = try await broker.client("learning-portal")
+        #expect(try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(0)]) == [.ok(offset: 0)])
+        let first = try await trims()
+        try await waitForTrims(first + 1)
+        // Still quiet: no second trim however long it stays so.
+        try await Task.sleep(for: tick * 8)
+        #expect(try await trims() == first + 1)
+        #expect(try await producer.publish(topic: "education.completed", records: [PolicyPlaneTests.event(1)]) == [.ok(offset: 1)])
+        try await waitForTrims(first + 2)
+        await producer.close()
+        await broker.stop()
+    }
+
     @Test("every decision is counted with its labels; lag is end minus committed; more records make no new metric objects")
     func scrapeAfterEveryDecision() async throws {
         let metrics = Instrumented()

@@ -90,7 +90,8 @@ final class TestBroker: Sendable {
         dataDir: String? = nil,
         configText: ConfigText = ConfigText(),
         io: any FileIO = PosixFileIO(),
-        metrics: (factory: any MetricsFactory, exposition: MetricsExposition)? = nil
+        metrics: (factory: any MetricsFactory, exposition: MetricsExposition)? = nil,
+        quietTrimTick: Duration? = nil
     ) async throws -> TestBroker {
         let dir = dataDir ?? self.makeTempDir()
         let load: @Sendable () throws -> BrokerConfig = {
@@ -107,7 +108,9 @@ final class TestBroker: Sendable {
             config.metrics.listenPort = 0
             return config
         }
-        return try await self.start(config: try load(), reloadSource: load, io: io, metrics: metrics)
+        return try await self.start(
+            config: try load(), reloadSource: load, io: io, metrics: metrics, quietTrimTick: quietTrimTick
+        )
     }
 
     /// Starts a broker on `config`; with `metrics`, its metric objects come from that factory and, when
@@ -116,13 +119,15 @@ final class TestBroker: Sendable {
         config: BrokerConfig,
         reloadSource: (@Sendable () throws -> BrokerConfig)? = nil,
         io: any FileIO = PosixFileIO(),
-        metrics: (factory: any MetricsFactory, exposition: MetricsExposition)? = nil
+        metrics: (factory: any MetricsFactory, exposition: MetricsExposition)? = nil,
+        quietTrimTick: Duration? = nil
     ) async throws -> TestBroker {
         var logger = Logger(label: "brokerd-test")
         logger.logLevel = .critical  // storage-fault tests log errors on purpose
         let server = BrokerServer(
             config: config, logger: logger, eventLoopThreads: 2, reloadSource: reloadSource, io: io,
-            metrics: metrics?.factory ?? NOOPMetricsHandler.instance, metricsExposition: metrics?.exposition
+            metrics: metrics?.factory ?? NOOPMetricsHandler.instance, metricsExposition: metrics?.exposition,
+            quietTrimTick: quietTrimTick
         )
         do {
             try await server.start()
