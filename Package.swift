@@ -44,6 +44,7 @@ let package = Package(
             dependencies: [
                 "CLZ4", "CCRC32C", "CPrefetch", "CFileIO", "Locking", "RawBytes",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "Logging", package: "swift-log"),
                 // fsync latency, group-commit size and append latency are measured where they happen.
                 .product(name: "Metrics", package: "swift-metrics"),

@@ -294,6 +294,7 @@ extension TopicLogConfig {
         self.segmentMaxAgeMillis = topic.segmentMaxAgeMillis
         self.retentionBytes = topic.retentionBytes
         self.retentionMillis = topic.retentionMillis
+        self.pageCacheBytes = topic.pageCacheBytes
         switch topic.fsync {
         case .always:
             self.fsync = .always

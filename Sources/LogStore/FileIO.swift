@@ -73,6 +73,10 @@ package protocol FileIO: Sendable {
     /// that alignment: every later write's address, size and file offset must be a multiple of it. Returns 0 when
     /// the fd stays buffered; never fails, since buffered writes are as correct, only costlier.
     func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int
+    /// Asks the kernel to drop the range's pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`): the
+    /// whole pages inside it that are clean; of dirty ones the kernel starts the write-back, and they stay. Advice: it never fails,
+    /// and a later read of the range reads the device.
+    func dropCachedPages(_ fd: Int32, range: Range<Int64>)
 }
 
 /// The most zeros one `FileIO.pwrite(_:_:zeros:at:path:)` writes: a page.
@@ -99,6 +103,10 @@ extension FileIO {
     package func writeOut(_ fd: Int32, offset: Int64, count: Int64, path: String) throws(FileIOError) {}
     /// By default files stay buffered.
     package func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int { 0 }
+    /// By default the pages are dropped, as ``PosixFileIO`` does: it changes no byte anyone reads.
+    package func dropCachedPages(_ fd: Int32, range: Range<Int64>) {
+        _ = posix_fadvise(fd, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_DONTNEED)
+    }
 }
 
 /// The real POSIX implementation of ``FileIO``.

@@ -66,6 +66,10 @@ final class FileTopicLog: TopicLog {
     private let metrics: LogMetrics
     /// The newest batches as written (`TopicLogConfig.recentBatchBytes`): reads near the end come from here.
     private let recent = Locked(RecentBatches())
+    /// What the writer left in the page cache (`TopicLogConfig.pageCacheBytes`); nil: the kernel decides.
+    private let cacheWindow: Locked<PageCacheWindow<Segment>>?
+    /// Drops the pages `cacheWindow` gives up, off the writer's path.
+    private let cacheQueue: DispatchQueue
     /// The preallocator writes its zeros with direct I/O (set at the first preallocation that could): they cost
     /// no page-cache copy, so the segment's growth rate no longer pauses preallocation.
     private let zerosDirect = Atomic<Bool>(false)
@@ -102,6 +106,8 @@ final class FileTopicLog: TopicLog {
         self.writeQueue = DispatchQueue(label: "brokerd.logstore.write.\(name)")
         self.syncQueue = DispatchQueue(label: "brokerd.logstore.sync.\(name)")
         self.preallocateQueue = DispatchQueue(label: "brokerd.logstore.preallocate.\(name)")
+        self.cacheQueue = DispatchQueue(label: "brokerd.logstore.cache.\(name)", qos: .utility)
+        self.cacheWindow = config.pageCacheBytes > 0 ? Locked(PageCacheWindow(limit: config.pageCacheBytes)) : nil
         let total = segments.reduce(Int64(0)) { $0 + $1.state.withLock { $0.size } }
         self.start = Atomic(segments[0].baseOffset)
         self.end = Atomic(segments[segments.count - 1].state.withLock { $0.nextOffset })
@@ -294,6 +300,7 @@ final class FileTopicLog: TopicLog {
             return (state.totalBytes, state.segments.count)
         }
         self.metrics.sizeChanged(bytes: totalBytes, segments: segmentCount)
+        self.dropOldPages(segment, position..<(position + size))
         self.preallocateIfDue(segment)
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
@@ -338,6 +345,18 @@ final class FileTopicLog: TopicLog {
         case .never:
             self.end.store(newEnd, ordering: .releasing)
             completion(.success(result))
+        }
+    }
+
+    /// Writer queue, after a batch at `written`: tells the page-cache window, and drops what it gives up on the cache
+    /// queue. The pages dropped lie `pageCacheBytes` behind the writer, long synced under `.always`; of a dirty one
+    /// (another fsync policy) the kernel starts the write-back, and it stays cached.
+    private func dropOldPages(_ segment: Segment, _ written: Range<Int64>) {
+        guard let window = self.cacheWindow else { return }
+        let drops = window.withLock { $0.wrote(segment, written) }
+        guard !drops.isEmpty else { return }
+        self.cacheQueue.async {
+            for drop in drops { self.io.dropCachedPages(drop.file.logFD, range: drop.range) }
         }
     }
 
@@ -687,6 +706,7 @@ final class FileTopicLog: TopicLog {
             }
             guard let victim else { return }
             deleted = true
+            self.cacheWindow?.withLock { $0.forget(victim) }
             self.logger.info(
                 "retention deleted segment",
                 metadata: ["brokerd.segment": "\(victim.logPath)", "brokerd.start": "\(self.startOffset)"]

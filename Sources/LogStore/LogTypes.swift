@@ -103,6 +103,9 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// Bytes of the newest batches kept in memory as written (at least the newest one), so that reads of the end
     /// of the log (consumers that keep up) need no file read (0: none).
     package var recentBatchBytes: Int = 1 << 20
+    /// Bytes of the newest writes the log leaves in the kernel's page cache; the log drops older ones as it writes
+    /// (``PageCacheWindow``, docs/STORAGE.md "Page cache"). 0: the kernel keeps what it likes.
+    package var pageCacheBytes: Int64 = 0
     /// Retention never deletes a segment that contains an offset at or above `retentionFloor()` (for example the
     /// `topicEnd` of the topic's latest dedupe snapshot, so keys not yet in a snapshot stay rebuildable). nil: no
     /// floor. Called once per retention pass (on open and after each write), on the writer queue and outside the

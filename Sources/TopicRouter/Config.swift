@@ -34,6 +34,9 @@ package struct TopicPolicy: Equatable, Sendable {
     package var retentionBytes: Int64? = nil
     /// Segments whose newest record is older than this are deleted, if set (`retention_ms`).
     package var retentionMillis: Int64? = nil
+    /// Bytes of the newest log writes left in the kernel's page cache; older ones are dropped from it as the log
+    /// grows (`page_cache_bytes`; 0: the kernel keeps what it likes).
+    package var pageCacheBytes: Int64 = TopicPolicy.defaultPageCacheBytes
     /// Why records of this topic exist (`purposes`, non-empty, each declared in `BrokerConfig.purposes`). A role
     /// may subscribe only when it shares at least one purpose with the topic.
     package var purposes: [String] = PolicyDefaults.purposes
@@ -58,6 +61,11 @@ package struct TopicPolicy: Equatable, Sendable {
         self.name = name
         self.sensitivity = sensitivity
     }
+
+    /// `page_cache_bytes` when the topic does not set it.
+    package static let defaultPageCacheBytes: Int64 = 1 << 30
+    /// The least non-zero `page_cache_bytes`: the window must hold what is written while an fdatasync runs.
+    package static let minPageCacheBytes: Int64 = 16 << 20
 }
 
 /// What a topic's record values must be.

@@ -16,7 +16,7 @@ enum ConfigDecoder {
     static let topicKeys = [
         "name", "class", "fsync", "compression", "segment_bytes", "segment_max_age_ms", "retention_bytes",
         "retention_ms", "purposes", "consent_scopes", "required_headers", "payload", "allowed_fields",
-        "forbidden_fields", "dedupe_window_ms", "dedupe_max_keys",
+        "forbidden_fields", "dedupe_window_ms", "dedupe_max_keys", "page_cache_bytes",
     ]
     static let roleKeys = ["name", "clearance", "publish", "subscribe", "purposes", "consent_scopes", "capabilities"]
     static let principalKeys = ["client_id", "role", "token_hash", "cert_identity"]
@@ -247,6 +247,7 @@ enum ConfigDecoder {
         topic.segmentMaxAgeMillis = try reader.integer("segment_max_age_ms").map(Int64.init)
         topic.retentionBytes = try reader.integer("retention_bytes").map(Int64.init)
         topic.retentionMillis = try reader.integer("retention_ms").map(Int64.init)
+        if let value = try reader.integer("page_cache_bytes") { topic.pageCacheBytes = Int64(value) }
         if let purposes = try reader.stringArray("purposes") { topic.purposes = purposes }
         if let scopes = try reader.stringArray("consent_scopes") { topic.consentScopes = scopes }
         if let headers = try reader.stringArray("required_headers") { topic.requiredHeaders = headers }

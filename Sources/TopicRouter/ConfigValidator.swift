@@ -162,6 +162,13 @@ enum ConfigValidator {
         for case (let key, let value?) in optionals {
             try Self.requirePositive(value, key, of: topic.name, line: line(key))
         }
+        if topic.pageCacheBytes != 0 && topic.pageCacheBytes < TopicPolicy.minPageCacheBytes {
+            throw ConfigError(
+                "topic '\(topic.name)': page_cache_bytes must be 0 (the kernel keeps what it likes) or at least "
+                    + "\(TopicPolicy.minPageCacheBytes) (16 MiB), got \(topic.pageCacheBytes)",
+                line: line("page_cache_bytes")
+            )
+        }
         try Self.validateTopicRules(
             topic,
             purposes: purposes,

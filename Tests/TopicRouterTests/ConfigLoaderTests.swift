@@ -251,6 +251,14 @@ struct ConfigLoaderTests {
         #expect(milestone.retentionMillis == 7_776_000_000)
     }
 
+    @Test("page_cache_bytes: the default when absent, 0 (left to the kernel), or a size; it reaches the log's config")
+    func pageCacheBytes() throws {
+        #expect(try ConfigLoader.parse(base(appending: [])).topics[0].pageCacheBytes == TopicPolicy.defaultPageCacheBytes)
+        #expect(try ConfigLoader.parse(base(inserting: "page_cache_bytes = 0", after: 6)).topics[0].pageCacheBytes == 0)
+        let sized = try ConfigLoader.parse(base(inserting: "page_cache_bytes = 33554432", after: 6))
+        #expect(sized.topics[0].pageCacheBytes == 32 << 20)
+    }
+
     @Test("Policy refuses the embedded default until every principal has a token hash, then builds")
     func embeddedDefaultNeedsHashes() throws {
         let config = try ConfigLoader.parse(ConfigLoader.embeddedDefault)
@@ -547,6 +555,13 @@ struct ConfigLoaderTests {
             label: "zero segment_bytes",
             text: base(inserting: "segment_bytes = 0", after: 6),
             message: "topic 'a.b': segment_bytes must be positive, got 0",
+            line: 7
+        ),
+        ErrorCase(
+            label: "page_cache_bytes under 16 MiB",
+            text: base(inserting: "page_cache_bytes = 1048576", after: 6),
+            message: "topic 'a.b': page_cache_bytes must be 0 (the kernel keeps what it likes) or at least 16777216 "
+                + "(16 MiB), got 1048576",
             line: 7
         ),
         ErrorCase(
