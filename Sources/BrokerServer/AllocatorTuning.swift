@@ -96,7 +96,9 @@ extension AllocatorTuning {
         _ = brokerd_malloc_trim_threshold(Self.quietTrimThreshold)
         defer { _ = brokerd_malloc_trim_threshold(Self.trimThreshold) }
         for loop in eventLoops.makeIterator() { try? await loop.submit(Self.releaseThisThreadsTop).get() }
-        await Self.onEachThread(of: readPool, threads: readThreads, eventLoop: eventLoops.next(), Self.releaseThisThreadsTop)
+        await Self.onEachThread(
+            of: readPool, threads: readThreads, eventLoop: eventLoops.next(), Self.releaseThisThreadsTop
+        )
         DispatchQueue.concurrentPerform(iterations: 2 * System.coreCount) { _ in Self.releaseThisThreadsTop() }
         Self.releaseThisThreadsTop()
         return brokerd_malloc_trim() == 1
@@ -131,8 +133,8 @@ extension AllocatorTuning {
 ///
 /// Under load the allocator keeps up to ``AllocatorTuning/trimThreshold`` free at the top of each arena, so that
 /// each batch's buffers are not faulted in again; when the load stops that memory would stay resident for as long as
-/// the broker runs (12–20 MB in a many-connections run, docs/BENCHMARKS.md round 24). A pure state machine: the
-/// caller reads the activity (the sum of every log's end offset), ticks, and trims when told.
+/// the broker runs (12.6–20.4 MB in a many-connections run, docs/BENCHMARKS.md rounds 23 and 24). A pure state
+/// machine: the caller reads the activity (the sum of every log's end offset), ticks, and trims when told.
 package struct QuietTrim: Sendable {
     package enum Action: Equatable, Sendable {
         case wait

@@ -74,8 +74,8 @@ package protocol FileIO: Sendable {
     /// the fd stays buffered; never fails, since buffered writes are as correct, only costlier.
     func enableDirectIO(_ fd: Int32, maxAlignment: Int, path: String) -> Int
     /// Asks the kernel to drop the range's pages from the page cache (`posix_fadvise(POSIX_FADV_DONTNEED)`): the
-    /// whole pages inside it that are clean; of dirty ones the kernel starts the write-back, and they stay. Advice: it never fails,
-    /// and a later read of the range reads the device.
+    /// whole pages inside it that are clean; of dirty ones the kernel starts the write-back, and they stay. Advice:
+    /// it never fails, and a later read of the range reads the device.
     func dropCachedPages(_ fd: Int32, range: Range<Int64>)
 }
 

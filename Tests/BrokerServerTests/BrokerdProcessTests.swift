@@ -210,7 +210,7 @@ struct BrokerdProcessTests {
         let allocatedIdle = try await allocatedKiB()
         let tokens = try Credentials.parseCredentials(String(contentsOfFile: dataDir + "/credentials.toml", encoding: .utf8))
         let producer = try await BrokerClient.connect(host: "127.0.0.1", port: daemon.port, clientID: "learning-portal", token: tokens["learning-portal"]!)
-        // About 16 MB of records, 1 MB PUBLISHes four at a time: multi-MiB batches on the log's writer.
+        // About 32 MB of records, 1 MB PUBLISHes eight at a time: multi-MiB batches on the log's writer.
         let records = (0..<4_000).map(educationEvent)
         for _ in 0..<4 {
             try await withThrowingTaskGroup(of: Void.self) { group in
