@@ -149,7 +149,12 @@ let package = Package(
                 .product(name: "NIOTestUtils", package: "swift-nio"),
             ]
         ),
-        .testTarget(name: "LogStoreTests", dependencies: ["LogStore", "Locking", "CFileIO"]),
+        .testTarget(
+            name: "LogStoreTests",
+            dependencies: [
+                "LogStore", "Locking", "CFileIO", .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ]
+        ),
         .testTarget(name: "TopicRouterTests", dependencies: ["TopicRouter"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle"]),
         .testTarget(

@@ -356,7 +356,10 @@ final class FileTopicLog: TopicLog {
         let drops = window.withLock { $0.wrote(segment, written) }
         guard !drops.isEmpty else { return }
         self.cacheQueue.async {
-            for drop in drops { self.io.dropCachedPages(drop.file.logFD, range: drop.range) }
+            for drop in drops {
+                self.io.dropCachedPages(drop.file.logFD, range: drop.range)
+                self.metrics.pageCacheDropped.increment(by: drop.range.count)
+            }
         }
     }
 

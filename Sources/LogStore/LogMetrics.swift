@@ -1,7 +1,8 @@
 import Metrics
 
 /// The metrics one topic's log reports (docs/METRICS.md), created once when the log is opened and updated where
-/// the facts happen: around each fdatasync, each append, each roll and each retention pass.
+/// the facts happen: around each fdatasync, each append, each roll and each retention pass, and as the log drops its
+/// older pages from the page cache.
 ///
 /// Why here and not around `append` in the broker: an append's duration mixes encoding, the write, the wait for a
 /// group commit and the fdatasync itself; only the log knows which fdatasync covered how many records, and how
@@ -17,12 +18,16 @@ package struct LogMetrics: Sendable {
     package static let bytesName = "brokerd_log_bytes"
     /// Gauge: segments the topic holds.
     package static let segmentsName = "brokerd_log_segments"
+    /// Counter: bytes of the log's older writes it asked the kernel to drop from the page cache
+    /// (`TopicLogConfig.pageCacheBytes`).
+    package static let pageCacheDroppedName = "brokerd_log_page_cache_dropped_bytes_total"
 
     let fsyncDuration: Timer
     let groupCommitRecords: Recorder
     let appendDuration: Timer
     let bytes: Gauge
     let segments: Gauge
+    let pageCacheDropped: Counter
 
     /// Creates the topic's metric objects with `factory` (each labelled `topic`).
     package init(topic: String, factory: any MetricsFactory) {
@@ -34,6 +39,7 @@ package struct LogMetrics: Sendable {
         self.appendDuration = Timer(label: Self.appendDurationName, dimensions: dimensions, factory: factory)
         self.bytes = Gauge(label: Self.bytesName, dimensions: dimensions, factory: factory)
         self.segments = Gauge(label: Self.segmentsName, dimensions: dimensions, factory: factory)
+        self.pageCacheDropped = Counter(label: Self.pageCacheDroppedName, dimensions: dimensions, factory: factory)
     }
 
     /// The size of the log after a change: called under no lock, with values read together.

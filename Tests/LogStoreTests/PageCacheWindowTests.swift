@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import MetricsTestKit
 import Testing
 
 @testable import LogStore
@@ -88,11 +89,13 @@ struct PageCacheWindowTests {
     }
 
     /// Over a real file: after 40 MiB written with a window of 16 MiB, the segment's older pages are out of the page
-    /// cache (`mincore` on a mapping of the file reads the cache), its newest 16 MiB in, and every record reads back.
+    /// cache (`mincore` on a mapping of the file reads the cache), its newest 16 MiB in, the bytes dropped counted,
+    /// and every record reads back.
     @Test("a log with a 16 MiB window leaves its older pages out of the page cache and reads them back from the file")
     func realFile() async throws {
         try await withTemporaryDirectory { dir in
-            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
+            let metrics = TestMetrics()
+            let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger, metrics: metrics)
             var config = TopicLogConfig.test(segmentBytes: 256 * Self.mebibyte, fsync: .always)
             config.pageCacheBytes = 16 * Self.mebibyte
             let log = try await backend.openTopic(name: "t", config: config)
@@ -113,6 +116,13 @@ struct PageCacheWindowTests {
             let older = try Self.residentFraction(path, 0..<(size - (16 << 20) - (4 << 20)))
             let newest = try Self.residentFraction(path, (size - (16 << 20))..<size)
             #expect(older < 0.1, "\(Int(older * 100))% of the older pages in the page cache")
+            // And counted, as each drop is made: all but the newest 16-20 MiB.
+            let counter = try metrics.expectCounter(LogMetrics.pageCacheDroppedName, [("topic", "t")])
+            while counter.totalValue < Int64(size) - (20 << 20), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let dropped = counter.totalValue
+            #expect(dropped >= Int64(size) - (20 << 20) && dropped <= Int64(size) - (16 << 20), "\(dropped) bytes dropped")
             #expect(newest > 0.9, "\(Int(newest * 100))% of the newest 16 MiB in the page cache")
             FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 16 << 10)
             await backend.closeAll()
