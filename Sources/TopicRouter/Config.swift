@@ -63,7 +63,7 @@ package struct TopicPolicy: Equatable, Sendable {
     }
 
     /// `page_cache_bytes` when the topic does not set it.
-    package static let defaultPageCacheBytes: Int64 = 1 << 30
+    package static let defaultPageCacheBytes: Int64 = 512 << 20
     /// The least non-zero `page_cache_bytes`: the window must hold what is written while an fdatasync runs.
     package static let minPageCacheBytes: Int64 = 16 << 20
 }

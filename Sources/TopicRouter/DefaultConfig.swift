@@ -109,7 +109,7 @@ enum DefaultConfig {
         #                                 (default: keep everything)
         #   page_cache_bytes    optional  bytes of the newest log writes left in the kernel's page cache; older
         #                                 ones are dropped from it as the log grows, and a consumer further behind
-        #                                 reads them from the disk (default 1073741824 = 1 GiB; at least 16 MiB;
+        #                                 reads them from the disk (default 536870912 = 512 MiB; at least 16 MiB;
         #                                 0 = the kernel keeps what it likes)
         #   purposes            optional  non-empty list of declared `purposes` its records serve (default: every
         #                                 default purpose; state it, it is what subscribers are checked against)
