@@ -74,10 +74,10 @@ package enum AllocatorTuning {
 extension AllocatorTuning {
     /// The trim threshold in force while ``trimQuietHeap(eventLoops:readPool:readThreads:)`` runs (glibc's own
     /// starting value).
-    package static let quietTrimThreshold: Int32 = 128 << 10
+    private static let quietTrimThreshold: Int32 = 128 << 10
 
-    /// Gives back to the system what the allocator holds free, for a broker that has gone quiet (``QuietTrim``).
-    /// Returns whether any memory was given back; false when malloc is not glibc's.
+    /// Gives back to the system what the allocator holds free, for a broker that has gone quiet (``QuietTrim``);
+    /// nothing when malloc is not glibc's.
     ///
     /// glibc's `malloc_trim(0)` gives back the whole pages of free chunks in every arena and the main arena's free
     /// top, but not the free tops of the other arenas, the threads' own, which is where the memory ``trimThreshold``
@@ -88,11 +88,10 @@ extension AllocatorTuning {
     /// Then `malloc_trim(0)`, and the threshold back. Threads it does not reach (a dispatch worker beyond those
     /// `concurrentPerform` uses) keep their arena's top until their next large free. Locks each arena in turn:
     /// milliseconds for a heap of tens of MiB, which is why it runs only when the broker is quiet.
-    @discardableResult
     package static func trimQuietHeap(
         eventLoops: any EventLoopGroup, readPool: NIOThreadPool, readThreads: Int
-    ) async -> Bool {
-        guard Self.isGlibcMalloc else { return false }
+    ) async {
+        guard Self.isGlibcMalloc else { return }
         _ = brokerd_malloc_trim_threshold(Self.quietTrimThreshold)
         defer { _ = brokerd_malloc_trim_threshold(Self.trimThreshold) }
         for loop in eventLoops.makeIterator() { try? await loop.submit(Self.releaseThisThreadsTop).get() }
@@ -101,18 +100,18 @@ extension AllocatorTuning {
         )
         DispatchQueue.concurrentPerform(iterations: 2 * System.coreCount) { _ in Self.releaseThisThreadsTop() }
         Self.releaseThisThreadsTop()
-        return brokerd_malloc_trim() == 1
+        _ = brokerd_malloc_trim()
     }
 
     /// Allocates and frees at once a block larger than ``trimThreshold`` on the calling thread: it comes from the
     /// top of this thread's arena, and its free trims that top against the threshold in force.
-    package static func releaseThisThreadsTop() {
+    private static func releaseThisThreadsTop() {
         brokerd_malloc_poke_arena(Int(Self.trimThreshold) + (64 << 10))
     }
 
     /// Runs `body` once on each of `pool`'s `threads` threads: every job waits (at most 100 ms) until all of them
     /// have started, so no two share a thread, unless the pool is busy that long.
-    static func onEachThread(
+    private static func onEachThread(
         of pool: NIOThreadPool, threads: Int, eventLoop: any EventLoop, _ body: @escaping @Sendable () -> Void
     ) async {
         let started = DispatchGroup()
@@ -144,8 +143,8 @@ package struct QuietTrim: Sendable {
     /// Ticks without a log growing before the trim.
     package let quietTicks: Int
     private var lastActivity: Int64?
+    /// Ticks since the activity last changed: the trim is the tick this reaches `quietTicks`, once per quiet spell.
     private var quietFor = 0
-    private var trimmedSinceActivity = false
 
     package init(quietTicks: Int = 2) {
         precondition(quietTicks >= 1, "a trim waits at least one quiet tick")
@@ -158,12 +157,9 @@ package struct QuietTrim: Sendable {
         guard activity == self.lastActivity else {
             self.lastActivity = activity
             self.quietFor = 0
-            self.trimmedSinceActivity = false
             return .wait
         }
         self.quietFor += 1
-        guard self.quietFor >= self.quietTicks, !self.trimmedSinceActivity else { return .wait }
-        self.trimmedSinceActivity = true
-        return .trim
+        return self.quietFor == self.quietTicks ? .trim : .wait
     }
 }

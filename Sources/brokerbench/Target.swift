@@ -363,8 +363,8 @@ final class BenchTarget: Sendable {
         return read.now.since(read.base, startedAt: read.startedAt)
     }
 
-    /// The values of unlabelled gauges or counters `metrics` of a spawned broker now (from its `/metrics`), by name; empty when
-    /// it is not reachable, without those it does not report.
+    /// The values of unlabelled gauges or counters `metrics` of a spawned broker now (from its `/metrics`), by name;
+    /// empty when it is not reachable, without those it does not report.
     func brokerValues(_ metrics: [String]) -> [String: Double] {
         guard let port = self.live.withLock({ $0.metricsPort }), let exposition = BrokerStages.exposition(port: port)
         else { return [:] }

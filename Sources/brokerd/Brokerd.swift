@@ -137,9 +137,9 @@ struct Brokerd: AsyncParsableCommand {
         } else {
             reloadSource = nil
         }
-        let server: BrokerServer
-        // Memory kept for reuse under load goes back to the system when the broker is quiet; left to glibc with it.
-        let quietTrimTick: Duration? = allocator == .tuned ? .seconds(1) : nil
+        // Without metrics the default factory (swift-metrics' no-op until bootstrapped) and no endpoint.
+        var metricsFactory: any MetricsFactory = MetricsSystem.factory
+        var exposition: MetricsExposition?
         if filled.metrics.enabled {
             // The one place the Prometheus factory is bootstrapped; the libraries only see swift-metrics.
             let registry = PrometheusCollectorRegistry()
@@ -147,15 +147,15 @@ struct Brokerd: AsyncParsableCommand {
             factory.durationHistogramBuckets = BrokerMetrics.durationBuckets
             factory.valueHistogramBuckets = BrokerMetrics.valueBuckets
             MetricsSystem.bootstrap(factory)
-            server = BrokerServer(
-                config: filled, logger: logger, reloadSource: reloadSource, metrics: factory,
-                metricsExposition: { registry.emit(into: &$0) }, quietTrimTick: quietTrimTick
-            )
-        } else {
-            server = BrokerServer(
-                config: filled, logger: logger, reloadSource: reloadSource, quietTrimTick: quietTrimTick
-            )
+            metricsFactory = factory
+            exposition = { registry.emit(into: &$0) }
         }
+        let server = BrokerServer(
+            config: filled, logger: logger, reloadSource: reloadSource, metrics: metricsFactory,
+            metricsExposition: exposition,
+            // Memory kept for reuse under load goes back to the system when the broker is quiet; left to glibc with it.
+            quietTrimTick: allocator == .tuned ? .seconds(1) : nil
+        )
         let hangups = await UnixSignalsSequence(trapping: .sighup)
         Task {
             for await _ in hangups {
