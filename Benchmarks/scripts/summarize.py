@@ -102,6 +102,14 @@ def main():
                                     and not r.get("extra", {}).get(key) for r in runs))
             if missing:
                 sys.exit(f"no {what} read in " + ", ".join(missing))
+        # Where the kernel keeps per-thread scheduler statistics, a run that read a spawned brokerd's CPU time also
+        # read how long its threads waited for a core (/proc/PID/task/TID/schedstat).
+        if os.path.exists("/proc/self/schedstat"):
+            missing = sorted(name for name, runs in groups.items()
+                             if any("cpu_broker_cores" in r.get("extra", {})
+                                    and "cpu_broker_runq_wait_cores" not in r["extra"] for r in runs))
+            if missing:
+                sys.exit("no run-queue wait read in " + ", ".join(missing))
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ struct PolicyLoad {
         result.extra["policy_over_same_records_ratio"] = ratio(result, over: sameRecords)
         result.errors += plain.errors + sameRecords.errors
         for (prefix, part) in [("plain_", plain), ("same_records_", sameRecords)] {
-            for (key, value) in part.extra where key.hasPrefix("cpu_") { result.extra[prefix + key] = value }
+            for (key, value) in part.extra where key.hasPrefix("cpu_") || key.hasPrefix("disk_") {
+                result.extra[prefix + key] = value
+            }
         }
         let topics = self.target.topics
         result.extra.merge(plainStages?.extras(prefix: "plain_", topics: topics) ?? [:]) { current, _ in current }

@@ -139,9 +139,11 @@ struct BenchResult: Codable, Sendable {
             row("  p99.9 / max (µs)", String(format: "%.0f / %.0f", latency.p999, latency.max))
         }
         for (key, value) in self.extra.sorted(by: { $0.key < $1.key }) {
-            // Ratios, busy fractions, cores and seconds need more than one decimal to be read.
+            // Ratios, busy fractions, cores, seconds and a device's milliseconds per request need more than one
+            // decimal to be read.
             let precise = key.hasSuffix("_ratio") || key.hasSuffix("_busy") || key.hasSuffix("_cores")
                 || key.hasSuffix("_per_record") || key.hasPrefix("restart_") || key.hasSuffix("_gib")
+                || key.hasSuffix("_ms_per_io")
             row(key, String(format: precise ? "%.3f" : "%.1f", value))
         }
         if let machine = self.machine { row("machine", machine.summary) }

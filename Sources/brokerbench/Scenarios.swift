@@ -273,7 +273,9 @@ struct PublishLoad {
         // Dedupe keys are unique per run (a random tag) and producer connection, then a counter.
         let runTag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
-        let cpu = CPUWindow(measureFrom: clock.measureFrom, brokerPid: self.target.brokerPid)
+        let cpu = CPUWindow(
+            measureFrom: clock.measureFrom, brokerPid: self.target.brokerPid, dataDir: self.target.dataDir
+        )
         let budget = p.records.map { Counter($0) }
         let progress = Progress()
         let errors = Counter(0)
