@@ -653,6 +653,9 @@ struct EndToEndLoad {
             consumers.append((client, subscription, deliver, read))
         }
         let producer = try await self.target.connect()
+        let cpu = CPUWindow(
+            measureFrom: clock.measureFrom, brokerPid: self.target.brokerPid, dataDir: self.target.dataDir
+        )
         progress.start(clock: clock, label: "e2e-latency delivered")
         let publisher = producer.pipelinedPublisher(maxInFlight: p.inFlight) { acknowledgement in
             defer { tallies.acknowledged.add(1) }
@@ -688,6 +691,8 @@ struct EndToEndLoad {
             try await Task.sleep(for: .milliseconds(5))
         }
         let undelivered = max(0, expected - progress.all.value)
+        // From the warm-up's end to the last delivery (or the end of the drain).
+        let cpuFigures = await cpu.finish(records: progress.measured.value)
         var histogram = makeHistogram()
         var reads = makeHistogram()
         for consumer in consumers {
@@ -718,6 +723,7 @@ struct EndToEndLoad {
             result.extra["publish_ack_p99_us"] = Double(acks.valueAtPercentile(99))
             result.extra["publish_ack_max_us"] = Double(acks.max)
         }
+        result.extra.merge(cpuFigures) { current, _ in current }
         return result
     }
 }
