@@ -156,6 +156,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TopicRouterTests", dependencies: ["TopicRouter"]),
+        // brokerbench's own readings of the machine (CPUWindow's run-queue waits and disk counters).
+        .testTarget(name: "BrokerBenchTests", dependencies: ["brokerbench"]),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle"]),
         .testTarget(
             name: "BrokerServerTests",
