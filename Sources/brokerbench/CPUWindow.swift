@@ -85,7 +85,6 @@ struct CPUWindow: Sendable {
             end.at > start.at
         else { return [:] }
         let seconds = Double(end.at - start.at) / 1e9
-        func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
         var extra: [String: Double] = [
             "cpu_machine_busy_cores": rounded((end.busy - start.busy) / seconds),
             "cpu_machine_idle_cores": rounded((end.idle - start.idle) / seconds),
@@ -143,7 +142,7 @@ struct ThreadWaits: Sendable {
 
     /// The run-queue nanoseconds of a `schedstat` line: "on-CPU-ns run-queue-ns timeslices".
     static func runQueueNanos(schedstat: String) -> UInt64? {
-        let fields = schedstat.split(whereSeparator: { $0 == " " || $0 == "\n" })
+        let fields = whitespaceFields(schedstat)
         return fields.count >= 3 ? UInt64(fields[1]) : nil
     }
 
@@ -162,7 +161,7 @@ struct ThreadWaits: Sendable {
 /// A block device's counters (`/sys/dev/block/MAJOR:MINOR/stat`, the kernel's Documentation/block/stat.rst): the
 /// device holding the broker's data directory, so a run can say how long its writes and cache flushes took at the
 /// device, against brokerd's `log_fsync_mean_us`, which also holds the syncing thread's wait for a core.
-struct DiskCounters: Sendable, Equatable {
+struct DiskCounters: Sendable {
     var writes: UInt64
     var writeSectors: UInt64
     var writeMillis: UInt64
@@ -191,7 +190,7 @@ struct DiskCounters: Sendable, Equatable {
     /// The fields of a `stat` line: reads (1–4), writes (5–8: I/Os, merges, sectors, ms), in flight (9), busy ms
     /// (10), weighted ms (11), discards (12–15), flushes (16–17).
     static func parse(_ line: String) -> DiskCounters? {
-        let fields = line.split(whereSeparator: { $0 == " " || $0 == "\n" }).map { UInt64($0) }
+        let fields = whitespaceFields(line).map { UInt64($0) }
         guard fields.count >= 11, !fields.contains(nil) else { return nil }
         return DiskCounters(
             writes: fields[4]!, writeSectors: fields[6]!, writeMillis: fields[7]!, busyMillis: fields[9]!,
@@ -203,7 +202,6 @@ struct DiskCounters: Sendable, Equatable {
     /// write request, queue included), `disk_busy` (the fraction of the window with a request in flight), and,
     /// where the kernel counts them, `disk_flushes_per_s` and `disk_flush_ms_per_io`.
     func figures(since earlier: DiskCounters, seconds: Double) -> [String: Double] {
-        func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
         let writes = Double(self.writes &- earlier.writes)
         var figures = [
             "disk_write_ios_per_s": rounded(writes / seconds),
@@ -222,4 +220,12 @@ struct DiskCounters: Sendable, Equatable {
         }
         return figures
     }
+}
+
+/// A window figure to three decimals.
+private func rounded(_ value: Double) -> Double { (value * 1000).rounded() / 1000 }
+
+/// The space-separated fields of a `/proc` or `/sys` counters line.
+private func whitespaceFields(_ line: String) -> [Substring] {
+    line.split(whereSeparator: { $0 == " " || $0 == "\n" })
 }
