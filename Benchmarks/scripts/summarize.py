@@ -5,7 +5,8 @@
     summarize.py DIR --half-durable-rate   # half the median durable-publish records/s (suite.sh's e2e-latency rate)
     summarize.py DIR --check               # the table, then exit 1 if any run counted errors or undelivered records,
                                            # measured no record, or (a spawned brokerd's publishing scenario) read
-                                           # no publish stage from the broker's metrics
+                                           # no publish stage from the broker's metrics, or an e2e-latency timeline
+                                           # does not count every measured record
 
 A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
 Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
@@ -102,6 +103,13 @@ def main():
                                     and not r.get("extra", {}).get(key) for r in runs))
             if missing:
                 sys.exit(f"no {what} read in " + ", ".join(missing))
+        # e2e-latency's timeline (round 26) counts every measured record in the window of its scheduled time.
+        uncounted = sorted(name for name, runs in groups.items()
+                           if any(r["scenario"] == "e2e-latency"
+                                  and sum(w["records"] for w in (r.get("timeline") or {}).get("windows", []))
+                                  != r["records"] for r in runs))
+        if uncounted:
+            sys.exit("e2e-latency timeline does not count every measured record in " + ", ".join(uncounted))
         # Where the kernel keeps per-thread scheduler statistics, a run that read a spawned brokerd's CPU time also
         # read how long its threads waited for a core (/proc/PID/task/TID/schedstat).
         if os.path.exists("/proc/self/schedstat"):

@@ -83,9 +83,23 @@ struct RunCommand: AsyncParsableCommand {
             try LatencyPlot.svg(histogram: histogram, title: "\(self.scenario.rawValue): \(final.latencyLabel)")
                 .write(toFile: svgPath, atomically: true, encoding: .utf8)
             print("plot:   \(svgPath)")
+            if let timeline = final.timeline {
+                let timelinePath = Self.timelinePlotPath(svgPath)
+                try TimelinePlot.svg(timeline, title: "\(self.scenario.rawValue): \(final.latencyLabel), over time")
+                    .write(toFile: timelinePath, atomically: true, encoding: .utf8)
+                print("plot:   \(timelinePath) (latency over time)")
+            }
         } else {
             print("plot:   none (\(self.scenario.rawValue) has no latency figures)")
         }
+    }
+}
+
+extension RunCommand {
+    /// Where the latency timeline's plot goes: beside the percentile plot, `-timeline` before its `.svg`
+    /// (`e2e-1.svg` → `e2e-1-timeline.svg`; a name without `.svg` gets `-timeline.svg` appended).
+    static func timelinePlotPath(_ plotPath: String) -> String {
+        (plotPath.hasSuffix(".svg") ? String(plotPath.dropLast(4)) : plotPath) + "-timeline.svg"
     }
 }
 

@@ -113,6 +113,15 @@ struct LoadOptions: ParsableArguments {
     )
     var paceMicros: Int = 100
 
+    @Option(
+        name: .long,
+        help: """
+            e2e-latency: a record that arrives more than this many microseconds after its schedule counts as slow \
+            in the latency timeline (windows of 100 ms: how many records each had, how many slow, the latest).
+            """
+    )
+    var slowMicros: Int = 2000
+
     @Option(name: .long, help: "many-connections: how many connections to open.")
     var connections: Int = 10_000
 
@@ -148,6 +157,7 @@ struct LoadOptions: ParsableArguments {
         guard self.topics >= 1 else { throw ValidationError("--topics wants at least 1") }
         guard self.duration > 0, self.warmup >= 0 else { throw ValidationError("--duration wants > 0 and --warmup >= 0") }
         guard self.paceMicros >= 10, self.paceMicros <= 1_000_000 else { throw ValidationError("--pace-micros wants 10...1000000") }
+        guard self.slowMicros >= 1 else { throw ValidationError("--slow-micros wants at least 1") }
         guard ["lz4", "none"].contains(self.compression) else { throw ValidationError("--compression wants lz4 or none") }
         let fsync = self.fsync ?? (scenario == .recovery ? "never" : "always")
         guard fsync == "always" || fsync == "never" || fsync.hasPrefix("interval:") else {
@@ -158,7 +168,7 @@ struct LoadOptions: ParsableArguments {
             fsync: fsync, compression: self.compression, duration: self.duration, records: self.records,
             warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit,
             dedupeKeys: self.dedupeKeys, perRecord: self.perRecord, stalledSubscribers: self.stalledSubscribers,
-            paceMicros: self.paceMicros
+            paceMicros: self.paceMicros, slowMicros: self.slowMicros
         )
         switch scenario {
         case .durablePublish, .policyOverhead:  // policy-overhead runs the durable-publish load twice
@@ -240,4 +250,6 @@ struct BenchParameters: Codable, Sendable {
     /// e2e-latency: how often the producer sends the records that have come due, in µs (absent from results written
     /// before 2026-12-03, when it was 1000).
     var paceMicros: Int = 100
+    /// e2e-latency: the latency timeline's slow threshold, in µs (absent from results written before round 26).
+    var slowMicros: Int = 2000
 }

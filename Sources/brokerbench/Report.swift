@@ -88,12 +88,14 @@ struct BenchResult: Codable, Sendable {
     var extra: [String: Double] = [:]
     var broker: BrokerResources?
     var machine: MachineInfo?
+    /// e2e-latency: when in the measured seconds the records were late (``LatencyTimeline``).
+    var timeline: LatencyTimeline?
     /// Not encoded; used for the plot.
     var latencyHistogram: Histogram<UInt64>?
 
     enum CodingKeys: String, CodingKey {
         case scenario, parameters, measuredSeconds, records, recordsPerSecond, megabytesPerSecond, errors, latencyLabel,
-            latencyMicros, extra, broker, machine
+            latencyMicros, extra, broker, machine, timeline
     }
 
     init(
@@ -196,7 +198,8 @@ enum LatencyPlot {
         return svg
     }
 
-    private static func escape(_ text: String) -> String {
+    /// `text` with `&` and `<` escaped, for an SVG text element.
+    static func escape(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
     }
 }

@@ -617,10 +617,11 @@ struct EndToEndLoad {
         let sentName = Array(Self.sentHeader.utf8)
         // Per consumer: publish→deliver as its handler sees a DELIVER (on the event loop that read it), and
         // publish→read, up to the moment that event loop read the DELIVER from the socket (the decode between).
-        var consumers: [(client: BrokerClient, subscription: BrokerSubscription, deliver: Locked<Histogram<UInt64>>, read: Locked<Histogram<UInt64>>)] = []
+        var consumers: [(client: BrokerClient, subscription: BrokerSubscription, deliver: Locked<Histogram<UInt64>>, read: Locked<Histogram<UInt64>>, timeline: Locked<LatencyTimeline>)] = []
         for _ in 0..<p.consumers {
             let client = try await self.target.connect()
             let (deliver, read) = (Locked(makeHistogram()), Locked(makeHistogram()))
+            let timeline = Locked(LatencyTimeline(seconds: p.duration, slowMicros: UInt64(p.slowMicros)))
             // A DELIVER at a time, read in place (what a consumer that keeps up would do): the records of one
             // DELIVER arrived together, so one clock reading serves them all.
             let subscription = try await client.subscribe(topic: topic, start: .latest, credit: UInt32(p.credit)) { batch in
@@ -646,11 +647,16 @@ struct EndToEndLoad {
                     read.withLock { histogram in
                         for sent in measured { histogram.record((readAt - min(sent, readAt)) / 1000) }
                     }
+                    timeline.withLock { timeline in
+                        for sent in measured {
+                            timeline.record(scheduledNanos: sent - clock.measureFrom, latencyMicros: (now - min(sent, now)) / 1000)
+                        }
+                    }
                 }
                 progress.all.add(all)
                 progress.measured.add(measured.count)
             }
-            consumers.append((client, subscription, deliver, read))
+            consumers.append((client, subscription, deliver, read, timeline))
         }
         let producer = try await self.target.connect()
         let cpu = CPUWindow(
@@ -695,12 +701,14 @@ struct EndToEndLoad {
         let cpuFigures = await cpu.finish(records: progress.measured.value)
         var histogram = makeHistogram()
         var reads = makeHistogram()
+        var timeline = LatencyTimeline(seconds: p.duration, slowMicros: UInt64(p.slowMicros))
         for consumer in consumers {
             await consumer.client.close()
             // Ends with the connection (the handler runs no more once this returns).
             do { for try await _ in consumer.subscription.batches {} } catch {}
             consumer.deliver.withLock { histogram.add($0) }
             consumer.read.withLock { reads.add($0) }
+            consumer.timeline.withLock { timeline.add($0) }
         }
         progress.stop()
         await producer.close()
@@ -710,6 +718,8 @@ struct EndToEndLoad {
             errors: tallies.errors.value + undelivered,
             latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: histogram
         )
+        result.timeline = timeline
+        result.extra.merge(timeline.figures) { current, _ in current }
         result.extra["records_sent_measured"] = Double(tallies.sentMeasured.value)
         result.extra["records_undelivered"] = Double(undelivered)
         result.extra["publish_to_client_read_p50_us"] = Double(reads.valueAtPercentile(50))
