@@ -92,9 +92,10 @@ enum TimelinePlot {
         let top = 64.0
         let bottom = 50.0
         let seconds = Double(timeline.windows.count * timeline.windowMillis) / 1000
-        // Log10 of microseconds, from 100 µs up to the latest arrival (at least ten times the threshold).
+        // Log10 of microseconds, from 100 µs up to the latest arrival (at least ten times the threshold, and 1 ms).
         let lowY = 2.0
-        let highY = ceil(log10(Double(Swift.max(timeline.windows.map(\.maxMicros).max() ?? 1, timeline.slowMicros * 10))))
+        let latest = Swift.max(timeline.windows.map(\.maxMicros).max() ?? 1, timeline.slowMicros * 10)
+        let highY = Swift.max(ceil(log10(Double(latest))), lowY + 1)
         func px(_ second: Double) -> Double { left + second / seconds * (width - left - right) }
         func py(_ micros: Double) -> Double {
             let y = Swift.min(Swift.max(log10(Swift.max(micros, 1)), lowY), highY)

@@ -157,7 +157,9 @@ struct LoadOptions: ParsableArguments {
         guard self.topics >= 1 else { throw ValidationError("--topics wants at least 1") }
         guard self.duration > 0, self.warmup >= 0 else { throw ValidationError("--duration wants > 0 and --warmup >= 0") }
         guard self.paceMicros >= 10, self.paceMicros <= 1_000_000 else { throw ValidationError("--pace-micros wants 10...1000000") }
-        guard self.slowMicros >= 1 else { throw ValidationError("--slow-micros wants at least 1") }
+        guard self.slowMicros >= 1, self.slowMicros <= 3_600_000_000 else {
+            throw ValidationError("--slow-micros wants 1...3600000000")
+        }
         guard ["lz4", "none"].contains(self.compression) else { throw ValidationError("--compression wants lz4 or none") }
         let fsync = self.fsync ?? (scenario == .recovery ? "never" : "always")
         guard fsync == "always" || fsync == "never" || fsync.hasPrefix("interval:") else {

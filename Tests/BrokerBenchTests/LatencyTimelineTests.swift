@@ -76,6 +76,17 @@ struct LatencyTimelineTests {
         #expect(svg.components(separatedBy: "fill=\"#d1242f\" fill-opacity").count == 2)  // one window had slow ones
         #expect(svg.contains("stroke-dasharray"))
         #expect(svg.contains(">100 ms</text>"))  // the log scale reaches the latest arrival, 45 ms
+        // A 1 µs threshold and no record: still a scale (100 µs to 1 ms) and no NaN.
+        let empty = TimelinePlot.svg(LatencyTimeline(seconds: 1, slowMicros: 1), title: "empty")
+        #expect(empty.contains(">1 ms</text>") && !empty.contains("nan") && !empty.contains("inf"))
+    }
+
+    @Test("--slow-micros is checked: 0 and more than an hour are refused")
+    func slowMicrosOption() throws {
+        #expect(try LoadOptions.parse(["--slow-micros", "500"]).resolved(for: .e2eLatency).slowMicros == 500)
+        for bad in ["0", "3600000001"] {
+            #expect(throws: (any Error).self) { try LoadOptions.parse(["--slow-micros", bad]).resolved(for: .e2eLatency) }
+        }
     }
 
     @Test("a result carries its timeline in JSON; the timeline plot goes beside the percentile plot")
