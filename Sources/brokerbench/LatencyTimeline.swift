@@ -102,12 +102,7 @@ enum TimelinePlot {
             return height - bottom - (y - lowY) / (highY - lowY) * (height - top - bottom)
         }
         func pyShare(_ share: Double) -> Double { height - bottom - share * (height - top - bottom) }
-        var svg = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
-            <rect width="100%" height="100%" fill="white"/>
-            <text x="\(Int(width / 2))" y="22" text-anchor="middle" font-size="15">\(LatencyPlot.escape(title))</text>
-
-            """
+        var svg = LatencyPlot.opening(width: width, height: height, title: title)
         var exponent = lowY
         while exponent <= highY {
             let micros = pow(10, exponent)

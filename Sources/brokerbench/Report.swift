@@ -175,12 +175,7 @@ enum LatencyPlot {
         let maxY = Swift.max(1, (points.map(\.1).max() ?? 1) * 1.1)
         func px(_ x: Double) -> Double { left + x / maxX * (width - left - right) }
         func py(_ y: Double) -> Double { height - bottom - y / maxY * (height - top - bottom) }
-        var svg = """
-            <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
-            <rect width="100%" height="100%" fill="white"/>
-            <text x="\(Int(width / 2))" y="22" text-anchor="middle" font-size="15">\(escape(title))</text>
-
-            """
+        var svg = Self.opening(width: width, height: height, title: title)
         for (x, label) in [(0.0, "0%"), (1.0, "90%"), (2.0, "99%"), (3.0, "99.9%"), (4.0, "99.99%"), (5.0, "99.999%")] {
             svg += "<line x1=\"\(px(x))\" y1=\"\(py(0))\" x2=\"\(px(x))\" y2=\"\(py(maxY))\" stroke=\"#ddd\"/>\n"
             svg += "<text x=\"\(px(x))\" y=\"\(py(0) + 18)\" text-anchor=\"middle\">\(label)</text>\n"
@@ -198,8 +193,18 @@ enum LatencyPlot {
         return svg
     }
 
+    /// An SVG's opening of `width` by `height` on white, with `title` centred at the top; close it with `</svg>`.
+    static func opening(width: Double, height: Double, title: String) -> String {
+        """
+        <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="sans-serif" font-size="12">
+        <rect width="100%" height="100%" fill="white"/>
+        <text x="\(Int(width / 2))" y="22" text-anchor="middle" font-size="15">\(Self.escape(title))</text>
+
+        """
+    }
+
     /// `text` with `&` and `<` escaped, for an SVG text element.
-    static func escape(_ text: String) -> String {
+    private static func escape(_ text: String) -> String {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
     }
 }

@@ -475,6 +475,34 @@ struct SentStamper {
     }
 }
 
+/// What one e2e-latency consumer saw of the measured records: publish→deliver and publish→read (µs from each record's
+/// scheduled send time) and the latency timeline, recorded together with each DELIVER.
+struct Arrivals: Sendable {
+    var deliver = makeHistogram()
+    var read = makeHistogram()
+    var timeline: LatencyTimeline
+
+    init(seconds: Double, slowMicros: UInt64) {
+        self.timeline = LatencyTimeline(seconds: seconds, slowMicros: slowMicros)
+    }
+
+    /// A measured record scheduled at `sent`, delivered to the handler at `deliveredAt` and read from the socket at
+    /// `readAt` (all `monotonicNanos()`; `sent` at or after `measureFrom`).
+    mutating func record(sent: UInt64, deliveredAt: UInt64, readAt: UInt64, measureFrom: UInt64) {
+        let latency = (deliveredAt - min(sent, deliveredAt)) / 1000
+        self.deliver.record(latency)
+        self.read.record((readAt - min(sent, readAt)) / 1000)
+        self.timeline.record(scheduledNanos: sent - measureFrom, latencyMicros: latency)
+    }
+
+    /// Adds another consumer's.
+    mutating func add(_ other: Arrivals) {
+        self.deliver.add(other.deliver)
+        self.read.add(other.read)
+        self.timeline.add(other.timeline)
+    }
+}
+
 /// Publishes at a fixed rate (every `paceMicros` one PUBLISH carrying the records due) while consumers read from
 /// latest; latency is from the time the schedule meant a record to be sent to its arrival at a consumer.
 ///
@@ -615,48 +643,40 @@ struct EndToEndLoad {
         let tallies = Tallies(clock: clock)
         let progress = tallies.progress
         let sentName = Array(Self.sentHeader.utf8)
-        // Per consumer: publish→deliver as its handler sees a DELIVER (on the event loop that read it), and
-        // publish→read, up to the moment that event loop read the DELIVER from the socket (the decode between).
-        var consumers: [(client: BrokerClient, subscription: BrokerSubscription, deliver: Locked<Histogram<UInt64>>, read: Locked<Histogram<UInt64>>, timeline: Locked<LatencyTimeline>)] = []
+        // Per consumer: publish→deliver as its handler sees a DELIVER (on the event loop that read it),
+        // publish→read, up to the moment that event loop read the DELIVER from the socket (the decode between), and
+        // the latency timeline.
+        var consumers: [(client: BrokerClient, subscription: BrokerSubscription, arrivals: Locked<Arrivals>)] = []
         for _ in 0..<p.consumers {
             let client = try await self.target.connect()
-            let (deliver, read) = (Locked(makeHistogram()), Locked(makeHistogram()))
-            let timeline = Locked(LatencyTimeline(seconds: p.duration, slowMicros: UInt64(p.slowMicros)))
+            let arrivals = Locked(Arrivals(seconds: p.duration, slowMicros: UInt64(p.slowMicros)))
             // A DELIVER at a time, read in place (what a consumer that keeps up would do): the records of one
             // DELIVER arrived together, so one clock reading serves them all.
             let subscription = try await client.subscribe(topic: topic, start: .latest, credit: UInt32(p.credit)) { batch in
                 let now = monotonicNanos()
                 let readAt = min(batch.receivedAtNanos, now)
                 var all = 0
-                var measured: [UInt64] = []
-                batch.forEach { record in
-                    var stamp: UInt64?
-                    record.forEachHeader { name, value in
-                        guard value.count == 8, name.elementsEqual(sentName) else { return true }
-                        stamp = UInt64(bigEndian: value.loadUnaligned(as: UInt64.self))
-                        return false
-                    }
-                    guard let sent = stamp else { return }
-                    all += 1
-                    if sent >= clock.measureFrom { measured.append(sent) }
-                }
-                if !measured.isEmpty {
-                    deliver.withLock { histogram in
-                        for sent in measured { histogram.record((now - min(sent, now)) / 1000) }
-                    }
-                    read.withLock { histogram in
-                        for sent in measured { histogram.record((readAt - min(sent, readAt)) / 1000) }
-                    }
-                    timeline.withLock { timeline in
-                        for sent in measured {
-                            timeline.record(scheduledNanos: sent - clock.measureFrom, latencyMicros: (now - min(sent, now)) / 1000)
+                var measured = 0
+                // Only this handler takes the lock until the run is over: uncontended.
+                arrivals.withLock { arrivals in
+                    batch.forEach { record in
+                        var stamp: UInt64?
+                        record.forEachHeader { name, value in
+                            guard value.count == 8, name.elementsEqual(sentName) else { return true }
+                            stamp = UInt64(bigEndian: value.loadUnaligned(as: UInt64.self))
+                            return false
                         }
+                        guard let sent = stamp else { return }
+                        all += 1
+                        guard sent >= clock.measureFrom else { return }
+                        measured += 1
+                        arrivals.record(sent: sent, deliveredAt: now, readAt: readAt, measureFrom: clock.measureFrom)
                     }
                 }
                 progress.all.add(all)
-                progress.measured.add(measured.count)
+                progress.measured.add(measured)
             }
-            consumers.append((client, subscription, deliver, read, timeline))
+            consumers.append((client, subscription, arrivals))
         }
         let producer = try await self.target.connect()
         let cpu = CPUWindow(
@@ -699,16 +719,12 @@ struct EndToEndLoad {
         let undelivered = max(0, expected - progress.all.value)
         // From the warm-up's end to the last delivery (or the end of the drain).
         let cpuFigures = await cpu.finish(records: progress.measured.value)
-        var histogram = makeHistogram()
-        var reads = makeHistogram()
-        var timeline = LatencyTimeline(seconds: p.duration, slowMicros: UInt64(p.slowMicros))
+        var arrivals = Arrivals(seconds: p.duration, slowMicros: UInt64(p.slowMicros))
         for consumer in consumers {
             await consumer.client.close()
             // Ends with the connection (the handler runs no more once this returns).
             do { for try await _ in consumer.subscription.batches {} } catch {}
-            consumer.deliver.withLock { histogram.add($0) }
-            consumer.read.withLock { reads.add($0) }
-            consumer.timeline.withLock { timeline.add($0) }
+            consumer.arrivals.withLock { arrivals.add($0) }
         }
         progress.stop()
         await producer.close()
@@ -716,14 +732,14 @@ struct EndToEndLoad {
             scenario: Scenario.e2eLatency.rawValue, parameters: p, measuredSeconds: p.duration,
             records: progress.measured.value, recordBytes: p.recordSize,
             errors: tallies.errors.value + undelivered,
-            latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: histogram
+            latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: arrivals.deliver
         )
-        result.timeline = timeline
-        result.extra.merge(timeline.figures) { current, _ in current }
+        result.timeline = arrivals.timeline
+        result.extra.merge(arrivals.timeline.figures) { current, _ in current }
         result.extra["records_sent_measured"] = Double(tallies.sentMeasured.value)
         result.extra["records_undelivered"] = Double(undelivered)
-        result.extra["publish_to_client_read_p50_us"] = Double(reads.valueAtPercentile(50))
-        result.extra["publish_to_client_read_p99_us"] = Double(reads.valueAtPercentile(99))
+        result.extra["publish_to_client_read_p50_us"] = Double(arrivals.read.valueAtPercentile(50))
+        result.extra["publish_to_client_read_p99_us"] = Double(arrivals.read.valueAtPercentile(99))
         tallies.lateness.withLock { lateness in
             result.extra["send_lateness_p50_us"] = Double(lateness.valueAtPercentile(50))
             result.extra["send_lateness_p99_us"] = Double(lateness.valueAtPercentile(99))
