@@ -8,6 +8,10 @@ import Synchronization
 /// The name of the clean-shutdown marker file in a topic directory.
 package let cleanShutdownMarkerName = "clean-shutdown"
 
+/// The name of the spare file in a topic directory: the next segment's `.log` file, zeroed ahead
+/// (`TopicLogConfig.spareSegment`). It never holds a batch; recovery deletes one left behind.
+package let spareSegmentName = "next-segment.zeros"
+
 /// A topic's segmented log on disk (see docs/STORAGE.md).
 ///
 /// Appends are serialised on a per-topic writer `DispatchQueue` (never the cooperative pool); fdatasync runs on a
@@ -73,6 +77,9 @@ final class FileTopicLog: TopicLog {
     /// The preallocator writes its zeros with direct I/O (set at the first preallocation that could): they cost
     /// no page-cache copy, so the segment's growth rate no longer pauses preallocation.
     private let zerosDirect = Atomic<Bool>(false)
+    /// The next segment's file, zeroed ahead (`TopicLogConfig.spareSegment`); the writer decides when, the
+    /// preallocator writes the zeros, the roll takes the file.
+    private let spare = Locked(SpareState())
 
     /// `(closing, closed)`: `close()` was called / has finished.
     var closeState: (closing: Bool, closed: Bool) { self.state.withLock { ($0.closing, $0.closed) } }
@@ -302,6 +309,7 @@ final class FileTopicLog: TopicLog {
         self.metrics.sizeChanged(bytes: totalBytes, segments: segmentCount)
         self.dropOldPages(segment, position..<(position + size))
         self.preallocateIfDue(segment)
+        self.zeroSpareIfDue(segment)
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
         let result = AppendResult(baseOffset: baseOffset, count: Int(body.recordCount))
@@ -447,7 +455,12 @@ final class FileTopicLog: TopicLog {
         } catch {
             throw self.storageFailure("fdatasync before roll", error)
         }
-        let segment = try Recovery.createSegment(directory: self.directory, baseOffset: nextOffset, io: self.io)
+        let segment: Segment
+        if let spare = try self.takeSpare(baseOffset: nextOffset) {
+            segment = spare
+        } else {
+            segment = try Recovery.createSegment(directory: self.directory, baseOffset: nextOffset, io: self.io)
+        }
         do {
             try self.io.syncDirectory(self.directory)
         } catch {
@@ -551,48 +564,238 @@ final class FileTopicLog: TopicLog {
         }
     }
 
-    /// Preallocate queue: writes zeros over `range` and fdatasyncs them. Where the file system has direct I/O
-    /// (``FileIO/enableDirectIO(_:maxAlignment:path:)``, through a second descriptor of the `.log` file), the
-    /// whole pages of the range go from one zeroed mapping straight to the device: no copy into the page cache,
-    /// no fresh page-cache pages, no writeback; the writer then pads each batch to its page's end (`zeroPad`).
-    /// Otherwise, and for the range's parts before its first and after its last page boundary, zeros are written
-    /// through the page cache and each 128 KiB piece is written out to the device before the next
-    /// (`FileIO.writeOut`): an append's fdatasync of the same file waits for every page of it still dirty or in
-    /// flight, and must not wait for megabytes of zeros. `allocated` follows the pieces, so the writer may fill one
-    /// while the next is zeroed. A write that fails (no space, say) only stops preallocation in this segment:
-    /// appends then extend the file as they go. A failed fdatasync fails the log, as every failed fdatasync does:
-    /// it may have lost dirty pages of written batches, and a later fdatasync of the same file would not report it
-    /// again. Once the log has failed (here or on the writer queue), preallocation stops before its next piece and
-    /// makes no fdatasync: nothing of a failed log is synced again.
+    /// Preallocate queue: zeros over `range` of the active segment (``writeZeros(_:_:path:onDirect:onPiece:)``),
+    /// `allocated` following the pieces, so the writer may fill one while the next is zeroed. A write that fails
+    /// (no space, say) only stops preallocation in this segment: appends then extend the file as they go.
     private func preallocate(_ segment: Segment, _ range: Range<Int64>) {
+        let outcome = self.writeZeros(
+            segment.logFD, range, path: segment.logPath,
+            onDirect: { from in segment.state.withLock { $0.directZerosFrom = min($0.directZerosFrom, from) } },
+            onPiece: { zeroedTo in segment.state.withLock { $0.allocated = zeroedTo } }
+        )
+        switch outcome {
+        case .writeFailed(let error):
+            self.logger.notice(
+                "preallocation stopped; the segment grows batch by batch",
+                metadata: ["brokerd.segment": "\(segment.logPath)", "brokerd.error": "\(error)"]
+            )
+        case .syncFailed(let error):
+            // It may have lost dirty pages of written batches (the same file), and a later fdatasync of the file
+            // would not report it again: the log fails, as for every failed fdatasync of a segment.
+            segment.state.withLock { $0.extending = false }
+            self.fail(self.storageFailure("fdatasync of preallocated space", error))
+        case .zeroed, .logFailed: break
+        }
+        segment.state.withLock {
+            $0.extending = false
+            switch outcome {
+            case .zeroed: $0.allocated = range.upperBound
+            case .writeFailed: $0.preallocationStopped = true
+            case .syncFailed, .logFailed: break
+            }
+        }
+    }
+
+    // MARK: Spare segment
+
+    /// The next segment's file while the active segment fills (`TopicLogConfig.spareSegment`).
+    private struct SpareState {
+        /// The open spare file; nil until the preallocator creates it (after a roll took the last one).
+        var file: SpareFile?
+        /// Zeros written and synced from the start of the file up to here.
+        var zeroed: Int64 = 0
+        /// Zeros from here to `zeroed` were written with direct I/O (`Int64.max`: none were).
+        var directFrom: Int64 = .max
+        /// The preallocator is zeroing the next part (or creating the file).
+        var busy = false
+        /// Creating or zeroing it failed (no space, say): no more zeros until the next roll.
+        var stopped = false
+    }
+
+    /// The spare file's descriptor, closed once the file is renamed into place (the segment opens its own) or
+    /// removed.
+    private final class SpareFile: Sendable {
+        let path: String
+        let fd: Int32
+        let io: any FileIO
+
+        init(path: String, fd: Int32, io: any FileIO) {
+            self.path = path
+            self.fd = fd
+            self.io = io
+        }
+
+        deinit { try? self.io.close(self.fd, path: self.path) }
+    }
+
+    private var sparePath: String { self.directory + "/" + spareSegmentName }
+
+    /// Writer queue, after a batch: with `spareSegment`, has the next `preallocateBytes` of the spare zeroed once
+    /// it is less than that ahead of the active segment's size (so it is whole, `segmentBytes` of zeros, about when
+    /// the active segment is full). Zeros through the page cache follow preallocation's growth-rate limit: none
+    /// while the log has not written zeros directly and a limit is set.
+    private func zeroSpareIfDue(_ segment: Segment) {
+        let chunk = Int64(self.config.preallocateBytes)
+        guard self.config.spareSegment, chunk > 0,
+            self.config.preallocateUpToBytesPerSecond == 0 || self.zerosDirect.load(ordering: .relaxed)
+        else { return }
+        let size = segment.state.withLock { $0.size }
+        let range: Range<Int64>? = self.spare.withLock { spare in
+            guard !spare.busy, !spare.stopped, spare.zeroed < self.config.segmentBytes, spare.zeroed - size < chunk
+            else { return nil }
+            spare.busy = true
+            return spare.zeroed..<min(spare.zeroed + chunk, self.config.segmentBytes)
+        }
+        guard let range else { return }
+        self.preallocations.enter()
+        self.preallocateQueue.async {
+            defer { self.preallocations.leave() }
+            self.zeroSpare(range)
+        }
+    }
+
+    /// Preallocate queue: creates the spare file if there is none, then zeros `range` of it and syncs it. A failure
+    /// to create, write or sync it removes it (its space may be what appends need) and stops the spare until the
+    /// next roll, which then creates the segment as without a spare (it zeroes its own space).
+    private func zeroSpare(_ range: Range<Int64>) {
+        var file = self.spare.withLock { $0.file }
+        if file == nil {
+            let path = self.sparePath
+            do {
+                let fd = try self.io.open(path, flags: O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o644)
+                file = SpareFile(path: path, fd: fd, io: self.io)
+            } catch {
+                self.spareStopped(error)
+                return
+            }
+            self.spare.withLock { $0.file = file }
+        }
+        guard let file else { return }
+        let outcome = self.writeZeros(
+            file.fd, range, path: file.path,
+            onDirect: { from in self.spare.withLock { $0.directFrom = min($0.directFrom, from) } },
+            onPiece: { _ in }
+        )
+        switch outcome {
+        case .zeroed:
+            self.spare.withLock {
+                $0.zeroed = range.upperBound
+                $0.busy = false
+            }
+        case .writeFailed(let error), .syncFailed(let error): self.spareStopped(error)
+        case .logFailed: self.spare.withLock { $0.busy = false }
+        }
+    }
+
+    /// Preallocate queue: the spare failed; it is removed and gets no zeros until the next roll.
+    private func spareStopped(_ error: FileIOError) {
+        self.logger.notice(
+            "spare segment stopped; the next segment zeroes its own space",
+            metadata: ["brokerd.file": "\(self.sparePath)", "brokerd.error": "\(error)"]
+        )
+        let file = self.spare.withLock { spare -> SpareFile? in
+            defer { spare = SpareState(stopped: true) }
+            return spare.file
+        }
+        if let file { self.unlinkSpare(file) }
+    }
+
+    /// Writer queue, at a roll (no preallocation in flight): the spare file renamed into place as the new segment's
+    /// `.log` file, with its synced zeros as the segment's preallocated space; nil when there is no spare. The name
+    /// is claimed first with an exclusive create, so an existing file is never replaced. The caller makes the
+    /// directory entry durable before the first append.
+    private func takeSpare(baseOffset: Int64) throws(LogStoreError) -> Segment? {
+        // The next segment starts a new spare, also after one that stopped.
+        let taken: SpareState? = self.spare.withLock { spare in
+            guard !spare.busy else { return nil }
+            defer { spare = SpareState() }
+            return spare
+        }
+        guard let taken, let file = taken.file else { return nil }
+        let logPath = Recovery.segmentPaths(directory: self.directory, baseOffset: baseOffset).log
+        do {
+            try self.io.close(try self.io.open(logPath, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o644), path: logPath)
+            try self.io.rename(file.path, to: logPath)
+        } catch {
+            throw LogStoreError(.storageFailure, "creating segment \(logPath) from \(file.path) failed: \(error)")
+        }
+        let segment = try Recovery.createSegment(
+            directory: self.directory, baseOffset: baseOffset, io: self.io, logExists: true
+        )
+        segment.state.withLock {
+            $0.allocated = taken.zeroed
+            $0.directZerosFrom = taken.directFrom
+        }
+        return segment
+    }
+
+    /// Close, after the last preallocation: the spare file is removed (recovery would remove it otherwise).
+    private func removeSpare() {
+        let file = self.spare.withLock { spare -> SpareFile? in
+            defer { spare = SpareState(stopped: true) }
+            return spare.file
+        }
+        if let file { self.unlinkSpare(file) }
+    }
+
+    private func unlinkSpare(_ file: SpareFile) {
+        do {
+            try self.io.unlink(file.path)
+        } catch {
+            // Recovery removes it at the next open.
+            self.logger.notice("spare segment not removed", metadata: ["brokerd.file": "\(file.path)", "brokerd.error": "\(error)"])
+        }
+    }
+
+    /// How a ``writeZeros(_:_:path:onDirect:onPiece:)`` ended.
+    private enum ZerosOutcome {
+        /// The whole range is zero on the device and synced.
+        case zeroed
+        /// A write failed; the pieces before it are on the device, not synced.
+        case writeFailed(FileIOError)
+        /// Every piece was written; their fdatasync failed.
+        case syncFailed(FileIOError)
+        /// The log has failed (elsewhere): nothing more was written or synced.
+        case logFailed
+    }
+
+    /// Preallocate queue: writes zeros over `range` of the file `fd` and fdatasyncs them. Where the file system has
+    /// direct I/O (``FileIO/enableDirectIO(_:maxAlignment:path:)``, through a second descriptor of the file), the
+    /// whole pages of the range go from one zeroed mapping straight to the device: no copy into the page cache,
+    /// no fresh page-cache pages, no writeback; the writer then pads each batch to its page's end (`zeroPad`), and
+    /// `onDirect` is told where the first direct piece starts. Otherwise, and for the range's parts before its first
+    /// and after its last page boundary, zeros are written through the page cache and each 128 KiB piece is written
+    /// out to the device before the next (`FileIO.writeOut`): an append's fdatasync of the same file waits for every
+    /// page of it still dirty or in flight, and must not wait for megabytes of zeros. `onPiece` is told the end of
+    /// each piece once it is on the device. Once the log has failed (on any queue), writing stops before the next
+    /// piece and makes no fdatasync: nothing of a failed log is synced again.
+    private func writeZeros(
+        _ fd: Int32, _ range: Range<Int64>, path: String, onDirect: (Int64) -> Void, onPiece: (Int64) -> Void
+    ) -> ZerosOutcome {
         let page = Self.pageBytes
         // The whole pages of the range, for direct I/O.
         let pagesFrom = (range.lowerBound + page - 1) / page * page
         let pagesTo = range.upperBound / page * page
         var directFD: Int32 = -1
-        if pagesTo > pagesFrom, let fd = try? self.io.open(segment.logPath, flags: O_WRONLY | O_CLOEXEC, mode: 0) {
-            if self.io.enableDirectIO(fd, maxAlignment: Int(page), path: segment.logPath) != 0 {
-                directFD = fd
+        if pagesTo > pagesFrom, let direct = try? self.io.open(path, flags: O_WRONLY | O_CLOEXEC, mode: 0) {
+            if self.io.enableDirectIO(direct, maxAlignment: Int(page), path: path) != 0 {
+                directFD = direct
                 self.zerosDirect.store(true, ordering: .relaxed)
             } else {
-                try? self.io.close(fd, path: segment.logPath)
+                try? self.io.close(direct, path: path)
             }
         }
-        defer { if directFD >= 0 { try? self.io.close(directFD, path: segment.logPath) } }
+        defer { if directFD >= 0 { try? self.io.close(directFD, path: path) } }
         var at = range.lowerBound
         do throws(FileIOError) {
             while at < range.upperBound {
-                if self.hasFailed {
-                    segment.state.withLock { $0.extending = false }
-                    return
-                }
+                if self.hasFailed { return .logFailed }
                 let piece = Int64(Self.zeros.readableBytes)
                 if directFD >= 0 && at >= pagesFrom && at < pagesTo {
                     let count = Int(min(piece, pagesTo - at))
-                    if at == pagesFrom { segment.state.withLock { $0.directZerosFrom = min($0.directZerosFrom, at) } }
+                    if at == pagesFrom { onDirect(at) }
                     try self.io.writeAll(
-                        directFD, UnsafeRawBufferPointer(rebasing: Self.directZeros[0..<count]), at: at,
-                        path: segment.logPath
+                        directFD, UnsafeRawBufferPointer(rebasing: Self.directZeros[0..<count]), at: at, path: path
                     )
                     at += Int64(count)
                 } else {
@@ -600,40 +803,23 @@ final class FileTopicLog: TopicLog {
                     let stop = directFD >= 0 && at < pagesFrom ? pagesFrom : range.upperBound
                     let count = Int(min(piece, stop - at))
                     let zeros = Self.zeros.getSlice(at: 0, length: count)!
-                    try self.io.writeAll(segment.logFD, zeros, at: at, path: segment.logPath)
-                    try self.io.writeOut(segment.logFD, offset: at, count: Int64(count), path: segment.logPath)
+                    try self.io.writeAll(fd, zeros, at: at, path: path)
+                    try self.io.writeOut(fd, offset: at, count: Int64(count), path: path)
                     at += Int64(count)
                 }
                 // On the device: a batch may now be written up to here while the rest is zeroed.
-                let zeroedTo = at
-                segment.state.withLock { $0.allocated = zeroedTo }
+                onPiece(at)
             }
         } catch {
-            self.logger.notice(
-                "preallocation stopped; the segment grows batch by batch",
-                metadata: ["brokerd.segment": "\(segment.logPath)", "brokerd.error": "\(error)"]
-            )
-            segment.state.withLock {
-                $0.extending = false
-                $0.preallocationStopped = true
-            }
-            return
+            return .writeFailed(error)
         }
-        if self.hasFailed {
-            segment.state.withLock { $0.extending = false }
-            return
-        }
+        if self.hasFailed { return .logFailed }
         do {
-            try self.io.fdatasync(segment.logFD, path: segment.logPath)
+            try self.io.fdatasync(fd, path: path)
         } catch {
-            segment.state.withLock { $0.extending = false }
-            self.fail(self.storageFailure("fdatasync of preallocated space", error))
-            return
+            return .syncFailed(error)
         }
-        segment.state.withLock {
-            $0.allocated = range.upperBound
-            $0.extending = false
-        }
+        return .zeroed
     }
 
     /// Before a roll or close: waits for a preallocation in flight, then cuts the file back to its last batch.
@@ -949,12 +1135,14 @@ final class FileTopicLog: TopicLog {
         if let failure {
             // A preallocation under way stops at its next piece (it sees the failure); none outlives the close.
             if self.config.preallocateBytes > 0 { self.preallocations.wait() }
+            self.removeSpare()
             self.logger.warning("failed topic log closed without a clean marker; the next open recovers it")
             return .failure(failure)
         }
         let active = segments[segments.count - 1]
         do {
             try self.cutPreallocation(active)
+            self.removeSpare()
             try self.io.fdatasync(active.logFD, path: active.logPath)
             try self.io.fdatasync(active.indexFD, path: active.indexPath)
             try Recovery.writeCleanMarker(directory: self.directory, endOffset: self.endOffset, io: self.io)

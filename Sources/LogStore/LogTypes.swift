@@ -100,6 +100,12 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// Applies only to zeros written through the page cache: once the log has written them with direct I/O (where
     /// the file system has it), preallocation runs at any rate (round 20).
     package var preallocateUpToBytesPerSecond: Int64 = 0
+    /// With preallocation: the next segment's `.log` file is zeroed ahead too, in a spare file of the topic
+    /// directory (`next-segment.zeros`) that keeps `preallocateBytes` ahead of the active segment's size and is
+    /// renamed into place at the roll (see docs/STORAGE.md, "Preallocation"). The zeros then go to another file than
+    /// the one being appended to, so they neither hold its inode lock nor change its size while appends write and
+    /// sync it, and a segment born from a spare needs no zeros of its own.
+    package var spareSegment: Bool = false
     /// Bytes of the newest batches kept in memory as written (at least the newest one), so that reads of the end
     /// of the log (consumers that keep up) need no file read (0: none).
     package var recentBatchBytes: Int = 1 << 20
@@ -123,6 +129,7 @@ package struct TopicLogConfig: Equatable, Sendable {
             && lhs.indexIntervalBytes == rhs.indexIntervalBytes && lhs.maxBatchBodyBytes == rhs.maxBatchBodyBytes
             && lhs.preallocateBytes == rhs.preallocateBytes
             && lhs.preallocateUpToBytesPerSecond == rhs.preallocateUpToBytesPerSecond
+            && lhs.spareSegment == rhs.spareSegment
             && lhs.recentBatchBytes == rhs.recentBatchBytes
             && (lhs.retentionFloor == nil) == (rhs.retentionFloor == nil)
     }

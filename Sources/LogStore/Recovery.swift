@@ -56,6 +56,13 @@ struct Recovery {
                 }
             }
         }
+        if names.contains(spareSegmentName) {
+            // Zeros for a segment that was never made (TopicLogConfig.spareSegment): never data.
+            self.logger.info("removing spare segment", metadata: ["brokerd.file": "\(spareSegmentName)"])
+            try self.wrap("unlink of spare segment") { () throws(FileIOError) in
+                try self.io.unlink(self.directory + "/" + spareSegmentName)
+            }
+        }
         var segments: [Segment] = []
         if bases.isEmpty {
             segments.append(try Self.createSegment(directory: self.directory, baseOffset: 0, io: self.io))
@@ -88,13 +95,20 @@ struct Recovery {
         return segments
     }
 
-    /// Creates the empty `.log` and `.index` files of a new segment (the caller makes the directory entry durable).
-    static func createSegment(directory: String, baseOffset: Int64, io: any FileIO) throws(LogStoreError) -> Segment {
+    /// The `.log` and `.index` paths of the segment at `baseOffset`.
+    static func segmentPaths(directory: String, baseOffset: Int64) -> (log: String, index: String) {
         let stem = directory + "/" + SegmentName.stem(baseOffset)
-        let logPath = stem + ".log"
-        let indexPath = stem + ".index"
+        return (stem + ".log", stem + ".index")
+    }
+
+    /// Creates the empty `.log` and `.index` files of a new segment (the caller makes the directory entry durable).
+    /// `logExists`: the `.log` file is already in place (a spare file renamed there) and is opened, not created.
+    static func createSegment(
+        directory: String, baseOffset: Int64, io: any FileIO, logExists: Bool = false
+    ) throws(LogStoreError) -> Segment {
+        let (logPath, indexPath) = Self.segmentPaths(directory: directory, baseOffset: baseOffset)
         do {
-            let logFD = try io.open(logPath, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
+            let logFD = try io.open(logPath, flags: logExists ? O_RDWR : O_RDWR | O_CREAT | O_EXCL, mode: 0o644)
             let indexFD: Int32
             do {
                 indexFD = try io.open(indexPath, flags: O_RDWR | O_CREAT | O_TRUNC, mode: 0o644)

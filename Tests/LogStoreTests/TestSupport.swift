@@ -120,6 +120,11 @@ final class FaultyFileIO: FileIO {
         var snapshotTruncations: [Int64] = []
         /// Every write to a segment's `.log` file: where, how many bytes, whether all zeros, whether direct I/O.
         var logWriteLog: [(offset: Int64, count: Int, zeros: Bool, direct: Bool)] = []
+        /// pwrite of the spare segment file (`spareSegmentName`) fails with this errno while set.
+        var failSpareWrite: Int32?
+        /// Writes to the spare segment file, and how many of them had `O_DIRECT` set.
+        var spareWrites = 0
+        var spareDirectWrites = 0
     }
     let state = Locked(State())
     private let posix = PosixFileIO()
@@ -163,6 +168,14 @@ final class FaultyFileIO: FileIO {
             }) {
                 for _ in 0..<5000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
             }
+        }
+        if path.hasSuffix("/" + spareSegmentName), let fail = self.state.withLock({ state -> Int32? in
+            if let fail = state.failSpareWrite { return fail }
+            state.spareWrites += 1
+            if fcntl(fd, F_GETFL) & brokerd_o_direct_flag() != 0 { state.spareDirectWrites += 1 }
+            return nil
+        }) {
+            throw FileIOError(operation: "pwrite", path: path, errno: fail)
         }
         if Self.isSnapshotTemp(path), let fail = self.state.withLock({ state -> Int32? in
             if let fail = state.failSnapshotWrite, state.snapshotWrites >= fail.after { return fail.errno }
