@@ -119,7 +119,8 @@ asan: deps
 # pipelined-single on a spawned brokerd, and summarizes them with Benchmarks/scripts/summarize.py --check, which
 # fails if one counted an error or an undelivered record, measured no record (in any of policy-overhead's parts),
 # or (spawned) read no publish stage from brokerd's metrics or no run-queue wait of its threads, or e2e-latency's
-# timeline does not count every measured record, so the load generator and that script cannot rot either. CI
+# timelines (arrivals, acknowledgements) do not count every measured record, so the load generator and that script
+# cannot rot either. CI
 # (.ci/run) runs bench-smoke after make test; it gates on nothing measured in seconds.
 bench-smoke: deps
 	cd Benchmarks && BROKERD_BENCH_SMOKE=1 $(SWIFT) package benchmark --no-progress

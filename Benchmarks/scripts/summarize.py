@@ -6,7 +6,8 @@
     summarize.py DIR --check               # the table, then exit 1 if any run counted errors or undelivered records,
                                            # measured no record, or (a spawned brokerd's publishing scenario) read
                                            # no publish stage from the broker's metrics, or an e2e-latency timeline
-                                           # does not count every measured record
+                                           # (of arrivals, or of acknowledgements) does not count every measured
+                                           # record
 
 A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
 Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
@@ -110,6 +111,14 @@ def main():
                                   != r["records"] for r in runs))
         if uncounted:
             sys.exit("e2e-latency timeline does not count every measured record in " + ", ".join(uncounted))
+        # Its acknowledgement timeline (round 27) counts every measured record sent, once its PUBLISH is answered.
+        unacked = sorted(name for name, runs in groups.items()
+                         if any(r["scenario"] == "e2e-latency"
+                                and sum(w["records"] for w in (r.get("ackTimeline") or {}).get("windows", []))
+                                != r.get("extra", {}).get("records_sent_measured") for r in runs))
+        if unacked:
+            sys.exit("e2e-latency acknowledgement timeline does not count every measured record in "
+                     + ", ".join(unacked))
         # Where the kernel keeps per-thread scheduler statistics, a run that read a spawned brokerd's CPU time also
         # read how long its threads waited for a core (/proc/PID/task/TID/schedstat).
         if os.path.exists("/proc/self/schedstat"):

@@ -85,7 +85,10 @@ struct RunCommand: AsyncParsableCommand {
             print("plot:   \(svgPath)")
             if let timeline = final.timeline {
                 let timelinePath = Self.timelinePlotPath(svgPath)
-                try TimelinePlot.svg(timeline, title: "\(self.scenario.rawValue): \(final.latencyLabel), over time")
+                try TimelinePlot.svg(
+                    timeline, acknowledged: final.ackTimeline,
+                    title: "\(self.scenario.rawValue): \(final.latencyLabel), over time"
+                )
                     .write(toFile: timelinePath, atomically: true, encoding: .utf8)
                 print("plot:   \(timelinePath) (latency over time)")
             }

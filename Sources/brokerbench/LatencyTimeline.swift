@@ -58,8 +58,9 @@ struct LatencyTimeline: Codable, Equatable, Sendable {
 
     /// The result's figures: the share of records that were slow, the share of windows (of those with records)
     /// holding at least one slow record, the share of the slow records that the worst tenth of those windows
-    /// held, and the median and 90th percentile of the windows' latest arrivals. Empty when no window has records.
-    var figures: [String: Double] {
+    /// held, and the median and 90th percentile of the windows' latest arrivals, named `PREFIX_100ms_...`. Empty
+    /// when no window has records.
+    func figures(prefix name: String = "timeline") -> [String: Double] {
         let used = self.windows.filter { $0.records > 0 }
         guard !used.isEmpty else { return [:] }
         let records = used.reduce(0) { $0 + $1.records }
@@ -70,7 +71,7 @@ struct LatencyTimeline: Codable, Equatable, Sendable {
         func percentile(_ p: Double) -> Double {
             Double(maxima[Swift.min(maxima.count - 1, Int(Double(maxima.count) * p))])
         }
-        let prefix = "timeline_\(self.windowMillis)ms"
+        let prefix = "\(name)_\(self.windowMillis)ms"
         return [
             "\(prefix)_slow_records_ratio": Double(slow) / Double(records),
             "\(prefix)_windows_with_slow_ratio": Double(used.filter { $0.slow > 0 }.count) / Double(used.count),
@@ -82,9 +83,10 @@ struct LatencyTimeline: Codable, Equatable, Sendable {
 }
 
 /// An SVG of a ``LatencyTimeline``: each window's latest arrival (log scale) and its share of slow records, over
-/// the measured seconds, with the slow threshold drawn across.
+/// the measured seconds, with the slow threshold drawn across; with `acknowledged` (a timeline of the same shape,
+/// of when the records' PUBLISHes were acknowledged), each window's latest acknowledgement as a second line.
 enum TimelinePlot {
-    static func svg(_ timeline: LatencyTimeline, title: String) -> String {
+    static func svg(_ timeline: LatencyTimeline, acknowledged: LatencyTimeline? = nil, title: String) -> String {
         let width = 800.0
         let height = 480.0
         let left = 70.0
@@ -94,7 +96,10 @@ enum TimelinePlot {
         let seconds = Double(timeline.windows.count * timeline.windowMillis) / 1000
         // Log10 of microseconds, from 100 µs up to the latest arrival (at least ten times the threshold, and 1 ms).
         let lowY = 2.0
-        let latest = Swift.max(timeline.windows.map(\.maxMicros).max() ?? 1, timeline.slowMicros * 10)
+        let latest = Swift.max(
+            timeline.windows.map(\.maxMicros).max() ?? 1, acknowledged?.windows.map(\.maxMicros).max() ?? 1,
+            timeline.slowMicros * 10
+        )
         let highY = Swift.max(ceil(log10(Double(latest))), lowY + 1)
         func px(_ second: Double) -> Double { left + second / seconds * (width - left - right) }
         func py(_ micros: Double) -> Double {
@@ -129,13 +134,18 @@ enum TimelinePlot {
         }
         let threshold = Double(timeline.slowMicros)
         svg += "<line x1=\"\(px(0))\" y1=\"\(py(threshold))\" x2=\"\(px(seconds))\" y2=\"\(py(threshold))\" stroke=\"#d1242f\" stroke-dasharray=\"6,4\"/>\n"
-        let points = timeline.windows.enumerated().filter { $0.element.records > 0 }.map { i, window in
-            String(format: "%.1f,%.1f", px((Double(i) + 0.5) * Double(timeline.windowMillis) / 1000), py(Double(window.maxMicros)))
+        func line(_ windows: [LatencyTimeline.Window], colour: String) -> String {
+            let points = windows.enumerated().filter { $0.element.records > 0 }.map { i, window in
+                String(format: "%.1f,%.1f", px((Double(i) + 0.5) * Double(timeline.windowMillis) / 1000), py(Double(window.maxMicros)))
+            }
+            return "<polyline fill=\"none\" stroke=\"\(colour)\" stroke-width=\"1.5\" points=\"\(points.joined(separator: " "))\"/>\n"
         }
-        svg += "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"1.5\" points=\"\(points.joined(separator: " "))\"/>\n"
+        if let acknowledged { svg += line(acknowledged.windows, colour: "#2da44e") }
+        svg += line(timeline.windows, colour: "#1f6feb")
         svg += "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">scheduled send time (measured seconds; windows of \(timeline.windowMillis) ms)</text>\n"
         svg += "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">latest arrival in the window</text>\n"
-        svg += "<text x=\"\(Int(width / 2))\" y=\"44\" text-anchor=\"middle\" font-size=\"11\">blue: each window's latest arrival; dashed: \(timeline.slowMicros) µs; red bars: share of the window's records later than that (right axis)</text>\n"
+        let green = acknowledged == nil ? "" : "green: latest acknowledgement (durable); "
+        svg += "<text x=\"\(Int(width / 2))\" y=\"44\" text-anchor=\"middle\" font-size=\"11\">blue: each window's latest arrival; \(green)dashed: \(timeline.slowMicros) µs; red bars: share of the window's records later than that (right axis)</text>\n"
         svg += "</svg>\n"
         return svg
     }

@@ -90,12 +90,15 @@ struct BenchResult: Codable, Sendable {
     var machine: MachineInfo?
     /// e2e-latency: when in the measured seconds the records were late (``LatencyTimeline``).
     var timeline: LatencyTimeline?
+    /// e2e-latency: the same for the records' acknowledgements, from each record's schedule to its PUBLISH's
+    /// acknowledgement (the records durable), so a late window tells the append path from the delivery.
+    var ackTimeline: LatencyTimeline?
     /// Not encoded; used for the plot.
     var latencyHistogram: Histogram<UInt64>?
 
     enum CodingKeys: String, CodingKey {
         case scenario, parameters, measuredSeconds, records, recordsPerSecond, megabytesPerSecond, errors, latencyLabel,
-            latencyMicros, extra, broker, machine, timeline
+            latencyMicros, extra, broker, machine, timeline, ackTimeline
     }
 
     init(

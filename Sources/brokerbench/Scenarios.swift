@@ -427,6 +427,9 @@ struct SentPublish: Sendable {
     var at: UInt64
     var measured: Bool
     var records: Int
+    /// The first record's number in the schedule (e2e-latency: its scheduled time is
+    /// `EndToEndLoad.scheduled(first, ...)`).
+    var first: Int = 0
 }
 
 /// e2e-latency's records, stamped in place for each PUBLISH: the scenario's headers and a last one (`stampHeader`)
@@ -541,6 +544,10 @@ struct EndToEndLoad {
         /// What each outstanding PUBLISH was, by sequence number: the producer adds it when the send succeeds, the
         /// acknowledgement callback takes it out (both on the producer connection's event loop).
         let outstanding = Locked([UInt64: SentPublish]())
+        /// When the schedule started (`monotonicNanos()`), set by the producer before its first send.
+        let scheduleStart = Counter(0)
+        /// Each measured record's acknowledgement in the window of its schedule (``BenchResult/ackTimeline``).
+        let ackTimeline: Locked<LatencyTimeline>
     }
 
     /// The producer, confined to its connection's event loop: every pace it sends the records that came due.
@@ -577,6 +584,7 @@ struct EndToEndLoad {
         /// On the event loop: starts the schedule now.
         func begin() {
             self.start = monotonicNanos()
+            self.tallies.scheduleStart.add(Int(self.start))
             self.tick()
         }
 
@@ -619,7 +627,7 @@ struct EndToEndLoad {
                         _ = self.tallies.lateness.withLock { $0.record((now - min(oldest, now)) / 1000) }
                     }
                     self.tallies.outstanding.withLock {
-                        $0[sequence] = SentPublish(at: now, measured: measured, records: count)
+                        $0[sequence] = SentPublish(at: now, measured: measured, records: count, first: first)
                     }
                 }
                 self.stamper.giveBack(records)
@@ -640,7 +648,9 @@ struct EndToEndLoad {
         let p = self.parameters
         let topic = self.target.topics[0]
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
-        let tallies = Tallies(clock: clock)
+        let tallies = Tallies(
+            clock: clock, ackTimeline: Locked(LatencyTimeline(seconds: p.duration, slowMicros: UInt64(p.slowMicros)))
+        )
         let progress = tallies.progress
         let sentName = Array(Self.sentHeader.utf8)
         // Per consumer: publish→deliver as its handler sees a DELIVER (on the event loop that read it),
@@ -691,7 +701,19 @@ struct EndToEndLoad {
             }
             if sent.measured { _ = tallies.acks.withLock { $0.record((acked - min(sent.at, acked)) / 1000) } }
             switch acknowledgement.result {
-            case .success(let results): tallies.errors.add(results.reduce(0) { $0 + ($1.code == .ok ? 0 : 1) })
+            case .success(let results):
+                tallies.errors.add(results.reduce(0) { $0 + ($1.code == .ok ? 0 : 1) })
+                // Each measured record of the PUBLISH, from its schedule to the acknowledgement.
+                let start = UInt64(tallies.scheduleStart.value)
+                tallies.ackTimeline.withLock { timeline in
+                    for n in sent.first..<(sent.first + sent.records) {
+                        let scheduled = EndToEndLoad.scheduled(n, start: start, rate: p.rate)
+                        guard scheduled >= clock.measureFrom else { continue }
+                        timeline.record(
+                            scheduledNanos: scheduled - clock.measureFrom, latencyMicros: (acked - min(scheduled, acked)) / 1000
+                        )
+                    }
+                }
             case .failure: tallies.errors.add(sent.records)
             }
         }
@@ -735,7 +757,9 @@ struct EndToEndLoad {
             latencyLabel: "publish-to-deliver latency at \(p.rate) records/s", histogram: arrivals.deliver
         )
         result.timeline = arrivals.timeline
-        result.extra.merge(arrivals.timeline.figures) { current, _ in current }
+        result.extra.merge(arrivals.timeline.figures()) { current, _ in current }
+        result.ackTimeline = tallies.ackTimeline.withLock { $0 }
+        result.extra.merge(result.ackTimeline!.figures(prefix: "ack_timeline")) { current, _ in current }
         result.extra["records_sent_measured"] = Double(tallies.sentMeasured.value)
         result.extra["records_undelivered"] = Double(undelivered)
         result.extra["publish_to_client_read_p50_us"] = Double(arrivals.read.valueAtPercentile(50))

@@ -39,7 +39,7 @@ struct LatencyTimelineTests {
                 timeline.record(scheduledNanos: scheduled, latencyMicros: latency)
             }
         }
-        let figures = timeline.figures
+        let figures = timeline.figures()
         #expect(figures["timeline_100ms_slow_records_ratio"] == 60.0 / 2000)
         #expect(figures["timeline_100ms_windows_with_slow_ratio"] == 2.0 / 20)
         #expect(figures["timeline_100ms_worst_tenth_of_slow_ratio"] == 1.0)  // the 2 worst windows hold all 60
@@ -47,7 +47,10 @@ struct LatencyTimelineTests {
         #expect(figures["timeline_100ms_window_max_p50_us"] == 220)
         #expect(figures["timeline_100ms_window_max_p90_us"] == 4000)
         // A timeline with no record reports nothing rather than zeros.
-        #expect(LatencyTimeline(seconds: 1, slowMicros: 1000).figures.isEmpty)
+        #expect(LatencyTimeline(seconds: 1, slowMicros: 1000).figures().isEmpty)
+        // The acknowledgements' timeline reports the same figures under its own names.
+        let acks = timeline.figures(prefix: "ack_timeline")
+        #expect(acks.count == 5 && acks["ack_timeline_100ms_slow_records_ratio"] == 60.0 / 2000)
     }
 
     @Test("consumers' timelines add up: counts summed, the latest arrival the latest of both")
@@ -76,6 +79,17 @@ struct LatencyTimelineTests {
         #expect(svg.components(separatedBy: "fill=\"#d1242f\" fill-opacity").count == 2)  // one window had slow ones
         #expect(svg.contains("stroke-dasharray"))
         #expect(svg.contains(">100 ms</text>"))  // the log scale reaches the latest arrival, 45 ms
+        // With the acknowledgements' timeline: a second line, green, of their latest per window, on the same scale.
+        var acknowledged = LatencyTimeline(seconds: 1, windowMillis: 100, slowMicros: 2000)
+        acknowledged.record(scheduledNanos: 0, latencyMicros: 150)
+        acknowledged.record(scheduledNanos: 250_000_000, latencyMicros: 300)
+        acknowledged.record(scheduledNanos: 950_000_000, latencyMicros: 400_000)
+        let both = TimelinePlot.svg(timeline, acknowledged: acknowledged, title: "both")
+        let lines = both.split(separator: "\n").filter { $0.hasPrefix("<polyline") }
+        #expect(lines.count == 2 && lines[0].contains("#2da44e") && lines[1].contains("#1f6feb"))
+        #expect(lines[0].split(separator: " ").filter { $0.contains(",") }.count == 3)
+        #expect(both.contains(">1000 ms</text>") && both.contains("latest acknowledgement"))
+        #expect(!svg.contains("#2da44e"))
         // A 1 µs threshold and no record: still a scale (100 µs to 1 ms) and no NaN.
         let empty = TimelinePlot.svg(LatencyTimeline(seconds: 1, slowMicros: 1), title: "empty")
         #expect(empty.contains(">1 ms</text>") && !empty.contains("nan") && !empty.contains("inf"))
@@ -89,7 +103,7 @@ struct LatencyTimelineTests {
         }
     }
 
-    @Test("a result carries its timeline in JSON; the timeline plot goes beside the percentile plot")
+    @Test("a result carries its timelines in JSON; the timeline plot goes beside the percentile plot")
     func jsonAndPath() throws {
         var timeline = LatencyTimeline(seconds: 0.3, windowMillis: 100, slowMicros: 2000)
         timeline.record(scheduledNanos: 120_000_000, latencyMicros: 2500)
@@ -99,7 +113,12 @@ struct LatencyTimelineTests {
             errors: 0, latencyLabel: "test", histogram: nil
         )
         result.timeline = timeline
+        var acknowledged = LatencyTimeline(seconds: 0.3, windowMillis: 100, slowMicros: 2000)
+        acknowledged.record(scheduledNanos: 210_000_000, latencyMicros: 900)
+        result.ackTimeline = acknowledged
         let json = try JSONSerialization.jsonObject(with: result.jsonData()) as? [String: Any]
+        let acks = try #require((json?["ackTimeline"] as? [String: Any])?["windows"] as? [[String: Any]])
+        #expect(acks.count == 3 && acks[2]["records"] as? Int == 1 && acks[2]["maxMicros"] as? Int == 900)
         let encoded = try #require(json?["timeline"] as? [String: Any])
         #expect(encoded["windowMillis"] as? Int == 100 && encoded["slowMicros"] as? Int == 2000)
         let windows = try #require(encoded["windows"] as? [[String: Any]])
