@@ -573,6 +573,14 @@ final class FileTopicLog: TopicLog {
             onDirect: { from in segment.state.withLock { $0.directZerosFrom = min($0.directZerosFrom, from) } },
             onPiece: { zeroedTo in segment.state.withLock { $0.allocated = zeroedTo } }
         )
+        segment.state.withLock {
+            $0.extending = false
+            switch outcome {
+            case .zeroed: $0.allocated = range.upperBound
+            case .writeFailed: $0.preallocationStopped = true
+            case .syncFailed, .logFailed: break
+            }
+        }
         switch outcome {
         case .writeFailed(let error):
             self.logger.notice(
@@ -582,17 +590,8 @@ final class FileTopicLog: TopicLog {
         case .syncFailed(let error):
             // It may have lost dirty pages of written batches (the same file), and a later fdatasync of the file
             // would not report it again: the log fails, as for every failed fdatasync of a segment.
-            segment.state.withLock { $0.extending = false }
             self.fail(self.storageFailure("fdatasync of preallocated space", error))
         case .zeroed, .logFailed: break
-        }
-        segment.state.withLock {
-            $0.extending = false
-            switch outcome {
-            case .zeroed: $0.allocated = range.upperBound
-            case .writeFailed: $0.preallocationStopped = true
-            case .syncFailed, .logFailed: break
-            }
         }
     }
 

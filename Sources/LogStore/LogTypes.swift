@@ -102,7 +102,7 @@ package struct TopicLogConfig: Equatable, Sendable {
     package var preallocateUpToBytesPerSecond: Int64 = 0
     /// With preallocation: the next segment's `.log` file is zeroed ahead too, in a spare file of the topic
     /// directory (`next-segment.zeros`) that keeps `preallocateBytes` ahead of the active segment's size and is
-    /// renamed into place at the roll (see docs/STORAGE.md, "Preallocation"). The zeros then go to another file than
+    /// renamed into place at the roll (see docs/STORAGE.md, "Spare segment"). The zeros then go to another file than
     /// the one being appended to, so they neither hold its inode lock nor change its size while appends write and
     /// sync it, and a segment born from a spare needs no zeros of its own.
     package var spareSegment: Bool = false

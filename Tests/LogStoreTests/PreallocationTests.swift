@@ -49,6 +49,18 @@ struct PreallocationTests {
         return (backend, try await backend.openTopic(name: Self.topic, config: config), config)
     }
 
+    /// Reopens topic `t` of `dir` on a new backend (logging to `logs`) and expects it to end at `end` and serve
+    /// every record from 0 (written by `FileTopicLogTests.fill` or `testRecords` with `padding`), then closes it.
+    static func expectReopened(
+        _ dir: String, config: TopicLogConfig, end: Int64, padding: Int, logs: CapturedLogs = CapturedLogs()
+    ) async throws {
+        let reopened = try FileLogBackend(directory: dir, logger: logs.logger)
+        let again = try await reopened.openTopic(name: Self.topic, config: config)
+        #expect(again.endOffset == end)
+        FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: padding)
+        await reopened.closeAll()
+    }
+
     @Test("a segment growing faster than preallocateUpToBytesPerSecond gets no buffered zeros after its first preallocation")
     func fastGrowthPausesPreallocation() async throws {
         try await withTemporaryDirectory { dir in
@@ -66,11 +78,7 @@ struct PreallocationTests {
             FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<log.endOffset, padding: 400)
             let end = log.endOffset
             await backend.closeAll()
-            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let again = try await reopened.openTopic(name: Self.topic, config: config)
-            #expect(again.endOffset == end)
-            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 400)
-            await reopened.closeAll()
+            try await Self.expectReopened(dir, config: config, end: end, padding: 400)
         }
     }
 
@@ -102,11 +110,7 @@ struct PreallocationTests {
             await backend.closeAll()
             let closed = try Self.batchesEnd(path)
             #expect(closed.size == state.end && closed.end == state.end, "close cuts the zeros: \(closed)")
-            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let again = try await reopened.openTopic(name: Self.topic, config: config)
-            #expect(again.endOffset == end)
-            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 400)
-            await reopened.closeAll()
+            try await Self.expectReopened(dir, config: config, end: end, padding: 400)
         }
     }
 
@@ -298,11 +302,7 @@ struct PreallocationTests {
             #expect(try fileBytes(path)[ahead.end...].allSatisfy { $0 == 0 })
             FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<41, padding: 100)
             await backend.closeAll()
-            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let again = try await reopened.openTopic(name: Self.topic, config: config)
-            #expect(again.endOffset == 41)
-            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<41, padding: 100)
-            await reopened.closeAll()
+            try await Self.expectReopened(dir, config: config, end: 41, padding: 100)
         }
     }
 
@@ -364,11 +364,7 @@ struct PreallocationTests {
             }
             let end = log.endOffset
             await backend.closeAll()
-            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let again = try await reopened.openTopic(name: Self.topic, config: TopicLogConfig.test(segmentBytes: 1 << 20))
-            #expect(again.endOffset == end)
-            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: 100)
-            await reopened.closeAll()
+            try await Self.expectReopened(dir, config: TopicLogConfig.test(segmentBytes: 1 << 20), end: end, padding: 100)
         }
     }
 }

@@ -102,15 +102,11 @@ struct SpareSegmentTests {
             await backend.closeAll()
             #expect(Self.inode(Self.sparePath(dir)) == nil, "close removes the spare")
             let logs = CapturedLogs()
-            let reopened = try FileLogBackend(directory: copy, logger: logs.logger)
-            let again = try await reopened.openTopic(name: Self.topic, config: config)
-            #expect(again.endOffset == end)
+            try await PreallocationTests.expectReopened(copy, config: config, end: end, padding: Self.padding, logs: logs)
             #expect(logs.contains(level: .info, "cutting preallocated zeros"))
             #expect(!logs.all.contains { $0.level >= .warning }, "zeros are not damage")
             let cut = try PreallocationTests.batchesEnd(try PreallocationTests.logPaths(copy)[1])
             #expect(cut.size == cut.end)
-            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: Self.padding)
-            await reopened.closeAll()
         }
     }
 
@@ -126,13 +122,9 @@ struct SpareSegmentTests {
             let segment = try PreallocationTests.logPaths(dir)[0]
             try writeFile(Self.sparePath(dir), try fileBytes(segment))
             let logs = CapturedLogs()
-            let reopened = try FileLogBackend(directory: dir, logger: logs.logger)
-            let again = try await reopened.openTopic(name: Self.topic, config: config)
+            try await PreallocationTests.expectReopened(dir, config: config, end: end, padding: Self.padding, logs: logs)
             #expect(logs.contains(level: .info, "removing spare segment"))
             #expect(Self.inode(Self.sparePath(dir)) == nil)
-            #expect(again.endOffset == end)
-            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: Self.padding)
-            await reopened.closeAll()
         }
     }
 
@@ -148,6 +140,8 @@ struct SpareSegmentTests {
             let (backend, log, config) = try await Self.open(dir, io: io, logs: logs)
             try await Self.fillUntil(segments: 2, log, dir)
             #expect(logs.contains(level: .notice, "spare segment stopped"))
+            // The roll's batch started the next spare, which fails in turn (perhaps not yet): it is removed too.
+            for _ in 0..<500 where Self.inode(Self.sparePath(dir)) != nil { try await Task.sleep(for: .milliseconds(10)) }
             #expect(Self.inode(Self.sparePath(dir)) == nil, "a failed spare is removed, its space freed")
             // The second segment was created without zeros (there was no spare) and preallocates for itself.
             try await Self.appendOne(log)
@@ -162,11 +156,7 @@ struct SpareSegmentTests {
             let end = log.endOffset
             FileTopicLogTests.expectRecords(try readAll(log, from: 0), 0..<end, padding: Self.padding)
             await backend.closeAll()
-            let reopened = try FileLogBackend(directory: dir, logger: CapturedLogs().logger)
-            let again = try await reopened.openTopic(name: Self.topic, config: config)
-            #expect(again.endOffset == end)
-            FileTopicLogTests.expectRecords(try readAll(again, from: 0), 0..<end, padding: Self.padding)
-            await reopened.closeAll()
+            try await PreallocationTests.expectReopened(dir, config: config, end: end, padding: Self.padding)
         }
     }
 }
