@@ -30,12 +30,15 @@ final class PowerLossFileIO: FileIO {
         var paths: [Int32: String] = [:]
         var crashed = false
         var syncs = 0
+        var renames = 0
     }
 
     private let posix = PosixFileIO()
     private let state = Locked(State())
 
     var syncs: Int { self.state.withLock { $0.syncs } }
+    /// Renames made (a spare segment renamed at a roll).
+    var renames: Int { self.state.withLock { $0.renames } }
 
     private func crashedError(_ operation: String, _ path: String) -> FileIOError {
         FileIOError(operation: operation, path: path, errno: EIO)
@@ -122,6 +125,7 @@ final class PowerLossFileIO: FileIO {
         try self.state.withLock { (state) throws(FileIOError) in
             if state.crashed { throw self.crashedError("rename", from) }
             try self.posix.rename(from, to: to)
+            state.renames += 1
             state.files[to] = state.files.removeValue(forKey: from)
             for (fd, path) in state.paths where path == from { state.paths[fd] = to }
         }
@@ -219,11 +223,13 @@ struct PowerLossTests {
             let io = PowerLossFileIO()
             let compression: CompressionCodec = seed % 2 == 0 ? .lz4 : .none
             // Small segments and index intervals, so crashes land in rolls and index writes too; half the seeds
-            // preallocate (zeros ahead of the last batch, cut at rolls), so crashes land in those as well.
-            let config = TopicLogConfig.test(
+            // preallocate (zeros ahead of the last batch, cut at rolls), so crashes land in those as well, and half
+            // of those zero the next segment ahead in a spare file renamed at each roll.
+            var config = TopicLogConfig.test(
                 segmentBytes: 2048, fsync: .always, compression: compression, indexIntervalBytes: 256,
                 preallocateBytes: (seed / 2) % 2 == 0 ? 1024 : 0
             )
+            config.spareSegment = (seed / 4) % 2 == 0
             let backend = try FileLogBackend(directory: dir, logger: CapturedLogs().logger, io: io)
             let log = try await backend.openTopic(name: "t", config: config)
             let ledger = Ledger()
@@ -257,6 +263,13 @@ struct PowerLossTests {
             }
             await backend.closeAll()
             #expect(!FileManager.default.fileExists(atPath: dir + "/t/" + cleanShutdownMarkerName))
+            // With a spare, every roll renamed it into place (each segment after the first).
+            let segments = try fileNames(dir + "/t").filter { $0.hasSuffix(".log") }.count
+            if config.spareSegment && config.preallocateBytes > 0 {
+                #expect(io.renames == segments - 1, "\(segments) segments, \(io.renames) spares renamed")
+            } else {
+                #expect(io.renames == 0)
+            }
 
             let (attempted, acknowledged) = ledger.snapshot
             #expect(!acknowledged.isEmpty)
