@@ -309,7 +309,7 @@ final class FileTopicLog: TopicLog {
         self.metrics.sizeChanged(bytes: totalBytes, segments: segmentCount)
         self.dropOldPages(segment, position..<(position + size))
         self.preallocateIfDue(segment)
-        self.zeroSpareIfDue(segment)
+        self.zeroSpareIfDue(segmentSize: position + size)
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
         let result = AppendResult(baseOffset: baseOffset, count: Int(body.recordCount))
@@ -633,12 +633,11 @@ final class FileTopicLog: TopicLog {
     /// it is less than that ahead of the active segment's size (so it is whole, `segmentBytes` of zeros, about when
     /// the active segment is full). Zeros through the page cache follow preallocation's growth-rate limit: none
     /// while the log has not written zeros directly and a limit is set.
-    private func zeroSpareIfDue(_ segment: Segment) {
+    private func zeroSpareIfDue(segmentSize size: Int64) {
         let chunk = Int64(self.config.preallocateBytes)
         guard self.config.spareSegment, chunk > 0,
             self.config.preallocateUpToBytesPerSecond == 0 || self.zerosDirect.load(ordering: .relaxed)
         else { return }
-        let size = segment.state.withLock { $0.size }
         let range: Range<Int64>? = self.spare.withLock { spare in
             guard !spare.busy, !spare.stopped, spare.zeroed < self.config.segmentBytes, spare.zeroed - size < chunk
             else { return nil }
@@ -692,11 +691,7 @@ final class FileTopicLog: TopicLog {
             "spare segment stopped; the next segment zeroes its own space",
             metadata: ["brokerd.file": "\(self.sparePath)", "brokerd.error": "\(error)"]
         )
-        let file = self.spare.withLock { spare -> SpareFile? in
-            defer { spare = SpareState(stopped: true) }
-            return spare.file
-        }
-        if let file { self.unlinkSpare(file) }
+        self.removeSpare()
     }
 
     /// Writer queue, at a roll (no preallocation in flight): the spare file renamed into place as the new segment's
@@ -728,16 +723,13 @@ final class FileTopicLog: TopicLog {
         return segment
     }
 
-    /// Close, after the last preallocation: the spare file is removed (recovery would remove it otherwise).
+    /// Close (after the last preallocation) or a failed spare (on the preallocate queue): the spare file is removed
+    /// (recovery would remove it otherwise) and gets no more zeros until the next roll.
     private func removeSpare() {
-        let file = self.spare.withLock { spare -> SpareFile? in
+        guard let file = self.spare.withLock({ spare -> SpareFile? in
             defer { spare = SpareState(stopped: true) }
             return spare.file
-        }
-        if let file { self.unlinkSpare(file) }
-    }
-
-    private func unlinkSpare(_ file: SpareFile) {
+        }) else { return }
         do {
             try self.io.unlink(file.path)
         } catch {

@@ -122,8 +122,7 @@ final class FaultyFileIO: FileIO {
         var logWriteLog: [(offset: Int64, count: Int, zeros: Bool, direct: Bool)] = []
         /// pwrite of the spare segment file (`spareSegmentName`) fails with this errno while set.
         var failSpareWrite: Int32?
-        /// Writes to the spare segment file, and how many of them had `O_DIRECT` set.
-        var spareWrites = 0
+        /// Writes to the spare segment file that had `O_DIRECT` set.
         var spareDirectWrites = 0
     }
     let state = Locked(State())
@@ -171,7 +170,6 @@ final class FaultyFileIO: FileIO {
         }
         if path.hasSuffix("/" + spareSegmentName), let fail = self.state.withLock({ state -> Int32? in
             if let fail = state.failSpareWrite { return fail }
-            state.spareWrites += 1
             if fcntl(fd, F_GETFL) & brokerd_o_direct_flag() != 0 { state.spareDirectWrites += 1 }
             return nil
         }) {
