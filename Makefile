@@ -129,7 +129,7 @@ bench-smoke: deps
 	mkdir -p .build/bench-smoke
 	./.build/debug/brokerbench run durable-publish --embedded --duration 2 --warmup 0.5 \
 		--output .build/bench-smoke/durable-publish-1.json --plot .build/bench-smoke/durable-publish-1.svg
-	./.build/debug/brokerbench run e2e-latency --embedded --rate 5000 --duration 1 --warmup 0.5 \
+	./.build/debug/brokerbench run e2e-latency --embedded --rate 5000 --duration 1 --warmup 0.5 --floor-seconds 1 \
 		--output .build/bench-smoke/e2e-latency-1.json --plot .build/bench-smoke/e2e-latency-1.svg
 	./.build/debug/brokerbench run sync-latency --embedded --duration 1 --warmup 0.5 \
 		--output .build/bench-smoke/sync-latency-1.json --plot .build/bench-smoke/sync-latency-1.svg

@@ -7,7 +7,7 @@
                                            # measured no record, or (a spawned brokerd's publishing scenario) read
                                            # no publish stage from the broker's metrics, or an e2e-latency timeline
                                            # (of arrivals, or of acknowledgements) does not count every measured
-                                           # record
+                                           # record, or an e2e-latency run's durability floor failed
 
 A group is every DIR/NAME-N.json with the same NAME (suite.sh writes SCENARIO-N.json, ab.sh LABEL-SCENARIO-N.json).
 Each figure is printed as `median (min-max)` over the group's runs, with the number of runs.
@@ -119,6 +119,18 @@ def main():
         if unacked:
             sys.exit("e2e-latency acknowledgement timeline does not count every measured record in "
                      + ", ".join(unacked))
+        # Its durability floor (round 28): measured after the run (durability_floor_seconds > 0, with cycles and a
+        # late share), or said to be left out (0: a remote broker, --floor-seconds 0); absent when it failed.
+        def floor_missing(extra):
+            seconds = extra.get("durability_floor_seconds")
+            if seconds is None:
+                return True
+            return seconds > 0 and not (extra.get("durability_floor_cycles_per_s", 0) > 0
+                                        and "durability_floor_late_ratio" in extra)
+        nofloor = sorted(name for name, runs in groups.items()
+                         if any(r["scenario"] == "e2e-latency" and floor_missing(r.get("extra", {})) for r in runs))
+        if nofloor:
+            sys.exit("e2e-latency durability floor not measured in " + ", ".join(nofloor))
         # Where the kernel keeps per-thread scheduler statistics, a run that read a spawned brokerd's CPU time also
         # read how long its threads waited for a core (/proc/PID/task/TID/schedstat).
         if os.path.exists("/proc/self/schedstat"):

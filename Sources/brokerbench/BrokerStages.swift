@@ -100,6 +100,8 @@ struct BrokerStages: Sendable {
     var logAppends: Histograms
     var logSyncs: Histograms
     var logGroupCommits: Histograms
+    /// Per topic: the bytes of its log's batches (`brokerd_log_bytes`; after `since`, those appended in the span).
+    var logBytes: [String: Double]
     /// When it was read (`monotonicNanos()`).
     var readAt: UInt64
     /// The seconds its samples span (set by `since`: from the earlier read, or from the broker's start).
@@ -113,6 +115,7 @@ struct BrokerStages: Sendable {
         result.logAppends = self.logAppends.since(base?.logAppends)
         result.logSyncs = self.logSyncs.since(base?.logSyncs)
         result.logGroupCommits = self.logGroupCommits.since(base?.logGroupCommits)
+        for (topic, bytes) in self.logBytes { result.logBytes[topic] = bytes - (base?.logBytes[topic] ?? 0) }
         result.seconds = Double(self.readAt &- (base?.readAt ?? startedAt)) / 1e9
         return result
     }
@@ -162,7 +165,16 @@ struct BrokerStages: Sendable {
             extra["\(prefix)log_fsync_mean_us"] = rounded(sync.sum / sync.count * 1e6, 10)
         }
         if group.count > 0 { extra["\(prefix)log_records_per_fsync"] = rounded(group.sum / group.count, 10) }
+        if let bytes = self.logBytesPerFsync(topics: topics) { extra["\(prefix)log_bytes_per_fsync"] = bytes.rounded() }
         return extra
+    }
+
+    /// The bytes the logs of `topics` appended per fdatasync over the span (batches as stored: compressed, with
+    /// their headers); nil without an fdatasync or a byte appended.
+    func logBytesPerFsync(topics: [String]) -> Double? {
+        let syncs = topics.compactMap { self.logSyncs.stages[$0]?.count }.reduce(0, +)
+        let bytes = topics.compactMap { self.logBytes[$0] }.reduce(0, +)
+        return syncs > 0 && bytes > 0 ? bytes / syncs : nil
     }
 
     /// The histograms in a Prometheus text exposition, read at `readAt`; nil when it has no publish or delivery
@@ -176,7 +188,22 @@ struct BrokerStages: Sendable {
         self.logGroupCommits = Histograms(
             exposition: exposition, metric: LogMetrics.groupCommitRecordsName, label: "topic"
         )
+        self.logBytes = Self.labelled(LogMetrics.bytesName, label: "topic", in: exposition)
         self.readAt = readAt
+    }
+
+    /// The values of labelled gauge `metric` (`metric{LABEL="x"} value`) in a Prometheus text exposition, by the
+    /// value of `label`.
+    static func labelled(_ metric: String, label: String, in exposition: String) -> [String: Double] {
+        var values: [String: Double] = [:]
+        for line in exposition.split(separator: "\n") where line.hasPrefix(metric + "{") {
+            let parts = line.split(separator: " ")
+            guard parts.count >= 2, let value = Double(parts[parts.count - 1]),
+                let key = Self.label(label, in: parts[0])
+            else { continue }
+            values[key] = value
+        }
+        return values
     }
 
     /// The value of label `name` in a series like `metric_bucket{stage="total",le="0.001"}`.
