@@ -149,7 +149,9 @@ struct BenchResult: Codable, Sendable {
             let precise = key.hasSuffix("_ratio") || key.hasSuffix("_busy") || key.hasSuffix("_cores")
                 || key.hasSuffix("_per_record") || key.hasPrefix("restart_") || key.hasSuffix("_gib")
                 || key.hasSuffix("_ms_per_io")
-            row(key, String(format: precise ? "%.3f" : "%.1f", value))
+            // A share under 1% (e2e-latency's late records against their durability floor) keeps five decimals.
+            let small = value != 0 && abs(value) < 0.01
+            row(key, String(format: precise ? (small ? "%.5f" : "%.3f") : "%.1f", value))
         }
         if let machine = self.machine { row("machine", machine.summary) }
         if let broker = self.broker {
