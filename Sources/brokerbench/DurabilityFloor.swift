@@ -79,44 +79,38 @@ struct DurabilityFloor {
     static func measure(
         directory: String, writeBytes: Int, seconds: Double, busyThreads: Int = 0, busyFraction: Double = 0
     ) throws -> [Cycle] {
-        let path = directory + "/brokerbench-floor-\(getpid()).tmp"
-        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
-        guard fd >= 0 else { throw BenchError("open \(path): \(String(cString: strerror(errno)))") }
-        defer {
-            close(fd)
-            unlink(path)
-        }
-        func fail(_ what: String) -> BenchError { BenchError("\(what) \(path): \(String(cString: strerror(errno)))") }
-        let zeros = [UInt8](repeating: 0, count: 1 << 20)
-        for chunk in 0..<(Self.fileBytes >> 20) {
-            let written = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(chunk << 20)) }
-            guard written == zeros.count else { throw fail("write zeros to") }
-        }
-        guard fdatasync(fd) == 0 else { throw fail("fdatasync") }
+        try withScratchFile(in: directory, named: "floor") { fd, fail in
+            let zeros = [UInt8](repeating: 0, count: 1 << 20)
+            for chunk in 0..<(Self.fileBytes >> 20) {
+                let written = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(chunk << 20)) }
+                guard written == zeros.count else { throw fail("write zeros to") }
+            }
+            guard fdatasync(fd) == 0 else { throw fail("fdatasync") }
 
-        let size = Self.pageRounded(writeBytes)
-        let batch = [UInt8](repeating: 0x7B, count: size)
-        let stop = Counter(0)
-        let spinners = (0..<busyThreads).map { _ in
-            Thread { Self.spin(fraction: busyFraction, until: stop) }
-        }
-        for spinner in spinners { spinner.start() }
-        defer { stop.add(1) }
+            let size = Self.pageRounded(writeBytes)
+            let batch = [UInt8](repeating: 0x7B, count: size)
+            let stop = Counter(0)
+            let spinners = (0..<busyThreads).map { _ in
+                Thread { Self.spin(fraction: busyFraction, until: stop) }
+            }
+            for spinner in spinners { spinner.start() }
+            defer { stop.add(1) }
 
-        var cycles: [Cycle] = []
-        cycles.reserveCapacity(Int(seconds * 20_000))
-        var offset = 0
-        let until = monotonicNanos() + UInt64(seconds * 1e9)
-        while true {
-            let start = monotonicNanos()
-            if start >= until { break }
-            let written = batch.withUnsafeBytes { pwrite(fd, $0.baseAddress, size, off_t(offset)) }
-            guard written == size, fdatasync(fd) == 0 else { throw fail("write/fdatasync") }
-            cycles.append(Cycle(start: start, end: monotonicNanos()))
-            offset += size
-            if offset + size > Self.fileBytes { offset = 0 }
+            var cycles: [Cycle] = []
+            cycles.reserveCapacity(Int(seconds * 20_000))
+            var offset = 0
+            let until = monotonicNanos() + UInt64(seconds * 1e9)
+            while true {
+                let start = monotonicNanos()
+                if start >= until { break }
+                let written = batch.withUnsafeBytes { pwrite(fd, $0.baseAddress, size, off_t(offset)) }
+                guard written == size, fdatasync(fd) == 0 else { throw fail("write/fdatasync") }
+                cycles.append(Cycle(start: start, end: monotonicNanos()))
+                offset += size
+                if offset + size > Self.fileBytes { offset = 0 }
+            }
+            return cycles
         }
-        return cycles
     }
 
     /// Busy for `fraction` of every 500 µs, asleep for the rest, until `stop` is above 0.

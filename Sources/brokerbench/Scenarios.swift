@@ -937,22 +937,32 @@ struct ManyConnections {
 
 /// Times `iterations` 4 KiB writes each followed by fdatasync, as the disk's reference cost.
 func measureFdatasync(directory: String, iterations: Int) throws -> Histogram<UInt64> {
-    let path = directory + "/brokerbench-fdatasync-\(getpid()).tmp"
-    let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+    try withScratchFile(in: directory, named: "fdatasync") { fd, fail in
+        let block = [UInt8](repeating: 0x5A, count: 4096)
+        var histogram = makeHistogram()
+        for index in 0..<iterations {
+            let t0 = monotonicNanos()
+            let written = block.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, off_t(index * 4096)) }
+            guard written == 4096, fdatasync(fd) == 0 else { throw fail("write/fdatasync") }
+            histogram.record((monotonicNanos() - t0) / 1000)
+        }
+        return histogram
+    }
+}
+
+/// Runs `body` with a new file `brokerbench-NAME-PID.tmp` in `directory`, open for reading and writing, and a maker
+/// of errors naming what failed on it (with `errno`); closes and removes the file after, whatever `body` does.
+func withScratchFile<T>(
+    in directory: String, named name: String, _ body: (_ fd: Int32, _ fail: (String) -> BenchError) throws -> T
+) throws -> T {
+    let path = directory + "/brokerbench-\(name)-\(getpid()).tmp"
+    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
     guard fd >= 0 else { throw BenchError("open \(path): \(String(cString: strerror(errno)))") }
     defer {
         close(fd)
         unlink(path)
     }
-    let block = [UInt8](repeating: 0x5A, count: 4096)
-    var histogram = makeHistogram()
-    for index in 0..<iterations {
-        let t0 = monotonicNanos()
-        let written = block.withUnsafeBytes { pwrite(fd, $0.baseAddress, 4096, off_t(index * 4096)) }
-        guard written == 4096, fdatasync(fd) == 0 else { throw BenchError("write/fdatasync \(path): \(String(cString: strerror(errno)))") }
-        histogram.record((monotonicNanos() - t0) / 1000)
-    }
-    return histogram
+    return try body(fd) { what in BenchError("\(what) \(path): \(String(cString: strerror(errno)))") }
 }
 
 func raiseFileLimit() {
