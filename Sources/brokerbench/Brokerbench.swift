@@ -197,8 +197,8 @@ struct FloorCommand: ParsableCommand {
         let figures = DurabilityFloor.figures(cycles, slowMicros: self.slowMicros, writeBytes: writeBytes, prefix: "")
         guard !figures.isEmpty else { throw BenchError("floor: fewer than two cycles in \(self.seconds) s") }
         print("brokerbench floor: \(self.busyThreads) busy threads at \(self.busyFraction), late = over \(self.slowMicros) µs")
-        for name in ["late_ratio", "cycles_per_s", "cycle_p50_us", "cycle_p99_us", "cycle_max_us", "write_bytes", "seconds"] {
-            print(name.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%14.5g", figures[name] ?? 0))
+        for (name, value) in figures.sorted(by: { $0.key < $1.key }) {
+            print(name.padding(toLength: 20, withPad: " ", startingAt: 0) + String(format: "%14.5g", value))
         }
     }
 }
