@@ -765,9 +765,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         // A group of small requests (a pipelining producer: its connection's event loop is what bounds it) is laid
-        // out on the log's write queue. Larger requests are laid out here, on their connections' event loops, and
-        // leave the write queue, which also encodes, compresses and syncs every batch of the topic, to that
-        // (durable-publish, 100 records a request from 4 connections, lost about a tenth when the queue did both).
+        // out and encoded on the log's write queue. Larger requests are laid out here, on their connections' event
+        // loops, and encoded and compressed here too (`TopicAppender.enqueue(stored:)`), leaving the topic's write
+        // queue, which takes one append at a time, only the write and the fdatasync (durable-publish, 100 records a
+        // request from 4 connections, lost about a tenth when the queue also laid them out; docs/BENCHMARKS.md
+        // round 29 for the compression).
         guard count < Self.deferredLayoutMaxRecordsPerRequest * group.requests.count else {
             appender.enqueue(stored: PublishGroup.build(parts, storedBytes: storedBytes), completion: completion)
             return

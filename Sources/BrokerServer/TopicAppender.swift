@@ -5,17 +5,23 @@ import LogStore
 /// Orders and batches appends to one topic.
 ///
 /// Publishes are queued in arrival order (the event loop enqueues synchronously, so one connection's publishes keep
-/// their order). One batch at a time is with the log: everything queued, up to `maxBatchBytes`, goes as a single
+/// their order). One append at a time is with the log: everything queued, up to `maxBatchBytes`, goes as a single
 /// append. While that append waits for its fdatasync, new publishes queue up and share the next one: group commit
-/// across connections without reordering within one. The next batch is handed to the log from the completion of
+/// across connections without reordering within one. The next append is handed to the log from the completion of
 /// the previous one, on the log's thread: no task sits on the path (each hand-off between threads costs tens of
 /// microseconds of a publish's latency on a busy machine).
+///
+/// Records queued in their stored layout are encoded (and compressed) as they are queued, on the queuing thread,
+/// each entry its own batch: that work overlaps the log's write and fdatasync of the append before, instead of
+/// lengthening the log's one-at-a-time cycle (`TopicLog.append(bodiesBy:completion:)` writes an append's batches
+/// together, under one fdatasync). Deferred records are laid out and encoded together on the log's writer.
 final class TopicAppender: Sendable {
     typealias Completion = @Sendable (Result<AppendResult, LogStoreError>) -> Void
 
-    /// Records whose stored layout is written where the log encodes their batch (`TopicLog.append(storedBy:)`: a
-    /// file log's write queue), not by whoever queued them: the event loop that serves a pipelining connection is
-    /// its bottleneck, and the bytes are the same wherever they are written.
+    /// Records whose stored layout is written, and encoded, where the log writes their batch (the `bodiesBy`
+    /// closure of `TopicLog.append(bodiesBy:completion:)`: a file log's write queue), not by whoever queued them:
+    /// the event loop that serves a pipelining connection is its bottleneck, and the bytes are the same wherever
+    /// they are written.
     struct DeferredRecords: Sendable {
         /// Number of records `build` lays out.
         let count: Int
@@ -26,28 +32,14 @@ final class TopicAppender: Sendable {
     }
 
     private enum Records {
-        case stored(StoredRecordBytes)
+        /// Encoded when queued, with the bytes of the records' values.
+        case encoded(EncodedBatchBody, valueBytes: Int)
         case deferred(DeferredRecords)
 
         var count: Int {
             switch self {
-            case .stored(let stored): stored.count
+            case .encoded(let body, _): Int(body.recordCount)
             case .deferred(let deferred): deferred.count
-            }
-        }
-
-        /// The records in their stored layout.
-        func built() -> StoredRecordBytes {
-            switch self {
-            case .stored(let stored): return stored
-            case .deferred(let deferred):
-                let stored = deferred.build()
-                precondition(
-                    stored.count == deferred.count && stored.bytes.readableBytes == deferred.storedBytes,
-                    "deferred records built \(stored.count) records in \(stored.bytes.readableBytes) bytes, sized "
-                        + "\(deferred.count) in \(deferred.storedBytes)"
-                )
-                return stored
             }
         }
     }
@@ -99,11 +91,22 @@ final class TopicAppender: Sendable {
 
     /// Queues records already in their stored layout (a PUBLISH's accepted records, converted from the frame's
     /// bytes); `completion` runs (on any thread) once they are appended or failed. A connection's publishes that
-    /// arrived together come as one entry, their records back to back: one queue entry and one completion for all
-    /// of them (its `AppendResult` spans them all).
+    /// arrived together come as one entry, their records back to back: one queue entry, one batch (encoded and
+    /// compressed here, on the caller's thread) and one completion for all of them (its `AppendResult` spans them
+    /// all). Records the log cannot take as a batch fail at once, without being queued.
     func enqueue(stored records: StoredRecordBytes, completion: @escaping Completion) {
+        let body: EncodedBatchBody
+        do {
+            body = try self.log.encodeBody([records])
+        } catch {
+            completion(.failure(error))
+            return
+        }
         self.enqueue(
-            Pending(records: .stored(records), bytes: records.bytes.readableBytes - 4 * records.count, completion: completion)
+            Pending(
+                records: .encoded(body, valueBytes: records.valueBytes),
+                bytes: records.bytes.readableBytes - 4 * records.count, completion: completion
+            )
         )
     }
 
@@ -145,15 +148,40 @@ final class TopicAppender: Sendable {
         return taken
     }
 
-    /// Appends one batch; its completion answers the batch's requests, then hands the log the next batch.
+    /// Appends the entries taken together; its completion answers their requests, then hands the log the next ones.
     private func write(_ batch: [Pending]) {
-        // Deferred records are laid out where the log encodes the batch (its write queue), not on this thread (an
-        // event loop when the log was idle). Their value bytes, for the metric, are known once they are.
+        // Deferred records are laid out and encoded where the log writes (its write queue), not on this thread (an
+        // event loop when the log was idle), consecutive ones as one batch. Their value bytes, for the metric, are
+        // known once they are laid out.
         let valueBytes = Locked(0)
-        self.log.append(storedBy: {
-            let parts = batch.map { $0.records.built() }
-            valueBytes.withLock { $0 = parts.reduce(0) { $0 + $1.valueBytes } }
-            return parts
+        let log = self.log
+        log.append(bodiesBy: { () throws(LogStoreError) -> [EncodedBatchBody] in
+            var bodies: [EncodedBatchBody] = []
+            var deferred: [StoredRecordBytes] = []
+            var values = 0
+            for pending in batch {
+                switch pending.records {
+                case .encoded(let body, let bytes):
+                    if !deferred.isEmpty {
+                        bodies.append(try log.encodeBody(deferred))
+                        deferred.removeAll()
+                    }
+                    bodies.append(body)
+                    values += bytes
+                case .deferred(let records):
+                    let stored = records.build()
+                    precondition(
+                        stored.count == records.count && stored.bytes.readableBytes == records.storedBytes,
+                        "deferred records built \(stored.count) records in \(stored.bytes.readableBytes) bytes, sized "
+                            + "\(records.count) in \(records.storedBytes)"
+                    )
+                    deferred.append(stored)
+                    values += stored.valueBytes
+                }
+            }
+            if !deferred.isEmpty { bodies.append(try log.encodeBody(deferred)) }
+            valueBytes.withLock { $0 = values }
+            return bodies
         }) { result in
             switch result {
             case .success(let appended):

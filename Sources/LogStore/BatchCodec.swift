@@ -278,21 +278,29 @@ package enum BatchCodec {
     /// Assembles the full batch (header with CRC, then body) for `baseOffset`.
     package static func assemble(_ body: EncodedBatchBody, baseOffset: Int64) -> ByteBuffer {
         var batch = ByteBufferAllocator().buffer(capacity: body.batchSize)
-        batch.writeInteger(UInt32(BatchFormat.headerBytesAfterLength + body.storedBody.readableBytes))
-        batch.writeInteger(BatchFormat.magic)
-        batch.writeInteger(UInt32(0))  // CRC, set below
-        batch.writeInteger(body.attributes)
-        batch.writeInteger(baseOffset)
-        batch.writeInteger(body.recordCount)
-        batch.writeInteger(body.firstTimestamp)
-        batch.writeInteger(body.maxTimestamp)
-        batch.writeInteger(body.bodyLength)
-        batch.writeImmutableBuffer(body.storedBody)
-        let crc = batch.withUnsafeReadableBytes { raw in
-            CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[BatchFormat.crcCoverageStart...]))
-        }
-        batch.setInteger(crc, at: batch.readerIndex + BatchFormat.crcPosition)
+        self.assemble(body, baseOffset: baseOffset, into: &batch)
         return batch
+    }
+
+    /// Appends the full batch for `baseOffset` to `buffer` (several batches written in one go lie back to back).
+    package static func assemble(_ body: EncodedBatchBody, baseOffset: Int64, into buffer: inout ByteBuffer) {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(BatchFormat.headerBytesAfterLength + body.storedBody.readableBytes))
+        buffer.writeInteger(BatchFormat.magic)
+        buffer.writeInteger(UInt32(0))  // CRC, set below
+        buffer.writeInteger(body.attributes)
+        buffer.writeInteger(baseOffset)
+        buffer.writeInteger(body.recordCount)
+        buffer.writeInteger(body.firstTimestamp)
+        buffer.writeInteger(body.maxTimestamp)
+        buffer.writeInteger(body.bodyLength)
+        buffer.writeImmutableBuffer(body.storedBody)
+        let crc = buffer.withUnsafeReadableBytes { raw in
+            CRC32C.checksum(
+                UnsafeRawBufferPointer(rebasing: raw[(start - buffer.readerIndex + BatchFormat.crcCoverageStart)...])
+            )
+        }
+        buffer.setInteger(crc, at: start + BatchFormat.crcPosition)
     }
 
     /// Encodes a whole batch in one step.

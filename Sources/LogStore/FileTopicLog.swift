@@ -164,29 +164,31 @@ final class FileTopicLog: TopicLog {
     /// continuation sits between the fdatasync and the caller's completion: on a publish's path every thread
     /// hand-off costs tens of microseconds on a busy machine.
     func append(_ records: [LogRecord], completion: @escaping AppendCompletion) {
-        self.append(encoding: { () throws(LogStoreError) -> EncodedBatchBody in
-            try BatchCodec.encodeBody(records, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
+        self.append(encoding: { () throws(LogStoreError) -> [EncodedBatchBody] in
+            [try BatchCodec.encodeBody(records, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)]
         }, completion: completion)
     }
 
     /// `append(_:completion:)` for records already in their stored layout: the batch body is their bytes (one
     /// part) or their bytes one after the other.
     func append(stored parts: [StoredRecordBytes], completion: @escaping AppendCompletion) {
-        self.append(encoding: { () throws(LogStoreError) -> EncodedBatchBody in
-            try BatchCodec.encodeBody(parts: parts, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
-        }, completion: completion)
+        self.append(encoding: { () throws(LogStoreError) -> [EncodedBatchBody] in [try self.encodeBody(parts)] }, completion: completion)
     }
 
-    /// `append(stored:completion:)` with the parts laid out by `build` on the write queue, just before the batch
-    /// is encoded there.
-    func append(storedBy build: @escaping @Sendable () -> [StoredRecordBytes], completion: @escaping AppendCompletion) {
-        self.append(encoding: { () throws(LogStoreError) -> EncodedBatchBody in
-            try BatchCodec.encodeBody(parts: build(), codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
-        }, completion: completion)
+    /// The topic's codec and batch body limit, on the caller's thread.
+    func encodeBody(_ parts: [StoredRecordBytes]) throws(LogStoreError) -> EncodedBatchBody {
+        try BatchCodec.encodeBody(parts: parts, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
+    }
+
+    func append(
+        bodiesBy encode: @escaping @Sendable () throws(LogStoreError) -> [EncodedBatchBody],
+        completion: @escaping AppendCompletion
+    ) {
+        self.append(encoding: encode, completion: completion)
     }
 
     private func append(
-        encoding encode: @escaping @Sendable () throws(LogStoreError) -> EncodedBatchBody,
+        encoding encode: @escaping @Sendable () throws(LogStoreError) -> [EncodedBatchBody],
         completion: @escaping AppendCompletion
     ) {
         let started = DispatchTime.now().uptimeNanoseconds
@@ -198,14 +200,17 @@ final class FileTopicLog: TopicLog {
         self.queuedAppends.add(1, ordering: .relaxed)
         self.writeQueue.async {
             self.queuedAppends.subtract(1, ordering: .relaxed)
-            let body: EncodedBatchBody
+            let bodies: [EncodedBatchBody]
             do throws(LogStoreError) {
-                body = try encode()
+                bodies = try encode()
+                guard !bodies.isEmpty else {
+                    throw LogStoreError(.invalidArgument, "an append needs at least one batch")
+                }
             } catch {
                 timed(.failure(error))
                 return
             }
-            self.writeBatch(body, completion: timed)
+            self.writeBatches(bodies, completion: timed)
         }
     }
 
@@ -216,8 +221,9 @@ final class FileTopicLog: TopicLog {
         return nil
     }
 
-    /// Writer queue: rolls if needed, writes the batch, then completes it per the fsync policy.
-    private func writeBatch(_ body: EncodedBatchBody, completion: @escaping AppendCompletion) {
+    /// Writer queue: rolls if needed, writes the batches (one or more, at consecutive offsets) in one write, then
+    /// completes them per the fsync policy.
+    private func writeBatches(_ bodies: [EncodedBatchBody], completion: @escaping AppendCompletion) {
         dispatchPrecondition(condition: .onQueue(self.writeQueue))
         if let refusal = self.state.withLock({ self.refusal($0) }) {
             completion(.failure(refusal))
@@ -225,7 +231,7 @@ final class FileTopicLog: TopicLog {
         }
         let segment: Segment
         do {
-            segment = try self.rollIfNeeded(incomingRecords: body.recordCount)
+            segment = try self.rollIfNeeded(incomingRecords: bodies.reduce(0) { $0 + Int64($1.recordCount) })
         } catch {
             self.fail(error)
             completion(.failure(error))
@@ -234,23 +240,38 @@ final class FileTopicLog: TopicLog {
         let (position, baseOffset, sinceIndex) = segment.state.withLock {
             ($0.size, $0.nextOffset, $0.bytesSinceIndexEntry)
         }
-        let batchEnd = position + Int64(body.batchSize)
+        let batchEnd = position + Int64(bodies.reduce(0) { $0 + $1.batchSize })
         self.waitForPreallocation(segment, through: batchEnd)
         let pad = self.zeroPad(segment, after: batchEnd)
-        let batch = BatchCodec.assemble(body, baseOffset: baseOffset)
-        var newEntry: IndexEntry?
-        if sinceIndex >= Int64(self.config.indexIntervalBytes) {
-            newEntry = IndexEntry(relativeOffset: UInt32(baseOffset - segment.baseOffset), position: UInt32(position))
+        // The batches back to back, each with its index entry when one is due at its start.
+        var batches = ByteBufferAllocator().buffer(capacity: Int(batchEnd - position))
+        var starts: [(base: Int64, at: Int)] = []
+        starts.reserveCapacity(bodies.count)
+        var newEntries: [IndexEntry] = []
+        var bytesSinceIndexEntry = sinceIndex
+        var base = baseOffset
+        for body in bodies {
+            let at = batches.writerIndex
+            if bytesSinceIndexEntry >= Int64(self.config.indexIntervalBytes) {
+                newEntries.append(
+                    IndexEntry(relativeOffset: UInt32(base - segment.baseOffset), position: UInt32(position + Int64(at)))
+                )
+                bytesSinceIndexEntry = 0
+            }
+            BatchCodec.assemble(body, baseOffset: base, into: &batches)
+            bytesSinceIndexEntry += Int64(body.batchSize)
+            starts.append((base, at))
+            base += Int64(body.recordCount)
         }
+        let indexCount = segment.state.withLock { $0.index.count }
         do {
             // With the padding (see `zeroPad`) in the same write: the page must be whole when the kernel sees it.
-            try self.io.writeAll(segment.logFD, batch, zeros: pad, at: position, path: segment.logPath)
-            if let newEntry {
-                let count = segment.state.withLock { $0.index.count }
+            try self.io.writeAll(segment.logFD, batches, zeros: pad, at: position, path: segment.logPath)
+            if !newEntries.isEmpty {
                 try self.io.writeAll(
                     segment.indexFD,
-                    IndexEntry.encode([newEntry]),
-                    at: Int64(count * IndexEntry.size),
+                    IndexEntry.encode(newEntries),
+                    at: Int64(indexCount * IndexEntry.size),
                     path: segment.indexPath
                 )
             }
@@ -262,16 +283,15 @@ final class FileTopicLog: TopicLog {
             do {
                 try self.io.ftruncate(segment.logFD, to: position, path: segment.logPath)
                 segment.state.withLock { $0.allocated = min($0.allocated, position) }
-                if newEntry != nil {
-                    let entries = segment.state.withLock { $0.index.count }
-                    try self.io.ftruncate(segment.indexFD, to: Int64(entries * IndexEntry.size), path: segment.indexPath)
+                if !newEntries.isEmpty {
+                    try self.io.ftruncate(segment.indexFD, to: Int64(indexCount * IndexEntry.size), path: segment.indexPath)
                 }
                 cut = true
             } catch {
                 cut = false
             }
             if cut, error.isOutOfSpace {
-                // Nothing of this batch remains and nothing acknowledged was touched: refuse this append only.
+                // Nothing of these batches remains and nothing acknowledged was touched: refuse this append only.
                 let full = LogStoreError(
                     .storageFull,
                     "topic '\(self.name)': write of batch at offset \(baseOffset) failed: \(error); nothing stored, "
@@ -286,21 +306,26 @@ final class FileTopicLog: TopicLog {
             completion(.failure(failure))
             return
         }
-        let size = Int64(batch.readableBytes)
+        let size = Int64(batches.readableBytes)
+        let newEnd = base
+        let firstTimestamp = bodies[0].firstTimestamp
+        let maxTimestamp = bodies.lazy.map(\.maxTimestamp).max()!
         segment.state.withLock { state in
             state.size += size
-            state.nextOffset += Int64(body.recordCount)
-            if let newEntry {
-                state.index.append(newEntry)
-                state.bytesSinceIndexEntry = 0
-            }
-            state.bytesSinceIndexEntry += size
-            if state.firstTimestamp == nil { state.firstTimestamp = body.firstTimestamp }
-            state.maxTimestamp = max(state.maxTimestamp ?? body.maxTimestamp, body.maxTimestamp)
+            state.nextOffset = newEnd
+            state.index.append(contentsOf: newEntries)
+            state.bytesSinceIndexEntry = bytesSinceIndexEntry
+            if state.firstTimestamp == nil { state.firstTimestamp = firstTimestamp }
+            state.maxTimestamp = max(state.maxTimestamp ?? maxTimestamp, maxTimestamp)
         }
         if self.config.recentBatchBytes > 0 {
-            let next = baseOffset + Int64(body.recordCount)
-            self.recent.withLock { $0.add(batch, base: baseOffset, next: next, limit: self.config.recentBatchBytes) }
+            self.recent.withLock { recent in
+                for (index, start) in starts.enumerated() {
+                    let next = index + 1 < starts.count ? starts[index + 1] : (base: newEnd, at: batches.readableBytes)
+                    let batch = batches.getSlice(at: batches.readerIndex + start.at, length: next.at - start.at)!
+                    recent.add(batch, base: start.base, next: next.base, limit: self.config.recentBatchBytes)
+                }
+            }
         }
         let (totalBytes, segmentCount) = self.state.withLock { state in
             state.totalBytes += size
@@ -312,8 +337,7 @@ final class FileTopicLog: TopicLog {
         self.zeroSpareIfDue(segmentSize: position + size)
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
-        let result = AppendResult(baseOffset: baseOffset, count: Int(body.recordCount))
-        let newEnd = baseOffset + Int64(body.recordCount)
+        let result = AppendResult(baseOffset: baseOffset, count: Int(newEnd - baseOffset))
         switch self.config.fsync {
         case .always:
             enum Sync { case failed, joined, onSyncQueue, inline }
@@ -431,7 +455,7 @@ final class FileTopicLog: TopicLog {
 
     /// Writer queue: the active segment, after rolling to a new one if it is full, too old, or would overflow the
     /// 32-bit relative offsets of its index.
-    private func rollIfNeeded(incomingRecords: UInt32) throws(LogStoreError) -> Segment {
+    private func rollIfNeeded(incomingRecords: Int64) throws(LogStoreError) -> Segment {
         let active = self.state.withLock { $0.segments[$0.segments.count - 1] }
         let (size, nextOffset, firstTimestamp) = active.state.withLock { ($0.size, $0.nextOffset, $0.firstTimestamp) }
         guard size > 0 else { return active }
@@ -442,7 +466,7 @@ final class FileTopicLog: TopicLog {
             self.clock() - first >= maxAge
         {
             reason = "first batch older than \(maxAge) ms"
-        } else if nextOffset - active.baseOffset + Int64(incomingRecords) > Int64(UInt32.max) {
+        } else if nextOffset - active.baseOffset + incomingRecords > Int64(UInt32.max) {
             reason = "relative offsets would exceed 32 bits"
         }
         guard let reason else { return active }

@@ -212,9 +212,18 @@ package protocol TopicLog: AnyObject, Sendable {
     /// `append(_:completion:)` for records already in their stored layout (``StoredRecordBytes``), `parts` in order
     /// as one batch; the same outcomes.
     func append(stored parts: [StoredRecordBytes], completion: @escaping AppendCompletion)
-    /// `append(stored:completion:)` with the parts laid out by `build`, called once, where the log encodes the
-    /// batch (on its own thread, for a log that has one): a caller on a busy thread leaves that work to the log.
-    func append(storedBy build: @escaping @Sendable () -> [StoredRecordBytes], completion: @escaping AppendCompletion)
+    /// `parts` encoded as one batch body the way this log stores it (its codec, its body limit), on the caller's
+    /// thread: what ``append(bodiesBy:completion:)`` takes, so a caller can compress while the log writes and syncs
+    /// the batch before.
+    func encodeBody(_ parts: [StoredRecordBytes]) throws(LogStoreError) -> EncodedBatchBody
+    /// Appends one batch per body `encode` returns (called once, where the log writes: on its own thread, for a log
+    /// that has one), at consecutive offsets, in one write covered by one fdatasync under `.always`; the result
+    /// spans them all. The same outcomes as `append(_:completion:)`, for all of them together: an error from
+    /// `encode`, or none returned, fails the append.
+    func append(
+        bodiesBy encode: @escaping @Sendable () throws(LogStoreError) -> [EncodedBatchBody],
+        completion: @escaping AppendCompletion
+    )
     /// Reads records from `offset` (at most `maxRecords`, about `maxBytes`; at least one record when any exists).
     /// Blocking file I/O: call it off the event loop. Returns [] when `offset == endOffset`.
     func read(from offset: Int64, maxRecords: Int, maxBytes: Int) throws(LogStoreError) -> [StoredRecord]
@@ -234,13 +243,6 @@ package protocol TopicLog: AnyObject, Sendable {
 extension TopicLog {
     /// A log that keeps nothing in memory.
     package func readsFromMemory(from offset: Int64) -> Bool { false }
-
-    /// A log without a thread of its own lays the parts out on the caller's.
-    package func append(
-        storedBy build: @escaping @Sendable () -> [StoredRecordBytes], completion: @escaping AppendCompletion
-    ) {
-        self.append(stored: build(), completion: completion)
-    }
 }
 
 /// Called once with an append's outcome.

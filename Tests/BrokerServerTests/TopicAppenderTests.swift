@@ -66,6 +66,62 @@ struct TopicAppenderTests {
         #expect(answers.map(\.syncsDone) == [1, 2, 2])
         let read = try appender.log.read(from: 0, maxRecords: 10, maxBytes: 1 << 20)
         #expect(read.map(\.record) == (0..<3).map { Self.record($0) })
+        // Each request was encoded as it was queued: a batch of its own, the second write holding two.
+        #expect(try Self.batchBases(dir: dir) == [0, 1, 2])
+        await backend.closeAll()
+    }
+
+    /// The base offsets of the batches in topic `t`'s first segment, parsed from their headers.
+    static func batchBases(dir: String) throws -> [Int64] {
+        let bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: dir + "/t/" + SegmentName.stem(0) + ".log")))
+        var bases: [Int64] = []
+        var position = 0
+        while let header = BatchHeader.peek(ByteBuffer(bytes: bytes[position...])), header.length > 0,
+            position + header.totalSize <= bytes.count
+        {
+            bases.append(header.baseOffset)
+            position += header.totalSize
+        }
+        return bases
+    }
+
+    @Test("requests laid out on the log's writer, queued one after another, go as one batch beside encoded ones")
+    func deferredRequestsShareABatch() async throws {
+        let dir = TestBroker.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let io = FailingSyncIO()
+        let (appender, backend) = try await Self.appender(dir: dir, io: io)
+        let answers = Locked<[Int64]>([])
+        let built = Locked(0)
+        io.holdWrites(ofPathsContaining: ".log")
+        // Request 0 alone is the first batch; 1 and 2 (deferred) and 3 (encoded as queued) wait behind its write.
+        for n in 0..<4 {
+            let completion: TopicAppender.Completion = { result in
+                answers.withLock { $0.append((try? result.get().baseOffset) ?? -1) }
+            }
+            if n == 1 || n == 2 {
+                let stored = try BatchCodec.storedRecords([Self.record(n)])
+                let deferred = TopicAppender.DeferredRecords(count: 1, storedBytes: stored.bytes.readableBytes) {
+                    built.withLock { $0 += 1 }
+                    return stored
+                }
+                appender.enqueue(deferred: deferred, completion: completion)
+            } else {
+                appender.enqueue([Self.record(n)], completion: completion)
+            }
+            if n == 0 {
+                for _ in 0..<5000 where io.writeCalls(ofPathsContaining: ".log") < 1 { usleep(1000) }
+            }
+        }
+        #expect(built.withLock { $0 } == 0, "deferred records are laid out when their batch is written")
+        io.holdWrites(ofPathsContaining: nil)
+        await appender.flushed()
+        #expect(answers.withLock { $0 } == [0, 1, 2, 3])
+        #expect(built.withLock { $0 } == 2)
+        #expect(io.writeCalls(ofPathsContaining: ".log") == 2)
+        #expect(try Self.batchBases(dir: dir) == [0, 1, 3], "1 and 2 in one batch, 3 in its own")
+        let read = try appender.log.read(from: 0, maxRecords: 10, maxBytes: 1 << 20)
+        #expect(read.map(\.record) == (0..<4).map { Self.record($0) })
         await backend.closeAll()
     }
 

@@ -14,14 +14,8 @@ struct PreallocationTests {
 
     /// Where the batches of a `.log` file end (parsed from their headers), and the file's size.
     static func batchesEnd(_ path: String) throws -> (end: Int, size: Int) {
-        let bytes = try fileBytes(path)
-        var position = 0
-        while let header = BatchHeader.peek(ByteBuffer(bytes: bytes[position...])), header.length > 0,
-            position + header.totalSize <= bytes.count
-        {
-            position += header.totalSize
-        }
-        return (position, bytes.count)
+        let batches = try segmentBatches(path)
+        return (batches.end, batches.size)
     }
 
     static func logPaths(_ dir: String) throws -> [String] {

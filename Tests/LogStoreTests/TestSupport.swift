@@ -293,6 +293,21 @@ func writeFile(_ path: String, _ bytes: [UInt8]) throws {
     try Data(bytes).write(to: URL(fileURLWithPath: path))
 }
 
+/// The batch headers of a segment's `.log` file, in order, up to the first that does not parse (the zeros after the
+/// last batch), where they end, and the file's size.
+func segmentBatches(_ path: String) throws -> (headers: [BatchHeader], end: Int, size: Int) {
+    let bytes = try fileBytes(path)
+    var headers: [BatchHeader] = []
+    var position = 0
+    while let header = BatchHeader.peek(ByteBuffer(bytes: bytes[position...])), header.length > 0,
+        position + header.totalSize <= bytes.count
+    {
+        headers.append(header)
+        position += header.totalSize
+    }
+    return (headers, position, bytes.count)
+}
+
 /// Reads everything from `offset` to the end in small pages.
 func readAll(_ log: any TopicLog, from offset: Int64) throws -> [StoredRecord] {
     var result: [StoredRecord] = []
