@@ -244,7 +244,19 @@ struct PowerLossTests {
                             let values = (0..<batchSizes[writer]).map { "w\(writer)-b\(batch)-r\($0)" }
                             ledger.attempt(values)
                             do {
-                                let result = try await log.append(values.map(Self.record))
+                                // Odd writers append their records as batches of up to 3 encoded beforehand, in one
+                                // write (as the broker's appender does): a crash may keep a prefix of those batches.
+                                let result: AppendResult
+                                if writer % 2 == 1 {
+                                    let records = values.map(Self.record)
+                                    let bodies = try stride(from: 0, to: records.count, by: 3).map { start in
+                                        let part = Array(records[start..<min(start + 3, records.count)])
+                                        return try log.encodeBody([try BatchCodec.storedRecords(part)])
+                                    }
+                                    result = try await MultiBatchAppendTests.append(log) { bodies }.get()
+                                } else {
+                                    result = try await log.append(values.map(Self.record))
+                                }
                                 ledger.acknowledge(values, base: result.baseOffset)
                             } catch {
                                 return  // the power is off
