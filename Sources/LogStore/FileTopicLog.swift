@@ -169,12 +169,6 @@ final class FileTopicLog: TopicLog {
         }, completion: completion)
     }
 
-    /// `append(_:completion:)` for records already in their stored layout: the batch body is their bytes (one
-    /// part) or their bytes one after the other.
-    func append(stored parts: [StoredRecordBytes], completion: @escaping AppendCompletion) {
-        self.append(encoding: { () throws(LogStoreError) -> [EncodedBatchBody] in [try self.encodeBody(parts)] }, completion: completion)
-    }
-
     /// The topic's codec and batch body limit, on the caller's thread.
     func encodeBody(_ parts: [StoredRecordBytes]) throws(LogStoreError) -> EncodedBatchBody {
         try BatchCodec.encodeBody(parts: parts, codec: self.config.compression, maxBodyBytes: self.config.maxBatchBodyBytes)
@@ -307,12 +301,11 @@ final class FileTopicLog: TopicLog {
             return
         }
         let size = Int64(batches.readableBytes)
-        let newEnd = base
         let firstTimestamp = bodies[0].firstTimestamp
         let maxTimestamp = bodies.lazy.map(\.maxTimestamp).max()!
         segment.state.withLock { state in
             state.size += size
-            state.nextOffset = newEnd
+            state.nextOffset = base
             state.index.append(contentsOf: newEntries)
             state.bytesSinceIndexEntry = bytesSinceIndexEntry
             if state.firstTimestamp == nil { state.firstTimestamp = firstTimestamp }
@@ -321,7 +314,7 @@ final class FileTopicLog: TopicLog {
         if self.config.recentBatchBytes > 0 {
             self.recent.withLock { recent in
                 for (index, start) in starts.enumerated() {
-                    let next = index + 1 < starts.count ? starts[index + 1] : (base: newEnd, at: batches.readableBytes)
+                    let next = index + 1 < starts.count ? starts[index + 1] : (base: base, at: batches.readableBytes)
                     let batch = batches.getSlice(at: batches.readerIndex + start.at, length: next.at - start.at)!
                     recent.add(batch, base: start.base, next: next.base, limit: self.config.recentBatchBytes)
                 }
@@ -337,7 +330,8 @@ final class FileTopicLog: TopicLog {
         self.zeroSpareIfDue(segmentSize: position + size)
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
-        let result = AppendResult(baseOffset: baseOffset, count: Int(newEnd - baseOffset))
+        let result = AppendResult(baseOffset: baseOffset, count: Int(base - baseOffset))
+        let newEnd = base
         switch self.config.fsync {
         case .always:
             enum Sync { case failed, joined, onSyncQueue, inline }

@@ -209,10 +209,7 @@ package protocol TopicLog: AnyObject, Sendable {
     /// records are written (and synced under `.always`) or with why they were not. Batches are stored in the order
     /// of the calls.
     func append(_ records: [LogRecord], completion: @escaping AppendCompletion)
-    /// `append(_:completion:)` for records already in their stored layout (``StoredRecordBytes``), `parts` in order
-    /// as one batch; the same outcomes.
-    func append(stored parts: [StoredRecordBytes], completion: @escaping AppendCompletion)
-    /// `parts` encoded as one batch body the way this log stores it (its codec, its body limit), on the caller's
+    /// `parts` (records already in their stored layout, ``StoredRecordBytes``, in order) encoded as one batch body the way this log stores it (its codec, its body limit), on the caller's
     /// thread: what ``append(bodiesBy:completion:)`` takes, so a caller can compress while the log writes and syncs
     /// the batch before.
     func encodeBody(_ parts: [StoredRecordBytes]) throws(LogStoreError) -> EncodedBatchBody
