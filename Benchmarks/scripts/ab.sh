@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Alternating A/B runs: for each round, each scenario runs once with A and once with B (brokerd --spawn'ed beside
 # each brokerbench), so both see the same drift of this shared machine; A first in odd rounds, B first in even ones,
-# because the run second in a pair can gain from the first (docs/BENCHMARKS.md "Round 21", item 5: the second was
-# faster in 7 of 9 pairs of policy-overhead, whichever build it was). Use an even ROUNDS. Results go to
+# because the run second in a pair can gain from the first (docs/benchmarks/HISTORY.md "Round 21", item 5: the second
+# was faster in 7 of 9 pairs of policy-overhead, whichever build it was). Use an even ROUNDS. Results go to
 # OUT/A-SCENARIO-N.json and OUT/B-SCENARIO-N.json (and .txt); compare with `summarize.py OUT`.
 #
 #   Benchmarks/scripts/ab.sh OUT A B ROUNDS SCENARIO... [-- ARGS...]

@@ -17,7 +17,7 @@ import Glibc
 /// freed memory back to its host (free page reporting), each costs microseconds. An arena that keeps up to
 /// ``trimThreshold`` free at its top, and requests up to ``mmapThreshold`` served from the arenas rather than each
 /// from a mapping of its own, took 83,000 faults for the same run; at 2 MiB it was 1.1 million, at 4 MiB 104,000
-/// (docs/BENCHMARKS.md, round 23).
+/// (docs/benchmarks/HISTORY.md, round 23).
 ///
 /// The cost is memory: up to ``trimThreshold`` freed at the top of each arena (glibc makes at most 8 arenas per
 /// core) stays with the process instead of going back to the system at once. `brokerd_memory_free_held_bytes` shows
@@ -132,7 +132,7 @@ extension AllocatorTuning {
 ///
 /// Under load the allocator keeps up to ``AllocatorTuning/trimThreshold`` free at the top of each arena, so that
 /// each batch's buffers are not faulted in again; when the load stops that memory would stay resident for as long as
-/// the broker runs (12.6–20.4 MB in a many-connections run, docs/BENCHMARKS.md rounds 23 and 24). A pure state
+/// the broker runs (12.6–20.4 MB in a many-connections run, docs/benchmarks/HISTORY.md rounds 23 and 24). A pure state
 /// machine: the caller reads the activity (the sum of every log's end offset), ticks, and trims when told.
 package struct QuietTrim: Sendable {
     package enum Action: Equatable, Sendable {

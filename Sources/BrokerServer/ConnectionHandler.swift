@@ -624,7 +624,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         /// a part (`for part in parts`) retained and released its references there, atomic instructions on objects
         /// (the connection's header-name table, the provenance headers, the read buffer) that the event loop was
         /// retaining for the next requests at the same time (perf of pipelined-single: 27% of the write queue's
-        /// samples in `swift_retain` and `swift_release` before, 16% after; docs/BENCHMARKS.md, round 17).
+        /// samples in `swift_retain` and `swift_release` before, 16% after; docs/benchmarks/HISTORY.md, round 17).
         static func build(_ parts: [Part], storedBytes: Int) -> StoredRecordBytes {
             var builder = StoredRecordsBuilder(capacity: storedBytes)
             for index in parts.indices {
@@ -768,7 +768,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         // out and encoded on the log's write queue. Larger requests are laid out here, on their connections' event
         // loops, and encoded and compressed here too (`TopicAppender.enqueue(stored:)`), leaving the topic's write
         // queue, which takes one append at a time, only the write and the fdatasync (durable-publish, 100 records a
-        // request from 4 connections, lost about a tenth when the queue also laid them out; docs/BENCHMARKS.md
+        // request from 4 connections, lost about a tenth when the queue also laid them out; docs/benchmarks/HISTORY.md
         // round 29 for the compression).
         guard count < Self.deferredLayoutMaxRecordsPerRequest * group.requests.count else {
             appender.enqueue(stored: PublishGroup.build(parts, storedBytes: storedBytes), completion: completion)

@@ -301,7 +301,8 @@ extension TopicLogConfig {
             // Every append waits for an fdatasync: keep it from also waiting for a journal commit.
             self.preallocateBytes = Self.brokerPreallocateBytes
             self.preallocateUpToBytesPerSecond = Self.brokerPreallocateUpToBytesPerSecond
-            // And the next segment's zeros are written ahead into a file of their own (docs/BENCHMARKS.md, round 27).
+            // And the next segment's zeros are written ahead into a file of their own (docs/benchmarks/HISTORY.md,
+            // round 27).
             self.spareSegment = true
         case .interval(let milliseconds): self.fsync = .interval(milliseconds: milliseconds)
         case .never: self.fsync = .never
@@ -313,7 +314,7 @@ extension TopicLogConfig {
     static let brokerPreallocateBytes = 4 << 20
     /// Above this rate of growth a topic's active segment is not preallocated: at 447,765 records/s (about 45 MB/s
     /// stored) e2e-latency's p99 was lower without the zeros; at 100,000 (about 10 MB/s) its p50 was lower with
-    /// them, and at one record at a time (0.4 MB/s) sync-latency's p50 and p99 (docs/BENCHMARKS.md, round 12).
+    /// them, and at one record at a time (0.4 MB/s) sync-latency's p50 and p99 (docs/benchmarks/HISTORY.md, round 12).
     /// Zeros written with direct I/O (where the file system has it) are not limited (round 20).
     static let brokerPreallocateUpToBytesPerSecond: Int64 = 16 << 20
 }

@@ -306,7 +306,7 @@ package struct DedupeSnapshot: Equatable, Sendable {
     ///
     /// With direct I/O (where the file system has it, ``FileIO/enableDirectIO(_:maxAlignment:path:)``) each piece
     /// goes from the piece buffer to the device, not through the page cache: the kernel's copy of snapshots into
-    /// the cache cost 0.12–0.16 µs of CPU per record in policy-overhead's policy half (perf, docs/BENCHMARKS.md
+    /// the cache cost 0.12–0.16 µs of CPU per record in policy-overhead's policy half (perf, docs/benchmarks/HISTORY.md
     /// round 13), and the cache then held pages nobody reads. The last piece, whose size is not a multiple of the
     /// alignment, is written padded with zeros from a buffer of its own and the file cut back to its end.
     /// Buffered, each whole piece is written out (`writeOut`) instead.

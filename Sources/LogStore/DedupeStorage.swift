@@ -1,5 +1,5 @@
 // The two structures behind `DedupeIndex`, laid out for an index of millions of keys, where each random memory
-// access is a cache miss (docs/STORAGE.md "Dedupe index", docs/BENCHMARKS.md): a hash table from digest to
+// access is a cache miss (docs/STORAGE.md "Dedupe index", docs/benchmarks/HISTORY.md): a hash table from digest to
 // insertion sequence whose probes touch one or two cache lines, and the entries themselves in insertion order,
 // in fixed-size chunks, so that expiry, eviction and snapshots walk memory in order and a snapshot can hold the
 // entries without copying them.
@@ -125,7 +125,7 @@ struct DedupeItem: Sendable {
 /// is the digest's too, and a removal names the value it removes. With uniform 64-bit first words a lookup of a
 /// new key meets a matching first word about once in 2^64 / keys lookups, so `confirm` runs for the keys that are
 /// there, and the table is two thirds of the 24-byte slots it had with the whole digest: less memory to fault in
-/// as it grows and more slots per cache line (docs/BENCHMARKS.md, round 16).
+/// as it grows and more slots per cache line (docs/benchmarks/HISTORY.md, round 16).
 ///
 /// Segments, because a table grows by doubling: allocating and zeroing the new slots and moving every key into
 /// them, all at once under the caller's lock. With one table of millions of keys (about 3 M in the policy-overhead
@@ -349,8 +349,8 @@ struct DigestTableSegment: Sendable {
 /// background thread fault that upper half in with `madvise(MADV_POPULATE_WRITE)` (pages allocated and zeroed, their
 /// contents untouched), so the doubling, which runs under the dedupe index's lock on a publisher's event loop, finds
 /// the memory already there: on a VM whose host backs each new page as it is first touched, zeroing fresh pages was
-/// half of a doubling's time (docs/BENCHMARKS.md, round 22). (Before round 13 a doubling went into a new array and
-/// unmapped the old: twice the memory touched, and up to 0.07 µs per record in `munmap`.)
+/// half of a doubling's time (docs/benchmarks/HISTORY.md, round 22). (Before round 13 a doubling went into a new array
+/// and unmapped the old: twice the memory touched, and up to 0.07 µs per record in `munmap`.)
 ///
 /// `@unchecked Sendable`: the slots are mutable memory behind a class reference, so copies of a segment share
 /// them; every write goes through ``DigestTableSegment``'s mutating methods, which first make the storage unique

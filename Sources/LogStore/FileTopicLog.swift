@@ -514,7 +514,7 @@ final class FileTopicLog: TopicLog {
     /// `allocated` up as each piece is on the device, so the batch waits for the pieces it overwrites, not for the
     /// whole preallocation and its fdatasync: the first preallocation of every new segment starts right after the
     /// segment's first batch, and waiting for all of it stalled the topic's appends at every roll (4-12 ms for
-    /// brokerd's 4 MiB in durable-publish and e2e-latency, docs/BENCHMARKS.md "Round 14").
+    /// brokerd's 4 MiB in durable-publish and e2e-latency, docs/benchmarks/HISTORY.md "Round 14").
     private func waitForPreallocation(_ segment: Segment, through end: Int64) {
         guard self.config.preallocateBytes > 0 else { return }
         while segment.state.withLock({ $0.extending && end > $0.allocated }) {
@@ -528,7 +528,7 @@ final class FileTopicLog: TopicLog {
     /// Writer queue: how many zero bytes to write after a batch that ends at `end` so that its write ends on a
     /// page boundary, when the page holding `end` lies in zeros the preallocator wrote with direct I/O. Those zeros
     /// are on the device but not in the page cache, and a write that ends inside a page the cache does not hold
-    /// makes the kernel read that page from the device first (about 100 µs here, docs/BENCHMARKS.md round 20);
+    /// makes the kernel read that page from the device first (about 100 µs here, docs/benchmarks/HISTORY.md round 20);
     /// writing the rest of the page with the zeros it already holds on the device fills the page without the
     /// read. The next batch starts inside that page, now cached. 0 otherwise.
     private func zeroPad(_ segment: Segment, after end: Int64) -> Int {

@@ -96,7 +96,7 @@ package struct TopicLogConfig: Equatable, Sendable {
     /// Preallocation runs while the active segment grows at most this fast, in bytes per second (0: at any rate).
     /// The zeros are written to the device as well as the batches that overwrite them: at a high append rate that
     /// doubles the writes the appends' fdatasyncs wait behind, while the journal commit the zeros save is shared
-    /// by the many batches of each fdatasync. Measured on the reference machine (docs/BENCHMARKS.md, round 12).
+    /// by the many batches of each fdatasync. Measured on the reference machine (docs/benchmarks/HISTORY.md, round 12).
     /// Applies only to zeros written through the page cache: once the log has written them with direct I/O (where
     /// the file system has it), preallocation runs at any rate (round 20).
     package var preallocateUpToBytesPerSecond: Int64 = 0

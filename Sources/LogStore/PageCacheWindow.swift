@@ -8,8 +8,8 @@ import DequeModule
 /// Why: every page the log writes is a page the page cache takes, and it keeps it until memory runs short. On a
 /// machine that hands free memory back to its host (a virtual machine with free page reporting or a balloon), a
 /// page the host has taken back costs microseconds to fault in again when the cache takes it; a log that drops its
-/// older pages hands the writer pages it just freed instead (docs/BENCHMARKS.md, round 24). Pages a reader brings
-/// in again (a consumer further behind than `limit`) are left to the kernel.
+/// older pages hands the writer pages it just freed instead (docs/benchmarks/HISTORY.md, round 24). Pages a reader
+/// brings in again (a consumer further behind than `limit`) are left to the kernel.
 struct PageCacheWindow<File: AnyObject & Sendable>: Sendable {
     /// One contiguous range of a file, written and still cached.
     private struct Span {

@@ -270,7 +270,7 @@ package struct EncodedPublishRecords: Sendable {
     /// Where the records and their headers' names are, in one object: a copy of these records (the frame, the
     /// sorter, a publish group's part) retains the bytes and this, not three arrays besides. Each retain and release
     /// is an atomic instruction, and on the event loop of a pipelining producer they took a third of its time
-    /// (docs/BENCHMARKS.md, round 17).
+    /// (docs/benchmarks/HISTORY.md, round 17).
     final class Layout: Sendable {
         let locations: [Location]
         /// Distinct header names, in first-seen order (at most `maxNames`), each valid UTF-8.

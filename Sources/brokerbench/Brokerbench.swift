@@ -158,7 +158,7 @@ struct FloorCommand: ParsableCommand {
             topic's log does under fsync = "always" with group commit, and prints, for records arriving evenly in \
             time, the share that would wait longer than --slow-micros for the cycle covering them, with the \
             cycles' times. e2e-latency delivers a record only once it is durable: its share of late records cannot \
-            be lower on the same disk and load (docs/BENCHMARKS.md, round 28).
+            be lower on the same disk and load (docs/benchmarks/HISTORY.md, round 28).
             """
     )
 

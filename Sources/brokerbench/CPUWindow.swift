@@ -6,7 +6,7 @@ import Foundation
 /// was bound by the cores (none idle) and what each record cost each side. Also how long each side's threads were
 /// ready to run but waited for a core (`/proc/PID/task/TID/schedstat`), and what the disk holding the data
 /// directory did (`/sys/dev/block/MAJOR:MINOR/stat`): together they tell a wait for the device from a wait for a
-/// core, which brokerd's `log_fsync_mean_us` holds both of ("Round 25" in docs/BENCHMARKS.md).
+/// core, which brokerd's `log_fsync_mean_us` holds both of ("Round 25" in docs/benchmarks/HISTORY.md).
 struct CPUWindow: Sendable {
     /// One reading.
     struct Sample: Sendable {

@@ -7,8 +7,9 @@ import Foundation
 ///
 /// e2e-latency delivers a record only once it is durable, so this share, measured on the same file system with
 /// nothing else running, is a floor under the run's share of late records: what the machine's disk and kernel take
-/// before the broker, the network and the consumer add anything (docs/BENCHMARKS.md, round 28). `brokerbench floor`
-/// measures it alone, optionally beside threads that keep the cores busy; e2e-latency measures it after each run.
+/// before the broker, the network and the consumer add anything (docs/benchmarks/HISTORY.md, round 28). `brokerbench
+/// floor` measures it alone, optionally beside threads that keep the cores busy; e2e-latency measures it after each
+/// run.
 struct DurabilityFloor {
     /// One cycle: its write and fdatasync, `monotonicNanos()` at the start and at the fdatasync's return.
     struct Cycle: Equatable {

@@ -4,7 +4,7 @@ import Foundation
 /// had, how many of them arrived later than `slowMicros` after their schedule, and the latest. The percentile curve
 /// says how long the tail is; this says when it happened: a p99 made of a few stalls (a window or two with
 /// thousands of late records) calls for other causes than one made of a late record or two in most windows
-/// (docs/BENCHMARKS.md, round 26).
+/// (docs/benchmarks/HISTORY.md, round 26).
 struct LatencyTimeline: Codable, Equatable, Sendable {
     /// One window's records.
     struct Window: Codable, Equatable, Sendable {

@@ -41,7 +41,8 @@ struct MachineInfo: Codable, Sendable {
     var cpuidleDriver: String?
     /// How long an idle vCPU polls before it halts (the `haltpoll` driver's `guest_halt_poll_ns`), when the kernel
     /// has that setting. At 0 every wake-up of a thread on an idle vCPU waits for the host to run that vCPU again:
-    /// in this project's measurements that doubled the round trip of one request (docs/BENCHMARKS.md, round 12).
+    /// in this project's measurements that doubled the round trip of one request (docs/benchmarks/HISTORY.md, round
+    /// 12).
     var guestHaltPollNanos: Int?
 
     static func current() -> MachineInfo {

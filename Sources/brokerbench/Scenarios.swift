@@ -515,7 +515,7 @@ struct Arrivals: Sendable {
 /// loop calls with every DELIVER it reads (`subscribe(topic:start:credit:onBatch:)`). brokerbench shares the two
 /// cores with the broker it measures: with a task per role, every PUBLISH, acknowledgement and DELIVER also crossed
 /// between an event loop and the task pool (and the pace's sleep through a timer thread): about five thread
-/// wake-ups per PUBLISH in brokerbench, each some 12–19 µs of CPU on this VM (docs/BENCHMARKS.md, round 15).
+/// wake-ups per PUBLISH in brokerbench, each some 12–19 µs of CPU on this VM (docs/benchmarks/HISTORY.md, round 15).
 struct EndToEndLoad {
     let target: BenchTarget
     let parameters: BenchParameters

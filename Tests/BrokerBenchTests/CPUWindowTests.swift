@@ -5,7 +5,8 @@ import Testing
 
 /// brokerbench's readings of the machine beside its load: how long a process's threads waited for a core
 /// (`ThreadWaits`, `/proc/PID/task/TID/schedstat`) and what a block device did (`DiskCounters`,
-/// `/sys/dev/block/MAJOR:MINOR/stat`). docs/BENCHMARKS.md ("How they were run") reads run results by these figures.
+/// `/sys/dev/block/MAJOR:MINOR/stat`). docs/BENCHMARKS.md ("What else a result holds") reads run results by these
+/// figures.
 @Suite("brokerbench's CPU window: run-queue waits and disk counters")
 struct CPUWindowTests {
     @Test("a disk stat line with flush counters gives the window's writes, bytes, time per write and per flush")

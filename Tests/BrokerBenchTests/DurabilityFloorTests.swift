@@ -3,8 +3,8 @@ import Testing
 
 @testable import brokerbench
 
-/// The durability floor (docs/BENCHMARKS.md, round 28): the share of evenly arriving records that wait longer than
-/// a threshold for the group-commit cycle covering them, and the cycles measured on a real file.
+/// The durability floor (docs/benchmarks/HISTORY.md, round 28): the share of evenly arriving records that wait longer
+/// than a threshold for the group-commit cycle covering them, and the cycles measured on a real file.
 @Suite("brokerbench's durability floor")
 struct DurabilityFloorTests {
     /// Back-to-back cycles of `micros` each, from 0, in nanoseconds.
