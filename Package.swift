@@ -152,7 +152,7 @@ let package = Package(
         .testTarget(
             name: "LogStoreTests",
             dependencies: [
-                "LogStore", "Locking", "CFileIO", .product(name: "MetricsTestKit", package: "swift-metrics"),
+                "LogStore", "Locking", "CFileIO", "CLZ4", .product(name: "MetricsTestKit", package: "swift-metrics"),
             ]
         ),
         .testTarget(name: "TopicRouterTests", dependencies: ["TopicRouter"]),

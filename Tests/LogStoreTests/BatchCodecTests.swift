@@ -1,3 +1,4 @@
+import CLZ4
 import NIOCore
 import Testing
 
@@ -80,6 +81,47 @@ struct BatchCodecTests {
         let tiny = try BatchCodec.encode([record], baseOffset: 0, codec: .lz4)
         #expect(BatchHeader.peek(tiny)?.codec == CompressionCodec.none)
         #expect(try BatchCodec.decode(tiny).1[0].value == buffer(random))
+    }
+
+    @Test("a body LZ4-compressed at acceleration 1, as brokerd stored it before 2026-12-06, decodes to its records")
+    func acceleration1BodiesDecode() throws {
+        // JSON-like events, as a topic holds: the two accelerations compress them differently.
+        let records = (0..<300).map { (i: Int64) in
+            LogRecord(
+                key: nil,
+                headers: [LogHeader(name: "event_type", value: buffer("education.completed"))],
+                value: buffer(
+                    #"{"learner":"L-\#(i * 7919 % 10_007)","course":"C-\#(i % 13)","score":\#(i * 37 % 101),"#
+                        + #""completed_at":"2026-12-06T22:\#(10 + i % 50):\#(10 + i * 7 % 50)Z"}"#
+                ),
+                timestamp: 1_700_000_000_000 + i
+            )
+        }
+        var body = try BatchCodec.encodeBody(records, codec: .none)
+        let plain = body.storedBody
+        var compressed = ByteBuffer()
+        let bound = Int(LZ4_compressBound(Int32(plain.readableBytes)))
+        compressed.writeWithUnsafeMutableBytes(minimumWritableBytes: bound) { out in
+            plain.withUnsafeReadableBytes { input in
+                Int(
+                    LZ4_compress_default(
+                        input.baseAddress!.assumingMemoryBound(to: CChar.self),
+                        out.baseAddress!.assumingMemoryBound(to: CChar.self), Int32(input.count), Int32(out.count)
+                    )
+                )
+            }
+        }
+        #expect(compressed.readableBytes > 0 && compressed.readableBytes < plain.readableBytes)
+        body.storedBody = compressed
+        body.attributes = CompressionCodec.lz4.rawValue
+        let old = BatchCodec.assemble(body, baseOffset: 40)
+        let now = try BatchCodec.encode(records, baseOffset: 40, codec: .lz4)
+        #expect(BatchHeader.peek(now)?.codec == .lz4)
+        #expect(now != old, "the codec's acceleration compresses these records as acceleration 1 does")
+        let (header, decoded) = try BatchCodec.decode(old)
+        #expect(header.baseOffset == 40 && header.recordCount == 300)
+        #expect(decoded == records)
+        #expect(try BatchCodec.decode(now).1 == records)
     }
 
     @Test("every flipped bit after the CRC field is detected", arguments: [CompressionCodec.none, .lz4])
