@@ -120,7 +120,7 @@ asan: deps
 # fails if one counted an error or an undelivered record, measured no record (in any of policy-overhead's parts),
 # or (spawned) read no publish stage from brokerd's metrics or no run-queue wait of its threads, or e2e-latency's
 # timelines (arrivals, acknowledgements) do not count every measured record, so the load generator and that script
-# cannot rot either. CI
+# cannot rot either; its --table (the docs' Figures column) runs on them too. CI
 # (.ci/run) runs bench-smoke after make test; it gates on nothing measured in seconds.
 bench-smoke: deps
 	cd Benchmarks && BROKERD_BENCH_SMOKE=1 $(SWIFT) package benchmark --no-progress
@@ -138,6 +138,7 @@ bench-smoke: deps
 	./.build/debug/brokerbench run policy-overhead --embedded --duration 1 --warmup 0.5 \
 		--output .build/bench-smoke/policy-overhead-1.json --plot .build/bench-smoke/policy-overhead-1.svg
 	python3 Benchmarks/scripts/summarize.py .build/bench-smoke --check
+	python3 Benchmarks/scripts/summarize.py .build/bench-smoke --table smoke > .build/bench-smoke/figures.md
 
 bench: deps
 	cd Benchmarks && $(SWIFT) package benchmark --no-progress

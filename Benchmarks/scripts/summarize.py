@@ -3,6 +3,10 @@
 
     summarize.py DIR                       # a table: one group of runs per name (NAME-N.json -> NAME)
     summarize.py DIR --half-durable-rate   # half the median durable-publish records/s (suite.sh's e2e-latency rate)
+    summarize.py DIR --table LABEL [--recovery DIR2]
+                                           # the rows of docs/BENCHMARKS.md's "Figures" table, one cell per row for
+                                           # this suite (recovery's from DIR2 when given), as `| scenario | figure |
+                                           # LABEL |`: the column a new suite adds there and to benchmarks/HISTORY.md
     summarize.py DIR --check               # the table, then exit 1 if any run counted errors or undelivered records,
                                            # measured no record, or (a spawned brokerd's publishing scenario) read
                                            # no publish stage from the broker's metrics, or an e2e-latency timeline
@@ -49,6 +53,67 @@ def figures(result):
     return out
 
 
+def median_range(values, digits=0):
+    """`median (min–max)` as the docs' tables give it; `—` when there is no run, `(1 run)` for one."""
+    if not values:
+        return "—"
+    text = lambda v: f"{v:,.{digits}f}"
+    if len(values) == 1:
+        return f"{text(values[0])} (1 run)"
+    return f"{text(statistics.median(values))} ({text(min(values))}–{text(max(values))})"
+
+
+def suite_table(groups, recovery_groups):
+    """The rows of docs/BENCHMARKS.md's "Figures" table: (scenario, figure, this suite's cell), in the table's order."""
+    runs = lambda name, source=groups: source.get(name, [])
+    extra = lambda name, key, source=groups: [r["extra"][key] for r in runs(name, source) if key in r["extra"]]
+    latency = lambda name, key: [r["latencyMicros"][key] for r in runs(name) if r.get("latencyMicros")]
+    rate = lambda name: [r["recordsPerSecond"] for r in runs(name)]
+    e2e = runs("e2e-latency")
+    asked = f"{e2e[0]['parameters']['rate']:,} / " if e2e else ""
+    return [
+        ("durable-publish", "records/s", median_range(rate("durable-publish"))),
+        ("durable-publish", "ack p99 per 100-record PUBLISH, µs", median_range(latency("durable-publish", "p99"))),
+        ("pipelined-single", "records/s", median_range(rate("pipelined-single"))),
+        ("sync-latency", "ack p99, µs", median_range(latency("sync-latency", "p99"))),
+        ("sync-latency", "fdatasync p99 (4 KiB, same run), µs",
+         median_range(extra("sync-latency", "fdatasync_4k_p99_us"))),
+        ("sync-latency", "ack p99 − fdatasync p99, µs",
+         median_range(extra("sync-latency", "ack_p99_minus_fdatasync_p99_us"))),
+        ("sync-latency", "ack p50 / fdatasync p50, µs", f"{median_range(latency('sync-latency', 'p50'))} / "
+         f"{median_range(extra('sync-latency', 'fdatasync_4k_p50_us'))}"),
+        ("e2e-latency", "rate asked (½ durable median) / achieved, records/s",
+         asked + median_range(rate("e2e-latency"))),
+        ("e2e-latency", "publish→deliver p50, µs", median_range(latency("e2e-latency", "p50"))),
+        ("e2e-latency", "publish→deliver p99, µs", median_range(latency("e2e-latency", "p99"))),
+        ("e2e-latency", "send→ack p99 per PUBLISH, µs", median_range(extra("e2e-latency", "publish_ack_p99_us"))),
+        ("e2e-latency", "share of records later than 2 ms / of 100 ms windows holding one (timeline, since round 26)",
+         f"{median_range(extra('e2e-latency', 'timeline_100ms_slow_records_ratio'), 3)} / "
+         f"{median_range(extra('e2e-latency', 'timeline_100ms_windows_with_slow_ratio'), 2)}"),
+        ("consume", "records/s (10 M records)", median_range(rate("consume"))),
+        ("policy-overhead", "plain half, records/s", median_range(extra("policy-overhead", "plain_records_per_s"))),
+        ("policy-overhead", "policy half, records/s", median_range(rate("policy-overhead"))),
+        ("policy-overhead", "policy / plain", median_range(extra("policy-overhead", "policy_over_plain_ratio"), 3)),
+        ("policy-overhead", "same records (the policy records' bytes, no check) / plain",
+         median_range(extra("policy-overhead", "same_records_over_plain_ratio"), 3)),
+        ("policy-overhead", "broker peak RSS, MB",
+         median_range([r["broker"]["peakRssBytes"] / 1048576 for r in runs("policy-overhead") if r.get("broker")])),
+        ("many-connections", "broker RSS with 10,000 connections, MB",
+         median_range(extra("many-connections", "broker_rss_with_connections_mb"), 1)),
+        ("many-connections", "broker bytes per connection",
+         median_range(extra("many-connections", "broker_bytes_per_connection"))),
+        ("many-connections", "broker RSS growth per stalled subscriber (8, credit 4,096 ≈ 1.6 MB each), bytes",
+         median_range(extra("many-connections", "rss_growth_per_stalled_sub_bytes"))),
+        ("many-connections",
+         "memory in use (`brokerd_memory_allocated_bytes`) growth per stalled subscriber, bytes",
+         median_range(extra("many-connections", "allocated_growth_per_stalled_sub_bytes"))),
+        ("recovery", "restart after SIGKILL, 10 GiB log, s",
+         median_range(extra("recovery", "restart_after_sigkill_s", recovery_groups), 3)),
+        ("recovery", "restart after SIGTERM, 10 GiB log, s",
+         median_range(extra("recovery", "restart_after_sigterm_s", recovery_groups), 3)),
+    ]
+
+
 def number(value):
     if abs(value) >= 100 or value == int(value):
         return f"{value:,.0f}"
@@ -64,10 +129,19 @@ def main():
                         help="after the table, fail (exit 1) if any run counted errors or undelivered records, "
                         "measured no record, or (spawned, publishing) read no publish stage or log busy fraction "
                         "from the broker")
+    parser.add_argument("--table", metavar="LABEL",
+                        help="print the rows of docs/BENCHMARKS.md's Figures table for this suite and nothing else")
+    parser.add_argument("--recovery", metavar="DIR2", help="with --table: where the suite's recovery run is")
     args = parser.parse_args()
     groups = load(args.directory)
     if not groups:
         sys.exit(f"no NAME-N.json results in {args.directory}")
+    if args.table:
+        recovery = load(args.recovery) if args.recovery else groups
+        print(f"| scenario | figure | {args.table} |\n| --- | --- | ---: |")
+        for scenario, figure, cell in suite_table(groups, recovery):
+            print(f"| {scenario} | {figure} | {cell} |")
+        return
     if args.half_durable_rate:
         runs = [r["recordsPerSecond"] for name, rs in groups.items() if name.endswith("durable-publish") for r in rs]
         if not runs:
