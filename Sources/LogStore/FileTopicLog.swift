@@ -331,7 +331,6 @@ final class FileTopicLog: TopicLog {
         // Before completing the append, so a caller sees retention's effect of its own append.
         self.enforceRetention()
         let result = AppendResult(baseOffset: baseOffset, count: Int(base - baseOffset))
-        let newEnd = base
         switch self.config.fsync {
         case .always:
             enum Sync { case failed, joined, onSyncQueue, inline }
@@ -363,13 +362,13 @@ final class FileTopicLog: TopicLog {
                 let now = DispatchTime.now().uptimeNanoseconds
                 return due > now ? due - now : 0
             }
-            self.end.store(newEnd, ordering: .releasing)
+            self.end.store(base, ordering: .releasing)
             completion(.success(result))
             if let delay = schedule {
                 self.syncQueue.asyncAfter(deadline: .now() + .nanoseconds(Int(delay))) { self.runIntervalSync() }
             }
         case .never:
-            self.end.store(newEnd, ordering: .releasing)
+            self.end.store(base, ordering: .releasing)
             completion(.success(result))
         }
     }

@@ -209,9 +209,10 @@ package protocol TopicLog: AnyObject, Sendable {
     /// records are written (and synced under `.always`) or with why they were not. Batches are stored in the order
     /// of the calls.
     func append(_ records: [LogRecord], completion: @escaping AppendCompletion)
-    /// `parts` (records already in their stored layout, ``StoredRecordBytes``, in order) encoded as one batch body the way this log stores it (its codec, its body limit), on the caller's
-    /// thread: what ``append(bodiesBy:completion:)`` takes, so a caller can compress while the log writes and syncs
-    /// the batch before.
+    /// `parts` (records already in their stored layout, ``StoredRecordBytes``, in order) encoded as one batch body
+    /// the way this log stores it (its codec, its body limit), on the caller's thread: what
+    /// ``append(bodiesBy:completion:)`` takes, so a caller can compress while the log writes and syncs the batch
+    /// before.
     func encodeBody(_ parts: [StoredRecordBytes]) throws(LogStoreError) -> EncodedBatchBody
     /// Appends one batch per body `encode` returns (called once, where the log writes: on its own thread, for a log
     /// that has one), at consecutive offsets, in one write covered by one fdatasync under `.always`; the result
