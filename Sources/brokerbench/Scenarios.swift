@@ -528,6 +528,18 @@ struct EndToEndLoad {
         start + UInt64(Double(n) * 1e9 / Double(rate))
     }
 
+    /// How many records are due `elapsedNanos` after the schedule's start: those whose ``scheduled(_:start:rate:)``
+    /// time has come, record 0 at the start. (Before round 31 a record left one interval after its time, which at
+    /// 2,000 records/s added 500 µs to every record's latency: docs/benchmarks/HISTORY.md, round 31.)
+    static func due(elapsedNanos: UInt64, rate: Int) -> Int {
+        // An estimate of the last record due, then made exact against `scheduled` (monotonic in n), whose rounding
+        // the estimate's may not match.
+        var last = Int(Double(elapsedNanos) * Double(rate) / 1e9)
+        while last > 0, Self.scheduled(last, start: 0, rate: rate) > elapsedNanos { last -= 1 }
+        while Self.scheduled(last + 1, start: 0, rate: rate) <= elapsedNanos { last += 1 }
+        return last + 1
+    }
+
     /// What the measurement collects, shared by the producer's and the consumers' callbacks.
     struct Tallies: Sendable {
         let clock: RunClock
@@ -592,7 +604,7 @@ struct EndToEndLoad {
             let clock = self.tallies.clock
             guard !clock.isOver else { return self.finish() }
             let now = monotonicNanos()
-            let due = Int(Double(now - self.start) / 1e9 * Double(self.rate)) - self.sent
+            let due = EndToEndLoad.due(elapsedNanos: now - self.start, rate: self.rate) - self.sent
             if due > 0 {
                 // Each record carries the time the schedule meant it to be sent, not the time it left: a record
                 // held back (the in-flight window full, the event loop late to run this tick) counts its wait too,
@@ -647,6 +659,11 @@ struct EndToEndLoad {
     func run() async throws -> BenchResult {
         let p = self.parameters
         let topic = self.target.topics[0]
+        // Every connection is made before the clock starts: on a busy machine (a test suite beside it) connecting
+        // could otherwise take the whole warm-up and measured time, and the run measure nothing.
+        var clients: [BrokerClient] = []
+        for _ in 0..<p.consumers { clients.append(try await self.target.connect()) }
+        let producer = try await self.target.connect()
         let clock = RunClock(warmup: p.warmup, duration: p.duration)
         let tallies = Tallies(
             clock: clock, ackTimeline: Locked(LatencyTimeline(seconds: p.duration, slowMicros: UInt64(p.slowMicros)))
@@ -657,8 +674,7 @@ struct EndToEndLoad {
         // publish→read, up to the moment that event loop read the DELIVER from the socket (the decode between), and
         // the latency timeline.
         var consumers: [(client: BrokerClient, subscription: BrokerSubscription, arrivals: Locked<Arrivals>)] = []
-        for _ in 0..<p.consumers {
-            let client = try await self.target.connect()
+        for client in clients {
             let arrivals = Locked(Arrivals(seconds: p.duration, slowMicros: UInt64(p.slowMicros)))
             // A DELIVER at a time, read in place (what a consumer that keeps up would do): the records of one
             // DELIVER arrived together, so one clock reading serves them all.
@@ -688,7 +704,6 @@ struct EndToEndLoad {
             }
             consumers.append((client, subscription, arrivals))
         }
-        let producer = try await self.target.connect()
         let cpu = CPUWindow(
             measureFrom: clock.measureFrom, brokerPid: self.target.brokerPid, dataDir: self.target.dataDir
         )

@@ -84,8 +84,10 @@ final class FaultyFileIO: FileIO {
         var failZeroWrite: Int32?
         /// pwrite of zeros with direct I/O only to `.log` files fails with this errno while set.
         var failDirectZeroWrite: Int32?
-        /// pwrite of zeros to `.log` files waits while this is set (at most 5 s), counted in `zeroWritesHeld`; a
-        /// failing `.log` fdatasync meanwhile first waits (at most 5 s) for a zero write to be held.
+        /// pwrite of zeros to `.log` files waits while this is set (at most 60 s, only so that a test that fails
+        /// before clearing it still ends: on a loaded machine a test's task can go unscheduled for more than 5 s, and
+        /// a held write let go meanwhile let the next be held too), counted in `zeroWritesHeld`; a failing `.log`
+        /// fdatasync meanwhile first waits (at most 5 s) for a zero write to be held.
         var holdZeroWrites = false
         var zeroWritesHeld = 0
         /// With `holdZeroWrites`: this many zero writes pass first (counted in `zeroWritesPassed`), the next is held.
@@ -165,7 +167,7 @@ final class FaultyFileIO: FileIO {
                 state.zeroWritesHeld += 1
                 return true
             }) {
-                for _ in 0..<5000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
+                for _ in 0..<60_000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
             }
         }
         if path.hasSuffix("/" + spareSegmentName), let fail = self.state.withLock({ state -> Int32? in
