@@ -116,7 +116,8 @@ asan: deps
 # Benchmarks/Thresholds/ (refresh those with `bench-thresholds` after an intended change). Wall clock is never gated.
 # It also runs five short brokerbench scenarios, four on an embedded broker (2 s of durable-publish, 1 s of
 # e2e-latency at 5,000 records/s, 1 s of sync-latency, 1 s of each of policy-overhead's three parts) and 1 s of
-# pipelined-single on a spawned brokerd, and summarizes them with Benchmarks/scripts/summarize.py --check, which
+# pipelined-single on a spawned brokerd, then `brokerbench sweep` (1 s of e2e-latency at 2,000 and at 5,000 records/s,
+# embedded), and summarizes them with Benchmarks/scripts/summarize.py --check, which
 # fails if one counted an error or an undelivered record, measured no record (in any of policy-overhead's parts),
 # or (spawned) read no publish stage from brokerd's metrics or no run-queue wait of its threads, or e2e-latency's
 # timelines (arrivals, acknowledgements) do not count every measured record, so the load generator and that script
@@ -138,6 +139,9 @@ bench-smoke: deps
 	./.build/debug/brokerbench run policy-overhead --embedded --duration 1 --warmup 0.5 \
 		--output .build/bench-smoke/policy-overhead-1.json --plot .build/bench-smoke/policy-overhead-1.svg
 	python3 Benchmarks/scripts/summarize.py .build/bench-smoke --check
+	./.build/debug/brokerbench sweep --embedded --rates 2000,5000 --runs 1 --duration 1 --warmup 0.5 \
+		--output-dir .build/bench-smoke/sweep
+	python3 Benchmarks/scripts/summarize.py .build/bench-smoke/sweep --check
 	python3 Benchmarks/scripts/summarize.py .build/bench-smoke --table smoke > .build/bench-smoke/figures.md
 
 bench: deps

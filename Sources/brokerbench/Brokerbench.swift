@@ -16,7 +16,7 @@ struct Brokerbench: AsyncParsableCommand {
             Every run prints progress each second, a table at the end, and writes a JSON result and an SVG plot of \
             the latency percentile curve.
             """,
-        subcommands: [RunCommand.self, ListCommand.self, FloorCommand.self],
+        subcommands: [RunCommand.self, ListCommand.self, FloorCommand.self, SweepCommand.self],
         defaultSubcommand: RunCommand.self
     )
 }
@@ -66,29 +66,9 @@ struct RunCommand: AsyncParsableCommand {
             throw ValidationError("recovery needs --spawn: it kills and restarts brokerd, so it must own the process")
         }
         let parameters = try self.load.resolved(for: self.scenario)
-        let broker = try await BenchTarget.start(
-            self.target, parameters: parameters, policyOverhead: self.scenario == .policyOverhead
-        )
-        let result: BenchResult
-        do {
-            result = try await self.scenario.run(on: broker, parameters: parameters)
-        } catch {
-            await broker.stop()
-            throw error
+        let final = try await self.scenario.measure(self.target, parameters: parameters) { broker, stages in
+            self.scenario == .e2eLatency ? self.durabilityFloor(broker, stages: stages, parameters: parameters) : [:]
         }
-        let resources = broker.resources()
-        // Where the broker's time went (a spawned brokerd's sampled publish stages over the run, warm-up
-        // included), unless the scenario already reported them for the part it measures (recovery reads its fill's
-        // before restarting brokerd: the brokerd running now has published nothing).
-        let stages =
-            result.extra["broker_timed_requests"] != nil || self.scenario == .recovery ? nil : broker.brokerStages()
-        let floor = self.scenario == .e2eLatency ? self.durabilityFloor(broker, stages: stages, parameters: parameters) : [:]
-        await broker.stop()
-        var final = result
-        final.extra.merge(stages?.extras(topics: broker.topics) ?? [:]) { current, _ in current }
-        final.extra.merge(floor) { current, _ in current }
-        final.broker = resources
-        final.machine = MachineInfo.current()
         print(final.table())
         let jsonPath = self.output ?? "brokerbench-\(self.scenario.rawValue).json"
         try final.jsonData().write(to: URL(fileURLWithPath: jsonPath))
@@ -110,6 +90,38 @@ struct RunCommand: AsyncParsableCommand {
         } else {
             print("plot:   none (\(self.scenario.rawValue) has no latency figures)")
         }
+    }
+}
+
+extension Scenario {
+    /// Starts the broker `options` name, runs the scenario on it and stops it: the result with the broker's resources,
+    /// its publish stages (a spawned brokerd's) and the machine. `beforeStop` adds figures taken while the broker is
+    /// still up, its data directory still there (e2e-latency's durability floor).
+    func measure(
+        _ options: TargetOptions, parameters: BenchParameters,
+        beforeStop: (BenchTarget, BrokerStages?) -> [String: Double] = { _, _ in [:] }
+    ) async throws -> BenchResult {
+        let broker = try await BenchTarget.start(options, parameters: parameters, policyOverhead: self == .policyOverhead)
+        let result: BenchResult
+        do {
+            result = try await self.run(on: broker, parameters: parameters)
+        } catch {
+            await broker.stop()
+            throw error
+        }
+        let resources = broker.resources()
+        // Where the broker's time went (a spawned brokerd's sampled publish stages over the run, warm-up
+        // included), unless the scenario already reported them for the part it measures (recovery reads its fill's
+        // before restarting brokerd: the brokerd running now has published nothing).
+        let stages = result.extra["broker_timed_requests"] != nil || self == .recovery ? nil : broker.brokerStages()
+        let more = beforeStop(broker, stages)
+        await broker.stop()
+        var final = result
+        final.extra.merge(stages?.extras(topics: broker.topics) ?? [:]) { current, _ in current }
+        final.extra.merge(more) { current, _ in current }
+        final.broker = resources
+        final.machine = MachineInfo.current()
+        return final
     }
 }
 

@@ -100,22 +100,14 @@ enum TimelinePlot {
             timeline.windows.map(\.maxMicros).max() ?? 1, acknowledged?.windows.map(\.maxMicros).max() ?? 1,
             timeline.slowMicros * 10
         )
-        let highY = Swift.max(ceil(log10(Double(latest))), lowY + 1)
+        let axis = LogMicrosAxis(
+            low: lowY, high: Swift.max(ceil(log10(Double(latest))), lowY + 1), bottom: height - bottom, top: top
+        )
         func px(_ second: Double) -> Double { left + second / seconds * (width - left - right) }
-        func py(_ micros: Double) -> Double {
-            let y = Swift.min(Swift.max(log10(Swift.max(micros, 1)), lowY), highY)
-            return height - bottom - (y - lowY) / (highY - lowY) * (height - top - bottom)
-        }
+        let py = axis.y
         func pyShare(_ share: Double) -> Double { height - bottom - share * (height - top - bottom) }
         var svg = LatencyPlot.opening(width: width, height: height, title: title)
-        var exponent = lowY
-        while exponent <= highY {
-            let micros = pow(10, exponent)
-            let label = micros >= 1000 ? "\(Int(micros / 1000)) ms" : "\(Int(micros)) µs"
-            svg += "<line x1=\"\(px(0))\" y1=\"\(py(micros))\" x2=\"\(px(seconds))\" y2=\"\(py(micros))\" stroke=\"#eee\"/>\n"
-            svg += "<text x=\"\(left - 6)\" y=\"\(py(micros) + 4)\" text-anchor=\"end\">\(label)</text>\n"
-            exponent += 1
-        }
+        svg += axis.gridlines(left: px(0), right: px(seconds))
         for second in stride(from: 0.0, through: seconds, by: Swift.max(1, (seconds / 10).rounded())) {
             svg += "<text x=\"\(px(second))\" y=\"\(py(pow(10, lowY)) + 18)\" text-anchor=\"middle\">\(Int(second)) s</text>\n"
         }

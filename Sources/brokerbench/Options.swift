@@ -101,8 +101,8 @@ struct LoadOptions: ParsableArguments {
     @Option(name: .long, help: "Warm-up seconds not counted.")
     var warmup: Double = 2
 
-    @Option(name: .long, help: "e2e-latency: records per second to publish.")
-    var rate: Int = 10_000
+    @Option(name: .long, help: "e2e-latency: records per second to publish (default 10000).")
+    var rate: Int?
 
     @Option(
         name: .long,
@@ -152,6 +152,12 @@ struct LoadOptions: ParsableArguments {
     )
     var recoveryBytes: String = "10G"
 
+    func validate() throws {
+        if let rate = self.rate, !Self.rates.contains(rate) {
+            throw ValidationError("--rate wants \(Self.rates) records/s, got \(rate)")
+        }
+    }
+
     func resolved(for scenario: Scenario) throws -> BenchParameters {
         guard self.recordSize >= 16, self.recordSize <= 1 << 20 else { throw ValidationError("--record-size wants 16...1048576") }
         guard self.topics >= 1 else { throw ValidationError("--topics wants at least 1") }
@@ -168,7 +174,7 @@ struct LoadOptions: ParsableArguments {
         var parameters = BenchParameters(
             producers: 1, consumers: 1, topics: self.topics, recordSize: self.recordSize, batch: 1, inFlight: 1,
             fsync: fsync, compression: self.compression, duration: self.duration, records: self.records,
-            warmup: self.warmup, rate: self.rate, connections: self.connections, credit: self.credit,
+            warmup: self.warmup, rate: self.rate ?? 10_000, connections: self.connections, credit: self.credit,
             dedupeKeys: self.dedupeKeys, perRecord: self.perRecord, stalledSubscribers: self.stalledSubscribers,
             paceMicros: self.paceMicros, slowMicros: self.slowMicros
         )
@@ -205,6 +211,9 @@ struct LoadOptions: ParsableArguments {
         }
         return parameters
     }
+
+    /// The rates e2e-latency can be asked for, records/s.
+    static let rates = 1...100_000_000
 
     /// "10G", "200M", "1.5G", "512K", "1048576": a byte count, suffixes binary (K = 1024), an optional "iB"/"B".
     static func parseBytes(_ text: String) throws -> Int64 {

@@ -214,3 +214,33 @@ enum LatencyPlot {
         text.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
     }
 }
+
+/// A vertical axis of microseconds on a log10 scale for the SVG plots: from 10^`low` µs at pixel `bottom` up to
+/// 10^`high` µs at pixel `top`, a gridline and a label at each power of ten.
+struct LogMicrosAxis {
+    let low: Double
+    let high: Double
+    let bottom: Double
+    let top: Double
+
+    /// The pixel of `micros`, clamped to the axis.
+    func y(_ micros: Double) -> Double {
+        let exponent = Swift.min(Swift.max(log10(Swift.max(micros, 1)), self.low), self.high)
+        return self.bottom - (exponent - self.low) / (self.high - self.low) * (self.bottom - self.top)
+    }
+
+    /// Each power of ten's gridline from `left` to `right`, labelled left of `left` (`100 µs`, `10 ms`, `1 s`).
+    func gridlines(left: Double, right: Double) -> String {
+        var svg = ""
+        var exponent = self.low
+        while exponent <= self.high {
+            let micros = pow(10, exponent)
+            let label =
+                micros >= 1_000_000 ? "\(Int(micros / 1_000_000)) s" : micros >= 1000 ? "\(Int(micros / 1000)) ms" : "\(Int(micros)) µs"
+            svg += "<line x1=\"\(left)\" y1=\"\(self.y(micros))\" x2=\"\(right)\" y2=\"\(self.y(micros))\" stroke=\"#eee\"/>\n"
+            svg += "<text x=\"\(left - 6)\" y=\"\(self.y(micros) + 4)\" text-anchor=\"end\">\(label)</text>\n"
+            exponent += 1
+        }
+        return svg
+    }
+}

@@ -88,7 +88,7 @@ struct LatencyTimelineTests {
         let lines = both.split(separator: "\n").filter { $0.hasPrefix("<polyline") }
         #expect(lines.count == 2 && lines[0].contains("#2da44e") && lines[1].contains("#1f6feb"))
         #expect(lines[0].split(separator: " ").filter { $0.contains(",") }.count == 3)
-        #expect(both.contains(">1000 ms</text>") && both.contains("latest acknowledgement"))
+        #expect(both.contains(">1 s</text>") && both.contains("latest acknowledgement"))
         #expect(!svg.contains("#2da44e"))
         // A 1 µs threshold and no record: still a scale (100 µs to 1 ms) and no NaN.
         let empty = TimelinePlot.svg(LatencyTimeline(seconds: 1, slowMicros: 1), title: "empty")
