@@ -157,7 +157,10 @@ let package = Package(
         ),
         .testTarget(name: "TopicRouterTests", dependencies: ["TopicRouter"]),
         // brokerbench's own readings of the machine (CPUWindow's run-queue waits and disk counters).
-        .testTarget(name: "BrokerBenchTests", dependencies: ["brokerbench"]),
+        .testTarget(
+            name: "BrokerBenchTests",
+            dependencies: ["brokerbench", .product(name: "NIOCore", package: "swift-nio")]
+        ),
         .testTarget(name: "ThrottleTests", dependencies: ["Throttle"]),
         .testTarget(
             name: "BrokerServerTests",

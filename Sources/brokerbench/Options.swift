@@ -108,7 +108,7 @@ struct LoadOptions: ParsableArguments {
         name: .long,
         help: """
             e2e-latency: every this many microseconds the producer sends, as one PUBLISH, the records that have come \
-            due (1000 before 2026-12-03).
+            due (1000 before 2026-12-03); at rates under one record a pace, at each record's time.
             """
     )
     var paceMicros: Int = 100

@@ -1,3 +1,4 @@
+import NIOCore
 import Testing
 
 @testable import brokerbench
@@ -19,5 +20,16 @@ struct EndToEndScheduleTests {
                 #expect(EndToEndLoad.due(elapsedNanos: time - 1, rate: rate) == n, "rate \(rate), record \(n)")
             }
         }
+    }
+
+    @Test("the producer ticks every pace, or at the next record's time when that is later")
+    func tickDelay() {
+        let pace = TimeAmount.microseconds(100)
+        // 2,000 records/s: the next record 500 µs away, its time; 20,000: 50 µs away, a pace.
+        #expect(EndToEndLoad.tickDelay(pace: pace, nextDue: 1_500_000, now: 1_000_000) == .microseconds(500))
+        #expect(EndToEndLoad.tickDelay(pace: pace, nextDue: 1_050_000, now: 1_000_000) == pace)
+        // Records already due (held back by a full window, or the tick late): a pace.
+        #expect(EndToEndLoad.tickDelay(pace: pace, nextDue: 900_000, now: 1_000_000) == pace)
+        #expect(EndToEndLoad.tickDelay(pace: pace, nextDue: 1_000_000, now: 1_000_000) == pace)
     }
 }
