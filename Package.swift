@@ -156,7 +156,8 @@ let package = Package(
             ]
         ),
         .testTarget(name: "TopicRouterTests", dependencies: ["TopicRouter"]),
-        // brokerbench's own readings of the machine (CPUWindow's run-queue waits and disk counters).
+        // brokerbench's own readings of the machine (CPUWindow's run-queue waits and disk counters), e2e-latency's
+        // schedule, its timelines and `brokerbench sweep`'s summary and plot.
         .testTarget(
             name: "BrokerBenchTests",
             dependencies: ["brokerbench", .product(name: "NIOCore", package: "swift-nio")]

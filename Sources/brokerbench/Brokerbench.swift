@@ -14,7 +14,8 @@ struct Brokerbench: AsyncParsableCommand {
             on their own); --server HOST:PORT drives a running broker (give an identity allowed to publish and \
             subscribe to the bench topics, and --broker-pid to report its CPU and RSS).
             Every run prints progress each second, a table at the end, and writes a JSON result and an SVG plot of \
-            the latency percentile curve.
+            the latency percentile curve; `sweep` runs e2e-latency at several rates and plots its p99 against the \
+            rate.
             """,
         subcommands: [RunCommand.self, ListCommand.self, FloorCommand.self, SweepCommand.self],
         defaultSubcommand: RunCommand.self
@@ -101,7 +102,9 @@ extension Scenario {
         _ options: TargetOptions, parameters: BenchParameters,
         beforeStop: (BenchTarget, BrokerStages?) -> [String: Double] = { _, _ in [:] }
     ) async throws -> BenchResult {
-        let broker = try await BenchTarget.start(options, parameters: parameters, policyOverhead: self == .policyOverhead)
+        let broker = try await BenchTarget.start(
+            options, parameters: parameters, policyOverhead: self == .policyOverhead
+        )
         let result: BenchResult
         do {
             result = try await self.run(on: broker, parameters: parameters)

@@ -56,6 +56,12 @@ struct LatencyTimeline: Codable, Equatable, Sendable {
         }
     }
 
+    /// The share of the records that were slow; nil when no window has records.
+    var slowRecordsRatio: Double? {
+        let records = self.windows.reduce(0) { $0 + $1.records }
+        return records == 0 ? nil : Double(self.windows.reduce(0) { $0 + $1.slow }) / Double(records)
+    }
+
     /// The result's figures: the share of records that were slow, the share of windows (of those with records)
     /// holding at least one slow record, the share of the slow records that the worst tenth of those windows
     /// held, and the median and 90th percentile of the windows' latest arrivals, named `PREFIX_100ms_...`. Empty

@@ -236,9 +236,11 @@ struct LogMicrosAxis {
         while exponent <= self.high {
             let micros = pow(10, exponent)
             let label =
-                micros >= 1_000_000 ? "\(Int(micros / 1_000_000)) s" : micros >= 1000 ? "\(Int(micros / 1000)) ms" : "\(Int(micros)) µs"
-            svg += "<line x1=\"\(left)\" y1=\"\(self.y(micros))\" x2=\"\(right)\" y2=\"\(self.y(micros))\" stroke=\"#eee\"/>\n"
-            svg += "<text x=\"\(left - 6)\" y=\"\(self.y(micros) + 4)\" text-anchor=\"end\">\(label)</text>\n"
+                micros >= 1_000_000
+                ? "\(Int(micros / 1_000_000)) s" : micros >= 1000 ? "\(Int(micros / 1000)) ms" : "\(Int(micros)) µs"
+            let y = self.y(micros)
+            svg += "<line x1=\"\(left)\" y1=\"\(y)\" x2=\"\(right)\" y2=\"\(y)\" stroke=\"#eee\"/>\n"
+            svg += "<text x=\"\(left - 6)\" y=\"\(y + 4)\" text-anchor=\"end\">\(label)</text>\n"
             exponent += 1
         }
         return svg

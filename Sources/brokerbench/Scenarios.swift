@@ -655,10 +655,9 @@ struct EndToEndLoad {
             // pace means more, smaller PUBLISHes for the same rate. When the next record is due later than a pace
             // from now (rates under one record a pace), the next tick is at its time: the producer does not wake to
             // find nothing due (4 ticks in 5 at 2,000 records/s), and the record leaves at its time.
-            let wait = EndToEndLoad.tickDelay(
-                pace: self.pace, nextDue: EndToEndLoad.scheduled(self.sent, start: self.start, rate: self.rate),
-                now: monotonicNanos()
-            )
+            // Never past the run's end, so that a low rate's last wait does not stretch the run.
+            let nextDue = min(EndToEndLoad.scheduled(self.sent, start: self.start, rate: self.rate), clock.end)
+            let wait = EndToEndLoad.tickDelay(pace: self.pace, nextDue: nextDue, now: monotonicNanos())
             self.eventLoop.assumeIsolated().scheduleTask(in: wait) { self.tick() }
         }
 
@@ -671,8 +670,9 @@ struct EndToEndLoad {
     func run() async throws -> BenchResult {
         let p = self.parameters
         let topic = self.target.topics[0]
-        // Every connection is made before the clock starts: on a busy machine (a test suite beside it) connecting
-        // could otherwise take the whole warm-up and measured time, and the run measure nothing.
+        // The connections are made before the clock starts (the subscriptions, a request each, after): on a busy
+        // machine (a test suite beside it) connecting could otherwise take the whole warm-up and measured time, and
+        // the run measure nothing.
         var clients: [BrokerClient] = []
         for _ in 0..<p.consumers { clients.append(try await self.target.connect()) }
         let producer = try await self.target.connect()

@@ -74,22 +74,37 @@ struct SweepCommand: AsyncParsableCommand {
         let base = try self.load.resolved(for: .e2eLatency)
         try FileManager.default.createDirectory(atPath: self.outputDir, withIntermediateDirectories: true)
         var points: [SweepPoint] = []
-        for run in 1...self.runs {
-            for rate in rates {
-                print("sweep: \(rate) records/s, run \(run) of \(self.runs)")
-                var parameters = base
-                parameters.rate = rate
-                // No durability floor after each run (`run e2e-latency --floor-seconds 0`): said so in the result.
-                let result = try await Scenario.e2eLatency.measure(self.target, parameters: parameters) { _, _ in
-                    ["durability_floor_seconds": 0]
+        do {
+            for run in 1...self.runs {
+                for rate in rates {
+                    print("sweep: \(rate) records/s, run \(run) of \(self.runs)")
+                    var parameters = base
+                    parameters.rate = rate
+                    var target = self.target
+                    // A broker of its own: with --data-dir, a directory of its own in it.
+                    target.dataDir = self.target.dataDir.map { $0 + "/\(rate)-\(run)" }
+                    // No durability floor after each run (`run e2e-latency --floor-seconds 0`): said so in the result.
+                    let result = try await Scenario.e2eLatency.measure(target, parameters: parameters) { _, _ in
+                        ["durability_floor_seconds": 0]
+                    }
+                    let path = self.outputDir + "/e2e-latency-\(rate)-\(run).json"
+                    try result.jsonData().write(to: URL(fileURLWithPath: path))
+                    points.append(SweepPoint(rate: rate, run: run, result: result))
                 }
-                try result.jsonData().write(to: URL(fileURLWithPath: self.outputDir + "/e2e-latency-\(rate)-\(run).json"))
-                points.append(SweepPoint(rate: rate, run: run, result: result))
             }
+        } catch {
+            // A run that could not be made (the broker did not start, a connection failed) ends the sweep; what
+            // ran before it is still summarized and written.
+            print("sweep: stopped after \(points.count) run(s): \(error)")
+            try self.write(points, slowMicros: base.slowMicros)
+            throw error
         }
-        let sweep = Sweep(
-            boundMicros: self.p99Micros, slowMicros: base.slowMicros, points: points, machine: MachineInfo.current()
-        )
+        try self.write(points, slowMicros: base.slowMicros)
+    }
+
+    /// Prints the sweep of `points` as a table and writes `sweep.json` and `sweep.svg`.
+    private func write(_ points: [SweepPoint], slowMicros: Int) throws {
+        let sweep = Sweep(boundMicros: self.p99Micros, slowMicros: slowMicros, points: points, machine: .current())
         print(sweep.table())
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -119,29 +134,16 @@ struct SweepPoint: Codable, Equatable, Sendable {
     var benchMicrosPerRecord: Double?
     /// Records that failed or never arrived.
     var errors: Int
+}
 
-    init(
-        rate: Int, run: Int, recordsPerSecond: Double, p50Micros: Double?, p99Micros: Double?, p999Micros: Double?,
-        slowRecordsRatio: Double?, brokerMicrosPerRecord: Double?, benchMicrosPerRecord: Double?, errors: Int
-    ) {
-        self.rate = rate
-        self.run = run
-        self.recordsPerSecond = recordsPerSecond
-        self.p50Micros = p50Micros
-        self.p99Micros = p99Micros
-        self.p999Micros = p999Micros
-        self.slowRecordsRatio = slowRecordsRatio
-        self.brokerMicrosPerRecord = brokerMicrosPerRecord
-        self.benchMicrosPerRecord = benchMicrosPerRecord
-        self.errors = errors
-    }
-
+// In an extension, so that the memberwise initializer stays.
+extension SweepPoint {
     /// The figures of an e2e-latency result.
     init(rate: Int, run: Int, result: BenchResult) {
         self.init(
             rate: rate, run: run, recordsPerSecond: result.recordsPerSecond, p50Micros: result.latency?.p50,
             p99Micros: result.latency?.p99, p999Micros: result.latency?.p999,
-            slowRecordsRatio: result.extra["timeline_100ms_slow_records_ratio"],
+            slowRecordsRatio: result.timeline?.slowRecordsRatio,
             brokerMicrosPerRecord: result.extra["cpu_broker_us_per_record"],
             benchMicrosPerRecord: result.extra["cpu_bench_us_per_record"], errors: result.errors
         )
@@ -212,8 +214,9 @@ struct Sweep: Codable, Sendable {
             let runs = byRate[rate]!
             return Row(
                 rate: rate, runs: runs.count, runsKept: runs.filter { $0.kept(boundMicros) }.count,
-                recordsPerSecond: Spread(runs.map(\.recordsPerSecond))!, p50Micros: Spread(runs.compactMap(\.p50Micros)),
-                p99Micros: Spread(runs.compactMap(\.p99Micros)), slowRecordsRatio: Spread(runs.compactMap(\.slowRecordsRatio)),
+                recordsPerSecond: Spread(runs.map(\.recordsPerSecond))!,
+                p50Micros: Spread(runs.compactMap(\.p50Micros)), p99Micros: Spread(runs.compactMap(\.p99Micros)),
+                slowRecordsRatio: Spread(runs.compactMap(\.slowRecordsRatio)),
                 brokerMicrosPerRecord: Spread(runs.compactMap(\.brokerMicrosPerRecord)),
                 benchMicrosPerRecord: Spread(runs.compactMap(\.benchMicrosPerRecord)),
                 errors: runs.reduce(0) { $0 + $1.errors }
@@ -235,6 +238,7 @@ struct Sweep: Codable, Sendable {
     /// The end-of-sweep table.
     func table() -> String {
         func grouped(_ value: Double) -> String {
+            guard value.isFinite else { return "\(value)" }
             let digits = String(Int(value.rounded()))
             var out = ""
             for (i, character) in digits.reversed().enumerated() {
@@ -301,15 +305,19 @@ enum SweepPlot {
         // The rate axis, from 0 to a round step above the highest rate.
         let highest = Double(sweep.rows.last?.rate ?? 1)
         let magnitude = pow(10, floor(log10(highest)))
-        let step = [1.0, 2, 5, 10].map { $0 * magnitude / 2 }.first { highest / $0 <= 10 } ?? magnitude
+        let step = Swift.max(1, [1.0, 2, 5, 10].map { $0 * magnitude / 10 }.first { highest / $0 <= 10 } ?? magnitude)
         let maxX = (highest / step).rounded(.down) * step + step
         func px(_ rate: Double) -> Double { left + rate / maxX * (width - left - right) }
-        var svg = LatencyPlot.opening(width: width, height: height, title: "e2e-latency: publish-to-deliver p99 against the rate")
+        let title = "e2e-latency: publish-to-deliver p99 against the rate"
+        var svg = LatencyPlot.opening(width: width, height: height, title: title)
         svg += axis.gridlines(left: px(0), right: px(maxX))
         for tick in stride(from: 0.0, through: maxX, by: step) {
-            svg += "<text x=\"\(px(tick))\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(Self.rateLabel(tick))</text>\n"
+            let label = Self.rateLabel(tick)
+            svg += "<text x=\"\(px(tick))\" y=\"\(height - bottom + 18)\" text-anchor=\"middle\">\(label)</text>\n"
         }
-        svg += "<line x1=\"\(px(0))\" y1=\"\(axis.y(bound))\" x2=\"\(px(maxX))\" y2=\"\(axis.y(bound))\" stroke=\"#d1242f\" stroke-dasharray=\"6,4\"/>\n"
+        let boundY = axis.y(bound)
+        svg += "<line x1=\"\(px(0))\" y1=\"\(boundY)\" x2=\"\(px(maxX))\" y2=\"\(boundY)\" stroke=\"#d1242f\" "
+            + "stroke-dasharray=\"6,4\"/>\n"
         for point in sweep.points {
             guard let p99 = point.p99Micros else { continue }
             let colour = point.kept(sweep.boundMicros) ? "#1f6feb" : "#d1242f"
@@ -319,10 +327,15 @@ enum SweepPlot {
         let medians = sweep.rows.compactMap { row in
             row.p99Micros.map { String(format: "%.1f,%.1f", px(Double(row.rate)), axis.y($0.median)) }
         }
-        svg += "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"\(medians.joined(separator: " "))\"/>\n"
-        svg += "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">rate asked (records/s)</text>\n"
-        svg += "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">publish-to-deliver p99</text>\n"
-        svg += "<text x=\"\(Int(width / 2))\" y=\"44\" text-anchor=\"middle\" font-size=\"11\">a dot per run (red: over the bound or a record lost); line: each rate's median; dashed: the bound, \(sweep.boundMicros) µs</text>\n"
+        let line = medians.joined(separator: " ")
+        svg += "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"\(line)\"/>\n"
+        svg += "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">"
+            + "rate asked (records/s)</text>\n"
+        svg += "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">"
+            + "publish-to-deliver p99</text>\n"
+        svg += "<text x=\"\(Int(width / 2))\" y=\"44\" text-anchor=\"middle\" font-size=\"11\">"
+            + "a dot per run (red: over the bound or a record lost); line: each rate's median; dashed: the bound, "
+            + "\(sweep.boundMicros) µs</text>\n"
         svg += "</svg>\n"
         return svg
     }

@@ -167,7 +167,8 @@ final class FaultyFileIO: FileIO {
                 state.zeroWritesHeld += 1
                 return true
             }) {
-                for _ in 0..<60_000 where self.state.withLock({ $0.holdZeroWrites }) { usleep(1000) }
+                let deadline = Date().addingTimeInterval(60)
+                while self.state.withLock({ $0.holdZeroWrites }), Date() < deadline { usleep(1000) }
             }
         }
         if path.hasSuffix("/" + spareSegmentName), let fail = self.state.withLock({ state -> Int32? in
