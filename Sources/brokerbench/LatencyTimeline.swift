@@ -68,8 +68,7 @@ struct LatencyTimeline: Codable, Equatable, Sendable {
     /// when no window has records.
     func figures(prefix name: String = "timeline") -> [String: Double] {
         let used = self.windows.filter { $0.records > 0 }
-        guard !used.isEmpty else { return [:] }
-        let records = used.reduce(0) { $0 + $1.records }
+        guard !used.isEmpty, let slowRatio = self.slowRecordsRatio else { return [:] }
         let slow = used.reduce(0) { $0 + $1.slow }
         let bySlow = used.map(\.slow).sorted(by: >)
         let worstTenth = bySlow.prefix(Swift.max(1, used.count / 10)).reduce(0, +)
@@ -79,7 +78,7 @@ struct LatencyTimeline: Codable, Equatable, Sendable {
         }
         let prefix = "\(name)_\(self.windowMillis)ms"
         return [
-            "\(prefix)_slow_records_ratio": Double(slow) / Double(records),
+            "\(prefix)_slow_records_ratio": slowRatio,
             "\(prefix)_windows_with_slow_ratio": Double(used.filter { $0.slow > 0 }.count) / Double(used.count),
             "\(prefix)_worst_tenth_of_slow_ratio": slow == 0 ? 0 : Double(worstTenth) / Double(slow),
             "\(prefix)_window_max_p50_us": percentile(0.5),
