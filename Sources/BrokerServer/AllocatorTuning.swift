@@ -17,15 +17,21 @@ import Glibc
 /// freed memory back to its host (free page reporting), each costs microseconds. An arena that keeps up to
 /// ``trimThreshold`` free at its top, and requests up to ``mmapThreshold`` served from the arenas rather than each
 /// from a mapping of its own, took 83,000 faults for the same run; at 2 MiB it was 1.1 million, at 4 MiB 104,000
-/// (docs/benchmarks/HISTORY.md, round 23).
+/// (docs/benchmarks/HISTORY.md, round 23). A broker behind its load frees more at once (appends of up to 4 MiB of
+/// records, their compressed copies, reads of whole batches): asked for more records than the machine carries
+/// (e2e-latency at 631,200 a second), brokerd spent 2.9–3.9 µs of CPU per record with 8 MiB kept and 1.8–2.1 with
+/// 32 MiB (the machine's page faults 1.3–5.4 million a run against 74,000–102,000), and fell seconds behind where
+/// it otherwise kept the rate (round 32).
 ///
 /// The cost is memory: up to ``trimThreshold`` freed at the top of each arena (glibc makes at most 8 arenas per
-/// core) stays with the process instead of going back to the system at once. `brokerd_memory_free_held_bytes` shows
-/// how much that is (``heapUsage()``). An operator who wants glibc's own behaviour back sets any `glibc.malloc`
-/// tunable in `GLIBC_TUNABLES`; brokerd then leaves the allocator to it (docs/OPERATIONS.md "Run").
+/// core; the threads that free large buffers are the event loops, the read pool and the logs' writers) stays with the
+/// process while it is busy, instead of going back to the system at once; ``QuietTrim`` gives it back once the broker
+/// is quiet. `brokerd_memory_free_held_bytes` shows how much that is (``heapUsage()``). An operator who wants glibc's
+/// own behaviour back sets any `glibc.malloc` tunable in `GLIBC_TUNABLES`; brokerd then leaves the allocator to it
+/// (docs/OPERATIONS.md "Run").
 package enum AllocatorTuning {
     /// Free bytes an arena keeps at its top before giving memory back (`M_TRIM_THRESHOLD`).
-    package static let trimThreshold: Int32 = 8 << 20
+    package static let trimThreshold: Int32 = 32 << 20
     /// Requests at least this large get a mapping of their own (`M_MMAP_THRESHOLD`; glibc's largest).
     package static let mmapThreshold: Int32 = 32 << 20
 
@@ -81,10 +87,11 @@ extension AllocatorTuning {
     ///
     /// glibc's `malloc_trim(0)` gives back the whole pages of free chunks in every arena and the main arena's free
     /// top, but not the free tops of the other arenas, the threads' own, which is where the memory ``trimThreshold``
-    /// keeps under load sits (up to 8 MiB each). An arena's top is trimmed when a free on it finds the top above the
-    /// trim threshold. So, with the threshold lowered to ``quietTrimThreshold`` for the duration, a block larger
-    /// than the old threshold is allocated and freed at once on each thread that allocates batch and read buffers:
-    /// the event loops, every thread of `readPool`, the dispatch worker threads (the logs' writers), and this one.
+    /// keeps under load sits (up to 32 MiB each). glibc trims an arena's top when a free on it leaves a free chunk of
+    /// at least 64 KiB and finds the top above the trim threshold. So, with the threshold lowered to
+    /// ``quietTrimThreshold`` for the duration, a block of ``pokeBytes`` is allocated and freed at once on each thread
+    /// that allocates batch and read buffers: the event loops, every thread of `readPool`, the dispatch worker threads
+    /// (the logs' writers), and this one.
     /// Then `malloc_trim(0)`, and the threshold back. Threads it does not reach (a dispatch worker beyond those
     /// `concurrentPerform` uses) keep their arena's top until their next large free. Locks each arena in turn:
     /// milliseconds for a heap of tens of MiB, which is why it runs only when the broker is quiet.
@@ -103,10 +110,15 @@ extension AllocatorTuning {
         _ = brokerd_malloc_trim()
     }
 
-    /// Allocates and frees at once a block larger than ``trimThreshold`` on the calling thread: it comes from the
-    /// top of this thread's arena, and its free trims that top against the threshold in force.
+    /// The block ``releaseThisThreadsTop()`` allocates: at least glibc's 64 KiB (`FASTBIN_CONSOLIDATION_THRESHOLD`,
+    /// the size of a free that makes it look at the arena's top) and well under ``mmapThreshold``, so that it comes
+    /// from the calling thread's arena and not from a mapping of its own.
+    private static let pokeBytes = 1 << 20
+
+    /// Allocates and frees at once a block of ``pokeBytes`` on the calling thread: it comes from this thread's arena,
+    /// and its free trims that arena's top against the threshold in force.
     private static func releaseThisThreadsTop() {
-        brokerd_malloc_poke_arena(Int(Self.trimThreshold) + (64 << 10))
+        brokerd_malloc_poke_arena(Self.pokeBytes)
     }
 
     /// Runs `body` once on each of `pool`'s `threads` threads: every job waits (at most 100 ms) until all of them
