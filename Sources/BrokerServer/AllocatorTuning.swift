@@ -14,9 +14,9 @@ import Glibc
 /// a mapping of its own) the group of buffers freed after each write is given back (`madvise(MADV_DONTNEED)`) and
 /// the next batch faults the same pages in again, zeroed by the kernel: 680,000 page faults in brokerd over one
 /// policy-overhead run, 18,000 a second, most of them on the appenders' threads. On a virtual machine that hands
-/// freed memory back to its host (free page reporting), each costs microseconds. An arena that keeps up to
-/// ``trimThreshold`` free at its top, and requests up to ``mmapThreshold`` served from the arenas rather than each
-/// from a mapping of its own, took 83,000 faults for the same run; at 2 MiB it was 1.1 million, at 4 MiB 104,000
+/// freed memory back to its host (free page reporting), each costs microseconds. An arena that keeps up to 8 MiB
+/// free at its top, and requests up to ``mmapThreshold`` served from the arenas rather than each from a mapping of
+/// its own, took 83,000 faults for the same run; at 2 MiB it was 1.1 million, at 4 MiB 104,000
 /// (docs/benchmarks/HISTORY.md, round 23). A broker behind its load frees more at once (appends of up to 4 MiB of
 /// records, their compressed copies, reads of whole batches): asked for more records than the machine carries
 /// (e2e-latency at 631,200 a second), brokerd spent 2.9–3.9 µs of CPU per record with 8 MiB kept and 1.8–2.1 with

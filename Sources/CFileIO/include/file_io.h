@@ -39,17 +39,18 @@ int brokerd_malloc_thresholds(int mmap_threshold, int trim_threshold);
 /// the arenas' unused tops, kept for the next allocations). Locks each arena in turn while it counts.
 void brokerd_heap_usage(size_t *allocated, size_t *free_held);
 
-/// malloc_trim(0) (<malloc.h>): gives back to the system what every arena holds free, the free space at its top
-/// and the whole pages of free chunks between used ones (`madvise(MADV_DONTNEED)`; the chunks stay free, and a
-/// later allocation faults their pages in again). 1 when any memory was given back, else 0.
+/// malloc_trim(0) (<malloc.h>): gives back to the system the whole pages of free chunks between used ones in every
+/// arena (`madvise(MADV_DONTNEED)`; the chunks stay free, and a later allocation faults their pages in again) and the
+/// free space at the top of the main arena; the tops of the other arenas stay (`brokerd_malloc_poke_arena`). 1 when
+/// any memory was given back, else 0.
 int brokerd_malloc_trim(void);
 
 /// mallopt(M_TRIM_THRESHOLD, trim_threshold): 1 when glibc took it.
 int brokerd_malloc_trim_threshold(int trim_threshold);
 
-/// malloc(size) and free at once, on the calling thread: the block comes from the top of this thread's arena, and
-/// freeing it lets glibc trim that top against the trim threshold in force (malloc_trim leaves the tops of arenas
-/// other than the main one alone).
+/// malloc(size) and free at once, on the calling thread: below the mmap threshold the block comes from this thread's
+/// arena (its top or a free chunk), and a free of 64 KiB or more lets glibc trim that arena's top against the trim
+/// threshold in force (malloc_trim leaves the tops of arenas other than the main one alone).
 void brokerd_malloc_poke_arena(size_t size);
 
 #endif
