@@ -141,8 +141,16 @@ enum TimelinePlot {
         svg += line(timeline.windows, colour: "#1f6feb")
         svg += "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">scheduled send time (measured seconds; windows of \(timeline.windowMillis) ms)</text>\n"
         svg += "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">latest arrival in the window</text>\n"
-        let green = acknowledged == nil ? "" : "green: latest acknowledgement (durable); "
-        svg += "<text x=\"\(Int(width / 2))\" y=\"44\" text-anchor=\"middle\" font-size=\"11\">blue: each window's latest arrival; \(green)dashed: \(timeline.slowMicros) µs; red bars: share of the window's records later than that (right axis)</text>\n"
+        // The legend in two lines: in one, with the acknowledgements' line named, it ran past both edges.
+        let green = acknowledged == nil ? "" : "; green: latest acknowledgement (durable)"
+        let legend = [
+            "blue: each window's latest arrival\(green)",
+            "dashed: \(timeline.slowMicros) µs; red bars: share of the window's records later than that (right axis)",
+        ]
+        for (i, text) in legend.enumerated() {
+            svg += "<text x=\"\(Int(width / 2))\" y=\"\(38 + 14 * i)\" text-anchor=\"middle\" font-size=\"11\">"
+                + "\(text)</text>\n"
+        }
         svg += "</svg>\n"
         return svg
     }

@@ -89,6 +89,13 @@ struct LatencyTimelineTests {
         #expect(lines.count == 2 && lines[0].contains("#2da44e") && lines[1].contains("#1f6feb"))
         #expect(lines[0].split(separator: " ").filter { $0.contains(",") }.count == 3)
         #expect(both.contains(">1 s</text>") && both.contains("latest acknowledgement"))
+        // The legend fits the 800-pixel width: no line of it over 110 characters at 11 pixels.
+        let legend = both.split(separator: "\n").filter { $0.contains("font-size=\"11\"") }
+        #expect(legend.count == 2)
+        for line in legend {
+            let text = line.split(separator: ">", maxSplits: 1)[1].dropLast("</text>".count)
+            #expect(text.count <= 110, "\(text.count) characters: \(text)")
+        }
         #expect(!svg.contains("#2da44e"))
         // A 1 µs threshold and no record: still a scale (100 µs to 1 ms) and no NaN.
         let empty = TimelinePlot.svg(LatencyTimeline(seconds: 1, slowMicros: 1), title: "empty")
