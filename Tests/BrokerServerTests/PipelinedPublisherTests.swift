@@ -202,9 +202,11 @@ struct PipelinedPublisherTests {
     @Test("a closed connection acknowledges every outstanding request with its error and ends the sequence")
     func closedConnection() async throws {
         let config = ConfigText()
-        // per_connection as a delaying limiter of 1 record/s, bursts of 1: the second and third PUBLISH are held
-        // for a second or more, so they are outstanding when the client closes.
-        config.delayPerConnection(rate: 1)
+        // per_connection as a delaying limiter of one record every 10 s, bursts of 1: the second and third PUBLISH
+        // are held for the broker's longest hold, 2 s (`maxPublishDelayNanos`), so they are outstanding when the
+        // client closes. (At 1 record/s they were held about a second, and once in a loaded `make test` both were
+        // answered before the close reached the broker.)
+        config.delayPerConnection(rate: 0.1)
         let broker = try await TestBroker.startScenario(configText: config)
         defer { broker.removeData() }
         let producer = try await broker.client("learning-portal")

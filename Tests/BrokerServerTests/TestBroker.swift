@@ -417,7 +417,7 @@ final class ConfigText: Sendable {
     func set(_ text: String) { self.storage.withLock { $0 = text } }
 
     /// Makes the default `per_connection` limiter a delaying one of `rate` records/s in bursts of 1.
-    func delayPerConnection(rate: Int) {
+    func delayPerConnection(rate: Double) {
         self.edit(after: #"name = "per_connection""#, replacing: "rate = 50000", with: "rate = \(rate)")
         self.edit(after: #"name = "per_connection""#, replacing: "burst = 100000", with: "burst = 1")
         self.edit(after: #"name = "per_connection""#, replacing: #"action = "reject""#, with: #"action = "delay""#)
