@@ -68,7 +68,8 @@ struct LatencyTimeline: Codable, Equatable, Sendable {
     /// when no window has records.
     func figures(prefix name: String = "timeline") -> [String: Double] {
         let used = self.windows.filter { $0.records > 0 }
-        guard !used.isEmpty, let slowRatio = self.slowRecordsRatio else { return [:] }
+        // No records, no ratio: `used` is then empty too.
+        guard let slowRatio = self.slowRecordsRatio else { return [:] }
         let slow = used.reduce(0) { $0 + $1.slow }
         let bySlow = used.map(\.slow).sorted(by: >)
         let worstTenth = bySlow.prefix(Swift.max(1, used.count / 10)).reduce(0, +)
@@ -139,18 +140,20 @@ enum TimelinePlot {
         }
         if let acknowledged { svg += line(acknowledged.windows, colour: "#2da44e") }
         svg += line(timeline.windows, colour: "#1f6feb")
-        svg += "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">scheduled send time (measured seconds; windows of \(timeline.windowMillis) ms)</text>\n"
-        svg += "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">latest arrival in the window</text>\n"
+        svg += LatencyPlot.axisTitles(
+            x: "scheduled send time (measured seconds; windows of \(timeline.windowMillis) ms)",
+            y: "latest arrival in the window", width: width, height: height
+        )
         // The legend in two lines: in one, with the acknowledgements' line named, it ran past both edges.
         let green = acknowledged == nil ? "" : "; green: latest acknowledgement (durable)"
-        let legend = [
-            "blue: each window's latest arrival\(green)",
-            "dashed: \(timeline.slowMicros) µs; red bars: share of the window's records later than that (right axis)",
-        ]
-        for (i, text) in legend.enumerated() {
-            svg += "<text x=\"\(Int(width / 2))\" y=\"\(38 + 14 * i)\" text-anchor=\"middle\" font-size=\"11\">"
-                + "\(text)</text>\n"
-        }
+        svg += LatencyPlot.legend(
+            [
+                "blue: each window's latest arrival\(green)",
+                "dashed: \(timeline.slowMicros) µs; red bars: share of the window's records later than that "
+                    + "(right axis)",
+            ],
+            width: width
+        )
         svg += "</svg>\n"
         return svg
     }

@@ -193,8 +193,7 @@ enum LatencyPlot {
         }
         let path = points.map { String(format: "%.1f,%.1f", px($0.0), py($0.1)) }.joined(separator: " ")
         svg += "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"\(path)\"/>\n"
-        svg += "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">percentile</text>\n"
-        svg += "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">latency (µs)</text>\n"
+        svg += Self.axisTitles(x: "percentile", y: "latency (µs)", width: width, height: height)
         svg += "</svg>\n"
         return svg
     }
@@ -207,6 +206,21 @@ enum LatencyPlot {
         <text x="\(Int(width / 2))" y="22" text-anchor="middle" font-size="15">\(Self.escape(title))</text>
 
         """
+    }
+
+    /// The x axis's title centred under the plot, and the y axis's turned up along its left edge.
+    static func axisTitles(x: String, y: String, width: Double, height: Double) -> String {
+        "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">\(x)</text>\n"
+            + "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">\(y)</text>\n"
+    }
+
+    /// A legend of `lines` in small type, centred under the title, 14 pixels apart, around y = 44.
+    static func legend(_ lines: [String], width: Double) -> String {
+        let first = 44 - 6 * (lines.count - 1)
+        return lines.enumerated().map { i, text in
+            "<text x=\"\(Int(width / 2))\" y=\"\(first + 14 * i)\" text-anchor=\"middle\" font-size=\"11\">"
+                + "\(text)</text>\n"
+        }.joined()
     }
 
     /// `text` with `&` and `<` escaped, for an SVG text element.

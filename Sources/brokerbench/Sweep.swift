@@ -329,13 +329,16 @@ enum SweepPlot {
         }
         let line = medians.joined(separator: " ")
         svg += "<polyline fill=\"none\" stroke=\"#1f6feb\" stroke-width=\"2\" points=\"\(line)\"/>\n"
-        svg += "<text x=\"\(Int(width / 2))\" y=\"\(Int(height - 12))\" text-anchor=\"middle\">"
-            + "rate asked (records/s)</text>\n"
-        svg += "<text transform=\"translate(16,\(Int(height / 2))) rotate(-90)\" text-anchor=\"middle\">"
-            + "publish-to-deliver p99</text>\n"
-        svg += "<text x=\"\(Int(width / 2))\" y=\"44\" text-anchor=\"middle\" font-size=\"11\">"
-            + "a dot per run (red: over the bound or a record lost); line: each rate's median; dashed: the bound, "
-            + "\(sweep.boundMicros) µs</text>\n"
+        svg += LatencyPlot.axisTitles(
+            x: "rate asked (records/s)", y: "publish-to-deliver p99", width: width, height: height
+        )
+        svg += LatencyPlot.legend(
+            [
+                "a dot per run (red: over the bound or a record lost); line: each rate's median; dashed: the bound, "
+                    + "\(sweep.boundMicros) µs"
+            ],
+            width: width
+        )
         svg += "</svg>\n"
         return svg
     }
